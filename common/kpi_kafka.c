@@ -1,0 +1,203 @@
+/* kpi_kafka.c: Kafka client configuration, topic creation and libuv integration. */
+#include "kpi_kafka.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kpi_env.h"
+
+extern char **environ;
+
+static const struct {
+  const char *env;
+  const char *def;
+  int partitions;
+} topic_defaults[KPI_TOPIC_COUNT] = {
+    {"KPI_TOPIC_MEASUREMENTS", "kpi.measurements.v1", 6},
+    {"KPI_TOPIC_ALERTS", "kpi.alerts.v1", 3},
+    {"KPI_TOPIC_MEASUREMENTS_DLQ", "kpi.measurements.dlq.v1", 1},
+    {"KPI_TOPIC_ALERTS_DLQ", "kpi.alerts.dlq.v1", 1},
+};
+
+int kpi_topics_from_env(kpi_topic_spec specs[KPI_TOPIC_COUNT], char *errstr, size_t errstr_size) {
+  int64_t repl;
+  if (kpi_env_int("KPI_TOPIC_REPLICATION", 1, 1, 32, &repl, errstr, errstr_size)) return -1;
+  for (int i = 0; i < KPI_TOPIC_COUNT; i++) {
+    const char *name = kpi_env_str(topic_defaults[i].env, topic_defaults[i].def);
+    if (strlen(name) >= sizeof(specs[i].name)) {
+      snprintf(errstr, errstr_size, "%s: topic name too long", topic_defaults[i].env);
+      return -1;
+    }
+    snprintf(specs[i].name, sizeof(specs[i].name), "%s", name);
+    char var[64];
+    snprintf(var, sizeof(var), "%s_PARTITIONS", topic_defaults[i].env);
+    int64_t parts;
+    if (kpi_env_int(var, topic_defaults[i].partitions, 1, 10000, &parts, errstr, errstr_size))
+      return -1;
+    specs[i].partitions = (int)parts;
+    specs[i].replication = (int)repl;
+  }
+  return 0;
+}
+
+int kpi_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                       char *errstr, size_t errstr_size) {
+  char err[256];
+  if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+    /* Never echo values of secret-looking properties into logs. */
+    int secret = strstr(name, "password") || strstr(name, "secret") || strstr(name, "key");
+    snprintf(errstr, errstr_size, "kafka property %s=%s: %s", name, secret ? "***" : value, err);
+    return -1;
+  }
+  return 0;
+}
+
+rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, char *errstr, size_t errstr_size) {
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (kpi_kafka_conf_set(conf, "bootstrap.servers",
+                         kpi_env_str("KPI_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), errstr,
+                         errstr_size) ||
+      kpi_kafka_conf_set(conf, "client.id", client_id, errstr, errstr_size))
+    goto err;
+  for (char **e = environ; *e; e++) {
+    if (strncmp(*e, "KAFKA_", 6) != 0) continue;
+    const char *eq = strchr(*e, '=');
+    if (!eq) continue;
+    char prop[128];
+    size_t n = (size_t)(eq - *e) - 6;
+    if (n == 0 || n >= sizeof(prop)) continue;
+    for (size_t i = 0; i < n; i++) {
+      char c = (*e)[6 + i];
+      prop[i] = c == '_' ? '.' : (char)tolower((unsigned char)c);
+    }
+    prop[n] = '\0';
+    /* KAFKA_HEAP_OPTS and friends belong to the broker's scripts, not to clients. */
+    if (strcmp(prop, "heap.opts") == 0 || strcmp(prop, "opts") == 0) continue;
+    if (kpi_kafka_conf_set(conf, prop, eq + 1, errstr, errstr_size)) goto err;
+  }
+  return conf;
+err:
+  rd_kafka_conf_destroy(conf);
+  return NULL;
+}
+
+int kpi_kafka_ensure_topics(rd_kafka_t *rk, const kpi_topic_spec *specs, size_t n,
+                            int timeout_ms, char *errstr, size_t errstr_size) {
+  rd_kafka_NewTopic_t **topics = calloc(n, sizeof(*topics));
+  rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_event_t *ev = NULL;
+  int rc = -1;
+  char err[256];
+  if (!topics) {
+    snprintf(errstr, errstr_size, "out of memory");
+    goto out;
+  }
+  rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, err, sizeof(err));
+  rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof(err));
+  for (size_t i = 0; i < n; i++) {
+    topics[i] = rd_kafka_NewTopic_new(specs[i].name, specs[i].partitions, specs[i].replication,
+                                      err, sizeof(err));
+    if (!topics[i]) {
+      snprintf(errstr, errstr_size, "topic %s: %s", specs[i].name, err);
+      goto out;
+    }
+  }
+  rd_kafka_CreateTopics(rk, topics, n, opts, q);
+  ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
+  if (!ev) {
+    snprintf(errstr, errstr_size, "creating topics: no answer from the broker in %d ms",
+             timeout_ms);
+    goto out;
+  }
+  if (rd_kafka_event_error(ev)) {
+    snprintf(errstr, errstr_size, "creating topics: %s", rd_kafka_event_error_string(ev));
+    goto out;
+  }
+  const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+  size_t cnt;
+  const rd_kafka_topic_result_t **results = rd_kafka_CreateTopics_result_topics(res, &cnt);
+  rc = 0;
+  for (size_t i = 0; i < cnt; i++) {
+    rd_kafka_resp_err_t e = rd_kafka_topic_result_error(results[i]);
+    if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+      snprintf(errstr, errstr_size, "topic %s: %s", rd_kafka_topic_result_name(results[i]),
+               rd_kafka_topic_result_error_string(results[i])
+                   ? rd_kafka_topic_result_error_string(results[i])
+                   : rd_kafka_err2str(e));
+      rc = -1;
+      break;
+    }
+  }
+out:
+  if (ev) rd_kafka_event_destroy(ev);
+  if (topics) {
+    for (size_t i = 0; i < n; i++)
+      if (topics[i]) rd_kafka_NewTopic_destroy(topics[i]);
+    free(topics);
+  }
+  rd_kafka_AdminOptions_destroy(opts);
+  rd_kafka_queue_destroy(q);
+  return rc;
+}
+
+static void on_uv_waker_readable(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  kpi_kafka_waker *w = handle->data;
+  char buf[256];
+  /* Drain every wake-up byte first: a byte written while we serve the queue below then
+   * triggers another callback instead of being lost. */
+  while (read(w->fds[0], buf, sizeof(buf)) > 0) {
+  }
+  if (status < 0) return;
+  w->on_ready(w);
+}
+
+int kpi_kafka_waker_init(uv_loop_t *loop, kpi_kafka_waker *w, rd_kafka_queue_t *queue,
+                         kpi_kafka_waker_cb on_ready) {
+  w->queue = queue;
+  w->on_ready = on_ready;
+  if (pipe2(w->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    int e = -errno;
+    rd_kafka_queue_destroy(queue);
+    w->queue = NULL;
+    return e;
+  }
+  int rc = uv_poll_init(loop, &w->poll, w->fds[0]);
+  if (rc) {
+    close(w->fds[0]);
+    close(w->fds[1]);
+    rd_kafka_queue_destroy(queue);
+    w->queue = NULL;
+    return rc;
+  }
+  w->poll.data = w;
+  rd_kafka_queue_io_event_enable(queue, w->fds[1], "1", 1);
+  rc = uv_poll_start(&w->poll, UV_READABLE, on_uv_waker_readable);
+  /* The queue may already hold events from before the io event was enabled. */
+  uv_poll_t *p = &w->poll;
+  (void)p;
+  return rc;
+}
+
+static void on_uv_waker_closed(uv_handle_t *h) {
+  kpi_kafka_waker *w = h->data;
+  close(w->fds[0]);
+  close(w->fds[1]);
+  if (w->on_closed) w->on_closed(h);
+}
+
+void kpi_kafka_waker_close(kpi_kafka_waker *w, uv_close_cb on_closed) {
+  if (w->queue) {
+    rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
+    rd_kafka_queue_destroy(w->queue);
+    w->queue = NULL;
+  }
+  w->on_closed = on_closed;
+  uv_close((uv_handle_t *)&w->poll, on_uv_waker_closed);
+}

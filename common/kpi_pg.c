@@ -1,0 +1,112 @@
+/* kpi_pg.c: blocking PostgreSQL helpers used at start-up: connect, migrate. */
+#include "kpi_pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Arbitrary but fixed: every replica of every service takes the same lock to migrate. */
+#define KPI_MIGRATE_LOCK_KEY 7426151903LL
+
+const char *kpi_pg_conninfo(void) {
+  const char *url = getenv("DATABASE_URL");
+  return url && *url ? url : "";
+}
+
+static void copy_error(PGconn *conn, const char *what, char *errstr, size_t size) {
+  const char *msg = PQerrorMessage(conn);
+  size_t n = strlen(msg);
+  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) n--;
+  snprintf(errstr, size, "%s: %.*s", what, (int)n, msg);
+}
+
+PGconn *kpi_pg_connect(const char *conninfo, char *errstr, size_t errstr_size) {
+  PGconn *conn = PQconnectdb(conninfo);
+  if (!conn) {
+    snprintf(errstr, errstr_size, "postgres: out of memory");
+    return NULL;
+  }
+  if (PQstatus(conn) != CONNECTION_OK) {
+    copy_error(conn, "postgres connect", errstr, errstr_size);
+    PQfinish(conn);
+    return NULL;
+  }
+  return conn;
+}
+
+int kpi_pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) {
+  PGresult *res = PQexec(conn, sql);
+  ExecStatusType st = PQresultStatus(res);
+  int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+  if (!ok) copy_error(conn, "postgres", errstr, errstr_size);
+  PQclear(res);
+  return ok ? 0 : -1;
+}
+
+/* Returns 1 when NAME is recorded as applied, 0 when not, -1 on error. */
+static int migration_applied(PGconn *conn, const char *name, char *errstr, size_t size) {
+  const char *params[1] = {name};
+  PGresult *res = PQexecParams(conn, "SELECT 1 FROM schema_migrations WHERE name = $1", 1, NULL,
+                               params, NULL, NULL, 0);
+  int rc;
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    copy_error(conn, "schema_migrations", errstr, size);
+    rc = -1;
+  } else {
+    rc = PQntuples(res) > 0;
+  }
+  PQclear(res);
+  return rc;
+}
+
+static int apply_one(PGconn *conn, const kpi_migration *m, char *errstr, size_t size) {
+  if (kpi_pg_exec(conn, "BEGIN", errstr, size)) return -1;
+  PGresult *res = PQexec(conn, m->sql);
+  if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+    char inner[400];
+    copy_error(conn, m->name, inner, sizeof(inner));
+    snprintf(errstr, size, "migration %s", inner);
+    PQclear(res);
+    PQclear(PQexec(conn, "ROLLBACK"));
+    return -1;
+  }
+  PQclear(res);
+  const char *params[1] = {m->name};
+  res = PQexecParams(conn, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL, params,
+                     NULL, NULL, 0);
+  int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  if (!ok) copy_error(conn, "schema_migrations", errstr, size);
+  PQclear(res);
+  if (!ok) {
+    PQclear(PQexec(conn, "ROLLBACK"));
+    return -1;
+  }
+  return kpi_pg_exec(conn, "COMMIT", errstr, size);
+}
+
+int kpi_pg_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
+  char sql[128];
+  snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", KPI_MIGRATE_LOCK_KEY);
+  if (kpi_pg_exec(conn, sql, errstr, errstr_size)) return -1;
+  int applied = 0;
+  if (kpi_pg_exec(conn,
+                  "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                  " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                  errstr, errstr_size)) {
+    applied = -1;
+    goto unlock;
+  }
+  for (const kpi_migration *m = kpi_migrations; m->name; m++) {
+    int done = migration_applied(conn, m->name, errstr, errstr_size);
+    if (done < 0 || (!done && apply_one(conn, m, errstr, errstr_size))) {
+      applied = -1;
+      goto unlock;
+    }
+    if (!done) applied++;
+  }
+unlock:
+  snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", KPI_MIGRATE_LOCK_KEY);
+  char ignore[128];
+  kpi_pg_exec(conn, sql, ignore, sizeof(ignore));
+  return applied;
+}

@@ -1,0 +1,460 @@
+/* kpi_catalog.c: loads the JSON catalog (cJSON), validates every field, answers look-ups. */
+#include "kpi_catalog.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kpi_time.h"
+
+static const char *const kind_names[] = {"level", "cumulative", "ratio", "maintain", "milestone"};
+
+const char *kpi_kind_name(kpi_kind kind) {
+  return (unsigned)kind < 5 ? kind_names[kind] : "unknown";
+}
+
+const char *kpi_direction_name(kpi_direction dir) {
+  return dir == KPI_DIR_DECREASE ? "decrease" : "increase";
+}
+
+int kpi_kind_parse(const char *s, kpi_kind *out) {
+  for (int i = 0; i < 5; i++)
+    if (strcmp(s, kind_names[i]) == 0) {
+      *out = (kpi_kind)i;
+      return 0;
+    }
+  return -1;
+}
+
+typedef struct {
+  char *errstr;
+  size_t size;
+  char where[64]; /* "measures[3]" */
+} load_ctx;
+
+__attribute__((format(printf, 3, 4))) static int fail(load_ctx *lc, const char *field,
+                                                      const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (lc->where[0])
+    snprintf(lc->errstr, lc->size, "%s.%s: %s", lc->where, field, msg);
+  else
+    snprintf(lc->errstr, lc->size, "%s: %s", field, msg);
+  return -1;
+}
+
+/* Copies a required (or optional, when OPTIONAL) non-empty string member into *OUT. */
+static int get_string(load_ctx *lc, const cJSON *obj, const char *field, bool optional,
+                      char **out) {
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, field);
+  *out = NULL;
+  if (!it) return optional ? 0 : fail(lc, field, "missing");
+  if (!cJSON_IsString(it)) return fail(lc, field, "must be a string");
+  if (it->valuestring[0] == '\0') return fail(lc, field, "must not be empty");
+  if (!(*out = strdup(it->valuestring))) return fail(lc, field, "out of memory");
+  return 0;
+}
+
+/* Reads number member MEMBER of OBJ; errors name it as FIELD (`baseline.value`). */
+static int get_number(load_ctx *lc, const cJSON *obj, const char *member, const char *field,
+                      double *out) {
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, member);
+  if (!it) return fail(lc, field, "missing");
+  if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+    return fail(lc, field, "must be a finite number");
+  *out = it->valuedouble;
+  return 0;
+}
+
+static int get_fy(load_ctx *lc, const cJSON *obj, const char *field, const char *member,
+                  int *out) {
+  char name[64];
+  snprintf(name, sizeof(name), "%s.%s", field, member);
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, member);
+  if (!it) return fail(lc, name, "missing");
+  if (cJSON_IsNumber(it)) {
+    char buf[32];
+    /* Range first: converting an out-of-range double to int is undefined behaviour. */
+    if (!(it->valuedouble >= 1900 && it->valuedouble <= 2200))
+      return fail(lc, name, "not a fiscal year");
+    snprintf(buf, sizeof(buf), "%d", (int)it->valuedouble);
+    if ((double)(int)it->valuedouble != it->valuedouble || kpi_fy_parse(buf, out) != 0)
+      return fail(lc, name, "not a fiscal year");
+    return 0;
+  }
+  if (!cJSON_IsString(it) || kpi_fy_parse(it->valuestring, out) != 0)
+    return fail(lc, name, "not a fiscal year (2024, FY2024, R6, 令和6年度, H30...)");
+  return 0;
+}
+
+static int get_string_array(load_ctx *lc, const cJSON *obj, const char *field, bool optional,
+                            char ***out, size_t *n) {
+  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, field);
+  *out = NULL;
+  *n = 0;
+  if (!arr) return optional ? 0 : fail(lc, field, "missing");
+  if (!cJSON_IsArray(arr)) return fail(lc, field, "must be an array of strings");
+  size_t count = (size_t)cJSON_GetArraySize(arr);
+  if (count == 0) return optional ? 0 : fail(lc, field, "must not be empty");
+  if (!(*out = calloc(count, sizeof(char *)))) return fail(lc, field, "out of memory");
+  const cJSON *it;
+  cJSON_ArrayForEach(it, arr) {
+    if (!cJSON_IsString(it) || !strchr(it->valuestring, '@') ||
+        strpbrk(it->valuestring, " \t\r\n<>,;\"") != NULL)
+      return fail(lc, field, "[%zu] is not a mail address", *n);
+    if (!((*out)[*n] = strdup(it->valuestring))) return fail(lc, field, "out of memory");
+    (*n)++;
+  }
+  return 0;
+}
+
+static int hex_nibble(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Ids end up in URLs, Kafka keys and mail headers: keep them to a safe ASCII alphabet. */
+static bool valid_id(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64) return false;
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_' || *p == '.'))
+      return false;
+  return true;
+}
+
+static int load_department(load_ctx *lc, const cJSON *obj, kpi_department *d) {
+  if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
+  if (get_string(lc, obj, "id", false, &d->id)) return -1;
+  if (!valid_id(d->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
+  if (get_string(lc, obj, "name", false, &d->name)) return -1;
+  const cJSON *sample = cJSON_GetObjectItemCaseSensitive(obj, "sample");
+  if (sample && !cJSON_IsBool(sample)) return fail(lc, "sample", "must be true or false");
+  d->sample = cJSON_IsTrue(sample);
+  char *hash = NULL;
+  if (get_string(lc, obj, "token_sha256", true, &hash)) return -1;
+  if (hash) {
+    int ok = strlen(hash) == 64;
+    for (int i = 0; ok && i < 32; i++) {
+      int hi = hex_nibble(hash[2 * i]), lo = hex_nibble(hash[2 * i + 1]);
+      if (hi < 0 || lo < 0) ok = 0;
+      else d->token_sha256[i] = (uint8_t)(hi << 4 | lo);
+    }
+    free(hash);
+    if (!ok) return fail(lc, "token_sha256", "must be 64 hex digits (SHA-256 of the token)");
+    d->has_token = true;
+  }
+  if (get_string_array(lc, obj, "mailboxes", false, &d->mailboxes, &d->n_mailboxes)) return -1;
+  if (d->sample) {
+    for (size_t i = 0; i < d->n_mailboxes; i++) {
+      size_t n = strlen(d->mailboxes[i]);
+      if (n < 8 || strcmp(d->mailboxes[i] + n - 8, ".example") != 0)
+        return fail(lc, "mailboxes", "[%zu] a sample department's mailbox must end in .example",
+                    i);
+    }
+  }
+  return 0;
+}
+
+static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
+  if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
+  if (get_string(lc, obj, "id", false, &m->id)) return -1;
+  if (!valid_id(m->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
+  double goal;
+  if (get_number(lc, obj, "goal", "goal", &goal)) return -1;
+  if (goal < 1 || goal > 99 || goal != (int)goal)
+    return fail(lc, "goal", "must be a whole number 1-99");
+  m->goal = (int)goal;
+  if (get_string(lc, obj, "goal_name", true, &m->goal_name)) return -1;
+  if (get_string(lc, obj, "program", false, &m->program)) return -1;
+  if (get_string(lc, obj, "name", false, &m->name)) return -1;
+  if (get_string(lc, obj, "indicator", false, &m->indicator)) return -1;
+  if (get_string(lc, obj, "unit", false, &m->unit)) return -1;
+  char *s = NULL;
+  if (get_string(lc, obj, "kind", false, &s)) return -1;
+  int bad = kpi_kind_parse(s, &m->kind);
+  free(s);
+  if (bad) return fail(lc, "kind", "unknown kind (level, cumulative, ratio, maintain, milestone)");
+  if (get_string(lc, obj, "direction", false, &s)) return -1;
+  if (strcmp(s, "increase") == 0) m->direction = KPI_DIR_INCREASE;
+  else if (strcmp(s, "decrease") == 0) m->direction = KPI_DIR_DECREASE;
+  else bad = 1;
+  free(s);
+  if (bad) return fail(lc, "direction", "must be increase or decrease");
+
+  const cJSON *base = cJSON_GetObjectItemCaseSensitive(obj, "baseline");
+  const cJSON *target = cJSON_GetObjectItemCaseSensitive(obj, "target");
+  if (!cJSON_IsObject(base)) return fail(lc, "baseline", "missing or not an object");
+  if (!cJSON_IsObject(target)) return fail(lc, "target", "missing or not an object");
+  if (get_fy(lc, base, "baseline", "fy", &m->baseline_fy)) return -1;
+  if (get_fy(lc, target, "target", "fy", &m->target_fy)) return -1;
+  if (get_number(lc, base, "value", "baseline.value", &m->baseline)) return -1;
+  if (get_number(lc, target, "value", "target.value", &m->target)) return -1;
+  if (m->target_fy < m->baseline_fy)
+    return fail(lc, "target.fy", "before the baseline's fiscal year");
+
+  switch (m->kind) {
+    case KPI_KIND_LEVEL:
+    case KPI_KIND_RATIO:
+      if (m->target == m->baseline)
+        return fail(lc, "target.value",
+                    "equal to baseline, a %s measure needs a difference", kpi_kind_name(m->kind));
+      if ((m->direction == KPI_DIR_INCREASE) != (m->target > m->baseline))
+        return fail(lc, "target.value", "does not go in the measure's direction (%s)",
+                    kpi_direction_name(m->direction));
+      if (m->target_fy == m->baseline_fy)
+        return fail(lc, "target.fy", "same fiscal year as the baseline: no time to progress");
+      break;
+    case KPI_KIND_CUMULATIVE:
+      if (!(m->target > 0)) return fail(lc, "target.value", "a cumulative target must be > 0");
+      if (m->direction != KPI_DIR_INCREASE)
+        return fail(lc, "direction", "a cumulative measure can only increase");
+      break;
+    case KPI_KIND_MAINTAIN:
+      if (m->baseline == 0 || m->target != m->baseline)
+        return fail(lc, "target.value", "a maintain measure keeps its (non-zero) baseline");
+      break;
+    case KPI_KIND_MILESTONE:
+      if (m->baseline != 0 || m->target != 1)
+        return fail(lc, "target.value", "a milestone goes from 0 (not yet) to 1 (done)");
+      break;
+  }
+  if (m->kind == KPI_KIND_RATIO && strcmp(m->unit, "percent") != 0)
+    return fail(lc, "unit", "a ratio measure is reported in percent");
+
+  const cJSON *win = cJSON_GetObjectItemCaseSensitive(obj, "window");
+  if (m->kind == KPI_KIND_CUMULATIVE) {
+    if (!cJSON_IsObject(win))
+      return fail(lc, "window", "a cumulative measure needs {\"from\": FY, \"to\": FY}");
+    if (get_fy(lc, win, "window", "from", &m->window_from_fy)) return -1;
+    if (get_fy(lc, win, "window", "to", &m->window_to_fy)) return -1;
+    if (m->window_to_fy < m->window_from_fy)
+      return fail(lc, "window.to", "before window.from");
+    if (m->window_to_fy != m->target_fy)
+      return fail(lc, "window.to", "must be the target's fiscal year");
+  } else if (win) {
+    return fail(lc, "window", "only a cumulative measure has a window");
+  }
+
+  if (get_string(lc, obj, "owner", false, &m->owner)) return -1;
+  if (get_string_array(lc, obj, "watchers", true, &m->watchers, &m->n_watchers)) return -1;
+  m->report_interval_days = 365;
+  const cJSON *ri = cJSON_GetObjectItemCaseSensitive(obj, "report_interval_days");
+  if (ri) {
+    if (!cJSON_IsNumber(ri) || ri->valuedouble < 1 || ri->valuedouble > 3660 ||
+        ri->valuedouble != (int)ri->valuedouble)
+      return fail(lc, "report_interval_days", "must be a whole number of days, 1-3660");
+    m->report_interval_days = (int)ri->valuedouble;
+  }
+  return 0;
+}
+
+static int cmp_measure(const void *a, const void *b) {
+  return strcmp(((const kpi_measure *)a)->id, ((const kpi_measure *)b)->id);
+}
+
+kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_t errstr_size) {
+  load_ctx lc = {.errstr = errstr, .size = errstr_size};
+  kpi_catalog *cat = calloc(1, sizeof(*cat));
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  if (!cat) {
+    fail(&lc, "catalog", "out of memory");
+    goto err;
+  }
+  if (!root) {
+    fail(&lc, "catalog", "not valid JSON (near byte %ld)",
+         cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - json) : -1L);
+    goto err;
+  }
+  if (!cJSON_IsObject(root)) {
+    fail(&lc, "catalog", "must be a JSON object");
+    goto err;
+  }
+  const cJSON *schema = cJSON_GetObjectItemCaseSensitive(root, "schema");
+  if (!cJSON_IsString(schema) || strcmp(schema->valuestring, "kpi.catalog/1") != 0) {
+    fail(&lc, "schema", "must be \"kpi.catalog/1\"");
+    goto err;
+  }
+  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
+  if (ver && (!cJSON_IsNumber(ver) || !(ver->valuedouble >= 0 && ver->valuedouble <= 1e9))) {
+    fail(&lc, "version", "must be a whole number");
+    goto err;
+  }
+  cat->version = ver ? (int)ver->valuedouble : 0;
+  const cJSON *plan = cJSON_GetObjectItemCaseSensitive(root, "plan");
+  if (!cJSON_IsObject(plan)) {
+    fail(&lc, "plan", "missing or not an object");
+    goto err;
+  }
+  snprintf(lc.where, sizeof(lc.where), "plan");
+  if (get_string(&lc, plan, "id", false, &cat->plan_id) ||
+      get_string(&lc, plan, "name", false, &cat->plan_name) ||
+      get_string(&lc, plan, "dashboard_url", true, &cat->dashboard_url))
+    goto err;
+  lc.where[0] = '\0';
+
+  const cJSON *depts = cJSON_GetObjectItemCaseSensitive(root, "departments");
+  if (!cJSON_IsArray(depts) || cJSON_GetArraySize(depts) == 0) {
+    fail(&lc, "departments", "missing or empty");
+    goto err;
+  }
+  size_t nd = (size_t)cJSON_GetArraySize(depts);
+  if (!(cat->departments = calloc(nd, sizeof(kpi_department)))) goto oom;
+  const cJSON *it;
+  cJSON_ArrayForEach(it, depts) {
+    snprintf(lc.where, sizeof(lc.where), "departments[%zu]", cat->n_departments);
+    kpi_department *d = &cat->departments[cat->n_departments++];
+    if (load_department(&lc, it, d)) goto err;
+    for (size_t i = 0; i + 1 < cat->n_departments; i++)
+      if (strcmp(cat->departments[i].id, d->id) == 0) {
+        fail(&lc, "id", "duplicate department id \"%s\"", d->id);
+        goto err;
+      }
+  }
+
+  const cJSON *measures = cJSON_GetObjectItemCaseSensitive(root, "measures");
+  if (!cJSON_IsArray(measures) || cJSON_GetArraySize(measures) == 0) {
+    lc.where[0] = '\0';
+    fail(&lc, "measures", "missing or empty");
+    goto err;
+  }
+  size_t nm = (size_t)cJSON_GetArraySize(measures);
+  if (!(cat->measures = calloc(nm, sizeof(kpi_measure)))) goto oom;
+  cJSON_ArrayForEach(it, measures) {
+    snprintf(lc.where, sizeof(lc.where), "measures[%zu]", cat->n_measures);
+    kpi_measure *m = &cat->measures[cat->n_measures++];
+    if (load_measure(&lc, it, m)) goto err;
+    m->owner_dept = kpi_catalog_department(cat, m->owner);
+    if (!m->owner_dept) {
+      fail(&lc, "owner", "unknown department \"%s\"", m->owner);
+      goto err;
+    }
+  }
+  lc.where[0] = '\0';
+  qsort(cat->measures, cat->n_measures, sizeof(kpi_measure), cmp_measure);
+  for (size_t i = 1; i < cat->n_measures; i++)
+    if (strcmp(cat->measures[i - 1].id, cat->measures[i].id) == 0) {
+      fail(&lc, "measures", "duplicate measure id \"%s\"", cat->measures[i].id);
+      goto err;
+    }
+  cJSON_Delete(root);
+  return cat;
+
+oom:
+  fail(&lc, "catalog", "out of memory");
+err:
+  cJSON_Delete(root);
+  kpi_catalog_free(cat);
+  return NULL;
+}
+
+kpi_catalog *kpi_catalog_load(const char *path, char *errstr, size_t errstr_size) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  for (;;) {
+    if (len == cap) {
+      cap = cap ? cap * 2 : 65536;
+      if (cap > 64u << 20) {
+        snprintf(errstr, errstr_size, "%s: larger than 64 MiB", path);
+        goto err;
+      }
+      char *nb = realloc(buf, cap);
+      if (!nb) {
+        snprintf(errstr, errstr_size, "%s: out of memory", path);
+        goto err;
+      }
+      buf = nb;
+    }
+    size_t r = fread(buf + len, 1, cap - len, f);
+    len += r;
+    if (r == 0) break;
+  }
+  if (ferror(f)) {
+    snprintf(errstr, errstr_size, "%s: read error", path);
+    goto err;
+  }
+  fclose(f);
+  char inner[512];
+  kpi_catalog *cat = kpi_catalog_parse(buf, len, inner, sizeof(inner));
+  free(buf);
+  if (!cat) snprintf(errstr, errstr_size, "%s: %s", path, inner);
+  return cat;
+err:
+  fclose(f);
+  free(buf);
+  return NULL;
+}
+
+static void free_strings(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
+void kpi_catalog_free(kpi_catalog *cat) {
+  if (!cat) return;
+  for (size_t i = 0; i < cat->n_departments; i++) {
+    kpi_department *d = &cat->departments[i];
+    free(d->id);
+    free(d->name);
+    free_strings(d->mailboxes, d->n_mailboxes);
+  }
+  for (size_t i = 0; i < cat->n_measures; i++) {
+    kpi_measure *m = &cat->measures[i];
+    free(m->id);
+    free(m->goal_name);
+    free(m->program);
+    free(m->name);
+    free(m->indicator);
+    free(m->unit);
+    free(m->owner);
+    free_strings(m->watchers, m->n_watchers);
+  }
+  free(cat->departments);
+  free(cat->measures);
+  free(cat->plan_id);
+  free(cat->plan_name);
+  free(cat->dashboard_url);
+  free(cat);
+}
+
+const kpi_measure *kpi_catalog_measure(const kpi_catalog *cat, const char *id) {
+  kpi_measure key = {.id = (char *)id};
+  return bsearch(&key, cat->measures, cat->n_measures, sizeof(kpi_measure), cmp_measure);
+}
+
+const kpi_department *kpi_catalog_department(const kpi_catalog *cat, const char *id) {
+  for (size_t i = 0; i < cat->n_departments; i++)
+    if (cat->departments[i].id && strcmp(cat->departments[i].id, id) == 0)
+      return &cat->departments[i];
+  return NULL;
+}
+
+const kpi_department *kpi_catalog_authenticate(const kpi_catalog *cat, const char *token,
+                                               size_t token_len) {
+  uint8_t digest[32];
+  SHA256((const unsigned char *)token, token_len, digest);
+  const kpi_department *found = NULL;
+  for (size_t i = 0; i < cat->n_departments; i++) {
+    const kpi_department *d = &cat->departments[i];
+    int eq = CRYPTO_memcmp(digest, d->token_sha256, sizeof(digest)) == 0;
+    if (eq && d->has_token && !found) found = d;
+  }
+  return found;
+}

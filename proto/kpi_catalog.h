@@ -1,0 +1,88 @@
+/* kpi_catalog.h: the plan's catalog of measures, departments and tokens, loaded and validated. */
+#ifndef KPI_CATALOG_H
+#define KPI_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+  KPI_KIND_LEVEL = 0,
+  KPI_KIND_CUMULATIVE,
+  KPI_KIND_RATIO,
+  KPI_KIND_MAINTAIN,
+  KPI_KIND_MILESTONE
+} kpi_kind;
+
+typedef enum { KPI_DIR_INCREASE = 0, KPI_DIR_DECREASE } kpi_direction;
+
+typedef struct kpi_department {
+  char *id;
+  char *name;
+  bool sample;
+  bool has_token;
+  uint8_t token_sha256[32];
+  char **mailboxes;
+  size_t n_mailboxes;
+} kpi_department;
+
+typedef struct kpi_measure {
+  char *id;
+  int goal;
+  char *goal_name;
+  char *program;
+  char *name;      /* 具体的な施策 */
+  char *indicator; /* KPI indicator name */
+  char *unit;
+  kpi_kind kind;
+  kpi_direction direction;
+  int baseline_fy;
+  double baseline;
+  int target_fy;
+  double target;
+  int window_from_fy; /* cumulative only: the FYs whose amounts count; else 0 */
+  int window_to_fy;
+  char *owner;                       /* department id */
+  const kpi_department *owner_dept;  /* resolved, never NULL after a successful load */
+  char **watchers;                   /* extra mail addresses */
+  size_t n_watchers;
+  int report_interval_days;
+} kpi_measure;
+
+typedef struct kpi_catalog {
+  char *plan_id;
+  char *plan_name;
+  char *dashboard_url; /* may be NULL */
+  int version;
+  kpi_department *departments;
+  size_t n_departments;
+  kpi_measure *measures; /* sorted by id, for bsearch */
+  size_t n_measures;
+} kpi_catalog;
+
+/* Parses and validates a catalog. Returns NULL and writes the first problem to ERRSTR, naming
+ * the element and field (`measures[3].target.value: equal to baseline, a level measure needs a
+ * difference`). The returned catalog is immutable; free it with kpi_catalog_free. */
+kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_t errstr_size);
+
+/* Reads PATH and calls kpi_catalog_parse; errors are prefixed with the path. */
+kpi_catalog *kpi_catalog_load(const char *path, char *errstr, size_t errstr_size);
+
+void kpi_catalog_free(kpi_catalog *cat);
+
+/* Measure by id, or NULL. O(log n). */
+const kpi_measure *kpi_catalog_measure(const kpi_catalog *cat, const char *id);
+
+const kpi_department *kpi_catalog_department(const kpi_catalog *cat, const char *id);
+
+/* The department whose token hashes to the catalog's SHA-256, or NULL. Every department's hash
+ * is compared in constant time (CRYPTO_memcmp), and all of them are always compared, so the time
+ * taken says nothing about which hash or how many bytes matched. */
+const kpi_department *kpi_catalog_authenticate(const kpi_catalog *cat, const char *token,
+                                               size_t token_len);
+
+const char *kpi_kind_name(kpi_kind kind);
+const char *kpi_direction_name(kpi_direction dir);
+int kpi_kind_parse(const char *s, kpi_kind *out);
+
+#endif

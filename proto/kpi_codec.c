@@ -1,0 +1,462 @@
+/* kpi_codec.c: measurement and alert records to and from JSON, with field-level errors. */
+#include "kpi_codec.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void kpi_errors_add(kpi_errors *errs, const char *field, const char *code, const char *fmt, ...) {
+  if (!errs || errs->n >= KPI_ERRORS_MAX) return;
+  kpi_field_error *e = &errs->items[errs->n++];
+  snprintf(e->field, sizeof(e->field), "%s", field);
+  snprintf(e->code, sizeof(e->code), "%s", code);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->message, sizeof(e->message), fmt, ap);
+  va_end(ap);
+}
+
+cJSON *kpi_errors_to_json(const kpi_errors *errs) {
+  cJSON *arr = cJSON_CreateArray();
+  if (!arr) return NULL;
+  for (size_t i = 0; i < errs->n; i++) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) break;
+    cJSON_AddStringToObject(o, "field", errs->items[i].field);
+    cJSON_AddStringToObject(o, "code", errs->items[i].code);
+    cJSON_AddStringToObject(o, "message", errs->items[i].message);
+    cJSON_AddItemToArray(arr, o);
+  }
+  return arr;
+}
+
+const char *kpi_component_name(kpi_component c) {
+  switch (c) {
+    case KPI_COMPONENT_NUMERATOR: return "numerator";
+    case KPI_COMPONENT_DENOMINATOR: return "denominator";
+    default: return NULL;
+  }
+}
+
+bool kpi_utf8_valid(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str, *end = s + len;
+  while (s < end) {
+    unsigned c = *s;
+    if (c < 0x80) {
+      s++;
+      continue;
+    }
+    size_t n;
+    unsigned min;
+    if ((c & 0xE0) == 0xC0) n = 1, min = 0x80, c &= 0x1F;
+    else if ((c & 0xF0) == 0xE0) n = 2, min = 0x800, c &= 0x0F;
+    else if ((c & 0xF8) == 0xF0) n = 3, min = 0x10000, c &= 0x07;
+    else return false;
+    if ((size_t)(end - s) <= n) return false;
+    for (size_t i = 1; i <= n; i++) {
+      if ((s[i] & 0xC0) != 0x80) return false;
+      c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
+    s += n + 1;
+  }
+  return true;
+}
+
+/* Copies string member NAME into DST (size SIZE). Returns 1 when present and valid, 0 when
+ * absent, -1 when present but wrong (error already added). */
+static int take_string(const cJSON *obj, const char *name, char *dst, size_t size,
+                       kpi_errors *errs) {
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!it || cJSON_IsNull(it)) return 0;
+  if (!cJSON_IsString(it)) {
+    kpi_errors_add(errs, name, "type", "must be a string");
+    return -1;
+  }
+  size_t n = strlen(it->valuestring);
+  if (n == 0) {
+    kpi_errors_add(errs, name, "empty", "must not be empty");
+    return -1;
+  }
+  if (n >= size) {
+    kpi_errors_add(errs, name, "too_long", "longer than %zu bytes", size - 1);
+    return -1;
+  }
+  memcpy(dst, it->valuestring, n + 1);
+  return 1;
+}
+
+static bool valid_id(const char *s) {
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_' || *p == '.'))
+      return false;
+  return true;
+}
+
+static const char *const input_fields[] = {"schema", "event_id", "measure_id", "department",
+                                           "observed_at", "value", "unit", "component",
+                                           "note", NULL};
+
+int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measurement *m,
+                              kpi_errors *errs) {
+  size_t before = errs->n;
+  memset(m, 0, sizeof(*m));
+  if (!cJSON_IsObject(obj)) {
+    kpi_errors_add(errs, "", "type", "a measurement must be a JSON object");
+    return -1;
+  }
+  if (mode == KPI_PARSE_INPUT) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, obj) {
+      bool known = false;
+      for (int i = 0; input_fields[i] && !known; i++) known = strcmp(it->string, input_fields[i]) == 0;
+      if (!known) {
+        char field[32];
+        snprintf(field, sizeof(field), "%s", it->string);
+        kpi_errors_add(errs, field, "unknown_field", "not a field of kpi.measurement/1 input");
+      }
+    }
+  }
+
+  char schema[32] = "";
+  int r = take_string(obj, "schema", schema, sizeof(schema), errs);
+  if (r == 0 && mode == KPI_PARSE_RECORD) kpi_errors_add(errs, "schema", "missing", "required");
+  if (r == 1 && strcmp(schema, KPI_MEASUREMENT_SCHEMA) != 0)
+    kpi_errors_add(errs, "schema", "value", "must be \"%s\"", KPI_MEASUREMENT_SCHEMA);
+
+  r = take_string(obj, "event_id", m->event_id, sizeof(m->event_id), errs);
+  if (r == 0 && mode == KPI_PARSE_RECORD) kpi_errors_add(errs, "event_id", "missing", "required");
+  if (r == 1) {
+    if (strlen(m->event_id) != KPI_UUID_STRLEN || kpi_uuid_parse(m->event_id, NULL) != 0) {
+      kpi_errors_add(errs, "event_id", "format", "must be a UUID");
+      m->event_id[0] = '\0';
+    }
+  } else {
+    m->event_id[0] = '\0';
+  }
+
+  r = take_string(obj, "measure_id", m->measure_id, sizeof(m->measure_id), errs);
+  if (r == 0) kpi_errors_add(errs, "measure_id", "missing", "required");
+  if (r == 1 && !valid_id(m->measure_id))
+    kpi_errors_add(errs, "measure_id", "format", "only letters, digits, '-', '_', '.'");
+
+  r = take_string(obj, "department", m->department, sizeof(m->department), errs);
+  if (r == 0 && mode == KPI_PARSE_RECORD)
+    kpi_errors_add(errs, "department", "missing", "required");
+
+  r = take_string(obj, "observed_at", m->observed_at, sizeof(m->observed_at), errs);
+  if (r == 0) kpi_errors_add(errs, "observed_at", "missing", "required");
+  if (r == 1 && kpi_time_parse(m->observed_at, &m->observed_ms, &m->observed_day) != 0)
+    kpi_errors_add(errs, "observed_at", "format",
+                   "must be a date (YYYY-MM-DD) or an RFC 3339 timestamp with offset");
+
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "value");
+  if (!v || cJSON_IsNull(v)) kpi_errors_add(errs, "value", "missing", "required");
+  else if (!cJSON_IsNumber(v)) kpi_errors_add(errs, "value", "type", "must be a number");
+  else if (!isfinite(v->valuedouble))
+    kpi_errors_add(errs, "value", "range", "must be a finite number");
+  else m->value = v->valuedouble;
+
+  r = take_string(obj, "unit", m->unit, sizeof(m->unit), errs);
+  if (r == 0) kpi_errors_add(errs, "unit", "missing", "required");
+
+  char comp[16] = "";
+  r = take_string(obj, "component", comp, sizeof(comp), errs);
+  if (r == 1) {
+    if (strcmp(comp, "numerator") == 0) m->component = KPI_COMPONENT_NUMERATOR;
+    else if (strcmp(comp, "denominator") == 0) m->component = KPI_COMPONENT_DENOMINATOR;
+    else kpi_errors_add(errs, "component", "value", "must be \"numerator\" or \"denominator\"");
+  }
+
+  const cJSON *note = cJSON_GetObjectItemCaseSensitive(obj, "note");
+  if (note && !cJSON_IsNull(note)) {
+    if (!cJSON_IsString(note)) {
+      kpi_errors_add(errs, "note", "type", "must be a string");
+    } else {
+      size_t n = strlen(note->valuestring);
+      if (n > KPI_NOTE_MAX)
+        kpi_errors_add(errs, "note", "too_long", "longer than %d bytes", KPI_NOTE_MAX);
+      else if (!kpi_utf8_valid(note->valuestring, n))
+        kpi_errors_add(errs, "note", "encoding", "must be valid UTF-8");
+      else {
+        memcpy(m->note, note->valuestring, n + 1);
+        m->has_note = true;
+      }
+    }
+  }
+
+  if (mode == KPI_PARSE_RECORD) {
+    r = take_string(obj, "received_at", m->received_at, sizeof(m->received_at), errs);
+    if (r == 0) kpi_errors_add(errs, "received_at", "missing", "required");
+    if (r == 1 && kpi_time_parse(m->received_at, &m->received_ms, NULL) != 0)
+      kpi_errors_add(errs, "received_at", "format", "must be an RFC 3339 timestamp");
+  }
+  return errs->n == before ? 0 : -1;
+}
+
+int kpi_measurement_parse(const char *json, size_t len, kpi_parse_mode mode, kpi_measurement *m,
+                          kpi_errors *errs) {
+  memset(m, 0, sizeof(*m));
+  if (!kpi_utf8_valid(json, len)) {
+    kpi_errors_add(errs, "", "encoding", "the body is not valid UTF-8");
+    return -1;
+  }
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  if (!root) {
+    kpi_errors_add(errs, "", "syntax", "not valid JSON");
+    return -1;
+  }
+  int rc = kpi_measurement_from_json(root, mode, m, errs);
+  cJSON_Delete(root);
+  return rc;
+}
+
+const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_catalog *cat,
+                                         int64_t now_ms, kpi_errors *errs) {
+  size_t before = errs->n;
+  const kpi_measure *ms = kpi_catalog_measure(cat, m->measure_id);
+  if (!ms) {
+    kpi_errors_add(errs, "measure_id", "unknown_measure", "no measure \"%s\" in the catalog",
+                   m->measure_id);
+    return NULL;
+  }
+  if (strcmp(m->unit, ms->unit) != 0)
+    kpi_errors_add(errs, "unit", "unit_mismatch", "this measure is reported in \"%s\"", ms->unit);
+  if (!isfinite(m->value)) kpi_errors_add(errs, "value", "range", "must be a finite number");
+  if (m->value < 0)
+    kpi_errors_add(errs, "value", "range", "must not be negative");
+  if (strcmp(ms->unit, "percent") == 0 && ms->kind != KPI_KIND_RATIO && m->value > 100)
+    kpi_errors_add(errs, "value", "range", "a percentage must not exceed 100");
+  if (ms->kind == KPI_KIND_MILESTONE && m->value != 0 && m->value != 1)
+    kpi_errors_add(errs, "value", "range", "a milestone is 0 (not yet) or 1 (done)");
+  if (ms->kind == KPI_KIND_RATIO && m->component == KPI_COMPONENT_NONE)
+    kpi_errors_add(errs, "component", "missing",
+                   "a ratio measure takes \"numerator\" or \"denominator\" amounts");
+  if (ms->kind != KPI_KIND_RATIO && m->component != KPI_COMPONENT_NONE)
+    kpi_errors_add(errs, "component", "not_allowed", "only ratio measures take a component");
+  if (m->observed_ms > now_ms + KPI_CLOCK_SKEW_MS)
+    kpi_errors_add(errs, "observed_at", "future", "is in the future");
+  return errs->n == before ? ms : NULL;
+}
+
+char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddStringToObject(o, "schema", KPI_MEASUREMENT_SCHEMA);
+  cJSON_AddStringToObject(o, "event_id", m->event_id);
+  cJSON_AddStringToObject(o, "measure_id", m->measure_id);
+  cJSON_AddStringToObject(o, "department", m->department);
+  cJSON_AddStringToObject(o, "observed_at", m->observed_at);
+  cJSON_AddNumberToObject(o, "value", m->value);
+  cJSON_AddStringToObject(o, "unit", m->unit);
+  if (m->component != KPI_COMPONENT_NONE)
+    cJSON_AddStringToObject(o, "component", kpi_component_name(m->component));
+  if (m->has_note) cJSON_AddStringToObject(o, "note", m->note);
+  cJSON_AddStringToObject(o, "received_at", m->received_at);
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  if (s && len) *len = strlen(s);
+  return s;
+}
+
+/* Alerts ------------------------------------------------------------------------------- */
+
+static void add_opt_string(cJSON *o, const char *name, const char *v) {
+  if (v) cJSON_AddStringToObject(o, name, v);
+  else cJSON_AddNullToObject(o, name);
+}
+
+char *kpi_alert_encode(const kpi_alert *a, size_t *len) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddStringToObject(o, "schema", KPI_ALERT_SCHEMA);
+  cJSON_AddStringToObject(o, "alert_id", a->alert_id);
+  cJSON_AddStringToObject(o, "measure_id", a->measure_id);
+  cJSON_AddStringToObject(o, "type", a->type);
+  cJSON_AddStringToObject(o, "status", a->status);
+  add_opt_string(o, "previous_status", a->previous_status[0] ? a->previous_status : NULL);
+  cJSON_AddBoolToObject(o, "stale", a->stale);
+  cJSON_AddNumberToObject(o, "episode", a->episode);
+  if (a->has_value) cJSON_AddNumberToObject(o, "value", a->value);
+  else cJSON_AddNullToObject(o, "value");
+  cJSON_AddNumberToObject(o, "progress", a->progress);
+  cJSON_AddNumberToObject(o, "expected", a->expected);
+  cJSON_AddStringToObject(o, "as_of", a->as_of);
+  cJSON *mo = cJSON_AddObjectToObject(o, "measure");
+  if (mo) {
+    add_opt_string(mo, "name", a->measure_name);
+    add_opt_string(mo, "indicator", a->indicator);
+    add_opt_string(mo, "unit", a->unit);
+    add_opt_string(mo, "kind", a->kind);
+    add_opt_string(mo, "direction", a->direction);
+    cJSON_AddNumberToObject(mo, "baseline", a->baseline);
+    cJSON_AddNumberToObject(mo, "baseline_fy", a->baseline_fy);
+    cJSON_AddNumberToObject(mo, "target", a->target);
+    cJSON_AddNumberToObject(mo, "target_fy", a->target_fy);
+    cJSON_AddStringToObject(mo, "due", a->due);
+    add_opt_string(mo, "plan", a->plan_name);
+    add_opt_string(mo, "url", a->dashboard_url);
+  }
+  cJSON *rs = cJSON_AddArrayToObject(o, "recipients");
+  for (size_t i = 0; rs && i < a->n_recipients; i++) {
+    cJSON *r = cJSON_CreateObject();
+    if (!r) break;
+    add_opt_string(r, "department", a->recipients[i].department);
+    add_opt_string(r, "name", a->recipients[i].name);
+    cJSON_AddStringToObject(r, "email", a->recipients[i].email);
+    cJSON_AddItemToArray(rs, r);
+  }
+  cJSON_AddStringToObject(o, "created_at", a->created_at);
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  if (s && len) *len = strlen(s);
+  return s;
+}
+
+void kpi_alert_clear(kpi_alert *a) {
+  free(a->measure_name);
+  free(a->indicator);
+  free(a->unit);
+  free(a->kind);
+  free(a->direction);
+  free(a->plan_name);
+  free(a->dashboard_url);
+  for (size_t i = 0; i < a->n_recipients; i++) {
+    free(a->recipients[i].department);
+    free(a->recipients[i].name);
+    free(a->recipients[i].email);
+  }
+  free(a->recipients);
+  memset(a, 0, sizeof(*a));
+}
+
+static char *dup_member(const cJSON *obj, const char *name) {
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+  return cJSON_IsString(it) ? strdup(it->valuestring) : NULL;
+}
+
+static int take_number(const cJSON *obj, const char *name, double *out, bool required,
+                       kpi_errors *errs) {
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!it || cJSON_IsNull(it)) {
+    if (required) kpi_errors_add(errs, name, "missing", "required");
+    return 0;
+  }
+  if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
+    kpi_errors_add(errs, name, "type", "must be a finite number");
+    return -1;
+  }
+  *out = it->valuedouble;
+  return 1;
+}
+
+/* A whole number member within [MIN, MAX]; range checked before the conversion to int. */
+static int take_int(const cJSON *obj, const char *name, int min, int max, int *out,
+                    kpi_errors *errs) {
+  double d;
+  int r = take_number(obj, name, &d, false, errs);
+  if (r != 1) return r;
+  if (!(d >= min && d <= max) || d != (double)(int)d) {
+    kpi_errors_add(errs, name, "range", "must be a whole number from %d to %d", min, max);
+    return -1;
+  }
+  *out = (int)d;
+  return 1;
+}
+
+static const char *const statuses[] = {"no_data", "on_track", "lagging", "achieved", "failed",
+                                       NULL};
+
+static bool known_status(const char *s) {
+  for (int i = 0; statuses[i]; i++)
+    if (strcmp(s, statuses[i]) == 0) return true;
+  return false;
+}
+
+int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs) {
+  memset(a, 0, sizeof(*a));
+  size_t before = errs->n;
+  cJSON *o = cJSON_ParseWithLength(json, len);
+  if (!o || !cJSON_IsObject(o)) {
+    kpi_errors_add(errs, "", "syntax", "not a JSON object");
+    cJSON_Delete(o);
+    return -1;
+  }
+  char schema[32] = "";
+  if (take_string(o, "schema", schema, sizeof(schema), errs) != 1 ||
+      strcmp(schema, KPI_ALERT_SCHEMA) != 0)
+    kpi_errors_add(errs, "schema", "value", "must be \"%s\"", KPI_ALERT_SCHEMA);
+  if (take_string(o, "alert_id", a->alert_id, sizeof(a->alert_id), errs) != 1 ||
+      kpi_uuid_parse(a->alert_id, NULL) != 0)
+    kpi_errors_add(errs, "alert_id", "format", "must be a UUID");
+  if (take_string(o, "measure_id", a->measure_id, sizeof(a->measure_id), errs) != 1)
+    kpi_errors_add(errs, "measure_id", "missing", "required");
+  if (take_string(o, "type", a->type, sizeof(a->type), errs) != 1 ||
+      (strcmp(a->type, "alert") && strcmp(a->type, "reminder") && strcmp(a->type, "resolved")))
+    kpi_errors_add(errs, "type", "value", "must be alert, reminder or resolved");
+  if (take_string(o, "status", a->status, sizeof(a->status), errs) != 1 ||
+      !known_status(a->status))
+    kpi_errors_add(errs, "status", "value", "unknown status");
+  int r = take_string(o, "previous_status", a->previous_status, sizeof(a->previous_status), errs);
+  if (r == 1 && !known_status(a->previous_status))
+    kpi_errors_add(errs, "previous_status", "value", "unknown status");
+  a->stale = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "stale"));
+  take_int(o, "episode", 0, 1000000000, &a->episode, errs);
+  a->has_value = take_number(o, "value", &a->value, false, errs) == 1;
+  take_number(o, "progress", &a->progress, true, errs);
+  take_number(o, "expected", &a->expected, true, errs);
+  if (take_string(o, "as_of", a->as_of, sizeof(a->as_of), errs) != 1 ||
+      kpi_time_parse(a->as_of, NULL, NULL) != 0)
+    kpi_errors_add(errs, "as_of", "format", "must be a date");
+  take_string(o, "created_at", a->created_at, sizeof(a->created_at), errs);
+
+  const cJSON *mo = cJSON_GetObjectItemCaseSensitive(o, "measure");
+  if (!cJSON_IsObject(mo)) {
+    kpi_errors_add(errs, "measure", "missing", "required object");
+  } else {
+    a->measure_name = dup_member(mo, "name");
+    a->indicator = dup_member(mo, "indicator");
+    a->unit = dup_member(mo, "unit");
+    a->kind = dup_member(mo, "kind");
+    a->direction = dup_member(mo, "direction");
+    a->plan_name = dup_member(mo, "plan");
+    a->dashboard_url = dup_member(mo, "url");
+    if (!a->measure_name) kpi_errors_add(errs, "measure.name", "missing", "required");
+    take_number(mo, "baseline", &a->baseline, false, errs);
+    take_number(mo, "target", &a->target, false, errs);
+    take_int(mo, "baseline_fy", 1900, 2200, &a->baseline_fy, errs);
+    take_int(mo, "target_fy", 1900, 2200, &a->target_fy, errs);
+    take_string(mo, "due", a->due, sizeof(a->due), errs);
+  }
+  const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "recipients");
+  if (!cJSON_IsArray(rs) || cJSON_GetArraySize(rs) == 0) {
+    kpi_errors_add(errs, "recipients", "missing", "at least one recipient is required");
+  } else {
+    size_t n = (size_t)cJSON_GetArraySize(rs);
+    a->recipients = calloc(n, sizeof(kpi_recipient));
+    const cJSON *it;
+    cJSON_ArrayForEach(it, rs) {
+      if (!a->recipients) break;
+      char *email = dup_member(it, "email");
+      if (!email || !strchr(email, '@') || strpbrk(email, " \t\r\n<>,;\"")) {
+        free(email);
+        kpi_errors_add(errs, "recipients", "format", "each recipient needs a mail address");
+        continue;
+      }
+      kpi_recipient *rc = &a->recipients[a->n_recipients++];
+      rc->email = email;
+      rc->department = dup_member(it, "department");
+      rc->name = dup_member(it, "name");
+    }
+  }
+  cJSON_Delete(o);
+  if (errs->n != before) {
+    kpi_alert_clear(a);
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,138 @@
+/* kpi_codec.h: kpi.measurement/1 and kpi.alert/1 records: parse, validate, encode (cJSON). */
+#ifndef KPI_CODEC_H
+#define KPI_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kpi_catalog.h"
+#include "kpi_time.h"
+#include "kpi_uuid.h"
+
+#define KPI_MEASUREMENT_SCHEMA "kpi.measurement/1"
+#define KPI_ALERT_SCHEMA "kpi.alert/1"
+#define KPI_NOTE_MAX 1024
+#define KPI_ID_MAX 64
+
+/* One problem with one field of a record, as reported in problem+json `errors`. */
+typedef struct {
+  char field[32];    /* "value", "observed_at", "" for the record as a whole */
+  char code[24];     /* stable machine word: "missing", "type", "range", "unknown_measure"… */
+  char message[160]; /* human sentence */
+} kpi_field_error;
+
+#define KPI_ERRORS_MAX 16
+typedef struct {
+  kpi_field_error items[KPI_ERRORS_MAX];
+  size_t n;
+} kpi_errors;
+
+void kpi_errors_add(kpi_errors *errs, const char *field, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+typedef enum { KPI_COMPONENT_NONE = 0, KPI_COMPONENT_NUMERATOR, KPI_COMPONENT_DENOMINATOR } kpi_component;
+
+const char *kpi_component_name(kpi_component c); /* NULL for NONE */
+
+/* A measurement, fixed-size so parsing allocates nothing the caller must free. */
+typedef struct {
+  char event_id[KPI_UUID_STRLEN + 1]; /* "" when the client gave none */
+  char measure_id[KPI_ID_MAX + 1];
+  char department[KPI_ID_MAX + 1];
+  char observed_at[40]; /* as given: a date or RFC 3339 */
+  int64_t observed_ms;  /* instant */
+  kpi_day observed_day; /* Japan calendar date */
+  double value;
+  char unit[32];
+  kpi_component component;
+  bool has_note;
+  char note[KPI_NOTE_MAX + 1];
+  char received_at[32]; /* RFC 3339 UTC; "" when not yet received */
+  int64_t received_ms;
+} kpi_measurement;
+
+typedef enum {
+  /* A department's request body: schema, department and received_at are the server's to
+   * fill; unknown fields are rejected so typos are not silently dropped. */
+  KPI_PARSE_INPUT = 0,
+  /* A record read from kpi.measurements.v1: every field the ingest writes is required. */
+  KPI_PARSE_RECORD = 1
+} kpi_parse_mode;
+
+/* Returns true when the LEN bytes at S are well-formed UTF-8 (no overlongs, no surrogates). */
+bool kpi_utf8_valid(const char *s, size_t len);
+
+/* Parses one measurement (JSON object) into M, checking types, formats and lengths. Every
+ * problem is added to ERRS by field; returns 0 when there was none, -1 otherwise. */
+int kpi_measurement_parse(const char *json, size_t len, kpi_parse_mode mode, kpi_measurement *m,
+                          kpi_errors *errs);
+
+/* Same, from an already parsed cJSON object (batch items). */
+struct cJSON;
+int kpi_measurement_from_json(const struct cJSON *obj, kpi_parse_mode mode, kpi_measurement *m,
+                              kpi_errors *errs);
+
+/* Checks a parsed measurement against the catalog at instant NOW_MS: known measure, matching
+ * unit, finite value, kind rules (count >= 0, percent <= 100, milestone 0/1, component only and
+ * always for ratio), observed_at not in the future (KPI_CLOCK_SKEW_MS of slack). Returns the
+ * measure, or NULL with ERRS filled. */
+#define KPI_CLOCK_SKEW_MS (5 * 60 * 1000)
+const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_catalog *cat,
+                                         int64_t now_ms, kpi_errors *errs);
+
+/* Encodes a full kpi.measurement/1 record. Returns a malloc'd NUL-terminated string (caller
+ * frees) and its length in *LEN, or NULL when out of memory. */
+char *kpi_measurement_encode(const kpi_measurement *m, size_t *len);
+
+/* Alerts ------------------------------------------------------------------------------- */
+
+typedef struct {
+  char *department; /* id, or NULL for a watcher */
+  char *name;       /* department name, may be NULL */
+  char *email;
+} kpi_recipient;
+
+typedef struct {
+  char alert_id[KPI_UUID_STRLEN + 1];
+  char measure_id[KPI_ID_MAX + 1];
+  char type[12];            /* "alert" | "reminder" | "resolved" */
+  char status[12];          /* no_data, on_track, lagging, achieved, failed */
+  char previous_status[12]; /* "" when none */
+  bool stale;
+  int episode;
+  bool has_value;
+  double value;
+  double progress;
+  double expected;
+  char as_of[11]; /* YYYY-MM-DD */
+  char *measure_name;
+  char *indicator;
+  char *unit;
+  char *kind;
+  char *direction;
+  double baseline;
+  int baseline_fy;
+  double target;
+  int target_fy;
+  char due[11]; /* YYYY-MM-DD */
+  char *plan_name;
+  char *dashboard_url;          /* may be NULL */
+  kpi_recipient *recipients;    /* owners' mailboxes first, then watchers */
+  size_t n_recipients;
+  char created_at[32];
+} kpi_alert;
+
+/* Returns a malloc'd JSON string of the kpi.alert/1 record, or NULL. */
+char *kpi_alert_encode(const kpi_alert *a, size_t *len);
+
+/* Parses a kpi.alert/1 record into A (whose strings it allocates; release with kpi_alert_clear).
+ * Returns 0, or -1 with ERRS naming the bad fields and A left cleared. */
+int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs);
+
+void kpi_alert_clear(kpi_alert *a);
+
+/* Converts ERRS to a cJSON array of {"field","code","message"} (caller owns). */
+struct cJSON *kpi_errors_to_json(const kpi_errors *errs);
+
+#endif

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# scripts/bootstrap.sh: installs what the build, the tests and the local stack need.
+#   1. Debian packages (only when one is missing: apt-get update + install);
+#   2. Apache Kafka jars from Maven Central (scripts/kafka/pom.xml) into .cache/kafka/libs,
+#      skipped when the stamp matches the pom's sha256.
+# Idempotent; a second run takes a few seconds. Env: KPI_SKIP_APT=1 skips step 1.
+set -euo pipefail
+
+t0=$(date +%s.%N)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+packages=(
+  build-essential cmake pkg-config
+  librdkafka-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev
+  libcurl4-openssl-dev libssl-dev libcmocka-dev
+  postgresql openjdk-17-jre-headless maven python3-aiosmtpd
+  kcat wrk curl
+)
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "bootstrap: not root and no sudo" >&2; exit 1; }
+  sudo_cmd=(sudo)
+fi
+
+# --- 1. Debian packages -----------------------------------------------------------------
+if [ "${KPI_SKIP_APT:-0}" != 1 ]; then
+  missing=()
+  for p in "${packages[@]}"; do
+    st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$st" = "install ok installed" ] || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "bootstrap: installing ${missing[*]}"
+    "${sudo_cmd[@]}" apt-get update
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  else
+    echo "bootstrap: Debian packages present"
+  fi
+fi
+
+# --- 2. Kafka jars ------------------------------------------------------------------------
+pom="$root/scripts/kafka/pom.xml"
+libs="$root/.cache/kafka/libs"
+stamp="$root/.cache/kafka/libs.stamp"
+want=$(sha256sum "$pom" | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && compgen -G "$libs/kafka_2.13-*.jar" >/dev/null; then
+  echo "bootstrap: Kafka jars up to date ($libs)"
+else
+  echo "bootstrap: fetching Kafka jars with Maven into $libs"
+  rm -rf "$libs" "$stamp"
+  mkdir -p "$libs"
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+    -DoutputDirectory="$libs" -DincludeScope=runtime
+  compgen -G "$libs/kafka_2.13-*.jar" >/dev/null || { echo "bootstrap: no kafka jar in $libs" >&2; exit 1; }
+  echo "$want" >"$stamp"
+  echo "bootstrap: $(find "$libs" -name '*.jar' | wc -l) jars"
+fi
+
+t1=$(date +%s.%N)
+awk -v a="$t0" -v b="$t1" 'BEGIN { printf "bootstrap: done in %.1f s\n", b - a }'
