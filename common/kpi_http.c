@@ -1,0 +1,1108 @@
+/* kpi_http.c: HTTP/1.1 server on libuv + http-parser: limits, timeouts, ordered pipelining. */
+#include "kpi_http.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "kpi_log.h"
+
+/* One read buffer serves every connection: parser callbacks copy what they keep, so the
+ * buffer is free again when on_uv_read returns. Only bytes left unparsed while a connection
+ * is paused are copied aside (conn->pending). */
+#define READ_BUF_SIZE (64 * 1024)
+/* Most requests fit the inline arena and header table, so a small request costs one
+ * allocation for itself and one for its response. */
+#define HEAD_INLINE 1024
+#define HDRS_INLINE 16
+/* After our FIN, how long we keep draining what the client still sends; closing with
+ * unread data would make the kernel answer RST, which can destroy the response in flight. */
+#define LINGER_MS 2000
+
+typedef struct {
+  uint32_t name_off, name_len, value_off, value_len;
+} hdr_entry;
+
+enum { LAST_NONE, LAST_FIELD, LAST_VALUE };
+
+struct kpi_http_request {
+  kpi_http_conn *conn; /* NULL once orphaned: the connection closed before the answer */
+  kpi_http_request *next;
+  uv_write_t write_req;
+  void *user;
+  int method;
+  int status;
+  unsigned keep_alive : 1, http10 : 1, is_head : 1, responded : 1, expect_continue : 1,
+      continue_sent : 1;
+  int last_cb;
+  size_t hdr_bytes; /* target + names + values as received, for max_header_bytes */
+  size_t path_off, query_off;
+  char *head; /* arena: target, then NUL-terminated names and values */
+  size_t head_len, head_cap;
+  hdr_entry *hdrs;
+  unsigned n_hdrs, hdrs_cap;
+  char *body;
+  size_t body_len, body_cap;
+  char *resp; /* status line and headers (without Connection), then "\r\n" and the body */
+  size_t resp_head_len, resp_len;
+  hdr_entry hdrs_inline[HDRS_INLINE];
+  char head_inline[HEAD_INLINE];
+};
+
+typedef enum {
+  PH_WAIT,    /* between requests */
+  PH_HEADERS, /* a request started, headers incomplete */
+  PH_BODY,    /* reading a body */
+  PH_FAILED,  /* an error response is queued; input is discarded */
+  PH_LINGER   /* FIN sent, draining input until EOF or LINGER_MS */
+} conn_phase;
+
+struct kpi_http_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer; /* the deadline of the current phase */
+  uv_shutdown_t shutdown_req;
+  http_parser parser;
+  kpi_http_server *srv;
+  kpi_http_conn *prev, *next;
+  kpi_http_request *cur;   /* being parsed */
+  kpi_http_request *ready; /* complete, handed over once the parser returns */
+  /* Dispatched requests whose responses are not yet written, in request order; a response
+   * leaves the queue only from its head, which is what keeps pipelined answers in order. */
+  kpi_http_request *q_head, *q_tail;
+  unsigned q_len;
+  unsigned writes; /* uv_write calls in flight */
+  char *pending;   /* unparsed input kept while reading is paused */
+  size_t pending_len;
+  conn_phase phase;
+  int fail_status; /* set by a parser callback before it returns -1 */
+  int handles_open;
+  unsigned closing : 1, reading : 1, paused : 1, no_more : 1, peer_eof : 1, active : 1;
+};
+
+static int on_parser_message_begin(http_parser *p);
+static int on_parser_url(http_parser *p, const char *at, size_t len);
+static int on_parser_header_field(http_parser *p, const char *at, size_t len);
+static int on_parser_header_value(http_parser *p, const char *at, size_t len);
+static int on_parser_headers_complete(http_parser *p);
+static int on_parser_body(http_parser *p, const char *at, size_t len);
+static int on_parser_chunk_header(http_parser *p);
+static int on_parser_message_complete(http_parser *p);
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_parser_message_begin,
+    .on_url = on_parser_url,
+    .on_header_field = on_parser_header_field,
+    .on_header_value = on_parser_header_value,
+    .on_headers_complete = on_parser_headers_complete,
+    .on_body = on_parser_body,
+    .on_chunk_header = on_parser_chunk_header,
+    .on_message_complete = on_parser_message_complete,
+};
+
+static void conn_close(kpi_http_conn *conn);
+static void conn_fail(kpi_http_conn *conn, int status, const char *detail);
+static void conn_flush(kpi_http_conn *conn);
+static void conn_update_reading(kpi_http_conn *conn);
+static void conn_arm(kpi_http_conn *conn, uint64_t ms);
+
+/* ---- configuration ---- */
+
+void kpi_http_config_defaults(kpi_http_config *cfg) {
+  cfg->max_body_bytes = 1024 * 1024;
+  cfg->max_header_bytes = 16 * 1024;
+  cfg->max_headers = 100;
+  cfg->max_connections = 1024;
+  cfg->header_timeout_ms = 10000;
+  cfg->body_timeout_ms = 30000;
+  cfg->idle_timeout_ms = 60000;
+  cfg->max_pipelined = 64;
+}
+
+static int env_u64(const char *name, unsigned long long max, unsigned long long *out) {
+  const char *s = getenv(name);
+  if (!s) return 0;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = (*s >= '0' && *s <= '9') ? strtoull(s, &end, 10) : 0;
+  if (end == NULL || *end != '\0' || errno == ERANGE || v == 0 || v > max) {
+    kpi_log(KPI_LOG_ERROR, "config_invalid", "%s=\"%s\": expected an integer from 1 to %llu",
+            name, s, max);
+    return -1;
+  }
+  *out = v;
+  return 1;
+}
+
+int kpi_http_config_from_env(kpi_http_config *cfg) {
+  /* Caps keep arithmetic on sizes and timer values far from overflow. */
+  const unsigned long long size_max = 1ULL << 40, count_max = 1000000, ms_max = 86400000;
+  /* Header offsets are 32-bit; http-parser stops at 80 KiB anyway. */
+  const unsigned long long header_max = 1ULL << 24;
+  unsigned long long v;
+  int rc;
+#define KPI_HTTP_ENV(name, max, field)       \
+  if ((rc = env_u64(name, max, &v)) < 0) return -1; \
+  if (rc > 0) cfg->field = v;
+  KPI_HTTP_ENV("KPI_HTTP_MAX_BODY", size_max, max_body_bytes)
+  KPI_HTTP_ENV("KPI_HTTP_MAX_HEADER_BYTES", header_max, max_header_bytes)
+  KPI_HTTP_ENV("KPI_HTTP_MAX_HEADERS", count_max, max_headers)
+  KPI_HTTP_ENV("KPI_HTTP_MAX_CONNECTIONS", count_max, max_connections)
+  KPI_HTTP_ENV("KPI_HTTP_HEADER_TIMEOUT_MS", ms_max, header_timeout_ms)
+  KPI_HTTP_ENV("KPI_HTTP_BODY_TIMEOUT_MS", ms_max, body_timeout_ms)
+  KPI_HTTP_ENV("KPI_HTTP_IDLE_TIMEOUT_MS", ms_max, idle_timeout_ms)
+#undef KPI_HTTP_ENV
+  return 0;
+}
+
+const char *kpi_http_strerror(int err) {
+  switch (err) {
+  case 0: return "success";
+  case KPI_HTTP_ENOMEM: return "out of memory";
+  case KPI_HTTP_EINVAL: return "invalid argument";
+  case KPI_HTTP_ESTATE: return "server not in a state that allows this call";
+  default: return uv_strerror(err);
+  }
+}
+
+/* ---- requests ---- */
+
+static kpi_http_request *req_new(void) {
+  kpi_http_request *req = calloc(1, sizeof(*req));
+  if (!req) return NULL;
+  req->head = req->head_inline;
+  req->head_cap = HEAD_INLINE;
+  req->hdrs = req->hdrs_inline;
+  req->hdrs_cap = HDRS_INLINE;
+  req->keep_alive = 1;
+  return req;
+}
+
+static void req_free(kpi_http_request *req) {
+  if (!req) return;
+  if (req->head != req->head_inline) free(req->head);
+  if (req->hdrs != req->hdrs_inline) free(req->hdrs);
+  free(req->body);
+  free(req->resp);
+  free(req);
+}
+
+static int arena_reserve(kpi_http_request *req, size_t len) {
+  if (req->head_len + len + 1 > req->head_cap) {
+    size_t cap = req->head_cap * 2;
+    if (cap < req->head_len + len + 1) cap = req->head_len + len + 1;
+    char *nh = req->head == req->head_inline ? malloc(cap) : realloc(req->head, cap);
+    if (!nh) return -1;
+    if (req->head == req->head_inline) memcpy(nh, req->head, req->head_len);
+    req->head = nh;
+    req->head_cap = cap;
+  }
+  return 0;
+}
+
+static int arena_put(kpi_http_request *req, const char *data, size_t len) {
+  if (arena_reserve(req, len) < 0) return -1;
+  memcpy(req->head + req->head_len, data, len);
+  req->head_len += len;
+  return 0;
+}
+
+/* Appends LEN bytes found at OFF in the arena itself, then a NUL; reserving first means
+ * the source is read from where it lives after any reallocation. */
+static int arena_put_self(kpi_http_request *req, size_t off, size_t len) {
+  if (arena_reserve(req, len + 1) < 0) return -1;
+  memcpy(req->head + req->head_len, req->head + off, len);
+  req->head[req->head_len + len] = '\0';
+  req->head_len += len + 1;
+  return 0;
+}
+
+/* Terminates whatever the parser delivered last (target, name or value) so that every
+ * string in the arena is NUL-terminated once headers are complete. */
+static int req_finish_item(kpi_http_request *req) {
+  if (req->last_cb == LAST_NONE) {
+    req->query_off = req->head_len; /* target length until split */
+    return arena_put(req, "", 1);
+  }
+  hdr_entry *h = &req->hdrs[req->n_hdrs - 1];
+  if (req->last_cb == LAST_FIELD) {
+    h->name_len = (uint32_t)(req->head_len - h->name_off);
+    if (arena_put(req, "", 1) < 0) return -1;
+    h->value_off = (uint32_t)req->head_len;
+  }
+  size_t vlen = req->head_len - h->value_off;
+  /* http-parser drops leading blanks but keeps trailing ones. */
+  while (vlen > 0 && (req->head[h->value_off + vlen - 1] == ' ' ||
+                      req->head[h->value_off + vlen - 1] == '\t'))
+    vlen--;
+  h->value_len = (uint32_t)vlen;
+  if (arena_put(req, "", 1) < 0) return -1;
+  req->head[h->value_off + vlen] = '\0';
+  return 0;
+}
+
+/* Splits the target into path and query. Origin form is split in place; absolute form
+ * ("http://host/p?q", legal for servers to accept) is parsed and its parts appended. */
+static int req_split_target(kpi_http_request *req) {
+  size_t tlen = req->query_off;
+  char *t = req->head;
+  req->path_off = 0;
+  if (tlen > 0 && t[0] == '/') {
+    char *q = memchr(t, '?', tlen);
+    if (q) {
+      *q = '\0';
+      req->query_off = (size_t)(q - t) + 1;
+    }
+    return 0;
+  }
+  if (tlen == 1 && t[0] == '*') return 0;
+  struct http_parser_url u;
+  http_parser_url_init(&u);
+  if (http_parser_parse_url(t, tlen, 0, &u) != 0) return -1;
+  size_t p_off = req->head_len;
+  if (u.field_set & (1 << UF_PATH)) {
+    if (arena_put_self(req, u.field_data[UF_PATH].off, u.field_data[UF_PATH].len) < 0)
+      return -2;
+  } else if (arena_put(req, "/", 2) < 0) {
+    return -2;
+  }
+  size_t q_off = req->head_len;
+  size_t q_len = (u.field_set & (1 << UF_QUERY)) ? u.field_data[UF_QUERY].len : 0;
+  if (arena_put_self(req, u.field_data[UF_QUERY].off, q_len) < 0) return -2;
+  req->path_off = p_off;
+  req->query_off = q_off;
+  return 0;
+}
+
+const char *kpi_http_request_method(const kpi_http_request *req) {
+  return http_method_str((enum http_method)req->method);
+}
+
+const char *kpi_http_request_path(const kpi_http_request *req) {
+  return req->head + req->path_off;
+}
+
+const char *kpi_http_request_query(const kpi_http_request *req) {
+  return req->head + req->query_off;
+}
+
+const char *kpi_http_header(const kpi_http_request *req, const char *name) {
+  for (unsigned i = 0; i < req->n_hdrs; i++)
+    if (strcasecmp(req->head + req->hdrs[i].name_off, name) == 0)
+      return req->head + req->hdrs[i].value_off;
+  return NULL;
+}
+
+size_t kpi_http_request_header_count(const kpi_http_request *req) { return req->n_hdrs; }
+
+void kpi_http_request_header_at(const kpi_http_request *req, size_t i, const char **name,
+                                const char **value) {
+  if (name) *name = req->head + req->hdrs[i].name_off;
+  if (value) *value = req->head + req->hdrs[i].value_off;
+}
+
+const char *kpi_http_request_body(const kpi_http_request *req, size_t *len) {
+  if (len) *len = req->body_len;
+  return req->body ? req->body : "";
+}
+
+int kpi_http_request_orphaned(const kpi_http_request *req) { return req->conn == NULL; }
+
+void kpi_http_request_set_user(kpi_http_request *req, void *user) { req->user = user; }
+
+void *kpi_http_request_get_user(const kpi_http_request *req) { return req->user; }
+
+/* ---- parser callbacks: they only record; handlers run after http_parser_execute returns,
+ * so a handler may answer, close or even free nothing that the parser still uses. ---- */
+
+static int parser_fail(kpi_http_conn *conn, int status) {
+  conn->fail_status = status;
+  return -1;
+}
+
+static int on_parser_message_begin(http_parser *p) {
+  kpi_http_conn *conn = p->data;
+  kpi_http_request *req = req_new();
+  if (!req) return parser_fail(conn, 503);
+  conn->cur = req;
+  conn->phase = PH_HEADERS;
+  /* Armed once per request, not per read: a client trickling bytes cannot extend it. */
+  conn_arm(conn, conn->srv->cfg.header_timeout_ms);
+  return 0;
+}
+
+static int count_header_bytes(kpi_http_conn *conn, size_t len, int status) {
+  kpi_http_request *req = conn->cur;
+  req->hdr_bytes += len;
+  if (req->hdr_bytes > conn->srv->cfg.max_header_bytes) return parser_fail(conn, status);
+  return 0;
+}
+
+static int on_parser_url(http_parser *p, const char *at, size_t len) {
+  kpi_http_conn *conn = p->data;
+  if (count_header_bytes(conn, len, 414) < 0) return -1;
+  if (arena_put(conn->cur, at, len) < 0) return parser_fail(conn, 503);
+  return 0;
+}
+
+static int on_parser_header_field(http_parser *p, const char *at, size_t len) {
+  kpi_http_conn *conn = p->data;
+  kpi_http_request *req = conn->cur;
+  if (req->last_cb != LAST_FIELD) {
+    if (req_finish_item(req) < 0) return parser_fail(conn, 503);
+    if (req->n_hdrs >= conn->srv->cfg.max_headers) return parser_fail(conn, 431);
+    if (req->n_hdrs == req->hdrs_cap) {
+      unsigned cap = req->hdrs_cap * 2;
+      hdr_entry *nh = req->hdrs == req->hdrs_inline ? malloc(cap * sizeof(*nh))
+                                                    : realloc(req->hdrs, cap * sizeof(*nh));
+      if (!nh) return parser_fail(conn, 503);
+      if (req->hdrs == req->hdrs_inline) memcpy(nh, req->hdrs, req->n_hdrs * sizeof(*nh));
+      req->hdrs = nh;
+      req->hdrs_cap = cap;
+    }
+    memset(&req->hdrs[req->n_hdrs], 0, sizeof(hdr_entry));
+    req->hdrs[req->n_hdrs++].name_off = (uint32_t)req->head_len;
+    req->last_cb = LAST_FIELD;
+  }
+  if (count_header_bytes(conn, len, 431) < 0) return -1;
+  if (arena_put(req, at, len) < 0) return parser_fail(conn, 503);
+  return 0;
+}
+
+static int on_parser_header_value(http_parser *p, const char *at, size_t len) {
+  kpi_http_conn *conn = p->data;
+  kpi_http_request *req = conn->cur;
+  if (req->last_cb != LAST_VALUE) {
+    hdr_entry *h = &req->hdrs[req->n_hdrs - 1];
+    h->name_len = (uint32_t)(req->head_len - h->name_off);
+    if (arena_put(req, "", 1) < 0) return parser_fail(conn, 503);
+    h->value_off = (uint32_t)req->head_len;
+    req->last_cb = LAST_VALUE;
+  }
+  if (count_header_bytes(conn, len, 431) < 0) return -1;
+  if (arena_put(req, at, len) < 0) return parser_fail(conn, 503);
+  return 0;
+}
+
+static void on_uv_continue_written(uv_write_t *w, int status) {
+  kpi_http_conn *conn = w->data;
+  free(w);
+  conn->writes--;
+  if (!conn->closing && status < 0) conn_close(conn);
+}
+
+/* `100 Continue` may go out only when no earlier response is still owed, or it would land
+ * in the middle of the pipelined answers; otherwise conn_flush sends it once they are out. */
+/* Returns -1 on failure without closing: it runs inside parser callbacks too, where the
+ * caller must fail the parse instead of freeing the request under the parser. */
+static int conn_maybe_continue(kpi_http_conn *conn) {
+  static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  kpi_http_request *req = conn->cur;
+  if (!req || !req->expect_continue || req->continue_sent || conn->q_head) return 0;
+  req->continue_sent = 1;
+  uv_write_t *w = malloc(sizeof(*w));
+  if (!w) return -1;
+  w->data = conn;
+  uv_buf_t buf = uv_buf_init((char *)line, sizeof line - 1);
+  if (uv_write(w, (uv_stream_t *)&conn->tcp, &buf, 1, on_uv_continue_written) < 0) {
+    free(w);
+    return -1;
+  }
+  conn->writes++;
+  return 0;
+}
+
+static int on_parser_headers_complete(http_parser *p) {
+  kpi_http_conn *conn = p->data;
+  kpi_http_request *req = conn->cur;
+  const kpi_http_config *cfg = &conn->srv->cfg;
+  if (req_finish_item(req) < 0) return parser_fail(conn, 503);
+  int rc = req_split_target(req);
+  if (rc == -1) return parser_fail(conn, 400);
+  if (rc < 0) return parser_fail(conn, 503);
+  req->method = p->method;
+  req->http10 = p->http_major == 1 && p->http_minor == 0;
+  req->is_head = p->method == HTTP_HEAD;
+  req->keep_alive = http_should_keep_alive(p) ? 1 : 0;
+  int has_length = (p->flags & F_CONTENTLENGTH) != 0;
+  /* Refuse before any body byte is read, so the client is told instead of waiting for
+   * `100 Continue` or uploading a megabyte for nothing. */
+  if (has_length && p->content_length > cfg->max_body_bytes) return parser_fail(conn, 413);
+  int has_body = (p->flags & F_CHUNKED) || (has_length && p->content_length > 0);
+  if (!has_body) return 0;
+  if (has_length) {
+    req->body = malloc((size_t)p->content_length + 1);
+    if (!req->body) return parser_fail(conn, 503);
+    req->body_cap = (size_t)p->content_length + 1;
+  }
+  conn->phase = PH_BODY;
+  conn_arm(conn, conn->srv->cfg.body_timeout_ms);
+  const char *expect = kpi_http_header(req, "expect");
+  if (expect && !req->http10 && strcasecmp(expect, "100-continue") == 0) {
+    req->expect_continue = 1;
+    if (conn_maybe_continue(conn) < 0) return parser_fail(conn, 503);
+  }
+  return 0;
+}
+
+static int on_parser_chunk_header(http_parser *p) {
+  kpi_http_conn *conn = p->data;
+  /* Here content_length is the announced chunk size: refuse it before buffering it. */
+  if (p->content_length > conn->srv->cfg.max_body_bytes - conn->cur->body_len)
+    return parser_fail(conn, 413);
+  return 0;
+}
+
+static int on_parser_body(http_parser *p, const char *at, size_t len) {
+  kpi_http_conn *conn = p->data;
+  kpi_http_request *req = conn->cur;
+  size_t max = conn->srv->cfg.max_body_bytes;
+  if (len > max - req->body_len) return parser_fail(conn, 413);
+  if (req->body_len + len + 1 > req->body_cap) {
+    /* Chunked bodies grow by doubling, never beyond the limit. */
+    size_t cap = req->body_cap ? req->body_cap * 2 : 4096;
+    if (cap < req->body_len + len + 1) cap = req->body_len + len + 1;
+    if (cap > max + 1) cap = max + 1;
+    char *nb = realloc(req->body, cap);
+    if (!nb) return parser_fail(conn, 503);
+    req->body = nb;
+    req->body_cap = cap;
+  }
+  memcpy(req->body + req->body_len, at, len);
+  req->body_len += len;
+  return 0;
+}
+
+static int on_parser_message_complete(http_parser *p) {
+  kpi_http_conn *conn = p->data;
+  kpi_http_request *req = conn->cur;
+  if (req->body) req->body[req->body_len] = '\0';
+  /* After an Upgrade or CONNECT the rest of the stream is another protocol: answer this
+   * request and close. While draining, this request is the connection's last. */
+  if (p->upgrade || conn->srv->draining) req->keep_alive = 0;
+  conn->cur = NULL;
+  conn->ready = req;
+  conn->phase = PH_WAIT;
+  uv_timer_stop(&conn->timer);
+  /* Pausing hands control back to conn_feed, which dispatches outside the parser. */
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+/* ---- connections ---- */
+
+static void srv_maybe_closed(kpi_http_server *srv) {
+  if (!srv->closing || srv->pending_closes > 0 || srv->n_conns > 0) return;
+  free(srv->rbuf);
+  srv->rbuf = NULL;
+  kpi_http_close_cb cb = srv->on_closed;
+  srv->on_closed = NULL;
+  if (cb) cb(srv); /* last: it may free SRV */
+}
+
+static void on_uv_conn_closed(uv_handle_t *h) {
+  kpi_http_conn *conn = h->data;
+  if (--conn->handles_open > 0) return;
+  kpi_http_server *srv = conn->srv;
+  free(conn);
+  srv->n_conns--;
+  srv_maybe_closed(srv);
+}
+
+static void on_uv_timer(uv_timer_t *t);
+
+static void conn_arm(kpi_http_conn *conn, uint64_t ms) {
+  uv_timer_start(&conn->timer, on_uv_timer, ms, 0);
+}
+
+/* Closes at once. Answered requests still queued are freed; unanswered ones stay with
+ * their handler, orphaned, and are freed by kpi_http_respond. Writes in flight are
+ * cancelled by libuv, whose callbacks run before the close callbacks free CONN. */
+static void conn_close(kpi_http_conn *conn) {
+  if (conn->closing) return;
+  kpi_http_server *srv = conn->srv;
+  conn->closing = 1;
+  kpi_http_request *req = conn->q_head;
+  while (req) {
+    kpi_http_request *next = req->next;
+    req->next = NULL;
+    if (req->responded) req_free(req);
+    else req->conn = NULL;
+    req = next;
+  }
+  conn->q_head = conn->q_tail = NULL;
+  conn->q_len = 0;
+  req_free(conn->cur);
+  conn->cur = NULL;
+  req_free(conn->ready);
+  conn->ready = NULL;
+  free(conn->pending);
+  conn->pending = NULL;
+  if (conn->active) {
+    conn->active = 0;
+    srv->stats.connections_active--;
+    if (conn->prev) conn->prev->next = conn->next;
+    else srv->conns = conn->next;
+    if (conn->next) conn->next->prev = conn->prev;
+    conn->prev = conn->next = NULL;
+  }
+  uv_close((uv_handle_t *)&conn->tcp, on_uv_conn_closed);
+  uv_close((uv_handle_t *)&conn->timer, on_uv_conn_closed);
+}
+
+static void on_uv_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  kpi_http_conn *conn = h->data;
+  *buf = uv_buf_init(conn->srv->rbuf, READ_BUF_SIZE);
+}
+
+static void on_uv_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_update_reading(kpi_http_conn *conn) {
+  int want = !conn->closing && !conn->peer_eof && !conn->paused;
+  if (want && !conn->reading) {
+    if (uv_read_start((uv_stream_t *)&conn->tcp, on_uv_alloc, on_uv_read) < 0) {
+      conn_close(conn);
+      return;
+    }
+    conn->reading = 1;
+  } else if (!want && conn->reading) {
+    uv_read_stop((uv_stream_t *)&conn->tcp);
+    conn->reading = 0;
+  }
+}
+
+static void on_uv_shutdown(uv_shutdown_t *sr, int status) {
+  kpi_http_conn *conn = sr->data;
+  if (conn->closing) return;
+  if (status < 0 || conn->peer_eof) conn_close(conn);
+}
+
+/* The last response is out: send FIN, then drain input until the client closes. */
+static void conn_shutdown(kpi_http_conn *conn) {
+  conn->phase = PH_LINGER;
+  conn->no_more = 1;
+  conn->paused = 0;
+  free(conn->pending);
+  conn->pending = NULL;
+  conn->shutdown_req.data = conn;
+  if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_uv_shutdown) < 0) {
+    conn_close(conn);
+    return;
+  }
+  conn_arm(conn, LINGER_MS);
+  conn_update_reading(conn);
+}
+
+static void conn_feed(kpi_http_conn *conn, const char *data, size_t len);
+
+/* Called whenever a response left the connection. */
+static void conn_after_write(kpi_http_conn *conn) {
+  kpi_http_server *srv = conn->srv;
+  if (conn->paused && conn->q_len + conn->writes < srv->cfg.max_pipelined) {
+    conn->paused = 0;
+    char *pending = conn->pending;
+    size_t pending_len = conn->pending_len;
+    conn->pending = NULL;
+    conn->pending_len = 0;
+    if (pending) conn_feed(conn, pending, pending_len);
+    free(pending);
+    if (conn->closing) return;
+    conn_update_reading(conn);
+  }
+  if (conn->q_len > 0 || conn->writes > 0) return;
+  /* A half-closed client cannot finish a request it started: nothing more is owed. */
+  if (conn->peer_eof) {
+    conn_close(conn);
+    return;
+  }
+  if (conn->phase != PH_WAIT) return;
+  if (srv->draining) {
+    conn_close(conn);
+    return;
+  }
+  conn_arm(conn, srv->cfg.idle_timeout_ms);
+}
+
+static void on_uv_write(uv_write_t *w, int status) {
+  kpi_http_request *req = w->data;
+  kpi_http_conn *conn = req->conn;
+  int last = !req->keep_alive;
+  req_free(req);
+  conn->writes--;
+  if (conn->closing) return;
+  if (status < 0) {
+    conn_close(conn);
+    return;
+  }
+  if (last) {
+    conn_shutdown(conn);
+    return;
+  }
+  conn_after_write(conn);
+}
+
+/* Writes the answered requests at the head of the queue; a later answer waits for every
+ * earlier one. The Connection header is chosen here, not when answering, because only now
+ * is it known whether this response is the connection's last. */
+static void conn_flush(kpi_http_conn *conn) {
+  static const char close_hdr[] = "Connection: close\r\n";
+  static const char keep_hdr[] = "Connection: keep-alive\r\n";
+  kpi_http_server *srv = conn->srv;
+  while (!conn->closing && conn->q_head && conn->q_head->responded) {
+    kpi_http_request *req = conn->q_head;
+    conn->q_head = req->next;
+    if (!conn->q_head) conn->q_tail = NULL;
+    req->next = NULL;
+    conn->q_len--;
+    if (!conn->q_head &&
+        (conn->peer_eof || (srv->draining && conn->phase == PH_WAIT)))
+      req->keep_alive = 0;
+    if (!req->keep_alive) conn->no_more = 1;
+    uv_buf_t bufs[3];
+    unsigned nbufs = 0;
+    bufs[nbufs++] = uv_buf_init(req->resp, (unsigned)req->resp_head_len);
+    if (!req->keep_alive)
+      bufs[nbufs++] = uv_buf_init((char *)close_hdr, sizeof close_hdr - 1);
+    else if (req->http10)
+      bufs[nbufs++] = uv_buf_init((char *)keep_hdr, sizeof keep_hdr - 1);
+    size_t tail = req->is_head ? 2 : req->resp_len - req->resp_head_len;
+    bufs[nbufs++] = uv_buf_init(req->resp + req->resp_head_len, (unsigned)tail);
+    req->write_req.data = req;
+    if (uv_write(&req->write_req, (uv_stream_t *)&conn->tcp, bufs, nbufs, on_uv_write) < 0) {
+      req_free(req);
+      conn_close(conn);
+      return;
+    }
+    conn->writes++;
+  }
+  if (!conn->closing && conn_maybe_continue(conn) < 0) conn_close(conn);
+}
+
+static void conn_enqueue(kpi_http_conn *conn, kpi_http_request *req) {
+  req->conn = conn;
+  req->next = NULL;
+  if (conn->q_tail) conn->q_tail->next = req;
+  else conn->q_head = req;
+  conn->q_tail = req;
+  conn->q_len++;
+}
+
+/* Queues an error answer behind the requests already received and stops parsing: after
+ * a parse error the stream position is unknown, so the connection ends with this answer.
+ * The phase timer becomes a hard deadline in case earlier answers never come. */
+static void conn_fail(kpi_http_conn *conn, int status, const char *detail) {
+  kpi_http_server *srv = conn->srv;
+  if (status < 500) srv->stats.bad_requests++;
+  req_free(conn->cur);
+  conn->cur = NULL;
+  conn->phase = PH_FAILED;
+  conn->no_more = 1;
+  conn_arm(conn, srv->cfg.header_timeout_ms);
+  kpi_http_request *req = req_new();
+  if (!req) {
+    conn_close(conn);
+    return;
+  }
+  req->keep_alive = 0;
+  conn_enqueue(conn, req);
+  kpi_http_respond_problem(req, status, NULL, detail, NULL);
+}
+
+static void conn_dispatch(kpi_http_conn *conn, kpi_http_request *req) {
+  kpi_http_server *srv = conn->srv;
+  conn_enqueue(conn, req);
+  if (!req->keep_alive) conn->no_more = 1;
+  srv->stats.requests++;
+  srv->on_request(req, srv->opaque);
+}
+
+static const char *status_detail(int status) {
+  switch (status) {
+  case 413: return "the request body exceeds the server's limit";
+  case 414: return "the request target exceeds the server's header size limit";
+  case 431: return "the request headers exceed the server's size or count limit";
+  default: return "the server could not allocate memory for the request";
+  }
+}
+
+/* Parses until input runs out, the connection must stop, or too many answers are owed;
+ * in the last case the rest is kept and reading stops until answers drain (back-pressure
+ * on clients that pipeline faster than handlers answer). */
+static void conn_feed(kpi_http_conn *conn, const char *data, size_t len) {
+  kpi_http_server *srv = conn->srv;
+  while (len > 0 && !conn->closing && !conn->no_more && conn->phase < PH_FAILED) {
+    size_t n = http_parser_execute(&conn->parser, &parser_settings, data, len);
+    data += n;
+    len -= n;
+    enum http_errno err = HTTP_PARSER_ERRNO(&conn->parser);
+    if (err == HPE_PAUSED) {
+      http_parser_pause(&conn->parser, 0);
+      kpi_http_request *req = conn->ready;
+      conn->ready = NULL;
+      conn_dispatch(conn, req);
+      if (conn->closing || conn->no_more) return;
+      if (len > 0 && conn->q_len + conn->writes >= srv->cfg.max_pipelined) {
+        conn->pending = malloc(len);
+        if (!conn->pending) {
+          conn_close(conn);
+          return;
+        }
+        memcpy(conn->pending, data, len);
+        conn->pending_len = len;
+        conn->paused = 1;
+        conn_update_reading(conn);
+        return;
+      }
+      continue;
+    }
+    if (err != HPE_OK) {
+      int status = conn->fail_status;
+      if (status == 0) status = err == HPE_HEADER_OVERFLOW ? 431 : 400;
+      const char *detail =
+          status == 400 ? http_errno_description(err) : status_detail(status);
+      conn->fail_status = 0;
+      conn_fail(conn, status, detail);
+      return;
+    }
+    return; /* HPE_OK consumes all input */
+  }
+}
+
+static void on_uv_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  kpi_http_conn *conn = s->data;
+  if (conn->closing || nread == 0) return;
+  if (nread < 0) {
+    if (nread != UV_EOF) {
+      conn_close(conn);
+      return;
+    }
+    /* A half-closed client still gets the answers it is owed; with none owed, or in the
+     * linger phase, there is nothing left to do. */
+    conn->peer_eof = 1;
+    conn_update_reading(conn);
+    if (conn->phase == PH_LINGER || (conn->q_len == 0 && conn->writes == 0))
+      conn_close(conn);
+    return;
+  }
+  /* After the last request, input is read only to be discarded (see LINGER_MS). */
+  if (conn->no_more || conn->phase >= PH_FAILED) return;
+  conn_feed(conn, buf->base, (size_t)nread);
+}
+
+static void on_uv_timer(uv_timer_t *t) {
+  kpi_http_conn *conn = t->data;
+  kpi_http_stats *st = &conn->srv->stats;
+  switch (conn->phase) {
+  case PH_HEADERS:
+    st->timeouts_header++;
+    kpi_log(KPI_LOG_DEBUG, "http_header_timeout", "request headers incomplete in time");
+    conn_fail(conn, 408, "the request headers did not arrive in time");
+    break;
+  case PH_BODY:
+    st->timeouts_body++;
+    kpi_log(KPI_LOG_DEBUG, "http_body_timeout", "request body incomplete in time");
+    conn_fail(conn, 408, "the request body did not arrive in time");
+    break;
+  case PH_WAIT:
+    st->timeouts_idle++;
+    conn_close(conn);
+    break;
+  case PH_FAILED:
+  case PH_LINGER:
+    conn_close(conn);
+    break;
+  }
+}
+
+/* Over the connection limit the socket is still accepted, because libuv stops accepting
+ * until we do, and told 503 in one best-effort write before it is closed. */
+static void conn_reject(kpi_http_server *srv, kpi_http_conn *conn) {
+  static const char body[] = "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\","
+                             "\"status\":503,\"detail\":\"too many connections\"}";
+  char msg[512];
+  int n = snprintf(msg, sizeof msg,
+                   "HTTP/1.1 503 Service Unavailable\r\n"
+                   "Content-Type: application/problem+json\r\nContent-Length: %zu\r\n"
+                   "Retry-After: 1\r\nConnection: close\r\n\r\n%s",
+                   sizeof body - 1, body);
+  uv_buf_t buf = uv_buf_init(msg, (unsigned)n);
+  (void)uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+  srv->stats.connections_rejected++;
+  conn->closing = 1;
+  uv_close((uv_handle_t *)&conn->tcp, on_uv_conn_closed);
+}
+
+static void on_uv_connection(uv_stream_t *listener, int status) {
+  kpi_http_server *srv = listener->data;
+  if (status < 0) {
+    kpi_log(KPI_LOG_WARN, "http_accept_failed", "%s", uv_strerror(status));
+    return;
+  }
+  kpi_http_conn *conn = calloc(1, sizeof(*conn));
+  if (!conn) {
+    kpi_log(KPI_LOG_ERROR, "http_accept_failed", "out of memory");
+    return;
+  }
+  conn->srv = srv;
+  uv_tcp_init(srv->loop, &conn->tcp);
+  conn->tcp.data = conn;
+  conn->handles_open = 1;
+  srv->n_conns++;
+  if (uv_accept(listener, (uv_stream_t *)&conn->tcp) < 0) {
+    conn->closing = 1;
+    uv_close((uv_handle_t *)&conn->tcp, on_uv_conn_closed);
+    return;
+  }
+  if (srv->stats.connections_active >= srv->cfg.max_connections || srv->draining) {
+    conn_reject(srv, conn);
+    return;
+  }
+  uv_timer_init(srv->loop, &conn->timer);
+  conn->timer.data = conn;
+  conn->handles_open = 2;
+  conn->active = 1;
+  conn->next = srv->conns;
+  if (srv->conns) srv->conns->prev = conn;
+  srv->conns = conn;
+  srv->stats.connections_active++;
+  srv->stats.connections_accepted++;
+  http_parser_init(&conn->parser, HTTP_REQUEST);
+  conn->parser.data = conn;
+  /* Small responses must not wait for Nagle's delayed ACK dance. */
+  uv_tcp_nodelay(&conn->tcp, 1);
+  conn->phase = PH_WAIT;
+  /* A fresh connection gets the header timeout, not the idle one: a client that connects
+   * and sends nothing is the cheapest way to hold a slot. */
+  conn_arm(conn, srv->cfg.header_timeout_ms);
+  conn_update_reading(conn);
+}
+
+/* ---- responses ---- */
+
+int kpi_http_respond(kpi_http_request *req, int status, const char *content_type,
+                     const void *body, size_t len, const char *extra_headers) {
+  kpi_http_conn *conn = req->conn;
+  if (!conn) {
+    req_free(req);
+    return 0;
+  }
+  if (status < 200 || status > 599 || (content_type && strpbrk(content_type, "\r\n"))) {
+    conn_close(conn); /* orphans REQ, which is ours to free */
+    req_free(req);
+    return KPI_HTTP_EINVAL;
+  }
+  /* 204 and 304 carry neither a body nor (for 204) a Content-Length. */
+  int bodyless = status == 204 || status == 304;
+  if (bodyless) len = 0;
+  const char *reason = http_status_str((enum http_status)status);
+  char line[160];
+  int n = bodyless ? snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason)
+                   : snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n",
+                              status, reason, len);
+  size_t ct_len = content_type ? strlen(content_type) : 0;
+  size_t extra_len = extra_headers ? strlen(extra_headers) : 0;
+  int extra_crlf = extra_len >= 2 && memcmp(extra_headers + extra_len - 2, "\r\n", 2) == 0;
+  size_t head_len = (size_t)n + (content_type ? ct_len + 16 : 0) + extra_len +
+                    (extra_len && !extra_crlf ? 2 : 0);
+  char *resp = malloc(head_len + 2 + len);
+  if (!resp) {
+    conn_close(conn);
+    req_free(req);
+    return KPI_HTTP_ENOMEM;
+  }
+  char *p = resp;
+  memcpy(p, line, (size_t)n);
+  p += n;
+  if (content_type) {
+    memcpy(p, "Content-Type: ", 14);
+    memcpy(p + 14, content_type, ct_len);
+    memcpy(p + 14 + ct_len, "\r\n", 2);
+    p += ct_len + 16;
+  }
+  if (extra_len) {
+    memcpy(p, extra_headers, extra_len);
+    p += extra_len;
+    if (!extra_crlf) {
+      memcpy(p, "\r\n", 2);
+      p += 2;
+    }
+  }
+  memcpy(p, "\r\n", 2);
+  if (len) memcpy(p + 2, body, len);
+  req->resp = resp;
+  req->resp_head_len = head_len;
+  req->resp_len = head_len + 2 + len;
+  req->status = status;
+  req->responded = 1;
+  conn->srv->stats.responses[status / 100]++;
+  conn_flush(conn);
+  return 0;
+}
+
+int kpi_http_respond_problem_ex(kpi_http_request *req, int status, const char *type,
+                                const char *title, const char *detail, cJSON *errors,
+                                const char *extra_headers) {
+  cJSON *doc = cJSON_CreateObject();
+  char *text = NULL;
+  if (!doc) goto err;
+  if (!title) title = http_status_str((enum http_status)status);
+  if (!cJSON_AddStringToObject(doc, "type", type ? type : "about:blank") ||
+      !cJSON_AddStringToObject(doc, "title", title) ||
+      !cJSON_AddNumberToObject(doc, "status", status) ||
+      (detail && !cJSON_AddStringToObject(doc, "detail", detail)))
+    goto err;
+  if (errors) {
+    cJSON_AddItemToObject(doc, "errors", errors);
+    errors = NULL; /* now owned by DOC */
+  }
+  text = cJSON_PrintUnformatted(doc);
+  if (!text) goto err;
+  cJSON_Delete(doc);
+  int rc = kpi_http_respond(req, status, "application/problem+json", text, strlen(text),
+                            extra_headers);
+  cJSON_free(text);
+  return rc;
+err:
+  cJSON_Delete(doc);
+  cJSON_Delete(errors);
+  if (req->conn) conn_close(req->conn);
+  req_free(req);
+  return KPI_HTTP_ENOMEM;
+}
+
+int kpi_http_respond_problem(kpi_http_request *req, int status, const char *title,
+                             const char *detail, cJSON *errors) {
+  return kpi_http_respond_problem_ex(req, status, NULL, title, detail, errors, NULL);
+}
+
+/* ---- server ---- */
+
+int kpi_http_server_init(kpi_http_server *srv, uv_loop_t *loop, const kpi_http_config *cfg,
+                         kpi_http_request_cb on_request, void *opaque) {
+  if (!srv || !loop || !on_request) return KPI_HTTP_EINVAL;
+  void *data = srv->data; /* the owner may have set it already */
+  memset(srv, 0, sizeof(*srv));
+  srv->data = data;
+  if (cfg) srv->cfg = *cfg;
+  else kpi_http_config_defaults(&srv->cfg);
+  const kpi_http_config *c = &srv->cfg;
+  if (!c->max_body_bytes || !c->max_header_bytes || !c->max_headers || !c->max_connections ||
+      !c->header_timeout_ms || !c->body_timeout_ms || !c->idle_timeout_ms || !c->max_pipelined)
+    return KPI_HTTP_EINVAL;
+  srv->loop = loop;
+  srv->on_request = on_request;
+  srv->opaque = opaque;
+  srv->port = KPI_HTTP_ESTATE;
+  srv->rbuf = malloc(READ_BUF_SIZE);
+  if (!srv->rbuf) return KPI_HTTP_ENOMEM;
+  int rc = uv_tcp_init(loop, &srv->listener);
+  if (rc < 0) {
+    free(srv->rbuf);
+    srv->rbuf = NULL;
+    return rc;
+  }
+  uv_timer_init(loop, &srv->guard);
+  srv->listener.data = srv;
+  srv->guard.data = srv;
+  return 0;
+}
+
+int kpi_http_server_start(kpi_http_server *srv, const char *host, int port) {
+  if (srv->listening || srv->listener_closed) return KPI_HTTP_ESTATE;
+  if (port < 0 || port > 65535 || !host) return KPI_HTTP_EINVAL;
+  struct sockaddr_storage ss;
+  int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  if (rc < 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+  if (rc < 0) return KPI_HTTP_EINVAL;
+  if ((rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0)) < 0) return rc;
+  if ((rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_uv_connection)) < 0) return rc;
+  int len = sizeof ss;
+  if ((rc = uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len)) < 0) return rc;
+  srv->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  srv->listening = 1;
+  return 0;
+}
+
+int kpi_http_server_port(const kpi_http_server *srv) {
+  return srv->listening ? srv->port : KPI_HTTP_ESTATE;
+}
+
+static void on_uv_server_handle_closed(uv_handle_t *h) {
+  kpi_http_server *srv = h->data;
+  srv->pending_closes--;
+  srv_maybe_closed(srv);
+}
+
+void kpi_http_server_stop_accepting(kpi_http_server *srv) {
+  if (!srv->listener_closed) {
+    srv->listener_closed = 1;
+    srv->listening = 0;
+    srv->pending_closes++;
+    uv_close((uv_handle_t *)&srv->listener, on_uv_server_handle_closed);
+  }
+  srv->draining = 1;
+  /* Idle keep-alive connections would otherwise hold the process for idle_timeout_ms. */
+  kpi_http_conn *conn = srv->conns;
+  while (conn) {
+    kpi_http_conn *next = conn->next;
+    if (conn->phase == PH_WAIT && conn->q_len == 0 && conn->writes == 0) conn_close(conn);
+    conn = next;
+  }
+}
+
+void kpi_http_server_close(kpi_http_server *srv, kpi_http_close_cb on_closed) {
+  if (srv->closing) return;
+  kpi_http_server_stop_accepting(srv);
+  srv->closing = 1;
+  srv->on_closed = on_closed;
+  srv->pending_closes++;
+  uv_close((uv_handle_t *)&srv->guard, on_uv_server_handle_closed);
+  while (srv->conns) conn_close(srv->conns);
+}
+
+int kpi_http_server_export_metrics(const kpi_http_server *srv, kpi_metrics *m) {
+  static const char *const classes[] = {NULL, "class=\"1xx\"", "class=\"2xx\"",
+                                        "class=\"3xx\"", "class=\"4xx\"", "class=\"5xx\""};
+  static const char *const phases[] = {"phase=\"header\"", "phase=\"body\"", "phase=\"idle\""};
+  const kpi_http_stats *st = &srv->stats;
+  const uint64_t timeouts[] = {st->timeouts_header, st->timeouts_body, st->timeouts_idle};
+  kpi_metric *s;
+  for (int i = 1; i <= 5; i++) {
+    if (!(s = kpi_metrics_counter(m, "kpi_http_responses_total", classes[i],
+                                  "HTTP responses by status class.")))
+      return KPI_HTTP_ENOMEM;
+    kpi_metrics_set(s, (double)st->responses[i]);
+  }
+  if (!(s = kpi_metrics_counter(m, "kpi_http_requests_total", NULL,
+                                "Complete HTTP requests handed to the service.")))
+    return KPI_HTTP_ENOMEM;
+  kpi_metrics_set(s, (double)st->requests);
+  if (!(s = kpi_metrics_gauge(m, "kpi_http_connections_active", NULL,
+                              "Open HTTP connections.")))
+    return KPI_HTTP_ENOMEM;
+  kpi_metrics_set(s, (double)st->connections_active);
+  if (!(s = kpi_metrics_counter(m, "kpi_http_connections_total", NULL,
+                                "Accepted HTTP connections.")))
+    return KPI_HTTP_ENOMEM;
+  kpi_metrics_set(s, (double)st->connections_accepted);
+  if (!(s = kpi_metrics_counter(m, "kpi_http_connections_rejected_total", NULL,
+                                "Connections refused with 503 over the connection limit.")))
+    return KPI_HTTP_ENOMEM;
+  kpi_metrics_set(s, (double)st->connections_rejected);
+  for (int i = 0; i < 3; i++) {
+    if (!(s = kpi_metrics_counter(m, "kpi_http_timeouts_total", phases[i],
+                                  "Connections cut off by a header, body or idle timeout.")))
+      return KPI_HTTP_ENOMEM;
+    kpi_metrics_set(s, (double)timeouts[i]);
+  }
+  if (!(s = kpi_metrics_counter(m, "kpi_http_bad_requests_total", NULL,
+                                "Requests refused for malformed syntax or a limit.")))
+    return KPI_HTTP_ENOMEM;
+  kpi_metrics_set(s, (double)st->bad_requests);
+  return 0;
+}

@@ -1,0 +1,352 @@
+/* kpi_pgasync.c: libpq's non-blocking API driven by uv_poll on PQsocket, with a query queue and
+ * automatic reconnection. One query is in flight at a time, which keeps transactions (BEGIN …
+ * COMMIT sent as consecutive queries) on the one session that owns them. */
+#include "kpi_pgasync.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kpi_env.h"
+#include "kpi_log.h"
+
+typedef struct pg_query {
+  struct pg_query *next;
+  char *sql;
+  int nparams;
+  char **values;
+  kpi_pgasync_result_cb cb;
+  void *arg;
+} pg_query;
+
+/* uv_poll handles are bound to one fd; a reconnect gets a new socket and so a new handle,
+ * freed in its close callback. */
+typedef struct {
+  uv_poll_t handle;
+  struct kpi_pgasync *owner;
+} pg_poll;
+
+typedef enum { PG_DOWN, PG_CONNECTING, PG_UP } pg_state;
+
+struct kpi_pgasync {
+  uv_loop_t *loop;
+  char *conninfo;
+  kpi_pgasync_state_cb on_state;
+  void *arg;
+  PGconn *conn;
+  pg_poll *poll;
+  int poll_fd;
+  uv_timer_t retry; /* embedded: closed last, frees the struct */
+  pg_state state;
+  uint64_t backoff_ms;
+  uint64_t backoff_max_ms;
+  pg_query *head, *tail;
+  size_t pending;
+  int sent;           /* head has been sent and its results are awaited */
+  PGresult *result;   /* result kept for head */
+  int closing;
+  int in_callback;
+  void (*on_closed)(void *);
+  void *closed_arg;
+};
+
+static void pg_connect_start(kpi_pgasync *pg);
+static void pg_drive(kpi_pgasync *pg);
+
+const char *kpi_pgasync_strerror(int err) {
+  switch (err) {
+    case KPI_PGASYNC_EDOWN: return "database connection is down";
+    case KPI_PGASYNC_ENOMEM: return "out of memory";
+    case KPI_PGASYNC_ECLOSED: return "database connection is closed";
+    default: return "unknown error";
+  }
+}
+
+static void query_free(pg_query *q) {
+  for (int i = 0; i < q->nparams; i++) free(q->values[i]);
+  free(q->values);
+  free(q->sql);
+  free(q);
+}
+
+static void on_uv_poll_closed(uv_handle_t *h) { free(h->data); }
+
+static void poll_release(kpi_pgasync *pg) {
+  if (!pg->poll) return;
+  uv_poll_stop(&pg->poll->handle);
+  uv_close((uv_handle_t *)&pg->poll->handle, on_uv_poll_closed);
+  pg->poll = NULL;
+  pg->poll_fd = -1;
+}
+
+/* Runs the callbacks of every queued query with RES NULL, in order. */
+static void fail_all(kpi_pgasync *pg) {
+  pg_query *q = pg->head;
+  pg->head = pg->tail = NULL;
+  pg->pending = 0;
+  pg->sent = 0;
+  if (pg->result) {
+    PQclear(pg->result);
+    pg->result = NULL;
+  }
+  while (q) {
+    pg_query *next = q->next;
+    pg->in_callback++;
+    q->cb(pg, NULL, q->arg);
+    pg->in_callback--;
+    query_free(q);
+    q = next;
+  }
+}
+
+static void on_uv_retry(uv_timer_t *t) {
+  kpi_pgasync *pg = t->data;
+  if (!pg->closing) pg_connect_start(pg);
+}
+
+static void connection_lost(kpi_pgasync *pg, const char *why) {
+  int was_up = pg->state == PG_UP;
+  poll_release(pg);
+  if (pg->conn) {
+    kpi_log(KPI_LOG_WARN, "postgres_down", "%s", why);
+    PQfinish(pg->conn);
+    pg->conn = NULL;
+  }
+  pg->state = PG_DOWN;
+  fail_all(pg);
+  if (was_up && pg->on_state && !pg->closing) pg->on_state(pg, 0, pg->arg);
+  if (pg->closing) return;
+  uv_timer_start(&pg->retry, on_uv_retry, pg->backoff_ms, 0);
+  pg->backoff_ms = pg->backoff_ms * 2 > pg->backoff_max_ms ? pg->backoff_max_ms
+                                                           : pg->backoff_ms * 2;
+}
+
+static void on_uv_pg_io(uv_poll_t *h, int status, int events);
+
+/* Watches the connection's socket for EVENTS, replacing the handle if the socket changed. */
+static int poll_watch(kpi_pgasync *pg, int events) {
+  int fd = PQsocket(pg->conn);
+  if (fd < 0) return -1;
+  if (pg->poll && pg->poll_fd != fd) poll_release(pg);
+  if (!pg->poll) {
+    pg_poll *p = malloc(sizeof(*p));
+    if (!p) return -1;
+    if (uv_poll_init(pg->loop, &p->handle, fd) != 0) {
+      free(p);
+      return -1;
+    }
+    p->handle.data = p;
+    p->owner = pg;
+    pg->poll = p;
+    pg->poll_fd = fd;
+  }
+  return uv_poll_start(&pg->poll->handle, events, on_uv_pg_io);
+}
+
+static void connect_step(kpi_pgasync *pg) {
+  PostgresPollingStatusType st = PQconnectPoll(pg->conn);
+  switch (st) {
+    case PGRES_POLLING_READING:
+      if (poll_watch(pg, UV_READABLE)) connection_lost(pg, "cannot watch socket");
+      return;
+    case PGRES_POLLING_WRITING:
+      if (poll_watch(pg, UV_WRITABLE)) connection_lost(pg, "cannot watch socket");
+      return;
+    case PGRES_POLLING_OK:
+      pg->state = PG_UP;
+      pg->backoff_ms = 100;
+      PQsetnonblocking(pg->conn, 1);
+      kpi_log(KPI_LOG_INFO, "postgres_up", "connected to %s:%s/%s", PQhost(pg->conn),
+              PQport(pg->conn), PQdb(pg->conn));
+      if (poll_watch(pg, UV_READABLE)) {
+        connection_lost(pg, "cannot watch socket");
+        return;
+      }
+      if (pg->on_state) pg->on_state(pg, 1, pg->arg);
+      if (pg->state == PG_UP) pg_drive(pg);
+      return;
+    default: {
+      char why[512];
+      snprintf(why, sizeof(why), "connect: %s", PQerrorMessage(pg->conn));
+      why[strcspn(why, "\n")] = '\0';
+      connection_lost(pg, why);
+      return;
+    }
+  }
+}
+
+static void pg_connect_start(kpi_pgasync *pg) {
+  pg->conn = PQconnectStart(pg->conninfo);
+  if (!pg->conn || PQstatus(pg->conn) == CONNECTION_BAD) {
+    connection_lost(pg, pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
+    return;
+  }
+  pg->state = PG_CONNECTING;
+  connect_step(pg);
+}
+
+/* Sends the head query if none is in flight, flushes, and collects finished results. */
+static void pg_drive(kpi_pgasync *pg) {
+  while (pg->state == PG_UP && !pg->closing) {
+    if (!pg->sent) {
+      if (!pg->head) {
+        /* Idle: still read, so that a server-side close is noticed now rather than at the
+         * next query, and so that a readable socket does not wake the loop forever. */
+        if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) == CONNECTION_BAD)
+          connection_lost(pg, "connection closed by the server");
+        return;
+      }
+      pg_query *q = pg->head;
+      int ok = q->nparams > 0
+                   ? PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL,
+                                       (const char *const *)q->values, NULL, NULL, 0)
+                   : PQsendQuery(pg->conn, q->sql);
+      if (!ok) {
+        char why[512];
+        snprintf(why, sizeof(why), "send: %s", PQerrorMessage(pg->conn));
+        connection_lost(pg, why);
+        return;
+      }
+      pg->sent = 1;
+    }
+    int f = PQflush(pg->conn);
+    if (f < 0) {
+      connection_lost(pg, "flush failed");
+      return;
+    }
+    if (poll_watch(pg, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE)) {
+      connection_lost(pg, "cannot watch socket");
+      return;
+    }
+    if (!PQconsumeInput(pg->conn)) {
+      char why[512];
+      snprintf(why, sizeof(why), "read: %s", PQerrorMessage(pg->conn));
+      connection_lost(pg, why);
+      return;
+    }
+    /* Collect results until the query is complete (PQgetResult returns NULL) or more input
+     * is needed (PQisBusy). */
+    for (;;) {
+      if (PQisBusy(pg->conn)) return;
+      PGresult *r = PQgetResult(pg->conn);
+      if (r) {
+        int keep_old = pg->result && PQresultStatus(pg->result) == PGRES_FATAL_ERROR;
+        if (keep_old) {
+          PQclear(r);
+        } else {
+          PQclear(pg->result);
+          pg->result = r;
+        }
+        continue;
+      }
+      pg_query *q = pg->head;
+      pg->head = q->next;
+      if (!pg->head) pg->tail = NULL;
+      pg->pending--;
+      pg->sent = 0;
+      PGresult *res = pg->result;
+      pg->result = NULL;
+      pg->in_callback++;
+      q->cb(pg, res, q->arg);
+      pg->in_callback--;
+      PQclear(res);
+      query_free(q);
+      break; /* back to the outer loop: send the next query */
+    }
+    if (PQstatus(pg->conn) == CONNECTION_BAD) {
+      connection_lost(pg, "connection lost");
+      return;
+    }
+  }
+}
+
+static void on_uv_pg_io(uv_poll_t *h, int status, int events) {
+  (void)events;
+  kpi_pgasync *pg = ((pg_poll *)h->data)->owner;
+  if (pg->closing) return;
+  if (status < 0) {
+    connection_lost(pg, uv_strerror(status));
+    return;
+  }
+  if (pg->state == PG_CONNECTING) connect_step(pg);
+  else if (pg->state == PG_UP) pg_drive(pg);
+}
+
+kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_state_cb on_state,
+                             void *arg, char *errstr, size_t errstr_size) {
+  kpi_pgasync *pg = calloc(1, sizeof(*pg));
+  if (!pg || !(pg->conninfo = strdup(conninfo))) {
+    free(pg);
+    snprintf(errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  pg->loop = loop;
+  pg->on_state = on_state;
+  pg->arg = arg;
+  pg->poll_fd = -1;
+  pg->backoff_ms = 100;
+  int64_t max_ms;
+  char err[128];
+  if (kpi_env_int("KPI_PG_RETRY_MAX_MS", 5000, 100, 600000, &max_ms, err, sizeof(err)))
+    max_ms = 5000;
+  pg->backoff_max_ms = (uint64_t)max_ms;
+  uv_timer_init(loop, &pg->retry);
+  pg->retry.data = pg;
+  pg_connect_start(pg);
+  return pg;
+}
+
+int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
+                      kpi_pgasync_result_cb cb, void *arg) {
+  if (pg->closing) return KPI_PGASYNC_ECLOSED;
+  if (pg->state != PG_UP) return KPI_PGASYNC_EDOWN;
+  pg_query *q = calloc(1, sizeof(*q));
+  if (!q) return KPI_PGASYNC_ENOMEM;
+  q->sql = strdup(sql);
+  q->nparams = nparams;
+  q->cb = cb;
+  q->arg = arg;
+  if (nparams > 0) q->values = calloc((size_t)nparams, sizeof(char *));
+  if (!q->sql || (nparams > 0 && !q->values)) goto oom;
+  for (int i = 0; i < nparams; i++)
+    if (values[i] && !(q->values[i] = strdup(values[i]))) goto oom;
+  if (pg->tail) pg->tail->next = q;
+  else pg->head = q;
+  pg->tail = q;
+  pg->pending++;
+  if (!pg->in_callback) pg_drive(pg);
+  return 0;
+oom:
+  q->nparams = q->values ? nparams : 0;
+  query_free(q);
+  return KPI_PGASYNC_ENOMEM;
+}
+
+int kpi_pgasync_is_up(const kpi_pgasync *pg) { return pg->state == PG_UP && !pg->closing; }
+
+size_t kpi_pgasync_pending(const kpi_pgasync *pg) { return pg->pending; }
+
+static void on_uv_retry_closed(uv_handle_t *h) {
+  kpi_pgasync *pg = h->data;
+  void (*cb)(void *) = pg->on_closed;
+  void *arg = pg->closed_arg;
+  free(pg->conninfo);
+  free(pg);
+  if (cb) cb(arg);
+}
+
+void kpi_pgasync_close(kpi_pgasync *pg, void (*on_closed)(void *arg), void *arg) {
+  if (pg->closing) return;
+  pg->closing = 1;
+  pg->on_closed = on_closed;
+  pg->closed_arg = arg;
+  poll_release(pg);
+  if (pg->conn) {
+    PQfinish(pg->conn);
+    pg->conn = NULL;
+  }
+  pg->state = PG_DOWN;
+  fail_all(pg);
+  uv_timer_stop(&pg->retry);
+  uv_close((uv_handle_t *)&pg->retry, on_uv_retry_closed);
+}

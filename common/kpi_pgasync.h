@@ -1,0 +1,50 @@
+/* kpi_pgasync.h: one asynchronous PostgreSQL connection on a libuv loop (libpq non-blocking). */
+#ifndef KPI_PGASYNC_H
+#define KPI_PGASYNC_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <uv.h>
+
+#define KPI_PGASYNC_EDOWN (-30001)  /* not connected: the query was not queued */
+#define KPI_PGASYNC_ENOMEM (-30002)
+#define KPI_PGASYNC_ECLOSED (-30003)
+
+typedef struct kpi_pgasync kpi_pgasync;
+
+/* Called once per query, on the loop. RES is the query's result (the first failing one for a
+ * multi-statement string, else the last), valid only during the call (freed after it returns);
+ * check PQresultStatus. RES is NULL when the connection broke before the query completed or it
+ * was still queued then: its outcome is unknown (a COMMIT may or may not have happened), so
+ * callers redo their work idempotently once the connection is back. The callback may queue
+ * more queries or close the connection. */
+typedef void (*kpi_pgasync_result_cb)(kpi_pgasync *pg, const PGresult *res, void *arg);
+
+/* Called with UP=1 each time a connection is established, UP=0 each time it is lost (after the
+ * result callbacks of the failed queries ran). */
+typedef void (*kpi_pgasync_state_cb)(kpi_pgasync *pg, int up, void *arg);
+
+/* Starts connecting to CONNINFO at once and reconnects forever after a loss, with exponential
+ * backoff from 100 ms to KPI_PG_RETRY_MAX_MS (5 s). Never blocks the loop. Returns NULL only
+ * when out of memory (ERRSTR filled). */
+kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_state_cb on_state,
+                             void *arg, char *errstr, size_t errstr_size);
+
+/* Queues SQL with NPARAMS text parameters ($1…; VALUES[i] NULL = SQL NULL). SQL and values are
+ * copied. Queries run one at a time in queue order. Returns 0 (CB will be called exactly once),
+ * or KPI_PGASYNC_EDOWN / ENOMEM / ECLOSED, in which case CB is never called. */
+int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
+                      kpi_pgasync_result_cb cb, void *arg);
+
+int kpi_pgasync_is_up(const kpi_pgasync *pg);
+
+/* Queries queued or running. */
+size_t kpi_pgasync_pending(const kpi_pgasync *pg);
+
+/* Closes the connection; queued queries get their callback with RES NULL first. ON_CLOSED (may
+ * be NULL) runs from the loop once every handle is closed; PG is freed before it runs. */
+void kpi_pgasync_close(kpi_pgasync *pg, void (*on_closed)(void *arg), void *arg);
+
+const char *kpi_pgasync_strerror(int err);
+
+#endif

@@ -1,0 +1,222 @@
+/* test_catalog.c: the shipped catalog loads with one measure per KPI row of the seed, and each
+ * broken catalog fails with a message naming the exact problem. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kpi_catalog.h"
+
+#define SHIPPED KPI_SOURCE_DIR "/config/catalog.json"
+#define SEED KPI_SOURCE_DIR "/../shared/seed/000_acdad34392815b8b.txt"
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)n + 1);
+  size_t got = fread(buf, 1, (size_t)n, f);
+  buf[got] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static void test_shipped_catalog_loads(void **state) {
+  (void)state;
+  char err[512] = "";
+  kpi_catalog *cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  if (!cat) fail_msg("%s", err);
+  assert_int_equal(cat->n_measures, 9);
+  assert_int_equal(cat->n_departments, 5);
+
+  const kpi_measure *m = kpi_catalog_measure(cat, "g2-uiturn-4-supporters");
+  assert_non_null(m);
+  assert_int_equal(m->kind, KPI_KIND_LEVEL);
+  assert_int_equal(m->baseline_fy, 2022);
+  assert_int_equal(m->target_fy, 2024);
+  assert_true(m->baseline == 24 && m->target == 50);
+  assert_string_equal(m->unit, "person");
+  assert_string_equal(m->owner_dept->id, "kikaku");
+
+  m = kpi_catalog_measure(cat, "g3-kosodate-3-maternity-grants");
+  assert_non_null(m);
+  assert_int_equal(m->kind, KPI_KIND_CUMULATIVE);
+  assert_int_equal(m->baseline_fy, 2018); /* H30 */
+  assert_int_equal(m->window_from_fy, 2020);
+  assert_int_equal(m->window_to_fy, 2024);
+  assert_true(m->target == 250);
+
+  m = kpi_catalog_measure(cat, "g4-digital-1-konbini-issuance");
+  assert_int_equal(m->kind, KPI_KIND_RATIO);
+  m = kpi_catalog_measure(cat, "g4-digital-4-hoiku-app-rate");
+  assert_int_equal(m->kind, KPI_KIND_MAINTAIN);
+  assert_true(m->baseline == 96);
+  m = kpi_catalog_measure(cat, "g4-carbon-1-zero-carbon-plan");
+  assert_int_equal(m->kind, KPI_KIND_MILESTONE);
+  m = kpi_catalog_measure(cat, "g4-carbon-2-led-rate");
+  assert_true(m->baseline == 12.4 && m->target == 35.7);
+  assert_null(kpi_catalog_measure(cat, "no-such-measure"));
+
+  /* Every sample department's mailboxes are marked as samples. */
+  for (size_t i = 0; i < cat->n_departments; i++) {
+    assert_true(cat->departments[i].sample);
+    for (size_t j = 0; j < cat->departments[i].n_mailboxes; j++)
+      assert_non_null(strstr(cat->departments[i].mailboxes[j], ".example"));
+  }
+  kpi_catalog_free(cat);
+}
+
+/* The seed's KPI tables each start with a "具体的な施策\t基準値" header row followed by one
+ * measure row; the catalog must have exactly one measure per such row, and each measure's
+ * indicator baseline must appear in the seed. */
+static void test_one_measure_per_seed_row(void **state) {
+  (void)state;
+  char *seed = read_file(SEED);
+  if (!seed) fail_msg("cannot read the seed at %s (shared/ must sit beside the repo)", SEED);
+  int rows = 0;
+  for (char *p = seed; (p = strstr(p, "具体的な施策\t基準値")); p++) rows++;
+  char err[512];
+  kpi_catalog *cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  assert_non_null(cat);
+  assert_int_equal(rows, 9);
+  assert_int_equal(cat->n_measures, (size_t)rows);
+  for (size_t i = 0; i < cat->n_measures; i++) {
+    const kpi_measure *m = &cat->measures[i];
+    /* The measure's name (具体的な施策) appears in the seed verbatim. */
+    if (!strstr(seed, m->name)) fail_msg("measure %s: name %s not in the seed", m->id, m->name);
+  }
+  kpi_catalog_free(cat);
+  free(seed);
+}
+
+static void test_authenticate(void **state) {
+  (void)state;
+  char err[512];
+  kpi_catalog *cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  assert_non_null(cat);
+  const char *tok = "sample-kosodate-token-do-not-use-in-production";
+  const kpi_department *d = kpi_catalog_authenticate(cat, tok, strlen(tok));
+  assert_non_null(d);
+  assert_string_equal(d->id, "kosodate");
+  assert_null(kpi_catalog_authenticate(cat, "wrong", 5));
+  assert_null(kpi_catalog_authenticate(cat, tok, strlen(tok) - 1));
+  kpi_catalog_free(cat);
+}
+
+/* A minimal valid catalog with one measure; cases below patch one piece of it. */
+#define DEPT                                                                              \
+  "{\"id\":\"d1\",\"name\":\"Dept\",\"sample\":true,\"token_sha256\":"                    \
+  "\"f93dfe2cc3de8e463e5ea8b08d7e7252d78ad599caa181288152675c8fcf3f1a\","                 \
+  "\"mailboxes\":[\"a@b.example\"]}"
+#define MEASURE(kind, extra, base, target)                                                 \
+  "{\"id\":\"m1\",\"goal\":2,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","       \
+  "\"unit\":\"person\",\"kind\":\"" kind "\",\"direction\":\"increase\","                  \
+  "\"baseline\":{\"fy\":\"R4\",\"value\":" base "},\"target\":{\"fy\":\"R6\",\"value\":" \
+  target "},\"owner\":\"d1\"" extra "}"
+#define CATALOG(depts, measures)                                                          \
+  "{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":[" \
+  depts "],\"measures\":[" measures "]}"
+
+static const struct {
+  const char *json;
+  const char *error; /* NULL: must load */
+} cases[] = {
+    {CATALOG(DEPT, MEASURE("level", "", "1", "5")), NULL},
+    {CATALOG(DEPT, MEASURE("cumulative", ",\"window\":{\"from\":\"R2\",\"to\":\"R6\"}", "50",
+                           "250")),
+     NULL},
+    {CATALOG(DEPT, MEASURE("maintain", "", "96", "96")), NULL},
+    {CATALOG(DEPT, MEASURE("milestone", "", "0", "1")), NULL},
+    {"{", "not valid JSON"},
+    {"[]", "must be a JSON object"},
+    {"{\"schema\":\"x\"}", "schema: must be \"kpi.catalog/1\""},
+    {CATALOG(DEPT, MEASURE("levels", "", "1", "5")), "measures[0].kind: unknown kind"},
+    {CATALOG(DEPT, MEASURE("level", "", "5", "5")),
+     "measures[0].target.value: equal to baseline, a level measure needs a difference"},
+    {CATALOG(DEPT, MEASURE("ratio", "", "5", "5")),
+     "measures[0].target.value: equal to baseline, a ratio measure needs a difference"},
+    {CATALOG(DEPT, MEASURE("level", "", "9", "5")),
+     "measures[0].target.value: does not go in the measure's direction"},
+    {CATALOG(DEPT, MEASURE("cumulative", "", "50", "250")),
+     "measures[0].window: a cumulative measure needs"},
+    {CATALOG(DEPT, MEASURE("level", ",\"window\":{\"from\":\"R2\",\"to\":\"R6\"}", "1", "5")),
+     "measures[0].window: only a cumulative measure has a window"},
+    {CATALOG(DEPT, MEASURE("milestone", "", "0", "2")),
+     "measures[0].target.value: a milestone goes from 0"},
+    {CATALOG(DEPT, MEASURE("maintain", "", "96", "97")),
+     "measures[0].target.value: a maintain measure keeps"},
+    {CATALOG(DEPT, MEASURE("level", "", "1", "5") "," MEASURE("level", "", "1", "5")),
+     "measures: duplicate measure id \"m1\""},
+    {CATALOG(DEPT "," DEPT, MEASURE("level", "", "1", "5")),
+     "departments[1].id: duplicate department id \"d1\""},
+    {CATALOG(DEPT, "{\"id\":\"m1\"}"), "measures[0].goal: missing"},
+    {CATALOG(DEPT, MEASURE("level", ",\"report_interval_days\":0", "1", "5")),
+     "measures[0].report_interval_days: must be a whole number"},
+    {CATALOG(DEPT, MEASURE("level", ",\"watchers\":[\"not-an-address\"]", "1", "5")),
+     "measures[0].watchers: [0] is not a mail address"},
+    {CATALOG(DEPT, "{\"id\":\"m 1\"}"), "measures[0].id: only letters"},
+    {CATALOG("{\"id\":\"d1\",\"name\":\"D\",\"sample\":true,\"mailboxes\":[\"a@b.jp\"]}",
+             MEASURE("level", "", "1", "5")),
+     "departments[0].mailboxes: [0] a sample department's mailbox must end in .example"},
+    {CATALOG("{\"id\":\"d1\",\"name\":\"D\",\"token_sha256\":\"abc\",\"mailboxes\":[\"a@b\"]}",
+             MEASURE("level", "", "1", "5")),
+     "departments[0].token_sha256: must be 64 hex digits"},
+    {CATALOG(DEPT, "{\"id\":\"m1\",\"goal\":2,\"program\":\"p\",\"name\":\"n\","
+                   "\"indicator\":\"i\",\"unit\":\"person\",\"kind\":\"level\","
+                   "\"direction\":\"increase\",\"baseline\":{\"fy\":\"R99x\",\"value\":1},"
+                   "\"target\":{\"fy\":\"R6\",\"value\":5},\"owner\":\"d1\"}"),
+     "measures[0].baseline.fy: not a fiscal year"},
+    {CATALOG(DEPT, "{\"id\":\"m1\",\"goal\":2,\"program\":\"p\",\"name\":\"n\","
+                   "\"indicator\":\"i\",\"unit\":\"person\",\"kind\":\"level\","
+                   "\"direction\":\"increase\",\"baseline\":{\"fy\":\"R4\",\"value\":1},"
+                   "\"target\":{\"fy\":\"R6\"},\"owner\":\"d1\"}"),
+     "measures[0].target.value: missing"},
+    /* cJSON reads 1e400 as infinity: it must be refused as non-finite. */
+    {CATALOG(DEPT, MEASURE("level", "", "1", "1e400")),
+     "measures[0].target.value: must be a finite number"},
+    {CATALOG(DEPT, "{\"id\":\"m1\",\"goal\":2,\"program\":\"p\",\"name\":\"n\","
+                   "\"indicator\":\"i\",\"unit\":\"person\",\"kind\":\"level\","
+                   "\"direction\":\"increase\",\"baseline\":{\"fy\":\"R4\",\"value\":1},"
+                   "\"target\":{\"fy\":\"R6\",\"value\":5},\"owner\":\"nobody\"}"),
+     "measures[0].owner: unknown department \"nobody\""},
+};
+
+static void test_broken_catalogs(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char err[512] = "";
+    kpi_catalog *cat = kpi_catalog_parse(cases[i].json, strlen(cases[i].json), err, sizeof(err));
+    if (cases[i].error == NULL) {
+      if (!cat) fail_msg("case %zu: expected to load, got: %s", i, err);
+      kpi_catalog_free(cat);
+    } else {
+      if (cat) fail_msg("case %zu: expected \"%s\", but it loaded", i, cases[i].error);
+      if (!strstr(err, cases[i].error))
+        fail_msg("case %zu: expected \"%s\", got \"%s\"", i, cases[i].error, err);
+    }
+  }
+}
+
+static void test_missing_file(void **state) {
+  (void)state;
+  char err[512];
+  assert_null(kpi_catalog_load("/nonexistent/catalog.json", err, sizeof(err)));
+  assert_non_null(strstr(err, "/nonexistent/catalog.json: No such file"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_shipped_catalog_loads),
+      cmocka_unit_test(test_one_measure_per_seed_row),
+      cmocka_unit_test(test_authenticate),
+      cmocka_unit_test(test_broken_catalogs),
+      cmocka_unit_test(test_missing_file),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,384 @@
+/* test_codec.c: kpi.measurement/1 and kpi.alert/1: valid records, every error path by field,
+ * catalog rules, round trips, UTF-8 checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kpi_codec.h"
+
+#define SHIPPED KPI_SOURCE_DIR "/config/catalog.json"
+
+static kpi_catalog *cat;
+static int64_t now_ms;
+
+static int setup(void **state) {
+  (void)state;
+  char err[512];
+  cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  kpi_time_parse("2024-06-01T00:00:00+09:00", &now_ms, NULL);
+  return cat ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  kpi_catalog_free(cat);
+  return 0;
+}
+
+/* Expect ERRS to hold exactly one error on FIELD with CODE. */
+static void expect_error(const kpi_errors *errs, const char *field, const char *code,
+                         const char *input) {
+  for (size_t i = 0; i < errs->n; i++)
+    if (strcmp(errs->items[i].field, field) == 0 && strcmp(errs->items[i].code, code) == 0)
+      return;
+  fail_msg("input %s: expected error %s/%s, got %zu errors (first: %s/%s %s)", input, field, code,
+           errs->n, errs->n ? errs->items[0].field : "", errs->n ? errs->items[0].code : "",
+           errs->n ? errs->items[0].message : "");
+}
+
+static const char *const valid_inputs[] = {
+    "{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"2024-03-31\",\"value\":31,"
+    "\"unit\":\"person\"}",
+    "{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"2024-03-31T10:00:00+09:00\","
+    "\"value\":31,\"unit\":\"person\",\"note\":\"応援団の登録者数（年度末）\"}",
+    "{\"event_id\":\"0b5f4a52-6f4e-4b6e-9b1a-2f0c3c3d4e5f\",\"measure_id\":"
+    "\"g4-digital-1-konbini-issuance\",\"observed_at\":\"2024-05-01\",\"value\":12,"
+    "\"unit\":\"percent\",\"component\":\"numerator\"}",
+    "{\"measure_id\":\"g4-carbon-1-zero-carbon-plan\",\"observed_at\":\"2024-05-01\","
+    "\"value\":1,\"unit\":\"plan\",\"department\":\"kankyo\",\"schema\":\"kpi.measurement/1\"}",
+    "{\"measure_id\":\"g4-carbon-2-led-rate\",\"observed_at\":\"2024-05-01\",\"value\":100,"
+    "\"unit\":\"percent\"}",
+};
+
+static void test_valid_inputs(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(valid_inputs) / sizeof(valid_inputs[0]); i++) {
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    const char *in = valid_inputs[i];
+    if (kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs) != 0)
+      fail_msg("input %zu: %s: %s", i, errs.items[0].field, errs.items[0].message);
+    if (!kpi_measurement_check(&m, cat, now_ms, &errs))
+      fail_msg("input %zu: check: %s: %s", i, errs.items[0].field, errs.items[0].message);
+  }
+}
+
+static const struct {
+  const char *json;
+  const char *field;
+  const char *code;
+} bad_inputs[] = {
+    {"", "", "syntax"},
+    {"{", "", "syntax"},
+    {"[1]", "", "type"},
+    {"{\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"}", "measure_id", "missing"},
+    {"{\"measure_id\":1,\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"}",
+     "measure_id", "type"},
+    {"{\"measure_id\":\"\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"}",
+     "measure_id", "empty"},
+    {"{\"measure_id\":\"a b\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"}",
+     "measure_id", "format"},
+    {"{\"measure_id\":\"m\",\"value\":1,\"unit\":\"person\"}", "observed_at", "missing"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-13-01\",\"value\":1,\"unit\":\"person\"}",
+     "observed_at", "format"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01T10:00:00\",\"value\":1,"
+     "\"unit\":\"person\"}",
+     "observed_at", "format"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"unit\":\"person\"}", "value",
+     "missing"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":\"3\",\"unit\":\"person\"}",
+     "value", "type"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1e999,\"unit\":\"person\"}",
+     "value", "range"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1}", "unit", "missing"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+     "\"component\":\"both\"}",
+     "component", "value"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+     "\"note\":5}",
+     "note", "type"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+     "\"event_id\":\"not-a-uuid\"}",
+     "event_id", "format"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+     "\"schema\":\"kpi.measurement/2\"}",
+     "schema", "value"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+     "\"received_at\":\"2024-01-01T00:00:00Z\"}",
+     "received_at", "unknown_field"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+     "\"valu\":1}",
+     "valu", "unknown_field"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"\xff\"}", "",
+     "encoding"},
+};
+
+static void test_bad_inputs(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(bad_inputs) / sizeof(bad_inputs[0]); i++) {
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    const char *in = bad_inputs[i].json;
+    assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), -1);
+    expect_error(&errs, bad_inputs[i].field, bad_inputs[i].code, in);
+  }
+}
+
+static void test_every_field_reported(void **state) {
+  (void)state;
+  const char *in = "{\"measure_id\":5,\"observed_at\":\"yesterday\",\"value\":null,\"unit\":[]}";
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), -1);
+  assert_int_equal(errs.n, 4);
+  expect_error(&errs, "measure_id", "type", in);
+  expect_error(&errs, "observed_at", "format", in);
+  expect_error(&errs, "value", "missing", in);
+  expect_error(&errs, "unit", "type", in);
+}
+
+static void test_note_limit(void **state) {
+  (void)state;
+  char note[KPI_NOTE_MAX + 2];
+  memset(note, 'a', sizeof(note) - 1);
+  note[sizeof(note) - 1] = '\0';
+  char in[2048];
+  snprintf(in, sizeof(in),
+           "{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+           "\"note\":\"%s\"}",
+           note);
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), -1);
+  expect_error(&errs, "note", "too_long", "1025-byte note");
+  note[KPI_NOTE_MAX] = '\0'; /* exactly 1 KiB is fine */
+  snprintf(in, sizeof(in),
+           "{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\","
+           "\"note\":\"%s\"}",
+           note);
+  errs.n = 0;
+  assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), 0);
+  assert_int_equal(strlen(m.note), KPI_NOTE_MAX);
+}
+
+static const struct {
+  const char *json;
+  const char *field;
+  const char *code;
+} catalog_violations[] = {
+    {"{\"measure_id\":\"nope\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"}",
+     "measure_id", "unknown_measure"},
+    {"{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"2024-01-01\",\"value\":1,"
+     "\"unit\":\"case\"}",
+     "unit", "unit_mismatch"},
+    {"{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"2024-01-01\",\"value\":-1,"
+     "\"unit\":\"person\"}",
+     "value", "range"},
+    {"{\"measure_id\":\"g4-carbon-2-led-rate\",\"observed_at\":\"2024-01-01\",\"value\":100.5,"
+     "\"unit\":\"percent\"}",
+     "value", "range"},
+    {"{\"measure_id\":\"g4-carbon-1-zero-carbon-plan\",\"observed_at\":\"2024-01-01\","
+     "\"value\":0.5,\"unit\":\"plan\"}",
+     "value", "range"},
+    {"{\"measure_id\":\"g4-digital-1-konbini-issuance\",\"observed_at\":\"2024-01-01\","
+     "\"value\":5,\"unit\":\"percent\"}",
+     "component", "missing"},
+    {"{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"2024-01-01\",\"value\":1,"
+     "\"unit\":\"person\",\"component\":\"numerator\"}",
+     "component", "not_allowed"},
+    {"{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"2024-06-02\",\"value\":1,"
+     "\"unit\":\"person\"}",
+     "observed_at", "future"},
+};
+
+static void test_catalog_rules(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(catalog_violations) / sizeof(catalog_violations[0]); i++) {
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    const char *in = catalog_violations[i].json;
+    assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), 0);
+    assert_null(kpi_measurement_check(&m, cat, now_ms, &errs));
+    expect_error(&errs, catalog_violations[i].field, catalog_violations[i].code, in);
+  }
+}
+
+static void test_record_round_trip(void **state) {
+  (void)state;
+  const char *in = valid_inputs[1];
+  kpi_measurement m, back;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), 0);
+  /* A client body is not a record: the server's fields are missing. */
+  assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_RECORD, &back, &errs), -1);
+  expect_error(&errs, "event_id", "missing", in);
+  expect_error(&errs, "department", "missing", in);
+  expect_error(&errs, "received_at", "missing", in);
+
+  assert_int_equal(kpi_uuid_v4(m.event_id), 0);
+  strcpy(m.department, "kikaku");
+  m.received_ms = now_ms;
+  kpi_time_format_utc(now_ms, m.received_at, sizeof(m.received_at));
+  size_t len;
+  char *rec = kpi_measurement_encode(&m, &len);
+  assert_non_null(rec);
+  errs.n = 0;
+  if (kpi_measurement_parse(rec, len, KPI_PARSE_RECORD, &back, &errs) != 0)
+    fail_msg("%s: %s", errs.items[0].field, errs.items[0].message);
+  assert_string_equal(back.event_id, m.event_id);
+  assert_string_equal(back.measure_id, m.measure_id);
+  assert_string_equal(back.department, "kikaku");
+  assert_string_equal(back.note, "応援団の登録者数（年度末）");
+  assert_true(back.value == 31);
+  assert_true(back.observed_ms == m.observed_ms);
+  assert_int_equal(back.observed_day, m.observed_day);
+  assert_true(back.received_ms == now_ms);
+  free(rec);
+}
+
+static void test_truncated_bodies_rejected(void **state) {
+  (void)state;
+  const char *in = valid_inputs[2];
+  size_t n = strlen(in);
+  for (size_t cut = 0; cut < n; cut++) {
+    char *buf = malloc(cut + 1);
+    memcpy(buf, in, cut);
+    buf[cut] = '\0';
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    if (kpi_measurement_parse(buf, cut, KPI_PARSE_INPUT, &m, &errs) == 0)
+      fail_msg("prefix of %zu bytes accepted", cut);
+    free(buf);
+  }
+}
+
+static const struct {
+  const char *s;
+  int ok;
+} utf8_cases[] = {
+    {"plain", 1},          {"芦別市", 1},          {"\xf0\x9f\x8c\x9f", 1},
+    {"\xc3\x28", 0},       {"\xe3\x81", 0},        {"\xc0\xaf", 0} /* overlong */,
+    {"\xed\xa0\x80", 0} /* surrogate */, {"\xf4\x90\x80\x80", 0} /* > U+10FFFF */,
+    {"\xff", 0},           {"\x80", 0},
+};
+
+static void test_utf8(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++)
+    if (kpi_utf8_valid(utf8_cases[i].s, strlen(utf8_cases[i].s)) != utf8_cases[i].ok)
+      fail_msg("utf8 case %zu", i);
+}
+
+static void fill_alert(kpi_alert *a) {
+  memset(a, 0, sizeof(*a));
+  strcpy(a->alert_id, "6f1c2a3b-4d5e-5f60-8172-8394a5b6c7d8");
+  strcpy(a->measure_id, "g2-uiturn-4-supporters");
+  strcpy(a->type, "alert");
+  strcpy(a->status, "lagging");
+  strcpy(a->previous_status, "on_track");
+  a->episode = 1;
+  a->has_value = true;
+  a->value = 30;
+  a->progress = 0.2307;
+  a->expected = 0.5;
+  strcpy(a->as_of, "2024-03-31");
+  a->measure_name = strdup("「星の降る里あしべつ応援団」事業の推進");
+  a->indicator = strdup("登録者数");
+  a->unit = strdup("person");
+  a->kind = strdup("level");
+  a->direction = strdup("increase");
+  a->baseline = 24;
+  a->baseline_fy = 2022;
+  a->target = 50;
+  a->target_fy = 2024;
+  strcpy(a->due, "2025-03-31");
+  a->plan_name = strdup("第2期芦別市まち・ひと・しごと創生総合戦略（改訂版）");
+  a->n_recipients = 2;
+  a->recipients = calloc(2, sizeof(kpi_recipient));
+  a->recipients[0].department = strdup("kikaku");
+  a->recipients[0].name = strdup("企画課（サンプル）");
+  a->recipients[0].email = strdup("kikaku@ashibetsu-city.example");
+  a->recipients[1].email = strdup("watcher@ashibetsu-city.example");
+  strcpy(a->created_at, "2024-03-31T00:00:00.000Z");
+}
+
+static void test_alert_round_trip(void **state) {
+  (void)state;
+  kpi_alert a, b;
+  fill_alert(&a);
+  size_t len;
+  char *json = kpi_alert_encode(&a, &len);
+  assert_non_null(json);
+  kpi_errors errs = {0};
+  if (kpi_alert_decode(json, len, &b, &errs) != 0)
+    fail_msg("%s: %s", errs.items[0].field, errs.items[0].message);
+  assert_string_equal(b.alert_id, a.alert_id);
+  assert_string_equal(b.status, "lagging");
+  assert_string_equal(b.previous_status, "on_track");
+  assert_string_equal(b.measure_name, a.measure_name);
+  assert_int_equal(b.n_recipients, 2);
+  assert_string_equal(b.recipients[0].email, "kikaku@ashibetsu-city.example");
+  assert_null(b.recipients[1].department);
+  assert_true(fabs(b.progress - 0.2307) < 1e-12);
+  assert_int_equal(b.target_fy, 2024);
+  assert_string_equal(b.due, "2025-03-31");
+  free(json);
+  kpi_alert_clear(&b);
+  kpi_alert_clear(&a);
+}
+
+static const struct {
+  const char *from; /* substring of the valid record to replace */
+  const char *to;
+  const char *field;
+} alert_breaks[] = {
+    {"\"schema\":\"kpi.alert/1\"", "\"schema\":\"x\"", "schema"},
+    {"\"alert_id\":\"6f1c2a3b-4d5e-5f60-8172-8394a5b6c7d8\"", "\"alert_id\":\"x\"", "alert_id"},
+    {"\"status\":\"lagging\"", "\"status\":\"sad\"", "status"},
+    {"\"type\":\"alert\"", "\"type\":\"page\"", "type"},
+    {"\"progress\":0.2307", "\"progress\":\"low\"", "progress"},
+    {"\"as_of\":\"2024-03-31\"", "\"as_of\":\"soon\"", "as_of"},
+    {"\"email\":\"kikaku@ashibetsu-city.example\"", "\"email\":\"a@b\\r\\nBcc: x@y\"",
+     "recipients"},
+    {"\"episode\":1", "\"episode\":1e30", "episode"},
+};
+
+static void test_alert_errors(void **state) {
+  (void)state;
+  kpi_alert a;
+  fill_alert(&a);
+  char *json = kpi_alert_encode(&a, NULL);
+  kpi_alert_clear(&a);
+  for (size_t i = 0; i < sizeof(alert_breaks) / sizeof(alert_breaks[0]); i++) {
+    char *at = strstr(json, alert_breaks[i].from);
+    if (!at) fail_msg("case %zu: pattern not in %s", i, json);
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(at - json), json, alert_breaks[i].to,
+             at + strlen(alert_breaks[i].from));
+    kpi_alert b;
+    kpi_errors errs = {0};
+    assert_int_equal(kpi_alert_decode(buf, strlen(buf), &b, &errs), -1);
+    int found = 0;
+    for (size_t j = 0; j < errs.n; j++) found |= strcmp(errs.items[j].field, alert_breaks[i].field) == 0;
+    if (!found) fail_msg("case %zu: no error on %s", i, alert_breaks[i].field);
+    assert_null(b.measure_name); /* cleared on failure */
+  }
+  free(json);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_valid_inputs),       cmocka_unit_test(test_bad_inputs),
+      cmocka_unit_test(test_every_field_reported), cmocka_unit_test(test_note_limit),
+      cmocka_unit_test(test_catalog_rules),      cmocka_unit_test(test_record_round_trip),
+      cmocka_unit_test(test_truncated_bodies_rejected), cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_alert_round_trip),   cmocka_unit_test(test_alert_errors),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
