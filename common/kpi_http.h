@@ -18,7 +18,8 @@
 /* Limits. Start from kpi_http_config_defaults(); zero is not "unlimited" anywhere. */
 typedef struct kpi_http_config {
   size_t max_body_bytes;      /* decoded body, chunked or not; beyond: 413 + close (1 MiB) */
-  size_t max_header_bytes;    /* request target + header names and values; 431 (16 KiB) */
+  size_t max_header_bytes;    /* request target + header names and values; 431 (16 KiB);
+                                 http-parser's own 80 KiB cap on the raw head also applies */
   unsigned max_headers;       /* header lines per request; beyond: 431 (100) */
   unsigned max_connections;   /* beyond: 503 and close at once (1024) */
   uint64_t header_timeout_ms; /* first byte of a request to end of headers; 408 (10 s) */
@@ -110,10 +111,11 @@ void kpi_http_server_stop_accepting(kpi_http_server *srv);
  * be freed from there. Orphaned requests are freed when the handler answers them. */
 void kpi_http_server_close(kpi_http_server *srv, kpi_http_close_cb on_closed);
 
-/* Mirrors SRV's stats into M as kpi_http_requests_total{class="2xx"},
- * kpi_http_connections_active, kpi_http_connections_total, kpi_http_connections_rejected_total,
- * kpi_http_timeouts_total{phase="header|body|idle"}, kpi_http_bad_requests_total. Call it
- * before kpi_metrics_render. Returns 0 or KPI_HTTP_ENOMEM. */
+/* Mirrors SRV's stats into M as kpi_http_responses_total{class="1xx".."5xx"},
+ * kpi_http_requests_total, kpi_http_connections_active, kpi_http_connections_total,
+ * kpi_http_connections_rejected_total, kpi_http_timeouts_total{phase="header|body|idle"}
+ * and kpi_http_bad_requests_total. Call it right before kpi_metrics_render. Returns 0 or
+ * KPI_HTTP_ENOMEM. */
 int kpi_http_server_export_metrics(const kpi_http_server *srv, kpi_metrics *m);
 
 /* ---- the request, valid until answered ---- */
@@ -148,7 +150,8 @@ void *kpi_http_request_get_user(const kpi_http_request *req);
  * Responses go out in request order whatever order handlers answer in. Content-Length and,
  * when the connection is to close, `Connection: close` are added here. Returns 0 (also when
  * the answer is discarded because the connection is gone), KPI_HTTP_EINVAL for a status
- * outside 100–599 (the connection is then closed), or KPI_HTTP_ENOMEM (likewise). */
+ * outside 200–599 or a CR/LF in CONTENT_TYPE (the connection is then closed), or
+ * KPI_HTTP_ENOMEM (likewise). 204 and 304 are sent without a body. */
 int kpi_http_respond(kpi_http_request *req, int status, const char *content_type,
                      const void *body, size_t len, const char *extra_headers);
 

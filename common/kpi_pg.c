@@ -89,6 +89,8 @@ int kpi_pg_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
   snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", KPI_MIGRATE_LOCK_KEY);
   if (kpi_pg_exec(conn, sql, errstr, errstr_size)) return -1;
   int applied = 0;
+  /* "already exists, skipping" notices of a re-run are noise in the service logs. */
+  kpi_pg_exec(conn, "SET client_min_messages = warning", errstr, errstr_size);
   if (kpi_pg_exec(conn,
                   "CREATE TABLE IF NOT EXISTS schema_migrations ("
                   " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",

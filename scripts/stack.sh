@@ -77,15 +77,21 @@ print(" ".join(map(str, got)))
 EOF
 }
 
-# launch NAME PIDFILE LOGFILE CMD...: runs CMD detached (own session, no tty, stdin from
-# /dev/null, stdout+stderr to LOGFILE, so no caller pipe, e.g. ctest's, stays open) and
-# writes its pid (the pid CMD execs into) to PIDFILE.
+# closefds_exec CMD...: execs CMD with every fd above 2 closed, so that a daemon never keeps
+# a pipe of whoever called us (ctest, CI runners, $(...) callers) open.
+# shellcheck disable=SC2016  # expanded by the inner bash
+CLOSEFDS_EXEC=(bash -c 'for f in /proc/$$/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null; exec "$@"' closefds_exec)
+
+# launch PIDFILE LOGFILE CMD...: runs CMD detached (own session, stdin from /dev/null,
+# stdout+stderr to LOGFILE, no other fd) and writes its pid (the pid CMD execs into) to
+# PIDFILE.
 launch() {
-  local pidfile=$2 logfile=$3
-  shift 3
+  local pidfile=$1 logfile=$2
+  shift 2
   rm -f "$pidfile"
   # shellcheck disable=SC2016  # expanded by the inner sh
-  setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >"$logfile" 2>&1 &
+  setsid "${CLOSEFDS_EXEC[@]}" sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
+    </dev/null >"$logfile" 2>&1 &
   for _ in $(seq 50); do [ -s "$pidfile" ] && return 0; sleep 0.05; done
   return 1
 }
@@ -160,6 +166,8 @@ fail() {
 
 on_signal() {
   trap - INT TERM
+  # The trap may run inside a redirection (e.g. initdb >log): talk to the saved stderr.
+  exec 1>&9 2>&9
   err "interrupted; stopping what was started in $DIR"
   do_stop >&2 || true
   exit 130
@@ -171,7 +179,9 @@ on_signal() {
 wait_until() {
   local comp=$1 logfile=$2 deadline=$(($3 + TIMEOUT)) alive=$4
   shift 4
-  until "$@" >/dev/null 2>&1; do
+  # No redirection here: a signal trap would run inside it (and print nowhere); the probes
+  # are quiet themselves.
+  until "$@"; do
     if ! eval "$alive"; then
       # shellcheck disable=SC2086  # logfile may name several files
       fail "$comp" "process exited during startup" $logfile
@@ -186,9 +196,9 @@ wait_until() {
 
 smtp_probe() {
   local line
-  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
   IFS= read -r -t 3 line <&3 || { exec 3<&-; return 1; }
-  printf 'QUIT\r\n' >&3 || true
+  printf 'QUIT\r\n' >&3 2>/dev/null || true
   exec 3<&- 3>&-
   [[ $line == 220* ]]
 }
@@ -200,6 +210,8 @@ kafka_probe() {
 do_start() {
   local t_all t_pg t_k t_s k_started s_started
   t_all=$(now)
+  # fd 9 = our stderr, for the signal trap (daemons are started without it).
+  exec 9>&2
   trap on_signal INT TERM
 
   # A previous stack here (stale pid files or data) goes first.
@@ -253,14 +265,14 @@ EOF
     "-Dkafka.logs.dir=$kdir" -cp "$KAFKA_LIBS/*")
   t_k=$(now) k_started=$SECONDS
   # shellcheck disable=SC2016  # expanded by the inner sh
-  launch kafka "$DIR/kafka.pid" "$kdir/stdout.log" sh -c \
+  launch "$DIR/kafka.pid" "$kdir/stdout.log" sh -c \
     'c=$0 p=$1; shift; "$@" kafka.tools.StorageTool format -t "$c" -c "$p" && exec "$@" kafka.Kafka "$p"' \
     "$cluster_id" "$kdir/server.properties" "${java_cmd[@]}" ||
     fail kafka "could not launch" "$kdir/stdout.log"
 
   # ---- SMTP (aiosmtpd, Maildir) ----
   t_s=$(now) s_started=$SECONDS
-  launch smtp "$DIR/smtp.pid" "$DIR/smtp.log" \
+  launch "$DIR/smtp.pid" "$DIR/smtp.log" \
     "$PY" -m aiosmtpd -n -l "127.0.0.1:$s_port" -c aiosmtpd.handlers.Mailbox "$DIR/maildir" ||
     fail smtp "could not launch" "$DIR/smtp.log"
 
@@ -268,7 +280,7 @@ EOF
   local use_ext_pg=0 pgr pg_log pg_msg
   if [ -n "${DATABASE_URL:-}" ] || [ -n "${PGHOST:-}" ]; then
     use_ext_pg=1
-    pg_msg="postgres: external (${DATABASE_URL:+DATABASE_URL set}${DATABASE_URL:+ }${PGHOST:+PGHOST=$PGHOST}), not started"
+    pg_msg="postgres: external (${PGHOST:+PGHOST=$PGHOST}${PGHOST:+ }${DATABASE_URL:+DATABASE_URL}), not started; PG*/DATABASE_URL passed through"
   else
     t_pg=$(now)
     pgr=$DIR pg_log=$DIR/pg.log
@@ -307,7 +319,7 @@ EOF
         echo "full_page_writes = off"
       fi
     } >>"$pgr/pg/postgresql.conf"
-    as_pg "$PG_BIN/pg_ctl" -D "$pgr/pg" -l "$pg_log" -w -t "$TIMEOUT" start \
+    "${CLOSEFDS_EXEC[@]}" bash "$ROOT/scripts/stack.sh" pg_ctl_start "$PG_BIN/pg_ctl" "$pgr/pg" "$pg_log" \
       </dev/null >"$DIR/pg-ctl.log" 2>&1 ||
       fail postgres "pg_ctl start failed or timed out after ${TIMEOUT}s" "$DIR/pg.log" "$DIR/pg-ctl.log"
     wait_until postgres "$DIR/pg.log" "$SECONDS" "[ -f '$pgr/pg/postmaster.pid' ]" \
@@ -371,6 +383,12 @@ do_status() {
   fi
   [ "$up" -eq "$total" ] && [ -f "$DIR/stack.env" ]
 }
+
+# internal: pg_ctl start through as_pg (so that closefds_exec can run it)
+if [ "${1:-}" = pg_ctl_start ]; then
+  as_pg "$2" -D "$3" -l "$4" -w -t "$TIMEOUT" start
+  exit
+fi
 
 [ $# -eq 2 ] || usage
 cmd=$1

@@ -1,0 +1,137 @@
+/* test_pgasync.c: the async libpq connection runs queries in order on a libuv loop, survives the
+ * server killing its session (state down, then up again by itself), and closes cleanly. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kpi_it.h"
+#include "kpi_pgasync.h"
+
+typedef struct {
+  uv_loop_t loop;
+  uv_timer_t step;
+  kpi_pgasync *pg;
+  char conninfo[512];
+  int ups, downs;
+  int results[8];
+  int nresults;
+  int lost; /* callbacks with RES NULL */
+  int phase;
+  int closed;
+  char pid[32];
+} ctx;
+
+static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
+  (void)pg;
+  ctx *c = arg;
+  if (up) c->ups++;
+  else c->downs++;
+}
+
+static void on_pg_result(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  ctx *c = arg;
+  if (!res) {
+    c->lost++;
+    return;
+  }
+  if (PQresultStatus(res) == PGRES_TUPLES_OK && c->nresults < 8)
+    c->results[c->nresults++] = atoi(PQgetvalue(res, 0, 0));
+  else if (c->nresults < 8)
+    c->results[c->nresults++] = -1;
+}
+
+static void on_pg_pid(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  ctx *c = arg;
+  if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+    snprintf(c->pid, sizeof(c->pid), "%s", PQgetvalue(res, 0, 0));
+}
+
+static void on_pg_closed(void *arg) { ((ctx *)arg)->closed = 1; }
+
+static void on_uv_step(uv_timer_t *t) {
+  ctx *c = t->data;
+  const char *p[1];
+  switch (c->phase) {
+    case 0: /* wait for the first connection, then queue three queries at once */
+      if (!c->ups) return;
+      for (int i = 1; i <= 3; i++) {
+        char v[8];
+        snprintf(v, sizeof(v), "%d", i * 10);
+        p[0] = v;
+        assert_int_equal(kpi_pgasync_query(c->pg, "SELECT $1::int", 1, p, on_pg_result, c), 0);
+      }
+      /* An error result is reported as such, and the connection stays usable. */
+      assert_int_equal(kpi_pgasync_query(c->pg, "SELECT nonsense", 0, NULL, on_pg_result, c), 0);
+      assert_int_equal(kpi_pgasync_query(c->pg, "SELECT pg_backend_pid()", 0, NULL, on_pg_pid, c),
+                       0);
+      c->phase = 1;
+      return;
+    case 1: /* kill our session from another connection */
+      if (!c->pid[0]) return;
+      {
+        PGconn *admin = kpi_it_pg(c->conninfo);
+        char sql[128];
+        snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%s)", c->pid);
+        PQclear(PQexec(admin, sql));
+        PQfinish(admin);
+      }
+      c->phase = 2;
+      return;
+    case 2: /* the loss is noticed while idle, and the connection comes back */
+      if (c->downs < 1 || c->ups < 2) return;
+      p[0] = "42";
+      assert_int_equal(kpi_pgasync_query(c->pg, "SELECT $1::int", 1, p, on_pg_result, c), 0);
+      c->phase = 3;
+      return;
+    case 3:
+      if (c->nresults < 5) return;
+      kpi_pgasync_close(c->pg, on_pg_closed, c);
+      uv_close((uv_handle_t *)t, NULL);
+      c->phase = 4;
+      return;
+  }
+}
+
+static void test_queries_and_reconnect(void **state) {
+  (void)state;
+  ctx c = {0};
+  char db[64], err[256];
+  kpi_it_unique("it_pgasync", db, sizeof(db));
+  assert_int_equal(kpi_it_create_db(db, c.conninfo, sizeof(c.conninfo)), 0);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  setenv("KPI_PG_RETRY_MAX_MS", "200", 1);
+  c.pg = kpi_pgasync_new(&c.loop, c.conninfo, on_pg_state, &c, err, sizeof(err));
+  assert_non_null(c.pg);
+  uv_timer_init(&c.loop, &c.step);
+  c.step.data = &c;
+  uv_timer_start(&c.step, on_uv_step, 20, 20);
+
+  /* Bounded: the loop ends once everything is closed, or the guard below trips. */
+  long long deadline = kpi_it_now_ms() + 30000;
+  while (uv_run(&c.loop, UV_RUN_ONCE) && kpi_it_now_ms() < deadline) {
+  }
+  assert_int_equal(c.phase, 4);
+  assert_int_equal(c.closed, 1);
+  assert_int_equal(c.nresults, 5);
+  assert_int_equal(c.results[0], 10);
+  assert_int_equal(c.results[1], 20);
+  assert_int_equal(c.results[2], 30);
+  assert_int_equal(c.results[3], -1); /* SELECT nonsense */
+  assert_int_equal(c.results[4], 42);
+  assert_int_equal(c.ups, 2);
+  assert_int_equal(c.downs, 1);
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+}
+
+int main(void) {
+  kpi_it_init();
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_queries_and_reconnect)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
