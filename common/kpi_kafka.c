@@ -179,9 +179,9 @@ int kpi_kafka_waker_init(uv_loop_t *loop, kpi_kafka_waker *w, rd_kafka_queue_t *
   w->poll.data = w;
   rd_kafka_queue_io_event_enable(queue, w->fds[1], "1", 1);
   rc = uv_poll_start(&w->poll, UV_READABLE, on_uv_waker_readable);
-  /* The queue may already hold events from before the io event was enabled. */
-  uv_poll_t *p = &w->poll;
-  (void)p;
+  /* The queue may already hold events from before the io event was enabled, and librdkafka
+   * only writes on an empty-to-non-empty transition: wake once now so they are served. */
+  if (rc == 0 && write(w->fds[1], "1", 1) < 0) rc = -errno;
   return rc;
 }
 

@@ -1,0 +1,119 @@
+/* test_env.c: typed environment reads reject what they cannot use, naming the variable. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kpi_env.h"
+#include "kpi_kafka.h"
+
+static void test_env_int(void **state) {
+  (void)state;
+  static const struct {
+    const char *value; /* NULL: unset */
+    int ok;
+    int64_t want;
+  } cases[] = {
+      {NULL, 1, 7},  {"", 1, 7},     {"12", 1, 12},  {"100", 1, 100}, {"101", 0, 0},
+      {"-1", 0, 0},  {"1x", 0, 0},   {"x", 0, 0},    {" 5", 1, 5} /* strtoll skips blanks */,
+      {"99999999999999999999", 0, 0},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    if (cases[i].value) setenv("KPI_TEST_INT", cases[i].value, 1);
+    else unsetenv("KPI_TEST_INT");
+    int64_t out = -99;
+    char err[256] = "";
+    int rc = kpi_env_int("KPI_TEST_INT", 7, 0, 100, &out, err, sizeof(err));
+    if (cases[i].ok) {
+      if (rc != 0) fail_msg("case %zu (%s): %s", i, cases[i].value, err);
+      assert_int_equal(out, cases[i].want);
+    } else {
+      if (rc == 0) fail_msg("case %zu (%s) accepted", i, cases[i].value);
+      assert_non_null(strstr(err, "KPI_TEST_INT"));
+      assert_non_null(strstr(err, "0 to 100"));
+    }
+  }
+}
+
+static void test_split_hostport(void **state) {
+  (void)state;
+  static const struct {
+    const char *in;
+    int ok;
+    const char *host;
+    int port;
+  } cases[] = {
+      {"127.0.0.1:8080", 1, "127.0.0.1", 8080}, {"0.0.0.0:0", 1, "0.0.0.0", 0},
+      {"[::1]:9000", 1, "::1", 9000},           {"localhost:65535", 1, "localhost", 65535},
+      {"localhost", 0, NULL, 0},                {":80", 0, NULL, 0},
+      {"h:65536", 0, NULL, 0},                  {"h:", 0, NULL, 0},
+      {"h:8a", 0, NULL, 0},                     {"[::1]9000", 0, NULL, 0},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char host[64];
+    int port = -1;
+    int rc = kpi_env_split_hostport(cases[i].in, host, sizeof(host), &port);
+    if (cases[i].ok) {
+      if (rc != 0) fail_msg("case %zu (%s) rejected", i, cases[i].in);
+      assert_string_equal(host, cases[i].host);
+      assert_int_equal(port, cases[i].port);
+    } else if (rc == 0) {
+      fail_msg("case %zu (%s) accepted", i, cases[i].in);
+    }
+  }
+}
+
+static void test_topics_and_kafka_passthrough(void **state) {
+  (void)state;
+  char err[256];
+  kpi_topic_spec specs[KPI_TOPIC_COUNT];
+  unsetenv("KPI_TOPIC_MEASUREMENTS");
+  setenv("KPI_TOPIC_ALERTS", "city.alerts", 1);
+  setenv("KPI_TOPIC_ALERTS_PARTITIONS", "12", 1);
+  assert_int_equal(kpi_topics_from_env(specs, err, sizeof(err)), 0);
+  assert_string_equal(specs[KPI_TOPIC_MEASUREMENTS].name, "kpi.measurements.v1");
+  assert_int_equal(specs[KPI_TOPIC_MEASUREMENTS].partitions, 6);
+  assert_string_equal(specs[KPI_TOPIC_ALERTS].name, "city.alerts");
+  assert_int_equal(specs[KPI_TOPIC_ALERTS].partitions, 12);
+  assert_int_equal(specs[KPI_TOPIC_MEASUREMENTS_DLQ].partitions, 1);
+  setenv("KPI_TOPIC_ALERTS_PARTITIONS", "0", 1);
+  assert_int_equal(kpi_topics_from_env(specs, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "KPI_TOPIC_ALERTS_PARTITIONS"));
+  unsetenv("KPI_TOPIC_ALERTS_PARTITIONS");
+
+  /* KAFKA_LINGER_MS becomes linger.ms; an unknown property is refused by name. */
+  setenv("KAFKA_LINGER_MS", "17", 1);
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("t", err, sizeof(err));
+  assert_non_null(conf);
+  char v[64];
+  size_t vlen = sizeof(v);
+  assert_int_equal(rd_kafka_conf_get(conf, "linger.ms", v, &vlen), RD_KAFKA_CONF_OK);
+  assert_string_equal(v, "17");
+  rd_kafka_conf_destroy(conf);
+  setenv("KAFKA_NO_SUCH_THING", "1", 1);
+  assert_null(kpi_kafka_conf_new("t", err, sizeof(err)));
+  assert_non_null(strstr(err, "no.such.thing"));
+  unsetenv("KAFKA_NO_SUCH_THING");
+  /* Secrets are not echoed in the error. */
+  setenv("KAFKA_SASL_PASSWORD", "hunter2", 1);
+  setenv("KAFKA_SASL_MECHANISM", "BOGUS", 1);
+  conf = kpi_kafka_conf_new("t", err, sizeof(err));
+  if (!conf) assert_null(strstr(err, "hunter2"));
+  else rd_kafka_conf_destroy(conf);
+  unsetenv("KAFKA_SASL_PASSWORD");
+  unsetenv("KAFKA_SASL_MECHANISM");
+  unsetenv("KAFKA_LINGER_MS");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_env_int),
+      cmocka_unit_test(test_split_hostport),
+      cmocka_unit_test(test_topics_and_kafka_passthrough),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
