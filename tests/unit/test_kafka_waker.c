@@ -1,0 +1,92 @@
+/* test_kafka_waker.c: librdkafka's queue wakes a libuv loop through kpi_kafka_waker: delivery
+ * reports arrive on the loop with no polling timer, and every handle closes. Uses librdkafka's
+ * built-in mock cluster (test.mock.num.brokers), so no broker is needed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kpi_kafka.h"
+
+typedef struct {
+  kpi_kafka_waker waker;
+  rd_kafka_t *rk;
+  uv_timer_t guard;
+  int delivered;
+  int wakes;
+  int closed;
+} ctx;
+
+static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+  (void)rk;
+  ctx *c = opaque;
+  assert_int_equal(msg->err, RD_KAFKA_RESP_ERR_NO_ERROR);
+  c->delivered++;
+}
+
+static void on_waker_closed(uv_handle_t *h) {
+  ctx *c = ((kpi_kafka_waker *)h->data)->data;
+  c->closed++;
+}
+
+static void on_waker_ready(kpi_kafka_waker *w) {
+  ctx *c = w->data;
+  c->wakes++;
+  while (rd_kafka_poll(c->rk, 0) > 0) {
+  }
+  if (c->delivered == 10) {
+    kpi_kafka_waker_close(&c->waker, on_waker_closed);
+    uv_close((uv_handle_t *)&c->guard, NULL);
+  }
+}
+
+static void on_uv_guard(uv_timer_t *t) {
+  (void)t;
+  fail_msg("no delivery report reached the loop in 20 s");
+}
+
+static void test_delivery_reports_wake_the_loop(void **state) {
+  (void)state;
+  ctx c = {0};
+  char err[256];
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  assert_int_equal(rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof(err)),
+                   RD_KAFKA_CONF_OK);
+  assert_int_equal(rd_kafka_conf_set(conf, "linger.ms", "1", err, sizeof(err)), RD_KAFKA_CONF_OK);
+  rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery);
+  rd_kafka_conf_set_opaque(conf, &c);
+  c.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(c.rk);
+
+  c.waker.data = &c;
+  assert_int_equal(kpi_kafka_waker_init(&loop, &c.waker, rd_kafka_queue_get_main(c.rk),
+                                        on_waker_ready),
+                   0);
+  uv_timer_init(&loop, &c.guard);
+  uv_timer_start(&c.guard, on_uv_guard, 20000, 0);
+  for (int i = 0; i < 10; i++) {
+    char v[16];
+    snprintf(v, sizeof(v), "m%d", i);
+    assert_int_equal(rd_kafka_producev(c.rk, RD_KAFKA_V_TOPIC("waker-test"),
+                                       RD_KAFKA_V_VALUE(v, strlen(v)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  /* Runs until the waker and guard are closed: nothing else keeps the loop alive. */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(c.delivered, 10);
+  assert_int_equal(c.closed, 1);
+  assert_true(c.wakes >= 1);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  rd_kafka_destroy(c.rk);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_delivery_reports_wake_the_loop)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
