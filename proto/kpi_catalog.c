@@ -288,7 +288,8 @@ kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_
     goto err;
   }
   const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
-  if (ver && (!cJSON_IsNumber(ver) || !(ver->valuedouble >= 0 && ver->valuedouble <= 1e9))) {
+  if (ver && (!cJSON_IsNumber(ver) || !(ver->valuedouble >= 0 && ver->valuedouble <= 1e9) ||
+              ver->valuedouble != (double)(int)ver->valuedouble)) {
     fail(&lc, "version", "must be a whole number");
     goto err;
   }

@@ -147,6 +147,8 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
   r = take_string(obj, "department", m->department, sizeof(m->department), errs);
   if (r == 0 && mode == KPI_PARSE_RECORD)
     kpi_errors_add(errs, "department", "missing", "required");
+  if (r == 1 && !valid_id(m->department))
+    kpi_errors_add(errs, "department", "format", "only letters, digits, '-', '_', '.'");
 
   r = take_string(obj, "observed_at", m->observed_at, sizeof(m->observed_at), errs);
   if (r == 0) kpi_errors_add(errs, "observed_at", "missing", "required");
@@ -192,7 +194,9 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
   if (mode == KPI_PARSE_RECORD) {
     r = take_string(obj, "received_at", m->received_at, sizeof(m->received_at), errs);
     if (r == 0) kpi_errors_add(errs, "received_at", "missing", "required");
-    if (r == 1 && kpi_time_parse(m->received_at, &m->received_ms, NULL) != 0)
+    /* A bare date parses as a time too; the ingest always writes a full timestamp. */
+    if (r == 1 && (strlen(m->received_at) <= 10 ||
+                   kpi_time_parse(m->received_at, &m->received_ms, NULL) != 0))
       kpi_errors_add(errs, "received_at", "format", "must be an RFC 3339 timestamp");
   }
   return errs->n == before ? 0 : -1;

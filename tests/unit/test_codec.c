@@ -372,6 +372,31 @@ static void test_alert_errors(void **state) {
   free(json);
 }
 
+static void test_record_field_formats(void **state) {
+  (void)state;
+  static const struct {
+    const char *json;
+    const char *field;
+  } cases[] = {
+      {"{\"schema\":\"kpi.measurement/1\",\"event_id\":\"0b5f4a52-6f4e-4b6e-9b1a-2f0c3c3d4e5f\","
+       "\"measure_id\":\"m\",\"department\":\"d\",\"observed_at\":\"2024-01-01\",\"value\":1,"
+       "\"unit\":\"person\",\"received_at\":\"2024-01-01\"}",
+       "received_at"},
+      {"{\"schema\":\"kpi.measurement/1\",\"event_id\":\"0b5f4a52-6f4e-4b6e-9b1a-2f0c3c3d4e5f\","
+       "\"measure_id\":\"m\",\"department\":\"d e\",\"observed_at\":\"2024-01-01\",\"value\":1,"
+       "\"unit\":\"person\",\"received_at\":\"2024-01-01T00:00:00Z\"}",
+       "department"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    assert_int_equal(
+        kpi_measurement_parse(cases[i].json, strlen(cases[i].json), KPI_PARSE_RECORD, &m, &errs),
+        -1);
+    expect_error(&errs, cases[i].field, "format", cases[i].json);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_inputs),       cmocka_unit_test(test_bad_inputs),
@@ -379,6 +404,7 @@ int main(void) {
       cmocka_unit_test(test_catalog_rules),      cmocka_unit_test(test_record_round_trip),
       cmocka_unit_test(test_truncated_bodies_rejected), cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_alert_round_trip),   cmocka_unit_test(test_alert_errors),
+      cmocka_unit_test(test_record_field_formats),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
