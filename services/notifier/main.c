@@ -1,21 +1,417 @@
-/* services/notifier/main.c: kpi-notifier entry point (foundation stage: loads and checks its configuration). */
+/* services/notifier/main.c: kpi-notifier: configuration, the loop, health and metrics, graceful shutdown. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "kpi_catalog.h"
 #include "kpi_env.h"
 #include "kpi_log.h"
+#include "kpi_pg.h"
+#include "notifier.h"
+
+static const double SEND_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                      1,     2.5,  5,     10,   30,  60};
+
+static int read_config(notifier *nf, char *err, size_t errsz) {
+  nf_config *c = &nf->cfg;
+  const char *from = kpi_env_str("KPI_MAIL_FROM", "kpi-notifier@localhost");
+  if (!kpi_mail_address_valid(from)) {
+    snprintf(err, errsz, "KPI_MAIL_FROM: not a plain mail address (user@domain)");
+    return -1;
+  }
+  snprintf(c->from, sizeof(c->from), "%s", from);
+  c->from_name = kpi_env_str("KPI_MAIL_FROM_NAME", "KPI進捗通知 (KPI notifier)");
+  c->group = kpi_env_str("KPI_NOTIFIER_GROUP", "notifier");
+  c->listen = kpi_env_str("KPI_NOTIFIER_LISTEN", "127.0.0.1:8082");
+  int64_t v;
+  if (kpi_env_int("KPI_NOTIFY_GROUP_WAIT_MS", 30000, 0, 86400000, &c->group_wait_ms, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_RETRY_BASE_MS", 1000, 1, 3600000, &c->retry_base_ms, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_RETRY_MAX_MS", 300000, 1, 86400000, &c->retry_max_ms, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_MAX_ATTEMPTS", 8, 1, 1000, &c->max_attempts, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_BATCH", 200, 1, 10000, &c->claim_rows, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_DIGEST_MAX", 50, 1, 1000, &c->digest_max, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_LEASE_MS", 300000, 1000, 86400000, &c->lease_ms, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_POLL_MS", 1000, 10, 600000, &c->poll_ms, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_DRAIN_TIMEOUT_MS", 30000, 0, 600000, &c->drain_timeout_ms, err,
+                  errsz) ||
+      kpi_env_int("KPI_NOTIFY_CONSUME_BATCH", 100, 1, 10000, &c->consume_batch, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_CATALOG_RECIPIENTS", 1, 0, 1, &v, err, errsz))
+    return -1;
+  c->catalog_recipients = v != 0;
+  if (c->retry_max_ms < c->retry_base_ms) {
+    snprintf(err, errsz, "KPI_NOTIFY_RETRY_MAX_MS must be >= KPI_NOTIFY_RETRY_BASE_MS");
+    return -1;
+  }
+  return 0;
+}
+
+static int smtp_config(notifier *nf, kpi_smtp_config *sc, char *err, size_t errsz) {
+  kpi_smtp_config_defaults(sc);
+  sc->url = kpi_env_str("KPI_SMTP_URL", "smtp://127.0.0.1:25");
+  sc->user = kpi_env_str("KPI_SMTP_USER", NULL);
+  sc->password = kpi_env_str("KPI_SMTP_PASSWORD", NULL);
+  sc->ca_file = kpi_env_str("KPI_SMTP_CA_FILE", NULL);
+  const char *tls = kpi_env_str("KPI_SMTP_TLS", "try");
+  if (strcmp(tls, "none") == 0) sc->tls = KPI_SMTP_TLS_NONE;
+  else if (strcmp(tls, "try") == 0) sc->tls = KPI_SMTP_TLS_TRY;
+  else if (strcmp(tls, "require") == 0) sc->tls = KPI_SMTP_TLS_REQUIRE;
+  else {
+    snprintf(err, errsz, "KPI_SMTP_TLS: must be none, try or require");
+    return -1;
+  }
+  int64_t verify, conns, cto, to;
+  if (kpi_env_int("KPI_SMTP_TLS_VERIFY", 1, 0, 1, &verify, err, errsz) ||
+      kpi_env_int("KPI_SMTP_CONNECTIONS", 4, 1, 64, &conns, err, errsz) ||
+      kpi_env_int("KPI_SMTP_CONNECT_TIMEOUT_MS", 10000, 100, 600000, &cto, err, errsz) ||
+      kpi_env_int("KPI_SMTP_TIMEOUT_MS", 60000, 100, 3600000, &to, err, errsz))
+    return -1;
+  sc->tls_verify = (int)verify;
+  sc->max_connections = (int)conns;
+  sc->connect_timeout_ms = (long)cto;
+  sc->timeout_ms = (long)to;
+  nf->smtp_connections = (int)conns;
+  if (to * 2 >= nf->cfg.lease_ms)
+    kpi_log(KPI_LOG_WARN, "config_lease_short",
+            "KPI_NOTIFY_LEASE_MS (%lld) should exceed twice KPI_SMTP_TIMEOUT_MS (%lld), or a slow "
+            "server may let another replica re-send a mail still in flight",
+            (long long)nf->cfg.lease_ms, (long long)to);
+  return 0;
+}
+
+/* Database ------------------------------------------------------------------------------- */
+
+static void on_uv_migrate(uv_timer_t *t);
+
+/* Migrations run once, with a short blocking connection, the first time the database is
+ * reachable; every replica may try, kpi_pg_migrate serialises them with an advisory lock. */
+static void try_migrate(notifier *nf) {
+  if (nf->migrated) return;
+  char err[512];
+  PGconn *c = kpi_pg_connect(nf->conninfo, err, sizeof(err));
+  int rc = c ? kpi_pg_migrate(c, err, sizeof(err)) : -1;
+  if (c) PQfinish(c);
+  if (rc < 0) {
+    kpi_log(KPI_LOG_WARN, "migrate_failed", "%s (retrying)", err);
+    uv_timer_start(&nf->migrate_timer, on_uv_migrate, 2000, 0);
+    return;
+  }
+  if (rc > 0) kpi_log(KPI_LOG_INFO, "migrated", "%d migrations applied", rc);
+  nf->migrated = true;
+}
+
+static void set_db_ready(notifier *nf) {
+  bool ready = nf->migrated && kpi_pgasync_is_up(nf->pg) && !nf->draining;
+  if (ready == nf->db_ready) return;
+  nf->db_ready = ready;
+  kpi_metrics_set(nf->m.db_up, ready ? 1 : 0);
+  if (ready) {
+    kpi_log(KPI_LOG_INFO, "db_ready", "database connected");
+    nf_consume_kick(nf);
+    nf_send_refresh_depth(nf);
+  }
+}
+
+static void on_uv_migrate(uv_timer_t *t) {
+  notifier *nf = t->data;
+  if (!kpi_pgasync_is_up(nf->pg) || nf->draining) return; /* the next "up" retries */
+  try_migrate(nf);
+  set_db_ready(nf);
+}
+
+static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
+  (void)pg;
+  notifier *nf = arg;
+  if (up) {
+    kpi_log(KPI_LOG_INFO, "db_up", "connected to PostgreSQL");
+    if (!nf->draining) try_migrate(nf);
+  } else if (!nf->draining) {
+    kpi_log(KPI_LOG_WARN, "db_down", "PostgreSQL connection lost; reconnecting");
+  }
+  set_db_ready(nf);
+}
+
+/* HTTP ----------------------------------------------------------------------------------- */
+
+static void on_http_request(kpi_http_request *req, void *opaque) {
+  notifier *nf = opaque;
+  const char *path = kpi_http_request_path(req);
+  const char *method = kpi_http_request_method(req);
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+    kpi_http_respond_problem_ex(req, 405, NULL, NULL, NULL, NULL, "Allow: GET, HEAD\r\n");
+    return;
+  }
+  if (strcmp(path, "/healthz") == 0) {
+    static const char ok[] = "{\"status\":\"ok\"}";
+    kpi_http_respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+  } else if (strcmp(path, "/readyz") == 0) {
+    if (nf->db_ready && !nf->draining) {
+      static const char ok[] = "{\"status\":\"ready\"}";
+      kpi_http_respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+    } else {
+      kpi_http_respond_problem(req, 503, NULL,
+                               nf->draining ? "shutting down" : "database not ready", NULL);
+    }
+  } else if (strcmp(path, "/metrics") == 0) {
+    kpi_http_server_export_metrics(&nf->http, nf->metrics);
+    kpi_metrics_set(nf->m.inflight, (double)nf->mails_inflight);
+    char *text = NULL;
+    size_t len = 0;
+    if (kpi_metrics_render(nf->metrics, &text, &len) != 0) {
+      kpi_http_respond_problem(req, 500, NULL, "out of memory", NULL);
+      return;
+    }
+    kpi_http_respond(req, 200, KPI_METRICS_CONTENT_TYPE, text, len, NULL);
+    free(text);
+  } else {
+    kpi_http_respond_problem(req, 404, NULL, NULL, NULL);
+  }
+}
+
+/* Shutdown -------------------------------------------------------------------------------- */
+
+static void finish_shutdown(notifier *nf);
+
+static void on_uv_drain(uv_timer_t *t) {
+  notifier *nf = t->data;
+  bool idle = nf_consume_idle(nf) && nf_send_idle(nf) &&
+              (!nf->producer || rd_kafka_outq_len(nf->producer) == 0);
+  if (idle || uv_now(nf->loop) >= nf->drain_deadline) {
+    if (!idle)
+      kpi_log(KPI_LOG_WARN, "drain_timeout",
+              "stopping with %zu mails in flight (batch %s, claim %s, %d Kafka messages queued); "
+              "leased rows become due again when the lease ends",
+              nf->mails_inflight, nf_consume_idle(nf) ? "done" : "pending",
+              nf->claim_inflight ? "pending" : "done",
+              nf->producer ? rd_kafka_outq_len(nf->producer) : 0);
+    finish_shutdown(nf);
+  }
+}
+
+static void on_uv_signal(uv_signal_t *s, int signum) {
+  notifier *nf = s->data;
+  if (nf->draining) {
+    /* A second signal: stop now. */
+    nf->drain_deadline = uv_now(nf->loop);
+    return;
+  }
+  kpi_log(KPI_LOG_INFO, "draining", "signal %d: finishing in-flight work", signum);
+  nf->draining = true;
+  nf->drain_deadline = uv_now(nf->loop) + (uint64_t)nf->cfg.drain_timeout_ms;
+  nf_send_stop(nf);
+  uv_timer_stop(&nf->migrate_timer);
+  uv_timer_start(&nf->drain_timer, on_uv_drain, 0, 50);
+}
+
+static void close_handle(uv_handle_t *h) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void finish_shutdown(notifier *nf) {
+  nf->stopping = true;
+  uv_timer_stop(&nf->drain_timer);
+  nf_send_stop(nf);
+  uv_timer_stop(&nf->consume_retry);
+  uv_timer_stop(&nf->update_retry);
+
+  /* SMTP first: cancelled sends give their rows back to the lease. */
+  if (nf->smtp) {
+    kpi_smtp_close(nf->smtp, NULL, NULL);
+    nf->smtp = NULL;
+  }
+  nf_send_abandon(nf);
+  /* Dead letters still queued get a few seconds, then are purged so that every delivery
+   * callback has run before the batches they point to are released. */
+  if (nf->producer) {
+    rd_kafka_flush(nf->producer, 5000);
+    if (rd_kafka_outq_len(nf->producer) > 0) {
+      rd_kafka_purge(nf->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+      rd_kafka_poll(nf->producer, 100);
+    }
+  }
+  /* The database: queued queries report "outcome unknown", which now just releases. */
+  if (nf->pg) {
+    kpi_pgasync_close(nf->pg, NULL, NULL);
+    nf->pg = NULL;
+  }
+  if (nf->consumer) {
+    if (nf->closing_handles & 2) kpi_kafka_waker_close(&nf->consumer_waker, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(nf->consumer);
+    if (err) kpi_log(KPI_LOG_WARN, "consumer_close", "%s", rd_kafka_err2str(err));
+    rd_kafka_destroy(nf->consumer);
+    nf->consumer = NULL;
+  }
+  if (nf->producer) {
+    if (nf->closing_handles & 1) kpi_kafka_waker_close(&nf->producer_waker, NULL);
+    rd_kafka_destroy(nf->producer);
+    nf->producer = NULL;
+  }
+  if (nf->http_inited) kpi_http_server_close(&nf->http, NULL);
+  nf->http_inited = false;
+  close_handle((uv_handle_t *)&nf->drain_timer);
+  close_handle((uv_handle_t *)&nf->claim_timer);
+  close_handle((uv_handle_t *)&nf->depth_timer);
+  close_handle((uv_handle_t *)&nf->update_retry);
+  close_handle((uv_handle_t *)&nf->consume_retry);
+  close_handle((uv_handle_t *)&nf->migrate_timer);
+  close_handle((uv_handle_t *)&nf->sigterm);
+  close_handle((uv_handle_t *)&nf->sigint);
+  kpi_log(KPI_LOG_INFO, "stopped", "notifier stopped");
+}
+
+/* Start ---------------------------------------------------------------------------------- */
+
+static void register_metrics(notifier *nf) {
+  kpi_metrics *m = nf->metrics;
+  nf->m.consumed = kpi_metrics_counter(m, "kpi_notifier_alerts_consumed_total", NULL,
+                                       "Alert records read from the alerts topic.");
+  nf->m.invalid = kpi_metrics_counter(m, "kpi_notifier_alerts_invalid_total", NULL,
+                                      "Alert records that could not be decoded (sent to the DLQ).");
+  nf->m.queued = kpi_metrics_counter(m, "kpi_notifier_notifications_queued_total", NULL,
+                                     "Notification rows newly inserted (one per alert and recipient).");
+  nf->m.sent = kpi_metrics_counter(m, "kpi_notifier_sent_total", NULL,
+                                   "Mails accepted by the SMTP server.");
+  nf->m.sent_rows = kpi_metrics_counter(m, "kpi_notifier_notifications_sent_total", NULL,
+                                        "Notification rows delivered (a digest mail carries several).");
+  nf->m.failed = kpi_metrics_counter(m, "kpi_notifier_failed_total", NULL,
+                                     "Mail attempts that failed (transient and permanent).");
+  nf->m.permanent = kpi_metrics_counter(m, "kpi_notifier_rejected_total", NULL,
+                                        "Mail attempts refused with a permanent 5xx reply.");
+  nf->m.dead = kpi_metrics_counter(m, "kpi_notifier_dead_total", NULL,
+                                   "Notification rows given up (state dead).");
+  nf->m.dlq_published = kpi_metrics_counter(m, "kpi_notifier_dlq_published_total", NULL,
+                                            "Records acknowledged on the alerts dead-letter topic.");
+  nf->m.dlq_failed = kpi_metrics_counter(m, "kpi_notifier_dlq_failed_total", NULL,
+                                         "Dead letters that could not be published.");
+  nf->m.queue_depth = kpi_metrics_gauge(m, "kpi_notifier_queue_depth", NULL,
+                                        "Notification rows pending (waiting, due or being retried).");
+  nf->m.inflight = kpi_metrics_gauge(m, "kpi_notifier_mails_inflight", NULL,
+                                     "Mails handed to SMTP whose outcome is not yet recorded.");
+  nf->m.send_seconds = kpi_metrics_histogram(
+      m, "kpi_notifier_send_duration_seconds", NULL,
+      "Time from handing a mail to the SMTP client to the server's final reply.", SEND_BUCKETS,
+      sizeof(SEND_BUCKETS) / sizeof(SEND_BUCKETS[0]));
+  nf->m.db_up = kpi_metrics_gauge(m, "kpi_notifier_db_up", NULL,
+                                  "1 when the database is connected and migrated.");
+  nf->m.db_errors = kpi_metrics_counter(m, "kpi_notifier_db_errors_total", NULL,
+                                        "Database statements that failed or lost their connection.");
+}
 
 int main(void) {
   kpi_log_init("notifier");
+  signal(SIGPIPE, SIG_IGN);
+  srandom((unsigned)time(NULL) ^ (unsigned)getpid());
   char err[512];
-  const char *path = kpi_env_str("KPI_CATALOG", "config/catalog.json");
-  kpi_catalog *cat = kpi_catalog_load(path, err, sizeof(err));
-  if (!cat) {
-    kpi_log(KPI_LOG_ERROR, "catalog_invalid", "%s", err);
+  notifier *nf = calloc(1, sizeof(*nf));
+  if (!nf) return 1;
+  nf->loop = uv_default_loop();
+  if (read_config(nf, err, sizeof(err)) != 0) {
+    kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
+    free(nf);
     return 2;
   }
-  kpi_log(KPI_LOG_INFO, "config_ok", "catalog %s: %zu measures", path, cat->n_measures);
-  kpi_catalog_free(cat);
-  return 0;
+  const char *path = kpi_env_str("KPI_CATALOG", "config/catalog.json");
+  nf->cat = kpi_catalog_load(path, err, sizeof(err));
+  if (!nf->cat) {
+    kpi_log(KPI_LOG_ERROR, "catalog_invalid", "%s", err);
+    free(nf);
+    return 2;
+  }
+  if (kpi_topics_from_env(nf->topics, err, sizeof(err)) != 0) {
+    kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
+    goto fail;
+  }
+  kpi_smtp_config sc;
+  if (smtp_config(nf, &sc, err, sizeof(err)) != 0) {
+    kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
+    goto fail;
+  }
+  char host[128];
+  int port;
+  if (kpi_env_split_hostport(nf->cfg.listen, host, sizeof(host), &port) != 0) {
+    kpi_log(KPI_LOG_ERROR, "config_invalid", "KPI_NOTIFIER_LISTEN: expected host:port");
+    goto fail;
+  }
+  nf->metrics = kpi_metrics_new();
+  if (!nf->metrics) goto fail;
+  register_metrics(nf);
+
+  uv_timer_init(nf->loop, &nf->migrate_timer);
+  nf->migrate_timer.data = nf;
+  uv_timer_init(nf->loop, &nf->drain_timer);
+  nf->drain_timer.data = nf;
+  uv_timer_init(nf->loop, &nf->consume_retry);
+  nf->consume_retry.data = nf;
+  uv_signal_init(nf->loop, &nf->sigterm);
+  nf->sigterm.data = nf;
+  uv_signal_init(nf->loop, &nf->sigint);
+  nf->sigint.data = nf;
+  uv_signal_start(&nf->sigterm, on_uv_signal, SIGTERM);
+  uv_signal_start(&nf->sigint, on_uv_signal, SIGINT);
+  nf_send_init(nf);
+
+  kpi_http_config hc;
+  kpi_http_config_defaults(&hc);
+  if (kpi_http_config_from_env(&hc) != 0) goto fail_loop;
+  int rc = kpi_http_server_init(&nf->http, nf->loop, &hc, on_http_request, nf);
+  if (rc != 0) {
+    kpi_log(KPI_LOG_ERROR, "http_init_failed", "%s", kpi_http_strerror(rc));
+    goto fail_loop;
+  }
+  nf->http_inited = true;
+  rc = kpi_http_server_start(&nf->http, host, port);
+  if (rc != 0) {
+    kpi_log(KPI_LOG_ERROR, "http_listen_failed", "%s:%d: %s", host, port, uv_strerror(rc));
+    goto fail_loop;
+  }
+
+  nf->smtp = kpi_smtp_new(nf->loop, &sc, err, sizeof(err));
+  if (!nf->smtp) {
+    kpi_log(KPI_LOG_ERROR, "config_invalid", "SMTP: %s", err);
+    goto fail_loop;
+  }
+  nf->conninfo = strdup(kpi_pg_conninfo());
+  nf->pg = kpi_pgasync_new(nf->loop, nf->conninfo, on_pg_state, nf, err, sizeof(err));
+  if (!nf->conninfo || !nf->pg) {
+    kpi_log(KPI_LOG_ERROR, "db_init_failed", "%s", err);
+    goto fail_loop;
+  }
+  if (nf_consume_start(nf, err, sizeof(err)) != 0) {
+    kpi_log(KPI_LOG_ERROR, "kafka_init_failed", "%s", err);
+    goto fail_loop;
+  }
+  kpi_log(KPI_LOG_INFO, "started",
+          "listening on %s:%d; SMTP %s (%d connections); from %s; group wait %lld ms; catalog %s "
+          "(%zu measures)",
+          host, kpi_http_server_port(&nf->http), sc.url, nf->smtp_connections, nf->cfg.from,
+          (long long)nf->cfg.group_wait_ms, path, nf->cat->n_measures);
+
+  uv_run(nf->loop, UV_RUN_DEFAULT);
+  int code = nf->exit_code;
+  int lc = uv_loop_close(nf->loop);
+  if (lc != 0) kpi_log(KPI_LOG_WARN, "loop_not_closed", "%s", uv_strerror(lc));
+  kpi_metrics_free(nf->metrics);
+  kpi_catalog_free(nf->cat);
+  free(nf->conninfo);
+  free(nf);
+  return code;
+
+fail_loop:
+  /* Start-up failed after handles existed: close them through the normal path. */
+  nf->exit_code = 1;
+  nf->draining = true;
+  finish_shutdown(nf);
+  uv_run(nf->loop, UV_RUN_DEFAULT);
+  uv_loop_close(nf->loop);
+  kpi_metrics_free(nf->metrics);
+  kpi_catalog_free(nf->cat);
+  free(nf->conninfo);
+  free(nf);
+  return 1;
+fail:
+  kpi_metrics_free(nf->metrics);
+  kpi_catalog_free(nf->cat);
+  free(nf);
+  return 2;
 }

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench/bench_evaluator.sh: kpi-evaluator throughput, topic -> committed PostgreSQL rows, against
+# the native baseline measured in the same run on the same server:
+#   (a) N measurement records are pre-produced to a fresh 6-partition topic (kcat -P), then the
+#       evaluator is started and timed from its start until every record's offset is committed
+#       in consumer_offsets (each batch: measurements, totals, offsets, attainment, history and
+#       outbox in one transaction, exactly once);
+#   (b) psql `\copy` of the same rows into the same table (measurements, same indexes) of a
+#       second database with the same schema.
+# Prints records/s for both, the ratio (goal >= 0.3) and the evaluator's peak RSS (VmHWM).
+# Not a test: numbers depend on the machine; the broker, PostgreSQL and the evaluator share it.
+#
+#   bench/bench_evaluator.sh         build dir /tmp/evb-rel (built if missing), own stack
+# Env:
+#   BUILD_DIR=/tmp/evb-rel   a Release build (cmake -DCMAKE_BUILD_TYPE=Release)
+#   BENCH_STACK_ENV=FILE     use a running stack (its stack.env) instead of starting one
+#   N=200000                 records
+#   EVALUATOR_ENV="K=V ..."  extra environment for the service (KPI_BATCH_MAX, KAFKA_* …)
+#   KEEP=1                   keep the work directory (records, evaluator.log)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-/tmp/evb-rel}
+N=${N:-200000}
+EVALUATOR_ENV=${EVALUATOR_ENV:-}
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+
+for tool in kcat psql curl; do
+  command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
+done
+BIN=$BUILD_DIR/services/evaluator/kpi-evaluator
+if [ ! -x "$BIN" ]; then
+  log "building Release into $BUILD_DIR"
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD_DIR" -j2 --target kpi-evaluator >/dev/null
+fi
+
+WORK=$(mktemp -d /tmp/kpi-evbench.XXXXXX)
+STACK_DIR=
+EV_PID=
+cleanup() {
+  if [ -n "$EV_PID" ] && kill -0 "$EV_PID" 2>/dev/null; then
+    kill -TERM "$EV_PID" 2>/dev/null || true
+    wait "$EV_PID" 2>/dev/null || true
+  fi
+  if [ -n "$STACK_DIR" ]; then "$ROOT/scripts/stack.sh" stop "$STACK_DIR" >/dev/null 2>&1 || true; fi
+  if [ -n "${KEEP:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+if [ -n "${BENCH_STACK_ENV:-}" ]; then
+  STACK_ENV=$BENCH_STACK_ENV
+else
+  STACK_DIR=$WORK/stack
+  log "starting a stack in $STACK_DIR"
+  "$ROOT/scripts/stack.sh" start "$STACK_DIR" >&2
+  STACK_ENV=$STACK_DIR/stack.env
+fi
+set -a
+# shellcheck disable=SC1090
+. "$STACK_ENV"
+set +a
+
+TAG=evbench_$$_$(date +%s)
+DB_EV=${TAG}_ev
+DB_COPY=${TAG}_copy
+TOPIC=$TAG.measurements
+PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+psql -qX -d postgres -c "CREATE DATABASE $DB_EV" -c "CREATE DATABASE $DB_COPY"
+
+log "generating $N records"
+/usr/bin/python3 "$ROOT/bench/evaluator_gen.py" "$N" "$WORK/records.tsv" "$WORK/records.csv"
+
+# exec: $! must be the evaluator itself, not a subshell around it.
+ev_env() {
+  exec env DATABASE_URL="dbname=$DB_EV" KPI_TOPIC_MEASUREMENTS="$TOPIC" \
+    KPI_TOPIC_ALERTS="$TAG.alerts" KPI_TOPIC_MEASUREMENTS_DLQ="$TAG.dlq" \
+    KPI_TOPIC_ALERTS_DLQ="$TAG.alerts.dlq" KPI_EVALUATOR_GROUP="$TAG" \
+    KPI_EVALUATOR_LISTEN="127.0.0.1:$PORT" KPI_EVAL_DATE=2025-03-31 \
+    KPI_CATALOG="$ROOT/config/catalog.json" $EVALUATOR_ENV "$@"
+}
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  log "the evaluator did not become ready; see $WORK/evaluator.log"; tail -20 "$WORK/evaluator.log" >&2
+  exit 1
+}
+
+# A first run creates the topics and the schema, joins the group and leaves it cleanly, so
+# the timed run starts from the same place as any restart.
+log "preparing topics and schema"
+ev_env "$BIN" >"$WORK/evaluator.log" 2>&1 &
+EV_PID=$!
+wait_ready
+stop_evaluator() {
+  local rc=0
+  kill -TERM "$EV_PID"
+  wait "$EV_PID" || rc=$?
+  EV_PID=
+  if [ "$rc" -ne 0 ]; then log "the evaluator exited with $rc"; tail -20 "$WORK/evaluator.log" >&2; exit 1; fi
+}
+stop_evaluator
+
+log "producing $N records to $TOPIC"
+kcat -b "$KPI_KAFKA_BOOTSTRAP" -P -t "$TOPIC" -K $'\t' -X enable.idempotence=true \
+  -X acks=all -X linger.ms=5 -l "$WORK/records.tsv"
+
+log "timing the evaluator"
+T0=$(now)
+ev_env "$BIN" >>"$WORK/evaluator.log" 2>&1 &
+EV_PID=$!
+while :; do
+  DONE=$(psql -qXtA -d "$DB_EV" -c "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = '$TAG'")
+  [ "$DONE" -ge "$N" ] && break
+  kill -0 "$EV_PID" 2>/dev/null || { log "the evaluator died"; tail -20 "$WORK/evaluator.log" >&2; exit 1; }
+  sleep 0.05
+done
+T1=$(now)
+HWM=$(awk '/VmHWM/ {print $2, $3}' "/proc/$EV_PID/status")
+ROWS=$(psql -qXtA -d "$DB_EV" -c "SELECT count(*) FROM measurements")
+stop_evaluator
+[ "$ROWS" -eq "$N" ] || { log "expected $N rows, found $ROWS"; exit 1; }
+
+log "timing psql \\copy into the same table"
+for f in "$ROOT"/db/migrations/*.sql; do psql -qX -v ON_ERROR_STOP=1 -d "$DB_COPY" -f "$f" >/dev/null; done
+C0=$(now)
+psql -qX -v ON_ERROR_STOP=1 -d "$DB_COPY" -c "\\copy measurements (event_id, measure_id, department, observed_at, observed_day, fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset) FROM '$WORK/records.csv' WITH (FORMAT csv)"
+C1=$(now)
+CROWS=$(psql -qXtA -d "$DB_COPY" -c "SELECT count(*) FROM measurements")
+[ "$CROWS" -eq "$N" ] || { log "copy: expected $N rows, found $CROWS"; exit 1; }
+
+awk -v n="$N" -v t0="$T0" -v t1="$T1" -v c0="$C0" -v c1="$C1" -v hwm="$HWM" 'BEGIN {
+  ev = n / (t1 - t0); cp = n / (c1 - c0);
+  printf "records:            %d\n", n;
+  printf "evaluator:          %.2f s  %.0f records/s (start to last commit, exactly once)\n", t1 - t0, ev;
+  printf "psql \\copy:         %.2f s  %.0f records/s\n", c1 - c0, cp;
+  printf "ratio:              %.2f x COPY (goal >= 0.3)\n", ev / cp;
+  printf "evaluator peak RSS: %s\n", hwm;
+}'

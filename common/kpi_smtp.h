@@ -1,0 +1,79 @@
+/* kpi_smtp.h: an SMTP client on a libuv loop: libcurl's multi socket API, reused connections. */
+#ifndef KPI_SMTP_H
+#define KPI_SMTP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#define KPI_SMTP_EINVAL (-50001)
+#define KPI_SMTP_ENOMEM (-50002)
+#define KPI_SMTP_ECLOSED (-50003)
+#define KPI_SMTP_ECURL (-50004)
+
+typedef enum {
+  KPI_SMTP_TLS_NONE = 0, /* plain SMTP (smtps:// URLs still use implicit TLS) */
+  KPI_SMTP_TLS_TRY,      /* STARTTLS when the server offers it */
+  KPI_SMTP_TLS_REQUIRE   /* STARTTLS or fail (a transient failure: the mail waits) */
+} kpi_smtp_tls;
+
+typedef struct kpi_smtp_config {
+  const char *url;      /* "smtp://127.0.0.1:2525", "smtps://mail.example:465" (copied) */
+  const char *user;     /* AUTH when non-NULL and non-empty (copied) */
+  const char *password; /* (copied; never logged) */
+  kpi_smtp_tls tls;
+  const char *ca_file;  /* CA bundle for TLS, NULL: the system's */
+  int tls_verify;       /* 0 turns peer and host verification off (test servers only) */
+  long connect_timeout_ms;
+  long timeout_ms;      /* one whole transaction, connect included */
+  int max_connections;  /* parallel transactions = connections kept open for reuse */
+} kpi_smtp_config;
+
+/* Fills CFG with the defaults: TLS_TRY, verify on, 10 s connect, 60 s total, 4 connections;
+ * URL NULL (must be set). */
+void kpi_smtp_config_defaults(kpi_smtp_config *cfg);
+
+typedef enum {
+  KPI_SMTP_SENT = 0,      /* the server accepted the message (2xx after DATA) */
+  KPI_SMTP_TRANSIENT = 1, /* try again later: no connection, timeout, 4xx, TLS or AUTH trouble */
+  KPI_SMTP_PERMANENT = 2, /* the server refused with 5xx: retrying cannot help */
+  KPI_SMTP_CANCELLED = 3  /* the client was closed before the transaction finished */
+} kpi_smtp_outcome;
+
+typedef struct kpi_smtp_result {
+  kpi_smtp_outcome outcome;
+  long code;        /* the last SMTP reply code, 0 when none was received */
+  char reply[256];  /* the last reply line from the server ("250 OK"), "" when none */
+  char error[256];  /* libcurl's explanation when not sent, else "" */
+  double seconds;   /* from kpi_smtp_send to completion, queueing included */
+} kpi_smtp_result;
+
+typedef struct kpi_smtp kpi_smtp;
+
+/* Runs once per kpi_smtp_send that returned 0, on the loop; RESULT is valid during the call.
+ * The callback may call kpi_smtp_send or kpi_smtp_close. */
+typedef void (*kpi_smtp_done_cb)(kpi_smtp *smtp, const kpi_smtp_result *result, void *arg);
+
+/* A client on LOOP. Returns NULL with ERRSTR filled on a bad configuration or out of memory. */
+kpi_smtp *kpi_smtp_new(uv_loop_t *loop, const kpi_smtp_config *cfg, char *errstr,
+                       size_t errstr_size);
+
+/* Queues one message from FROM to TO (both plain addresses, already validated by the
+ * caller). Takes ownership of MESSAGE (malloc'd, LEN bytes, CRLF lines; freed on every path).
+ * Up to max_connections transactions run at once over cached connections; the rest wait
+ * in FIFO order. Returns 0 (DONE will run exactly once) or a negative KPI_SMTP_E* code (DONE
+ * never runs). */
+int kpi_smtp_send(kpi_smtp *smtp, const char *from, const char *to, char *message, size_t len,
+                  kpi_smtp_done_cb done, void *arg);
+
+/* Transactions queued or running. */
+size_t kpi_smtp_pending(const kpi_smtp *smtp);
+
+/* Cancels what is still queued or running (their DONE runs with KPI_SMTP_CANCELLED), closes
+ * the cached connections and every handle; ON_CLOSED (may be NULL) runs from the loop once
+ * all are closed, after SMTP is freed. To drain first, wait for kpi_smtp_pending() == 0. */
+void kpi_smtp_close(kpi_smtp *smtp, void (*on_closed)(void *arg), void *arg);
+
+const char *kpi_smtp_outcome_name(kpi_smtp_outcome outcome);
+const char *kpi_smtp_strerror(int err);
+
+#endif

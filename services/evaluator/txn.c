@@ -1,0 +1,860 @@
+/* txn.c: the evaluator's PostgreSQL work. One transaction per batch writes the measurements,
+ * the next Kafka offsets, the attainment of every affected measure, its history and the
+ * outbox alerts; the sweep runs the same evaluation for every measure. Also the catalog mirror
+ * and the outbox bookkeeping. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "evaluator.h"
+#include "kpi_log.h"
+#include "kpi_pg.h"
+
+/* Measurements of the batch, and the running totals of the rows that were really inserted:
+ * a replayed event_id inserts nothing and adds nothing. */
+static const char SQL_INSERT[] =
+    "WITH ins AS ("
+    " INSERT INTO measurements (event_id, measure_id, department, observed_at, observed_day,"
+    "   fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset)"
+    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[],"
+    "   $6::int[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],"
+    "   $12::int[], $13::bigint[])"
+    " ON CONFLICT (event_id) DO NOTHING"
+    " RETURNING measure_id, fiscal_year, coalesce(component, '') AS component, value)"
+    " INSERT INTO measure_totals AS t (measure_id, fiscal_year, component, events, total)"
+    " SELECT measure_id, fiscal_year, component, count(*), sum(value) FROM ins"
+    " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    " ON CONFLICT (measure_id, fiscal_year, component) DO UPDATE"
+    " SET events = t.events + excluded.events, total = t.total + excluded.total";
+
+static const char SQL_OFFSETS[] =
+    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, updated_at)"
+    " SELECT $1, $2, p, o, now() FROM unnest($3::int[], $4::bigint[]) AS u(p, o)"
+    " ON CONFLICT (consumer_group, topic, partition) DO UPDATE"
+    " SET next_offset = excluded.next_offset, updated_at = now()";
+
+/* Aggregates of the measures $1 at the evaluation date: $4 its fiscal year, $6 .. $5 the
+ * instants from 1 April of that FY to the end of the date (Japan time). Whole fiscal years
+ * before it come from measure_totals; only the current FY is read from measurements. */
+static const char SQL_AGGREGATE[] =
+    "SELECT m.id, lr.value AS latest, (lr.observed_day - DATE '1970-01-01') AS latest_day,"
+    " lr.observed_at AS latest_at,"
+    " (SELECT coalesce(sum(t.events), 0) FROM measure_totals t WHERE t.measure_id = m.id)"
+    "   AS events,"
+    " cw.total AS window_sum, rt.num, rt.den,"
+    " a.status AS prev_status, a.stale AS prev_stale, a.value AS prev_value,"
+    " a.progress AS prev_progress, (a.as_of - DATE '1970-01-01') AS prev_as_of,"
+    " a.alert_state, a.episode, a.reminders,"
+    " (a.last_alert_on - DATE '1970-01-01') AS last_alert_on"
+    " FROM unnest($1::text[], $2::int[], $3::int[], $7::bool[]) AS m(id, wfrom, wto, is_ratio)"
+    " LEFT JOIN LATERAL (SELECT x.value, x.observed_day, x.observed_at FROM measurements x"
+    "   WHERE x.measure_id = m.id AND x.observed_at < $5"
+    "   ORDER BY x.observed_at DESC, x.received_at DESC, x.event_id DESC LIMIT 1) lr ON true"
+    " LEFT JOIN LATERAL (SELECT sum(s.v) AS total FROM ("
+    "   SELECT t.total AS v FROM measure_totals t WHERE m.wfrom IS NOT NULL"
+    "     AND t.measure_id = m.id AND t.fiscal_year BETWEEN m.wfrom AND least(m.wto, $4 - 1)"
+    "   UNION ALL"
+    "   SELECT x.value FROM measurements x WHERE m.wfrom IS NOT NULL"
+    "     AND $4 BETWEEN m.wfrom AND m.wto AND x.measure_id = m.id"
+    "     AND x.observed_at >= $6 AND x.observed_at < $5) s) cw ON true"
+    " LEFT JOIN LATERAL (SELECT s.fy, sum(s.num) AS num, sum(s.den) AS den FROM ("
+    "   SELECT t.fiscal_year AS fy,"
+    "     CASE WHEN t.component = 'numerator' THEN t.total ELSE 0 END AS num,"
+    "     CASE WHEN t.component = 'denominator' THEN t.total ELSE 0 END AS den"
+    "   FROM measure_totals t WHERE m.is_ratio AND t.measure_id = m.id AND t.fiscal_year < $4"
+    "     AND t.component <> ''"
+    "   UNION ALL"
+    "   SELECT $4, CASE WHEN x.component = 'numerator' THEN x.value ELSE 0 END,"
+    "     CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END"
+    "   FROM measurements x WHERE m.is_ratio AND x.measure_id = m.id"
+    "     AND x.component IS NOT NULL AND x.observed_at >= $6 AND x.observed_at < $5) s"
+    "   GROUP BY s.fy HAVING sum(s.den) > 0 ORDER BY s.fy DESC LIMIT 1) rt ON true"
+    " LEFT JOIN attainment a ON a.measure_id = m.id"
+    " ORDER BY m.id";
+
+static const char SQL_ATTAINMENT[] =
+    "INSERT INTO attainment AS a (measure_id, as_of, value, progress, expected, status, stale,"
+    "  last_observed_at, events, alert_state, episode, last_alert_on, reminders, updated_at)"
+    " SELECT u.*, now() FROM unnest($1::text[], $2::date[], $3::float8[], $4::float8[],"
+    "  $5::float8[], $6::text[], $7::bool[], $8::timestamptz[], $9::bigint[], $10::text[],"
+    "  $11::int[], $12::date[], $13::int[]) AS u"
+    " ON CONFLICT (measure_id) DO UPDATE SET as_of = excluded.as_of, value = excluded.value,"
+    "  progress = excluded.progress, expected = excluded.expected, status = excluded.status,"
+    "  stale = excluded.stale, last_observed_at = excluded.last_observed_at,"
+    "  events = excluded.events, alert_state = excluded.alert_state,"
+    "  episode = excluded.episode, last_alert_on = excluded.last_alert_on,"
+    "  reminders = excluded.reminders, updated_at = now()";
+
+static const char SQL_HISTORY[] =
+    "INSERT INTO attainment_history (measure_id, as_of, value, progress, expected, status, stale)"
+    " SELECT * FROM unnest($1::text[], $2::date[], $3::float8[], $4::float8[], $5::float8[],"
+    "  $6::text[], $7::bool[])";
+
+static const char SQL_OUTBOX[] =
+    "INSERT INTO outbox (alert_id, topic, msg_key, payload)"
+    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])"
+    " ON CONFLICT (alert_id) DO NOTHING RETURNING id, topic, msg_key, payload";
+
+static const char SQL_MIRROR[] =
+    "INSERT INTO measures AS t (id, goal, goal_name, program, name, indicator, unit, kind,"
+    "  direction, baseline_fy, baseline, target_fy, target, window_from_fy, window_to_fy, owner,"
+    "  watchers, report_interval_days, catalog_version, updated_at)"
+    " SELECT x.id, x.goal, x.goal_name, x.program, x.name, x.indicator, x.unit, x.kind,"
+    "  x.direction, x.baseline_fy, x.baseline, x.target_fy, x.target, x.window_from_fy,"
+    "  x.window_to_fy, x.owner, coalesce(x.watchers, '{}'), x.report_interval_days, $2::int,"
+    "  now()"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(id text, goal int, goal_name text, program text,"
+    "  name text, indicator text, unit text, kind text, direction text, baseline_fy int,"
+    "  baseline float8, target_fy int, target float8, window_from_fy int, window_to_fy int,"
+    "  owner text, watchers text[], report_interval_days int)"
+    " ON CONFLICT (id) DO UPDATE SET goal = excluded.goal, goal_name = excluded.goal_name,"
+    "  program = excluded.program, name = excluded.name, indicator = excluded.indicator,"
+    "  unit = excluded.unit, kind = excluded.kind, direction = excluded.direction,"
+    "  baseline_fy = excluded.baseline_fy, baseline = excluded.baseline,"
+    "  target_fy = excluded.target_fy, target = excluded.target,"
+    "  window_from_fy = excluded.window_from_fy, window_to_fy = excluded.window_to_fy,"
+    "  owner = excluded.owner, watchers = excluded.watchers,"
+    "  report_interval_days = excluded.report_interval_days,"
+    "  catalog_version = excluded.catalog_version, updated_at = now()";
+
+#define N_PARAMS 13
+
+typedef struct {
+  int64_t id;
+  char *topic, *key, *payload;
+} ev_out;
+
+typedef struct {
+  evaluator *ev;
+  ev_batch *batch; /* NULL for the sweep */
+  bool failed;
+  bool lost; /* connection lost: outcome unknown */
+  char err[300];
+  uint64_t t0;
+  kpi_day as_of;
+  unsigned char *seen; /* per catalog measure: affected by this transaction */
+  size_t n_seen;
+  size_t n_affected;
+  ev_out *out;
+  size_t n_out, cap_out;
+  ev_buf p[N_PARAMS];
+} ev_txn;
+
+kpi_day ev_today(const evaluator *ev) {
+  return ev->fixed_date ? ev->eval_date : kpi_day_of_ms(kpi_time_now_ms());
+}
+
+void ev_txn_init(evaluator *ev) { ev->txn = calloc(1, sizeof(ev_txn)); }
+
+static void txn_out_clear(ev_txn *t) {
+  for (size_t i = 0; i < t->n_out; i++) {
+    free(t->out[i].topic);
+    free(t->out[i].key);
+    free(t->out[i].payload);
+  }
+  t->n_out = 0;
+}
+
+void ev_txn_free(evaluator *ev) {
+  ev_txn *t = ev->txn;
+  if (!t) return;
+  txn_out_clear(t);
+  free(t->out);
+  free(t->seen);
+  for (int i = 0; i < N_PARAMS; i++) ev_buf_free(&t->p[i]);
+  free(t);
+  ev->txn = NULL;
+}
+
+/* Midnight (Japan time) at the start of DAY, as an RFC 3339 instant. */
+static void day_start_instant(kpi_day day, char *buf, size_t size) {
+  int64_t ms = (int64_t)day * 86400000LL - (int64_t)KPI_TZ_OFFSET_MIN * 60000LL;
+  kpi_time_format_utc(ms, buf, size);
+}
+
+static const char *const *param_values(ev_txn *t, int n, const char **vals) {
+  for (int i = 0; i < n; i++) vals[i] = t->p[i].s;
+  return vals;
+}
+
+static int params_oom(ev_txn *t, int n) {
+  for (int i = 0; i < n; i++)
+    if (t->p[i].oom) return 1;
+  return 0;
+}
+
+static void txn_fail(ev_txn *t, const PGresult *res, const char *what) {
+  if (t->failed) return;
+  t->failed = true;
+  if (!res) {
+    t->lost = true;
+    snprintf(t->err, sizeof(t->err), "%s: connection lost", what);
+  } else {
+    const char *msg = PQresultErrorMessage(res);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) n--;
+    snprintf(t->err, sizeof(t->err), "%s: %.*s", what, (int)n, msg);
+  }
+}
+
+static void txn_done(ev_txn *t, bool ok);
+
+static void on_db_step(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  ev_txn *t = arg;
+  if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK &&
+               PQresultStatus(res) != PGRES_TUPLES_OK))
+    txn_fail(t, res, "statement");
+}
+
+static void on_db_rollback(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  (void)res;
+  txn_done(arg, false);
+}
+
+static void on_db_commit(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  ev_txn *t = arg;
+  if (!res) txn_fail(t, res, "COMMIT");
+  else if (PQresultStatus(res) != PGRES_COMMAND_OK) txn_fail(t, res, "COMMIT");
+  else if (!t->failed && strcmp(PQcmdStatus((PGresult *)res), "COMMIT") != 0)
+    txn_fail(t, res, "COMMIT rolled back");
+  txn_done(t, !t->failed);
+}
+
+static void on_db_outbox(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  ev_txn *t = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    txn_fail(t, res, "outbox");
+    return;
+  }
+  int c_id = PQfnumber(res, "id"), c_topic = PQfnumber(res, "topic"),
+      c_key = PQfnumber(res, "msg_key"), c_payload = PQfnumber(res, "payload");
+  for (int r = 0; r < PQntuples(res); r++) {
+    if (t->n_out == t->cap_out) {
+      size_t cap = t->cap_out ? t->cap_out * 2 : 16;
+      ev_out *o = realloc(t->out, cap * sizeof(*o));
+      if (!o) return; /* published by the next rescan */
+      t->out = o;
+      t->cap_out = cap;
+    }
+    ev_out *o = &t->out[t->n_out++];
+    o->id = strtoll(PQgetvalue(res, r, c_id), NULL, 10);
+    o->topic = strdup(PQgetvalue(res, r, c_topic));
+    o->key = strdup(PQgetvalue(res, r, c_key));
+    o->payload = strdup(PQgetvalue(res, r, c_payload));
+    if (!o->topic || !o->key || !o->payload) {
+      free(o->topic);
+      free(o->key);
+      free(o->payload);
+      t->n_out--;
+    }
+  }
+}
+
+static void arr_double(ev_buf *b, bool has, double v) {
+  if (!has || !isfinite(v)) {
+    ev_arr_null(b);
+    return;
+  }
+  char num[40];
+  snprintf(num, sizeof(num), "%.17g", v);
+  ev_arr_raw(b, num);
+}
+
+static void arr_day(ev_buf *b, kpi_day d) {
+  char s[16];
+  kpi_day_format(d, s, sizeof(s));
+  ev_arr_raw(b, s);
+}
+
+static void arr_int(ev_buf *b, long long v) {
+  char s[24];
+  snprintf(s, sizeof(s), "%lld", v);
+  ev_arr_raw(b, s);
+}
+
+/* Builds the kpi.alert/1 record of one action. Returns a malloc'd JSON string or NULL. */
+static char *alert_payload(const evaluator *ev, const kpi_measure *m, const kpi_attainment *a,
+                           kpi_alert_action act, const char *alert_id, const char *prev_status,
+                           int episode, kpi_day as_of) {
+  kpi_alert al;
+  memset(&al, 0, sizeof(al));
+  snprintf(al.alert_id, sizeof(al.alert_id), "%s", alert_id);
+  snprintf(al.measure_id, sizeof(al.measure_id), "%s", m->id);
+  snprintf(al.type, sizeof(al.type), "%s", kpi_alert_action_type(act));
+  snprintf(al.status, sizeof(al.status), "%s", kpi_status_name(a->status));
+  snprintf(al.previous_status, sizeof(al.previous_status), "%s", prev_status ? prev_status : "");
+  al.stale = a->stale;
+  al.episode = episode;
+  al.has_value = a->has_value;
+  al.value = a->value;
+  al.progress = a->has_progress ? a->progress : 0;
+  al.expected = a->expected;
+  kpi_day_format(as_of, al.as_of, sizeof(al.as_of));
+  al.measure_name = m->name;
+  al.indicator = m->indicator;
+  al.unit = m->unit;
+  al.kind = (char *)kpi_kind_name(m->kind);
+  al.direction = (char *)kpi_direction_name(m->direction);
+  al.baseline = m->baseline;
+  al.baseline_fy = m->baseline_fy;
+  al.target = m->target;
+  al.target_fy = m->target_fy;
+  kpi_day_format(a->due, al.due, sizeof(al.due));
+  al.plan_name = ev->cat->plan_name;
+  al.dashboard_url = ev->cat->dashboard_url;
+  const kpi_department *d = m->owner_dept;
+  size_t n = (d ? d->n_mailboxes : 0) + m->n_watchers;
+  kpi_recipient *rs = n ? calloc(n, sizeof(*rs)) : NULL;
+  size_t k = 0;
+  if (rs) {
+    for (size_t i = 0; d && i < d->n_mailboxes; i++) {
+      rs[k].department = d->id;
+      rs[k].name = d->name;
+      rs[k++].email = d->mailboxes[i];
+    }
+    for (size_t i = 0; i < m->n_watchers; i++) rs[k++].email = m->watchers[i];
+  }
+  al.recipients = rs;
+  al.n_recipients = k;
+  kpi_time_format_utc(kpi_time_now_ms(), al.created_at, sizeof(al.created_at));
+  char *json = kpi_alert_encode(&al, NULL);
+  free(rs); /* the strings belong to the catalog */
+  return json;
+}
+
+static int getint(const PGresult *res, int r, int c, int def) {
+  return PQgetisnull(res, r, c) ? def : atoi(PQgetvalue(res, r, c));
+}
+
+static bool same_double(bool has_a, double a, bool has_b, double b) {
+  if (has_a != has_b) return false;
+  return !has_a || fabs(a - b) <= 1e-12 * (fabs(a) + fabs(b) + 1);
+}
+
+/* The aggregates are in: evaluate, then queue the writes and COMMIT. */
+static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  ev_txn *t = arg;
+  evaluator *ev = t->ev;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) txn_fail(t, res, "aggregate");
+  if (t->failed) {
+    if (t->lost || kpi_pgasync_query(pg, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0)
+      txn_done(t, false);
+    return;
+  }
+  /* attainment: 13 arrays in p[0..12]; history reuses none of them, so it is built in
+   * separate buffers below (h), and the outbox in o. */
+  ev_buf h[7], o[4];
+  memset(h, 0, sizeof(h));
+  memset(o, 0, sizeof(o));
+  for (int i = 0; i < N_PARAMS; i++) ev_arr_begin(&t->p[i]);
+  for (int i = 0; i < 7; i++) ev_arr_begin(&h[i]);
+  for (int i = 0; i < 4; i++) ev_arr_begin(&o[i]);
+  size_t n_hist = 0, n_alerts = 0;
+  int c_id = PQfnumber(res, "id"), c_latest = PQfnumber(res, "latest"),
+      c_latest_day = PQfnumber(res, "latest_day"), c_latest_at = PQfnumber(res, "latest_at"),
+      c_events = PQfnumber(res, "events"), c_wsum = PQfnumber(res, "window_sum"),
+      c_num = PQfnumber(res, "num"), c_den = PQfnumber(res, "den"),
+      c_pstatus = PQfnumber(res, "prev_status"), c_pstale = PQfnumber(res, "prev_stale"),
+      c_pvalue = PQfnumber(res, "prev_value"), c_pprog = PQfnumber(res, "prev_progress"),
+      c_pasof = PQfnumber(res, "prev_as_of"), c_astate = PQfnumber(res, "alert_state"),
+      c_episode = PQfnumber(res, "episode"), c_rem = PQfnumber(res, "reminders"),
+      c_lastalert = PQfnumber(res, "last_alert_on");
+  for (int r = 0; r < PQntuples(res); r++) {
+    const kpi_measure *m = kpi_catalog_measure(ev->cat, PQgetvalue(res, r, c_id));
+    if (!m) continue;
+    kpi_aggregate agg;
+    memset(&agg, 0, sizeof(agg));
+    if (!PQgetisnull(res, r, c_latest)) {
+      agg.has_latest = true;
+      agg.latest = strtod(PQgetvalue(res, r, c_latest), NULL);
+      agg.latest_day = (kpi_day)atoi(PQgetvalue(res, r, c_latest_day));
+    }
+    if (!PQgetisnull(res, r, c_wsum)) agg.window_sum = strtod(PQgetvalue(res, r, c_wsum), NULL);
+    if (!PQgetisnull(res, r, c_den)) {
+      agg.has_ratio = true;
+      agg.ratio_num = strtod(PQgetvalue(res, r, c_num), NULL);
+      agg.ratio_den = strtod(PQgetvalue(res, r, c_den), NULL);
+    }
+    kpi_attainment a;
+    kpi_attainment_eval(m, &agg, t->as_of, ev->lag_ratio, &a);
+
+    bool had_row = !PQgetisnull(res, r, c_pstatus);
+    const char *prev_status = had_row ? PQgetvalue(res, r, c_pstatus) : NULL;
+    kpi_alert_track prev, next;
+    memset(&prev, 0, sizeof(prev));
+    if (had_row && !PQgetisnull(res, r, c_astate))
+      snprintf(prev.state, sizeof(prev.state), "%s", PQgetvalue(res, r, c_astate));
+    prev.episode = getint(res, r, c_episode, 0);
+    prev.reminders = getint(res, r, c_rem, 0);
+    if (!PQgetisnull(res, r, c_lastalert)) {
+      prev.has_last_alert = true;
+      prev.last_alert_on = (kpi_day)atoi(PQgetvalue(res, r, c_lastalert));
+    }
+    char name[160];
+    kpi_alert_action act =
+        kpi_alert_decide(m->id, &prev, &a, t->as_of, ev->repeat_days, &next, name, sizeof(name));
+
+    ev_arr_str(&t->p[0], m->id);
+    arr_day(&t->p[1], t->as_of);
+    arr_double(&t->p[2], a.has_value, a.value);
+    arr_double(&t->p[3], a.has_progress, a.progress);
+    arr_double(&t->p[4], true, a.expected);
+    ev_arr_str(&t->p[5], kpi_status_name(a.status));
+    ev_arr_raw(&t->p[6], a.stale ? "true" : "false");
+    if (PQgetisnull(res, r, c_latest_at)) ev_arr_null(&t->p[7]);
+    else ev_arr_str(&t->p[7], PQgetvalue(res, r, c_latest_at));
+    ev_arr_raw(&t->p[8], PQgetvalue(res, r, c_events));
+    if (next.state[0]) ev_arr_str(&t->p[9], next.state);
+    else ev_arr_null(&t->p[9]);
+    arr_int(&t->p[10], next.episode);
+    if (next.has_last_alert) arr_day(&t->p[11], next.last_alert_on);
+    else ev_arr_null(&t->p[11]);
+    arr_int(&t->p[12], next.reminders);
+
+    bool changed = !had_row || strcmp(prev_status, kpi_status_name(a.status)) != 0 ||
+                   (PQgetvalue(res, r, c_pstale)[0] == 't') != a.stale ||
+                   getint(res, r, c_pasof, -1) != t->as_of ||
+                   !same_double(!PQgetisnull(res, r, c_pvalue),
+                                strtod(PQgetvalue(res, r, c_pvalue), NULL), a.has_value, a.value) ||
+                   !same_double(!PQgetisnull(res, r, c_pprog),
+                                strtod(PQgetvalue(res, r, c_pprog), NULL), a.has_progress,
+                                a.progress);
+    if (changed) {
+      ev_arr_str(&h[0], m->id);
+      arr_day(&h[1], t->as_of);
+      arr_double(&h[2], a.has_value, a.value);
+      arr_double(&h[3], a.has_progress, a.progress);
+      arr_double(&h[4], true, a.expected);
+      ev_arr_str(&h[5], kpi_status_name(a.status));
+      ev_arr_raw(&h[6], a.stale ? "true" : "false");
+      n_hist++;
+    }
+    if (act != KPI_ALERT_NONE) {
+      char alert_id[KPI_UUID_STRLEN + 1];
+      kpi_alert_id(name, alert_id);
+      char *payload = alert_payload(ev, m, &a, act, alert_id, prev_status, next.episode, t->as_of);
+      if (payload) {
+        ev_arr_str(&o[0], alert_id);
+        ev_arr_str(&o[1], ev->topics[KPI_TOPIC_ALERTS].name);
+        ev_arr_str(&o[2], m->id);
+        ev_arr_str(&o[3], payload);
+        free(payload);
+        n_alerts++;
+        kpi_log(KPI_LOG_INFO, "alert_decided", "%s %s (%s, as of %d)", kpi_alert_action_type(act),
+                name, alert_id, (int)t->as_of);
+      } else {
+        txn_fail(t, res, "alert encoding: out of memory");
+      }
+    }
+  }
+  for (int i = 0; i < N_PARAMS; i++) ev_arr_end(&t->p[i]);
+  for (int i = 0; i < 7; i++) ev_arr_end(&h[i]);
+  for (int i = 0; i < 4; i++) ev_arr_end(&o[i]);
+  int oom = params_oom(t, N_PARAMS);
+  for (int i = 0; i < 7; i++) oom |= h[i].oom;
+  for (int i = 0; i < 4; i++) oom |= o[i].oom;
+  const char *vals[N_PARAMS];
+  int rc = 0;
+  if (oom || t->failed) {
+    txn_fail(t, res, "out of memory");
+    rc = -1;
+  } else {
+    rc = kpi_pgasync_query(pg, SQL_ATTAINMENT, N_PARAMS, param_values(t, N_PARAMS, vals),
+                           on_db_step, t);
+    if (!rc && n_hist) {
+      for (int i = 0; i < 7; i++) vals[i] = h[i].s;
+      rc = kpi_pgasync_query(pg, SQL_HISTORY, 7, vals, on_db_step, t);
+    }
+    if (!rc && n_alerts) {
+      for (int i = 0; i < 4; i++) vals[i] = o[i].s;
+      rc = kpi_pgasync_query(pg, SQL_OUTBOX, 4, vals, on_db_outbox, t);
+    }
+  }
+  for (int i = 0; i < 7; i++) ev_buf_free(&h[i]);
+  for (int i = 0; i < 4; i++) ev_buf_free(&o[i]);
+  if (rc == 0) rc = kpi_pgasync_query(pg, "COMMIT", 0, NULL, on_db_commit, t);
+  if (rc != 0) {
+    /* Statements already queued run first; the ROLLBACK (or the lost connection) ends it. */
+    txn_fail(t, NULL, "queueing");
+    if (kpi_pgasync_query(pg, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0) txn_done(t, false);
+  }
+}
+
+static void on_retry_timer(uv_timer_t *h) { ev_kick(h->data); }
+
+static void txn_done(ev_txn *t, bool ok) {
+  evaluator *ev = t->ev;
+  ev->txn_busy = false;
+  double secs = (double)(uv_hrtime() - t->t0) / 1e9;
+  if (!ok) {
+    kpi_metrics_inc(ev->m_txn_fail);
+    kpi_log(KPI_LOG_WARN, "transaction_failed", "%s (%s); retrying in %d ms", t->err,
+            t->batch ? "batch" : "sweep", ev->backoff_ms);
+    if (!t->batch) ev->sweep_due = true;
+    txn_out_clear(t);
+    /* After a lost connection the state callback kicks us when it is back; otherwise wait. */
+    uv_timer_start(&ev->retry_timer, on_retry_timer, (uint64_t)ev->backoff_ms, 0);
+    ev->backoff_ms = ev->backoff_ms < 2500 ? ev->backoff_ms * 2 : 5000;
+    return;
+  }
+  ev->backoff_ms = 100;
+  kpi_metrics_observe(ev->m_commit, secs);
+  if (t->batch) {
+    kpi_metrics_inc(ev->m_batches);
+    kpi_metrics_add(ev->m_rows, (double)t->batch->n_rows);
+    kpi_log(KPI_LOG_DEBUG, "batch_committed", "%zu records, %zu measurements, %zu measures, %.1f ms",
+            t->batch->n_records, t->batch->n_rows, t->n_affected, secs * 1000);
+    ev_batch_clear(t->batch);
+    ev->inflight = NULL;
+  } else {
+    kpi_metrics_inc(ev->m_sweeps);
+  }
+  if (ev->crash_after_commit && t->n_out > 0) {
+    /* Test hook (KPI_TEST_CRASH_AFTER_COMMIT=1): die between COMMIT and publishing, the
+     * window the outbox exists for. */
+    kpi_log(KPI_LOG_WARN, "test_crash_after_commit", "%zu alerts committed, exiting", t->n_out);
+    _exit(3);
+  }
+  for (size_t i = 0; i < t->n_out; i++)
+    ev_outbox_publish(ev, t->out[i].id, t->out[i].topic, t->out[i].key, t->out[i].payload);
+  txn_out_clear(t);
+  ev_kick(ev);
+  ev_kafka_pull(ev);
+}
+
+static void mark_affected(ev_txn *t, const kpi_measure *m) {
+  size_t i = (size_t)(m - t->ev->cat->measures);
+  if (i < t->n_seen && !t->seen[i]) {
+    t->seen[i] = 1;
+    t->n_affected++;
+  }
+}
+
+/* Builds the 13 measurement arrays of the batch into p[0..12]. */
+static void build_insert(ev_txn *t) {
+  ev_batch *b = t->batch;
+  for (int i = 0; i < N_PARAMS; i++) ev_arr_begin(&t->p[i]);
+  char s[40];
+  for (size_t i = 0; i < b->n_rows; i++) {
+    const ev_row *r = &b->rows[i];
+    ev_arr_str(&t->p[0], r->event_id);
+    ev_arr_str(&t->p[1], r->measure_id);
+    ev_arr_str(&t->p[2], r->department);
+    kpi_time_format_utc(r->observed_ms, s, sizeof(s));
+    ev_arr_str(&t->p[3], s);
+    arr_day(&t->p[4], r->observed_day);
+    arr_int(&t->p[5], kpi_fy_of_day(r->observed_day));
+    arr_double(&t->p[6], true, r->value);
+    ev_arr_str(&t->p[7], r->unit);
+    if (r->component == KPI_COMPONENT_NONE) ev_arr_null(&t->p[8]);
+    else ev_arr_str(&t->p[8], kpi_component_name(r->component));
+    if (r->note) ev_arr_str(&t->p[9], r->note);
+    else ev_arr_null(&t->p[9]);
+    kpi_time_format_utc(r->received_ms, s, sizeof(s));
+    ev_arr_str(&t->p[10], s);
+    arr_int(&t->p[11], r->partition);
+    arr_int(&t->p[12], r->offset);
+  }
+  for (int i = 0; i < N_PARAMS; i++) ev_arr_end(&t->p[i]);
+}
+
+/* Queues BEGIN, the writes and the aggregate query; on_db_aggregate continues. */
+static void txn_start(evaluator *ev, ev_batch *batch) {
+  ev_txn *t = ev->txn;
+  t->ev = ev;
+  t->batch = batch;
+  t->failed = t->lost = false;
+  t->err[0] = '\0';
+  t->t0 = uv_hrtime();
+  t->as_of = ev_today(ev);
+  t->n_affected = 0;
+  txn_out_clear(t);
+  if (t->n_seen < ev->cat->n_measures) {
+    free(t->seen);
+    t->seen = calloc(ev->cat->n_measures, 1);
+    t->n_seen = t->seen ? ev->cat->n_measures : 0;
+  }
+  if (t->seen) memset(t->seen, 0, t->n_seen);
+  if (batch) {
+    for (size_t i = 0; i < batch->n_rows; i++) {
+      const kpi_measure *m = kpi_catalog_measure(ev->cat, batch->rows[i].measure_id);
+      if (m) mark_affected(t, m);
+    }
+  } else {
+    for (size_t i = 0; i < ev->cat->n_measures; i++) mark_affected(t, &ev->cat->measures[i]);
+  }
+  ev->txn_busy = true;
+  const char *vals[N_PARAMS];
+  if (kpi_pgasync_query(ev->db, "BEGIN", 0, NULL, on_db_step, t) != 0) {
+    txn_fail(t, NULL, "BEGIN");
+    txn_done(t, false);
+    return;
+  }
+  int rc = 0;
+  if (batch && batch->n_rows) {
+    build_insert(t);
+    if (params_oom(t, N_PARAMS)) rc = -1;
+    else rc = kpi_pgasync_query(ev->db, SQL_INSERT, N_PARAMS, param_values(t, N_PARAMS, vals),
+                                on_db_step, t);
+  }
+  if (!rc && batch && batch->n_offs) {
+    ev_arr_begin(&t->p[2]);
+    ev_arr_begin(&t->p[3]);
+    for (size_t i = 0; i < batch->n_offs; i++) {
+      arr_int(&t->p[2], batch->offs[i].partition);
+      arr_int(&t->p[3], batch->offs[i].next_offset);
+    }
+    ev_arr_end(&t->p[2]);
+    ev_arr_end(&t->p[3]);
+    const char *ov[4] = {ev->group, ev->topics[KPI_TOPIC_MEASUREMENTS].name, t->p[2].s, t->p[3].s};
+    rc = params_oom(t, 4) ? -1
+                          : kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, ov, on_db_step, t);
+  }
+  if (!rc) {
+    /* Aggregate parameters: ids, window from/to, current FY, end instant, FY start, is_ratio. */
+    ev_buf *ids = &t->p[0], *wf = &t->p[1], *wt = &t->p[2], *rat = &t->p[6];
+    ev_arr_begin(ids);
+    ev_arr_begin(wf);
+    ev_arr_begin(wt);
+    ev_arr_begin(rat);
+    for (size_t i = 0; i < t->n_seen; i++) {
+      if (!t->seen[i]) continue;
+      const kpi_measure *m = &ev->cat->measures[i];
+      ev_arr_str(ids, m->id);
+      if (m->kind == KPI_KIND_CUMULATIVE) {
+        arr_int(wf, m->window_from_fy);
+        arr_int(wt, m->window_to_fy);
+      } else {
+        ev_arr_null(wf);
+        ev_arr_null(wt);
+      }
+      ev_arr_raw(rat, m->kind == KPI_KIND_RATIO ? "true" : "false");
+    }
+    ev_arr_end(ids);
+    ev_arr_end(wf);
+    ev_arr_end(wt);
+    ev_arr_end(rat);
+    int fy = kpi_fy_of_day(t->as_of);
+    ev_buf_reset(&t->p[3]);
+    ev_buf_addf(&t->p[3], "%d", fy);
+    char end[40], fy_start[40];
+    day_start_instant(t->as_of + 1, end, sizeof(end));
+    day_start_instant(kpi_fy_first_day(fy), fy_start, sizeof(fy_start));
+    ev_buf_reset(&t->p[4]);
+    ev_buf_adds(&t->p[4], end);
+    ev_buf_reset(&t->p[5]);
+    ev_buf_adds(&t->p[5], fy_start);
+    rc = params_oom(t, 7) ? -1
+                          : kpi_pgasync_query(ev->db, SQL_AGGREGATE, 7,
+                                              param_values(t, 7, vals), on_db_aggregate, t);
+  }
+  if (rc != 0) {
+    txn_fail(t, NULL, "queueing");
+    if (kpi_pgasync_query(ev->db, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0)
+      txn_done(t, false);
+  }
+}
+
+/* ---- catalog mirror ------------------------------------------------------------------- */
+
+/* The catalog's measures as a JSON array for jsonb_to_recordset. Returns malloc'd or NULL. */
+static char *mirror_json(const kpi_catalog *cat) {
+  cJSON *arr = cJSON_CreateArray();
+  if (!arr) return NULL;
+  for (size_t i = 0; i < cat->n_measures; i++) {
+    const kpi_measure *m = &cat->measures[i];
+    cJSON *o = cJSON_CreateObject();
+    if (!o) break;
+    cJSON_AddItemToArray(arr, o);
+    cJSON_AddStringToObject(o, "id", m->id);
+    cJSON_AddNumberToObject(o, "goal", m->goal);
+    if (m->goal_name) cJSON_AddStringToObject(o, "goal_name", m->goal_name);
+    cJSON_AddStringToObject(o, "program", m->program ? m->program : "");
+    cJSON_AddStringToObject(o, "name", m->name ? m->name : "");
+    cJSON_AddStringToObject(o, "indicator", m->indicator ? m->indicator : "");
+    cJSON_AddStringToObject(o, "unit", m->unit);
+    cJSON_AddStringToObject(o, "kind", kpi_kind_name(m->kind));
+    cJSON_AddStringToObject(o, "direction", kpi_direction_name(m->direction));
+    cJSON_AddNumberToObject(o, "baseline_fy", m->baseline_fy);
+    cJSON_AddNumberToObject(o, "baseline", m->baseline);
+    cJSON_AddNumberToObject(o, "target_fy", m->target_fy);
+    cJSON_AddNumberToObject(o, "target", m->target);
+    if (m->kind == KPI_KIND_CUMULATIVE) {
+      cJSON_AddNumberToObject(o, "window_from_fy", m->window_from_fy);
+      cJSON_AddNumberToObject(o, "window_to_fy", m->window_to_fy);
+    }
+    cJSON_AddStringToObject(o, "owner", m->owner);
+    cJSON *w = cJSON_AddArrayToObject(o, "watchers");
+    for (size_t j = 0; w && j < m->n_watchers; j++)
+      cJSON_AddItemToArray(w, cJSON_CreateString(m->watchers[j]));
+    cJSON_AddNumberToObject(o, "report_interval_days", m->report_interval_days);
+  }
+  char *s = cJSON_PrintUnformatted(arr);
+  cJSON_Delete(arr);
+  return s;
+}
+
+static void on_db_mirror(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  evaluator *ev = arg;
+  ev->txn_busy = false;
+  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    kpi_log(KPI_LOG_WARN, "catalog_mirror_failed", "%s; retrying",
+            res ? PQresultErrorMessage(res) : "connection lost");
+    ev->reload_due = true; /* the file is read again: harmless */
+    uv_timer_start(&ev->retry_timer, on_retry_timer, (uint64_t)ev->backoff_ms, 0);
+    return;
+  }
+  kpi_log(KPI_LOG_INFO, "catalog_mirrored", "%zu measures, version %d", ev->cat->n_measures,
+          ev->cat->version);
+  ev->sweep_due = true; /* targets may have changed */
+  ev_kick(ev);
+}
+
+/* Reloads the catalog file (SIGHUP) between transactions and mirrors it. A bad file keeps the
+ * running catalog. */
+static void reload_catalog(evaluator *ev) {
+  ev->reload_due = false;
+  char err[512];
+  kpi_catalog *cat = kpi_catalog_load(ev->catalog_path, err, sizeof(err));
+  if (!cat) {
+    kpi_log(KPI_LOG_ERROR, "catalog_reload_failed", "%s; keeping version %d", err,
+            ev->cat->version);
+    return;
+  }
+  char *json = mirror_json(cat);
+  if (!json) {
+    kpi_catalog_free(cat);
+    return;
+  }
+  kpi_catalog_free(ev->cat);
+  ev->cat = cat;
+  char version[16];
+  snprintf(version, sizeof(version), "%d", cat->version);
+  const char *vals[2] = {json, version};
+  if (kpi_pgasync_query(ev->db, SQL_MIRROR, 2, vals, on_db_mirror, ev) == 0) ev->txn_busy = true;
+  else ev->reload_due = true;
+  free(json);
+}
+
+/* ---- scheduling ----------------------------------------------------------------------- */
+
+void ev_kick(evaluator *ev) {
+  if (ev->txn_busy || ev->closed || ev->finishing || !ev->db) return;
+  if (ev->stopping && !ev->inflight) {
+    /* Only the transaction already under way is finished; the rest is re-read later. */
+    ev_finish(ev);
+    return;
+  }
+  if (uv_is_active((uv_handle_t *)&ev->retry_timer)) return;
+  if (!kpi_pgasync_is_up(ev->db)) return; /* the state callback kicks again */
+  if (ev->stopping) {
+    txn_start(ev, ev->inflight);
+    return;
+  }
+  if (ev->reload_due) {
+    reload_catalog(ev);
+    if (ev->txn_busy) return;
+  }
+  if (ev->inflight) {
+    txn_start(ev, ev->inflight);
+    return;
+  }
+  if (ev->pending->n_records > 0 && ev->dlq_inflight == 0) {
+    ev->inflight = ev->pending;
+    ev->pending = ev->inflight == &ev->batches[0] ? &ev->batches[1] : &ev->batches[0];
+    txn_start(ev, ev->inflight);
+    return;
+  }
+  if (ev->sweep_due) {
+    ev->sweep_due = false;
+    txn_start(ev, NULL);
+  }
+}
+
+/* ---- outbox bookkeeping --------------------------------------------------------------- */
+
+static void on_db_marked(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  evaluator *ev = arg;
+  ev->mark_busy = false;
+  if (res && PQresultStatus(res) == PGRES_COMMAND_OK) {
+    size_t done = (size_t)strtoull(PQcmdTuples((PGresult *)res), NULL, 10);
+    (void)done;
+    /* Everything sent up to the query is marked; later ids stay queued. */
+    size_t n = ev->n_marking;
+    memmove(ev->sent_ids, ev->sent_ids + n, (ev->n_sent - n) * sizeof(*ev->sent_ids));
+    ev->n_sent -= n;
+  } else {
+    kpi_log(KPI_LOG_WARN, "outbox_mark_failed", "%s",
+            res ? PQresultErrorMessage(res) : "connection lost; retrying");
+  }
+  ev->n_marking = 0;
+  if (ev->n_sent && res) ev_outbox_mark_flush(ev);
+  if (ev->on_marked) ev->on_marked(ev);
+}
+
+void ev_outbox_mark_flush(evaluator *ev) {
+  if (ev->mark_busy || ev->n_sent == 0 || !ev->aux) return;
+  ev_buf ids;
+  memset(&ids, 0, sizeof(ids));
+  ev_arr_begin(&ids);
+  for (size_t i = 0; i < ev->n_sent; i++) arr_int(&ids, ev->sent_ids[i]);
+  ev_arr_end(&ids);
+  if (ids.oom) {
+    ev_buf_free(&ids);
+    return;
+  }
+  const char *vals[1] = {ids.s};
+  if (kpi_pgasync_query(ev->aux,
+                        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
+                        " WHERE id = ANY($1::bigint[]) AND sent_at IS NULL",
+                        1, vals, on_db_marked, ev) == 0) {
+    ev->mark_busy = true;
+    ev->n_marking = ev->n_sent;
+  }
+  ev_buf_free(&ids);
+}
+
+/* ---- start-up ------------------------------------------------------------------------- */
+
+int ev_db_prepare(evaluator *ev, const char *conninfo) {
+  char err[512];
+  PGconn *conn = NULL;
+  for (int delay = 200;; delay = delay < 5000 ? delay * 2 : 5000) {
+    conn = kpi_pg_connect(conninfo, err, sizeof(err));
+    if (conn) break;
+    kpi_log(KPI_LOG_WARN, "db_unavailable", "%s; retrying in %d ms", err, delay);
+    uv_sleep((unsigned)delay);
+  }
+  int applied = kpi_pg_migrate(conn, err, sizeof(err));
+  if (applied < 0) {
+    kpi_log(KPI_LOG_ERROR, "db_migrate_failed", "%s", err);
+    PQfinish(conn);
+    return -1;
+  }
+  if (applied > 0) kpi_log(KPI_LOG_INFO, "db_migrated", "%d migrations applied", applied);
+  char *json = mirror_json(ev->cat);
+  char version[16];
+  snprintf(version, sizeof(version), "%d", ev->cat->version);
+  const char *vals[2] = {json, version};
+  PGresult *res = json ? PQexecParams(conn, SQL_MIRROR, 2, NULL, vals, NULL, NULL, 0) : NULL;
+  int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+  if (!ok)
+    kpi_log(KPI_LOG_ERROR, "catalog_mirror_failed", "%s",
+            res ? PQresultErrorMessage(res) : "out of memory");
+  else
+    kpi_log(KPI_LOG_INFO, "catalog_mirrored", "%zu measures, version %d", ev->cat->n_measures,
+            ev->cat->version);
+  PQclear(res);
+  free(json);
+  PQfinish(conn);
+  return ok ? 0 : -1;
+}

@@ -1,0 +1,820 @@
+/* ingest_handlers.c: ingest's HTTP endpoints; records are answered from their delivery reports. */
+#include <cjson/cJSON.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ingest.h"
+#include "kpi_batch.h"
+#include "kpi_codec.h"
+#include "kpi_log.h"
+
+#define RETRY_AFTER_FULL "Retry-After: 1\r\n"
+#define RETRY_AFTER_DOWN "Retry-After: 5\r\n"
+#define RETRY_AFTER_START "Retry-After: 2\r\n"
+#define WWW_AUTH_MISSING "WWW-Authenticate: Bearer realm=\"kpi-ingest\"\r\n"
+#define WWW_AUTH_INVALID "WWW-Authenticate: Bearer realm=\"kpi-ingest\", error=\"invalid_token\"\r\n"
+
+/* One record of a request. Its address is the Kafka message's opaque, so the array that
+ * holds it must not move until every delivery report came back. */
+typedef struct ingest_item {
+  struct ingest_request *req;
+  int status;            /* 0 while its delivery report is awaited */
+  int32_t partition;
+  int64_t offset;
+  cJSON *errors;         /* problems of a rejected item (owned), else NULL */
+  const char *detail;    /* static text of a failed delivery, else NULL */
+  char event_id[KPI_UUID_STRLEN + 1];
+  char measure_id[KPI_ID_MAX + 1];
+} ingest_item;
+
+/* A request held until the delivery reports of its records came back. */
+typedef struct ingest_request {
+  ingest_ctx *ctx;
+  kpi_http_request *http;
+  ingest_endpoint ep;
+  int atomic;
+  uint64_t start_ns;
+  size_t n_items;
+  size_t pending; /* produced, delivery report not yet seen */
+  ingest_item items[];
+} ingest_request;
+
+static const char *const ep_names[INGEST_EP_COUNT] = {"measurements", "batch", "healthz",
+                                                       "readyz", "metrics", "other"};
+
+/* ---- metrics ---- */
+
+int ingest_metrics_init(ingest_ctx *ctx) {
+  static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                  0.1,    0.25,  0.5,    1,     2.5,  5,     10,   30};
+  kpi_metrics *m = ctx->metrics = kpi_metrics_new();
+  if (!m) return -1;
+  for (int e = 0; e < INGEST_EP_COUNT; e++) {
+    char labels[64];
+    snprintf(labels, sizeof(labels), "endpoint=\"%s\"", ep_names[e]);
+    ctx->m_duration[e] = kpi_metrics_histogram(
+        m, "kpi_ingest_request_duration_seconds", labels,
+        "Time from a complete request to its answer (delivery report included)", bounds,
+        sizeof(bounds) / sizeof(bounds[0]));
+  }
+  ctx->m_records_produced = kpi_metrics_counter(
+      m, "kpi_ingest_records_produced_total", NULL,
+      "Records acknowledged by the broker (acks=all) and answered with 202");
+  ctx->m_records_rejected = kpi_metrics_counter(
+      m, "kpi_ingest_records_rejected_total", NULL,
+      "Records refused before producing (syntax, schema, catalog, ownership)");
+  ctx->m_delivery_failures = kpi_metrics_counter(
+      m, "kpi_ingest_delivery_failures_total", NULL,
+      "Records whose delivery report was an error (answered 503)");
+  ctx->m_queue_full = kpi_metrics_counter(m, "kpi_ingest_queue_full_total", NULL,
+                                          "Records refused because the producer queue was full");
+  ctx->m_batch_items = kpi_metrics_counter(m, "kpi_ingest_batch_items_total", NULL,
+                                           "Items received in batch requests");
+  ctx->m_queue_depth = kpi_metrics_gauge(m, "kpi_ingest_producer_queue_depth", NULL,
+                                         "Messages and requests waiting in the producer "
+                                         "(rd_kafka_outq_len)");
+  ctx->m_inflight = kpi_metrics_gauge(m, "kpi_ingest_inflight_requests", NULL,
+                                      "Requests waiting for their delivery reports");
+  ctx->m_ready = kpi_metrics_gauge(m, "kpi_ingest_ready", NULL,
+                                   "1 while broker metadata for the topic is reachable");
+  ctx->m_reload_ok = kpi_metrics_counter(m, "kpi_ingest_catalog_reloads_total",
+                                         "result=\"ok\"", "Catalog reloads on SIGHUP");
+  ctx->m_reload_failed = kpi_metrics_counter(m, "kpi_ingest_catalog_reloads_total",
+                                             "result=\"failed\"", NULL);
+  return 0;
+}
+
+static void count_response(ingest_ctx *ctx, ingest_endpoint ep, int status, uint64_t start_ns) {
+  if (status < 100 || status > 599) status = 500;
+  kpi_metric **slot = &ctx->m_requests[ep][status];
+  if (!*slot) {
+    char labels[64];
+    snprintf(labels, sizeof(labels), "endpoint=\"%s\",code=\"%d\"", ep_names[ep], status);
+    *slot = kpi_metrics_counter(ctx->metrics, "kpi_ingest_requests_total", labels,
+                                "Answered requests by endpoint and status");
+  }
+  kpi_metrics_inc(*slot);
+  kpi_metrics_observe(ctx->m_duration[ep], (double)(uv_hrtime() - start_ns) / 1e9);
+}
+
+/* ---- small answers ---- */
+
+static void answer_problem(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep,
+                           uint64_t t0, int status, const char *detail, cJSON *errors,
+                           const char *extra) {
+  count_response(ctx, ep, status, t0);
+  kpi_http_respond_problem_ex(req, status, NULL, NULL, detail, errors, extra);
+}
+
+static void answer_json(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep, uint64_t t0,
+                        int status, const char *body, size_t len) {
+  count_response(ctx, ep, status, t0);
+  kpi_http_respond(req, status, "application/json", body, len, NULL);
+}
+
+static cJSON *one_error(const char *field, const char *code, const char *message) {
+  kpi_errors errs = {0};
+  kpi_errors_add(&errs, field, code, "%s", message);
+  return kpi_errors_to_json(&errs);
+}
+
+/* ---- a growable text buffer for answers built by hand ---- */
+
+/* Batch answers carry one result per item; building them as cJSON trees and printing them
+ * (every number through sprintf and sscanf) cost more than producing the records, so the
+ * accepted items, whose strings are all UUIDs and catalog ids, are written directly. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  int oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+  if (b->oom) return;
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+      b->oom = 1;
+      return;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  char tmp[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof(tmp)) {
+    b->oom = 1;
+    return;
+  }
+  sb_put(b, tmp, (size_t)n);
+}
+
+/* ---- requests held across delivery reports ---- */
+
+static ingest_request *request_new(ingest_ctx *ctx, kpi_http_request *http, ingest_endpoint ep,
+                                   uint64_t t0, size_t n) {
+  ingest_request *r = calloc(1, sizeof(*r) + n * sizeof(ingest_item));
+  if (!r) return NULL;
+  r->ctx = ctx;
+  r->http = http;
+  r->ep = ep;
+  r->start_ns = t0;
+  r->n_items = n;
+  for (size_t i = 0; i < n; i++) r->items[i].req = r;
+  ctx->inflight++;
+  return r;
+}
+
+static void request_free(ingest_request *r) {
+  for (size_t i = 0; i < r->n_items; i++) cJSON_Delete(r->items[i].errors);
+  free(r);
+}
+
+static cJSON *item_json(const ingest_item *it, size_t index) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddNumberToObject(o, "index", (double)index);
+  cJSON_AddNumberToObject(o, "status", it->status);
+  if (it->event_id[0]) cJSON_AddStringToObject(o, "event_id", it->event_id);
+  if (it->measure_id[0]) cJSON_AddStringToObject(o, "measure_id", it->measure_id);
+  if (it->status == 202) {
+    cJSON_AddNumberToObject(o, "partition", it->partition);
+    cJSON_AddNumberToObject(o, "offset", (double)it->offset);
+  } else {
+    cJSON_AddStringToObject(o, "title", http_status_str((enum http_status)it->status));
+    if (it->detail) cJSON_AddStringToObject(o, "detail", it->detail);
+    if (it->errors) cJSON_AddItemReferenceToObject(o, "errors", it->errors);
+  }
+  return o;
+}
+
+static void finish_single(ingest_ctx *ctx, ingest_request *r) {
+  ingest_item *it = &r->items[0];
+  if (it->status == 202) {
+    char body[256];
+    int n = snprintf(body, sizeof(body),
+                     "{\"event_id\":\"%s\",\"measure_id\":\"%s\",\"partition\":%" PRId32
+                     ",\"offset\":%" PRId64 "}",
+                     it->event_id, it->measure_id, it->partition, it->offset);
+    answer_json(ctx, r->http, r->ep, r->start_ns, 202, body, (size_t)n);
+    return;
+  }
+  const char *extra = it->status == 429 ? RETRY_AFTER_FULL
+                      : it->status == 503 ? RETRY_AFTER_DOWN : NULL;
+  cJSON *errors = it->errors;
+  it->errors = NULL;
+  answer_problem(ctx, r->http, r->ep, r->start_ns, it->status, it->detail, errors, extra);
+}
+
+/* Batch answers: 202 when every item is in Kafka; 503/429 when none is and every failure
+ * is one the client should simply retry (so that it sees Retry-After); otherwise 207 with
+ * one result per item, in input order. An atomic batch that passed validation but whose
+ * delivery partly failed answers 503/429 too, listing which items are in Kafka. */
+static void finish_batch(ingest_ctx *ctx, ingest_request *r) {
+  size_t ok = 0, retryable = 0, full = 0;
+  for (size_t i = 0; i < r->n_items; i++) {
+    int s = r->items[i].status;
+    ok += s == 202;
+    retryable += s == 429 || s == 503;
+    full += s == 429;
+  }
+  size_t failed = r->n_items - ok;
+  int status;
+  if (failed == 0) status = 202;
+  else if ((ok == 0 || r->atomic) && retryable == failed) status = full == failed ? 429 : 503;
+  else status = 207;
+  int problem = status == 429 || status == 503;
+  sbuf b = {0};
+  sb_put(&b, "{", 1);
+  if (problem)
+    sb_printf(&b,
+              "\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%zu of %zu "
+              "records were not delivered; retry them (with the same event_id)\",",
+              http_status_str((enum http_status)status), status, failed, r->n_items);
+  sb_printf(&b, "\"accepted\":%zu,\"rejected\":%zu,\"items\":[", ok, failed);
+  for (size_t i = 0; i < r->n_items; i++) {
+    const ingest_item *it = &r->items[i];
+    if (i) sb_put(&b, ",", 1);
+    if (it->status == 202) {
+      sb_printf(&b,
+                "{\"index\":%zu,\"status\":202,\"event_id\":\"%s\",\"measure_id\":\"%s\","
+                "\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}",
+                i, it->event_id, it->measure_id, it->partition, it->offset);
+      continue;
+    }
+    /* Rejected items may echo client text (a malformed measure_id): cJSON escapes it. */
+    cJSON *o = item_json(it, i);
+    char *t = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!t) {
+      b.oom = 1;
+      break;
+    }
+    sb_str(&b, t);
+    cJSON_free(t);
+  }
+  sb_put(&b, "]}", 2);
+  if (b.oom) {
+    free(b.p);
+    count_response(ctx, r->ep, 500, r->start_ns);
+    kpi_http_respond_problem(r->http, 500, NULL, "out of memory", NULL);
+    return;
+  }
+  count_response(ctx, r->ep, status, r->start_ns);
+  kpi_http_respond(r->http, status, problem ? "application/problem+json" : "application/json",
+                   b.p, b.len,
+                   status == 429 ? RETRY_AFTER_FULL : status == 503 ? RETRY_AFTER_DOWN : NULL);
+  free(b.p);
+}
+
+static void request_finish(ingest_request *r) {
+  ingest_ctx *ctx = r->ctx;
+  if (r->ep == INGEST_EP_SINGLE) finish_single(ctx, r);
+  else finish_batch(ctx, r);
+  request_free(r);
+  ctx->inflight--;
+}
+
+void ingest_on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+  (void)rk;
+  ingest_ctx *ctx = opaque;
+  ingest_item *it = msg->_private;
+  if (!it) return;
+  if (msg->err) {
+    it->status = 503;
+    it->detail = rd_kafka_err2str(msg->err);
+    kpi_metrics_inc(ctx->m_delivery_failures);
+    uint64_t now = uv_now(ctx->loop);
+    ctx->dr_fail_unlogged++;
+    if (now - ctx->dr_fail_logged_at >= 1000 || ctx->dr_fail_logged_at == 0) {
+      kpi_log(KPI_LOG_WARN, "kafka_delivery_failed",
+              "%" PRIu64 " record(s) not delivered, last: %s (event_id %s)",
+              ctx->dr_fail_unlogged, rd_kafka_err2str(msg->err), it->event_id);
+      ctx->dr_fail_logged_at = now;
+      ctx->dr_fail_unlogged = 0;
+    }
+  } else {
+    it->status = 202;
+    it->partition = msg->partition;
+    it->offset = msg->offset;
+    kpi_metrics_inc(ctx->m_records_produced);
+  }
+  ingest_request *r = it->req;
+  if (--r->pending == 0) request_finish(r);
+}
+
+/* ---- validation ---- */
+
+/* Checks one item (OBJ, already parsed) for department D at NOW: ownership first (a
+ * department learns nothing about measures it does not own), then the schema and the
+ * catalog. Fills M; returns 0 when it may be produced, else 403 or 422 with ERRS filled. */
+static int item_check(ingest_ctx *ctx, const cJSON *obj, const kpi_department *d, int64_t now,
+                      kpi_measurement *m, kpi_errors *errs) {
+  int rc = kpi_measurement_from_json(obj, KPI_PARSE_INPUT, m, errs);
+  const kpi_measure *ms = m->measure_id[0] ? kpi_catalog_measure(ctx->catalog, m->measure_id)
+                                           : NULL;
+  if (ms && strcmp(ms->owner, d->id) != 0) {
+    errs->n = 0;
+    kpi_errors_add(errs, "measure_id", "forbidden",
+                   "measure \"%s\" is not owned by department \"%s\"", m->measure_id, d->id);
+    return 403;
+  }
+  if (m->department[0] && strcmp(m->department, d->id) != 0) {
+    errs->n = 0;
+    kpi_errors_add(errs, "department", "forbidden",
+                   "must be the token's department \"%s\" (or left out)", d->id);
+    return 403;
+  }
+  if (rc != 0) return 422;
+  if (!kpi_measurement_check(m, ctx->catalog, now, errs)) return 422;
+  snprintf(m->department, sizeof(m->department), "%s", d->id);
+  return 0;
+}
+
+/* Encodes M and hands it to the producer with IT as the opaque. On success the request
+ * waits for one more delivery report; on failure IT gets its final status (429 when the
+ * queue is full). */
+static int item_produce(ingest_ctx *ctx, ingest_item *it, char *payload, size_t len) {
+  if (rd_kafka_produce(ctx->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, payload, len,
+                       it->measure_id, strlen(it->measure_id), it) == -1) {
+    rd_kafka_resp_err_t e = rd_kafka_last_error();
+    free(payload); /* still ours when produce fails */
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      it->status = 429;
+      it->detail = "the producer queue is full; retry shortly";
+      kpi_metrics_inc(ctx->m_queue_full);
+    } else {
+      it->status = 503;
+      it->detail = rd_kafka_err2str(e);
+      kpi_metrics_inc(ctx->m_delivery_failures);
+    }
+    return -1;
+  }
+  it->req->pending++;
+  return 0;
+}
+
+/* Fills event_id when the client gave none: from the Idempotency-Key (a UUID) for a single
+ * record; for batch item INDEX, a UUIDv5 of the key and the index, so that a retried batch
+ * with the same key carries the same ids; else a random (v4) UUID, from RND (16 random
+ * bytes drawn with the rest of the batch's: one RAND_bytes call per request instead of one
+ * per item) or fresh. */
+static void assign_event_id(kpi_measurement *m, const uint8_t *key, int batch, size_t index,
+                            const uint8_t *rnd) {
+  if (m->event_id[0]) return;
+  if (key && !batch) {
+    kpi_uuid_format(key, m->event_id);
+  } else if (key) {
+    char name[24];
+    int n = snprintf(name, sizeof(name), "%zu", index);
+    kpi_uuid_v5(key, name, (size_t)n, m->event_id);
+  } else if (rnd) {
+    uint8_t b[16];
+    memcpy(b, rnd, 16);
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    kpi_uuid_format(b, m->event_id);
+  } else {
+    kpi_uuid_v4(m->event_id);
+  }
+}
+
+/* Fills IT (ids, status) for a record that passed item_check and returns its encoding, or
+ * NULL (IT then failed with 500). */
+static char *item_encode(ingest_item *it, kpi_measurement *m, int64_t now, const char *received,
+                         const uint8_t *key, int batch, size_t index, const uint8_t *rnd,
+                         size_t *len) {
+  assign_event_id(m, key, batch, index, rnd);
+  if (!m->event_id[0]) {
+    it->status = 500;
+    it->detail = "no random bytes for an event_id";
+    return NULL;
+  }
+  m->received_ms = now;
+  memcpy(m->received_at, received, sizeof(m->received_at));
+  memcpy(it->event_id, m->event_id, sizeof(it->event_id));
+  memcpy(it->measure_id, m->measure_id, sizeof(it->measure_id));
+  char *payload = kpi_measurement_encode(m, len);
+  if (!payload) {
+    it->status = 500;
+    it->detail = "out of memory";
+  }
+  return payload;
+}
+
+/* Parses a JSON text that must be exactly one value. */
+static cJSON *parse_json(const char *text, size_t len) {
+  const char *end = NULL;
+  cJSON *v = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+  if (v && !kpi_batch_only_space(end, text + len)) {
+    cJSON_Delete(v);
+    return NULL;
+  }
+  return v;
+}
+
+/* Reads the Idempotency-Key header into KEY. Returns 1 when present, 0 when absent, -1 when
+ * it is not a UUID. */
+static int idempotency_key(kpi_http_request *req, uint8_t key[16]) {
+  const char *k = kpi_http_header(req, "Idempotency-Key");
+  if (!k) return 0;
+  if (strlen(k) == KPI_UUID_STRLEN && kpi_uuid_parse(k, key) == 0) return 1;
+  return -1;
+}
+
+/* ---- POST /v1/measurements ---- */
+
+static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
+                          uint64_t t0) {
+  const ingest_endpoint ep = INGEST_EP_SINGLE;
+  if (!kpi_batch_media_type_is(kpi_http_header(req, "Content-Type"), "application/json")) {
+    answer_problem(ctx, req, ep, t0, 415, "Content-Type must be application/json", NULL, NULL);
+    return;
+  }
+  uint8_t keybuf[16];
+  int has_key = idempotency_key(req, keybuf);
+  if (has_key < 0) {
+    answer_problem(ctx, req, ep, t0, 400, "Idempotency-Key must be a UUID",
+                   one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
+    return;
+  }
+  /* No UTF-8 check of the whole body: every string that reaches a record is checked by
+   * item_check (ids and dates by their grammar, unit against the catalog, note as UTF-8),
+   * so a bad byte is reported as a 422 naming its field. */
+  size_t len;
+  const char *body = kpi_http_request_body(req, &len);
+  cJSON *obj = parse_json(body, len);
+  if (!obj) {
+    answer_problem(ctx, req, ep, t0, 400, "the body is not valid JSON",
+                   one_error("", "syntax", "not valid JSON"), NULL);
+    return;
+  }
+  int64_t now = kpi_time_now_ms();
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  int status = item_check(ctx, obj, d, now, &m, &errs);
+  cJSON_Delete(obj);
+  if (status) {
+    kpi_metrics_inc(ctx->m_records_rejected);
+    answer_problem(ctx, req, ep, t0, status,
+                   status == 403 ? "this department may not report this record"
+                                 : "the measurement breaks the schema or the catalog",
+                   kpi_errors_to_json(&errs), NULL);
+    return;
+  }
+  if (has_key && m.event_id[0]) {
+    uint8_t body_id[16];
+    kpi_uuid_parse(m.event_id, body_id);
+    if (memcmp(body_id, keybuf, 16) != 0) {
+      answer_problem(ctx, req, ep, t0, 422, "event_id and Idempotency-Key differ",
+                     one_error("event_id", "conflict", "differs from the Idempotency-Key"),
+                     NULL);
+      return;
+    }
+  }
+  if (!ctx->topics_ok || ctx->fatal) {
+    answer_problem(ctx, req, ep, t0, 503, "the broker is not reachable yet", NULL,
+                   RETRY_AFTER_START);
+    return;
+  }
+  ingest_request *r = request_new(ctx, req, ep, t0, 1);
+  if (!r) {
+    answer_problem(ctx, req, ep, t0, 500, "out of memory", NULL, NULL);
+    return;
+  }
+  char received[32];
+  kpi_time_format_utc(now, received, sizeof(received));
+  size_t plen;
+  char *payload = item_encode(&r->items[0], &m, now, received, has_key ? keybuf : NULL, 0, 0,
+                              NULL, &plen);
+  if (payload) item_produce(ctx, &r->items[0], payload, plen);
+  if (r->pending == 0) request_finish(r);
+}
+
+/* ---- POST /v1/measurements:batch ---- */
+
+/* Walks the items of a JSON array or NDJSON body, one parsed object at a time. */
+typedef struct {
+  int ndjson;
+  const char *body;
+  size_t len;
+  size_t pos;
+  cJSON *array; /* JSON mode: the whole document */
+  cJSON *cur;   /* JSON mode: the next element */
+  cJSON *line;  /* NDJSON mode: the last parsed line, freed on the next step */
+} batch_iter;
+
+/* Sets *OBJ to the next item, or NULL when that NDJSON line is not valid JSON. Returns 0 at
+ * the end. */
+static int batch_next(batch_iter *bi, const cJSON **obj) {
+  if (!bi->ndjson) {
+    if (!bi->cur) return 0;
+    *obj = bi->cur;
+    bi->cur = bi->cur->next;
+    return 1;
+  }
+  cJSON_Delete(bi->line);
+  bi->line = NULL;
+  const char *l;
+  size_t ll;
+  if (!kpi_batch_ndjson_next(bi->body, bi->len, &bi->pos, &l, &ll)) return 0;
+  bi->line = parse_json(l, ll);
+  *obj = bi->line;
+  return 1;
+}
+
+static void batch_iter_free(batch_iter *bi) {
+  cJSON_Delete(bi->line);
+  cJSON_Delete(bi->array);
+}
+
+/* Atomic batch refused: one problem listing every bad item's errors with its index. */
+static void answer_atomic_rejected(ingest_ctx *ctx, ingest_request *r, int status) {
+  cJSON *errors = cJSON_CreateArray();
+  for (size_t i = 0; errors && i < r->n_items; i++) {
+    ingest_item *it = &r->items[i];
+    if (!it->errors) continue;
+    cJSON *e;
+    cJSON_ArrayForEach(e, it->errors) {
+      cJSON *c = cJSON_Duplicate(e, 1);
+      if (!c) continue;
+      cJSON_AddNumberToObject(c, "index", (double)i);
+      cJSON_AddItemToArray(errors, c);
+    }
+  }
+  char detail[128];
+  size_t bad = 0;
+  for (size_t i = 0; i < r->n_items; i++) bad += r->items[i].status != 0;
+  snprintf(detail, sizeof(detail), "%zu of %zu items are invalid; nothing was published", bad,
+           r->n_items);
+  answer_problem(ctx, r->http, r->ep, r->start_ns, status, detail, errors, NULL);
+}
+
+static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
+                         uint64_t t0) {
+  const ingest_endpoint ep = INGEST_EP_BATCH;
+  const char *ct = kpi_http_header(req, "Content-Type");
+  int ndjson = kpi_batch_media_type_is(ct, "application/x-ndjson");
+  if (!ndjson && !kpi_batch_media_type_is(ct, "application/json")) {
+    answer_problem(ctx, req, ep, t0, 415,
+                   "Content-Type must be application/json (an array) or application/x-ndjson",
+                   NULL, NULL);
+    return;
+  }
+  int atomic;
+  if (kpi_batch_query_flag(kpi_http_request_query(req), "atomic", &atomic) != 0) {
+    answer_problem(ctx, req, ep, t0, 400, "atomic must be true or false",
+                   one_error("atomic", "value", "must be true or false"), NULL);
+    return;
+  }
+  uint8_t keybuf[16];
+  int has_key = idempotency_key(req, keybuf);
+  if (has_key < 0) {
+    answer_problem(ctx, req, ep, t0, 400, "Idempotency-Key must be a UUID",
+                   one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
+    return;
+  }
+  size_t len;
+  const char *body = kpi_http_request_body(req, &len);
+  batch_iter bi = {.ndjson = ndjson, .body = body, .len = len};
+  size_t n;
+  size_t max = (size_t)ctx->cfg.max_batch;
+  if (ndjson) {
+    n = kpi_batch_ndjson_count(body, len, max);
+  } else {
+    bi.array = parse_json(body, len);
+    if (!bi.array) {
+      answer_problem(ctx, req, ep, t0, 400, "the body is not valid JSON",
+                     one_error("", "syntax", "not valid JSON"), NULL);
+      return;
+    }
+    if (!cJSON_IsArray(bi.array)) {
+      cJSON_Delete(bi.array);
+      answer_problem(ctx, req, ep, t0, 422, "a batch is a JSON array of measurements",
+                     one_error("", "type", "must be an array"), NULL);
+      return;
+    }
+    n = (size_t)cJSON_GetArraySize(bi.array);
+    bi.cur = bi.array->child;
+  }
+  if (n > max) {
+    char detail[96];
+    snprintf(detail, sizeof(detail), "a batch holds at most %zu items", max);
+    batch_iter_free(&bi);
+    answer_problem(ctx, req, ep, t0, 413, detail, NULL, NULL);
+    return;
+  }
+  if (n == 0) {
+    batch_iter_free(&bi);
+    answer_problem(ctx, req, ep, t0, 422, "the batch is empty",
+                   one_error("", "empty", "at least one item is required"), NULL);
+    return;
+  }
+  kpi_metrics_add(ctx->m_batch_items, (double)n);
+  if (!ctx->topics_ok || ctx->fatal) {
+    batch_iter_free(&bi);
+    answer_problem(ctx, req, ep, t0, 503, "the broker is not reachable yet", NULL,
+                   RETRY_AFTER_START);
+    return;
+  }
+  ingest_request *r = request_new(ctx, req, ep, t0, n);
+  /* Atomic batches keep every encoding until all items passed. */
+  char **payloads = atomic && r ? calloc(n, sizeof(char *)) : NULL;
+  size_t *lens = payloads ? calloc(n, sizeof(size_t)) : NULL;
+  if (!r || (atomic && (!payloads || !lens))) {
+    free(payloads);
+    free(lens);
+    if (r) {
+      request_free(r);
+      ctx->inflight--;
+    }
+    batch_iter_free(&bi);
+    answer_problem(ctx, req, ep, t0, 500, "out of memory", NULL, NULL);
+    return;
+  }
+  r->atomic = atomic;
+  /* Without a key, draw every item's random id bits at once (NULL on failure: one by one). */
+  uint8_t *rnd = has_key ? NULL : malloc(16 * n);
+  if (rnd && RAND_bytes(rnd, (int)(16 * n)) != 1) {
+    free(rnd);
+    rnd = NULL;
+  }
+  int64_t now = kpi_time_now_ms();
+  char received[32];
+  kpi_time_format_utc(now, received, sizeof(received));
+  kpi_measurement m;
+  size_t bad = 0, forbidden = 0;
+  const cJSON *obj;
+  for (size_t i = 0; i < n && batch_next(&bi, &obj); i++) {
+    ingest_item *it = &r->items[i];
+    kpi_errors errs;
+    errs.n = 0; /* kpi_errors_add fills items[n]; the rest need not be zeroed per item */
+    int status;
+    if (!obj) {
+      kpi_errors_add(&errs, "", "syntax", "line %zu is not valid JSON", i + 1);
+      status = 400;
+    } else {
+      status = item_check(ctx, obj, d, now, &m, &errs);
+    }
+    if (status) {
+      it->status = status;
+      it->errors = kpi_errors_to_json(&errs);
+      if (obj && m.measure_id[0]) memcpy(it->measure_id, m.measure_id, sizeof(it->measure_id));
+      kpi_metrics_inc(ctx->m_records_rejected);
+      bad++;
+      forbidden += status == 403;
+      continue;
+    }
+    size_t plen;
+    char *payload = item_encode(it, &m, now, received, has_key ? keybuf : NULL, 1, i,
+                                rnd ? rnd + 16 * i : NULL, &plen);
+    if (!payload) {
+      bad++;
+      continue;
+    }
+    if (atomic) {
+      payloads[i] = payload;
+      lens[i] = plen;
+    } else {
+      item_produce(ctx, it, payload, plen);
+    }
+  }
+  batch_iter_free(&bi);
+  free(rnd);
+  if (atomic) {
+    if (bad) {
+      for (size_t i = 0; i < n; i++) free(payloads[i]);
+      answer_atomic_rejected(ctx, r, forbidden ? 403 : 422);
+      request_free(r);
+      ctx->inflight--;
+    } else {
+      /* After the first refusal the queue is full: the rest is not tried, so the answer
+       * says exactly which items are in Kafka. */
+      int refused = 0;
+      for (size_t i = 0; i < n; i++) {
+        if (refused) {
+          free(payloads[i]);
+          r->items[i].status = r->items[i - 1].status;
+          r->items[i].detail = r->items[i - 1].detail;
+          continue;
+        }
+        refused = item_produce(ctx, &r->items[i], payloads[i], lens[i]) != 0;
+      }
+    }
+    free(payloads);
+    free(lens);
+    if (bad) return;
+  }
+  if (r->pending == 0) request_finish(r);
+}
+
+/* ---- the rest ---- */
+
+static const kpi_department *authenticate(ingest_ctx *ctx, kpi_http_request *req,
+                                          ingest_endpoint ep, uint64_t t0) {
+  const char *auth = kpi_http_header(req, "Authorization");
+  const char *token;
+  size_t tlen;
+  if (!auth) {
+    answer_problem(ctx, req, ep, t0, 401, "a bearer token is required", NULL, WWW_AUTH_MISSING);
+    return NULL;
+  }
+  const kpi_department *d = kpi_batch_bearer_token(auth, &token, &tlen) == 0
+                                ? kpi_catalog_authenticate(ctx->catalog, token, tlen)
+                                : NULL;
+  if (!d) {
+    /* Never log the token; the fact alone is worth a debug line. */
+    kpi_log(KPI_LOG_DEBUG, "auth_failed", "unknown or malformed bearer token");
+    answer_problem(ctx, req, ep, t0, 401, "the bearer token is not valid", NULL,
+                   WWW_AUTH_INVALID);
+  }
+  return d;
+}
+
+static void handle_metrics(ingest_ctx *ctx, kpi_http_request *req, uint64_t t0) {
+  kpi_metrics_set(ctx->m_queue_depth, (double)rd_kafka_outq_len(ctx->rk));
+  kpi_metrics_set(ctx->m_inflight, (double)ctx->inflight);
+  kpi_metrics_set(ctx->m_ready, ctx->ready ? 1 : 0);
+  kpi_http_server_export_metrics(&ctx->http, ctx->metrics);
+  /* Count this scrape before rendering so that it sees itself. */
+  count_response(ctx, INGEST_EP_METRICS, 200, t0);
+  char *text = NULL;
+  size_t len = 0;
+  if (kpi_metrics_render(ctx->metrics, &text, &len) != 0) {
+    kpi_http_respond_problem(req, 500, NULL, "out of memory", NULL);
+    return;
+  }
+  kpi_http_respond(req, 200, KPI_METRICS_CONTENT_TYPE, text, len, NULL);
+  free(text);
+}
+
+void ingest_on_http_request(kpi_http_request *req, void *opaque) {
+  ingest_ctx *ctx = opaque;
+  uint64_t t0 = uv_hrtime();
+  const char *path = kpi_http_request_path(req);
+  const char *method = kpi_http_request_method(req);
+  int is_post = strcmp(method, "POST") == 0;
+  int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+  ingest_endpoint ep = INGEST_EP_OTHER;
+  if (strcmp(path, "/v1/measurements") == 0) ep = INGEST_EP_SINGLE;
+  else if (strcmp(path, "/v1/measurements:batch") == 0) ep = INGEST_EP_BATCH;
+  else if (strcmp(path, "/healthz") == 0) ep = INGEST_EP_HEALTHZ;
+  else if (strcmp(path, "/readyz") == 0) ep = INGEST_EP_READYZ;
+  else if (strcmp(path, "/metrics") == 0) ep = INGEST_EP_METRICS;
+
+  if (ep == INGEST_EP_OTHER) {
+    answer_problem(ctx, req, ep, t0, 404, "no such resource", NULL, NULL);
+    return;
+  }
+  if (ep == INGEST_EP_SINGLE || ep == INGEST_EP_BATCH) {
+    if (!is_post) {
+      answer_problem(ctx, req, ep, t0, 405, "use POST", NULL, "Allow: POST\r\n");
+      return;
+    }
+    const kpi_department *d = authenticate(ctx, req, ep, t0);
+    if (!d) return;
+    if (ep == INGEST_EP_SINGLE) handle_single(ctx, req, d, t0);
+    else handle_batch(ctx, req, d, t0);
+    return;
+  }
+  if (!is_get) {
+    answer_problem(ctx, req, ep, t0, 405, "use GET", NULL, "Allow: GET, HEAD\r\n");
+    return;
+  }
+  if (ep == INGEST_EP_HEALTHZ) {
+    static const char ok[] = "{\"status\":\"ok\"}";
+    answer_json(ctx, req, ep, t0, 200, ok, sizeof(ok) - 1);
+  } else if (ep == INGEST_EP_READYZ) {
+    if (ctx->ready && ctx->topics_ok && !ctx->fatal && !ctx->stopping) {
+      static const char ok[] = "{\"status\":\"ready\"}";
+      answer_json(ctx, req, ep, t0, 200, ok, sizeof(ok) - 1);
+    } else {
+      answer_problem(ctx, req, ep, t0, 503,
+                     ctx->stopping       ? "shutting down"
+                     : ctx->broker_err[0] ? ctx->broker_err
+                                          : "the broker is not reachable yet",
+                     NULL, RETRY_AFTER_START);
+    }
+  } else {
+    handle_metrics(ctx, req, t0);
+  }
+}

@@ -1,0 +1,468 @@
+/* nf_send.c: claim due notifications (SKIP LOCKED), send one digest mail per recipient, record the outcome. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kpi_codec.h"
+#include "kpi_log.h"
+#include "kpi_time.h"
+#include "kpi_uuid.h"
+#include "notifier.h"
+
+/* Claims the due rows of recipients whose oldest due row has waited group_wait, like
+ * Alertmanager's group_wait: every due row of such a recipient joins one digest. The rows
+ * are locked with SKIP LOCKED and leased in the same statement by pushing next_attempt_at
+ * forward, so other replicas neither wait for nor re-send them; a crashed sender's rows
+ * become due again when the lease ends. */
+static const char SQL_CLAIM[] =
+    "WITH ready AS ("
+    "  SELECT recipient FROM notifications"
+    "  WHERE state = 'pending' AND next_attempt_at <= now()"
+    "  GROUP BY recipient"
+    "  HAVING min(created_at) <= now() - $1::bigint * interval '1 millisecond'"
+    "  ORDER BY min(created_at) LIMIT $2"
+    "), picked AS ("
+    "  SELECT n.id FROM notifications n JOIN ready r ON r.recipient = n.recipient"
+    "  WHERE n.state = 'pending' AND n.next_attempt_at <= now()"
+    "  ORDER BY n.recipient, n.created_at, n.id"
+    "  LIMIT $3"
+    "  FOR UPDATE OF n SKIP LOCKED"
+    ") "
+    "UPDATE notifications n SET next_attempt_at = now() + $4::bigint * interval '1 millisecond' "
+    "FROM picked WHERE n.id = picked.id "
+    "RETURNING n.id, n.recipient, n.payload, n.attempts, "
+    "  (extract(epoch FROM n.created_at) * 1000)::bigint AS created_ms";
+
+static const char SQL_SENT[] =
+    "UPDATE notifications SET state = 'sent', sent_at = now(), attempts = attempts + 1, "
+    "  message_id = $2, smtp_reply = $3, last_error = NULL "
+    "WHERE id = ANY($1::bigint[]) AND state = 'pending'";
+
+/* A transient failure: one more attempt counted, the next one after the backoff, or dead
+ * when the attempts are used up. */
+static const char SQL_RETRY[] =
+    "UPDATE notifications SET attempts = attempts + 1, last_error = $2, "
+    "  state = CASE WHEN attempts + 1 >= $3::int THEN 'dead' ELSE 'pending' END, "
+    "  next_attempt_at = now() + $4::bigint * interval '1 millisecond' "
+    "WHERE id = ANY($1::bigint[]) AND state = 'pending' "
+    "RETURNING id, state, recipient, measure_id, payload, attempts";
+
+static const char SQL_DEAD[] =
+    "UPDATE notifications SET attempts = attempts + 1, last_error = $2, state = 'dead' "
+    "WHERE id = ANY($1::bigint[]) AND state = 'pending' "
+    "RETURNING id, state, recipient, measure_id, payload, attempts";
+
+/* Gives the lease back when a send was cancelled by shutdown. */
+static const char SQL_RELEASE[] =
+    "UPDATE notifications SET next_attempt_at = now() "
+    "WHERE id = ANY($1::bigint[]) AND state = 'pending'";
+
+static const char SQL_DEPTH[] = "SELECT count(*) FROM notifications WHERE state = 'pending'";
+
+typedef struct {
+  int64_t id;
+  const char *recipient; /* into the PGresult, valid while it is */
+  const char *payload;
+  int attempts;
+  int64_t created_ms;
+} claimed_row;
+
+/* One mail: a digest of the rows of one recipient, from SMTP until its outcome is written. */
+typedef struct nf_mail {
+  struct nf_mail *next; /* in notifier.retry_head */
+  notifier *nf;
+  char recipient[KPI_MAIL_ADDR_MAX + 1];
+  char message_id[KPI_MAIL_MSGID_MAX];
+  char *ids;            /* "{1,2,3}" */
+  size_t n_rows;
+  int max_attempts;     /* highest attempts count among the rows before this one */
+  kpi_smtp_result result;
+  const char *forced_error; /* set when the mail could not even be composed */
+} nf_mail;
+
+static void record_outcome(nf_mail *mail);
+
+int64_t nf_backoff_ms(int64_t attempts, int64_t base_ms, int64_t max_ms) {
+  /* base * 2^(attempts-1), capped, then "equal jitter": half fixed, half random, so retries
+   * of many mails spread out while each still waits at least half the nominal delay. */
+  if (attempts < 1) attempts = 1;
+  int64_t d = base_ms;
+  for (int64_t i = 1; i < attempts && d < max_ms; i++) d *= 2;
+  if (d > max_ms) d = max_ms;
+  int64_t half = d / 2;
+  return half + (half > 0 ? (int64_t)(random() % (half + 1)) : 0);
+}
+
+static void mail_free(nf_mail *m) {
+  free(m->ids);
+  free(m);
+}
+
+static void mail_done(nf_mail *m) {
+  notifier *nf = m->nf;
+  nf->mails_inflight--;
+  kpi_metrics_set(nf->m.inflight, (double)nf->mails_inflight);
+  mail_free(m);
+  nf_send_kick(nf);
+}
+
+/* Outcome updates ------------------------------------------------------------------------ */
+
+static void on_uv_update_retry(uv_timer_t *t) {
+  notifier *nf = t->data;
+  nf_mail *list = nf->retry_head;
+  nf->retry_head = NULL;
+  while (list) {
+    nf_mail *m = list;
+    list = m->next;
+    m->next = NULL;
+    record_outcome(m);
+  }
+}
+
+/* The outcome could not be written (database away): keep it and try again, so a sent mail is
+ * marked sent as soon as possible and its lease does not run out into a second send. */
+static void outcome_retry_later(nf_mail *m) {
+  notifier *nf = m->nf;
+  if (nf->stopping) {
+    mail_done(m); /* exiting: the lease makes the rows due again later */
+    return;
+  }
+  m->next = nf->retry_head;
+  nf->retry_head = m;
+  if (!uv_is_active((uv_handle_t *)&nf->update_retry))
+    uv_timer_start(&nf->update_retry, on_uv_update_retry, 1000, 0);
+}
+
+static void publish_dead(notifier *nf, const PGresult *res, const char *reason) {
+  int c_id = PQfnumber(res, "id"), c_state = PQfnumber(res, "state");
+  int c_rcpt = PQfnumber(res, "recipient"), c_measure = PQfnumber(res, "measure_id");
+  int c_payload = PQfnumber(res, "payload"), c_attempts = PQfnumber(res, "attempts");
+  for (int i = 0; i < PQntuples(res); i++) {
+    if (strcmp(PQgetvalue(res, i, c_state), "dead") != 0) continue;
+    kpi_metrics_inc(nf->m.dead);
+    const char *measure = PQgetvalue(res, i, c_measure);
+    const char *payload = PQgetvalue(res, i, c_payload);
+    kpi_log(KPI_LOG_ERROR, "notification_dead", "notification %s to %s (%s) gave up after %s attempts: %s",
+            PQgetvalue(res, i, c_id), PQgetvalue(res, i, c_rcpt), measure,
+            PQgetvalue(res, i, c_attempts), reason);
+    const char *hdrs[] = {"kpi-recipient", PQgetvalue(res, i, c_rcpt),
+                          "kpi-attempts", PQgetvalue(res, i, c_attempts),
+                          "kpi-notification-id", PQgetvalue(res, i, c_id), NULL};
+    char why[700];
+    snprintf(why, sizeof(why), "smtp: %s", reason);
+    /* The row stays in the table as 'dead' with last_error: the database is the record, the
+     * dead letter is the signal, so a failed publish is logged and not retried. */
+    nf_dlq_publish(nf, measure, strlen(measure), payload, strlen(payload), why, hdrs, NULL, NULL);
+  }
+}
+
+static void on_pg_outcome(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  nf_mail *m = arg;
+  notifier *nf = m->nf;
+  ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+  if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)) {
+    kpi_metrics_inc(nf->m.db_errors);
+    kpi_log(KPI_LOG_WARN, "outcome_update_failed", "mail %s to %s (%s): %s", m->message_id,
+            m->recipient, kpi_smtp_outcome_name(m->result.outcome),
+            res ? PQresultErrorMessage(res) : "connection lost; will retry");
+    outcome_retry_later(m);
+    return;
+  }
+  if (st == PGRES_TUPLES_OK) {
+    const char *reason = m->forced_error ? m->forced_error
+                         : m->result.error[0] ? m->result.error
+                                              : m->result.reply;
+    char buf[600];
+    if (!m->forced_error && m->result.reply[0] && m->result.error[0]) {
+      snprintf(buf, sizeof(buf), "%s (last reply: %s)", m->result.error, m->result.reply);
+      reason = buf;
+    }
+    publish_dead(nf, res, reason);
+  }
+  mail_done(m);
+}
+
+static void record_outcome(nf_mail *m) {
+  notifier *nf = m->nf;
+  if (nf->stopping) {
+    mail_done(m);
+    return;
+  }
+  char attempts_max[16], delay[24];
+  const kpi_smtp_result *r = &m->result;
+  char err[600];
+  int rc;
+  if (m->forced_error) {
+    const char *p[] = {m->ids, m->forced_error};
+    rc = kpi_pgasync_query(nf->pg, SQL_DEAD, 2, p, on_pg_outcome, m);
+  } else if (r->outcome == KPI_SMTP_SENT) {
+    const char *p[] = {m->ids, m->message_id, r->reply[0] ? r->reply : "250"};
+    rc = kpi_pgasync_query(nf->pg, SQL_SENT, 3, p, on_pg_outcome, m);
+  } else if (r->outcome == KPI_SMTP_CANCELLED) {
+    const char *p[] = {m->ids};
+    rc = kpi_pgasync_query(nf->pg, SQL_RELEASE, 1, p, on_pg_outcome, m);
+  } else {
+    if (r->reply[0]) snprintf(err, sizeof(err), "%s (last reply: %s)", r->error, r->reply);
+    else snprintf(err, sizeof(err), "%s", r->error[0] ? r->error : "unknown failure");
+    if (r->outcome == KPI_SMTP_PERMANENT) {
+      const char *p[] = {m->ids, err};
+      rc = kpi_pgasync_query(nf->pg, SQL_DEAD, 2, p, on_pg_outcome, m);
+    } else {
+      snprintf(attempts_max, sizeof(attempts_max), "%" PRId64, nf->cfg.max_attempts);
+      snprintf(delay, sizeof(delay), "%" PRId64,
+               nf_backoff_ms(m->max_attempts + 1, nf->cfg.retry_base_ms, nf->cfg.retry_max_ms));
+      const char *p[] = {m->ids, err, attempts_max, delay};
+      rc = kpi_pgasync_query(nf->pg, SQL_RETRY, 4, p, on_pg_outcome, m);
+    }
+  }
+  if (rc != 0) outcome_retry_later(m);
+}
+
+static void on_smtp_done(kpi_smtp *smtp, const kpi_smtp_result *r, void *arg) {
+  (void)smtp;
+  nf_mail *m = arg;
+  notifier *nf = m->nf;
+  m->result = *r;
+  kpi_metrics_observe(nf->m.send_seconds, r->seconds);
+  switch (r->outcome) {
+    case KPI_SMTP_SENT:
+      kpi_metrics_inc(nf->m.sent);
+      kpi_metrics_add(nf->m.sent_rows, (double)m->n_rows);
+      kpi_log(KPI_LOG_INFO, "mail_sent", "%s to %s: %zu notifications, %.3f s, server: %s",
+              m->message_id, m->recipient, m->n_rows, r->seconds, r->reply);
+      break;
+    case KPI_SMTP_TRANSIENT:
+      kpi_metrics_inc(nf->m.failed);
+      kpi_log(KPI_LOG_WARN, "mail_failed", "%s to %s (attempt %d of %lld): %s %s",
+              m->message_id, m->recipient, m->max_attempts + 1, (long long)nf->cfg.max_attempts,
+              r->error, r->reply);
+      break;
+    case KPI_SMTP_PERMANENT:
+      kpi_metrics_inc(nf->m.failed);
+      kpi_metrics_inc(nf->m.permanent);
+      kpi_log(KPI_LOG_ERROR, "mail_rejected", "%s to %s (permanent): %s %s", m->message_id,
+              m->recipient, r->error, r->reply);
+      break;
+    case KPI_SMTP_CANCELLED:
+      kpi_log(KPI_LOG_INFO, "mail_cancelled", "%s to %s: %s", m->message_id, m->recipient,
+              r->error);
+      break;
+  }
+  record_outcome(m);
+}
+
+/* Claims ---------------------------------------------------------------------------------- */
+
+static int cmp_rows(const void *pa, const void *pb) {
+  const claimed_row *a = pa, *b = pb;
+  int c = strcmp(a->recipient, b->recipient);
+  if (c) return c;
+  if (a->created_ms != b->created_ms) return a->created_ms < b->created_ms ? -1 : 1;
+  return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* Composes and queues one mail for ROWS[0..N) (one recipient). Rows whose payload does not
+ * decode (never expected: the consumer checked it) are sent to the dead state alone. */
+static void start_mail(notifier *nf, const claimed_row *rows, size_t n) {
+  nf_mail *m = calloc(1, sizeof(*m));
+  kpi_alert *alerts = calloc(n, sizeof(*alerts));
+  const kpi_alert **list = calloc(n, sizeof(*list));
+  size_t idlen = 2 + n * 21;
+  if (m) m->ids = malloc(idlen);
+  if (!m || !alerts || !list || !m->ids) {
+    kpi_log(KPI_LOG_ERROR, "out_of_memory", "cannot compose a mail; its rows wait for the lease");
+    if (m) free(m->ids);
+    free(m);
+    free(alerts);
+    free(list);
+    return;
+  }
+  m->nf = nf;
+  snprintf(m->recipient, sizeof(m->recipient), "%s", rows[0].recipient);
+  size_t pos = 0, good = 0;
+  m->ids[pos++] = '{';
+  for (size_t i = 0; i < n; i++) {
+    kpi_errors errs = {0};
+    if (kpi_alert_decode(rows[i].payload, strlen(rows[i].payload), &alerts[good], &errs) != 0) {
+      /* Mark this row dead on its own. */
+      nf_mail *bad = calloc(1, sizeof(*bad));
+      if (bad && (bad->ids = malloc(24))) {
+        bad->nf = nf;
+        snprintf(bad->ids, 24, "{%" PRId64 "}", rows[i].id);
+        snprintf(bad->recipient, sizeof(bad->recipient), "%s", rows[i].recipient);
+        bad->n_rows = 1;
+        bad->forced_error = "stored payload is not a valid kpi.alert/1 record";
+        nf->mails_inflight++;
+        record_outcome(bad);
+      } else {
+        free(bad);
+      }
+      continue;
+    }
+    list[good] = &alerts[good];
+    good++;
+    if (rows[i].attempts > m->max_attempts) m->max_attempts = rows[i].attempts;
+    pos += (size_t)snprintf(m->ids + pos, idlen - pos, "%s%" PRId64, pos > 1 ? "," : "", rows[i].id);
+  }
+  m->ids[pos++] = '}';
+  m->ids[pos] = '\0';
+  m->n_rows = good;
+  char *msg = NULL;
+  size_t len = 0;
+  int rc = KPI_MAIL_EINVAL;
+  /* The Message-ID is a name-based UUID of the rows the mail carries, so a retry of the same
+   * digest (or a re-send after a crash between the 250 and the row update) carries the same
+   * id, and receiving systems can recognise the duplicate. */
+  static const uint8_t MSGID_NS[16] = {0x2f, 0x0c, 0x61, 0x8e, 0x5b, 0x3d, 0x4a, 0x77,
+                                       0x9c, 0x14, 0xd2, 0x6a, 0x80, 0x3b, 0xe1, 0x59};
+  char uuid[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v5(MSGID_NS, m->ids, strlen(m->ids), uuid);
+  if (good > 0 && uuid[0] &&
+      kpi_mail_message_id(uuid, nf->cfg.from, m->message_id, sizeof(m->message_id)) == 0) {
+    kpi_mail_params p = {.from = nf->cfg.from,
+                         .from_name = nf->cfg.from_name,
+                         .to = m->recipient,
+                         .date_ms = kpi_time_now_ms(),
+                         .message_id = m->message_id};
+    rc = kpi_mail_compose(&p, list, good, &msg, &len);
+  }
+  for (size_t i = 0; i < good; i++) kpi_alert_clear(&alerts[i]);
+  free(alerts);
+  free(list);
+  if (good == 0) {
+    mail_free(m);
+    return;
+  }
+  nf->mails_inflight++;
+  kpi_metrics_set(nf->m.inflight, (double)nf->mails_inflight);
+  if (rc != 0) {
+    /* Only an invalid recipient gets here (the consumer validated it, so a row edited by
+     * hand): retrying cannot help. */
+    m->forced_error = "cannot compose the mail (invalid recipient address)";
+    record_outcome(m);
+    return;
+  }
+  rc = kpi_smtp_send(nf->smtp, nf->cfg.from, m->recipient, msg, len, on_smtp_done, m);
+  if (rc != 0) {
+    m->result.outcome = KPI_SMTP_CANCELLED;
+    snprintf(m->result.error, sizeof(m->result.error), "%s", kpi_smtp_strerror(rc));
+    record_outcome(m);
+  }
+}
+
+static void on_pg_claimed(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  notifier *nf = arg;
+  nf->claim_inflight = false;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    kpi_metrics_inc(nf->m.db_errors);
+    kpi_log(KPI_LOG_WARN, "claim_failed", "%s",
+            res ? PQresultErrorMessage(res) : "connection lost; rows stay leased until expiry");
+    return;
+  }
+  int n = PQntuples(res);
+  if (n == 0) return;
+  claimed_row *rows = calloc((size_t)n, sizeof(*rows));
+  if (!rows) {
+    kpi_log(KPI_LOG_ERROR, "out_of_memory", "cannot hold %d claimed rows", n);
+    return;
+  }
+  int c_id = PQfnumber(res, "id"), c_rcpt = PQfnumber(res, "recipient");
+  int c_payload = PQfnumber(res, "payload"), c_attempts = PQfnumber(res, "attempts");
+  int c_created = PQfnumber(res, "created_ms");
+  for (int i = 0; i < n; i++) {
+    rows[i].id = strtoll(PQgetvalue(res, i, c_id), NULL, 10);
+    rows[i].recipient = PQgetvalue(res, i, c_rcpt);
+    rows[i].payload = PQgetvalue(res, i, c_payload);
+    rows[i].attempts = atoi(PQgetvalue(res, i, c_attempts));
+    rows[i].created_ms = strtoll(PQgetvalue(res, i, c_created), NULL, 10);
+  }
+  qsort(rows, (size_t)n, sizeof(*rows), cmp_rows);
+  size_t start = 0;
+  for (size_t i = 1; i <= (size_t)n; i++) {
+    bool boundary = i == (size_t)n || strcmp(rows[i].recipient, rows[start].recipient) != 0 ||
+                    i - start >= (size_t)nf->cfg.digest_max;
+    if (!boundary) continue;
+    start_mail(nf, rows + start, i - start);
+    start = i;
+  }
+  free(rows);
+  nf->claim_again = n >= nf->cfg.claim_rows;
+  kpi_log(KPI_LOG_DEBUG, "claimed", "%d rows", n);
+  nf_send_kick(nf);
+}
+
+/* Mails allowed in SMTP at once: enough to keep every connection busy, few enough that the
+ * last of them is sent well within the lease even when every transaction times out. */
+static size_t send_capacity(const notifier *nf) { return (size_t)nf->smtp_connections * 2; }
+
+static void claim(notifier *nf) {
+  if (nf->claim_inflight || !nf->db_ready || nf->draining || !kpi_pgasync_is_up(nf->pg)) return;
+  size_t cap = send_capacity(nf);
+  if (nf->mails_inflight >= cap) return;
+  size_t free_slots = cap - nf->mails_inflight;
+  char gw[24], recipients[24], limit[24], lease[24];
+  snprintf(gw, sizeof(gw), "%" PRId64, nf->cfg.group_wait_ms);
+  snprintf(recipients, sizeof(recipients), "%zu", free_slots);
+  snprintf(limit, sizeof(limit), "%" PRId64, nf->cfg.claim_rows);
+  snprintf(lease, sizeof(lease), "%" PRId64, nf->cfg.lease_ms);
+  const char *p[] = {gw, recipients, limit, lease};
+  /* Flags first: kpi_pgasync may run the callback before kpi_pgasync_query returns when the
+   * answer is already there. */
+  nf->claim_inflight = true;
+  nf->claim_again = false;
+  if (kpi_pgasync_query(nf->pg, SQL_CLAIM, 4, p, on_pg_claimed, nf) != 0)
+    nf->claim_inflight = false;
+}
+
+void nf_send_kick(notifier *nf) {
+  /* Claim again at once only when the last claim was full (more rows are due) and at least
+   * half the capacity is free; otherwise the poll timer comes back soon enough. */
+  if (nf->claim_again && nf->mails_inflight <= send_capacity(nf) / 2) claim(nf);
+}
+
+static void on_uv_claim_timer(uv_timer_t *t) { claim(t->data); }
+
+static void on_pg_depth(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  notifier *nf = arg;
+  nf->depth_inflight = 0;
+  if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+    kpi_metrics_set(nf->m.queue_depth, strtod(PQgetvalue(res, 0, 0), NULL));
+}
+
+void nf_send_refresh_depth(notifier *nf) {
+  if (nf->depth_inflight || !nf->db_ready || !kpi_pgasync_is_up(nf->pg)) return;
+  nf->depth_inflight = 1;
+  if (kpi_pgasync_query(nf->pg, SQL_DEPTH, 0, NULL, on_pg_depth, nf) != 0) nf->depth_inflight = 0;
+}
+
+static void on_uv_depth_timer(uv_timer_t *t) { nf_send_refresh_depth(t->data); }
+
+void nf_send_init(notifier *nf) {
+  uv_timer_init(nf->loop, &nf->claim_timer);
+  nf->claim_timer.data = nf;
+  uv_timer_init(nf->loop, &nf->depth_timer);
+  nf->depth_timer.data = nf;
+  uv_timer_init(nf->loop, &nf->update_retry);
+  nf->update_retry.data = nf;
+  uv_timer_start(&nf->claim_timer, on_uv_claim_timer, (uint64_t)nf->cfg.poll_ms,
+                 (uint64_t)nf->cfg.poll_ms);
+  uv_timer_start(&nf->depth_timer, on_uv_depth_timer, 1000, 5000);
+  uv_unref((uv_handle_t *)&nf->depth_timer);
+}
+
+bool nf_send_idle(const notifier *nf) { return !nf->claim_inflight && nf->mails_inflight == 0; }
+
+void nf_send_abandon(notifier *nf) {
+  nf->stopping = true;
+  on_uv_update_retry(&nf->update_retry); /* each outcome sees stopping and is dropped */
+}
+
+void nf_send_stop(notifier *nf) {
+  uv_timer_stop(&nf->claim_timer);
+  uv_timer_stop(&nf->depth_timer);
+}

@@ -1,0 +1,143 @@
+/* test_evaluator_flow.c: records produced to the measurements topic become the right rows and
+ * attainment; a duplicated event_id counts once; poison records land in the DLQ with their
+ * reason while later records still flow; the read API answers; SIGTERM exits 0. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "test_evaluator_util.h"
+
+#define LEVEL "g2-uiturn-4-supporters"          /* level 24 -> 50, FY2022 -> FY2024 */
+#define CUMUL "g3-kosodate-3-maternity-grants"  /* cumulative 250 over FY2020-FY2024 */
+
+static void expect_sql(evw *w, const char *sql, const char *want) {
+  if (evw_wait_sql(w, sql, want, 30000) != 0) {
+    char *got = evw_sql(w, sql);
+    evw_dump_log(w);
+    fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
+  }
+}
+
+static void test_flow(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_evflow", "2024-06-01");
+  evw_start(&w, NULL);
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  char rec[1024], id1[KPI_UUID_STRLEN + 1], id2[KPI_UUID_STRLEN + 1], id3[KPI_UUID_STRLEN + 1];
+
+  /* A reading becomes a row and the measure's value, shortly after it is produced. */
+  kpi_uuid_v4(id1);
+  evw_measurement(rec, sizeof(rec), id1, LEVEL, "kikaku", "2024-05-01", 40, "person", NULL);
+  long long t0 = kpi_it_now_ms();
+  evw_produce(&w, w.t_meas, LEVEL, rec);
+  evw_flush(&w);
+  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "40");
+  fprintf(stderr, "first reading visible in attainment after %lld ms\n", kpi_it_now_ms() - t0);
+  char sql[512];
+  snprintf(sql, sizeof(sql),
+           "SELECT concat_ws('|', measure_id, department, observed_day, fiscal_year, value, unit,"
+           " observed_at = '2024-05-01T00:00:00+09:00') FROM measurements WHERE event_id = '%s'",
+           id1);
+  expect_sql(&w, sql, LEVEL "|kikaku|2024-05-01|2024|40|person|t");
+  /* e = 428/731 at 2024-06-01, p = 16/26: on track (0.615 >= 0.8 * 0.585). */
+  expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "on_track");
+
+  /* Duplicates: A and B, each sent several times, count once. */
+  kpi_uuid_v4(id2);
+  kpi_uuid_v4(id3);
+  const char *ids[] = {id2, id3, id2, id3, id2};
+  const double vals[] = {3, 4, 3, 4, 3};
+  for (int i = 0; i < 5; i++) {
+    evw_measurement(rec, sizeof(rec), ids[i], CUMUL, "kosodate", "2023-07-01", vals[i], "case",
+                    NULL);
+    evw_produce(&w, w.t_meas, CUMUL, rec);
+  }
+  evw_flush(&w);
+  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", "7");
+  expect_sql(&w, "SELECT count(*) || '/' || sum(value) FROM measurements WHERE measure_id = '"
+                 CUMUL "'", "2/7");
+  expect_sql(&w, "SELECT sum(events) || '/' || sum(total) FROM measure_totals WHERE measure_id = '"
+                 CUMUL "'", "2/7");
+
+  /* Poison: not JSON, an unknown measure, a wrong unit; then a good record still flows. */
+  evw_produce(&w, w.t_meas, LEVEL, "this is not json");
+  kpi_uuid_v4(id2);
+  evw_measurement(rec, sizeof(rec), id2, "no-such-measure", "kikaku", "2024-05-02", 1, "person",
+                  NULL);
+  evw_produce(&w, w.t_meas, LEVEL, rec);
+  kpi_uuid_v4(id2);
+  evw_measurement(rec, sizeof(rec), id2, LEVEL, "kikaku", "2024-05-02", 1, "case", NULL);
+  evw_produce(&w, w.t_meas, LEVEL, rec);
+  kpi_uuid_v4(id3);
+  evw_measurement(rec, sizeof(rec), id3, LEVEL, "kikaku", "2024-05-15", 45, "person", NULL);
+  evw_produce(&w, w.t_meas, LEVEL, rec);
+  evw_flush(&w);
+  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "45");
+
+  /* A note with every character that array literals and JSON escape survives intact. */
+  kpi_uuid_v4(id2);
+  snprintf(rec, sizeof(rec),
+           "{\"schema\":\"kpi.measurement/1\",\"event_id\":\"%s\",\"measure_id\":\"" LEVEL
+           "\",\"department\":\"kikaku\",\"observed_at\":\"2024-05-16T10:00:00+09:00\","
+           "\"value\":46,\"unit\":\"person\",\"note\":\"a \\\"quoted\\\", {braced}"
+           " back\\\\slash NULL 応援団\",\"received_at\":\"2024-05-16T01:00:00Z\"}",
+           id2);
+  evw_produce(&w, w.t_meas, LEVEL, rec);
+  evw_flush(&w);
+  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "46");
+  snprintf(sql, sizeof(sql), "SELECT note FROM measurements WHERE event_id = '%s'", id2);
+  expect_sql(&w, sql, "a \"quoted\", {braced} back\\slash NULL 応援団");
+  /* Every record's offset is stored, the poison ones included: 1 + 5 + 4 + 1 records. */
+  expect_sql(&w, "SELECT sum(next_offset) FROM consumer_offsets", "11");
+  expect_sql(&w, "SELECT count(*) FROM measurements", "5");
+
+  int n = 0;
+  evw_msg *dlq = evw_read_topic(w.t_dlq, 1, 3, 1000, 20000, &n);
+  assert_int_equal(n, 3);
+  assert_string_equal(dlq[0].value, "this is not json");
+  assert_string_equal(dlq[0].key, LEVEL);
+  assert_non_null(dlq[0].error_header);
+  assert_non_null(strstr(dlq[0].error_header, "decode"));
+  assert_non_null(dlq[1].error_header);
+  assert_non_null(strstr(dlq[1].error_header, "unknown_measure"));
+  assert_non_null(dlq[2].error_header);
+  assert_non_null(strstr(dlq[2].error_header, "unit_mismatch"));
+  evw_msgs_free(dlq, n);
+
+  /* The read API. */
+  char *resp = evw_http_get(&w, "/v1/attainment/" LEVEL);
+  assert_non_null(resp);
+  assert_non_null(strstr(resp, "200 OK"));
+  assert_non_null(strstr(resp, "\"history\""));
+  assert_non_null(strstr(resp, "\"value\": 46"));
+  free(resp);
+  resp = evw_http_get(&w, "/v1/attainment");
+  assert_non_null(resp);
+  assert_non_null(strstr(resp, CUMUL));
+  free(resp);
+  resp = evw_http_get(&w, "/v1/attainment/nothing-here");
+  assert_non_null(resp);
+  assert_non_null(strstr(resp, " 404 "));
+  free(resp);
+  resp = evw_http_get(&w, "/metrics");
+  assert_non_null(resp);
+  assert_non_null(strstr(resp, "kpi_evaluator_dlq_total 3"));
+  assert_non_null(strstr(resp, "kpi_evaluator_records_total 11"));
+  free(resp);
+
+  /* SIGTERM drains and exits 0. */
+  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
+  w.pid = 0;
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_close(&w);
+}
+
+int main(void) {
+  kpi_it_init();
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_flow)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

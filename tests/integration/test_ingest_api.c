@@ -1,0 +1,661 @@
+/* test_ingest_api.c: kpi-ingest over real HTTP against the stack's broker: every status code a
+ * request can earn (except broker loss, see test_ingest_broker.c), ownership, records read
+ * back from the topic, batches (207 and atomic), pipelining, chunked bodies, 100-continue,
+ * slow clients, SIGHUP reload and the SIGTERM drain. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "test_ingest_client.h"
+
+#define MEASURE_LED "g4-carbon-2-led-rate" /* kankyo, percent, level */
+#define MEASURE_PLAN "g4-carbon-1-zero-carbon-plan" /* kankyo, plan, milestone */
+#define MEASURE_GRANTS "g3-kosodate-3-maternity-grants" /* kosodate, case, cumulative */
+#define MEASURE_KONBINI "g4-digital-1-konbini-issuance" /* shimin, percent, ratio */
+#define JSON_CT "Content-Type: application/json\r\n"
+
+static tc_service svc;
+
+/* Concatenates header lines (NULLs skipped) into one of a few rotating buffers. */
+static char *hdrs3(const char *a, const char *b, const char *c) {
+  static char buf[4][1024];
+  static int next;
+  char *h = buf[next++ % 4];
+  snprintf(h, sizeof(buf[0]), "%s%s%s", a ? a : "", b ? b : "", c ? c : "");
+  return h;
+}
+
+static char *hdrs(const char *a, const char *b) { return hdrs3(a, b, NULL); }
+
+static void post(const char *path, const char *dept, const char *ct_line, const char *body,
+                 tc_resp *r) {
+  const char *auth = dept ? tc_auth(dept) : "";
+  if (tc_request(svc.port, "POST", path, hdrs(auth, ct_line), body, r) != 0)
+    fail_msg("no answer to POST %s", path);
+}
+
+static void post_led(const char *body, tc_resp *r) {
+  post("/v1/measurements", "KANKYO", JSON_CT, body, r);
+}
+
+static int setup(void **state) {
+  (void)state;
+  kpi_env_load_file(KPI_SOURCE_DIR "/config/sample-tokens.env");
+  const char *env[] = {"KPI_HTTP_HEADER_TIMEOUT_MS=500", "KPI_HTTP_MAX_BODY=65536",
+                       "KPI_INGEST_MAX_BATCH=20", NULL};
+  tc_service_start(&svc, env, 1);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  if (svc.pid > 0) kpi_it_stop(svc.pid, SIGKILL, 5000);
+  return 0;
+}
+
+/* ---- 202 and the record in Kafka ---- */
+
+static void test_single_accepted_and_read_back(void **state) {
+  (void)state;
+  const char *key = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+  tc_resp r;
+  if (tc_request(svc.port, "POST", "/v1/measurements",
+                 hdrs3(tc_auth("KANKYO"), JSON_CT,
+                       "Idempotency-Key: 6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b\r\n"),
+                 "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                 "\"value\":20.5,\"unit\":\"percent\",\"note\":\"LED化 進捗\"}",
+                 &r) != 0)
+    fail_msg("no answer");
+  assert_int_equal(r.status, 202);
+  assert_string_equal(tc_header(&r, "content-type"), "application/json");
+  cJSON *doc = cJSON_Parse(r.body);
+  assert_non_null(doc);
+  assert_string_equal(cJSON_GetObjectItem(doc, "event_id")->valuestring, key);
+  assert_string_equal(cJSON_GetObjectItem(doc, "measure_id")->valuestring, MEASURE_LED);
+  int part1 = cJSON_GetObjectItem(doc, "partition")->valueint;
+  double off1 = cJSON_GetObjectItem(doc, "offset")->valuedouble;
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+
+  /* Without any id the service makes one; with event_id in the body it is kept. */
+  post_led("{\"measure_id\":\"" MEASURE_PLAN "\",\"observed_at\":\"2024-06-01T09:00:00+09:00\","
+           "\"value\":1,\"unit\":\"plan\"}",
+           &r);
+  assert_int_equal(r.status, 202);
+  doc = cJSON_Parse(r.body);
+  char generated[64];
+  snprintf(generated, sizeof(generated), "%s", cJSON_GetObjectItem(doc, "event_id")->valuestring);
+  assert_int_equal(kpi_uuid_parse(generated, NULL), 0);
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+  post_led("{\"event_id\":\"0a0b0c0d-0e0f-4a1b-8c2d-3e4f5a6b7c8d\",\"measure_id\":\"" MEASURE_LED
+           "\",\"observed_at\":\"2024-05-02\",\"value\":21,\"unit\":\"percent\","
+           "\"department\":\"kankyo\"}",
+           &r);
+  assert_int_equal(r.status, 202);
+  assert_non_null(strstr(r.body, "0a0b0c0d-0e0f-4a1b-8c2d-3e4f5a6b7c8d"));
+  tc_resp_free(&r);
+
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  const tc_record *rec = tc_find_event(recs, n, key);
+  assert_non_null(rec);
+  assert_string_equal(rec->key, MEASURE_LED);
+  assert_int_equal(rec->partition, part1);
+  assert_true((double)rec->offset == off1);
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(rec->value, strlen(rec->value), KPI_PARSE_RECORD, &m,
+                                         &errs), 0);
+  assert_string_equal(m.department, "kankyo");
+  assert_string_equal(m.unit, "percent");
+  assert_string_equal(m.note, "LED化 進捗");
+  assert_string_equal(m.observed_at, "2024-05-01");
+  assert_true(m.value == 20.5);
+  assert_true(m.received_at[0] != '\0');
+  assert_non_null(strstr(rec->value, "\"schema\":\"kpi.measurement/1\""));
+  rec = tc_find_event(recs, n, generated);
+  assert_non_null(rec);
+  assert_string_equal(rec->key, MEASURE_PLAN);
+  assert_non_null(tc_find_event(recs, n, "0a0b0c0d-0e0f-4a1b-8c2d-3e4f5a6b7c8d"));
+  tc_records_free(recs, n);
+}
+
+/* ---- 401 / 403 ---- */
+
+static void test_auth_and_ownership(void **state) {
+  (void)state;
+  const char *led = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                    "\"value\":20,\"unit\":\"percent\"}";
+  tc_resp r;
+  post("/v1/measurements", NULL, JSON_CT, led, &r);
+  tc_expect_problem(&r, 401, NULL, NULL);
+  assert_non_null(tc_header(&r, "www-authenticate"));
+  assert_true(strncmp(tc_header(&r, "www-authenticate"), "Bearer", 6) == 0);
+  tc_resp_free(&r);
+
+  assert_int_equal(tc_request(svc.port, "POST", "/v1/measurements",
+                              hdrs("Authorization: Bearer not-a-known-token\r\n", JSON_CT), led,
+                              &r), 0);
+  tc_expect_problem(&r, 401, NULL, NULL);
+  assert_non_null(strstr(tc_header(&r, "www-authenticate"), "invalid_token"));
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(svc.port, "POST", "/v1/measurements",
+                              hdrs("Authorization: Basic Zm9vOmJhcg==\r\n", JSON_CT), led, &r), 0);
+  tc_expect_problem(&r, 401, NULL, NULL);
+  tc_resp_free(&r);
+
+  /* Department A (kikaku) cannot report department B's (kankyo) measure. */
+  post("/v1/measurements", "KIKAKU", JSON_CT, led, &r);
+  tc_expect_problem(&r, 403, "measure_id", "forbidden");
+  tc_resp_free(&r);
+  /* Nor claim another department in the body. */
+  post_led("{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":20,"
+           "\"unit\":\"percent\",\"department\":\"kikaku\"}",
+           &r);
+  tc_expect_problem(&r, 403, "department", "forbidden");
+  tc_resp_free(&r);
+  /* A batch item of another department's measure is refused on its own. */
+  char batch[512];
+  snprintf(batch, sizeof(batch), "[%s]", led);
+  post("/v1/measurements:batch", "KOSODATE", JSON_CT, batch, &r);
+  assert_int_equal(r.status, 207);
+  cJSON *doc = cJSON_Parse(r.body);
+  cJSON *item = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "items"), 0);
+  assert_int_equal(cJSON_GetObjectItem(item, "status")->valueint, 403);
+  assert_true(tc_has_error(cJSON_GetObjectItem(item, "errors"), "measure_id", "forbidden"));
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+  /* Atomic: the whole batch is refused with 403. */
+  post("/v1/measurements:batch?atomic=true", "KOSODATE", JSON_CT, batch, &r);
+  tc_expect_problem(&r, 403, "measure_id", "forbidden");
+  tc_resp_free(&r);
+}
+
+/* ---- 400 / 415 / 422 ---- */
+
+static void test_validation(void **state) {
+  (void)state;
+  static const struct {
+    const char *body;
+    int status;
+    const char *field;
+    const char *code;
+  } cases[] = {
+      {"{\"measure_id\":", 400, "", "syntax"},
+      {"{\"measure_id\":\"x\"} trailing", 400, "", "syntax"},
+      {"", 400, "", "syntax"},
+      {"[1,2]", 422, "", "type"},
+      {"{\"measure_id\":\"no-such\",\"observed_at\":\"2024-05-01\",\"value\":1,\"unit\":\"percent\"}",
+       422, "measure_id", "unknown_measure"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":1,"
+       "\"unit\":\"person\"}", 422, "unit", "unit_mismatch"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":\"NaN\","
+       "\"unit\":\"percent\"}", 422, "value", "type"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":100.5,"
+       "\"unit\":\"percent\"}", 422, "value", "range"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":-1,"
+       "\"unit\":\"percent\"}", 422, "value", "range"},
+      {"{\"measure_id\":\"" MEASURE_PLAN "\",\"observed_at\":\"2024-05-01\",\"value\":0.5,"
+       "\"unit\":\"plan\"}", 422, "value", "range"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2999-01-01\",\"value\":1,"
+       "\"unit\":\"percent\"}", 422, "observed_at", "future"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"yesterday\",\"value\":1,"
+       "\"unit\":\"percent\"}", 422, "observed_at", "format"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":1,"
+       "\"unit\":\"percent\",\"component\":\"numerator\"}", 422, "component", "not_allowed"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":1,"
+       "\"unit\":\"percent\",\"colour\":\"red\"}", 422, "colour", "unknown_field"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"value\":1,\"unit\":\"percent\"}", 422,
+       "observed_at", "missing"},
+      {"{\"event_id\":\"nope\",\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+       "\"value\":1,\"unit\":\"percent\"}", 422, "event_id", "format"},
+      {"{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":1,"
+       "\"unit\":\"percent\",\"note\":\"\xff\xfe\"}", 422, "note", "encoding"},
+  };
+  tc_resp r;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    post_led(cases[i].body, &r);
+    tc_expect_problem(&r, cases[i].status, cases[i].field, cases[i].code);
+    tc_resp_free(&r);
+  }
+  /* Kind rules of other departments' measures, with their own tokens. */
+  post("/v1/measurements", "KOSODATE", JSON_CT,
+       "{\"measure_id\":\"" MEASURE_GRANTS "\",\"observed_at\":\"2024-05-01\",\"value\":-3,"
+       "\"unit\":\"case\"}", &r);
+  tc_expect_problem(&r, 422, "value", "range");
+  tc_resp_free(&r);
+  post("/v1/measurements", "SHIMIN", JSON_CT,
+       "{\"measure_id\":\"" MEASURE_KONBINI "\",\"observed_at\":\"2024-05-01\",\"value\":3,"
+       "\"unit\":\"percent\"}", &r);
+  tc_expect_problem(&r, 422, "component", "missing");
+  tc_resp_free(&r);
+  char note[1200];
+  memset(note, 'a', 1100);
+  note[1100] = '\0';
+  char *big = malloc(2000);
+  snprintf(big, 2000, "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+           "\"value\":1,\"unit\":\"percent\",\"note\":\"%s\"}", note);
+  post_led(big, &r);
+  tc_expect_problem(&r, 422, "note", "too_long");
+  tc_resp_free(&r);
+  free(big);
+
+  const char *ok = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                   "\"value\":1,\"unit\":\"percent\"}";
+  post("/v1/measurements", "KANKYO", "Content-Type: text/plain\r\n", ok, &r);
+  tc_expect_problem(&r, 415, NULL, NULL);
+  tc_resp_free(&r);
+  post("/v1/measurements", "KANKYO", "Content-Type: application/json; charset=latin1\r\n", ok, &r);
+  tc_expect_problem(&r, 415, NULL, NULL);
+  tc_resp_free(&r);
+  post("/v1/measurements", "KANKYO", NULL, ok, &r);
+  tc_expect_problem(&r, 415, NULL, NULL);
+  tc_resp_free(&r);
+  post("/v1/measurements", "KANKYO", "Content-Type: Application/JSON; charset=\"UTF-8\"\r\n", ok,
+       &r);
+  assert_int_equal(r.status, 202);
+  tc_resp_free(&r);
+  post("/v1/measurements", "KANKYO", hdrs(JSON_CT, "Idempotency-Key: 12345\r\n"), ok, &r);
+  tc_expect_problem(&r, 400, "Idempotency-Key", "format");
+  tc_resp_free(&r);
+}
+
+/* ---- 404 / 405 / probes / metrics ---- */
+
+static void test_routing_and_probes(void **state) {
+  (void)state;
+  tc_resp r;
+  assert_int_equal(tc_request(svc.port, "GET", "/nope", NULL, NULL, &r), 0);
+  tc_expect_problem(&r, 404, NULL, NULL);
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(svc.port, "GET", "/v1/measurements", tc_auth("KANKYO"), NULL, &r), 0);
+  tc_expect_problem(&r, 405, NULL, NULL);
+  assert_string_equal(tc_header(&r, "allow"), "POST");
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(svc.port, "PUT", "/v1/measurements:batch", NULL, "[]", &r), 0);
+  tc_expect_problem(&r, 405, NULL, NULL);
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(svc.port, "POST", "/healthz", NULL, "", &r), 0);
+  tc_expect_problem(&r, 405, NULL, NULL);
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(svc.port, "GET", "/healthz", NULL, NULL, &r), 0);
+  assert_int_equal(r.status, 200);
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(svc.port, "GET", "/readyz", NULL, NULL, &r), 0);
+  assert_int_equal(r.status, 200);
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(svc.port, "GET", "/metrics", NULL, NULL, &r), 0);
+  assert_int_equal(r.status, 200);
+  assert_non_null(strstr(r.body, "kpi_ingest_requests_total{endpoint=\"measurements\",code=\"202\"}"));
+  assert_non_null(strstr(r.body, "kpi_ingest_records_produced_total"));
+  assert_non_null(strstr(r.body, "kpi_ingest_request_duration_seconds_bucket"));
+  assert_non_null(strstr(r.body, "kpi_ingest_producer_queue_depth"));
+  assert_non_null(strstr(r.body, "kpi_http_requests_total"));
+  assert_non_null(strstr(r.body, "kpi_ingest_ready 1"));
+  tc_resp_free(&r);
+}
+
+/* ---- 413 ---- */
+
+static void test_limits(void **state) {
+  (void)state;
+  /* Body over KPI_HTTP_MAX_BODY: refused from the Content-Length, before any body byte. */
+  int fd = tc_connect(svc.port);
+  char req[512];
+  int n = snprintf(req, sizeof(req),
+                   "POST /v1/measurements HTTP/1.1\r\nHost: t\r\n%s%sContent-Length: 70000\r\n\r\n",
+                   tc_auth("KANKYO"), JSON_CT);
+  assert_int_equal(tc_write(fd, req, (size_t)n), 0);
+  tc_resp r;
+  assert_int_equal(tc_read(fd, &r, 1, 5000, NULL), 1);
+  tc_expect_problem(&r, 413, NULL, NULL);
+  tc_resp_free(&r);
+  close(fd);
+
+  /* More items than KPI_INGEST_MAX_BATCH (20). */
+  char *body = malloc(8192);
+  size_t len = 0;
+  for (int i = 0; i < 21; i++)
+    len += (size_t)snprintf(body + len, 8192 - len,
+                            "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                            "\"value\":%d,\"unit\":\"percent\"}\n", i);
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, &r);
+  tc_expect_problem(&r, 413, NULL, NULL);
+  tc_resp_free(&r);
+  free(body);
+}
+
+/* ---- batches ---- */
+
+static cJSON *batch_item(cJSON *doc, int i) {
+  return cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "items"), i);
+}
+
+static int item_status(cJSON *doc, int i) {
+  return cJSON_GetObjectItem(batch_item(doc, i), "status")->valueint;
+}
+
+static void test_batch_partial_207(void **state) {
+  (void)state;
+  const char *body =
+      "{\"event_id\":\"11111111-1111-4111-8111-111111111111\",\"measure_id\":\"" MEASURE_LED
+      "\",\"observed_at\":\"2024-05-01\",\"value\":30,\"unit\":\"percent\"}\n"
+      "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":300,"
+      "\"unit\":\"percent\"}\r\n"
+      "\n"
+      "{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"2024-05-01\",\"value\":30,"
+      "\"unit\":\"person\"}\n"
+      "{not json\n"
+      "{\"event_id\":\"22222222-2222-4222-8222-222222222222\",\"measure_id\":\"" MEASURE_PLAN
+      "\",\"observed_at\":\"2024-05-01\",\"value\":0,\"unit\":\"plan\"}";
+  tc_resp r;
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, &r);
+  assert_int_equal(r.status, 207);
+  cJSON *doc = cJSON_Parse(r.body);
+  assert_non_null(doc);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(doc, "items")), 5);
+  assert_int_equal(cJSON_GetObjectItem(doc, "accepted")->valueint, 2);
+  assert_int_equal(cJSON_GetObjectItem(doc, "rejected")->valueint, 3);
+  assert_int_equal(item_status(doc, 0), 202);
+  assert_int_equal(item_status(doc, 1), 422);
+  assert_true(tc_has_error(cJSON_GetObjectItem(batch_item(doc, 1), "errors"), "value", "range"));
+  assert_int_equal(item_status(doc, 2), 403);
+  assert_int_equal(item_status(doc, 3), 400);
+  assert_int_equal(item_status(doc, 4), 202);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(cJSON_GetObjectItem(batch_item(doc, i), "index")->valueint, i);
+  assert_true(cJSON_IsNumber(cJSON_GetObjectItem(batch_item(doc, 4), "offset")));
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+
+  /* All good, as a JSON array: 202 with every item's place in Kafka. */
+  post("/v1/measurements:batch", "KANKYO", JSON_CT,
+       "[{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":31,"
+       "\"unit\":\"percent\"},{\"measure_id\":\"" MEASURE_PLAN "\",\"observed_at\":"
+       "\"2024-05-01\",\"value\":1,\"unit\":\"plan\"}]",
+       &r);
+  assert_int_equal(r.status, 202);
+  doc = cJSON_Parse(r.body);
+  assert_int_equal(cJSON_GetObjectItem(doc, "accepted")->valueint, 2);
+  assert_int_equal(item_status(doc, 1), 202);
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+
+  /* Shapes refused whole. */
+  post("/v1/measurements:batch", "KANKYO", JSON_CT, "[]", &r);
+  tc_expect_problem(&r, 422, "", "empty");
+  tc_resp_free(&r);
+  post("/v1/measurements:batch", "KANKYO", JSON_CT, "{\"a\":1}", &r);
+  tc_expect_problem(&r, 422, "", "type");
+  tc_resp_free(&r);
+  post("/v1/measurements:batch", "KANKYO", JSON_CT, "[{", &r);
+  tc_expect_problem(&r, 400, "", "syntax");
+  tc_resp_free(&r);
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: text/csv\r\n", "a,b", &r);
+  tc_expect_problem(&r, 415, NULL, NULL);
+  tc_resp_free(&r);
+  post("/v1/measurements:batch?atomic=maybe", "KANKYO", JSON_CT, "[]", &r);
+  tc_expect_problem(&r, 400, "atomic", NULL);
+  tc_resp_free(&r);
+
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  assert_non_null(tc_find_event(recs, n, "11111111-1111-4111-8111-111111111111"));
+  assert_non_null(tc_find_event(recs, n, "22222222-2222-4222-8222-222222222222"));
+  tc_records_free(recs, n);
+}
+
+static void test_batch_atomic(void **state) {
+  (void)state;
+  const char *bad =
+      "[{\"event_id\":\"33333333-3333-4333-8333-333333333333\",\"measure_id\":\"" MEASURE_LED
+      "\",\"observed_at\":\"2024-05-01\",\"value\":40,\"unit\":\"percent\"},"
+      "{\"event_id\":\"44444444-4444-4444-8444-444444444444\",\"measure_id\":\"" MEASURE_PLAN
+      "\",\"observed_at\":\"2024-05-01\",\"value\":7,\"unit\":\"plan\"},"
+      "{\"event_id\":\"55555555-5555-4555-8555-555555555555\",\"measure_id\":\"" MEASURE_LED
+      "\",\"observed_at\":\"2024-05-01\",\"value\":41,\"unit\":\"percent\"}]";
+  tc_resp r;
+  post("/v1/measurements:batch?atomic=true", "KANKYO", JSON_CT, bad, &r);
+  cJSON *doc = tc_problem(&r, 422);
+  cJSON *errs = cJSON_GetObjectItem(doc, "errors");
+  assert_int_equal(cJSON_GetArraySize(errs), 1);
+  assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(errs, 0), "index")->valueint, 1);
+  assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(errs, 0), "field")->valuestring,
+                      "value");
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+
+  const char *good =
+      "{\"event_id\":\"66666666-6666-4666-8666-666666666666\",\"measure_id\":\"" MEASURE_LED
+      "\",\"observed_at\":\"2024-05-01\",\"value\":42,\"unit\":\"percent\"}\n"
+      "{\"event_id\":\"77777777-7777-4777-8777-777777777777\",\"measure_id\":\"" MEASURE_PLAN
+      "\",\"observed_at\":\"2024-05-01\",\"value\":1,\"unit\":\"plan\"}\n";
+  post("/v1/measurements:batch?atomic=true", "KANKYO", "Content-Type: application/x-ndjson\r\n",
+       good, &r);
+  assert_int_equal(r.status, 202);
+  tc_resp_free(&r);
+
+  /* The good batch was acknowledged after the bad one was refused, so reading the topic now
+   * shows whether anything of the bad one went out. */
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  assert_null(tc_find_event(recs, n, "33333333-3333-4333-8333-333333333333"));
+  assert_null(tc_find_event(recs, n, "44444444-4444-4444-8444-444444444444"));
+  assert_null(tc_find_event(recs, n, "55555555-5555-4555-8555-555555555555"));
+  assert_non_null(tc_find_event(recs, n, "66666666-6666-4666-8666-666666666666"));
+  assert_non_null(tc_find_event(recs, n, "77777777-7777-4777-8777-777777777777"));
+  tc_records_free(recs, n);
+}
+
+/* ---- HTTP framing ---- */
+
+static void test_pipelined_in_order(void **state) {
+  (void)state;
+  char *a = tc_format("POST", "/v1/measurements", hdrs(tc_auth("KANKYO"), JSON_CT),
+                      "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                      "\"value\":50,\"unit\":\"percent\"}");
+  char *b = tc_format("GET", "/healthz", NULL, NULL);
+  char *c = tc_format("POST", "/v1/measurements", hdrs(tc_auth("KANKYO"), JSON_CT),
+                      "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                      "\"value\":500,\"unit\":\"percent\"}");
+  char *d = tc_format("POST", "/v1/measurements:batch", hdrs(tc_auth("KANKYO"), JSON_CT),
+                      "[{\"measure_id\":\"" MEASURE_PLAN "\",\"observed_at\":\"2024-05-01\","
+                      "\"value\":1,\"unit\":\"plan\"}]");
+  size_t total = strlen(a) + strlen(b) + strlen(c) + strlen(d);
+  char *all = malloc(total + 1);
+  snprintf(all, total + 1, "%s%s%s%s", a, b, c, d);
+  int fd = tc_connect(svc.port);
+  assert_int_equal(tc_write(fd, all, total), 0); /* one write: four requests */
+  tc_resp r[4];
+  assert_int_equal(tc_read(fd, r, 4, 20000, NULL), 4);
+  assert_int_equal(r[0].status, 202);
+  assert_int_equal(r[1].status, 200);
+  tc_expect_problem(&r[2], 422, "value", "range");
+  assert_int_equal(r[3].status, 202);
+  for (int i = 0; i < 4; i++) tc_resp_free(&r[i]);
+  close(fd);
+  free(a), free(b), free(c), free(d), free(all);
+}
+
+static void test_chunked_and_continue(void **state) {
+  (void)state;
+  const char *json = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                     "\"value\":60,\"unit\":\"percent\"}";
+  size_t jl = strlen(json);
+  char req[2048];
+  int n = snprintf(req, sizeof(req),
+                   "POST /v1/measurements HTTP/1.1\r\nHost: t\r\n%s%s"
+                   "Transfer-Encoding: chunked\r\n\r\n%zx\r\n%.*s\r\n%zx\r\n%s\r\n0\r\n\r\n",
+                   tc_auth("KANKYO"), JSON_CT, (size_t)10, 10, json, jl - 10, json + 10);
+  int fd = tc_connect(svc.port);
+  assert_int_equal(tc_write(fd, req, (size_t)n), 0);
+  tc_resp r;
+  assert_int_equal(tc_read(fd, &r, 1, 20000, NULL), 1);
+  assert_int_equal(r.status, 202);
+  tc_resp_free(&r);
+
+  /* Expect: 100-continue on the same connection: the body only after the interim answer. */
+  n = snprintf(req, sizeof(req),
+               "POST /v1/measurements HTTP/1.1\r\nHost: t\r\n%s%sExpect: 100-continue\r\n"
+               "Content-Length: %zu\r\n\r\n",
+               tc_auth("KANKYO"), JSON_CT, jl);
+  assert_int_equal(tc_write(fd, req, (size_t)n), 0);
+  assert_int_equal(tc_read(fd, &r, 1, 5000, NULL), 1);
+  assert_int_equal(r.status, 100);
+  tc_resp_free(&r);
+  assert_int_equal(tc_write(fd, json, jl), 0);
+  assert_int_equal(tc_read(fd, &r, 1, 20000, NULL), 1);
+  assert_int_equal(r.status, 202);
+  tc_resp_free(&r);
+  close(fd);
+}
+
+/* A client trickling its headers is cut at KPI_HTTP_HEADER_TIMEOUT_MS (500) with 408, while
+ * another client is served meanwhile. */
+static void test_slow_client_408(void **state) {
+  (void)state;
+  int slow = tc_connect(svc.port);
+  const char *head = "POST /v1/measurements HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+  long long t0 = kpi_it_now_ms();
+  int served = 0, cut = 0;
+  tc_resp r;
+  for (int i = 0; head[i] && !cut; i++) {
+    if (write(slow, head + i, 1) != 1) break;
+    if (i == 5) {
+      long long s0 = kpi_it_now_ms();
+      post_led("{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":70,"
+               "\"unit\":\"percent\"}",
+               &r);
+      assert_int_equal(r.status, 202);
+      assert_true(kpi_it_now_ms() - s0 < 2000);
+      served = 1;
+      tc_resp_free(&r);
+    }
+    struct pollfd pfd = {.fd = slow, .events = POLLIN};
+    if (poll(&pfd, 1, 60) > 0) cut = 1;
+  }
+  assert_true(served);
+  assert_int_equal(tc_read(slow, &r, 1, 3000, NULL), 1);
+  tc_expect_problem(&r, 408, NULL, NULL);
+  long long took = kpi_it_now_ms() - t0;
+  assert_true(took >= 450 && took < 2500);
+  tc_resp_free(&r);
+  assert_true(tc_wait_eof(slow, 3000));
+  close(slow);
+}
+
+/* ---- signals ---- */
+
+static void test_sighup_reloads_catalog(void **state) {
+  (void)state;
+  /* A private copy of the catalog, so that it can be broken and changed. */
+  char path[256];
+  snprintf(path, sizeof(path), "%s/it_ingest_catalog_%d.json", KPI_BINARY_DIR, (int)getpid());
+  FILE *f = fopen(KPI_SOURCE_DIR "/config/catalog.json", "rb");
+  assert_non_null(f);
+  static char text[1 << 20];
+  size_t len = fread(text, 1, sizeof(text) - 1, f);
+  fclose(f);
+  text[len] = '\0';
+  f = fopen(path, "wb");
+  fwrite(text, 1, len, f);
+  fclose(f);
+  char cat_env[300];
+  snprintf(cat_env, sizeof(cat_env), "KPI_CATALOG=%s", path);
+  const char *env[] = {cat_env, NULL};
+  tc_service other;
+  tc_service_start(&other, env, 1);
+  const char *led = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                    "\"value\":20,\"unit\":\"percent\"}";
+  tc_resp r;
+  assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
+                              hdrs(tc_auth("KIKAKU"), JSON_CT), led, &r), 0);
+  tc_expect_problem(&r, 403, "measure_id", "forbidden");
+  tc_resp_free(&r);
+
+  /* A broken file: the old catalog stays in force. */
+  f = fopen(path, "wb");
+  fputs("{ broken", f);
+  fclose(f);
+  kill(other.pid, SIGHUP);
+  kpi_it_sleep_ms(300);
+  assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
+                              hdrs(tc_auth("KANKYO"), JSON_CT), led, &r), 0);
+  assert_int_equal(r.status, 202);
+  tc_resp_free(&r);
+
+  /* The LED measure handed to kikaku. */
+  cJSON *cat = cJSON_Parse(text);
+  cJSON *m;
+  cJSON_ArrayForEach(m, cJSON_GetObjectItem(cat, "measures")) {
+    if (strcmp(cJSON_GetObjectItem(m, "id")->valuestring, MEASURE_LED) == 0)
+      cJSON_ReplaceItemInObject(m, "owner", cJSON_CreateString("kikaku"));
+  }
+  char *out = cJSON_Print(cat);
+  f = fopen(path, "wb");
+  fputs(out, f);
+  fclose(f);
+  free(out);
+  cJSON_Delete(cat);
+  kill(other.pid, SIGHUP);
+  long long deadline = kpi_it_now_ms() + 5000;
+  int status = 0;
+  while (kpi_it_now_ms() < deadline) {
+    assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
+                                hdrs(tc_auth("KIKAKU"), JSON_CT), led, &r), 0);
+    status = r.status;
+    tc_resp_free(&r);
+    if (status == 202) break;
+    kpi_it_sleep_ms(100);
+  }
+  assert_int_equal(status, 202);
+  tc_service_stop(&other);
+  unlink(path);
+}
+
+/* SIGTERM with a request in flight: it is still answered 202, then the process exits 0. */
+static void test_sigterm_drains(void **state) {
+  (void)state;
+  int fd = tc_connect(svc.port);
+  char *req = tc_format("POST", "/v1/measurements", hdrs(tc_auth("KANKYO"), JSON_CT),
+                        "{\"event_id\":\"88888888-8888-4888-8888-888888888888\",\"measure_id\":\""
+                        MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":80,"
+                        "\"unit\":\"percent\"}");
+  assert_int_equal(tc_write(fd, req, strlen(req)), 0);
+  free(req);
+  kpi_it_sleep_ms(2); /* let the loop read it; the delivery report takes longer (linger.ms) */
+  kill(svc.pid, SIGTERM);
+  tc_resp r;
+  assert_int_equal(tc_read(fd, &r, 1, 20000, NULL), 1);
+  assert_int_equal(r.status, 202);
+  assert_string_equal(tc_header(&r, "connection"), "close");
+  tc_resp_free(&r);
+  close(fd);
+  tc_service_stop(&svc);
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  assert_non_null(tc_find_event(recs, n, "88888888-8888-4888-8888-888888888888"));
+  tc_records_free(recs, n);
+}
+
+int main(void) {
+  kpi_it_init();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_single_accepted_and_read_back),
+      cmocka_unit_test(test_auth_and_ownership),
+      cmocka_unit_test(test_validation),
+      cmocka_unit_test(test_routing_and_probes),
+      cmocka_unit_test(test_limits),
+      cmocka_unit_test(test_batch_partial_207),
+      cmocka_unit_test(test_batch_atomic),
+      cmocka_unit_test(test_pipelined_in_order),
+      cmocka_unit_test(test_chunked_and_continue),
+      cmocka_unit_test(test_slow_client_408),
+      cmocka_unit_test(test_sighup_reloads_catalog),
+      cmocka_unit_test(test_sigterm_drains),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,335 @@
+/* test_notifier_delivery.c: alerts on Kafka become mails in the real SMTP server's Maildir: headers, Japanese body, duplicates, injection, digests, dead letters. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "test_notifier_util.h"
+
+static nf_it T;
+static const char *maildir;
+
+#define GROUP_WAIT_MS 1500
+
+static void addr(char *buf, size_t size, const char *who) {
+  snprintf(buf, size, "%s.%s@city.example", who, T.tag);
+}
+
+/* Waits for WANT mails to the addresses containing TAG, then a little longer to be sure no
+ * more come; returns the final count. */
+static int settle_count(const char *tag, int want, int timeout_ms) {
+  int n = nf_it_wait_mails(maildir, tag, want, timeout_ms);
+  if (n < want) return n;
+  kpi_it_sleep_ms(GROUP_WAIT_MS + 800);
+  return nf_it_wait_mails(maildir, tag, 0, 0);
+}
+
+static void test_alert_becomes_mail_per_recipient(void **state) {
+  (void)state;
+  char owner[128], watcher[128], owner_upper[128], tag[128];
+  snprintf(tag, sizeof(tag), "single.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.single");
+  addr(watcher, sizeof(watcher), "watcher.single");
+  /* The same owner twice, once in other case: one mail. */
+  snprintf(owner_upper, sizeof(owner_upper), "OWNER.single.%s@city.example", T.tag);
+  const char *emails[] = {owner, watcher, owner_upper, NULL};
+  kpi_alert *a = nf_it_alert("it-measure-single", "「星の降る里あしべつ応援団」事業の推進", emails);
+  nf_it_produce(&T, a);
+
+  assert_int_equal(settle_count(tag, 2, 30000), 2);
+  int n;
+  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  assert_int_equal(n, 2);
+  int seen_owner = 0, seen_watcher = 0;
+  for (int i = 0; i < n; i++) {
+    nf_it_mail *m = &mails[i];
+    char *to = nf_it_header(m, "To");
+    assert_non_null(to);
+    if (strstr(to, owner)) seen_owner++;
+    if (strstr(to, watcher)) seen_watcher++;
+    free(to);
+    char *from = nf_it_header(m, "From");
+    assert_non_null(strstr(from, "<kpi-it@notifier.test>"));
+    free(from);
+    char *raw_subject = nf_it_header(m, "Subject");
+    assert_non_null(strstr(raw_subject, "=?UTF-8?B?"));
+    char *subject = nf_it_decode_words(raw_subject);
+    assert_string_equal(subject, "【KPI 遅れ / lagging】「星の降る里あしべつ応援団」事業の推進");
+    free(subject);
+    free(raw_subject);
+    char *v = nf_it_header(m, "Message-ID");
+    assert_non_null(v);
+    assert_true(v[0] == '<' && strstr(v, "@notifier.test>"));
+    free(v);
+    v = nf_it_header(m, "Date");
+    assert_non_null(v);
+    assert_non_null(strstr(v, "+0900"));
+    free(v);
+    v = nf_it_header(m, "Auto-Submitted");
+    assert_string_equal(v, "auto-generated");
+    free(v);
+    v = nf_it_header(m, "MIME-Version");
+    assert_string_equal(v, "1.0");
+    free(v);
+    v = nf_it_header(m, "Content-Type");
+    assert_string_equal(v, "text/plain; charset=UTF-8");
+    free(v);
+    v = nf_it_header(m, "Content-Transfer-Encoding");
+    assert_string_equal(v, "base64");
+    free(v);
+    v = nf_it_header(m, "X-KPI-Alert-ID");
+    assert_string_equal(v, a->alert_id);
+    free(v);
+    char *body = nf_it_b64(m->body, strlen(m->body));
+    assert_true(kpi_utf8_valid(body, strlen(body)));
+    static const char *const lines[] = {
+        "第2期芦別市まち・ひと・しごと創生総合戦略（改訂版）",
+        "■ 「星の降る里あしべつ応援団」事業の推進",
+        "状況: 遅れ",
+        "前回の通知からの変化: 順調 → 遅れ",
+        "指標: 登録者数",
+        "基準値: 24人（令和4年度 (FY2022)）",
+        "目標値: 50人（令和6年度 (FY2024)）",
+        "期限: 2025年3月31日",
+        "現在値: 30人（2024-10-01 時点）",
+        "進捗率: 23.1%（期待されるペース: 60.0%）",
+        "詳細: http://localhost:8081/v1/attainment/it-measure-single",
+        "Status: lagging",
+        "Since the last notice: on track -> lagging",
+        "Target: 50 persons (令和6年度 (FY2024))",
+    };
+    for (size_t k = 0; k < sizeof(lines) / sizeof(lines[0]); k++)
+      if (!strstr(body, lines[k])) fail_msg("body lacks \"%s\":\n%s", lines[k], body);
+    assert_true(strstr(body, "状況: 遅れ") < strstr(body, "Status: lagging"));
+    free(body);
+  }
+  assert_int_equal(seen_owner, 1);
+  assert_int_equal(seen_watcher, 1);
+  nf_it_mails_free(mails, n);
+
+  /* The queue records both as sent, with the server's reply and the Message-ID. */
+  assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(*) FROM notifications WHERE alert_id = $1::uuid "
+                                        "AND state = 'sent' AND smtp_reply LIKE '250%' "
+                                        "AND message_id LIKE '<%@notifier.test>'",
+                                  a->alert_id),
+                   2);
+  nf_it_alert_free(a);
+}
+
+static void test_same_alert_twice_one_mail(void **state) {
+  (void)state;
+  char owner[128], watcher[128], tag[128];
+  snprintf(tag, sizeof(tag), "dup.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.dup");
+  addr(watcher, sizeof(watcher), "watcher.dup");
+  const char *emails[] = {owner, watcher, NULL};
+  kpi_alert *a = nf_it_alert("it-measure-dup", "重複テストの施策", emails);
+  nf_it_produce(&T, a);
+  nf_it_produce(&T, a);
+  assert_int_equal(settle_count(tag, 2, 30000), 2);
+  /* Replayed once more after the mails went out: still nothing new. */
+  nf_it_produce(&T, a);
+  kpi_it_sleep_ms(GROUP_WAIT_MS + 1500);
+  assert_int_equal(nf_it_wait_mails(maildir, tag, 0, 0), 2);
+  assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(*) FROM notifications WHERE alert_id = $1::uuid",
+                                  a->alert_id),
+                   2);
+  nf_it_alert_free(a);
+}
+
+static void test_crlf_in_measure_name_cannot_inject(void **state) {
+  (void)state;
+  char owner[128], victim[128], tag[128], vtag[128];
+  snprintf(tag, sizeof(tag), "inject.%s", T.tag);
+  snprintf(vtag, sizeof(vtag), "victim.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.inject");
+  addr(victim, sizeof(victim), "victim");
+  char name[512];
+  snprintf(name, sizeof(name),
+           "悪意のある施策\r\nBcc: %s\r\nX-Injected: yes\r\n\r\n偽の本文\nSubject: 偽", victim);
+  const char *emails[] = {owner, NULL};
+  kpi_alert *a = nf_it_alert("it-measure-inject\r\nX-Measure: 1", name, emails);
+  free(a->indicator);
+  a->indicator = strdup("指標\r\nX-Indicator: 1");
+  nf_it_produce(&T, a);
+  assert_int_equal(settle_count(tag, 1, 30000), 1);
+  assert_int_equal(nf_it_wait_mails(maildir, vtag, 0, 0), 0);
+  int n;
+  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  assert_int_equal(n, 1);
+  nf_it_mail *m = &mails[0];
+  /* No header line the data could have made. */
+  for (const char *p = m->headers; *p;) {
+    const char *eol = strchr(p, '\n');
+    if (strncasecmp(p, "Bcc:", 4) == 0 || strncasecmp(p, "X-Injected", 10) == 0 ||
+        strncasecmp(p, "X-Measure", 9) == 0 || strncasecmp(p, "X-Indicator", 11) == 0)
+      fail_msg("injected header: %.*s", (int)(eol - p), p);
+    p = eol + 1;
+  }
+  char *raw_subject = nf_it_header(m, "Subject");
+  char *subject = nf_it_decode_words(raw_subject);
+  assert_null(strpbrk(subject, "\r\n"));
+  assert_non_null(strstr(subject, "悪意のある施策  Bcc: "));
+  free(subject);
+  free(raw_subject);
+  char *rcpt = nf_it_header(m, "X-RcptTo");
+  assert_string_equal(rcpt, owner);
+  free(rcpt);
+  /* In the body the name stays on its one line. */
+  char *body = nf_it_b64(m->body, strlen(m->body));
+  assert_non_null(strstr(body, "■ 悪意のある施策  Bcc: "));
+  assert_null(strstr(body, "\nSubject: 偽"));
+  assert_null(strstr(body, "\nX-Injected"));
+  free(body);
+  nf_it_mails_free(mails, n);
+  nf_it_alert_free(a);
+}
+
+static void test_digest_three_alerts_one_mail(void **state) {
+  (void)state;
+  char owner[128], tag[128];
+  snprintf(tag, sizeof(tag), "digest.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.digest");
+  const char *emails[] = {owner, NULL};
+  static const char *const names[] = {"ダイジェスト施策その一", "ダイジェスト施策その二",
+                                      "ダイジェスト施策その三"};
+  static const char *const ids[] = {"it-digest-1", "it-digest-2", "it-digest-3"};
+  for (int i = 0; i < 3; i++) {
+    kpi_alert *a = nf_it_alert(ids[i], names[i], emails);
+    if (i == 1) {
+      strcpy(a->status, "failed");
+      strcpy(a->previous_status, "lagging");
+    }
+    nf_it_produce(&T, a);
+    nf_it_alert_free(a);
+    kpi_it_sleep_ms(200);
+  }
+  assert_int_equal(settle_count(tag, 1, 30000), 1);
+  int n;
+  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  assert_int_equal(n, 1);
+  char *raw_subject = nf_it_header(&mails[0], "Subject");
+  char *subject = nf_it_decode_words(raw_subject);
+  assert_non_null(strstr(subject, "施策3件"));
+  free(subject);
+  free(raw_subject);
+  char *body = nf_it_b64(mails[0].body, strlen(mails[0].body));
+  assert_non_null(strstr(body, "3件の施策についてお知らせします。"));
+  for (int i = 0; i < 3; i++) {
+    char line[128];
+    snprintf(line, sizeof(line), "%d. %s", i + 1, names[i]);
+    if (!strstr(body, line)) fail_msg("digest lacks \"%s\":\n%s", line, body);
+    if (!strstr(body, ids[i])) fail_msg("digest lacks %s", ids[i]);
+  }
+  assert_non_null(strstr(body, "状況: 未達成（期限切れ）"));
+  free(body);
+  nf_it_mails_free(mails, n);
+  /* All three rows are sent under the one Message-ID. */
+  char like[160];
+  snprintf(like, sizeof(like), "%s", owner);
+  assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(DISTINCT message_id) FROM notifications "
+                                        "WHERE recipient = $1 AND state = 'sent'",
+                                  like),
+                   1);
+  assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(*) FROM notifications WHERE recipient = $1 "
+                                        "AND state = 'sent'",
+                                  like),
+                   3);
+}
+
+/* A record that is not an alert goes to the dead-letter topic with its reason; the alert
+ * after it is still delivered (the partition does not stall). */
+static void test_undecodable_alert_to_dlq(void **state) {
+  (void)state;
+  char err[512];
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-dlq-reader", err, sizeof(err));
+  char group[160];
+  snprintf(group, sizeof(group), "%s_dlq_reader", T.group);
+  kpi_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+  kpi_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+  rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  assert_non_null(c);
+  rd_kafka_poll_set_consumer(c);
+  rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(subs, T.dlq, RD_KAFKA_PARTITION_UA);
+  assert_int_equal(rd_kafka_subscribe(c, subs), 0);
+  rd_kafka_topic_partition_list_destroy(subs);
+
+  /* Same key as the valid alert below: same partition, so order matters. */
+  const char *junk = "{\"schema\":\"kpi.alert/1\",\"alert_id\":\"not-a-uuid\"}";
+  nf_it_produce_raw(&T, "it-measure-after-junk", junk, strlen(junk));
+  char owner[128], tag[128];
+  snprintf(tag, sizeof(tag), "afterjunk.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.afterjunk");
+  const char *emails[] = {owner, NULL};
+  kpi_alert *a = nf_it_alert("it-measure-after-junk", "毒レコードの後の施策", emails);
+  nf_it_produce(&T, a);
+  nf_it_alert_free(a);
+
+  int found = 0;
+  long long deadline = kpi_it_now_ms() + 30000;
+  while (!found && kpi_it_now_ms() < deadline) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 500);
+    if (!m) continue;
+    if (!m->err && m->len == strlen(junk) && memcmp(m->payload, junk, m->len) == 0) {
+      rd_kafka_headers_t *h = NULL;
+      const void *v;
+      size_t vlen;
+      assert_int_equal(rd_kafka_message_headers(m, &h), 0);
+      assert_int_equal(rd_kafka_header_get_last(h, "kpi-error", &v, &vlen), 0);
+      char *reason = strndup(v, vlen);
+      assert_non_null(strstr(reason, "alert_id"));
+      free(reason);
+      found = 1;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(c);
+  rd_kafka_destroy(c);
+  assert_true(found);
+  assert_int_equal(nf_it_wait_mails(maildir, tag, 1, 30000), 1);
+}
+
+static void test_metrics_and_health(void **state) {
+  (void)state;
+  assert_int_equal(kpi_it_wait_http(T.port, "/healthz", 200, 5000), 0);
+  assert_int_equal(kpi_it_wait_http(T.port, "/metrics", 200, 5000), 0);
+  assert_true(nf_it_alive(&T));
+}
+
+static int setup(void **state) {
+  (void)state;
+  kpi_it_init();
+  maildir = getenv("KPI_MAILDIR");
+  if (!maildir) {
+    fprintf(stderr, "KPI_MAILDIR not set by the stack\n");
+    return -1;
+  }
+  static const char *const extra[] = {"KPI_NOTIFY_GROUP_WAIT_MS=1500", NULL};
+  nf_it_start(&T, "it_nf_delivery", extra);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  int rc = nf_it_stop(&T);
+  if (rc != 0) {
+    fprintf(stderr, "notifier exit status %d (log %s)\n", rc, T.log);
+    return -1;
+  }
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_alert_becomes_mail_per_recipient),
+      cmocka_unit_test(test_same_alert_twice_one_mail),
+      cmocka_unit_test(test_crlf_in_measure_name_cannot_inject),
+      cmocka_unit_test(test_digest_three_alerts_one_mail),
+      cmocka_unit_test(test_undecodable_alert_to_dlq),
+      cmocka_unit_test(test_metrics_and_health),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

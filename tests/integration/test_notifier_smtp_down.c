@@ -1,0 +1,257 @@
+/* test_notifier_smtp_down.c: the SMTP server goes away and comes back: mails wait, retry and arrive once; exhausted retries go dead and to the DLQ. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "test_notifier_util.h"
+
+/* Our own aiosmtpd (Debian's interpreter), so that this test alone decides when it is down. */
+typedef struct {
+  int port;
+  char dir[256];
+  char log[256];
+  pid_t pid;
+} smtp_server;
+
+static bool port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+static void smtp_start(smtp_server *s) {
+  char listen[64];
+  snprintf(listen, sizeof(listen), "127.0.0.1:%d", s->port);
+  s->pid = fork();
+  if (s->pid == 0) {
+    int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    execl("/usr/bin/python3", "python3", "-m", "aiosmtpd", "-n", "-l", listen, "-c",
+          "aiosmtpd.handlers.Mailbox", s->dir, (char *)NULL);
+    _exit(127);
+  }
+  long long deadline = kpi_it_now_ms() + 20000;
+  while (!port_open(s->port)) {
+    if (kpi_it_now_ms() > deadline) fail_msg("aiosmtpd did not start on %s (log %s)", listen, s->log);
+    kpi_it_sleep_ms(50);
+  }
+}
+
+static void smtp_stop(smtp_server *s) {
+  if (s->pid > 0) kpi_it_stop(s->pid, SIGTERM, 10000);
+  s->pid = 0;
+}
+
+/* One mail per address in EMAILS, no more, no less. */
+static void assert_once_each(const char *maildir, const char *tag, const char *const *emails) {
+  int n;
+  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  int want = 0;
+  for (const char *const *e = emails; *e; e++) {
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+      char *r = nf_it_rcpt(&mails[i]);
+      if (r && strcmp(r, *e) == 0) seen++;
+      free(r);
+    }
+    if (seen != 1) fail_msg("%s received %d mails, expected 1", *e, seen);
+    want++;
+  }
+  assert_int_equal(n, want);
+  nf_it_mails_free(mails, n);
+}
+
+static void test_smtp_down_then_up_every_mail_once(void **state) {
+  (void)state;
+  smtp_server srv = {.port = kpi_it_free_port()};
+  char name[64];
+  kpi_it_unique("it_nf_smtp", name, sizeof(name));
+  snprintf(srv.dir, sizeof(srv.dir), "%s/%s_maildir", KPI_BINARY_DIR, name);
+  snprintf(srv.log, sizeof(srv.log), "%s/%s_smtpd.log", KPI_BINARY_DIR, name);
+  char url[96];
+  snprintf(url, sizeof(url), "KPI_SMTP_URL=smtp://127.0.0.1:%d", srv.port);
+  const char *extra[] = {url,
+                         "KPI_NOTIFY_GROUP_WAIT_MS=300",
+                         "KPI_NOTIFY_RETRY_BASE_MS=200",
+                         "KPI_NOTIFY_RETRY_MAX_MS=1000",
+                         "KPI_NOTIFY_MAX_ATTEMPTS=1000",
+                         "KPI_SMTP_CONNECT_TIMEOUT_MS=1000",
+                         NULL};
+  nf_it t;
+  nf_it_start(&t, "it_nf_down", extra);
+
+  /* Phase 1: the server has never been up. Five alerts, six recipients. */
+  char emails_buf[6][128];
+  const char *emails[7];
+  for (int i = 0; i < 6; i++) {
+    snprintf(emails_buf[i], sizeof(emails_buf[i]), "p1.%d.%s@city.example", i, t.tag);
+    emails[i] = emails_buf[i];
+  }
+  emails[6] = NULL;
+  for (int i = 0; i < 5; i++) {
+    const char *rc[] = {emails[i], i == 4 ? emails[5] : NULL, NULL};
+    char mid[64], mname[64];
+    snprintf(mid, sizeof(mid), "it-down-%d", i);
+    snprintf(mname, sizeof(mname), "停止中の施策%d", i);
+    kpi_alert *a = nf_it_alert(mid, mname, rc);
+    nf_it_produce(&t, a);
+    nf_it_alert_free(a);
+  }
+  /* The rows wait and are retried; the service stays up and healthy. */
+  long long deadline = kpi_it_now_ms() + 20000;
+  long retried = 0;
+  while (kpi_it_now_ms() < deadline) {
+    retried = nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'pending' "
+                                   "AND attempts >= 2 AND last_error IS NOT NULL", NULL);
+    if (retried == 6) break;
+    kpi_it_sleep_ms(200);
+  }
+  assert_int_equal(retried, 6);
+  assert_true(nf_it_alive(&t));
+  assert_int_equal(kpi_it_wait_http(t.port, "/healthz", 200, 2000), 0);
+
+  /* The server comes up: everything arrives, once. */
+  smtp_start(&srv);
+  assert_int_equal(nf_it_wait_mails(srv.dir, t.tag, 6, 20000), 6);
+  kpi_it_sleep_ms(1500);
+  assert_once_each(srv.dir, t.tag, emails);
+  assert_int_equal(nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'sent'", NULL), 6);
+
+  /* Phase 2: it goes away again while connections are cached, and comes back. */
+  smtp_stop(&srv);
+  char emails2_buf[2][128];
+  const char *emails_all[9];
+  for (int i = 0; i < 6; i++) emails_all[i] = emails[i];
+  for (int i = 0; i < 2; i++) {
+    snprintf(emails2_buf[i], sizeof(emails2_buf[i]), "p2.%d.%s@city.example", i, t.tag);
+    emails_all[6 + i] = emails2_buf[i];
+    const char *rc[] = {emails2_buf[i], NULL};
+    char mid[64];
+    snprintf(mid, sizeof(mid), "it-down-again-%d", i);
+    kpi_alert *a = nf_it_alert(mid, "再停止中の施策", rc);
+    nf_it_produce(&t, a);
+    nf_it_alert_free(a);
+  }
+  emails_all[8] = NULL;
+  deadline = kpi_it_now_ms() + 20000;
+  while (kpi_it_now_ms() < deadline) {
+    retried = nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'pending' "
+                                   "AND attempts >= 1", NULL);
+    if (retried == 2) break;
+    kpi_it_sleep_ms(200);
+  }
+  assert_int_equal(retried, 2);
+  assert_true(nf_it_alive(&t));
+  smtp_start(&srv);
+  assert_int_equal(nf_it_wait_mails(srv.dir, t.tag, 8, 20000), 8);
+  kpi_it_sleep_ms(1500);
+  assert_once_each(srv.dir, t.tag, emails_all);
+
+  assert_int_equal(nf_it_stop(&t), 0);
+  smtp_stop(&srv);
+}
+
+/* Attempts used up: the row goes dead and the alert lands on the DLQ with the reason. */
+static void test_exhausted_retries_go_dead_and_to_dlq(void **state) {
+  (void)state;
+  int closed_port = kpi_it_free_port();
+  char url[96];
+  snprintf(url, sizeof(url), "KPI_SMTP_URL=smtp://127.0.0.1:%d", closed_port);
+  const char *extra[] = {url,
+                         "KPI_NOTIFY_GROUP_WAIT_MS=0",
+                         "KPI_NOTIFY_RETRY_BASE_MS=100",
+                         "KPI_NOTIFY_RETRY_MAX_MS=200",
+                         "KPI_NOTIFY_MAX_ATTEMPTS=3",
+                         NULL};
+  nf_it t;
+  nf_it_start(&t, "it_nf_dead", extra);
+  char owner[128];
+  snprintf(owner, sizeof(owner), "dead.%s@city.example", t.tag);
+  const char *rc[] = {owner, NULL};
+  kpi_alert *a = nf_it_alert("it-dead-measure", "配達不能の施策", rc);
+  nf_it_produce(&t, a);
+
+  long long deadline = kpi_it_now_ms() + 20000;
+  long dead = 0;
+  while (kpi_it_now_ms() < deadline) {
+    dead = nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'dead' "
+                                "AND attempts = 3 AND last_error IS NOT NULL", NULL);
+    if (dead == 1) break;
+    kpi_it_sleep_ms(200);
+  }
+  assert_int_equal(dead, 1);
+
+  char err[512];
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-dlq-reader", err, sizeof(err));
+  char group[160];
+  snprintf(group, sizeof(group), "%s_reader", t.group);
+  kpi_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+  kpi_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+  rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  assert_non_null(c);
+  rd_kafka_poll_set_consumer(c);
+  rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(subs, t.dlq, RD_KAFKA_PARTITION_UA);
+  assert_int_equal(rd_kafka_subscribe(c, subs), 0);
+  rd_kafka_topic_partition_list_destroy(subs);
+  int found = 0;
+  deadline = kpi_it_now_ms() + 20000;
+  while (!found && kpi_it_now_ms() < deadline) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 500);
+    if (!m) continue;
+    if (!m->err) {
+      kpi_alert got;
+      kpi_errors errs = {0};
+      if (kpi_alert_decode(m->payload, m->len, &got, &errs) == 0) {
+        if (strcmp(got.alert_id, a->alert_id) == 0) {
+          rd_kafka_headers_t *h = NULL;
+          const void *v;
+          size_t vlen;
+          assert_int_equal(rd_kafka_message_headers(m, &h), 0);
+          assert_int_equal(rd_kafka_header_get_last(h, "kpi-error", &v, &vlen), 0);
+          assert_true(vlen > 5 && memcmp(v, "smtp:", 5) == 0);
+          assert_int_equal(rd_kafka_header_get_last(h, "kpi-recipient", &v, &vlen), 0);
+          assert_true(vlen == strlen(owner) && memcmp(v, owner, vlen) == 0);
+          found = 1;
+        }
+        kpi_alert_clear(&got);
+      }
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(c);
+  rd_kafka_destroy(c);
+  assert_true(found);
+  nf_it_alert_free(a);
+  assert_int_equal(nf_it_stop(&t), 0);
+}
+
+static int setup(void **state) {
+  (void)state;
+  kpi_it_init();
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_smtp_down_then_up_every_mail_once),
+      cmocka_unit_test(test_exhausted_retries_go_dead_and_to_dlq),
+  };
+  return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -1,0 +1,261 @@
+/* test_pipeline_e2e.c: the three services together on the real stack, as a city runs them: a
+ * department's POST reaches the attainment table and the read API, the owner of the measure
+ * that falls behind gets one mail, a duplicate POST changes nothing, the recovery sends the
+ * "resolved" notice, and every service drains and exits 0 on SIGTERM. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "kpi_it.h"
+
+#define KIKAKU_TOKEN "sample-kikaku-token-do-not-use-in-production"
+#define MEASURE "g2-uiturn-4-supporters"
+
+typedef struct {
+  char *data;
+  size_t len;
+} buf;
+
+static size_t on_curl_write(char *p, size_t size, size_t n, void *arg) {
+  buf *b = arg;
+  b->data = realloc(b->data, b->len + size * n + 1);
+  memcpy(b->data + b->len, p, size * n);
+  b->len += size * n;
+  b->data[b->len] = '\0';
+  return size * n;
+}
+
+/* Performs one HTTP request; returns the status and the body in *BODY (caller frees). */
+static long http(const char *method, const char *url, const char *body, const char *idem,
+                 char **out) {
+  CURL *c = curl_easy_init();
+  buf b = {0};
+  struct curl_slist *h = NULL;
+  h = curl_slist_append(h, "Authorization: Bearer " KIKAKU_TOKEN);
+  h = curl_slist_append(h, "Content-Type: application/json");
+  char idem_h[128];
+  if (idem) {
+    snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
+    h = curl_slist_append(h, idem_h);
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_curl_write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+  long status = -1;
+  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  if (out) *out = b.data ? b.data : strdup("");
+  else free(b.data);
+  return status;
+}
+
+/* Writes a copy of the shipped catalog whose mailboxes are on DOMAIN, so that the mails of this
+ * test cannot mix with other tests' in the shared Maildir. */
+static void write_catalog(const char *path, const char *domain) {
+  FILE *in = fopen(KPI_SOURCE_DIR "/config/catalog.json", "rb");
+  assert_non_null(in);
+  char *text = calloc(1, 1 << 20);
+  size_t n = fread(text, 1, (1 << 20) - 1, in);
+  fclose(in);
+  text[n] = '\0';
+  FILE *out = fopen(path, "wb");
+  assert_non_null(out);
+  const char *from = "@ashibetsu-city.example";
+  char *p = text, *at;
+  while ((at = strstr(p, from))) {
+    fwrite(p, 1, (size_t)(at - p), out);
+    fprintf(out, "@%s", domain);
+    p = at + strlen(from);
+  }
+  fputs(p, out);
+  fclose(out);
+  free(text);
+}
+
+/* Mails addressed to ADDR, with base64 text parts decoded and appended, so that assertions can
+ * look for the Japanese text. Returns how many; *ALL gets them concatenated (caller frees). */
+static int mails_to(const char *addr, char **all) {
+  int count = 0, n;
+  char **msgs = kpi_it_maildir_read(getenv("KPI_MAILDIR"), &n);
+  size_t cap = 1, len = 0;
+  char *acc = calloc(1, 1);
+  for (int i = 0; i < n; i++) {
+    char to[256];
+    snprintf(to, sizeof(to), "<%s>", addr);
+    if (!strstr(msgs[i], to)) continue;
+    count++;
+    size_t mlen = strlen(msgs[i]);
+    char *decoded = calloc(1, mlen + 1);
+    /* Decode every base64 block: the lines after a blank line following a base64 header. */
+    const char *p = msgs[i];
+    while ((p = strstr(p, "Content-Transfer-Encoding: base64"))) {
+      const char *body = strstr(p, "\n\n");
+      const char *body2 = strstr(p, "\r\n\r\n");
+      if (!body || (body2 && body2 < body)) body = body2;
+      if (!body) break;
+      body += body == body2 ? 4 : 2;
+      char *clean = calloc(1, mlen + 1);
+      size_t k = 0;
+      for (const char *q = body; *q && *q != '-'; q++)
+        if (*q != '\r' && *q != '\n') clean[k++] = *q;
+      while (k % 4) clean[--k] = '\0';
+      size_t dlen = strlen(decoded);
+      int got = EVP_DecodeBlock((unsigned char *)decoded + dlen, (unsigned char *)clean, (int)k);
+      if (got > 0) decoded[dlen + (size_t)got] = '\0';
+      free(clean);
+      p = body;
+    }
+    size_t add = mlen + strlen(decoded) + 2;
+    acc = realloc(acc, cap + add);
+    len += (size_t)sprintf(acc + len, "%s\n%s\n", msgs[i], decoded);
+    cap += add;
+    free(decoded);
+  }
+  kpi_it_strv_free(msgs);
+  if (all) *all = acc;
+  else free(acc);
+  return count;
+}
+
+static int wait_mails(const char *addr, int want, int timeout_ms, char **all) {
+  long long deadline = kpi_it_now_ms() + timeout_ms;
+  int n = 0;
+  while ((n = mails_to(addr, NULL)) < want && kpi_it_now_ms() < deadline) kpi_it_sleep_ms(200);
+  kpi_it_sleep_ms(500); /* a duplicate would arrive right after: give it the chance */
+  return mails_to(addr, all);
+}
+
+static void test_pipeline(void **state) {
+  (void)state;
+  char tag[64], db[64], conninfo[512], domain[96], catalog[256];
+  kpi_it_unique("e2e", tag, sizeof(tag));
+  snprintf(db, sizeof(db), "%s", tag);
+  assert_int_equal(kpi_it_create_db(db, conninfo, sizeof(conninfo)), 0);
+  snprintf(domain, sizeof(domain), "%s.example", tag);
+  for (char *p = domain; *p; p++)
+    if (*p == '_') *p = '-';
+  snprintf(catalog, sizeof(catalog), "%s/%s-catalog.json", getenv("KPI_STACK_DIR"), tag);
+  write_catalog(catalog, domain);
+
+  int p_ing = kpi_it_free_port(), p_ev = kpi_it_free_port(), p_nf = kpi_it_free_port();
+  char e_db[600], e_cat[300], e_tm[96], e_ta[96], e_tmd[96], e_tad[96], e_ing[64], e_ev[64],
+      e_nf[64], e_gev[96], e_gnf[96];
+  snprintf(e_db, sizeof(e_db), "DATABASE_URL=%s", conninfo);
+  snprintf(e_cat, sizeof(e_cat), "KPI_CATALOG=%s", catalog);
+  snprintf(e_tm, sizeof(e_tm), "KPI_TOPIC_MEASUREMENTS=%s_m", tag);
+  snprintf(e_ta, sizeof(e_ta), "KPI_TOPIC_ALERTS=%s_a", tag);
+  snprintf(e_tmd, sizeof(e_tmd), "KPI_TOPIC_MEASUREMENTS_DLQ=%s_md", tag);
+  snprintf(e_tad, sizeof(e_tad), "KPI_TOPIC_ALERTS_DLQ=%s_ad", tag);
+  snprintf(e_ing, sizeof(e_ing), "KPI_INGEST_LISTEN=127.0.0.1:%d", p_ing);
+  snprintf(e_ev, sizeof(e_ev), "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", p_ev);
+  snprintf(e_nf, sizeof(e_nf), "KPI_NOTIFIER_LISTEN=127.0.0.1:%d", p_nf);
+  snprintf(e_gev, sizeof(e_gev), "KPI_EVALUATOR_GROUP=%s_ev", tag);
+  snprintf(e_gnf, sizeof(e_gnf), "KPI_NOTIFIER_GROUP=%s_nf", tag);
+  /* 1 March 2024: e = 336/731 of the way from 31 March 2023 to 31 March 2025, nothing stale. */
+  const char *env[] = {e_db,  e_cat, e_tm,  e_ta,  e_tmd, e_tad, e_ing, e_ev,
+                       e_nf,  e_gev, e_gnf, "KPI_EVAL_DATE=2024-03-01",
+                       "KPI_SWEEP_INTERVAL_MS=1000", "KPI_NOTIFY_GROUP_WAIT_MS=1000",
+                       "KPI_NOTIFY_POLL_MS=200", NULL};
+  char log_ing[256], log_ev[256], log_nf[256];
+  snprintf(log_ing, sizeof(log_ing), "%s/%s-ingest.log", getenv("KPI_STACK_DIR"), tag);
+  snprintf(log_ev, sizeof(log_ev), "%s/%s-evaluator.log", getenv("KPI_STACK_DIR"), tag);
+  snprintf(log_nf, sizeof(log_nf), "%s/%s-notifier.log", getenv("KPI_STACK_DIR"), tag);
+  pid_t ev = kpi_it_spawn("services/evaluator/kpi-evaluator", env, log_ev);
+  pid_t nf = kpi_it_spawn("services/notifier/kpi-notifier", env, log_nf);
+  pid_t ing = kpi_it_spawn("services/ingest/kpi-ingest", env, log_ing);
+  if (kpi_it_wait_http(p_ing, "/readyz", 200, 30000) ||
+      kpi_it_wait_http(p_ev, "/healthz", 200, 30000) ||
+      kpi_it_wait_http(p_nf, "/healthz", 200, 30000))
+    fail_msg("services did not come up; logs: %s %s %s", log_ing, log_ev, log_nf);
+
+  char url[256], *body = NULL;
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/measurements", p_ing);
+  const char *idem = "5d0c6c52-3a55-4f0e-9a51-7d8c2f1e9b01";
+  /* 26 registrants against a baseline of 24 and a target of 50: p = 2/26 ≈ 0.08, far below
+   * 0.8 × e ≈ 0.37, so the measure is lagging. */
+  const char *lagging = "{\"measure_id\":\"" MEASURE "\",\"observed_at\":\"2024-02-29\","
+                        "\"value\":26,\"unit\":\"person\",\"note\":\"E2E 登録者数\"}";
+  long st = http("POST", url, lagging, idem, &body);
+  if (st != 202) fail_msg("POST: %ld %s", st, body);
+  assert_non_null(strstr(body, idem));
+  free(body);
+
+  char att_url[256];
+  snprintf(att_url, sizeof(att_url), "http://127.0.0.1:%d/v1/attainment/%s", p_ev, MEASURE);
+  long long deadline = kpi_it_now_ms() + 30000;
+  int seen = 0;
+  while (!seen && kpi_it_now_ms() < deadline) {
+    body = NULL;
+    if (http("GET", att_url, NULL, NULL, &body) == 200 && strstr(body, "\"lagging\"")) seen = 1;
+    free(body);
+    if (!seen) kpi_it_sleep_ms(200);
+  }
+  assert_true(seen);
+
+  char owner[160], *mail = NULL;
+  snprintf(owner, sizeof(owner), "kikaku@%s", domain);
+  int n = wait_mails(owner, 1, 30000, &mail);
+  if (n != 1) fail_msg("expected 1 mail to %s, got %d", owner, n);
+  assert_non_null(strstr(mail, "Auto-Submitted: auto-generated"));
+  assert_non_null(strstr(mail, "=?UTF-8?"));              /* encoded subject */
+  assert_non_null(strstr(mail, "星の降る里あしべつ応援団")); /* the measure, in Japanese */
+  free(mail);
+
+  /* The same measurement again (same Idempotency-Key) is stored once. */
+  st = http("POST", url, lagging, idem, NULL);
+  assert_int_equal(st, 202);
+  PGconn *pg = kpi_it_pg(conninfo);
+  kpi_it_sleep_ms(2000);
+  char *count = kpi_it_pg_value(pg, "SELECT count(*) FROM measurements");
+  assert_string_equal(count, "1");
+  free(count);
+
+  /* The target is reached: the measure recovers and the owner gets the resolved notice. */
+  const char *achieved = "{\"measure_id\":\"" MEASURE "\",\"observed_at\":\"2024-03-01\","
+                         "\"value\":50,\"unit\":\"person\"}";
+  st = http("POST", url, achieved, NULL, NULL);
+  assert_int_equal(st, 202);
+  n = wait_mails(owner, 2, 30000, &mail);
+  if (n != 2) fail_msg("expected 2 mails to %s (alert, resolved), got %d", owner, n);
+  free(mail);
+  char *status = kpi_it_pg_value(pg, "SELECT status || '/' || value FROM attainment WHERE "
+                                     "measure_id = '" MEASURE "'");
+  assert_string_equal(status, "achieved/50");
+  free(status);
+  PQfinish(pg);
+
+  /* Nobody else was written to: the other measures had nothing to say on 1 March 2024. */
+  char other[160];
+  snprintf(other, sizeof(other), "kankyo@%s", domain);
+  assert_int_equal(mails_to(other, NULL), 0);
+
+  int s1 = kpi_it_stop(ing, SIGTERM, 20000);
+  int s2 = kpi_it_stop(ev, SIGTERM, 20000);
+  int s3 = kpi_it_stop(nf, SIGTERM, 40000);
+  assert_true(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
+  assert_true(WIFEXITED(s2) && WEXITSTATUS(s2) == 0);
+  assert_true(WIFEXITED(s3) && WEXITSTATUS(s3) == 0);
+}
+
+int main(void) {
+  kpi_it_init();
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_pipeline)};
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  curl_global_cleanup();
+  return rc;
+}
