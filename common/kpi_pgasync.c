@@ -51,7 +51,7 @@ struct kpi_pgasync {
 };
 
 static void pg_connect_start(kpi_pgasync *pg);
-static void pg_drive(kpi_pgasync *pg);
+static void pg_drive(kpi_pgasync *pg, int may_read);
 
 const char *kpi_pgasync_strerror(int err) {
   switch (err) {
@@ -163,7 +163,7 @@ static void connect_step(kpi_pgasync *pg) {
         return;
       }
       if (pg->on_state) pg->on_state(pg, 1, pg->arg);
-      if (pg->state == PG_UP) pg_drive(pg);
+      if (pg->state == PG_UP) pg_drive(pg, 1);
       return;
     default: {
       char why[512];
@@ -185,11 +185,15 @@ static void pg_connect_start(kpi_pgasync *pg) {
   connect_step(pg);
 }
 
-/* Sends the head query if none is in flight, flushes, and collects finished results. */
-static void pg_drive(kpi_pgasync *pg) {
+/* Sends the head query if none is in flight and flushes; with MAY_READ also collects finished
+ * results and runs their callbacks. kpi_pgasync_query passes 0, so that a callback never runs
+ * inside the call that queued its query (a fast server may have answered already): callers can
+ * then set their own state after queuing, as with any libuv request. */
+static void pg_drive(kpi_pgasync *pg, int may_read) {
   while (pg->state == PG_UP && !pg->closing) {
     if (!pg->sent) {
       if (!pg->head) {
+        if (!may_read) return;
         /* Idle: still read, so that a server-side close is noticed now rather than at the
          * next query, and so that a readable socket does not wake the loop forever. */
         if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) == CONNECTION_BAD)
@@ -218,6 +222,7 @@ static void pg_drive(kpi_pgasync *pg) {
       connection_lost(pg, "cannot watch socket");
       return;
     }
+    if (!may_read) return;
     if (!PQconsumeInput(pg->conn)) {
       char why[512];
       snprintf(why, sizeof(why), "read: %s", PQerrorMessage(pg->conn));
@@ -269,7 +274,7 @@ static void on_uv_pg_io(uv_poll_t *h, int status, int events) {
     return;
   }
   if (pg->state == PG_CONNECTING) connect_step(pg);
-  else if (pg->state == PG_UP) pg_drive(pg);
+  else if (pg->state == PG_UP) pg_drive(pg, 1);
 }
 
 kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_state_cb on_state,
@@ -314,7 +319,7 @@ int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char 
   else pg->head = q;
   pg->tail = q;
   pg->pending++;
-  if (!pg->in_callback) pg_drive(pg);
+  if (!pg->in_callback) pg_drive(pg, 0);
   return 0;
 oom:
   q->nparams = q->values ? nparams : 0;

@@ -31,8 +31,9 @@ kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_
                              void *arg, char *errstr, size_t errstr_size);
 
 /* Queues SQL with NPARAMS text parameters ($1…; VALUES[i] NULL = SQL NULL). SQL and values are
- * copied. Queries run one at a time in queue order. Returns 0 (CB will be called exactly once),
- * or KPI_PGASYNC_EDOWN / ENOMEM / ECLOSED, in which case CB is never called. */
+ * copied. Queries run one at a time in queue order. Returns 0 (CB will be called exactly once,
+ * always from a later loop callback, never inside this call), or KPI_PGASYNC_EDOWN / ENOMEM /
+ * ECLOSED, in which case CB is never called. */
 int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
                       kpi_pgasync_result_cb cb, void *arg);
 

@@ -172,7 +172,7 @@ static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
   if (get_string(lc, obj, "id", false, &m->id)) return -1;
   if (!valid_id(m->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
-  double goal;
+  double goal = 0;
   if (get_number(lc, obj, "goal", "goal", &goal)) return -1;
   if (goal < 1 || goal > 99 || goal != (int)goal)
     return fail(lc, "goal", "must be a whole number 1-99");
