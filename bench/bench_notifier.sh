@@ -24,11 +24,12 @@ NOTIFIER_PID=
 OWN_STACK=
 
 cleanup() {
-  [ -n "$NOTIFIER_PID" ] && kill "$NOTIFIER_PID" 2>/dev/null && wait "$NOTIFIER_PID" 2>/dev/null
-  [ -n "$SMTPD_PID" ] && kill "$SMTPD_PID" 2>/dev/null && wait "$SMTPD_PID" 2>/dev/null
-  [ -n "$OWN_STACK" ] && "$ROOT/scripts/stack.sh" stop "$WORK/stack" >/dev/null 2>&1
-  rm -rf "$WORK/maildir" "$WORK/curl"
-  true
+  local rc=$?
+  if [ -n "$NOTIFIER_PID" ]; then kill "$NOTIFIER_PID" 2>/dev/null || true; wait "$NOTIFIER_PID" 2>/dev/null || true; fi
+  if [ -n "$SMTPD_PID" ]; then kill "$SMTPD_PID" 2>/dev/null || true; wait "$SMTPD_PID" 2>/dev/null || true; fi
+  if [ -n "$OWN_STACK" ]; then "$ROOT/scripts/stack.sh" stop "$WORK/stack" >/dev/null 2>&1 || true; fi
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK/maildir" "$WORK/curl"
+  exit "$rc"
 }
 trap cleanup EXIT
 
@@ -107,7 +108,7 @@ done
 # Baseline: one curl process, N transfers over one reused SMTP connection, each uploading a
 # mail the notifier just wrote (same size and shape).
 mkdir -p "$WORK/curl"
-sample=$(find "$WORK/maildir/new" -type f | head -n1)
+sample=$(find "$WORK/maildir/new" -type f -print -quit)
 grep -v '^X-Peer:\|^X-MailFrom:\|^X-RcptTo:' "$sample" | sed 's/$/\r/' >"$WORK/curl/msg.eml"
 {
   for i in $(seq "$N"); do

@@ -32,7 +32,7 @@ static int read_config(notifier *nf, char *err, size_t errsz) {
       kpi_env_int("KPI_NOTIFY_MAX_ATTEMPTS", 8, 1, 1000, &c->max_attempts, err, errsz) ||
       kpi_env_int("KPI_NOTIFY_BATCH", 200, 1, 10000, &c->claim_rows, err, errsz) ||
       kpi_env_int("KPI_NOTIFY_DIGEST_MAX", 50, 1, 1000, &c->digest_max, err, errsz) ||
-      kpi_env_int("KPI_NOTIFY_LEASE_MS", 300000, 1000, 86400000, &c->lease_ms, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_LEASE_MS", 600000, 1000, 86400000, &c->lease_ms, err, errsz) ||
       kpi_env_int("KPI_NOTIFY_POLL_MS", 1000, 10, 600000, &c->poll_ms, err, errsz) ||
       kpi_env_int("KPI_NOTIFY_DRAIN_TIMEOUT_MS", 30000, 0, 600000, &c->drain_timeout_ms, err,
                   errsz) ||
@@ -72,9 +72,11 @@ static int smtp_config(notifier *nf, kpi_smtp_config *sc, char *err, size_t errs
   sc->connect_timeout_ms = (long)cto;
   sc->timeout_ms = (long)to;
   nf->smtp_connections = (int)conns;
-  if (to * 2 >= nf->cfg.lease_ms)
+  /* Up to 4 mails per connection wait in the SMTP client (nf_send.c), so the last one may
+   * finish 4 timeouts after its claim. */
+  if (to * 5 >= nf->cfg.lease_ms)
     kpi_log(KPI_LOG_WARN, "config_lease_short",
-            "KPI_NOTIFY_LEASE_MS (%lld) should exceed twice KPI_SMTP_TIMEOUT_MS (%lld), or a slow "
+            "KPI_NOTIFY_LEASE_MS (%lld) should exceed 5 x KPI_SMTP_TIMEOUT_MS (%lld), or a slow "
             "server may let another replica re-send a mail still in flight",
             (long long)nf->cfg.lease_ms, (long long)to);
   return 0;

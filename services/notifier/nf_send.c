@@ -390,14 +390,21 @@ static void on_pg_claimed(kpi_pgasync *pg, const PGresult *res, void *arg) {
     start = i;
   }
   free(rows);
-  nf->claim_again = n >= nf->cfg.claim_rows;
+  /* Rows came back: more are probably due, so claim again as soon as there is room instead
+   * of waiting for the poll timer. An empty claim ends the burst. */
+  nf->claim_again = true;
   kpi_log(KPI_LOG_DEBUG, "claimed", "%d rows", n);
   nf_send_kick(nf);
 }
 
-/* Mails allowed in SMTP at once: enough to keep every connection busy, few enough that the
- * last of them is sent well within the lease even when every transaction times out. */
-static size_t send_capacity(const notifier *nf) { return (size_t)nf->smtp_connections * 2; }
+/* Mails allowed in SMTP at once: enough to keep every connection busy while the next claim
+ * runs, few enough that the last of them is sent within the lease even when every
+ * transaction times out (4 rounds of KPI_SMTP_TIMEOUT_MS; main.c warns when the lease is
+ * shorter). */
+#define NF_MAILS_PER_CONNECTION 4
+static size_t send_capacity(const notifier *nf) {
+  return (size_t)nf->smtp_connections * NF_MAILS_PER_CONNECTION;
+}
 
 static void claim(notifier *nf) {
   if (nf->claim_inflight || !nf->db_ready || nf->draining || !kpi_pgasync_is_up(nf->pg)) return;
