@@ -73,6 +73,7 @@ typedef struct ingest_ctx {
    * broker does not turn into one log line per request. */
   uint64_t dr_fail_logged_at;
   uint64_t dr_fail_unlogged;
+  rd_kafka_resp_err_t dr_fail_last;
 
   kpi_metrics *metrics;
   kpi_metric *m_requests[INGEST_EP_COUNT][600]; /* by status code, registered lazily */
@@ -102,6 +103,10 @@ int ingest_metrics_init(ingest_ctx *ctx);
 /* main.c: graceful stop (SIGTERM, or a fatal producer error): stop accepting, answer every
  * request once its delivery report came, close everything, exit with EXIT_CODE. */
 void ingest_begin_shutdown(ingest_ctx *ctx, int exit_code);
+
+/* Logs the delivery failures counted since the last line, at most once a second unless
+ * FORCE; the probe timer and the drain call it so that the last count is not lost. */
+void ingest_log_delivery_failures(ingest_ctx *ctx, int force);
 
 /* Delivery report for one record; MSG's opaque is the record's item. */
 void ingest_on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);

@@ -16,8 +16,9 @@
 #define RETRY_AFTER_FULL "Retry-After: 1\r\n"
 #define RETRY_AFTER_DOWN "Retry-After: 5\r\n"
 #define RETRY_AFTER_START "Retry-After: 2\r\n"
-#define WWW_AUTH_MISSING "WWW-Authenticate: Bearer realm=\"kpi-ingest\"\r\n"
-#define WWW_AUTH_INVALID "WWW-Authenticate: Bearer realm=\"kpi-ingest\", error=\"invalid_token\"\r\n"
+/* Plain `Bearer`, as proto/openapi.yaml fixes it: no realm to configure, and an error
+ * attribute would tell a prober whether a token had the right shape. */
+#define WWW_AUTH "WWW-Authenticate: Bearer\r\n"
 
 /* One record of a request. Its address is the Kafka message's opaque, so the array that
  * holds it must not move until every delivery report came back. */
@@ -189,22 +190,82 @@ static void request_free(ingest_request *r) {
   free(r);
 }
 
-static cJSON *item_json(const ingest_item *it, size_t index) {
+/* The `errors` of a record that was valid but not published (429/503), as the contract's
+ * FieldError codes `queue_full` / `unavailable`; NULL for other statuses. */
+static cJSON *delivery_errors(const ingest_item *it) {
+  if (it->status != 429 && it->status != 503) return NULL;
+  return one_error("", it->status == 429 ? "queue_full" : "unavailable",
+                   it->detail ? it->detail : "not published");
+}
+
+/* A BatchItemResult (proto/openapi.yaml) of a non-accepted item, through cJSON because it may
+ * echo client text (a malformed measure_id). */
+static char *item_failure_json(const ingest_item *it, size_t index) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
   cJSON_AddNumberToObject(o, "index", (double)index);
   cJSON_AddNumberToObject(o, "status", it->status);
   if (it->event_id[0]) cJSON_AddStringToObject(o, "event_id", it->event_id);
   if (it->measure_id[0]) cJSON_AddStringToObject(o, "measure_id", it->measure_id);
-  if (it->status == 202) {
-    cJSON_AddNumberToObject(o, "partition", it->partition);
-    cJSON_AddNumberToObject(o, "offset", (double)it->offset);
-  } else {
-    cJSON_AddStringToObject(o, "title", http_status_str((enum http_status)it->status));
-    if (it->detail) cJSON_AddStringToObject(o, "detail", it->detail);
-    if (it->errors) cJSON_AddItemReferenceToObject(o, "errors", it->errors);
+  if (it->errors) cJSON_AddItemReferenceToObject(o, "errors", it->errors);
+  else {
+    cJSON *e = delivery_errors(it);
+    if (e) cJSON_AddItemToObject(o, "errors", e);
   }
-  return o;
+  char *t = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return t;
+}
+
+/* Appends `"results":[…]` for every item (ONLY_BAD: the non-accepted ones only). */
+static void sb_results(sbuf *b, const ingest_request *r, int only_bad) {
+  sb_str(b, "\"results\":[");
+  int first = 1;
+  for (size_t i = 0; i < r->n_items && !b->oom; i++) {
+    const ingest_item *it = &r->items[i];
+    if (only_bad && (it->status == 202 || it->status == 0)) continue; /* 0: valid, unsent */
+    if (!first) sb_put(b, ",", 1);
+    first = 0;
+    if (it->status == 202) {
+      sb_printf(b,
+                "{\"index\":%zu,\"status\":202,\"event_id\":\"%s\",\"measure_id\":\"%s\","
+                "\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}",
+                i, it->event_id, it->measure_id, it->partition, it->offset);
+      continue;
+    }
+    char *t = item_failure_json(it, i);
+    if (!t) {
+      b->oom = 1;
+      break;
+    }
+    sb_str(b, t);
+    cJSON_free(t);
+  }
+  sb_put(b, "]", 1);
+}
+
+/* Appends the RFC 9457 members of a problem; DETAIL and the error's MESSAGE are the
+ * service's own text (no quotes), CODE/FIELD NULL: no `errors`. */
+static void sb_problem_head(sbuf *b, int status, const char *detail, const char *field,
+                            const char *code, const char *message) {
+  sb_printf(b, "\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\",",
+            http_status_str((enum http_status)status), status, detail);
+  if (code)
+    sb_printf(b, "\"errors\":[{\"field\":\"%s\",\"code\":\"%s\",\"message\":\"%s\"}],", field,
+              code, message);
+}
+
+static void answer_sbuf(ingest_ctx *ctx, ingest_request *r, int status, sbuf *b,
+                        const char *content_type, const char *extra) {
+  if (b->oom) {
+    free(b->p);
+    count_response(ctx, r->ep, 500, r->start_ns);
+    kpi_http_respond_problem(r->http, 500, NULL, "out of memory", NULL);
+    return;
+  }
+  count_response(ctx, r->ep, status, r->start_ns);
+  kpi_http_respond(r->http, status, content_type, b->p, b->len, extra);
+  free(b->p);
 }
 
 static void finish_single(ingest_ctx *ctx, ingest_request *r) {
@@ -220,70 +281,50 @@ static void finish_single(ingest_ctx *ctx, ingest_request *r) {
   }
   const char *extra = it->status == 429 ? RETRY_AFTER_FULL
                       : it->status == 503 ? RETRY_AFTER_DOWN : NULL;
-  cJSON *errors = it->errors;
+  cJSON *errors = it->errors ? it->errors : delivery_errors(it);
   it->errors = NULL;
-  answer_problem(ctx, r->http, r->ep, r->start_ns, it->status, it->detail, errors, extra);
+  answer_problem(ctx, r->http, r->ep, r->start_ns, it->status,
+                 it->status == 429   ? "the producer queue is full; retry shortly"
+                 : it->status == 503 ? "the record was not acknowledged by Kafka in time"
+                                     : it->detail,
+                 errors, extra);
 }
 
-/* Batch answers: 202 when every item is in Kafka; 503/429 when none is and every failure
- * is one the client should simply retry (so that it sees Retry-After); otherwise 207 with
- * one result per item, in input order. An atomic batch that passed validation but whose
- * delivery partly failed answers 503/429 too, listing which items are in Kafka. */
+/* Batch answers (proto/openapi.yaml): 202 when every item is in Kafka; when none is, 403 if
+ * every item was another department's measure and 429/503 if every failure is one to retry
+ * (so that the client sees Retry-After); otherwise 207. Each carries one result per item in
+ * input order; an item reported 202 is in Kafka, any other was not published. */
 static void finish_batch(ingest_ctx *ctx, ingest_request *r) {
-  size_t ok = 0, retryable = 0, full = 0;
+  size_t ok = 0, retryable = 0, full = 0, forbidden = 0;
   for (size_t i = 0; i < r->n_items; i++) {
     int s = r->items[i].status;
     ok += s == 202;
     retryable += s == 429 || s == 503;
     full += s == 429;
+    forbidden += s == 403;
   }
   size_t failed = r->n_items - ok;
-  int status;
+  int status = 207;
   if (failed == 0) status = 202;
-  else if ((ok == 0 || r->atomic) && retryable == failed) status = full == failed ? 429 : 503;
-  else status = 207;
-  int problem = status == 429 || status == 503;
+  else if (ok == 0 && forbidden == failed) status = 403;
+  else if (ok == 0 && retryable == failed) status = full == failed ? 429 : 503;
   sbuf b = {0};
   sb_put(&b, "{", 1);
-  if (problem)
-    sb_printf(&b,
-              "\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%zu of %zu "
-              "records were not delivered; retry them (with the same event_id)\",",
-              http_status_str((enum http_status)status), status, failed, r->n_items);
-  sb_printf(&b, "\"accepted\":%zu,\"rejected\":%zu,\"items\":[", ok, failed);
-  for (size_t i = 0; i < r->n_items; i++) {
-    const ingest_item *it = &r->items[i];
-    if (i) sb_put(&b, ",", 1);
-    if (it->status == 202) {
-      sb_printf(&b,
-                "{\"index\":%zu,\"status\":202,\"event_id\":\"%s\",\"measure_id\":\"%s\","
-                "\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}",
-                i, it->event_id, it->measure_id, it->partition, it->offset);
-      continue;
-    }
-    /* Rejected items may echo client text (a malformed measure_id): cJSON escapes it. */
-    cJSON *o = item_json(it, i);
-    char *t = o ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    if (!t) {
-      b.oom = 1;
-      break;
-    }
-    sb_str(&b, t);
-    cJSON_free(t);
-  }
-  sb_put(&b, "]}", 2);
-  if (b.oom) {
-    free(b.p);
-    count_response(ctx, r->ep, 500, r->start_ns);
-    kpi_http_respond_problem(r->http, 500, NULL, "out of memory", NULL);
-    return;
-  }
-  count_response(ctx, r->ep, status, r->start_ns);
-  kpi_http_respond(r->http, status, problem ? "application/problem+json" : "application/json",
-                   b.p, b.len,
-                   status == 429 ? RETRY_AFTER_FULL : status == 503 ? RETRY_AFTER_DOWN : NULL);
-  free(b.p);
+  if (status == 403)
+    sb_problem_head(&b, 403, "every item is a measure owned by another department",
+                    "measure_id", "forbidden", "owned by another department");
+  else if (status == 429)
+    sb_problem_head(&b, 429, "the producer queue is full; nothing was published", "",
+                    "queue_full", "retry the items shortly");
+  else if (status == 503)
+    sb_problem_head(&b, 503, "the records were not acknowledged by Kafka in time", "",
+                    "unavailable", "retry the items later, with the same event_id");
+  sb_printf(&b, "\"accepted\":%zu,\"rejected\":%zu,", ok, failed);
+  sb_results(&b, r, 0);
+  sb_put(&b, "}", 1);
+  int problem = status != 202 && status != 207;
+  answer_sbuf(ctx, r, status, &b, problem ? "application/problem+json" : "application/json",
+              status == 429 ? RETRY_AFTER_FULL : status == 503 ? RETRY_AFTER_DOWN : NULL);
 }
 
 static void request_finish(ingest_request *r) {
@@ -292,6 +333,16 @@ static void request_finish(ingest_request *r) {
   else finish_batch(ctx, r);
   request_free(r);
   ctx->inflight--;
+}
+
+void ingest_log_delivery_failures(ingest_ctx *ctx, int force) {
+  if (!ctx->dr_fail_unlogged) return;
+  uint64_t now = uv_now(ctx->loop);
+  if (!force && ctx->dr_fail_logged_at && now - ctx->dr_fail_logged_at < 1000) return;
+  kpi_log(KPI_LOG_WARN, "kafka_delivery_failed", "%" PRIu64 " record(s) not delivered (last: %s)",
+          ctx->dr_fail_unlogged, rd_kafka_err2str(ctx->dr_fail_last));
+  ctx->dr_fail_logged_at = now;
+  ctx->dr_fail_unlogged = 0;
 }
 
 void ingest_on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
@@ -303,15 +354,9 @@ void ingest_on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, voi
     it->status = 503;
     it->detail = rd_kafka_err2str(msg->err);
     kpi_metrics_inc(ctx->m_delivery_failures);
-    uint64_t now = uv_now(ctx->loop);
     ctx->dr_fail_unlogged++;
-    if (now - ctx->dr_fail_logged_at >= 1000 || ctx->dr_fail_logged_at == 0) {
-      kpi_log(KPI_LOG_WARN, "kafka_delivery_failed",
-              "%" PRIu64 " record(s) not delivered, last: %s (event_id %s)",
-              ctx->dr_fail_unlogged, rd_kafka_err2str(msg->err), it->event_id);
-      ctx->dr_fail_logged_at = now;
-      ctx->dr_fail_unlogged = 0;
-    }
+    ctx->dr_fail_last = msg->err;
+    ingest_log_delivery_failures(ctx, 0);
   } else {
     it->status = 202;
     it->partition = msg->partition;
@@ -373,20 +418,13 @@ static int item_produce(ingest_ctx *ctx, ingest_item *it, char *payload, size_t 
   return 0;
 }
 
-/* Fills event_id when the client gave none: from the Idempotency-Key (a UUID) for a single
- * record; for batch item INDEX, a UUIDv5 of the key and the index, so that a retried batch
- * with the same key carries the same ids; else a random (v4) UUID, from RND (16 random
- * bytes drawn with the rest of the batch's: one RAND_bytes call per request instead of one
- * per item) or fresh. */
-static void assign_event_id(kpi_measurement *m, const uint8_t *key, int batch, size_t index,
-                            const uint8_t *rnd) {
+/* Fills event_id when the client gave none: from the Idempotency-Key KEY (a UUID, single
+ * records only), else a random (v4) UUID, from RND (16 random bytes drawn with the rest of
+ * the batch's: one RAND_bytes call per request instead of one per item) or fresh. */
+static void assign_event_id(kpi_measurement *m, const uint8_t *key, const uint8_t *rnd) {
   if (m->event_id[0]) return;
-  if (key && !batch) {
+  if (key) {
     kpi_uuid_format(key, m->event_id);
-  } else if (key) {
-    char name[24];
-    int n = snprintf(name, sizeof(name), "%zu", index);
-    kpi_uuid_v5(key, name, (size_t)n, m->event_id);
   } else if (rnd) {
     uint8_t b[16];
     memcpy(b, rnd, 16);
@@ -401,9 +439,8 @@ static void assign_event_id(kpi_measurement *m, const uint8_t *key, int batch, s
 /* Fills IT (ids, status) for a record that passed item_check and returns its encoding, or
  * NULL (IT then failed with 500). */
 static char *item_encode(ingest_item *it, kpi_measurement *m, int64_t now, const char *received,
-                         const uint8_t *key, int batch, size_t index, const uint8_t *rnd,
-                         size_t *len) {
-  assign_event_id(m, key, batch, index, rnd);
+                         const uint8_t *key, const uint8_t *rnd, size_t *len) {
+  assign_event_id(m, key, rnd);
   if (!m->event_id[0]) {
     it->status = 500;
     it->detail = "no random bytes for an event_id";
@@ -457,11 +494,15 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
                    one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
     return;
   }
-  /* No UTF-8 check of the whole body: every string that reaches a record is checked by
-   * item_check (ids and dates by their grammar, unit against the catalog, note as UTF-8),
-   * so a bad byte is reported as a 422 naming its field. */
+  /* The whole body is checked, not just note: any member name or value could otherwise
+   * bring bytes that are not UTF-8 into an answer that echoes them. */
   size_t len;
   const char *body = kpi_http_request_body(req, &len);
+  if (!kpi_utf8_valid(body, len)) {
+    answer_problem(ctx, req, ep, t0, 400, "the body is not valid UTF-8",
+                   one_error("", "encoding", "the body is not valid UTF-8"), NULL);
+    return;
+  }
   cJSON *obj = parse_json(body, len);
   if (!obj) {
     answer_problem(ctx, req, ep, t0, 400, "the body is not valid JSON",
@@ -481,16 +522,7 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
                    kpi_errors_to_json(&errs), NULL);
     return;
   }
-  if (has_key && m.event_id[0]) {
-    uint8_t body_id[16];
-    kpi_uuid_parse(m.event_id, body_id);
-    if (memcmp(body_id, keybuf, 16) != 0) {
-      answer_problem(ctx, req, ep, t0, 422, "event_id and Idempotency-Key differ",
-                     one_error("event_id", "conflict", "differs from the Idempotency-Key"),
-                     NULL);
-      return;
-    }
-  }
+  /* With both, the body's event_id wins (proto/openapi.yaml). */
   if (!ctx->topics_ok || ctx->fatal) {
     answer_problem(ctx, req, ep, t0, 503, "the broker is not reachable yet", NULL,
                    RETRY_AFTER_START);
@@ -504,8 +536,8 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
   char received[32];
   kpi_time_format_utc(now, received, sizeof(received));
   size_t plen;
-  char *payload = item_encode(&r->items[0], &m, now, received, has_key ? keybuf : NULL, 0, 0,
-                              NULL, &plen);
+  char *payload = item_encode(&r->items[0], &m, now, received, has_key ? keybuf : NULL, NULL,
+                              &plen);
   if (payload) item_produce(ctx, &r->items[0], payload, plen);
   if (r->pending == 0) request_finish(r);
 }
@@ -547,26 +579,23 @@ static void batch_iter_free(batch_iter *bi) {
   cJSON_Delete(bi->array);
 }
 
-/* Atomic batch refused: one problem listing every bad item's errors with its index. */
-static void answer_atomic_rejected(ingest_ctx *ctx, ingest_request *r, int status) {
-  cJSON *errors = cJSON_CreateArray();
-  for (size_t i = 0; errors && i < r->n_items; i++) {
-    ingest_item *it = &r->items[i];
-    if (!it->errors) continue;
-    cJSON *e;
-    cJSON_ArrayForEach(e, it->errors) {
-      cJSON *c = cJSON_Duplicate(e, 1);
-      if (!c) continue;
-      cJSON_AddNumberToObject(c, "index", (double)i);
-      cJSON_AddItemToArray(errors, c);
-    }
-  }
+/* Atomic batch refused, nothing published: 422 whose `results` list the bad items (403
+ * when every item is another department's measure). */
+static void answer_atomic_rejected(ingest_ctx *ctx, ingest_request *r, size_t bad,
+                                   size_t forbidden) {
+  int status = forbidden == r->n_items ? 403 : 422;
   char detail[128];
-  size_t bad = 0;
-  for (size_t i = 0; i < r->n_items; i++) bad += r->items[i].status != 0;
-  snprintf(detail, sizeof(detail), "%zu of %zu items are invalid; nothing was published", bad,
-           r->n_items);
-  answer_problem(ctx, r->http, r->ep, r->start_ns, status, detail, errors, NULL);
+  snprintf(detail, sizeof(detail), "%zu of %zu items %s invalid; nothing was published "
+           "(atomic=true)", bad, r->n_items, bad == 1 ? "is" : "are");
+  sbuf b = {0};
+  sb_put(&b, "{", 1);
+  if (status == 403)
+    sb_problem_head(&b, 403, detail, "measure_id", "forbidden", "owned by another department");
+  else
+    sb_problem_head(&b, 422, detail, NULL, NULL, NULL);
+  sb_results(&b, r, 1);
+  sb_put(&b, "}", 1);
+  answer_sbuf(ctx, r, status, &b, "application/problem+json", NULL);
 }
 
 static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
@@ -586,15 +615,15 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
                    one_error("atomic", "value", "must be true or false"), NULL);
     return;
   }
-  uint8_t keybuf[16];
-  int has_key = idempotency_key(req, keybuf);
-  if (has_key < 0) {
-    answer_problem(ctx, req, ep, t0, 400, "Idempotency-Key must be a UUID",
-                   one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
-    return;
-  }
+  /* The Idempotency-Key header is not used for batches (proto/openapi.yaml): each item
+   * carries its own event_id when retries must be idempotent. */
   size_t len;
   const char *body = kpi_http_request_body(req, &len);
+  if (!kpi_utf8_valid(body, len)) {
+    answer_problem(ctx, req, ep, t0, 400, "the body is not valid UTF-8",
+                   one_error("", "encoding", "the body is not valid UTF-8"), NULL);
+    return;
+  }
   batch_iter bi = {.ndjson = ndjson, .body = body, .len = len};
   size_t n;
   size_t max = (size_t)ctx->cfg.max_batch;
@@ -609,7 +638,7 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
     }
     if (!cJSON_IsArray(bi.array)) {
       cJSON_Delete(bi.array);
-      answer_problem(ctx, req, ep, t0, 422, "a batch is a JSON array of measurements",
+      answer_problem(ctx, req, ep, t0, 400, "a batch is a JSON array of measurements",
                      one_error("", "type", "must be an array"), NULL);
       return;
     }
@@ -652,8 +681,8 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
     return;
   }
   r->atomic = atomic;
-  /* Without a key, draw every item's random id bits at once (NULL on failure: one by one). */
-  uint8_t *rnd = has_key ? NULL : malloc(16 * n);
+  /* Every item's random id bits at once (NULL on failure: one call per item). */
+  uint8_t *rnd = malloc(16 * n);
   if (rnd && RAND_bytes(rnd, (int)(16 * n)) != 1) {
     free(rnd);
     rnd = NULL;
@@ -670,8 +699,8 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
     errs.n = 0; /* kpi_errors_add fills items[n]; the rest need not be zeroed per item */
     int status;
     if (!obj) {
-      kpi_errors_add(&errs, "", "syntax", "line %zu is not valid JSON", i + 1);
-      status = 400;
+      kpi_errors_add(&errs, "", "syntax", "item %zu is not valid JSON", i);
+      status = 422;
     } else {
       status = item_check(ctx, obj, d, now, &m, &errs);
     }
@@ -685,8 +714,7 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
       continue;
     }
     size_t plen;
-    char *payload = item_encode(it, &m, now, received, has_key ? keybuf : NULL, 1, i,
-                                rnd ? rnd + 16 * i : NULL, &plen);
+    char *payload = item_encode(it, &m, now, received, NULL, rnd ? rnd + 16 * i : NULL, &plen);
     if (!payload) {
       bad++;
       continue;
@@ -703,7 +731,7 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
   if (atomic) {
     if (bad) {
       for (size_t i = 0; i < n; i++) free(payloads[i]);
-      answer_atomic_rejected(ctx, r, forbidden ? 403 : 422);
+      answer_atomic_rejected(ctx, r, bad, forbidden);
       request_free(r);
       ctx->inflight--;
     } else {
@@ -735,7 +763,7 @@ static const kpi_department *authenticate(ingest_ctx *ctx, kpi_http_request *req
   const char *token;
   size_t tlen;
   if (!auth) {
-    answer_problem(ctx, req, ep, t0, 401, "a bearer token is required", NULL, WWW_AUTH_MISSING);
+    answer_problem(ctx, req, ep, t0, 401, "a bearer token is required", NULL, WWW_AUTH);
     return NULL;
   }
   const kpi_department *d = kpi_batch_bearer_token(auth, &token, &tlen) == 0
@@ -745,7 +773,7 @@ static const kpi_department *authenticate(ingest_ctx *ctx, kpi_http_request *req
     /* Never log the token; the fact alone is worth a debug line. */
     kpi_log(KPI_LOG_DEBUG, "auth_failed", "unknown or malformed bearer token");
     answer_problem(ctx, req, ep, t0, 401, "the bearer token is not valid", NULL,
-                   WWW_AUTH_INVALID);
+                   WWW_AUTH);
   }
   return d;
 }

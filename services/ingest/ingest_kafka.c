@@ -143,7 +143,11 @@ void ingest_kafka_probe_now(ingest_ctx *ctx) {
     ctx->probe_running = 1;
 }
 
-static void on_uv_probe_timer(uv_timer_t *t) { ingest_kafka_probe_now(t->data); }
+static void on_uv_probe_timer(uv_timer_t *t) {
+  ingest_ctx *ctx = t->data;
+  ingest_log_delivery_failures(ctx, 0);
+  ingest_kafka_probe_now(ctx);
+}
 
 /* ---- life cycle ---- */
 

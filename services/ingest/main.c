@@ -63,6 +63,7 @@ static void on_uv_drain_tick(uv_timer_t *t) {
     return;
   }
   if (!ctx->drained_at) {
+    ingest_log_delivery_failures(ctx, 1);
     ctx->drained_at = now;
     kpi_log(KPI_LOG_INFO, "drained", "every request answered");
   }
