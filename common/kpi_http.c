@@ -83,6 +83,17 @@ struct kpi_http_conn {
   unsigned closing : 1, reading : 1, paused : 1, no_more : 1, peer_eof : 1, active : 1;
 };
 
+
+/* http-parser's reason phrases, except where RFC 9110 renamed one (422, 413, 416). */
+static const char *kpi_http_reason(int status) {
+  switch (status) {
+    case 413: return "Content Too Large";
+    case 416: return "Range Not Satisfiable";
+    case 422: return "Unprocessable Content";
+    default: return http_status_str((enum http_status)status);
+  }
+}
+
 static int on_parser_message_begin(http_parser *p);
 static int on_parser_url(http_parser *p, const char *at, size_t len);
 static int on_parser_header_field(http_parser *p, const char *at, size_t len);
@@ -898,7 +909,7 @@ int kpi_http_respond(kpi_http_request *req, int status, const char *content_type
   /* 204 and 304 carry neither a body nor (for 204) a Content-Length. */
   int bodyless = status == 204 || status == 304;
   if (bodyless) len = 0;
-  const char *reason = http_status_str((enum http_status)status);
+  const char *reason = kpi_http_reason(status);
   char line[160];
   int n = bodyless ? snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason)
                    : snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n",
@@ -949,7 +960,7 @@ int kpi_http_respond_problem_ex(kpi_http_request *req, int status, const char *t
   cJSON *doc = cJSON_CreateObject();
   char *text = NULL;
   if (!doc) goto err;
-  if (!title) title = http_status_str((enum http_status)status);
+  if (!title) title = kpi_http_reason(status);
   if (!cJSON_AddStringToObject(doc, "type", type ? type : "about:blank") ||
       !cJSON_AddStringToObject(doc, "title", title) ||
       !cJSON_AddNumberToObject(doc, "status", status) ||

@@ -8,6 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Parses exactly LEN bytes as one JSON value: anything but white space after it is an error
+ * (cJSON_ParseWithLength alone would accept `{"a":1} trailing`). */
+static cJSON *parse_whole(const char *json, size_t len) {
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (!root) return NULL;
+  for (const char *p = end; p < json + len; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0') {
+      cJSON_Delete(root);
+      return NULL;
+    }
+  return root;
+}
+
 void kpi_errors_add(kpi_errors *errs, const char *field, const char *code, const char *fmt, ...) {
   if (!errs || errs->n >= KPI_ERRORS_MAX) return;
   kpi_field_error *e = &errs->items[errs->n++];
@@ -209,7 +223,7 @@ int kpi_measurement_parse(const char *json, size_t len, kpi_parse_mode mode, kpi
     kpi_errors_add(errs, "", "encoding", "the body is not valid UTF-8");
     return -1;
   }
-  cJSON *root = cJSON_ParseWithLength(json, len);
+  cJSON *root = parse_whole(json, len);
   if (!root) {
     kpi_errors_add(errs, "", "syntax", "not valid JSON");
     return -1;
@@ -384,7 +398,7 @@ static bool known_status(const char *s) {
 int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs) {
   memset(a, 0, sizeof(*a));
   size_t before = errs->n;
-  cJSON *o = cJSON_ParseWithLength(json, len);
+  cJSON *o = parse_whole(json, len);
   if (!o || !cJSON_IsObject(o)) {
     kpi_errors_add(errs, "", "syntax", "not a JSON object");
     cJSON_Delete(o);

@@ -128,6 +128,9 @@ TC_FN int tc_read(int fd, tc_resp *out, int n, int timeout_ms, int *eof_seen) {
     http_parser_execute(&p, &s, buf, (size_t)r);
     if (HTTP_PARSER_ERRNO(&p) != HPE_OK && HTTP_PARSER_ERRNO(&p) != HPE_PAUSED) break;
   }
+  /* A response cut short (timeout, close) is not returned: release what it had so far, since
+   * callers free only the complete ones. */
+  if (tp.done < n) tc_resp_free(&out[tp.done]);
   return tp.done;
 }
 

@@ -76,6 +76,8 @@ static const struct {
 } bad_inputs[] = {
     {"", "", "syntax"},
     {"{", "", "syntax"},
+    {"{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"} x",
+     "", "syntax"},
     {"[1]", "", "type"},
     {"{\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"}", "measure_id", "missing"},
     {"{\"measure_id\":1,\"observed_at\":\"2024-01-01\",\"value\":1,\"unit\":\"person\"}",
