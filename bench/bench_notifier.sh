@@ -8,8 +8,8 @@
 #   N=5000 CONNS="1 4 8" bench/bench_notifier.sh
 #
 # Env: N (rows/mails, default 2000), CONNS (notifier connection counts, default "1 4"),
-# BUILD (build dir with services/notifier/kpi-notifier; default: a Release build in
-# build-bench/, configured and built when missing), KPI_STACK_ENV (an existing stack's
+# BUILD_DIR (build dir with services/notifier/kpi-notifier; default: a Release build in
+# build-bench/, configured and built when missing), BENCH_STACK_ENV (an existing stack's
 # stack.env; default: a throwaway stack started and stopped here).
 set -euo pipefail
 
@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=/usr/bin/python3
 N=${N:-2000}
 CONNS=${CONNS:-"1 4"}
-BUILD=${BUILD:-$ROOT/build-bench}
+BUILD=${BUILD_DIR:-$ROOT/build-bench}
 WORK=$(mktemp -d /tmp/nfbench.XXXXXX)
 SMTPD_PID=
 NOTIFIER_PID=
@@ -45,6 +45,7 @@ if [ ! -x "$BUILD/services/notifier/kpi-notifier" ]; then
   cmake --build "$BUILD" -j2 --target kpi-notifier >/dev/null
 fi
 
+KPI_STACK_ENV=${BENCH_STACK_ENV:-}
 if [ -z "${KPI_STACK_ENV:-}" ]; then
   "$ROOT/scripts/stack.sh" start "$WORK/stack" >/dev/null
   OWN_STACK=1
