@@ -68,7 +68,7 @@ DB_EV=${TAG}_ev
 DB_COPY=${TAG}_copy
 TOPIC=$TAG.measurements
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-psql -qX -d postgres -c "CREATE DATABASE $DB_EV" -c "CREATE DATABASE $DB_COPY"
+psql -qX -d postgres -c "CREATE DATABASE $DB_EV"
 
 log "generating $N records"
 /usr/bin/python3 "$ROOT/bench/evaluator_gen.py" "$N" "$WORK/records.tsv" "$WORK/records.csv"
@@ -109,6 +109,23 @@ log "producing $N records to $TOPIC"
 kcat -b "$KPI_KAFKA_BOOTSTRAP" -P -t "$TOPIC" -K $'\t' -X enable.idempotence=true \
   -X acks=all -X linger.ms=5 -l "$WORK/records.tsv"
 
+# The baseline runs twice, before and after the evaluator's run, each into a fresh database
+# with the same schema, and the faster one counts: the machine is shared, and the ratio should
+# not flatter the evaluator by catching COPY at a bad moment.
+copy_once() {
+  local db=$1 c0 c1 rows
+  psql -qX -d postgres -c "CREATE DATABASE $db" >/dev/null
+  for f in "$ROOT"/db/migrations/*.sql; do psql -qX -v ON_ERROR_STOP=1 -d "$db" -f "$f" >/dev/null; done
+  c0=$(now)
+  psql -qX -v ON_ERROR_STOP=1 -d "$db" -c "\\copy measurements (event_id, measure_id, department, observed_at, observed_day, fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset) FROM '$WORK/records.csv' WITH (FORMAT csv)" >/dev/null
+  c1=$(now)
+  rows=$(psql -qXtA -d "$db" -c "SELECT count(*) FROM measurements")
+  [ "$rows" -eq "$N" ] || { log "copy: expected $N rows, found $rows"; exit 1; }
+  awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }'
+}
+log "timing psql \\copy into the same table (first run)"
+COPY1=$(copy_once "$DB_COPY")
+
 log "timing the evaluator"
 T0=$(now)
 ev_env "$BIN" >>"$WORK/evaluator.log" 2>&1 &
@@ -125,19 +142,14 @@ ROWS=$(psql -qXtA -d "$DB_EV" -c "SELECT count(*) FROM measurements")
 stop_evaluator
 [ "$ROWS" -eq "$N" ] || { log "expected $N rows, found $ROWS"; exit 1; }
 
-log "timing psql \\copy into the same table"
-for f in "$ROOT"/db/migrations/*.sql; do psql -qX -v ON_ERROR_STOP=1 -d "$DB_COPY" -f "$f" >/dev/null; done
-C0=$(now)
-psql -qX -v ON_ERROR_STOP=1 -d "$DB_COPY" -c "\\copy measurements (event_id, measure_id, department, observed_at, observed_day, fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset) FROM '$WORK/records.csv' WITH (FORMAT csv)"
-C1=$(now)
-CROWS=$(psql -qXtA -d "$DB_COPY" -c "SELECT count(*) FROM measurements")
-[ "$CROWS" -eq "$N" ] || { log "copy: expected $N rows, found $CROWS"; exit 1; }
+log "timing psql \\copy into the same table (second run)"
+COPY2=$(copy_once "${DB_COPY}2")
 
-awk -v n="$N" -v t0="$T0" -v t1="$T1" -v c0="$C0" -v c1="$C1" -v hwm="$HWM" 'BEGIN {
-  ev = n / (t1 - t0); cp = n / (c1 - c0);
+awk -v n="$N" -v t0="$T0" -v t1="$T1" -v c1="$COPY1" -v c2="$COPY2" -v hwm="$HWM" 'BEGIN {
+  ev = n / (t1 - t0); c = c1 < c2 ? c1 : c2; cp = n / c;
   printf "records:            %d\n", n;
   printf "evaluator:          %.2f s  %.0f records/s (start to last commit, exactly once)\n", t1 - t0, ev;
-  printf "psql \\copy:         %.2f s  %.0f records/s\n", c1 - c0, cp;
+  printf "psql \\copy:         %.2f s  %.0f records/s (best of %.2f s and %.2f s)\n", c, cp, c1, c2;
   printf "ratio:              %.2f x COPY (goal >= 0.3)\n", ev / cp;
   printf "evaluator peak RSS: %s\n", hwm;
 }'

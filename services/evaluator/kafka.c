@@ -112,11 +112,14 @@ static void on_db_offsets(kpi_pgasync *pg, const PGresult *res, void *arg) {
 void ev_offsets_fetch(evaluator *ev) {
   if (!ev->want_assign || ev->assign_busy || ev->stopping) return;
   const char *params[2] = {ev->group, ev->topics[KPI_TOPIC_MEASUREMENTS].name};
+  /* Busy before queueing: kpi_pgasync_query may run callbacks (even this one) before it
+   * returns, and a flag set afterwards would then stay set forever. */
+  ev->assign_busy = true;
   int rc = kpi_pgasync_query(ev->aux,
                              "SELECT partition, next_offset FROM consumer_offsets"
                              " WHERE consumer_group = $1 AND topic = $2",
                              2, params, on_db_offsets, ev);
-  if (rc == 0) ev->assign_busy = true;
+  if (rc != 0) ev->assign_busy = false;
 }
 
 static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -398,13 +401,14 @@ static void on_db_rescan(kpi_pgasync *pg, const PGresult *res, void *arg) {
 void ev_outbox_rescan(evaluator *ev) {
   if (ev->rescan_busy || ev->stopping) return;
   ev->rescan_due = false;
+  ev->rescan_busy = true; /* before queueing: see ev_offsets_fetch */
   if (kpi_pgasync_query(ev->aux,
                         "SELECT id, topic, msg_key, payload FROM outbox WHERE sent_at IS NULL"
                         " ORDER BY id LIMIT 1000",
-                        0, NULL, on_db_rescan, ev) == 0)
-    ev->rescan_busy = true;
-  else
+                        0, NULL, on_db_rescan, ev) != 0) {
+    ev->rescan_busy = false;
     ev->rescan_due = true;
+  }
 }
 
 /* ---- set-up and shutdown ------------------------------------------------------------ */

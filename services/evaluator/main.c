@@ -46,6 +46,8 @@ static void on_last_mark(evaluator *ev) {
   if (!ev->mark_busy) close_all(ev);
 }
 
+static void on_drain_timeout(uv_timer_t *h);
+
 /* Runs once the in-flight transaction is over (or the drain timeout passed): leaves the group,
  * flushes the producer, records the last deliveries, closes. */
 void ev_finish(evaluator *ev) {
@@ -58,10 +60,18 @@ void ev_finish(evaluator *ev) {
   ev->on_marked = on_last_mark;
   ev_outbox_mark_flush(ev);
   if (!ev->mark_busy) close_all(ev);
+  else uv_timer_start(&ev->sweep_timer, on_drain_timeout, (uint64_t)ev->drain_timeout_ms, 0);
 }
 
 static void on_drain_timeout(uv_timer_t *h) {
   evaluator *ev = h->data;
+  if (ev->finishing) {
+    /* Unmarked alerts are published again at the next start, with the same alert_id. */
+    kpi_log(KPI_LOG_WARN, "drain_timeout", "delivered alerts not marked as sent in %lld ms",
+            (long long)ev->drain_timeout_ms);
+    close_all(ev);
+    return;
+  }
   kpi_log(KPI_LOG_WARN, "drain_timeout", "the last transaction did not finish in %lld ms",
           (long long)ev->drain_timeout_ms);
   ev->txn_busy = false;

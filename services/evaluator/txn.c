@@ -23,11 +23,12 @@ static const char SQL_INSERT[] =
     "   $6::int[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],"
     "   $12::int[], $13::bigint[])"
     " ON CONFLICT (event_id) DO NOTHING"
-    " RETURNING measure_id, fiscal_year, coalesce(component, '') AS component, value)"
-    " INSERT INTO measure_totals AS t (measure_id, fiscal_year, component, events, total)"
-    " SELECT measure_id, fiscal_year, component, count(*), sum(value) FROM ins"
-    " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-    " ON CONFLICT (measure_id, fiscal_year, component) DO UPDATE"
+    " RETURNING measure_id, date_trunc('month', observed_day)::date AS month, fiscal_year,"
+    "   coalesce(component, '') AS component, value)"
+    " INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component, events, total)"
+    " SELECT measure_id, month, fiscal_year, component, count(*), sum(value) FROM ins"
+    " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4"
+    " ON CONFLICT (measure_id, month, component) DO UPDATE"
     " SET events = t.events + excluded.events, total = t.total + excluded.total";
 
 static const char SQL_OFFSETS[] =
@@ -36,9 +37,10 @@ static const char SQL_OFFSETS[] =
     " ON CONFLICT (consumer_group, topic, partition) DO UPDATE"
     " SET next_offset = excluded.next_offset, updated_at = now()";
 
-/* Aggregates of the measures $1 at the evaluation date: $4 its fiscal year, $6 .. $5 the
- * instants from 1 April of that FY to the end of the date (Japan time). Whole fiscal years
- * before it come from measure_totals; only the current FY is read from measurements. */
+/* Aggregates of the measures $1 at the evaluation date: $4 its fiscal year, $8 the first day
+ * of its month, $6 .. $5 the instants from that day to the end of the date (Japan time).
+ * Whole months before it come from measure_totals; only the current month is read from
+ * measurements, so the cost does not grow with the history. */
 static const char SQL_AGGREGATE[] =
     "SELECT m.id, lr.value AS latest, (lr.observed_day - DATE '1970-01-01') AS latest_day,"
     " lr.observed_at AS latest_at,"
@@ -55,7 +57,8 @@ static const char SQL_AGGREGATE[] =
     "   ORDER BY x.observed_at DESC, x.received_at DESC, x.event_id DESC LIMIT 1) lr ON true"
     " LEFT JOIN LATERAL (SELECT sum(s.v) AS total FROM ("
     "   SELECT t.total AS v FROM measure_totals t WHERE m.wfrom IS NOT NULL"
-    "     AND t.measure_id = m.id AND t.fiscal_year BETWEEN m.wfrom AND least(m.wto, $4 - 1)"
+    "     AND t.measure_id = m.id AND t.month < $8::date"
+    "     AND t.fiscal_year BETWEEN m.wfrom AND m.wto"
     "   UNION ALL"
     "   SELECT x.value FROM measurements x WHERE m.wfrom IS NOT NULL"
     "     AND $4 BETWEEN m.wfrom AND m.wto AND x.measure_id = m.id"
@@ -64,7 +67,7 @@ static const char SQL_AGGREGATE[] =
     "   SELECT t.fiscal_year AS fy,"
     "     CASE WHEN t.component = 'numerator' THEN t.total ELSE 0 END AS num,"
     "     CASE WHEN t.component = 'denominator' THEN t.total ELSE 0 END AS den"
-    "   FROM measure_totals t WHERE m.is_ratio AND t.measure_id = m.id AND t.fiscal_year < $4"
+    "   FROM measure_totals t WHERE m.is_ratio AND t.measure_id = m.id AND t.month < $8::date"
     "     AND t.component <> ''"
     "   UNION ALL"
     "   SELECT $4, CASE WHEN x.component = 'numerator' THEN x.value ELSE 0 END,"
@@ -618,7 +621,8 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
                           : kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, ov, on_db_step, t);
   }
   if (!rc) {
-    /* Aggregate parameters: ids, window from/to, current FY, end instant, FY start, is_ratio. */
+    /* Aggregate parameters: ids, window from/to, current FY, end instant, month start instant,
+     * is_ratio, month start date. */
     ev_buf *ids = &t->p[0], *wf = &t->p[1], *wt = &t->p[2], *rat = &t->p[6];
     ev_arr_begin(ids);
     ev_arr_begin(wf);
@@ -644,16 +648,22 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
     int fy = kpi_fy_of_day(t->as_of);
     ev_buf_reset(&t->p[3]);
     ev_buf_addf(&t->p[3], "%d", fy);
-    char end[40], fy_start[40];
+    int y, mo, d;
+    kpi_day_to_ymd(t->as_of, &y, &mo, &d);
+    kpi_day month = t->as_of - (d - 1);
+    char end[40], month_start[40], month_day[16];
     day_start_instant(t->as_of + 1, end, sizeof(end));
-    day_start_instant(kpi_fy_first_day(fy), fy_start, sizeof(fy_start));
+    day_start_instant(month, month_start, sizeof(month_start));
+    kpi_day_format(month, month_day, sizeof(month_day));
     ev_buf_reset(&t->p[4]);
     ev_buf_adds(&t->p[4], end);
     ev_buf_reset(&t->p[5]);
-    ev_buf_adds(&t->p[5], fy_start);
-    rc = params_oom(t, 7) ? -1
-                          : kpi_pgasync_query(ev->db, SQL_AGGREGATE, 7,
-                                              param_values(t, 7, vals), on_db_aggregate, t);
+    ev_buf_adds(&t->p[5], month_start);
+    ev_buf_reset(&t->p[7]);
+    ev_buf_adds(&t->p[7], month_day);
+    rc = params_oom(t, 8) ? -1
+                          : kpi_pgasync_query(ev->db, SQL_AGGREGATE, 8,
+                                              param_values(t, 8, vals), on_db_aggregate, t);
   }
   if (rc != 0) {
     txn_fail(t, NULL, "queueing");
@@ -739,8 +749,11 @@ static void reload_catalog(evaluator *ev) {
   char version[16];
   snprintf(version, sizeof(version), "%d", cat->version);
   const char *vals[2] = {json, version};
-  if (kpi_pgasync_query(ev->db, SQL_MIRROR, 2, vals, on_db_mirror, ev) == 0) ev->txn_busy = true;
-  else ev->reload_due = true;
+  ev->txn_busy = true; /* before queueing: the callback may run inside the call */
+  if (kpi_pgasync_query(ev->db, SQL_MIRROR, 2, vals, on_db_mirror, ev) != 0) {
+    ev->txn_busy = false;
+    ev->reload_due = true;
+  }
   free(json);
 }
 
@@ -813,12 +826,16 @@ void ev_outbox_mark_flush(evaluator *ev) {
     return;
   }
   const char *vals[1] = {ids.s};
+  /* Set before queueing: kpi_pgasync_query drives the connection and may complete this very
+   * query (a loaded machine, a fast server) before it returns. */
+  ev->mark_busy = true;
+  ev->n_marking = ev->n_sent;
   if (kpi_pgasync_query(ev->aux,
                         "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
                         " WHERE id = ANY($1::bigint[]) AND sent_at IS NULL",
-                        1, vals, on_db_marked, ev) == 0) {
-    ev->mark_busy = true;
-    ev->n_marking = ev->n_sent;
+                        1, vals, on_db_marked, ev) != 0) {
+    ev->mark_busy = false;
+    ev->n_marking = 0;
   }
   ev_buf_free(&ids);
 }

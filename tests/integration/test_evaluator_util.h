@@ -52,9 +52,24 @@ EVW_FN void evw_setenv(evw *w, const char *fmt, ...) {
   w->envp[w->n_env] = NULL;
 }
 
+/* The last evaluator spawned, so that a failed assertion (cmocka longjmps out of the test)
+ * does not leave it running after the test program exits. Killed only while it is still our
+ * unreaped child, so a recycled pid is never hit. */
+static pid_t evw_child;
+
+EVW_FN void evw_atexit(void) {
+  int st;
+  if (evw_child > 0 && waitpid(evw_child, &st, WNOHANG) == 0) {
+    kill(evw_child, SIGKILL);
+    waitpid(evw_child, &st, 0);
+  }
+}
+
 /* A fresh database and topic names; EVAL_DATE may be NULL (today). */
 EVW_FN void evw_init(evw *w, const char *prefix, const char *eval_date) {
   memset(w, 0, sizeof(*w));
+  static int registered;
+  if (!registered++) atexit(evw_atexit);
   kpi_it_unique(prefix, w->name, sizeof(w->name));
   if (kpi_it_create_db(w->name, w->conninfo, sizeof(w->conninfo)) != 0) abort();
   snprintf(w->t_meas, sizeof(w->t_meas), "%s.m", w->name);
@@ -96,6 +111,7 @@ EVW_FN pid_t evw_start(evw *w, const char *const *extra) {
   for (const char *const *e = extra; e && *e && n < 31; e++) envp[n++] = *e;
   envp[n] = NULL;
   w->pid = kpi_it_spawn("services/evaluator/kpi-evaluator", envp, w->log);
+  evw_child = w->pid;
   if (kpi_it_wait_http(w->port, "/healthz", 200, 30000) != 0) {
     fprintf(stderr, "evaluator did not start; log %s\n", w->log);
     abort();
