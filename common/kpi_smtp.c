@@ -247,8 +247,12 @@ static void check_multi_info(kpi_smtp *s) {
     }
     classify(rc, code, &r);
     curl_multi_remove_handle(s->multi, easy);
+    /* The job and its buffers go away now: an idle handle keeps no pointer into them. */
     curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, NULL);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(easy, CURLOPT_READDATA, NULL);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL);
     if (s->n_idle < s->max_connections && !s->closing) s->idle[s->n_idle++] = easy;
     else curl_easy_cleanup(easy);
     running_unlink(s, job);
@@ -449,10 +453,18 @@ void kpi_smtp_close(kpi_smtp *s, void (*on_closed)(void *arg), void *arg) {
   }
   s->wait_tail = NULL;
   /* Running transfers: removing them may call the socket callback, which only closes poll
-   * handles; their DONE callbacks run after, so none can re-enter the multi handle. */
+   * handles; their DONE callbacks run after, so none can re-enter the multi handle.
+   * libcurl's SMTP "done" step, which curl_multi_remove_handle runs even for a transfer cut
+   * short, sends the end-of-data marker when recipients are set and then waits for the reply
+   * in a blocking loop (curl issues #4015, #8555): against a hung server that froze the whole
+   * loop for up to the transaction timeout, and in the middle of DATA (libcurl 7.x) it would
+   * have ended a half-sent message that the server then delivers truncated. Without
+   * recipients that step does nothing, and the connection of a removed, unfinished transfer
+   * is closed without QUIT. */
   while (s->running) {
     smtp_job *job = s->running;
     running_unlink(s, job);
+    curl_easy_setopt(job->easy, CURLOPT_MAIL_RCPT, NULL);
     curl_multi_remove_handle(s->multi, job->easy);
     curl_easy_cleanup(job->easy);
     job->easy = NULL;

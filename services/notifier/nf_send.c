@@ -11,10 +11,14 @@
 #include "notifier.h"
 
 /* Claims the due rows of recipients whose oldest due row has waited group_wait, like
- * Alertmanager's group_wait: every due row of such a recipient joins one digest. The rows
- * are locked with SKIP LOCKED and leased in the same statement by pushing next_attempt_at
- * forward, so other replicas neither wait for nor re-send them; a crashed sender's rows
- * become due again when the lease ends. */
+ * Alertmanager's group_wait: up to digest_max due rows of each such recipient, oldest first,
+ * join one digest (the rest follow in the next claim, at once). Capping rows per recipient
+ * in SQL bounds the mails of a claim by its recipients, so mails in flight never exceed the
+ * send capacity that the lease is sized for. The rows are locked with SKIP LOCKED and leased
+ * in the same statement by pushing next_attempt_at forward, so other replicas neither wait
+ * for nor re-send them; a crashed sender's rows become due again when the lease ends. The
+ * window function cannot share a level with FOR UPDATE, hence the separate "ranked" step;
+ * "picked" re-checks state and due time on the rows it locks. */
 static const char SQL_CLAIM[] =
     "WITH ready AS ("
     "  SELECT recipient FROM notifications"
@@ -22,9 +26,13 @@ static const char SQL_CLAIM[] =
     "  GROUP BY recipient"
     "  HAVING min(created_at) <= now() - $1::bigint * interval '1 millisecond'"
     "  ORDER BY min(created_at) LIMIT $2"
-    "), picked AS ("
-    "  SELECT n.id FROM notifications n JOIN ready r ON r.recipient = n.recipient"
+    "), ranked AS ("
+    "  SELECT n.id, row_number() OVER (PARTITION BY n.recipient ORDER BY n.created_at, n.id) AS rn"
+    "  FROM notifications n JOIN ready r ON r.recipient = n.recipient"
     "  WHERE n.state = 'pending' AND n.next_attempt_at <= now()"
+    "), picked AS ("
+    "  SELECT n.id FROM notifications n JOIN ranked k ON k.id = n.id"
+    "  WHERE k.rn <= $5::int AND n.state = 'pending' AND n.next_attempt_at <= now()"
     "  ORDER BY n.recipient, n.created_at, n.id"
     "  LIMIT $3"
     "  FOR UPDATE OF n SKIP LOCKED"
@@ -338,6 +346,14 @@ static void start_mail(notifier *nf, const claimed_row *rows, size_t n) {
   }
   nf->mails_inflight++;
   kpi_metrics_set(nf->m.inflight, (double)nf->mails_inflight);
+  if (rc == KPI_MAIL_ENOMEM) {
+    /* Out of memory is passing: give the rows back (as a cancelled send does) instead of
+     * burying them as dead. */
+    m->result.outcome = KPI_SMTP_CANCELLED;
+    snprintf(m->result.error, sizeof(m->result.error), "cannot compose the mail: out of memory");
+    record_outcome(m);
+    return;
+  }
   if (rc != 0) {
     /* Only an invalid recipient gets here (the consumer validated it, so a row edited by
      * hand): retrying cannot help. */
@@ -411,17 +427,18 @@ static void claim(notifier *nf) {
   size_t cap = send_capacity(nf);
   if (nf->mails_inflight >= cap) return;
   size_t free_slots = cap - nf->mails_inflight;
-  char gw[24], recipients[24], limit[24], lease[24];
+  char gw[24], recipients[24], limit[24], lease[24], per_recipient[24];
   snprintf(gw, sizeof(gw), "%" PRId64, nf->cfg.group_wait_ms);
   snprintf(recipients, sizeof(recipients), "%zu", free_slots);
   snprintf(limit, sizeof(limit), "%" PRId64, nf->cfg.claim_rows);
   snprintf(lease, sizeof(lease), "%" PRId64, nf->cfg.lease_ms);
-  const char *p[] = {gw, recipients, limit, lease};
+  snprintf(per_recipient, sizeof(per_recipient), "%" PRId64, nf->cfg.digest_max);
+  const char *p[] = {gw, recipients, limit, lease, per_recipient};
   /* Flags first: kpi_pgasync may run the callback before kpi_pgasync_query returns when the
    * answer is already there. */
   nf->claim_inflight = true;
   nf->claim_again = false;
-  if (kpi_pgasync_query(nf->pg, SQL_CLAIM, 4, p, on_pg_claimed, nf) != 0)
+  if (kpi_pgasync_query(nf->pg, SQL_CLAIM, 5, p, on_pg_claimed, nf) != 0)
     nf->claim_inflight = false;
 }
 

@@ -242,6 +242,73 @@ static void test_exhausted_retries_go_dead_and_to_dlq(void **state) {
   assert_int_equal(nf_it_stop(&t), 0);
 }
 
+/* A server that accepts connections and never answers (hung, or a black-holing firewall):
+ * mails in flight stay within the send capacity (connections x 4), which the lease is sized
+ * for, even when one recipient has many due rows and digests are small (before the claim
+ * capped rows per recipient, one claim here started 12 mails on the one connection), and
+ * SIGTERM stops the service promptly although a transfer hangs. */
+static void test_hung_server_bounds_mails_in_flight(void **state) {
+  (void)state;
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t slen = sizeof(sa);
+  assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(lfd, 64), 0); /* connections complete in the backlog, never served */
+  assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &slen), 0);
+  char url[96];
+  snprintf(url, sizeof(url), "KPI_SMTP_URL=smtp://127.0.0.1:%d", ntohs(sa.sin_port));
+  const char *extra[] = {url,
+                         "KPI_SMTP_CONNECTIONS=1",
+                         "KPI_NOTIFY_DIGEST_MAX=1",
+                         "KPI_NOTIFY_GROUP_WAIT_MS=1500",
+                         "KPI_SMTP_CONNECT_TIMEOUT_MS=30000",
+                         "KPI_SMTP_TIMEOUT_MS=30000",
+                         "KPI_NOTIFY_DRAIN_TIMEOUT_MS=500",
+                         NULL};
+  nf_it t;
+  nf_it_start(&t, "it_nf_hung", extra);
+  char owner[128];
+  snprintf(owner, sizeof(owner), "hung.%s@city.example", t.tag);
+  const char *rc[] = {owner, NULL};
+  /* Twelve alerts for one owner, all queued within the group wait. */
+  for (int i = 0; i < 12; i++) {
+    char mid[64];
+    snprintf(mid, sizeof(mid), "it-hung-%d", i);
+    kpi_alert *a = nf_it_alert(mid, "応答しないサーバーの施策", rc);
+    nf_it_produce(&t, a);
+    nf_it_alert_free(a);
+  }
+  long long deadline = kpi_it_now_ms() + 20000;
+  while (kpi_it_now_ms() < deadline &&
+         nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications", NULL) < 12)
+    kpi_it_sleep_ms(100);
+  assert_int_equal(nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications", NULL), 12);
+  /* Past the group wait the rows are claimed; watch the gauge for a while. */
+  double peak = 0;
+  deadline = kpi_it_now_ms() + 4000;
+  while (kpi_it_now_ms() < deadline) {
+    double v = nf_it_metric(&t, "kpi_notifier_mails_inflight");
+    if (v > peak) peak = v;
+    kpi_it_sleep_ms(100);
+  }
+  fprintf(stderr, "hung server: peak mails in flight %.0f (capacity 4)\n", peak);
+  assert_true(peak >= 1);
+  assert_true(peak <= 4);
+  /* Nothing was sent, nothing is dead: the rows are leased, waiting for the server. */
+  assert_int_equal(nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state <> 'pending'",
+                                  NULL),
+                   0);
+  /* SIGTERM: the drain gives up after 500 ms and cancels the transfer stuck on the server;
+   * cancelling must not wait for the server (libcurl's blocking SMTP "done" step used to
+   * hold the loop for the whole 30 s transaction timeout here). */
+  long long t0 = kpi_it_now_ms();
+  assert_int_equal(nf_it_stop(&t), 0);
+  long long stop_ms = kpi_it_now_ms() - t0;
+  fprintf(stderr, "hung server: stopped in %lld ms\n", stop_ms);
+  assert_true(stop_ms < 10000);
+  close(lfd);
+}
+
 static int setup(void **state) {
   (void)state;
   kpi_it_init();
@@ -252,6 +319,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_smtp_down_then_up_every_mail_once),
       cmocka_unit_test(test_exhausted_retries_go_dead_and_to_dlq),
+      cmocka_unit_test(test_hung_server_bounds_mails_in_flight),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -11,6 +11,12 @@
 #include <strings.h>
 #include <sys/wait.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include "kpi_codec.h"
 #include "kpi_env.h"
 #include "kpi_it.h"
@@ -35,22 +41,9 @@ typedef struct {
 /* Env strings must outlive the child's putenv; the child copies them on exec. */
 static char nf_it_env_buf[32][300];
 
-/* Starts kpi-notifier with the extra settings EXTRA ("KEY=VALUE", NULL-terminated, may be
- * NULL) and waits for /readyz. */
-static inline void nf_it_start(nf_it *t, const char *name, const char *const *extra) {
-  memset(t, 0, sizeof(*t));
-  kpi_it_unique(name, t->db, sizeof(t->db));
-  snprintf(t->topic, sizeof(t->topic), "%s_alerts", t->db);
-  snprintf(t->dlq, sizeof(t->dlq), "%s_alerts_dlq", t->db);
-  snprintf(t->group, sizeof(t->group), "%s_group", t->db);
-  snprintf(t->tag, sizeof(t->tag), "%s", t->db);
-  for (char *p = t->tag; *p; p++)
-    if (*p == '_') *p = '-';
-  snprintf(t->log, sizeof(t->log), "%s/%s.log", KPI_BINARY_DIR, t->db);
-  if (kpi_it_create_db(t->db, t->conninfo, sizeof(t->conninfo)) != 0) {
-    fprintf(stderr, "cannot create database %s\n", t->db);
-    exit(1);
-  }
+/* Spawns kpi-notifier for T (db, topics, group and port already set) with the extra settings
+ * EXTRA, waits for /readyz and opens T's producer and database connection. */
+static inline void nf_it_spawn(nf_it *t, const char *const *extra) {
   t->pg = kpi_it_pg(t->conninfo);
   t->port = kpi_it_free_port();
   const char *env[32];
@@ -101,6 +94,78 @@ static inline void nf_it_start(nf_it *t, const char *name, const char *const *ex
     fprintf(stderr, "producer: %s\n", err);
     exit(1);
   }
+}
+
+/* Starts kpi-notifier with the extra settings EXTRA ("KEY=VALUE", NULL-terminated, may be
+ * NULL) on a database, topics and group of its own, and waits for /readyz. */
+static inline void nf_it_start(nf_it *t, const char *name, const char *const *extra) {
+  memset(t, 0, sizeof(*t));
+  kpi_it_unique(name, t->db, sizeof(t->db));
+  snprintf(t->topic, sizeof(t->topic), "%s_alerts", t->db);
+  snprintf(t->dlq, sizeof(t->dlq), "%s_alerts_dlq", t->db);
+  snprintf(t->group, sizeof(t->group), "%s_group", t->db);
+  snprintf(t->tag, sizeof(t->tag), "%s", t->db);
+  for (char *p = t->tag; *p; p++)
+    if (*p == '_') *p = '-';
+  snprintf(t->log, sizeof(t->log), "%s/%s.log", KPI_BINARY_DIR, t->db);
+  if (kpi_it_create_db(t->db, t->conninfo, sizeof(t->conninfo)) != 0) {
+    fprintf(stderr, "cannot create database %s\n", t->db);
+    exit(1);
+  }
+  nf_it_spawn(t, extra);
+}
+
+/* Starts another replica beside FIRST: the same database, topics, group and tag, its own
+ * port and log (FIRST's log name with the suffix "_rN"). */
+static inline void nf_it_start_replica(nf_it *t, const nf_it *first, int replica,
+                                       const char *const *extra) {
+  memset(t, 0, sizeof(*t));
+  memcpy(t->db, first->db, sizeof(t->db));
+  memcpy(t->conninfo, first->conninfo, sizeof(t->conninfo));
+  memcpy(t->topic, first->topic, sizeof(t->topic));
+  memcpy(t->dlq, first->dlq, sizeof(t->dlq));
+  memcpy(t->group, first->group, sizeof(t->group));
+  memcpy(t->tag, first->tag, sizeof(t->tag));
+  snprintf(t->log, sizeof(t->log), "%s/%s_r%d.log", KPI_BINARY_DIR, first->db, replica);
+  nf_it_spawn(t, extra);
+}
+
+/* The value of the unlabelled metric NAME on the notifier's /metrics, or -1. */
+static inline double nf_it_metric(const nf_it *t, const char *name) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)t->port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  if (write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1)) {
+    close(fd);
+    return -1;
+  }
+  size_t len = 0, cap = 16384;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
+    ssize_t r = read(fd, buf + len, cap - len - 1);
+    if (r <= 0) break;
+    len += (size_t)r;
+  }
+  close(fd);
+  buf[len] = '\0';
+  double v = -1;
+  size_t nl = strlen(name);
+  for (const char *p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+    if (strncmp(p, name, nl) == 0 && p[nl] == ' ') {
+      v = strtod(p + nl + 1, NULL);
+      break;
+    }
+  }
+  free(buf);
+  return v;
 }
 
 /* Stops the notifier with SIGTERM; returns its exit status (0 expected). */
