@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kpi_env.h"
+#include "kpi_log.h"
 
 extern char **environ;
 
@@ -57,8 +58,19 @@ int kpi_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *valu
   return 0;
 }
 
+void kpi_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+  (void)rk;
+  /* syslog levels: 0-3 error, 4 warning, 5-6 notice/info, 7 debug. */
+  kpi_log_level lv = level <= 3   ? KPI_LOG_ERROR
+                     : level == 4 ? KPI_LOG_WARN
+                     : level <= 6 ? KPI_LOG_INFO
+                                  : KPI_LOG_DEBUG;
+  kpi_log(lv, "kafka_log", "%s: %s", fac, buf);
+}
+
 rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, char *errstr, size_t errstr_size) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set_log_cb(conf, kpi_kafka_on_log);
   if (kpi_kafka_conf_set(conf, "bootstrap.servers",
                          kpi_env_str("KPI_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), errstr,
                          errstr_size) ||

@@ -33,6 +33,11 @@ int kpi_topics_from_env(kpi_topic_spec specs[KPI_TOPIC_COUNT], char *errstr, siz
  * so operators can override anything. Returns NULL with ERRSTR naming the bad property. */
 rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, char *errstr, size_t errstr_size);
 
+/* librdkafka log callback writing through kpi_log (JSON lines), which kpi_kafka_conf_new
+ * installs. It may run on librdkafka's threads (kpi_log is one write(2) per line); services that
+ * want logs on their loop also set log.queue and rd_kafka_set_log_queue. */
+void kpi_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
 /* Sets one property or fills ERRSTR ("prop=value: reason"). */
 int kpi_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                        char *errstr, size_t errstr_size);

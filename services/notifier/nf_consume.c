@@ -418,13 +418,6 @@ static void on_kafka_consumer_ready(kpi_kafka_waker *w) { consume_more(w->data);
 
 /* librdkafka callbacks, all served on the loop through the consumer queue -------------- */
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-  (void)rk;
-  kpi_log(level <= 3 ? KPI_LOG_ERROR : level <= 4 ? KPI_LOG_WARN : level <= 6 ? KPI_LOG_INFO
-                                                                              : KPI_LOG_DEBUG,
-          "kafka_log", "%s: %s", fac, buf);
-}
-
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   (void)rk;
   (void)opaque;
@@ -449,7 +442,6 @@ static void on_kafka_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static rd_kafka_conf_t *conf_common(const char *client_id, char *errstr, size_t errstr_size) {
   rd_kafka_conf_t *conf = kpi_kafka_conf_new(client_id, errstr, errstr_size);
   if (!conf) return NULL;
-  rd_kafka_conf_set_log_cb(conf, on_kafka_log);
   rd_kafka_conf_set_error_cb(conf, on_kafka_error);
   if (kpi_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size)) {
     rd_kafka_conf_destroy(conf);
