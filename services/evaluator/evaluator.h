@@ -94,6 +94,7 @@ typedef struct evaluator {
   bool fixed_date;
   kpi_day eval_date;
   bool crash_after_commit;
+  int lose_commits; /* test hook: successful COMMITs with alerts still to report as lost */
   char listen_host[64];
   int listen_port;
   int64_t drain_timeout_ms;

@@ -356,6 +356,9 @@ void ev_outbox_publish(evaluator *ev, int64_t id, const char *topic, const char 
                        const char *payload) {
   for (ev_outmsg *o = ev->outbox_inflight; o; o = o->next)
     if (o->id == id) return;
+  /* Delivered and only waiting for its sent_at: a rescan must not publish it a second time. */
+  for (size_t i = 0; i < ev->n_sent; i++)
+    if (ev->sent_ids[i] == id) return;
   ev_outmsg *om = calloc(1, sizeof(*om));
   if (!om) {
     ev->rescan_due = true;

@@ -113,6 +113,7 @@ static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
   if (pg == ev->db) {
     /* A retry timer armed while the database was away would only delay us now. */
     uv_timer_stop(&ev->retry_timer);
+    if (ev->rescan_due && !ev->stopping) ev_outbox_rescan(ev);
     ev_kick(ev);
   } else if (!ev->stopping) {
     ev_outbox_rescan(ev);
@@ -142,6 +143,8 @@ static int load_config(evaluator *ev, char *err, size_t errsize) {
     return -1;
   if (kpi_env_int("KPI_TEST_CRASH_AFTER_COMMIT", 0, 0, 1, &v, err, errsize)) return -1;
   ev->crash_after_commit = v == 1;
+  if (kpi_env_int("KPI_TEST_LOSE_COMMITS", 0, 0, 100, &v, err, errsize)) return -1;
+  ev->lose_commits = (int)v;
   const char *date = kpi_env_str("KPI_EVAL_DATE", NULL);
   if (date) {
     kpi_day day;

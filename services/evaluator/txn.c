@@ -78,6 +78,19 @@ static const char SQL_AGGREGATE[] =
     " LEFT JOIN attainment a ON a.measure_id = m.id"
     " ORDER BY m.id";
 
+/* Serialises the evaluation of each measure across connections: a transaction takes these
+ * locks (keys in one global order, so two transactions cannot deadlock on them) after its
+ * INSERT and before SQL_AGGREGATE, and holds them until COMMIT. Without them, under READ
+ * COMMITTED, another replica's sweep (or a replica still finishing a batch of a partition just
+ * revoked) could aggregate from a snapshot taken before this transaction's measurements
+ * committed and then overwrite the fresher attainment row (value, status, alert bookkeeping)
+ * with older figures, which stay reported until the measure is evaluated again.
+ * SQL_AGGREGATE is a later statement, so its snapshot sees everything the previous holder of
+ * a lock committed. The key space (two int4 keys) never meets kpi_pg_migrate's bigint lock. */
+static const char SQL_LOCK[] =
+    "SELECT count(pg_advisory_xact_lock(1801, s.k)) FROM"
+    " (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY 1) s";
+
 static const char SQL_ATTAINMENT[] =
     "INSERT INTO attainment AS a (measure_id, as_of, value, progress, expected, status, stale,"
     "  last_observed_at, events, alert_state, episode, last_alert_on, reminders, updated_at)"
@@ -222,6 +235,15 @@ static void on_db_rollback(kpi_pgasync *pg, const PGresult *res, void *arg) {
 static void on_db_commit(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
+  evaluator *ev = t->ev;
+  if (res && !t->failed && t->n_out > 0 && ev->lose_commits > 0 &&
+      PQresultStatus(res) == PGRES_COMMAND_OK) {
+    /* Test hook (KPI_TEST_LOSE_COMMITS=N): the COMMIT succeeded, but we act as if the
+     * connection had died before its answer came, the "outcome unknown" case. */
+    ev->lose_commits--;
+    kpi_log(KPI_LOG_WARN, "test_lose_commit", "%zu alerts committed; acting as if lost", t->n_out);
+    res = NULL;
+  }
   if (!res) txn_fail(t, res, "COMMIT");
   else if (PQresultStatus(res) != PGRES_COMMAND_OK) txn_fail(t, res, "COMMIT");
   else if (!t->failed && strcmp(PQcmdStatus((PGresult *)res), "COMMIT") != 0)
@@ -501,6 +523,11 @@ static void txn_done(ev_txn *t, bool ok) {
     kpi_log(KPI_LOG_WARN, "transaction_failed", "%s (%s); retrying in %d ms", t->err,
             t->batch ? "batch" : "sweep", ev->backoff_ms);
     if (!t->batch) ev->sweep_due = true;
+    /* A lost connection may have hidden a COMMIT that went through. Its outbox rows are then
+     * stored but known to nobody: the retry finds their alert_ids taken (ON CONFLICT DO
+     * NOTHING returns no row) and the alert decision already recorded, so only a rescan of the
+     * outbox publishes them. */
+    if (t->lost) ev->rescan_due = true;
     txn_out_clear(t);
     /* After a lost connection the state callback kicks us when it is back; otherwise wait. */
     uv_timer_start(&ev->retry_timer, on_retry_timer, (uint64_t)ev->backoff_ms, 0);
@@ -528,6 +555,7 @@ static void txn_done(ev_txn *t, bool ok) {
   for (size_t i = 0; i < t->n_out; i++)
     ev_outbox_publish(ev, t->out[i].id, t->out[i].topic, t->out[i].key, t->out[i].payload);
   txn_out_clear(t);
+  if (ev->rescan_due) ev_outbox_rescan(ev);
   ev_kick(ev);
   ev_kafka_pull(ev);
 }
@@ -661,9 +689,11 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
     ev_buf_adds(&t->p[5], month_start);
     ev_buf_reset(&t->p[7]);
     ev_buf_adds(&t->p[7], month_day);
-    rc = params_oom(t, 8) ? -1
-                          : kpi_pgasync_query(ev->db, SQL_AGGREGATE, 8,
-                                              param_values(t, 8, vals), on_db_aggregate, t);
+    param_values(t, 8, vals);
+    rc = params_oom(t, 8) ? -1 : kpi_pgasync_query(ev->db, SQL_LOCK, 1, vals, on_db_step, t);
+    if (!rc)
+      rc = kpi_pgasync_query(ev->db, SQL_AGGREGATE, 8, param_values(t, 8, vals), on_db_aggregate,
+                             t);
   }
   if (rc != 0) {
     txn_fail(t, NULL, "queueing");

@@ -65,6 +65,19 @@ EVW_FN void evw_atexit(void) {
   }
 }
 
+/* Replaces the variable NAME (e.g. "KPI_CATALOG") of the world's environment, or adds it.
+ * getenv returns the first match, so appending a second definition would not override. */
+EVW_FN void evw_replace_env(evw *w, const char *name, const char *value) {
+  size_t n = strlen(name);
+  for (size_t i = 0; i < w->n_env; i++) {
+    if (strncmp(w->env[i], name, n) == 0 && w->env[i][n] == '=') {
+      snprintf(w->env[i], sizeof(w->env[0]), "%s=%s", name, value);
+      return;
+    }
+  }
+  evw_setenv(w, "%s=%s", name, value);
+}
+
 /* A fresh database and topic names; EVAL_DATE may be NULL (today). */
 EVW_FN void evw_init(evw *w, const char *prefix, const char *eval_date) {
   memset(w, 0, sizeof(*w));
@@ -117,6 +130,21 @@ EVW_FN pid_t evw_start(evw *w, const char *const *extra) {
     abort();
   }
   return w->pid;
+}
+
+/* A second evaluator of the same world (same database, topics and group), on its own port and
+ * log: copies W into W2 with its own environment. W2 shares W's producer and database
+ * connection; close only W. */
+EVW_FN void evw_twin(const evw *w, evw *w2, const char *suffix) {
+  *w2 = *w;
+  for (size_t i = 0; i < w2->n_env; i++) w2->envp[i] = w2->env[i];
+  w2->envp[w2->n_env] = NULL;
+  w2->port = kpi_it_free_port();
+  char listen[64];
+  snprintf(listen, sizeof(listen), "127.0.0.1:%d", w2->port);
+  evw_replace_env(w2, "KPI_EVALUATOR_LISTEN", listen);
+  snprintf(w2->log, sizeof(w2->log), "/tmp/%s.%s.log", w->name, suffix);
+  w2->pid = 0;
 }
 
 /* Waits until the evaluator is ready (database and broker), so that its topics exist. */

@@ -34,7 +34,9 @@ enum {
   MS_DEC, /* milestone marked decrease: p is still v */
   LB_INC, /* level 0 -> 10, FY2022 -> FY2025 (1096 days: e = 0.5 after 548) */
   LB_DEC, /* level 10 -> 0, same years */
-  L_INT30 /* like L_INC, reporting every 30 days */
+  L_INT30, /* like L_INC, reporting every 30 days */
+  S_LED,   /* seed g4-carbon-2-led-rate: level 12.4% -> 35.7%, FY2022 (R4) -> FY2024 (R6) */
+  S_ZC     /* seed g4-carbon-1-zero-carbon-plan: milestone, FY2022 -> FY2024, 731 days */
 };
 
 static const struct {
@@ -60,6 +62,8 @@ static const struct {
     [LB_INC] = {KPI_KIND_LEVEL, KPI_DIR_INCREASE, 2022, 0, 2025, 10, 0, 0, 365},
     [LB_DEC] = {KPI_KIND_LEVEL, KPI_DIR_DECREASE, 2022, 10, 2025, 0, 0, 0, 365},
     [L_INT30] = {KPI_KIND_LEVEL, KPI_DIR_INCREASE, 2022, 24, 2024, 50, 0, 0, 30},
+    [S_LED] = {KPI_KIND_LEVEL, KPI_DIR_INCREASE, 2022, 12.4, 2024, 35.7, 0, 0, 365},
+    [S_ZC] = {KPI_KIND_MILESTONE, KPI_DIR_INCREASE, 2022, 0, 2024, 1, 0, 0, 365},
 };
 
 static kpi_measure make(int which) {
@@ -213,6 +217,27 @@ static const eval_case eval_cases[] = {
      1, KPI_STATUS_FAILED, 0},
     {"milestone dec: p is v", MS_DEC, 1, 2025, 5, 1, 0, 0, -1, 2025, 6, 1, 0, 0.8, 1, 1, 1,
      793.0 / 1096, KPI_STATUS_ACHIEVED, 0},
+    /* seed measures, recomputed by hand. LED: start 2023-03-31, due 2025-03-31; at 2024-03-31
+     * e = 366/731 (the leap day 2024-02-29 is inside), a reading of 20 is p = 7.6/23.3 =
+     * 0.326 < 0.8 e = 0.4006: lagging. 22 would be 0.412: on track. */
+    {"seed LED: 20 at 2024-03-31 lags", S_LED, 20, 2024, 3, 31, 0, 0, -1, 2024, 3, 31, 0, 0.8, 1,
+     20, 7.6 / 23.3, 366.0 / 731, KPI_STATUS_LAGGING, 0},
+    {"seed LED: 22 at 2024-03-31 on track", S_LED, 22, 2024, 3, 31, 0, 0, -1, 2024, 3, 31, 0, 0.8,
+     1, 22, 9.6 / 23.3, 366.0 / 731, KPI_STATUS_ON_TRACK, 0},
+    {"seed LED: 35.7 reached", S_LED, 35.7, 2024, 12, 1, 0, 0, -1, 2025, 1, 1, 0, 0.8, 1, 35.7, 1,
+     642.0 / 731, KPI_STATUS_ACHIEVED, 0},
+    /* zero-carbon plan: 0.75 * 731 = 548.25, so e = 548/731 < 0.75 on 2024-09-29 and
+     * 549/731 >= 0.75 on 2024-09-30 */
+    {"seed milestone: 2024-09-29 still on track", S_ZC, 0, 2024, 4, 1, 0, 0, -1, 2024, 9, 29, 0,
+     0.8, 1, 0, 0, 548.0 / 731, KPI_STATUS_ON_TRACK, 0},
+    {"seed milestone: 2024-09-30 lagging", S_ZC, 0, 2024, 4, 1, 0, 0, -1, 2024, 9, 30, 0, 0.8, 1,
+     0, 0, 549.0 / 731, KPI_STATUS_LAGGING, 0},
+    /* maternity grants: 250 over FY2020-FY2024, as of 2023-03-31 (1094 of 1825 days, so
+     * 0.8 e = 0.47956): 120 is p = 0.48, on track; 119 is 0.476, lagging. */
+    {"seed cumulative: 120 by 2023-03-31 on track", C_INC, 5, 2023, 3, 1, 120, 0, -1, 2023, 3, 31,
+     0, 0.8, 1, 120, 0.48, 1094.0 / 1825, KPI_STATUS_ON_TRACK, 0},
+    {"seed cumulative: 119 by 2023-03-31 lags", C_INC, 5, 2023, 3, 1, 119, 0, -1, 2023, 3, 31, 0,
+     0.8, 1, 119, 0.476, 1094.0 / 1825, KPI_STATUS_LAGGING, 0},
     /* stale: older than report_interval_days + 90 */
     {"stale: 455 days is not stale", L_INC, 30, 2023, 6, 1, 0, 0, -1, 2023, 6, 1, 455, 0.8, 1, 30,
      6.0 / 26, 517.0 / 731, KPI_STATUS_LAGGING, 0},
@@ -275,6 +300,15 @@ static void test_fiscal_bounds(void **state) {
   assert_int_equal(kpi_attainment_due(&c), ymd(2025, 3, 31));
   assert_int_equal(kpi_attainment_data_from(&c), ymd(2020, 4, 1));
   assert_int_equal(kpi_attainment_due(&ms), ymd(2026, 3, 31));
+  /* observed_at across the FY boundary in Japan time: 2024-03-31T14:59:59Z is 23:59:59 JST on
+   * 31 March (FY2023), 15:00:00Z is 1 April 00:00 JST (FY2024). */
+  kpi_day d1 = 0, d2 = 0;
+  assert_int_equal(kpi_time_parse("2024-03-31T14:59:59Z", NULL, &d1), 0);
+  assert_int_equal(kpi_time_parse("2024-03-31T15:00:00Z", NULL, &d2), 0);
+  assert_int_equal(kpi_fy_of_day(d1), 2023);
+  assert_int_equal(kpi_fy_of_day(d2), 2024);
+  assert_int_equal(kpi_time_parse("2024-04-01T00:00:00+09:00", NULL, &d2), 0);
+  assert_int_equal(kpi_fy_of_day(d2), 2024);
   /* The leap day of 2024 falls inside FY2023: the 731 days of FY2023-FY2024. */
   assert_int_equal(kpi_attainment_due(&l) - kpi_attainment_start(&l), 731);
 }
