@@ -30,7 +30,10 @@ kpi_day kpi_attainment_start(const kpi_measure *m) {
 kpi_day kpi_attainment_due(const kpi_measure *m) { return kpi_fy_last_day(m->target_fy); }
 
 kpi_day kpi_attainment_data_from(const kpi_measure *m) {
-  return kpi_fy_first_day(kpi_fy_of_day(kpi_attainment_start(m)));
+  /* design.md §3: a baseline of FY B is a reading at the end of FY B, so only a reading taken
+   * after that day is news; a cumulative measure counts from its window's first day. */
+  kpi_day start = kpi_attainment_start(m);
+  return m->kind == KPI_KIND_CUMULATIVE ? start : start + 1;
 }
 
 bool kpi_attainment_window(const kpi_measure *m, kpi_day as_of, kpi_day *from, kpi_day *to) {

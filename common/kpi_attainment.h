@@ -66,11 +66,10 @@ typedef struct {
 kpi_day kpi_attainment_start(const kpi_measure *m);
 /* `due`: the end of the target FY. */
 kpi_day kpi_attainment_due(const kpi_measure *m);
-/* The first day a measurement counts as "reported since the baseline": 1 April of the FY that
- * contains `start`. For level, ratio, maintain and milestone that is 1 April of the baseline
- * FY, so a reading made in the baseline year after the plan fixed its baseline (plans are
- * drafted during that year) counts; readings of earlier years do not. For cumulative it is
- * the first day of the window. See docs/evaluator.md. */
+/* The first day a measurement counts as "reported since the baseline": the day after `start`
+ * (1 April after the baseline FY, since design.md §3 takes the baseline as the reading at the
+ * end of its FY) for level, ratio, maintain and milestone; the window's first day for
+ * cumulative. See docs/evaluator.md. */
 kpi_day kpi_attainment_data_from(const kpi_measure *m);
 
 /* Cumulative only: the days whose amounts count at AS_OF, the window (1 April of

@@ -109,10 +109,14 @@ static const eval_case eval_cases[] = {
      366.0 / 731, KPI_STATUS_NO_DATA, 0},
     {"level: reading of 31 March before the baseline FY is not data", L_INC, 30, 2022, 3, 31, 0,
      0, -1, 2024, 3, 31, 0, 0.8, 1, 30, 6.0 / 26, 366.0 / 731, KPI_STATUS_NO_DATA, 1},
-    {"level: reading of 1 April of the baseline FY is data", L_INC, 30, 2022, 4, 1, 0, 0, -1,
-     2022, 6, 1, 0, 0.8, 1, 30, 6.0 / 26, 0, KPI_STATUS_ON_TRACK, 0},
-    {"level: before start, e = 0, no progress is on track", L_INC, 24, 2022, 4, 1, 0, 0, -1,
-     2022, 6, 1, 0, 0.8, 1, 24, 0, 0, KPI_STATUS_ON_TRACK, 0},
+    /* design.md §3: the baseline is the reading at the end of its FY, so a reading on that very
+     * day (or earlier in the baseline FY) is not news; the next day is. */
+    {"level: reading at the end of the baseline FY is not data", L_INC, 30, 2023, 3, 31, 0, 0, -1,
+     2024, 3, 31, 0, 0.8, 1, 30, 6.0 / 26, 366.0 / 731, KPI_STATUS_NO_DATA, 0},
+    {"level: reading of 1 April after the baseline FY is data", L_INC, 30, 2023, 4, 1, 0, 0, -1,
+     2023, 6, 1, 0, 0.8, 1, 30, 6.0 / 26, 62.0 / 731, KPI_STATUS_ON_TRACK, 0},
+    {"level: before start, e = 0, a reading of the baseline FY is not data", L_INC, 24, 2022, 4,
+     1, 0, 0, -1, 2022, 6, 1, 0, 0.8, 1, 24, 0, 0, KPI_STATUS_NO_DATA, 0},
     {"level: on pace", L_INC, 37, 2024, 3, 31, 0, 0, -1, 2024, 3, 31, 0, 0.8, 1, 37, 0.5,
      366.0 / 731, KPI_STATUS_ON_TRACK, 0},
     {"level: behind pace", L_INC, 30, 2024, 3, 31, 0, 0, -1, 2024, 9, 30, 0, 0.8, 1, 30,
@@ -295,7 +299,7 @@ static void test_fiscal_bounds(void **state) {
   kpi_measure l = make(L_INC), c = make(C_INC), ms = make(MS_INC);
   assert_int_equal(kpi_attainment_start(&l), ymd(2023, 3, 31));
   assert_int_equal(kpi_attainment_due(&l), ymd(2025, 3, 31));
-  assert_int_equal(kpi_attainment_data_from(&l), ymd(2022, 4, 1));
+  assert_int_equal(kpi_attainment_data_from(&l), ymd(2023, 4, 1));
   assert_int_equal(kpi_attainment_start(&c), ymd(2020, 4, 1));
   assert_int_equal(kpi_attainment_due(&c), ymd(2025, 3, 31));
   assert_int_equal(kpi_attainment_data_from(&c), ymd(2020, 4, 1));
