@@ -15,7 +15,8 @@
 #   N=1000000                records for kcat (large enough that start-up does not count)
 #   WARMUP=5                 seconds of untimed load first, so the broker's JIT is warm
 #   DURATION=15              seconds per wrk run
-#   CONNS=64                 connections for single POSTs
+#   CONNS=256                connections for single POSTs (each waits for its delivery
+#                            report, so throughput is connections / latency)
 #   BATCH=500 BATCH_CONNS=4  items per batch, connections for batches
 #   WRK_THREADS=1            wrk threads (leave cores to the service and the broker)
 #   INGEST_ENV="K=V ..."     extra environment for the service (KAFKA_* tuning…)
@@ -25,7 +26,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-/tmp/inb-rel}
 N=${N:-1000000}
 DURATION=${DURATION:-15}
-CONNS=${CONNS:-64}
+CONNS=${CONNS:-256}
 BATCH=${BATCH:-500}
 BATCH_CONNS=${BATCH_CONNS:-4}
 WRK_THREADS=${WRK_THREADS:-1}

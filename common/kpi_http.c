@@ -756,14 +756,18 @@ static void conn_feed(kpi_http_conn *conn, const char *data, size_t len) {
       conn->ready = NULL;
       conn_dispatch(conn, req);
       if (conn->closing || conn->no_more) return;
-      if (len > 0 && conn->q_len + conn->writes >= srv->cfg.max_pipelined) {
-        conn->pending = malloc(len);
-        if (!conn->pending) {
-          conn_close(conn);
-          return;
+      /* Pause even when this read ended exactly after the request: a client that sends
+       * one request per segment would otherwise never hit the bound. */
+      if (conn->q_len + conn->writes >= srv->cfg.max_pipelined) {
+        if (len > 0) {
+          conn->pending = malloc(len);
+          if (!conn->pending) {
+            conn_close(conn);
+            return;
+          }
+          memcpy(conn->pending, data, len);
+          conn->pending_len = len;
         }
-        memcpy(conn->pending, data, len);
-        conn->pending_len = len;
         conn->paused = 1;
         conn_update_reading(conn);
         return;

@@ -80,11 +80,10 @@ bool kpi_utf8_valid(const char *str, size_t len) {
   return true;
 }
 
-/* Copies string member NAME into DST (size SIZE). Returns 1 when present and valid, 0 when
- * absent, -1 when present but wrong (error already added). */
-static int take_string(const cJSON *obj, const char *name, char *dst, size_t size,
-                       kpi_errors *errs) {
-  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+/* Copies string member IT (named NAME; NULL when absent) into DST (size SIZE). Returns 1 when
+ * present and valid, 0 when absent, -1 when present but wrong (error already added). */
+static int take_string_item(const cJSON *it, const char *name, char *dst, size_t size,
+                            kpi_errors *errs) {
   if (!it || cJSON_IsNull(it)) return 0;
   if (!cJSON_IsString(it)) {
     kpi_errors_add(errs, name, "type", "must be a string");
@@ -103,6 +102,12 @@ static int take_string(const cJSON *obj, const char *name, char *dst, size_t siz
   return 1;
 }
 
+/* Same, looking member NAME up in OBJ. */
+static int take_string(const cJSON *obj, const char *name, char *dst, size_t size,
+                       kpi_errors *errs) {
+  return take_string_item(cJSON_GetObjectItemCaseSensitive(obj, name), name, dst, size, errs);
+}
+
 static bool valid_id(const char *s) {
   for (const char *p = s; *p; p++)
     if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
@@ -111,9 +116,43 @@ static bool valid_id(const char *s) {
   return true;
 }
 
-static const char *const input_fields[] = {"schema", "event_id", "measure_id", "department",
-                                           "observed_at", "value", "unit", "component",
-                                           "note", NULL};
+/* The members of a measurement; F_RECEIVED_AT is a record's only (not client input). */
+enum {
+  F_SCHEMA,
+  F_EVENT_ID,
+  F_MEASURE_ID,
+  F_DEPARTMENT,
+  F_OBSERVED_AT,
+  F_VALUE,
+  F_UNIT,
+  F_COMPONENT,
+  F_NOTE,
+  F_RECEIVED_AT,
+  F_COUNT
+};
+static const char *const field_names[F_COUNT] = {
+    "schema", "event_id", "measure_id", "department", "observed_at",
+    "value",  "unit",     "component",  "note",       "received_at"};
+
+/* Index of member name S in field_names, or -1. One pass over the object with this replaces
+ * a lookup (a strcmp walk over every member) per field. */
+static int field_index(const char *s) {
+  int i;
+  switch (s[0]) {
+    case 's': i = F_SCHEMA; break;
+    case 'e': i = F_EVENT_ID; break;
+    case 'm': i = F_MEASURE_ID; break;
+    case 'd': i = F_DEPARTMENT; break;
+    case 'o': i = F_OBSERVED_AT; break;
+    case 'v': i = F_VALUE; break;
+    case 'u': i = F_UNIT; break;
+    case 'c': i = F_COMPONENT; break;
+    case 'n': i = F_NOTE; break;
+    case 'r': i = F_RECEIVED_AT; break;
+    default: return -1;
+  }
+  return strcmp(s, field_names[i]) == 0 ? i : -1;
+}
 
 int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measurement *m,
                               kpi_errors *errs) {
@@ -123,26 +162,28 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
     kpi_errors_add(errs, "", "type", "a measurement must be a JSON object");
     return -1;
   }
-  if (mode == KPI_PARSE_INPUT) {
-    const cJSON *it;
-    cJSON_ArrayForEach(it, obj) {
-      bool known = false;
-      for (int i = 0; input_fields[i] && !known; i++) known = strcmp(it->string, input_fields[i]) == 0;
-      if (!known) {
-        char field[32];
-        snprintf(field, sizeof(field), "%s", it->string);
-        kpi_errors_add(errs, field, "unknown_field", "not a field of kpi.measurement/1 input");
-      }
+  /* The first member of each name counts, as with cJSON_GetObjectItemCaseSensitive. Unknown
+   * members of an input are reported in the order they appear, before anything else. */
+  const cJSON *f[F_COUNT] = {0};
+  const cJSON *it;
+  cJSON_ArrayForEach(it, obj) {
+    int i = it->string ? field_index(it->string) : -1;
+    if (mode == KPI_PARSE_INPUT && (i < 0 || i == F_RECEIVED_AT)) {
+      char field[32];
+      snprintf(field, sizeof(field), "%s", it->string ? it->string : "");
+      kpi_errors_add(errs, field, "unknown_field", "not a field of kpi.measurement/1 input");
+      continue;
     }
+    if (i >= 0 && !f[i]) f[i] = it;
   }
 
   char schema[32] = "";
-  int r = take_string(obj, "schema", schema, sizeof(schema), errs);
+  int r = take_string_item(f[F_SCHEMA], "schema", schema, sizeof(schema), errs);
   if (r == 0 && mode == KPI_PARSE_RECORD) kpi_errors_add(errs, "schema", "missing", "required");
   if (r == 1 && strcmp(schema, KPI_MEASUREMENT_SCHEMA) != 0)
     kpi_errors_add(errs, "schema", "value", "must be \"%s\"", KPI_MEASUREMENT_SCHEMA);
 
-  r = take_string(obj, "event_id", m->event_id, sizeof(m->event_id), errs);
+  r = take_string_item(f[F_EVENT_ID], "event_id", m->event_id, sizeof(m->event_id), errs);
   if (r == 0 && mode == KPI_PARSE_RECORD) kpi_errors_add(errs, "event_id", "missing", "required");
   if (r == 1) {
     if (strlen(m->event_id) != KPI_UUID_STRLEN || kpi_uuid_parse(m->event_id, NULL) != 0) {
@@ -153,42 +194,43 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
     m->event_id[0] = '\0';
   }
 
-  r = take_string(obj, "measure_id", m->measure_id, sizeof(m->measure_id), errs);
+  r = take_string_item(f[F_MEASURE_ID], "measure_id", m->measure_id, sizeof(m->measure_id), errs);
   if (r == 0) kpi_errors_add(errs, "measure_id", "missing", "required");
   if (r == 1 && !valid_id(m->measure_id))
     kpi_errors_add(errs, "measure_id", "format", "only letters, digits, '-', '_', '.'");
 
-  r = take_string(obj, "department", m->department, sizeof(m->department), errs);
+  r = take_string_item(f[F_DEPARTMENT], "department", m->department, sizeof(m->department), errs);
   if (r == 0 && mode == KPI_PARSE_RECORD)
     kpi_errors_add(errs, "department", "missing", "required");
   if (r == 1 && !valid_id(m->department))
     kpi_errors_add(errs, "department", "format", "only letters, digits, '-', '_', '.'");
 
-  r = take_string(obj, "observed_at", m->observed_at, sizeof(m->observed_at), errs);
+  r = take_string_item(f[F_OBSERVED_AT], "observed_at",
+                       m->observed_at, sizeof(m->observed_at), errs);
   if (r == 0) kpi_errors_add(errs, "observed_at", "missing", "required");
   if (r == 1 && kpi_time_parse(m->observed_at, &m->observed_ms, &m->observed_day) != 0)
     kpi_errors_add(errs, "observed_at", "format",
                    "must be a date (YYYY-MM-DD) or an RFC 3339 timestamp with offset");
 
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "value");
+  const cJSON *v = f[F_VALUE];
   if (!v || cJSON_IsNull(v)) kpi_errors_add(errs, "value", "missing", "required");
   else if (!cJSON_IsNumber(v)) kpi_errors_add(errs, "value", "type", "must be a number");
   else if (!isfinite(v->valuedouble))
     kpi_errors_add(errs, "value", "range", "must be a finite number");
   else m->value = v->valuedouble;
 
-  r = take_string(obj, "unit", m->unit, sizeof(m->unit), errs);
+  r = take_string_item(f[F_UNIT], "unit", m->unit, sizeof(m->unit), errs);
   if (r == 0) kpi_errors_add(errs, "unit", "missing", "required");
 
   char comp[16] = "";
-  r = take_string(obj, "component", comp, sizeof(comp), errs);
+  r = take_string_item(f[F_COMPONENT], "component", comp, sizeof(comp), errs);
   if (r == 1) {
     if (strcmp(comp, "numerator") == 0) m->component = KPI_COMPONENT_NUMERATOR;
     else if (strcmp(comp, "denominator") == 0) m->component = KPI_COMPONENT_DENOMINATOR;
     else kpi_errors_add(errs, "component", "value", "must be \"numerator\" or \"denominator\"");
   }
 
-  const cJSON *note = cJSON_GetObjectItemCaseSensitive(obj, "note");
+  const cJSON *note = f[F_NOTE];
   if (note && !cJSON_IsNull(note)) {
     if (!cJSON_IsString(note)) {
       kpi_errors_add(errs, "note", "type", "must be a string");
@@ -206,7 +248,8 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
   }
 
   if (mode == KPI_PARSE_RECORD) {
-    r = take_string(obj, "received_at", m->received_at, sizeof(m->received_at), errs);
+    r = take_string_item(f[F_RECEIVED_AT], "received_at",
+                         m->received_at, sizeof(m->received_at), errs);
     if (r == 0) kpi_errors_add(errs, "received_at", "missing", "required");
     /* A bare date parses as a time too; the ingest always writes a full timestamp. */
     if (r == 1 && (strlen(m->received_at) <= 10 ||
@@ -261,24 +304,163 @@ const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_cat
   return errs->n == before ? ms : NULL;
 }
 
+/* The record encoder writes what cJSON_PrintUnformatted wrote for the same object, byte for
+ * byte (tests/unit/test_codec.c compares the two on many values), without the tree: building
+ * and printing ten cJSON members cost about twenty allocations and a printf/scanf round trip
+ * per record, more than the rest of the ingest path. Escaping and number formatting follow
+ * cJSON's print_string_ptr and print_number; numbers that the fast path below cannot prove
+ * identical are printed by cJSON itself. */
+
+/* Bytes cJSON's printer writes for S between its quotes. */
+static size_t json_escaped_len(const char *s) {
+  size_t n = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p >= 32 && *p != '"' && *p != '\\') n += 1;
+    else if (*p == '"' || *p == '\\' || *p == '\b' || *p == '\f' || *p == '\n' || *p == '\r' ||
+             *p == '\t')
+      n += 2;
+    else
+      n += 6; /* \u00XX */
+  }
+  return n;
+}
+
+static char *json_put_string(char *o, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  *o++ = '"';
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    unsigned char c = *p;
+    if (c >= 32 && c != '"' && c != '\\') {
+      *o++ = (char)c;
+      continue;
+    }
+    *o++ = '\\';
+    switch (c) {
+      case '"': *o++ = '"'; break;
+      case '\\': *o++ = '\\'; break;
+      case '\b': *o++ = 'b'; break;
+      case '\f': *o++ = 'f'; break;
+      case '\n': *o++ = 'n'; break;
+      case '\r': *o++ = 'r'; break;
+      case '\t': *o++ = 't'; break;
+      default:
+        memcpy(o, "u00", 3);
+        o[3] = hex[c >> 4];
+        o[4] = hex[c & 15];
+        o += 5;
+    }
+  }
+  *o++ = '"';
+  return o;
+}
+
+/* Formats D into BUF (at least 32 bytes) as cJSON's print_number does; returns the length,
+ * or -1 when out of memory. The fast path covers zero, whole numbers below 1e15 and decimals
+ * with at most 6 fraction digits and 15 significant ones (|d| >= 1e-4): for those, "%1.15g"
+ * yields exactly the shortest decimal D = n / 10^k whose nearest double is d (the distance
+ * from d to D is below half a unit in the 15th digit), the "%lg" read-back returns d, and
+ * cJSON's integer branch, where it applies, prints the same digits. (double)n / 10^k == d
+ * checks that D's nearest double is d, since both operands are exact and IEEE division
+ * rounds correctly, like strtod. Anything else (NaN, -0, 1e-7, 0.1234567, 1e20…) goes
+ * through cJSON's own printer. */
+static int json_format_number(double d, char *buf) {
+  static const double p10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+  double a = fabs(d);
+  if (isfinite(d) && ((a == 0 && !signbit(d)) || a >= 1e-4)) {
+    for (int k = 0; k <= 6; k++) {
+      double t = a * p10[k];
+      if (!(t < 1e15)) break;
+      long long n = (long long)(t + 0.5);
+      if ((double)n / p10[k] != a) continue;
+      /* Digits of n, then the point k digits from the right, trailing zeros dropped. */
+      char dig[24];
+      int nd = 0;
+      do {
+        dig[nd++] = (char)('0' + n % 10);
+        n /= 10;
+      } while (n > 0);
+      int frac = k;
+      int skip = 0; /* trailing zeros of the fraction */
+      while (skip < frac && dig[skip] == '0') skip++;
+      frac -= skip;
+      char *o = buf;
+      if (signbit(d)) *o++ = '-';
+      int int_digits = nd - k;
+      if (int_digits <= 0) {
+        *o++ = '0';
+      } else {
+        for (int i = nd - 1; i >= k; i--) *o++ = dig[i];
+      }
+      if (frac > 0) {
+        *o++ = '.';
+        for (int i = k - 1; i >= k - frac; i--) *o++ = i < nd ? dig[i] : '0';
+      }
+      *o = '\0';
+      return (int)(o - buf);
+    }
+  }
+  cJSON *num = cJSON_CreateNumber(d);
+  char *text = num ? cJSON_PrintUnformatted(num) : NULL;
+  cJSON_Delete(num);
+  if (!text) return -1;
+  size_t n = strlen(text);
+  if (n > 31) {
+    cJSON_free(text);
+    return -1;
+  }
+  memcpy(buf, text, n + 1);
+  cJSON_free(text);
+  return (int)n;
+}
+
+#define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) += sizeof(lit) - 1)
+
 char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
-  cJSON *o = cJSON_CreateObject();
-  if (!o) return NULL;
-  cJSON_AddStringToObject(o, "schema", KPI_MEASUREMENT_SCHEMA);
-  cJSON_AddStringToObject(o, "event_id", m->event_id);
-  cJSON_AddStringToObject(o, "measure_id", m->measure_id);
-  cJSON_AddStringToObject(o, "department", m->department);
-  cJSON_AddStringToObject(o, "observed_at", m->observed_at);
-  cJSON_AddNumberToObject(o, "value", m->value);
-  cJSON_AddStringToObject(o, "unit", m->unit);
-  if (m->component != KPI_COMPONENT_NONE)
-    cJSON_AddStringToObject(o, "component", kpi_component_name(m->component));
-  if (m->has_note) cJSON_AddStringToObject(o, "note", m->note);
-  cJSON_AddStringToObject(o, "received_at", m->received_at);
-  char *s = cJSON_PrintUnformatted(o);
-  cJSON_Delete(o);
-  if (s && len) *len = strlen(s);
-  return s;
+  char num[32];
+  int num_len = json_format_number(m->value, num);
+  if (num_len < 0) return NULL;
+  const char *component = kpi_component_name(m->component);
+  /* Member names, quotes, colons, commas and braces; then the escaped values. */
+  size_t cap = sizeof("{\"schema\":,\"event_id\":,\"measure_id\":,\"department\":,"
+                      "\"observed_at\":,\"value\":,\"unit\":,\"received_at\":}") +
+               sizeof(",\"component\":") + sizeof(",\"note\":") + 2 * 10 + (size_t)num_len +
+               json_escaped_len(KPI_MEASUREMENT_SCHEMA) + json_escaped_len(m->event_id) +
+               json_escaped_len(m->measure_id) + json_escaped_len(m->department) +
+               json_escaped_len(m->observed_at) + json_escaped_len(m->unit) +
+               (component ? json_escaped_len(component) : 0) +
+               (m->has_note ? json_escaped_len(m->note) : 0) + json_escaped_len(m->received_at);
+  char *out = malloc(cap);
+  if (!out) return NULL;
+  char *o = out;
+  PUT_LIT(o, "{\"schema\":");
+  o = json_put_string(o, KPI_MEASUREMENT_SCHEMA);
+  PUT_LIT(o, ",\"event_id\":");
+  o = json_put_string(o, m->event_id);
+  PUT_LIT(o, ",\"measure_id\":");
+  o = json_put_string(o, m->measure_id);
+  PUT_LIT(o, ",\"department\":");
+  o = json_put_string(o, m->department);
+  PUT_LIT(o, ",\"observed_at\":");
+  o = json_put_string(o, m->observed_at);
+  PUT_LIT(o, ",\"value\":");
+  memcpy(o, num, (size_t)num_len);
+  o += num_len;
+  PUT_LIT(o, ",\"unit\":");
+  o = json_put_string(o, m->unit);
+  if (component) {
+    PUT_LIT(o, ",\"component\":");
+    o = json_put_string(o, component);
+  }
+  if (m->has_note) {
+    PUT_LIT(o, ",\"note\":");
+    o = json_put_string(o, m->note);
+  }
+  PUT_LIT(o, ",\"received_at\":");
+  o = json_put_string(o, m->received_at);
+  *o++ = '}';
+  *o = '\0';
+  if (len) *len = (size_t)(o - out);
+  return out;
 }
 
 /* Alerts ------------------------------------------------------------------------------- */

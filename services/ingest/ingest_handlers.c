@@ -217,6 +217,46 @@ static char *item_failure_json(const ingest_item *it, size_t index) {
   return t;
 }
 
+/* Writes V in decimal at O; returns the end. */
+static char *put_i64(char *o, int64_t v) {
+  char tmp[24];
+  int n = 0;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *o++ = '-';
+  while (n) *o++ = tmp[--n];
+  return o;
+}
+
+/* The BatchItemResult of accepted item IT at INDEX. Its strings need no escaping: event_id is
+ * a UUID and measure_id passed the catalog's id syntax. Written by hand because a batch holds
+ * up to thousands of them and vsnprintf per item was a visible share of a batch's cost. */
+static void sb_accepted(sbuf *b, const ingest_item *it, size_t index) {
+  char tmp[64 + KPI_UUID_STRLEN + KPI_ID_MAX + 3 * 24 + 64];
+  char *o = tmp;
+#define PUT(lit) (memcpy(o, lit, sizeof(lit) - 1), o += sizeof(lit) - 1)
+  PUT("{\"index\":");
+  o = put_i64(o, (int64_t)index);
+  PUT(",\"status\":202,\"event_id\":\"");
+  size_t n = strlen(it->event_id);
+  memcpy(o, it->event_id, n);
+  o += n;
+  PUT("\",\"measure_id\":\"");
+  n = strlen(it->measure_id);
+  memcpy(o, it->measure_id, n);
+  o += n;
+  PUT("\",\"partition\":");
+  o = put_i64(o, it->partition);
+  PUT(",\"offset\":");
+  o = put_i64(o, it->offset);
+  *o++ = '}';
+#undef PUT
+  sb_put(b, tmp, (size_t)(o - tmp));
+}
+
 /* Appends `"results":[…]` for every item (ONLY_BAD: the non-accepted ones only). */
 static void sb_results(sbuf *b, const ingest_request *r, int only_bad) {
   sb_str(b, "\"results\":[");
@@ -227,10 +267,7 @@ static void sb_results(sbuf *b, const ingest_request *r, int only_bad) {
     if (!first) sb_put(b, ",", 1);
     first = 0;
     if (it->status == 202) {
-      sb_printf(b,
-                "{\"index\":%zu,\"status\":202,\"event_id\":\"%s\",\"measure_id\":\"%s\","
-                "\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}",
-                i, it->event_id, it->measure_id, it->partition, it->offset);
+      sb_accepted(b, it, i);
       continue;
     }
     char *t = item_failure_json(it, i);
@@ -308,7 +345,12 @@ static void finish_batch(ingest_ctx *ctx, ingest_request *r) {
   if (failed == 0) status = 202;
   else if (ok == 0 && forbidden == failed) status = 403;
   else if (ok == 0 && retryable == failed) status = full == failed ? 429 : 503;
+  /* Sized for the usual answer (about 150 bytes per accepted item) so that it is not
+   * reallocated a dozen times while growing. */
   sbuf b = {0};
+  b.cap = 256 + r->n_items * 160;
+  b.p = malloc(b.cap);
+  if (!b.p) b.cap = 0;
   sb_put(&b, "{", 1);
   if (status == 403)
     sb_problem_head(&b, 403, "every item is a measure owned by another department",

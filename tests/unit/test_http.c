@@ -438,6 +438,28 @@ static void test_pipelining_backpressure(void **state) {
   fixture_free(fx);
 }
 
+/* The bound holds when requests arrive one read at a time, too: a client that pipelines
+ * slowly (one request per segment, each held by the handler) must not get more than
+ * max_pipelined of them parsed and held, or each would pin its request and body. */
+static void test_pipelining_bound_one_read_at_a_time(void **state) {
+  (void)state;
+  kpi_http_config cfg = test_config();
+  cfg.max_pipelined = 2;
+  fixture *fx = fixture_start(&cfg, MODE_HOLD);
+  client *c = client_open(fx->port);
+  for (int i = 0; i < 6; i++) {
+    char one[64];
+    snprintf(one, sizeof one, "GET /s%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+    client_sends(c, one);
+    usleep(30 * 1000); /* its own read on the server */
+  }
+  fixture_stop(fx);
+  assert_int_equal(fx->requests_seen, 2);
+  assert_int_equal(fx->orphaned_answers, 2);
+  client_close(c);
+  fixture_free(fx);
+}
+
 static void test_chunked_body(void **state) {
   (void)state;
   fixture *fx = fixture_start(NULL, MODE_ECHO);
@@ -756,6 +778,7 @@ int main(void) {
       cmocka_unit_test(test_keep_alive),
       cmocka_unit_test(test_pipelining_answers_in_request_order),
       cmocka_unit_test(test_pipelining_backpressure),
+      cmocka_unit_test(test_pipelining_bound_one_read_at_a_time),
       cmocka_unit_test(test_chunked_body),
       cmocka_unit_test(test_expect_continue),
       cmocka_unit_test(test_refused_requests),
