@@ -1121,3 +1121,13 @@ int kpi_http_server_export_metrics(const kpi_http_server *srv, kpi_metrics *m) {
   kpi_metrics_set(s, (double)st->bad_requests);
   return 0;
 }
+
+int kpi_http_respond_metrics(kpi_http_request *req, const kpi_http_server *srv, kpi_metrics *m) {
+  char *text = NULL;
+  size_t len = 0;
+  if (kpi_http_server_export_metrics(srv, m) != 0 || kpi_metrics_render(m, &text, &len) != 0)
+    return kpi_http_respond_problem(req, 500, NULL, "out of memory", NULL);
+  int rc = kpi_http_respond(req, 200, KPI_METRICS_CONTENT_TYPE, text, len, NULL);
+  free(text);
+  return rc;
+}

@@ -118,6 +118,11 @@ void kpi_http_server_close(kpi_http_server *srv, kpi_http_close_cb on_closed);
  * KPI_HTTP_ENOMEM. */
 int kpi_http_server_export_metrics(const kpi_http_server *srv, kpi_metrics *m);
 
+/* The /metrics answer every service gives: exports SRV's stats into M, renders M as
+ * Prometheus text and answers REQ with it (500 problem+json when out of memory). REQ is
+ * answered on every path. */
+int kpi_http_respond_metrics(kpi_http_request *req, const kpi_http_server *srv, kpi_metrics *m);
+
 /* ---- the request, valid until answered ---- */
 
 /* "GET", "POST"… as http-parser spells them. */

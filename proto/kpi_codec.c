@@ -22,15 +22,29 @@ static cJSON *parse_whole(const char *json, size_t len) {
   return root;
 }
 
+/* Cuts a NUL-terminated string that snprintf may have truncated back to the last whole UTF-8
+ * character, so that a long field name or message never puts invalid UTF-8 into a response. */
+static void trim_partial_utf8(char *s) {
+  size_t n = strlen(s);
+  size_t i = n;
+  while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--; /* continuation bytes */
+  if (i == 0) return;
+  unsigned char lead = (unsigned char)s[i - 1];
+  size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+  if (n - (i - 1) < want) s[i - 1] = '\0';
+}
+
 void kpi_errors_add(kpi_errors *errs, const char *field, const char *code, const char *fmt, ...) {
   if (!errs || errs->n >= KPI_ERRORS_MAX) return;
   kpi_field_error *e = &errs->items[errs->n++];
   snprintf(e->field, sizeof(e->field), "%s", field);
+  trim_partial_utf8(e->field);
   snprintf(e->code, sizeof(e->code), "%s", code);
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(e->message, sizeof(e->message), fmt, ap);
   va_end(ap);
+  trim_partial_utf8(e->message);
 }
 
 cJSON *kpi_errors_to_json(const kpi_errors *errs) {

@@ -56,15 +56,7 @@ static int valid_id(const char *s) {
 }
 
 static void respond_metrics(evaluator *ev, kpi_http_request *req) {
-  kpi_http_server_export_metrics(&ev->http, ev->metrics);
-  char *text = NULL;
-  size_t len = 0;
-  if (kpi_metrics_render(ev->metrics, &text, &len) != 0) {
-    kpi_http_respond_problem(req, 500, NULL, "out of memory", NULL);
-    return;
-  }
-  kpi_http_respond(req, 200, KPI_METRICS_CONTENT_TYPE, text, len, NULL);
-  free(text);
+  kpi_http_respond_metrics(req, &ev->http, ev->metrics);
 }
 
 void ev_on_http_request(kpi_http_request *req, void *opaque) {

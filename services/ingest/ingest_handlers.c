@@ -824,17 +824,9 @@ static void handle_metrics(ingest_ctx *ctx, kpi_http_request *req, uint64_t t0) 
   kpi_metrics_set(ctx->m_queue_depth, (double)rd_kafka_outq_len(ctx->rk));
   kpi_metrics_set(ctx->m_inflight, (double)ctx->inflight);
   kpi_metrics_set(ctx->m_ready, ctx->ready ? 1 : 0);
-  kpi_http_server_export_metrics(&ctx->http, ctx->metrics);
   /* Count this scrape before rendering so that it sees itself. */
   count_response(ctx, INGEST_EP_METRICS, 200, t0);
-  char *text = NULL;
-  size_t len = 0;
-  if (kpi_metrics_render(ctx->metrics, &text, &len) != 0) {
-    kpi_http_respond_problem(req, 500, NULL, "out of memory", NULL);
-    return;
-  }
-  kpi_http_respond(req, 200, KPI_METRICS_CONTENT_TYPE, text, len, NULL);
-  free(text);
+  kpi_http_respond_metrics(req, &ctx->http, ctx->metrics);
 }
 
 void ingest_on_http_request(kpi_http_request *req, void *opaque) {

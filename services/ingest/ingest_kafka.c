@@ -41,13 +41,6 @@ static int env_sets_prop(const char *prop) {
   return v && *v;
 }
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-  (void)rk;
-  kpi_log_level lv = level <= 3 ? KPI_LOG_ERROR : level <= 4 ? KPI_LOG_WARN
-                     : level <= 6 ? KPI_LOG_INFO : KPI_LOG_DEBUG;
-  kpi_log(lv, "kafka_log", "%s: %s", fac, buf);
-}
-
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   ingest_ctx *ctx = opaque;
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
@@ -182,7 +175,6 @@ int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size) {
   rd_kafka_conf_set_opaque(conf, ctx);
   rd_kafka_conf_set_dr_msg_cb(conf, ingest_on_kafka_delivery);
   rd_kafka_conf_set_error_cb(conf, on_kafka_error);
-  rd_kafka_conf_set_log_cb(conf, on_kafka_log);
 
   char err[512];
   ctx->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));

@@ -156,16 +156,8 @@ static void on_http_request(kpi_http_request *req, void *opaque) {
                                nf->draining ? "shutting down" : "database not ready", NULL);
     }
   } else if (strcmp(path, "/metrics") == 0) {
-    kpi_http_server_export_metrics(&nf->http, nf->metrics);
     kpi_metrics_set(nf->m.inflight, (double)nf->mails_inflight);
-    char *text = NULL;
-    size_t len = 0;
-    if (kpi_metrics_render(nf->metrics, &text, &len) != 0) {
-      kpi_http_respond_problem(req, 500, NULL, "out of memory", NULL);
-      return;
-    }
-    kpi_http_respond(req, 200, KPI_METRICS_CONTENT_TYPE, text, len, NULL);
-    free(text);
+    kpi_http_respond_metrics(req, &nf->http, nf->metrics);
   } else {
     kpi_http_respond_problem(req, 404, NULL, NULL, NULL);
   }

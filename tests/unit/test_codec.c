@@ -399,6 +399,21 @@ static void test_record_field_formats(void **state) {
   }
 }
 
+/* An unknown field whose name is longer than the error's field buffer is cut on a character
+ * boundary: the error stays valid UTF-8. */
+static void test_long_field_name_stays_utf8(void **state) {
+  (void)state;
+  const char *in = "{\"measure_id\":\"m\",\"observed_at\":\"2024-01-01\",\"value\":1,"
+                   "\"unit\":\"person\",\"あいうえおかきくけこさしすせそ\":1}";
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), -1);
+  assert_int_equal(errs.n, 1);
+  assert_string_equal(errs.items[0].code, "unknown_field");
+  assert_true(kpi_utf8_valid(errs.items[0].field, strlen(errs.items[0].field)));
+  assert_true(strlen(errs.items[0].field) == 30); /* ten 3-byte characters fit in 31 bytes */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_inputs),       cmocka_unit_test(test_bad_inputs),
@@ -407,6 +422,7 @@ int main(void) {
       cmocka_unit_test(test_truncated_bodies_rejected), cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_alert_round_trip),   cmocka_unit_test(test_alert_errors),
       cmocka_unit_test(test_record_field_formats),
+      cmocka_unit_test(test_long_field_name_stays_utf8),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
