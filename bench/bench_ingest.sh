@@ -4,6 +4,7 @@
 #       settings as the service: idempotent, acks=all, linger.ms=1, murmur2 keys),
 #   (b) NDJSON batch POSTs of BATCH items (wrk, keep-alive),
 #   (c) single-record POSTs (wrk, keep-alive, CONNS connections, --latency),
+#   (d) the same with HTTP/1.1 pipelining (DEPTH requests in flight per connection),
 # then prints events/s, the ratios to kcat, p50/p99 of single POSTs and the service's peak
 # RSS (VmHWM). Not a test: numbers depend on the machine, and wrk, the broker and the
 # service share its cores.
@@ -18,6 +19,7 @@
 #   CONNS=256                connections for single POSTs (each waits for its delivery
 #                            report, so throughput is connections / latency)
 #   BATCH=500 BATCH_CONNS=4  items per batch, connections for batches
+#   DEPTH=8 PIPE_CONNS=64    (d): single POSTs with HTTP/1.1 pipelining, DEPTH per connection
 #   WRK_THREADS=1            wrk threads (leave cores to the service and the broker)
 #   INGEST_ENV="K=V ..."     extra environment for the service (KAFKA_* tuning…)
 set -euo pipefail
@@ -32,6 +34,8 @@ BATCH_CONNS=${BATCH_CONNS:-4}
 WRK_THREADS=${WRK_THREADS:-1}
 INGEST_ENV=${INGEST_ENV:-}
 WARMUP=${WARMUP:-5}
+DEPTH=${DEPTH:-8}
+PIPE_CONNS=${PIPE_CONNS:-64}
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -145,6 +149,14 @@ BENCH_TOKEN=$TOKEN BENCH_BODY=$BODY \
 read -r S_ACC S_OTHER S_DUR S_P50 S_P99 < <(sed -n 's/^BENCH accepted=\([0-9]*\) other=\([0-9]*\) duration_us=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\)/\1 \2 \3 \4 \5/p' "$WORK/single.out")
 SINGLE_EPS=$(awk -v a="$S_ACC" -v d="$S_DUR" 'BEGIN { printf "%.0f", a / (d / 1e6) }')
 
+# ---- (d) single POSTs, pipelined ----
+log "(d) single POSTs pipelined x$DEPTH, $PIPE_CONNS connections, ${DURATION}s"
+BENCH_TOKEN=$TOKEN BENCH_BODY=$BODY BENCH_DEPTH=$DEPTH \
+  wrk -t"$WRK_THREADS" -c"$PIPE_CONNS" -d"${DURATION}s" --timeout 30s \
+  -s "$ROOT/bench/ingest_single.lua" "http://127.0.0.1:$PORT/v1/measurements" >"$WORK/pipe.out"
+read -r P_ACC P_OTHER P_DUR _ _ < <(sed -n 's/^BENCH accepted=\([0-9]*\) other=\([0-9]*\) duration_us=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\)/\1 \2 \3 \4 \5/p' "$WORK/pipe.out")
+PIPE_EPS=$(awk -v a="$P_ACC" -v d="$P_DUR" 'BEGIN { printf "%.0f", a / (d / 1e6) }')
+
 HWM_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$INGEST_PID/status")
 METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^kpi_ingest_(records_produced|delivery_failures|queue_full)_total' || true)
 
@@ -157,6 +169,7 @@ kpi-ingest benchmark ($(nproc) cores; broker, service and load generator share t
   (b) batch POSTs      $BATCH items x $BATCH_CONNS conns, ${DURATION}s   $BATCH_EPS events/s  ratio $(ratio "$BATCH_EPS" "$KCAT_EPS") (goal >= 0.5: $(pass "$(ratio "$BATCH_EPS" "$KCAT_EPS")" 0.5))  failed batches $B_OTHER  p50 $((B_P50 / 1000)) ms p99 $((B_P99 / 1000)) ms
   (c) single POSTs     $CONNS conns, ${DURATION}s            $SINGLE_EPS events/s  ratio $(ratio "$SINGLE_EPS" "$KCAT_EPS") (goal >= 0.2: $(pass "$(ratio "$SINGLE_EPS" "$KCAT_EPS")" 0.2))  non-202 $S_OTHER
       latency p50 $(awk -v u="$S_P50" 'BEGIN { printf "%.2f", u / 1000 }') ms  p99 $(awk -v u="$S_P99" 'BEGIN { printf "%.2f", u / 1000 }') ms
+  (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  ratio $(ratio "$PIPE_EPS" "$KCAT_EPS")  non-202 $P_OTHER
   peak RSS (VmHWM)     $((HWM_KB / 1024)) MiB ($HWM_KB kB)  (goal <= 32 MiB: $([ "$HWM_KB" -le 32768 ] && echo ok || echo ABOVE GOAL))
 $(echo "$METRICS" | sed 's/^/  /')
 EOF
