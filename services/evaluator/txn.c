@@ -472,8 +472,10 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
         ev_arr_str(&o[3], payload);
         free(payload);
         n_alerts++;
-        kpi_log(KPI_LOG_INFO, "alert_decided", "%s %s (%s, as of %d)", kpi_alert_action_type(act),
-                name, alert_id, (int)t->as_of);
+        char as_of[16];
+        kpi_day_format(t->as_of, as_of, sizeof(as_of));
+        kpi_log(KPI_LOG_INFO, "alert_decided", "%s %s (%s, as of %s)", kpi_alert_action_type(act),
+                name, alert_id, as_of);
       } else {
         txn_fail(t, res, "alert encoding: out of memory");
       }
