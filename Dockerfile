@@ -7,6 +7,8 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
       libhttp-parser-dev libcurl4-openssl-dev libssl-dev libcmocka-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# Everything the top-level CMakeLists.txt configures: cmake/ and db/ (migrations embedded into
+# the binaries), tests/ (add_subdirectory(tests), needs cmocka), tools/ (kpi-admin).
 COPY CMakeLists.txt ./
 COPY cmake cmake
 COPY proto proto
