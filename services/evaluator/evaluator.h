@@ -182,6 +182,11 @@ void ev_txn_init(evaluator *ev);
 void ev_txn_free(evaluator *ev);
 /* Blocking, at start: connects, migrates, mirrors the catalog. Returns 0 or -1 (logged). */
 int ev_db_prepare(evaluator *ev, const char *conninfo);
+
+/* Sleeps MS milliseconds during start-up (waiting for the database or the broker), before the
+ * loop can deliver signals; returns true as soon as SIGTERM or SIGINT asked the process to stop,
+ * so that a service whose dependencies are missing still stops at once with status 0. */
+bool ev_startup_wait(unsigned ms);
 /* Marks the delivered outbox rows (sent_ids) as sent, on AUX. */
 void ev_outbox_mark_flush(evaluator *ev);
 

@@ -437,14 +437,19 @@ int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size) {
 
   /* Topics first: subscribing to a missing topic would only log errors until it appears. */
   for (int delay = 500;; delay = delay < 5000 ? delay * 2 : 5000) {
-    if (kpi_kafka_ensure_topics(ev->producer, ev->topics, KPI_TOPIC_COUNT, 10000, err,
+    /* A short admin timeout: this waits outside the loop, and SIGTERM is only looked at
+     * between attempts. */
+    if (kpi_kafka_ensure_topics(ev->producer, ev->topics, KPI_TOPIC_COUNT, 1000, err,
                                 sizeof(err)) == 0) {
       ev->broker_up = true; /* it just answered; statistics keep this current from now on */
       break;
     }
     kpi_log(KPI_LOG_WARN, "kafka_topics_unavailable", "%s; retrying in %d ms", err, delay);
-    uv_sleep((unsigned)delay);
-    if (ev->stopping) return -1;
+    if (ev_startup_wait((unsigned)delay)) {
+      ev->stopping = true;
+      snprintf(errstr, errstr_size, "stopped while waiting for the broker");
+      return -1;
+    }
   }
 
   rd_kafka_conf_t *cconf = kpi_kafka_conf_new("kpi-evaluator", errstr, errstr_size);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "evaluator.h"
 #include "kpi_env.h"
@@ -11,6 +12,38 @@
 #include "kpi_pg.h"
 
 static void close_all(evaluator *ev);
+
+/* Until the loop runs, libuv cannot deliver signals. A stop asked for while start-up waits for
+ * the database or the broker is remembered here: the waits end at once, and a stop that arrives
+ * after them is handed on to the loop just before it starts. */
+static volatile sig_atomic_t startup_stop;
+
+static void on_startup_signal(int signum) {
+  if (signum != SIGHUP) startup_stop = 1; /* the catalog was just loaded: nothing to reload */
+}
+
+static void on_uv_walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Leaves start-up early (a stop was requested while waiting): closes what exists so far. */
+static int startup_abort(evaluator *ev, uv_loop_t *loop, int code) {
+  if (ev->producer) rd_kafka_destroy(ev->producer);
+  ev->producer = NULL;
+  uv_walk(loop, on_uv_walk_close, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+  ev_txn_free(ev);
+  kpi_metrics_free(ev->metrics);
+  kpi_catalog_free(ev->cat);
+  return code;
+}
+
+bool ev_startup_wait(unsigned ms) {
+  for (unsigned waited = 0; waited < ms && !startup_stop; waited += 50) uv_sleep(50);
+  return startup_stop != 0;
+}
 
 static void on_uv_closed(uv_handle_t *h) {
   evaluator *ev = h->data;
@@ -193,8 +226,17 @@ int main(void) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "at start");
     return 1;
   }
+  struct sigaction sa = {.sa_handler = on_startup_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
   const char *conninfo = kpi_pg_conninfo();
-  if (ev_db_prepare(ev, conninfo) != 0) return 1;
+  int prep = ev_db_prepare(ev, conninfo);
+  if (prep != 0) {
+    if (prep > 0) kpi_log(KPI_LOG_INFO, "stopped", "stop requested while waiting for the database");
+    return startup_abort(ev, &loop, prep > 0 ? 0 : 1);
+  }
 
   uv_timer_init(&loop, &ev->retry_timer);
   uv_timer_init(&loop, &ev->sweep_timer);
@@ -204,14 +246,19 @@ int main(void) {
   ev->retry_timer.data = ev->sweep_timer.data = ev;
   ev->sig_term.data = ev->sig_int.data = ev->sig_hup.data = ev;
   ev->open_handles += 5;
+
+  if (ev_kafka_start(ev, err, sizeof(err)) != 0) {
+    if (ev->stopping) {
+      kpi_log(KPI_LOG_INFO, "stopped", "%s", err);
+      return startup_abort(ev, &loop, 0);
+    }
+    kpi_log(KPI_LOG_ERROR, "kafka_setup_failed", "%s", err);
+    return startup_abort(ev, &loop, 1);
+  }
+  /* From here on libuv owns the signals (its handlers replace on_startup_signal). */
   uv_signal_start(&ev->sig_term, on_uv_signal, SIGTERM);
   uv_signal_start(&ev->sig_int, on_uv_signal, SIGINT);
   uv_signal_start(&ev->sig_hup, on_uv_signal, SIGHUP);
-
-  if (ev_kafka_start(ev, err, sizeof(err)) != 0) {
-    kpi_log(KPI_LOG_ERROR, "kafka_setup_failed", "%s", err);
-    return 1;
-  }
   ev->db = kpi_pgasync_new(&loop, conninfo, on_pg_state, ev, err, sizeof(err));
   ev->aux = kpi_pgasync_new(&loop, conninfo, on_pg_state, ev, err, sizeof(err));
   if (!ev->db || !ev->aux) {
@@ -245,6 +292,7 @@ int main(void) {
           ev->topics[KPI_TOPIC_MEASUREMENTS].name, ev->listen_host,
           kpi_http_server_port(&ev->http), date);
 
+  if (startup_stop) uv_kill(getpid(), SIGTERM); /* asked for after the waits, before now */
   uv_run(&loop, UV_RUN_DEFAULT);
 
   if (ev->consumer) rd_kafka_destroy(ev->consumer);

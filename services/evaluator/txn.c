@@ -874,6 +874,7 @@ void ev_outbox_mark_flush(evaluator *ev) {
 
 /* ---- start-up ------------------------------------------------------------------------- */
 
+/* Returns 0 when ready, 1 when a stop was requested while waiting, -1 on error. */
 int ev_db_prepare(evaluator *ev, const char *conninfo) {
   char err[512];
   PGconn *conn = NULL;
@@ -881,7 +882,7 @@ int ev_db_prepare(evaluator *ev, const char *conninfo) {
     conn = kpi_pg_connect(conninfo, err, sizeof(err));
     if (conn) break;
     kpi_log(KPI_LOG_WARN, "db_unavailable", "%s; retrying in %d ms", err, delay);
-    uv_sleep((unsigned)delay);
+    if (ev_startup_wait((unsigned)delay)) return 1;
   }
   int applied = kpi_pg_migrate(conn, err, sizeof(err));
   if (applied < 0) {
