@@ -183,6 +183,24 @@ static void on_uv_drain(uv_timer_t *t) {
   }
 }
 
+/* SIGHUP: reload the catalog, whose owners and watchers are added to each alert's recipients.
+ * The catalog is only read synchronously while an alert is turned into rows, so swapping it
+ * here is safe; a broken file keeps the old one. */
+static void on_uv_sighup(uv_signal_t *s, int signum) {
+  (void)signum;
+  notifier *nf = s->data;
+  const char *path = kpi_env_str("KPI_CATALOG", "config/catalog.json");
+  char err[512];
+  kpi_catalog *cat = kpi_catalog_load(path, err, sizeof(err));
+  if (!cat) {
+    kpi_log(KPI_LOG_ERROR, "catalog_reload_failed", "%s (keeping the previous catalog)", err);
+    return;
+  }
+  kpi_catalog_free(nf->cat);
+  nf->cat = cat;
+  kpi_log(KPI_LOG_INFO, "catalog_reloaded", "%s: %zu measures", path, cat->n_measures);
+}
+
 static void on_uv_signal(uv_signal_t *s, int signum) {
   notifier *nf = s->data;
   if (nf->draining) {
@@ -251,6 +269,7 @@ static void finish_shutdown(notifier *nf) {
   close_handle((uv_handle_t *)&nf->migrate_timer);
   close_handle((uv_handle_t *)&nf->sigterm);
   close_handle((uv_handle_t *)&nf->sigint);
+  close_handle((uv_handle_t *)&nf->sighup);
   kpi_log(KPI_LOG_INFO, "stopped", "notifier stopped");
 }
 
@@ -343,6 +362,9 @@ int main(void) {
   nf->sigint.data = nf;
   uv_signal_start(&nf->sigterm, on_uv_signal, SIGTERM);
   uv_signal_start(&nf->sigint, on_uv_signal, SIGINT);
+  uv_signal_init(nf->loop, &nf->sighup);
+  nf->sighup.data = nf;
+  uv_signal_start(&nf->sighup, on_uv_sighup, SIGHUP);
   nf_send_init(nf);
 
   kpi_http_config hc;

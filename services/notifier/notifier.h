@@ -81,7 +81,7 @@ typedef struct notifier {
   size_t depth_inflight;
 
   /* Shutdown. */
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_timer;
   bool draining;   /* SIGTERM: no new work, in-flight work finishes */
   bool stopping;   /* closing everything: callbacks only release */

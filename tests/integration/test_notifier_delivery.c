@@ -297,6 +297,11 @@ static void test_metrics_and_health(void **state) {
   assert_int_equal(kpi_it_wait_http(T.port, "/healthz", 200, 5000), 0);
   assert_int_equal(kpi_it_wait_http(T.port, "/metrics", 200, 5000), 0);
   assert_true(nf_it_alive(&T));
+  /* SIGHUP reloads the catalog; it neither stops nor disturbs the service. */
+  kill(T.pid, SIGHUP);
+  kpi_it_sleep_ms(300);
+  assert_true(nf_it_alive(&T));
+  assert_int_equal(kpi_it_wait_http(T.port, "/healthz", 200, 5000), 0);
 }
 
 static int setup(void **state) {
