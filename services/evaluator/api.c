@@ -70,8 +70,10 @@ void ev_on_http_request(kpi_http_request *req, void *opaque) {
     kpi_http_respond_problem(req, 404, NULL, NULL, NULL);
     return;
   }
-  if (strcmp(method, "GET") != 0) {
-    kpi_http_respond_problem_ex(req, 405, NULL, NULL, "only GET", NULL, "Allow: GET\r\n");
+  /* HEAD is answered like GET; the server leaves the body out. */
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+    kpi_http_respond_problem_ex(req, 405, NULL, NULL, "only GET and HEAD", NULL,
+                                "Allow: GET, HEAD\r\n");
     return;
   }
   if (strcmp(path, "/healthz") == 0) {
