@@ -273,7 +273,12 @@ static void add_number(sbuf *b, double v) {
     return;
   }
   char buf[64];
-  if (fabs(v - round(v)) < 1e-9 && fabs(v) < 1e15) {
+  if (fabs(v) >= 1e15) {
+    /* "%.2f" would need up to 312 characters here: a truncated copy stripped of its
+     * "trailing zeros" once showed 1e300 as "1". No plan counts this high; an exponent at
+     * least shows a typo for what it is. */
+    snprintf(buf, sizeof(buf), "%.15g", v);
+  } else if (fabs(v - round(v)) < 1e-9) {
     snprintf(buf, sizeof(buf), "%.0f", round(v));
   } else {
     snprintf(buf, sizeof(buf), "%.2f", v);

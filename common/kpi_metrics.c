@@ -73,8 +73,10 @@ static family *family_get(kpi_metrics *m, const char *name, const char *help, me
   for (family *f = m->head; f; f = f->next) {
     if (strcmp(f->name, name) != 0) continue;
     if (f->kind != kind) return NULL;
+    /* A histogram without bounds has NULL arrays, and memcmp(NULL, NULL, 0) is undefined. */
     if (kind == KIND_HISTOGRAM &&
-        (f->n_bounds != n_bounds || memcmp(f->bounds, bounds, n_bounds * sizeof(double)) != 0))
+        (f->n_bounds != n_bounds ||
+         (n_bounds > 0 && memcmp(f->bounds, bounds, n_bounds * sizeof(double)) != 0)))
       return NULL;
     if (!f->help && help) f->help = strdup(help); /* best effort: HELP is optional */
     return f;

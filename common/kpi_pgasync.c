@@ -46,6 +46,10 @@ struct kpi_pgasync {
   PGresult *result;   /* result kept for head */
   int closing;
   int in_callback;
+  /* Set when kpi_pgasync_query found the connection broken: the loss is reported from a
+   * later loop callback (the retry timer, fired at once), never inside the call. */
+  int lost;
+  char lost_why[256];
   void (*on_closed)(void *);
   void *closed_arg;
 };
@@ -58,6 +62,7 @@ const char *kpi_pgasync_strerror(int err) {
     case KPI_PGASYNC_EDOWN: return "database connection is down";
     case KPI_PGASYNC_ENOMEM: return "out of memory";
     case KPI_PGASYNC_ECLOSED: return "database connection is closed";
+    case KPI_PGASYNC_EINVAL: return "invalid query arguments";
     default: return "unknown error";
   }
 }
@@ -106,6 +111,7 @@ static void on_uv_retry(uv_timer_t *t) {
 
 static void connection_lost(kpi_pgasync *pg, const char *why) {
   int was_up = pg->state == PG_UP;
+  pg->lost = 0;
   poll_release(pg);
   if (pg->conn) {
     kpi_log(KPI_LOG_WARN, "postgres_down", "%s", why);
@@ -119,6 +125,30 @@ static void connection_lost(kpi_pgasync *pg, const char *why) {
   uv_timer_start(&pg->retry, on_uv_retry, pg->backoff_ms, 0);
   pg->backoff_ms = pg->backoff_ms * 2 > pg->backoff_max_ms ? pg->backoff_max_ms
                                                            : pg->backoff_ms * 2;
+}
+
+static void on_uv_lost(uv_timer_t *t) {
+  kpi_pgasync *pg = t->data;
+  if (!pg->closing && pg->lost) connection_lost(pg, pg->lost_why);
+}
+
+/* A failure found while driving the connection. From the loop (MAY_READ) the loss is handled
+ * at once; from kpi_pgasync_query it is deferred, because handling it runs the result
+ * callbacks of every queued query and the state callback, and the caller of
+ * kpi_pgasync_query was promised that none of its callbacks runs inside the call. WHY is
+ * cut at its first line: libpq's messages end in newlines. */
+static void drive_failed(kpi_pgasync *pg, int may_read, const char *what, const char *detail) {
+  char why[sizeof pg->lost_why];
+  snprintf(why, sizeof why, "%s%s", what, detail);
+  why[strcspn(why, "\n")] = '\0';
+  if (may_read) {
+    connection_lost(pg, why);
+    return;
+  }
+  if (pg->lost) return;
+  pg->lost = 1;
+  memcpy(pg->lost_why, why, sizeof why);
+  uv_timer_start(&pg->retry, on_uv_lost, 0, 0);
 }
 
 static void on_uv_pg_io(uv_poll_t *h, int status, int events);
@@ -190,7 +220,7 @@ static void pg_connect_start(kpi_pgasync *pg) {
  * inside the call that queued its query (a fast server may have answered already): callers can
  * then set their own state after queuing, as with any libuv request. */
 static void pg_drive(kpi_pgasync *pg, int may_read) {
-  while (pg->state == PG_UP && !pg->closing) {
+  while (pg->state == PG_UP && !pg->closing && !pg->lost) {
     if (!pg->sent) {
       if (!pg->head) {
         if (!may_read) return;
@@ -206,27 +236,23 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
                                        (const char *const *)q->values, NULL, NULL, 0)
                    : PQsendQuery(pg->conn, q->sql);
       if (!ok) {
-        char why[512];
-        snprintf(why, sizeof(why), "send: %s", PQerrorMessage(pg->conn));
-        connection_lost(pg, why);
+        drive_failed(pg, may_read, "send: ", PQerrorMessage(pg->conn));
         return;
       }
       pg->sent = 1;
     }
     int f = PQflush(pg->conn);
     if (f < 0) {
-      connection_lost(pg, "flush failed");
+      drive_failed(pg, may_read, "flush: ", PQerrorMessage(pg->conn));
       return;
     }
     if (poll_watch(pg, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE)) {
-      connection_lost(pg, "cannot watch socket");
+      drive_failed(pg, may_read, "cannot watch socket", "");
       return;
     }
     if (!may_read) return;
     if (!PQconsumeInput(pg->conn)) {
-      char why[512];
-      snprintf(why, sizeof(why), "read: %s", PQerrorMessage(pg->conn));
-      connection_lost(pg, why);
+      drive_failed(pg, may_read, "read: ", PQerrorMessage(pg->conn));
       return;
     }
     /* Collect results until the query is complete (PQgetResult returns NULL) or more input
@@ -256,6 +282,8 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
       pg->in_callback--;
       PQclear(res);
       query_free(q);
+      /* The callback may have closed PG (pg->conn is then NULL). */
+      if (pg->closing) return;
       break; /* back to the outer loop: send the next query */
     }
     if (PQstatus(pg->conn) == CONNECTION_BAD) {
@@ -269,6 +297,10 @@ static void on_uv_pg_io(uv_poll_t *h, int status, int events) {
   (void)events;
   kpi_pgasync *pg = ((pg_poll *)h->data)->owner;
   if (pg->closing) return;
+  if (pg->lost) {
+    connection_lost(pg, pg->lost_why);
+    return;
+  }
   if (status < 0) {
     connection_lost(pg, uv_strerror(status));
     return;
@@ -304,7 +336,11 @@ kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_
 int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
                       kpi_pgasync_result_cb cb, void *arg) {
   if (pg->closing) return KPI_PGASYNC_ECLOSED;
-  if (pg->state != PG_UP) return KPI_PGASYNC_EDOWN;
+  /* libpq would refuse these at send time, which pg_drive cannot tell from a broken
+   * connection: checked here, they cost the caller one query instead of the session. */
+  if (!sql || !cb || nparams < 0 || nparams > 65535 || (nparams > 0 && !values))
+    return KPI_PGASYNC_EINVAL;
+  if (pg->state != PG_UP || pg->lost) return KPI_PGASYNC_EDOWN;
   pg_query *q = calloc(1, sizeof(*q));
   if (!q) return KPI_PGASYNC_ENOMEM;
   q->sql = strdup(sql);
@@ -327,7 +363,9 @@ oom:
   return KPI_PGASYNC_ENOMEM;
 }
 
-int kpi_pgasync_is_up(const kpi_pgasync *pg) { return pg->state == PG_UP && !pg->closing; }
+int kpi_pgasync_is_up(const kpi_pgasync *pg) {
+  return pg->state == PG_UP && !pg->closing && !pg->lost;
+}
 
 size_t kpi_pgasync_pending(const kpi_pgasync *pg) { return pg->pending; }
 

@@ -9,6 +9,8 @@
 #define KPI_PGASYNC_EDOWN (-30001)  /* not connected: the query was not queued */
 #define KPI_PGASYNC_ENOMEM (-30002)
 #define KPI_PGASYNC_ECLOSED (-30003)
+#define KPI_PGASYNC_EINVAL (-30004)  /* bad arguments: no SQL or callback, NPARAMS outside 0..65535,
+                                        or parameters without VALUES */
 
 typedef struct kpi_pgasync kpi_pgasync;
 
@@ -32,8 +34,10 @@ kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_
 
 /* Queues SQL with NPARAMS text parameters ($1…; VALUES[i] NULL = SQL NULL). SQL and values are
  * copied. Queries run one at a time in queue order. Returns 0 (CB will be called exactly once,
- * always from a later loop callback, never inside this call), or KPI_PGASYNC_EDOWN / ENOMEM /
- * ECLOSED, in which case CB is never called. */
+ * always from a later loop callback, never inside this call, even when the send finds the
+ * connection broken), or KPI_PGASYNC_EDOWN / ENOMEM / ECLOSED / EINVAL (SQL or CB NULL,
+ * NPARAMS outside 0..65535, VALUES NULL with NPARAMS > 0), in which case CB is never called
+ * and the connection is left as it was. */
 int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
                       kpi_pgasync_result_cb cb, void *arg);
 

@@ -526,6 +526,13 @@ static void test_values_and_units(void **state) {
       {"plan", "milestone", 1, true, "現在値: 完了（", "Current value: done ("},
       {"person", "level", 0, false, "現在値: 報告なし（", "Current value: nothing reported ("},
       {"widgets\r\nX: 1", "level", 5, true, "現在値: 5 widgets  X: 1（", "Current value: 5 widgets  X: 1 ("},
+      /* Past 1e15 the value is shown in exponent form; it used to be cut to 63 characters of
+       * "%.2f" and then stripped of its "trailing zeros", so 1e300 read "1". */
+      {"person", "level", 1e300, true, "現在値: 1e+300人（", "Current value: 1e+300 persons ("},
+      {"case", "level", -2.5e70, true, "現在値: -2.5e+70件（", "Current value: -2.5e+70 cases ("},
+      {"person", "level", 1.5e15, true, "現在値: 1.5e+15人（", "Current value: 1.5e+15 persons ("},
+      {"person", "level", 999999999999999, true, "現在値: 999999999999999人（",
+       "Current value: 999999999999999 persons ("},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     kpi_alert a = sample_alert(ID1, "m1", "施策");

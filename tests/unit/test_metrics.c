@@ -125,6 +125,16 @@ static void test_rejected_registrations(void **state) {
   assert_non_null(kpi_metrics_histogram(m, "h", NULL, NULL, b1, 2));
   assert_null(kpi_metrics_histogram(m, "h", "a=\"1\"", NULL, b2, 2)); /* other buckets */
   assert_null(kpi_metrics_histogram(m, "h2", NULL, NULL, bad, 2));    /* not increasing */
+  /* A histogram with only the +Inf bucket has no bounds array at all; looking its family up
+   * again once compared NULL with NULL through memcmp, undefined even for zero bytes. */
+  kpi_metric *only_inf = kpi_metrics_histogram(m, "h3", NULL, NULL, NULL, 0);
+  assert_non_null(only_inf);
+  kpi_metric *again = kpi_metrics_histogram(m, "h3", "a=\"1\"", NULL, NULL, 0);
+  assert_non_null(again);
+  assert_ptr_not_equal(only_inf, again);
+  assert_ptr_equal(kpi_metrics_histogram(m, "h3", NULL, NULL, NULL, 0), only_inf);
+  kpi_metrics_observe(again, 5);
+  assert_true(kpi_metrics_value(again) == 1);
   /* Updates through a failed registration are no-ops, not crashes. */
   kpi_metrics_inc(NULL);
   kpi_metrics_set(NULL, 1);
