@@ -8,31 +8,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "kpi_attainment.h"
 #include "test_evaluator_util.h"
 
 #define LEVEL "g2-uiturn-4-supporters" /* level 24 -> 50, FY2022 -> FY2024, owner kikaku */
-
-static void produce_reading(evw *w, const char *day, double value) {
-  char rec[1024], id[KPI_UUID_STRLEN + 1];
-  kpi_uuid_v4(id);
-  evw_measurement(rec, sizeof(rec), id, LEVEL, "kikaku", day, value, "person", NULL);
-  evw_produce(w, w->t_meas, LEVEL, rec);
-  evw_flush(w);
-}
-
-static void expect_sql(evw *w, const char *sql, const char *want) {
-  if (evw_wait_sql(w, sql, want, 30000) != 0) {
-    char *got = evw_sql(w, sql);
-    evw_dump_log(w);
-    fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
-  }
-}
-
-static void alert_sent_sql(const char *name, char *sql, size_t size, char *id) {
-  kpi_alert_id(name, id);
-  snprintf(sql, size, "SELECT sent_at IS NOT NULL FROM outbox WHERE alert_id = '%s'", id);
-}
 
 static void test_alerts(void **state) {
   (void)state;
@@ -46,30 +24,29 @@ static void test_alerts(void **state) {
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
   char sql[256], lag1[KPI_UUID_STRLEN + 1], res1[KPI_UUID_STRLEN + 1], lag2[KPI_UUID_STRLEN + 1];
 
-  produce_reading(&w, "2024-05-01", 30);
-  alert_sent_sql(LEVEL "/lagging/1", sql, sizeof(sql), lag1);
-  expect_sql(&w, sql, "t");
-  expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "lagging");
+  evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-01", 30, "person", NULL);
+  evw_alert_sent_sql(LEVEL "/lagging/1", sql, sizeof(sql), lag1);
+  evw_expect_sql(&w, sql, "t");
+  evw_expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "lagging");
 
   /* Still lagging: no second alert (a reminder is due only after 7 days). */
-  produce_reading(&w, "2024-05-02", 31);
-  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "31");
-  expect_sql(&w, "SELECT count(*) FROM outbox WHERE msg_key = '" LEVEL "'", "1");
+  evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-02", 31, "person", NULL);
+  evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "31");
+  evw_expect_sql(&w, "SELECT count(*) FROM outbox WHERE msg_key = '" LEVEL "'", "1");
 
   /* Back on track: the resolved notice of episode 1. */
-  produce_reading(&w, "2024-05-20", 45);
-  alert_sent_sql(LEVEL "/resolved/1", sql, sizeof(sql), res1);
-  expect_sql(&w, sql, "t");
+  evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-20", 45, "person", NULL);
+  evw_alert_sent_sql(LEVEL "/resolved/1", sql, sizeof(sql), res1);
+  evw_expect_sql(&w, sql, "t");
 
-  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_stop(&w);
 
   /* Lagging again, and the evaluator dies right after the COMMIT that holds the alert. */
   evw_start(&w, crashing);
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
-  produce_reading(&w, "2024-05-25", 30);
+  evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-25", 30, "person", NULL);
   long long deadline = kpi_it_now_ms() + 30000;
+  int status = 0;
   pid_t r = 0;
   while (kpi_it_now_ms() < deadline && (r = waitpid(w.pid, &status, WNOHANG)) == 0)
     kpi_it_sleep_ms(50);
@@ -80,18 +57,13 @@ static void test_alerts(void **state) {
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 3);
   w.pid = 0;
-  alert_sent_sql(LEVEL "/lagging/2", sql, sizeof(sql), lag2);
-  char *sent = evw_sql(&w, sql);
-  assert_string_equal(sent, "f"); /* committed, not published */
-  free(sent);
+  evw_alert_sent_sql(LEVEL "/lagging/2", sql, sizeof(sql), lag2);
+  evw_assert_sql(&w, sql, "f"); /* committed, not published */
 
   /* The next start publishes it from the outbox. */
   evw_start(&w, plain);
-  expect_sql(&w, sql, "t");
-  status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  w.pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_expect_sql(&w, sql, "t");
+  evw_stop(&w);
 
   /* On the topic: each alert once, with its content. */
   int n = 0;

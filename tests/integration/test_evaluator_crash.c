@@ -105,39 +105,23 @@ static void test_kill9(void **state) {
   }
 
   /* Every record consumed (the offsets cover all that was produced) ... */
-  char want[64];
-  snprintf(want, sizeof(want), "%lld", produced);
-  if (evw_wait_sql(&w, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets", want,
-                   60000) != 0) {
-    evw_dump_log(&w);
-    fail_msg("offsets do not cover the %lld records produced", produced);
-  }
+  evw_expect_offsets(&w, NULL, produced, 60000);
   /* ... each distinct record stored exactly once ... */
   char *got = evw_sql(&w, "SELECT count(*) FROM measurements");
   assert_int_equal(atoi(got), N_DISTINCT);
   free(got);
+  char want[64];
   snprintf(want, sizeof(want), "%lld", sum_cumul_all);
-  got = evw_sql(&w, "SELECT sum(value) FROM measurements WHERE measure_id = '" CUMUL "'");
-  assert_string_equal(got, want);
-  free(got);
-  got = evw_sql(&w, "SELECT sum(total) FROM measure_totals WHERE measure_id = '" CUMUL "'");
-  assert_string_equal(got, want);
-  free(got);
+  evw_assert_sql(&w, "SELECT sum(value) FROM measurements WHERE measure_id = '" CUMUL "'", want);
+  evw_assert_sql(&w, "SELECT sum(total) FROM measure_totals WHERE measure_id = '" CUMUL "'", want);
   snprintf(want, sizeof(want), "%lld", sum_ratio_all);
-  got = evw_sql(&w, "SELECT sum(value) FROM measurements WHERE measure_id = '" RATIO "'");
-  assert_string_equal(got, want);
-  free(got);
-  got = evw_sql(&w, "SELECT sum(total) FROM measure_totals WHERE measure_id = '" RATIO "'");
-  assert_string_equal(got, want);
-  free(got);
+  evw_assert_sql(&w, "SELECT sum(value) FROM measurements WHERE measure_id = '" RATIO "'", want);
+  evw_assert_sql(&w, "SELECT sum(total) FROM measure_totals WHERE measure_id = '" RATIO "'", want);
 
   /* ... and the attainment computed from them: the window sum, and FY2024's ratio. */
   snprintf(want, sizeof(want), "%lld", sum_cumul_window);
-  if (evw_wait_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", want,
-                   20000) != 0) {
-    got = evw_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'");
-    fail_msg("cumulative attainment %s, want %s", got, want);
-  }
+  evw_expect_sql_within(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", want,
+                        20000);
   double ratio = 100.0 * (double)num24 / (double)den24;
   long long deadline = kpi_it_now_ms() + 20000;
   double v = -1;
@@ -152,10 +136,7 @@ static void test_kill9(void **state) {
   fprintf(stderr, "%d distinct of %lld records; cumulative window sum %lld; ratio %.6f%%\n",
           N_DISTINCT, produced, sum_cumul_window, ratio);
 
-  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  w.pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_stop(&w);
   free(recs);
   evw_close(&w);
 }

@@ -54,33 +54,20 @@ static void test_db_loss(void **state) {
   fprintf(stderr, "cut the evaluator's connections %d times\n", cuts);
   assert_true(cuts >= 8);
 
+  evw_expect_offsets(&w, NULL, N_RECORDS, 60000);
   char want[32];
-  snprintf(want, sizeof(want), "%d", N_RECORDS);
-  if (evw_wait_sql(&w, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets", want,
-                   60000) != 0) {
-    evw_dump_log(&w);
-    fail_msg("offsets do not cover the %d records", N_RECORDS);
-  }
   snprintf(want, sizeof(want), "%d/%lld", N_RECORDS, sum);
-  char *got = evw_sql(&w, "SELECT count(*) || '/' || sum(value) FROM measurements");
-  assert_string_equal(got, want);
-  free(got);
+  evw_assert_sql(&w, "SELECT count(*) || '/' || sum(value) FROM measurements", want);
   snprintf(want, sizeof(want), "%lld", sum);
-  if (evw_wait_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", want,
-                   20000) != 0)
-    fail_msg("attainment does not show the sum %lld", sum);
-  got = evw_sql(&w, "SELECT sum(total) FROM measure_totals");
-  assert_string_equal(got, want);
-  free(got);
+  evw_expect_sql_within(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", want,
+                        20000);
+  evw_assert_sql(&w, "SELECT sum(total) FROM measure_totals", want);
   char *resp = evw_http_get(&w, "/readyz");
   assert_non_null(resp);
   assert_non_null(strstr(resp, " 200 "));
   free(resp);
 
-  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  w.pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_stop(&w);
   evw_close(&w);
 }
 

@@ -12,14 +12,6 @@
 #define LEVEL "g2-uiturn-4-supporters"          /* level 24 -> 50, FY2022 -> FY2024 */
 #define CUMUL "g3-kosodate-3-maternity-grants"  /* cumulative 250 over FY2020-FY2024 */
 
-static void expect_sql(evw *w, const char *sql, const char *want) {
-  if (evw_wait_sql(w, sql, want, 30000) != 0) {
-    char *got = evw_sql(w, sql);
-    evw_dump_log(w);
-    fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
-  }
-}
-
 static void test_flow(void **state) {
   (void)state;
   evw w;
@@ -34,16 +26,16 @@ static void test_flow(void **state) {
   long long t0 = kpi_it_now_ms();
   evw_produce(&w, w.t_meas, LEVEL, rec);
   evw_flush(&w);
-  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "40");
+  evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "40");
   fprintf(stderr, "first reading visible in attainment after %lld ms\n", kpi_it_now_ms() - t0);
   char sql[512];
   snprintf(sql, sizeof(sql),
            "SELECT concat_ws('|', measure_id, department, observed_day, fiscal_year, value, unit,"
            " observed_at = '2024-05-01T00:00:00+09:00') FROM measurements WHERE event_id = '%s'",
            id1);
-  expect_sql(&w, sql, LEVEL "|kikaku|2024-05-01|2024|40|person|t");
+  evw_expect_sql(&w, sql, LEVEL "|kikaku|2024-05-01|2024|40|person|t");
   /* e = 428/731 at 2024-06-01, p = 16/26: on track (0.615 >= 0.8 * 0.585). */
-  expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "on_track");
+  evw_expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "on_track");
 
   /* Duplicates: A and B, each sent several times, count once. */
   kpi_uuid_v4(id2);
@@ -56,10 +48,10 @@ static void test_flow(void **state) {
     evw_produce(&w, w.t_meas, CUMUL, rec);
   }
   evw_flush(&w);
-  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", "7");
-  expect_sql(&w, "SELECT count(*) || '/' || sum(value) FROM measurements WHERE measure_id = '"
+  evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", "7");
+  evw_expect_sql(&w, "SELECT count(*) || '/' || sum(value) FROM measurements WHERE measure_id = '"
                  CUMUL "'", "2/7");
-  expect_sql(&w, "SELECT sum(events) || '/' || sum(total) FROM measure_totals WHERE measure_id = '"
+  evw_expect_sql(&w, "SELECT sum(events) || '/' || sum(total) FROM measure_totals WHERE measure_id = '"
                  CUMUL "'", "2/7");
 
   /* Poison: not JSON, an unknown measure, a wrong unit; then a good record still flows. */
@@ -75,7 +67,7 @@ static void test_flow(void **state) {
   evw_measurement(rec, sizeof(rec), id3, LEVEL, "kikaku", "2024-05-15", 45, "person", NULL);
   evw_produce(&w, w.t_meas, LEVEL, rec);
   evw_flush(&w);
-  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "45");
+  evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "45");
 
   /* A note with every character that array literals and JSON escape survives intact. */
   kpi_uuid_v4(id2);
@@ -87,12 +79,12 @@ static void test_flow(void **state) {
            id2);
   evw_produce(&w, w.t_meas, LEVEL, rec);
   evw_flush(&w);
-  expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "46");
+  evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "46");
   snprintf(sql, sizeof(sql), "SELECT note FROM measurements WHERE event_id = '%s'", id2);
-  expect_sql(&w, sql, "a \"quoted\", {braced} back\\slash NULL 応援団");
+  evw_expect_sql(&w, sql, "a \"quoted\", {braced} back\\slash NULL 応援団");
   /* Every record's offset is stored, the poison ones included: 1 + 5 + 4 + 1 records. */
-  expect_sql(&w, "SELECT sum(next_offset) FROM consumer_offsets", "11");
-  expect_sql(&w, "SELECT count(*) FROM measurements", "5");
+  evw_expect_sql(&w, "SELECT sum(next_offset) FROM consumer_offsets", "11");
+  evw_expect_sql(&w, "SELECT count(*) FROM measurements", "5");
 
   int n = 0;
   evw_msg *dlq = evw_read_topic(w.t_dlq, 1, 3, 1000, 20000, &n);
@@ -129,10 +121,7 @@ static void test_flow(void **state) {
   free(resp);
 
   /* SIGTERM drains and exits 0. */
-  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  w.pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_stop(&w);
   evw_close(&w);
 }
 

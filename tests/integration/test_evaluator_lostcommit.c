@@ -9,18 +9,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "kpi_attainment.h"
 #include "test_evaluator_util.h"
 
 #define LEVEL "g2-uiturn-4-supporters" /* level 24 -> 50, FY2022 -> FY2024, owner kikaku */
-
-static void expect_sql(evw *w, const char *sql, const char *want) {
-  if (evw_wait_sql(w, sql, want, 30000) != 0) {
-    char *got = evw_sql(w, sql);
-    evw_dump_log(w);
-    fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
-  }
-}
 
 static void test_lost_commit(void **state) {
   (void)state;
@@ -32,19 +23,13 @@ static void test_lost_commit(void **state) {
                          "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
   evw_start(&w, extra);
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
-  expect_sql(&w, "SELECT count(*) > 0 FROM attainment", "t");
+  evw_expect_sql(&w, "SELECT count(*) > 0 FROM attainment", "t");
 
-  char rec[1024], id[KPI_UUID_STRLEN + 1];
-  kpi_uuid_v4(id);
-  evw_measurement(rec, sizeof(rec), id, LEVEL, "kikaku", "2024-05-01", 30, "person", NULL);
-  evw_produce(&w, w.t_meas, LEVEL, rec);
-  evw_flush(&w);
+  evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-01", 30, "person", NULL);
 
-  char lag[KPI_UUID_STRLEN + 1], sql[200];
-  kpi_alert_id(LEVEL "/lagging/1", lag);
-  snprintf(sql, sizeof(sql), "SELECT sent_at IS NOT NULL FROM outbox WHERE alert_id = '%s'", lag);
-  expect_sql(&w, sql, "t");
-  expect_sql(&w, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", "0");
+  char lag[KPI_UUID_STRLEN + 1];
+  evw_expect_alert_sent(&w, LEVEL "/lagging/1", lag);
+  evw_expect_sql(&w, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", "0");
   char cmd[400];
   snprintf(cmd, sizeof(cmd), "test $(grep -c test_lose_commit %s) -eq 2", w.log);
   if (system(cmd) != 0) {
@@ -55,10 +40,7 @@ static void test_lost_commit(void **state) {
   int n_outbox = atoi(total);
   free(total);
 
-  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  w.pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_stop(&w);
 
   /* Every outbox row on the topic exactly once. */
   int n = 0;

@@ -12,26 +12,9 @@
 
 #define LEVEL "g2-uiturn-4-supporters" /* level 24 -> 50, FY2022 -> FY2024, owner kikaku */
 
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (fread(s, 1, (size_t)n, f) != (size_t)n) abort();
-  s[n] = '\0';
-  fclose(f);
-  return s;
-}
-
+/* Written beside and renamed (kpi_it_write_file), so the evaluator never reads half a file. */
 static void write_file(const char *path, const char *text) {
-  /* Written beside and renamed, as an operator's deploy would, so the reader never sees half. */
-  char tmp[300];
-  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-  FILE *f = fopen(tmp, "wb");
-  if (!f || fputs(text, f) < 0 || fclose(f) != 0) abort();
-  if (rename(tmp, path) != 0) abort();
+  assert_int_equal(kpi_it_write_file(path, text), 0);
 }
 
 /* Replaces the first occurrence of FROM after AFTER in TEXT (in place when the lengths are
@@ -50,22 +33,6 @@ static char *replace_after(char *text, const char *after, const char *from, cons
   return out;
 }
 
-static void produce_reading(evw *w, const char *day, double value) {
-  char rec[1024], id[KPI_UUID_STRLEN + 1];
-  kpi_uuid_v4(id);
-  evw_measurement(rec, sizeof(rec), id, LEVEL, "kikaku", day, value, "person", NULL);
-  evw_produce(w, w->t_meas, LEVEL, rec);
-  evw_flush(w);
-}
-
-static void expect_sql(evw *w, const char *sql, const char *want) {
-  if (evw_wait_sql(w, sql, want, 30000) != 0) {
-    char *got = evw_sql(w, sql);
-    evw_dump_log(w);
-    fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
-  }
-}
-
 static void test_sighup(void **state) {
   (void)state;
   evw w;
@@ -74,7 +41,7 @@ static void test_sighup(void **state) {
   char path[256], src[300];
   snprintf(path, sizeof(path), "/tmp/%s.catalog.json", w.name);
   snprintf(src, sizeof(src), "%s/config/catalog.json", KPI_SOURCE_DIR);
-  char *orig = read_file(src);
+  char *orig = kpi_it_read_file(src, NULL);
   assert_non_null(orig);
   write_file(path, orig);
   evw_replace_env(&w, "KPI_CATALOG", path);
@@ -82,9 +49,9 @@ static void test_sighup(void **state) {
   evw_start(&w, extra);
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
 
-  expect_sql(&w, "SELECT target FROM measures WHERE id = '" LEVEL "'", "50");
-  produce_reading(&w, "2024-03-01", 37);
-  expect_sql(&w, "SELECT status || ' ' || progress FROM attainment WHERE measure_id = '" LEVEL "'",
+  evw_expect_sql(&w, "SELECT target FROM measures WHERE id = '" LEVEL "'", "50");
+  evw_produce_reading(&w, LEVEL, "kikaku", "2024-03-01", 37, "person", NULL);
+  evw_expect_sql(&w, "SELECT status || ' ' || progress FROM attainment WHERE measure_id = '" LEVEL "'",
              "on_track 0.5");
 
   /* Target 50 -> 102 and version 1 -> 2: p = 13/78 = 1/6 < 0.8 e, so lagging. */
@@ -94,14 +61,14 @@ static void test_sighup(void **state) {
   write_file(path, cat);
   free(cat);
   assert_int_equal(kill(w.pid, SIGHUP), 0);
-  expect_sql(&w, "SELECT target || ' ' || catalog_version FROM measures WHERE id = '" LEVEL "'",
+  evw_expect_sql(&w, "SELECT target || ' ' || catalog_version FROM measures WHERE id = '" LEVEL "'",
              "102 2");
-  expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "lagging");
+  evw_expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "lagging");
   char *p = evw_sql(&w, "SELECT progress FROM attainment WHERE measure_id = '" LEVEL "'");
   assert_true(fabs(strtod(p, NULL) - 13.0 / 78.0) < 1e-9);
   free(p);
   /* The transition into lagging is announced like any other. */
-  expect_sql(&w, "SELECT count(*) FROM outbox WHERE msg_key = '" LEVEL "' AND sent_at IS NOT NULL",
+  evw_expect_sql(&w, "SELECT count(*) FROM outbox WHERE msg_key = '" LEVEL "' AND sent_at IS NOT NULL",
              "1");
 
   /* A broken file: refused, the running catalog (target 102) kept, the service alive. */
@@ -116,19 +83,16 @@ static void test_sighup(void **state) {
   assert_int_equal(waitpid(w.pid, &st, WNOHANG), 0);
   assert_int_equal(kpi_it_wait_http(w.port, "/healthz", 200, 5000), 0);
   /* Still consuming, still with the reloaded target: 90 is p = 66/78. */
-  produce_reading(&w, "2024-03-20", 90);
-  expect_sql(&w, "SELECT value || ' ' || status FROM attainment WHERE measure_id = '" LEVEL "'",
+  evw_produce_reading(&w, LEVEL, "kikaku", "2024-03-20", 90, "person", NULL);
+  evw_expect_sql(&w, "SELECT value || ' ' || status FROM attainment WHERE measure_id = '" LEVEL "'",
              "90 on_track");
   p = evw_sql(&w, "SELECT progress FROM attainment WHERE measure_id = '" LEVEL "'");
   assert_true(fabs(strtod(p, NULL) - 66.0 / 78.0) < 1e-9);
   free(p);
-  expect_sql(&w, "SELECT target || ' ' || catalog_version FROM measures WHERE id = '" LEVEL "'",
+  evw_expect_sql(&w, "SELECT target || ' ' || catalog_version FROM measures WHERE id = '" LEVEL "'",
              "102 2");
 
-  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  w.pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_stop(&w);
   free(orig);
   unlink(path);
   evw_close(&w);

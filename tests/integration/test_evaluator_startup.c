@@ -27,26 +27,25 @@ static void stop_while_waiting(const char *const *env, const char *log) {
 
 static void test_sigterm_while_database_missing(void **state) {
   (void)state;
-  char log[256], port[64], listen[64];
+  char log[256];
   snprintf(log, sizeof(log), "%s/evaluator-nodb-%d.log", getenv("KPI_STACK_DIR"), (int)getpid());
-  snprintf(port, sizeof(port), "DATABASE_URL=postgresql://postgres@127.0.0.1:%d/none",
-           kpi_it_free_port());
-  snprintf(listen, sizeof(listen), "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", kpi_it_free_port());
-  const char *env[] = {port, listen, NULL};
-  stop_while_waiting(env, log);
+  kpi_it_env env = {0};
+  kpi_it_env_add(&env, "DATABASE_URL=postgresql://postgres@127.0.0.1:%d/none", kpi_it_free_port());
+  kpi_it_env_add(&env, "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", kpi_it_free_port());
+  stop_while_waiting(kpi_it_env_list(&env), log);
 }
 
 static void test_sigterm_while_broker_missing(void **state) {
   (void)state;
-  char db[64], conninfo[512], e_db[600], e_kafka[64], listen[64], log[256];
+  char db[64], conninfo[512], log[256];
   kpi_it_unique("it_ev_nobroker", db, sizeof(db));
   assert_int_equal(kpi_it_create_db(db, conninfo, sizeof(conninfo)), 0);
-  snprintf(e_db, sizeof(e_db), "DATABASE_URL=%s", conninfo);
-  snprintf(e_kafka, sizeof(e_kafka), "KPI_KAFKA_BOOTSTRAP=127.0.0.1:%d", kpi_it_free_port());
-  snprintf(listen, sizeof(listen), "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", kpi_it_free_port());
+  kpi_it_env env = {0};
+  kpi_it_env_add(&env, "DATABASE_URL=%s", conninfo);
+  kpi_it_env_add(&env, "KPI_KAFKA_BOOTSTRAP=127.0.0.1:%d", kpi_it_free_port());
+  kpi_it_env_add(&env, "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", kpi_it_free_port());
   snprintf(log, sizeof(log), "%s/%s.log", getenv("KPI_STACK_DIR"), db);
-  const char *env[] = {e_db, e_kafka, listen, NULL};
-  stop_while_waiting(env, log);
+  stop_while_waiting(kpi_it_env_list(&env), log);
 }
 
 int main(void) {

@@ -9,41 +9,19 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "kpi_attainment.h"
 #include "test_evaluator_util.h"
 
 #define LEVEL "g2-uiturn-4-supporters" /* level 24 -> 50, start 2023-03-31, due 2025-03-31 */
 
-static void expect_sql(evw *w, const char *sql, const char *want) {
-  if (evw_wait_sql(w, sql, want, 30000) != 0) {
-    char *got = evw_sql(w, sql);
-    evw_dump_log(w);
-    fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
-  }
-}
-
 static void run_at(evw *w, const char *date) {
-  if (w->pid > 0) {
-    int status = kpi_it_stop(w->pid, SIGTERM, 20000);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    w->pid = 0;
-  }
+  if (w->pid > 0) evw_stop(w);
   evw_replace_env(w, "KPI_EVAL_DATE", date);
   const char *extra[] = {"KPI_SWEEP_INTERVAL_MS=200", "KAFKA_SESSION_TIMEOUT_MS=6000",
                          "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
   evw_start(w, extra);
   char sql[200];
   snprintf(sql, sizeof(sql), "SELECT as_of FROM attainment WHERE measure_id = '%s'", LEVEL);
-  expect_sql(w, sql, date);
-}
-
-/* Waits for the outbox row of NAME to be published, then lets a few more sweeps run. */
-static void expect_alert(evw *w, const char *name) {
-  char id[KPI_UUID_STRLEN + 1], sql[200];
-  kpi_alert_id(name, id);
-  snprintf(sql, sizeof(sql), "SELECT sent_at IS NOT NULL FROM outbox WHERE alert_id = '%s'", id);
-  expect_sql(w, sql, "t");
+  evw_expect_sql(w, sql, date);
 }
 
 static int level_alerts(evw *w) {
@@ -61,20 +39,16 @@ static void test_time_moves(void **state) {
    * old: on track, not stale. */
   run_at(&w, "2024-06-01");
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
-  char rec[1024], id[KPI_UUID_STRLEN + 1];
-  kpi_uuid_v4(id);
-  evw_measurement(rec, sizeof(rec), id, LEVEL, "kikaku", "2023-05-01", 45, "person", NULL);
-  evw_produce(&w, w.t_meas, LEVEL, rec);
-  evw_flush(&w);
-  expect_sql(&w, "SELECT value || ' ' || status || ' ' || stale FROM attainment"
+  evw_produce_reading(&w, LEVEL, "kikaku", "2023-05-01", 45, "person", NULL);
+  evw_expect_sql(&w, "SELECT value || ' ' || status || ' ' || stale FROM attainment"
                  " WHERE measure_id = '" LEVEL "'", "45 on_track false");
   assert_int_equal(level_alerts(&w), 0);
 
   /* 2024-08-01: 458 days without a report (> 365 + 90): stale, one alert. */
   run_at(&w, "2024-08-01");
-  expect_sql(&w, "SELECT status || ' ' || stale FROM attainment WHERE measure_id = '" LEVEL "'",
+  evw_expect_sql(&w, "SELECT status || ' ' || stale FROM attainment WHERE measure_id = '" LEVEL "'",
              "on_track true");
-  expect_alert(&w, LEVEL "/stale/1");
+  evw_expect_alert_sent(&w, LEVEL "/stale/1", NULL);
   kpi_it_sleep_ms(1000); /* five more sweeps */
   assert_int_equal(level_alerts(&w), 1);
 
@@ -83,14 +57,14 @@ static void test_time_moves(void **state) {
   kpi_it_sleep_ms(1000);
   assert_int_equal(level_alerts(&w), 1);
   run_at(&w, "2024-08-08");
-  expect_alert(&w, LEVEL "/stale/1/reminder-1");
+  evw_expect_alert_sent(&w, LEVEL "/stale/1/reminder-1", NULL);
   kpi_it_sleep_ms(600);
   assert_int_equal(level_alerts(&w), 2);
 
   /* The day after due: failed, a new episode. */
   run_at(&w, "2025-04-01");
-  expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "failed");
-  expect_alert(&w, LEVEL "/failed/2");
+  evw_expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "failed");
+  evw_expect_alert_sent(&w, LEVEL "/failed/2", NULL);
   kpi_it_sleep_ms(600);
   assert_int_equal(level_alerts(&w), 3);
   char *h = evw_sql(&w, "SELECT string_agg(status || '/' || stale, ' ' ORDER BY id)"
@@ -98,10 +72,7 @@ static void test_time_moves(void **state) {
   fprintf(stderr, "history: %s\n", h);
   free(h);
 
-  int status = kpi_it_stop(w.pid, SIGTERM, 20000);
-  w.pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  evw_stop(&w);
 
   /* On the topic: the three alerts of the measure, once each, with their types. */
   int n = 0;

@@ -10,14 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdarg.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kpi_attainment.h"
 #include "kpi_it.h"
 #include "kpi_kafka.h"
 #include "kpi_uuid.h"
@@ -32,25 +28,11 @@ typedef struct {
   char group[128];
   int port;
   char log[256];
-  char env[12][640];
-  const char *envp[16];
-  size_t n_env;
+  kpi_it_env env;
   pid_t pid;
   rd_kafka_t *prod;
   PGconn *pg;
 } evw;
-
-EVW_FN void evw_setenv(evw *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-EVW_FN void evw_setenv(evw *w, const char *fmt, ...) {
-  if (w->n_env >= 12) abort();
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(w->env[w->n_env], sizeof(w->env[0]), fmt, ap);
-  va_end(ap);
-  w->envp[w->n_env] = w->env[w->n_env];
-  w->n_env++;
-  w->envp[w->n_env] = NULL;
-}
 
 /* The last evaluator spawned, so that a failed assertion (cmocka longjmps out of the test)
  * does not leave it running after the test program exits. Killed only while it is still our
@@ -65,17 +47,9 @@ EVW_FN void evw_atexit(void) {
   }
 }
 
-/* Replaces the variable NAME (e.g. "KPI_CATALOG") of the world's environment, or adds it.
- * getenv returns the first match, so appending a second definition would not override. */
+/* Replaces the variable NAME (e.g. "KPI_CATALOG") of the world's environment, or adds it. */
 EVW_FN void evw_replace_env(evw *w, const char *name, const char *value) {
-  size_t n = strlen(name);
-  for (size_t i = 0; i < w->n_env; i++) {
-    if (strncmp(w->env[i], name, n) == 0 && w->env[i][n] == '=') {
-      snprintf(w->env[i], sizeof(w->env[0]), "%s=%s", name, value);
-      return;
-    }
-  }
-  evw_setenv(w, "%s=%s", name, value);
+  kpi_it_env_set(&w->env, name, value);
 }
 
 /* A fresh database and topic names; EVAL_DATE may be NULL (today). */
@@ -92,22 +66,22 @@ EVW_FN void evw_init(evw *w, const char *prefix, const char *eval_date) {
   snprintf(w->group, sizeof(w->group), "%s_g", w->name);
   w->port = kpi_it_free_port();
   snprintf(w->log, sizeof(w->log), "/tmp/%s.log", w->name);
-  evw_setenv(w, "DATABASE_URL=%s", w->conninfo);
-  evw_setenv(w, "KPI_TOPIC_MEASUREMENTS=%s", w->t_meas);
-  evw_setenv(w, "KPI_TOPIC_ALERTS=%s", w->t_alerts);
-  evw_setenv(w, "KPI_TOPIC_MEASUREMENTS_DLQ=%s", w->t_dlq);
-  evw_setenv(w, "KPI_TOPIC_ALERTS_DLQ=%s", w->t_alerts_dlq);
-  evw_setenv(w, "KPI_EVALUATOR_GROUP=%s", w->group);
-  evw_setenv(w, "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", w->port);
-  evw_setenv(w, "KPI_CATALOG=%s/config/catalog.json", KPI_SOURCE_DIR);
-  if (eval_date) evw_setenv(w, "KPI_EVAL_DATE=%s", eval_date);
+  kpi_it_env_add(&w->env, "DATABASE_URL=%s", w->conninfo);
+  kpi_it_env_add(&w->env, "KPI_TOPIC_MEASUREMENTS=%s", w->t_meas);
+  kpi_it_env_add(&w->env, "KPI_TOPIC_ALERTS=%s", w->t_alerts);
+  kpi_it_env_add(&w->env, "KPI_TOPIC_MEASUREMENTS_DLQ=%s", w->t_dlq);
+  kpi_it_env_add(&w->env, "KPI_TOPIC_ALERTS_DLQ=%s", w->t_alerts_dlq);
+  kpi_it_env_add(&w->env, "KPI_EVALUATOR_GROUP=%s", w->group);
+  kpi_it_env_add(&w->env, "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", w->port);
+  kpi_it_env_add(&w->env, "KPI_CATALOG=%s/config/catalog.json", KPI_SOURCE_DIR);
+  if (eval_date) kpi_it_env_add(&w->env, "KPI_EVAL_DATE=%s", eval_date);
   w->pg = kpi_it_pg(w->conninfo);
 
   char err[512];
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-evaluator-producer", err, sizeof(err));
-  if (!conf || kpi_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)) ||
-      kpi_kafka_conf_set(conf, "acks", "all", err, sizeof(err)) ||
-      kpi_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err))) {
+  static const char *const kv[] = {"enable.idempotence", "true", "acks", "all",
+                                   "linger.ms", "5", NULL};
+  rd_kafka_conf_t *conf = kpi_it_kafka_conf("it-evaluator-producer", kv, err, sizeof(err));
+  if (!conf) {
     fprintf(stderr, "%s\n", err);
     abort();
   }
@@ -118,12 +92,9 @@ EVW_FN void evw_init(evw *w, const char *prefix, const char *eval_date) {
 /* Spawns the evaluator with the world's environment plus EXTRA (NULL-terminated, may be NULL),
  * and waits until it answers /healthz. */
 EVW_FN pid_t evw_start(evw *w, const char *const *extra) {
-  const char *envp[32];
-  size_t n = 0;
-  for (size_t i = 0; i < w->n_env; i++) envp[n++] = w->envp[i];
-  for (const char *const *e = extra; e && *e && n < 31; e++) envp[n++] = *e;
-  envp[n] = NULL;
-  w->pid = kpi_it_spawn("services/evaluator/kpi-evaluator", envp, w->log);
+  kpi_it_env env = w->env;
+  kpi_it_env_extend(&env, extra);
+  w->pid = kpi_it_spawn("services/evaluator/kpi-evaluator", kpi_it_env_list(&env), w->log);
   evw_child = w->pid;
   if (kpi_it_wait_http(w->port, "/healthz", 200, 30000) != 0) {
     fprintf(stderr, "evaluator did not start; log %s\n", w->log);
@@ -137,8 +108,6 @@ EVW_FN pid_t evw_start(evw *w, const char *const *extra) {
  * connection; close only W. */
 EVW_FN void evw_twin(const evw *w, evw *w2, const char *suffix) {
   *w2 = *w;
-  for (size_t i = 0; i < w2->n_env; i++) w2->envp[i] = w2->env[i];
-  w2->envp[w2->n_env] = NULL;
   w2->port = kpi_it_free_port();
   char listen[64];
   snprintf(listen, sizeof(listen), "127.0.0.1:%d", w2->port);
@@ -153,15 +122,8 @@ EVW_FN int evw_wait_ready(evw *w, int timeout_ms) {
 }
 
 EVW_FN void evw_produce(evw *w, const char *topic, const char *key, const char *value) {
-  for (;;) {
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        w->prod, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_END);
-    if (!err) return;
-    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) abort();
-    rd_kafka_poll(w->prod, 50);
-  }
+  if (kpi_it_produce(w->prod, topic, key, value, strlen(value)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    abort();
 }
 
 EVW_FN void evw_flush(evw *w) {
@@ -179,6 +141,18 @@ EVW_FN void evw_measurement(char *buf, size_t size, const char *event_id, const 
            "\"department\":\"%s\",\"observed_at\":\"%s\",\"value\":%.17g,\"unit\":\"%s\"%s,"
            "\"received_at\":\"2024-01-01T00:00:00Z\"}",
            event_id, measure, dept, observed, value, unit, comp);
+}
+
+/* Produces one kpi.measurement/1 record with a fresh event_id (copied to EVENT_ID unless
+ * NULL) to the world's measurements topic, keyed by MEASURE, and flushes. */
+EVW_FN void evw_produce_reading(evw *w, const char *measure, const char *dept, const char *day,
+                                double value, const char *unit, char *event_id) {
+  char rec[1024], id[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v4(id);
+  evw_measurement(rec, sizeof(rec), id, measure, dept, day, value, unit, NULL);
+  evw_produce(w, w->t_meas, measure, rec);
+  evw_flush(w);
+  if (event_id) memcpy(event_id, id, sizeof(id));
 }
 
 /* One message read back from a topic. */
@@ -250,15 +224,7 @@ EVW_FN evw_msg *evw_read_topic(const char *topic, int partitions, int min, int i
 
 /* Polls SQL (one value) until it equals WANT or TIMEOUT_MS pass. Returns 0 when it did. */
 EVW_FN int evw_wait_sql(evw *w, const char *sql, const char *want, int timeout_ms) {
-  long long deadline = kpi_it_now_ms() + timeout_ms;
-  for (;;) {
-    char *v = kpi_it_pg_value(w->pg, sql);
-    int ok = v && strcmp(v, want) == 0;
-    free(v);
-    if (ok) return 0;
-    if (kpi_it_now_ms() > deadline) return -1;
-    kpi_it_sleep_ms(100);
-  }
+  return kpi_it_wait_pg_value(w->pg, sql, want, timeout_ms);
 }
 
 /* The value of SQL as a string, "" for NULL; the caller frees. */
@@ -269,35 +235,7 @@ EVW_FN char *evw_sql(evw *w, const char *sql) {
 
 /* GET PATH from the evaluator; returns the malloc'd response (status line, headers, body) or
  * NULL. Connection: close, so reading to EOF gets it all. */
-EVW_FN char *evw_http_get(evw *w, const char *path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)w->port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  struct timeval tv = {.tv_sec = 5};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-    close(fd);
-    return NULL;
-  }
-  char req[512];
-  int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                   path);
-  if (write(fd, req, (size_t)n) != n) {
-    close(fd);
-    return NULL;
-  }
-  size_t len = 0, cap = 4096;
-  char *buf = malloc(cap);
-  for (;;) {
-    if (len + 1024 > cap) buf = realloc(buf, cap *= 2);
-    ssize_t r = read(fd, buf + len, cap - len - 1);
-    if (r <= 0) break;
-    len += (size_t)r;
-  }
-  close(fd);
-  buf[len] = '\0';
-  return buf;
-}
+EVW_FN char *evw_http_get(evw *w, const char *path) { return kpi_it_http_get(w->port, path, 5); }
 
 EVW_FN void evw_close(evw *w) {
   if (w->pid > 0) kpi_it_stop(w->pid, SIGKILL, 5000);
@@ -312,6 +250,66 @@ EVW_FN void evw_dump_log(const evw *w) {
   snprintf(cmd, sizeof(cmd), "tail -n 40 %s >&2", w->log);
   if (system(cmd) != 0) {
   }
+}
+
+/* The helpers below assert with cmocka: include <cmocka.h> before this header. */
+
+/* Waits up to TIMEOUT_MS for SQL to read WANT; fails the test with the last value and the log
+ * tail when it does not. */
+EVW_FN void evw_expect_sql_within(evw *w, const char *sql, const char *want, int timeout_ms) {
+  if (evw_wait_sql(w, sql, want, timeout_ms) != 0) {
+    char *got = evw_sql(w, sql);
+    evw_dump_log(w);
+    fail_msg("%s: got \"%s\", want \"%s\"", sql, got, want);
+  }
+}
+
+EVW_FN void evw_expect_sql(evw *w, const char *sql, const char *want) {
+  evw_expect_sql_within(w, sql, want, 30000);
+}
+
+/* Waits up to TIMEOUT_MS for the stored offsets to cover N records; else fails the test with
+ * the log tails of W and OTHER (a second evaluator of the world, may be NULL). */
+EVW_FN void evw_expect_offsets(evw *w, const evw *other, long long n, int timeout_ms) {
+  char want[32];
+  snprintf(want, sizeof(want), "%lld", n);
+  if (evw_wait_sql(w, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets", want,
+                   timeout_ms) != 0) {
+    evw_dump_log(w);
+    if (other) evw_dump_log(other);
+    fail_msg("offsets do not cover the %lld records produced", n);
+  }
+}
+
+/* SQL reads WANT now. */
+EVW_FN void evw_assert_sql(evw *w, const char *sql, const char *want) {
+  char *got = evw_sql(w, sql);
+  assert_string_equal(got, want);
+  free(got);
+}
+
+/* The query telling whether the outbox row of the alert NAME (kpi_alert_id) was published, and
+ * that alert_id in ID. */
+EVW_FN void evw_alert_sent_sql(const char *name, char *sql, size_t size,
+                               char id[KPI_UUID_STRLEN + 1]) {
+  kpi_alert_id(name, id);
+  snprintf(sql, size, "SELECT sent_at IS NOT NULL FROM outbox WHERE alert_id = '%s'", id);
+}
+
+/* Waits for the outbox row of the alert NAME to be published; its alert_id to ID unless NULL. */
+EVW_FN void evw_expect_alert_sent(evw *w, const char *name, char *id) {
+  char aid[KPI_UUID_STRLEN + 1], sql[200];
+  evw_alert_sent_sql(name, sql, sizeof(sql), aid);
+  evw_expect_sql(w, sql, "t");
+  if (id) memcpy(id, aid, sizeof(aid));
+}
+
+/* SIGTERM: the evaluator drains and exits 0 within 20 s. */
+EVW_FN void evw_stop(evw *w) {
+  int status = kpi_it_stop(w->pid, SIGTERM, 20000);
+  w->pid = 0;
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 #endif

@@ -5,7 +5,6 @@
 #ifndef TEST_INGEST_CLIENT_H
 #define TEST_INGEST_CLIENT_H
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -167,13 +166,8 @@ TC_FN const char *tc_header(const tc_resp *r, const char *name) {
 }
 
 TC_FN int tc_connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-    close(fd);
-    return -1;
-  }
+  int fd = kpi_it_connect(port, 0);
+  if (fd < 0) return -1;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;
@@ -277,10 +271,10 @@ TC_FN void tc_records_free(tc_record *recs, int n) {
  * taken first, then each partition is read up to them. Returns the count and *OUT. */
 TC_FN int tc_read_topic(const char *topic, int nparts, tc_record **out) {
   char err[512];
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-ingest-reader", err, sizeof(err));
-  assert_non_null(conf);
-  assert_int_equal(kpi_kafka_conf_set(conf, "group.id", "it-ingest-unused", err, sizeof(err)), 0);
-  assert_int_equal(kpi_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)), 0);
+  static const char *const kv[] = {"group.id", "it-ingest-unused", "enable.auto.commit", "false",
+                                   NULL};
+  rd_kafka_conf_t *conf = kpi_it_kafka_conf("it-ingest-reader", kv, err, sizeof(err));
+  if (!conf) fail_msg("reader conf: %s", err);
   rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
   assert_non_null(c);
   rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(nparts);
@@ -347,22 +341,17 @@ typedef struct {
  * "KEY=VALUE" list, may be NULL) and waits for /healthz. With WAIT_READY it also waits for
  * /readyz. */
 TC_FN void tc_service_start(tc_service *svc, const char *const *extra, int wait_ready) {
-  static char env[32][512];
-  int k = 0;
+  kpi_it_env env = {0};
   svc->port = kpi_it_free_port();
   kpi_it_unique("it_ingest", svc->topic, sizeof(svc->topic));
   snprintf(svc->log, sizeof(svc->log), "%s/%s.log", KPI_BINARY_DIR, svc->topic);
-  snprintf(env[k++], sizeof(env[0]), "KPI_INGEST_LISTEN=127.0.0.1:%d", svc->port);
-  snprintf(env[k++], sizeof(env[0]), "KPI_TOPIC_MEASUREMENTS=%s", svc->topic);
-  snprintf(env[k++], sizeof(env[0]), "KPI_TOPIC_MEASUREMENTS_DLQ=%s_dlq", svc->topic);
-  snprintf(env[k++], sizeof(env[0]), "KPI_TOPIC_ALERTS=%s_alerts", svc->topic);
-  snprintf(env[k++], sizeof(env[0]), "KPI_TOPIC_ALERTS_DLQ=%s_alerts_dlq", svc->topic);
-  for (const char *const *e = extra; e && *e && k < 31; e++)
-    snprintf(env[k++], sizeof(env[0]), "%s", *e);
-  const char *envp[33];
-  for (int i = 0; i < k; i++) envp[i] = env[i];
-  envp[k] = NULL;
-  svc->pid = kpi_it_spawn("services/ingest/kpi-ingest", envp, svc->log);
+  kpi_it_env_add(&env, "KPI_INGEST_LISTEN=127.0.0.1:%d", svc->port);
+  kpi_it_env_add(&env, "KPI_TOPIC_MEASUREMENTS=%s", svc->topic);
+  kpi_it_env_add(&env, "KPI_TOPIC_MEASUREMENTS_DLQ=%s_dlq", svc->topic);
+  kpi_it_env_add(&env, "KPI_TOPIC_ALERTS=%s_alerts", svc->topic);
+  kpi_it_env_add(&env, "KPI_TOPIC_ALERTS_DLQ=%s_alerts_dlq", svc->topic);
+  kpi_it_env_extend(&env, extra);
+  svc->pid = kpi_it_spawn("services/ingest/kpi-ingest", kpi_it_env_list(&env), svc->log);
   assert_true(svc->pid > 0);
   if (kpi_it_wait_http(svc->port, "/healthz", 200, 20000) != 0)
     fail_msg("kpi-ingest did not come up; see %s", svc->log);

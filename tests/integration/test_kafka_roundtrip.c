@@ -25,16 +25,32 @@ static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, voi
   delivered_partition = msg->partition;
 }
 
+/* The first record read back: the one produced (ARG), on the partition it was delivered to. */
+static int on_roundtrip_record(const rd_kafka_message_t *msg, void *arg) {
+  const kpi_measurement *m = arg;
+  assert_int_equal(msg->partition, delivered_partition);
+  assert_int_equal(msg->key_len, strlen(m->measure_id));
+  assert_memory_equal(msg->key, m->measure_id, msg->key_len);
+  kpi_measurement back;
+  kpi_errors errs = {0};
+  if (kpi_measurement_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &back, &errs) != 0)
+    fail_msg("%s: %s", errs.items[0].field, errs.items[0].message);
+  assert_string_equal(back.event_id, m->event_id);
+  assert_string_equal(back.department, "kankyo");
+  assert_string_equal(back.note, "LED化 進捗");
+  assert_true(back.value == 20.5);
+  return 1;
+}
+
 static void test_produce_consume(void **state) {
   (void)state;
   char topic[128], group[128], err[512];
   kpi_it_unique("it_kafka_roundtrip", topic, sizeof(topic));
   kpi_it_unique("it_group", group, sizeof(group));
 
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-producer", err, sizeof(err));
-  assert_non_null(conf);
-  assert_int_equal(kpi_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)), 0);
-  assert_int_equal(kpi_kafka_conf_set(conf, "acks", "all", err, sizeof(err)), 0);
+  static const char *const kv[] = {"enable.idempotence", "true", "acks", "all", NULL};
+  rd_kafka_conf_t *conf = kpi_it_kafka_conf("it-producer", kv, err, sizeof(err));
+  if (!conf) fail_msg("%s", err);
   rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery);
   rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
   assert_non_null(prod);
@@ -68,42 +84,11 @@ static void test_produce_consume(void **state) {
   assert_true(delivered_partition >= 0 && delivered_partition < 6);
   rd_kafka_destroy(prod);
 
-  conf = kpi_kafka_conf_new("it-consumer", err, sizeof(err));
-  assert_int_equal(kpi_kafka_conf_set(conf, "group.id", group, err, sizeof(err)), 0);
-  assert_int_equal(kpi_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err)), 0);
-  assert_int_equal(kpi_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)), 0);
-  rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  rd_kafka_t *cons = kpi_it_kafka_subscriber("it-consumer", group, topic);
   assert_non_null(cons);
-  rd_kafka_poll_set_consumer(cons);
-  rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
-  assert_int_equal(rd_kafka_subscribe(cons, subs), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(subs);
-
-  int got = 0;
-  long long deadline = kpi_it_now_ms() + 30000;
-  while (!got && kpi_it_now_ms() < deadline) {
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(cons, 500);
-    if (!msg) continue;
-    if (!msg->err) {
-      got = 1;
-      assert_int_equal(msg->partition, delivered_partition);
-      assert_int_equal(msg->key_len, strlen(m.measure_id));
-      assert_memory_equal(msg->key, m.measure_id, msg->key_len);
-      kpi_measurement back;
-      errs.n = 0;
-      if (kpi_measurement_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &back, &errs) != 0)
-        fail_msg("%s: %s", errs.items[0].field, errs.items[0].message);
-      assert_string_equal(back.event_id, m.event_id);
-      assert_string_equal(back.department, "kankyo");
-      assert_string_equal(back.note, "LED化 進捗");
-      assert_true(back.value == 20.5);
-    }
-    rd_kafka_message_destroy(msg);
-  }
+  int got = kpi_it_kafka_find(cons, 30000, on_roundtrip_record, &m);
   assert_true(got);
-  rd_kafka_consumer_close(cons);
-  rd_kafka_destroy(cons);
+  kpi_it_kafka_close(cons);
 }
 
 int main(void) {

@@ -11,31 +11,12 @@
 #define N_ALERTS 30
 #define N_PER_ALERT 2
 
-static const char *maildir;
-
 /* Terminates every session of database DB but the caller's own; returns how many. */
 static long kill_sessions(PGconn *c, const char *db) {
   return nf_it_sql_long(c,
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                         "WHERE datname = $1 AND pid <> pg_backend_pid()",
                         db);
-}
-
-/* Every address of EMAILS[0..N) got exactly one mail, and no other address with TAG got any. */
-static void assert_each_exactly_once(const char *tag, char (*emails)[128], int n_emails) {
-  int n;
-  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
-  for (int e = 0; e < n_emails; e++) {
-    int seen = 0;
-    for (int i = 0; i < n; i++) {
-      char *r = nf_it_rcpt(&mails[i]);
-      if (r && strcmp(r, emails[e]) == 0) seen++;
-      free(r);
-    }
-    if (seen != 1) fail_msg("%s received %d mails, expected exactly 1", emails[e], seen);
-  }
-  assert_int_equal(n, n_emails);
-  nf_it_mails_free(mails, n);
 }
 
 static void test_sessions_killed_while_alerts_flow(void **state) {
@@ -50,21 +31,15 @@ static void test_sessions_killed_while_alerts_flow(void **state) {
   nf_it_start(&t, "it_nf_dbloss", extra);
 
   static char emails[N_ALERTS * N_PER_ALERT][128];
+  const char *all[N_ALERTS * N_PER_ALERT + 1] = {0};
+  for (int e = 0; e < N_ALERTS * N_PER_ALERT; e++) all[e] = emails[e];
   int kills_that_hit = 0;
   long long t0 = kpi_it_now_ms();
   /* Phase 1: alerts trickle in; every third one, the notifier's session is killed, so inserts,
    * claims and outcome updates all meet a dead connection at some point. */
   for (int i = 0; i < N_ALERTS; i++) {
-    for (int k = 0; k < N_PER_ALERT; k++)
-      snprintf(emails[i * N_PER_ALERT + k], sizeof(emails[0]), "r%d.%d.%s@city.example", i, k,
-               t.tag);
-    const char *rc[] = {emails[i * N_PER_ALERT], emails[i * N_PER_ALERT + 1], NULL};
-    char mid[64], mname[64];
-    snprintf(mid, sizeof(mid), "it-dbloss-%d", i);
-    snprintf(mname, sizeof(mname), "接続断テストの施策%d", i);
-    kpi_alert *a = nf_it_alert(mid, mname, rc);
-    nf_it_produce(&t, a);
-    nf_it_alert_free(a);
+    nf_it_produce_numbered(&t, t.tag, i, "it-dbloss-", "接続断テストの施策", N_PER_ALERT,
+                           &emails[i * N_PER_ALERT]);
     if (i % 3 == 0 && kill_sessions(t.pg, t.db) > 0) kills_that_hit++;
     kpi_it_sleep_ms(60);
   }
@@ -80,10 +55,10 @@ static void test_sessions_killed_while_alerts_flow(void **state) {
 
   /* Everything arrives, once per recipient. */
   int want = N_ALERTS * N_PER_ALERT;
-  int got = nf_it_wait_mails(maildir, t.tag, want, 40000);
+  int got = nf_it_wait_mails(nf_it_maildir, t.tag, want, 40000);
   if (got != want) fail_msg("%d of %d mails arrived (log %s)", got, want, t.log);
   kpi_it_sleep_ms(1500);
-  assert_each_exactly_once(t.tag, emails, want);
+  nf_it_assert_once_each(nf_it_maildir, t.tag, all);
   assert_int_equal(nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'sent'",
                                   NULL),
                    want);
@@ -97,20 +72,9 @@ static void test_sessions_killed_while_alerts_flow(void **state) {
   assert_int_equal(nf_it_stop(&t), 0);
 }
 
-static int setup(void **state) {
-  (void)state;
-  kpi_it_init();
-  maildir = getenv("KPI_MAILDIR");
-  if (!maildir) {
-    fprintf(stderr, "KPI_MAILDIR not set by the stack\n");
-    return -1;
-  }
-  return 0;
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sessions_killed_while_alerts_flow),
   };
-  return cmocka_run_group_tests(tests, setup, NULL);
+  return cmocka_run_group_tests(tests, nf_it_setup, NULL);
 }

@@ -9,7 +9,6 @@
 #include "test_notifier_util.h"
 
 static nf_it T;
-static const char *maildir;
 
 #define GROUP_WAIT_MS 1500
 
@@ -20,10 +19,10 @@ static void addr(char *buf, size_t size, const char *who) {
 /* Waits for WANT mails to the addresses containing TAG, then a little longer to be sure no
  * more come; returns the final count. */
 static int settle_count(const char *tag, int want, int timeout_ms) {
-  int n = nf_it_wait_mails(maildir, tag, want, timeout_ms);
+  int n = nf_it_wait_mails(nf_it_maildir, tag, want, timeout_ms);
   if (n < want) return n;
   kpi_it_sleep_ms(GROUP_WAIT_MS + 800);
-  return nf_it_wait_mails(maildir, tag, 0, 0);
+  return nf_it_wait_mails(nf_it_maildir, tag, 0, 0);
 }
 
 static void test_alert_becomes_mail_per_recipient(void **state) {
@@ -40,7 +39,7 @@ static void test_alert_becomes_mail_per_recipient(void **state) {
 
   assert_int_equal(settle_count(tag, 2, 30000), 2);
   int n;
-  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  nf_it_mail *mails = nf_it_mails_for(nf_it_maildir, tag, &n);
   assert_int_equal(n, 2);
   int seen_owner = 0, seen_watcher = 0;
   for (int i = 0; i < n; i++) {
@@ -67,21 +66,13 @@ static void test_alert_becomes_mail_per_recipient(void **state) {
     assert_non_null(v);
     assert_non_null(strstr(v, "+0900"));
     free(v);
-    v = nf_it_header(m, "Auto-Submitted");
-    assert_string_equal(v, "auto-generated");
-    free(v);
-    v = nf_it_header(m, "MIME-Version");
-    assert_string_equal(v, "1.0");
-    free(v);
+    nf_it_assert_header(m, "Auto-Submitted", "auto-generated");
+    nf_it_assert_header(m, "MIME-Version", "1.0");
     v = nf_it_header(m, "Content-Type");
     assert_string_equal(v, "text/plain; charset=UTF-8");
     free(v);
-    v = nf_it_header(m, "Content-Transfer-Encoding");
-    assert_string_equal(v, "base64");
-    free(v);
-    v = nf_it_header(m, "X-KPI-Alert-ID");
-    assert_string_equal(v, a->alert_id);
-    free(v);
+    nf_it_assert_header(m, "Content-Transfer-Encoding", "base64");
+    nf_it_assert_header(m, "X-KPI-Alert-ID", a->alert_id);
     char *body = nf_it_b64(m->body, strlen(m->body));
     assert_true(kpi_utf8_valid(body, strlen(body)));
     static const char *const lines[] = {
@@ -132,7 +123,7 @@ static void test_same_alert_twice_one_mail(void **state) {
   /* Replayed once more after the mails went out: still nothing new. */
   nf_it_produce(&T, a);
   kpi_it_sleep_ms(GROUP_WAIT_MS + 1500);
-  assert_int_equal(nf_it_wait_mails(maildir, tag, 0, 0), 2);
+  assert_int_equal(nf_it_wait_mails(nf_it_maildir, tag, 0, 0), 2);
   assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(*) FROM notifications WHERE alert_id = $1::uuid",
                                   a->alert_id),
                    2);
@@ -155,9 +146,9 @@ static void test_crlf_in_measure_name_cannot_inject(void **state) {
   a->indicator = strdup("指標\r\nX-Indicator: 1");
   nf_it_produce(&T, a);
   assert_int_equal(settle_count(tag, 1, 30000), 1);
-  assert_int_equal(nf_it_wait_mails(maildir, vtag, 0, 0), 0);
+  assert_int_equal(nf_it_wait_mails(nf_it_maildir, vtag, 0, 0), 0);
   int n;
-  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  nf_it_mail *mails = nf_it_mails_for(nf_it_maildir, tag, &n);
   assert_int_equal(n, 1);
   nf_it_mail *m = &mails[0];
   /* No header line the data could have made. */
@@ -174,9 +165,7 @@ static void test_crlf_in_measure_name_cannot_inject(void **state) {
   assert_non_null(strstr(subject, "悪意のある施策  Bcc: "));
   free(subject);
   free(raw_subject);
-  char *rcpt = nf_it_header(m, "X-RcptTo");
-  assert_string_equal(rcpt, owner);
-  free(rcpt);
+  nf_it_assert_header(m, "X-RcptTo", owner);
   /* In the body the name stays on its one line. */
   char *body = nf_it_b64(m->body, strlen(m->body));
   assert_non_null(strstr(body, "■ 悪意のある施策  Bcc: "));
@@ -208,7 +197,7 @@ static void test_digest_three_alerts_one_mail(void **state) {
   }
   assert_int_equal(settle_count(tag, 1, 30000), 1);
   int n;
-  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  nf_it_mail *mails = nf_it_mails_for(nf_it_maildir, tag, &n);
   assert_int_equal(n, 1);
   char *raw_subject = nf_it_header(&mails[0], "Subject");
   char *subject = nf_it_decode_words(raw_subject);
@@ -239,23 +228,27 @@ static void test_digest_three_alerts_one_mail(void **state) {
                    3);
 }
 
+/* The dead letter whose value is the string ARG, checked for its reason. */
+static int on_dlq_junk(const rd_kafka_message_t *m, void *arg) {
+  const char *junk = arg;
+  if (m->len != strlen(junk) || memcmp(m->payload, junk, m->len) != 0) return 0;
+  rd_kafka_headers_t *h = NULL;
+  const void *v;
+  size_t vlen;
+  assert_int_equal(rd_kafka_message_headers(m, &h), 0);
+  assert_int_equal(rd_kafka_header_get_last(h, "kpi-error", &v, &vlen), 0);
+  char *reason = strndup(v, vlen);
+  assert_non_null(strstr(reason, "alert_id"));
+  free(reason);
+  return 1;
+}
+
 /* A record that is not an alert goes to the dead-letter topic with its reason; the alert
  * after it is still delivered (the partition does not stall). */
 static void test_undecodable_alert_to_dlq(void **state) {
   (void)state;
-  char err[512];
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-dlq-reader", err, sizeof(err));
-  char group[160];
-  snprintf(group, sizeof(group), "%s_dlq_reader", T.group);
-  kpi_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
-  kpi_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
-  rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  rd_kafka_t *c = nf_it_dlq_reader(&T, "_dlq_reader");
   assert_non_null(c);
-  rd_kafka_poll_set_consumer(c);
-  rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(subs, T.dlq, RD_KAFKA_PARTITION_UA);
-  assert_int_equal(rd_kafka_subscribe(c, subs), 0);
-  rd_kafka_topic_partition_list_destroy(subs);
 
   /* Same key as the valid alert below: same partition, so order matters. */
   const char *junk = "{\"schema\":\"kpi.alert/1\",\"alert_id\":\"not-a-uuid\"}";
@@ -264,32 +257,12 @@ static void test_undecodable_alert_to_dlq(void **state) {
   snprintf(tag, sizeof(tag), "afterjunk.%s", T.tag);
   addr(owner, sizeof(owner), "owner.afterjunk");
   const char *emails[] = {owner, NULL};
-  kpi_alert *a = nf_it_alert("it-measure-after-junk", "毒レコードの後の施策", emails);
-  nf_it_produce(&T, a);
-  nf_it_alert_free(a);
+  nf_it_produce_alert(&T, "it-measure-after-junk", "毒レコードの後の施策", emails);
 
-  int found = 0;
-  long long deadline = kpi_it_now_ms() + 30000;
-  while (!found && kpi_it_now_ms() < deadline) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 500);
-    if (!m) continue;
-    if (!m->err && m->len == strlen(junk) && memcmp(m->payload, junk, m->len) == 0) {
-      rd_kafka_headers_t *h = NULL;
-      const void *v;
-      size_t vlen;
-      assert_int_equal(rd_kafka_message_headers(m, &h), 0);
-      assert_int_equal(rd_kafka_header_get_last(h, "kpi-error", &v, &vlen), 0);
-      char *reason = strndup(v, vlen);
-      assert_non_null(strstr(reason, "alert_id"));
-      free(reason);
-      found = 1;
-    }
-    rd_kafka_message_destroy(m);
-  }
-  rd_kafka_consumer_close(c);
-  rd_kafka_destroy(c);
+  int found = kpi_it_kafka_find(c, 30000, on_dlq_junk, (void *)junk);
+  kpi_it_kafka_close(c);
   assert_true(found);
-  assert_int_equal(nf_it_wait_mails(maildir, tag, 1, 30000), 1);
+  assert_int_equal(nf_it_wait_mails(nf_it_maildir, tag, 1, 30000), 1);
 }
 
 static void test_metrics_and_health(void **state) {
@@ -305,13 +278,7 @@ static void test_metrics_and_health(void **state) {
 }
 
 static int setup(void **state) {
-  (void)state;
-  kpi_it_init();
-  maildir = getenv("KPI_MAILDIR");
-  if (!maildir) {
-    fprintf(stderr, "KPI_MAILDIR not set by the stack\n");
-    return -1;
-  }
+  if (nf_it_setup(state) != 0) return -1;
   static const char *const extra[] = {"KPI_NOTIFY_GROUP_WAIT_MS=1500", NULL};
   nf_it_start(&T, "it_nf_delivery", extra);
   return 0;

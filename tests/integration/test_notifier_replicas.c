@@ -11,8 +11,6 @@
 #define N_ALERTS 40
 #define N_PER_ALERT 2
 
-static const char *maildir;
-
 static void test_two_replicas_send_each_mail_once(void **state) {
   (void)state;
   /* One SMTP connection each (4 mails in flight) and a fast claim poll: neither replica can
@@ -25,37 +23,19 @@ static void test_two_replicas_send_each_mail_once(void **state) {
   nf_it_start_replica(&b, &a, 2, extra);
 
   static char emails[N_ALERTS * N_PER_ALERT][128];
+  const char *all[N_ALERTS * N_PER_ALERT + 1] = {0};
+  for (int e = 0; e < N_ALERTS * N_PER_ALERT; e++) all[e] = emails[e];
   for (int i = 0; i < N_ALERTS; i++) {
-    for (int k = 0; k < N_PER_ALERT; k++)
-      snprintf(emails[i * N_PER_ALERT + k], sizeof(emails[0]), "r%d.%d.%s@city.example", i, k,
-               a.tag);
-    const char *rc[] = {emails[i * N_PER_ALERT], emails[i * N_PER_ALERT + 1], NULL};
-    char mid[64], mname[64];
-    snprintf(mid, sizeof(mid), "it-replicas-%d", i);
-    snprintf(mname, sizeof(mname), "複製テストの施策%d", i);
-    kpi_alert *al = nf_it_alert(mid, mname, rc);
     /* Alternate producers only to spread the work of producing; the topic is shared. */
-    nf_it_produce(i % 2 ? &b : &a, al);
-    nf_it_alert_free(al);
+    nf_it_produce_numbered(i % 2 ? &b : &a, a.tag, i, "it-replicas-", "複製テストの施策",
+                           N_PER_ALERT, &emails[i * N_PER_ALERT]);
   }
 
   int want = N_ALERTS * N_PER_ALERT;
-  int got = nf_it_wait_mails(maildir, a.tag, want, 40000);
+  int got = nf_it_wait_mails(nf_it_maildir, a.tag, want, 40000);
   if (got != want) fail_msg("%d of %d mails arrived (logs %s, %s)", got, want, a.log, b.log);
   kpi_it_sleep_ms(1500);
-  int n;
-  nf_it_mail *mails = nf_it_mails_for(maildir, a.tag, &n);
-  for (int e = 0; e < want; e++) {
-    int seen = 0;
-    for (int i = 0; i < n; i++) {
-      char *r = nf_it_rcpt(&mails[i]);
-      if (r && strcmp(r, emails[e]) == 0) seen++;
-      free(r);
-    }
-    if (seen != 1) fail_msg("%s received %d mails, expected exactly 1", emails[e], seen);
-  }
-  assert_int_equal(n, want);
-  nf_it_mails_free(mails, n);
+  nf_it_assert_once_each(nf_it_maildir, a.tag, all);
   assert_int_equal(nf_it_sql_long(a.pg, "SELECT count(*) FROM notifications WHERE state = 'sent'",
                                   NULL),
                    want);
@@ -69,20 +49,9 @@ static void test_two_replicas_send_each_mail_once(void **state) {
   assert_int_equal(nf_it_stop(&a), 0);
 }
 
-static int setup(void **state) {
-  (void)state;
-  kpi_it_init();
-  maildir = getenv("KPI_MAILDIR");
-  if (!maildir) {
-    fprintf(stderr, "KPI_MAILDIR not set by the stack\n");
-    return -1;
-  }
-  return 0;
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_two_replicas_send_each_mail_once),
   };
-  return cmocka_run_group_tests(tests, setup, NULL);
+  return cmocka_run_group_tests(tests, nf_it_setup, NULL);
 }

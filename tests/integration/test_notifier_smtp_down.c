@@ -5,7 +5,6 @@
 #include <stdint.h>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,29 +22,17 @@ typedef struct {
 } smtp_server;
 
 static bool port_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-  close(fd);
-  return ok;
+  int fd = kpi_it_connect(port, 0);
+  if (fd >= 0) close(fd);
+  return fd >= 0;
 }
 
 static void smtp_start(smtp_server *s) {
   char listen[64];
   snprintf(listen, sizeof(listen), "127.0.0.1:%d", s->port);
-  s->pid = fork();
-  if (s->pid == 0) {
-    int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    execl("/usr/bin/python3", "python3", "-m", "aiosmtpd", "-n", "-l", listen, "-c",
-          "aiosmtpd.handlers.Mailbox", s->dir, (char *)NULL);
-    _exit(127);
-  }
+  const char *argv[] = {"/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", listen, "-c",
+                        "aiosmtpd.handlers.Mailbox", s->dir, NULL};
+  s->pid = kpi_it_spawn_argv(argv, NULL, s->log, NULL);
   long long deadline = kpi_it_now_ms() + 20000;
   while (!port_open(s->port)) {
     if (kpi_it_now_ms() > deadline) fail_msg("aiosmtpd did not start on %s (log %s)", listen, s->log);
@@ -56,25 +43,6 @@ static void smtp_start(smtp_server *s) {
 static void smtp_stop(smtp_server *s) {
   if (s->pid > 0) kpi_it_stop(s->pid, SIGTERM, 10000);
   s->pid = 0;
-}
-
-/* One mail per address in EMAILS, no more, no less. */
-static void assert_once_each(const char *maildir, const char *tag, const char *const *emails) {
-  int n;
-  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
-  int want = 0;
-  for (const char *const *e = emails; *e; e++) {
-    int seen = 0;
-    for (int i = 0; i < n; i++) {
-      char *r = nf_it_rcpt(&mails[i]);
-      if (r && strcmp(r, *e) == 0) seen++;
-      free(r);
-    }
-    if (seen != 1) fail_msg("%s received %d mails, expected 1", *e, seen);
-    want++;
-  }
-  assert_int_equal(n, want);
-  nf_it_mails_free(mails, n);
 }
 
 static void test_smtp_down_then_up_every_mail_once(void **state) {
@@ -109,19 +77,12 @@ static void test_smtp_down_then_up_every_mail_once(void **state) {
     char mid[64], mname[64];
     snprintf(mid, sizeof(mid), "it-down-%d", i);
     snprintf(mname, sizeof(mname), "停止中の施策%d", i);
-    kpi_alert *a = nf_it_alert(mid, mname, rc);
-    nf_it_produce(&t, a);
-    nf_it_alert_free(a);
+    nf_it_produce_alert(&t, mid, mname, rc);
   }
   /* The rows wait and are retried; the service stays up and healthy. */
-  long long deadline = kpi_it_now_ms() + 20000;
-  long retried = 0;
-  while (kpi_it_now_ms() < deadline) {
-    retried = nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'pending' "
-                                   "AND attempts >= 2 AND last_error IS NOT NULL", NULL);
-    if (retried == 6) break;
-    kpi_it_sleep_ms(200);
-  }
+  long retried = kpi_it_wait_pg_long(t.pg, "SELECT count(*) FROM notifications WHERE state = "
+                                            "'pending' AND attempts >= 2 AND last_error IS NOT NULL",
+                                     NULL, 6, 20000);
   assert_int_equal(retried, 6);
   assert_true(nf_it_alive(&t));
   assert_int_equal(kpi_it_wait_http(t.port, "/healthz", 200, 2000), 0);
@@ -130,7 +91,7 @@ static void test_smtp_down_then_up_every_mail_once(void **state) {
   smtp_start(&srv);
   assert_int_equal(nf_it_wait_mails(srv.dir, t.tag, 6, 20000), 6);
   kpi_it_sleep_ms(1500);
-  assert_once_each(srv.dir, t.tag, emails);
+  nf_it_assert_once_each(srv.dir, t.tag, emails);
   assert_int_equal(nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'sent'", NULL), 6);
 
   /* Phase 2: it goes away again while connections are cached, and comes back. */
@@ -144,27 +105,48 @@ static void test_smtp_down_then_up_every_mail_once(void **state) {
     const char *rc[] = {emails2_buf[i], NULL};
     char mid[64];
     snprintf(mid, sizeof(mid), "it-down-again-%d", i);
-    kpi_alert *a = nf_it_alert(mid, "再停止中の施策", rc);
-    nf_it_produce(&t, a);
-    nf_it_alert_free(a);
+    nf_it_produce_alert(&t, mid, "再停止中の施策", rc);
   }
   emails_all[8] = NULL;
-  deadline = kpi_it_now_ms() + 20000;
-  while (kpi_it_now_ms() < deadline) {
-    retried = nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'pending' "
-                                   "AND attempts >= 1", NULL);
-    if (retried == 2) break;
-    kpi_it_sleep_ms(200);
-  }
+  retried = kpi_it_wait_pg_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'pending' "
+                                      "AND attempts >= 1", NULL, 2, 20000);
   assert_int_equal(retried, 2);
   assert_true(nf_it_alive(&t));
   smtp_start(&srv);
   assert_int_equal(nf_it_wait_mails(srv.dir, t.tag, 8, 20000), 8);
   kpi_it_sleep_ms(1500);
-  assert_once_each(srv.dir, t.tag, emails_all);
+  nf_it_assert_once_each(srv.dir, t.tag, emails_all);
 
   assert_int_equal(nf_it_stop(&t), 0);
   smtp_stop(&srv);
+}
+
+/* The dead letter of one alert and recipient. */
+struct dead_letter {
+  const char *alert_id;
+  const char *recipient;
+};
+
+/* The dead letter ARG (a struct dead_letter) names, checked for its reason and recipient. */
+static int on_dead_letter(const rd_kafka_message_t *m, void *arg) {
+  const struct dead_letter *want = arg;
+  kpi_alert got;
+  kpi_errors errs = {0};
+  if (kpi_alert_decode(m->payload, m->len, &got, &errs) != 0) return 0;
+  int found = 0;
+  if (strcmp(got.alert_id, want->alert_id) == 0) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t vlen;
+    assert_int_equal(rd_kafka_message_headers(m, &h), 0);
+    assert_int_equal(rd_kafka_header_get_last(h, "kpi-error", &v, &vlen), 0);
+    assert_true(vlen > 5 && memcmp(v, "smtp:", 5) == 0);
+    assert_int_equal(rd_kafka_header_get_last(h, "kpi-recipient", &v, &vlen), 0);
+    assert_true(vlen == strlen(want->recipient) && memcmp(v, want->recipient, vlen) == 0);
+    found = 1;
+  }
+  kpi_alert_clear(&got);
+  return found;
 }
 
 /* Attempts used up: the row goes dead and the alert lands on the DLQ with the reason. */
@@ -187,56 +169,16 @@ static void test_exhausted_retries_go_dead_and_to_dlq(void **state) {
   kpi_alert *a = nf_it_alert("it-dead-measure", "配達不能の施策", rc);
   nf_it_produce(&t, a);
 
-  long long deadline = kpi_it_now_ms() + 20000;
-  long dead = 0;
-  while (kpi_it_now_ms() < deadline) {
-    dead = nf_it_sql_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'dead' "
-                                "AND attempts = 3 AND last_error IS NOT NULL", NULL);
-    if (dead == 1) break;
-    kpi_it_sleep_ms(200);
-  }
+  long dead = kpi_it_wait_pg_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'dead' "
+                                         "AND attempts = 3 AND last_error IS NOT NULL",
+                                  NULL, 1, 20000);
   assert_int_equal(dead, 1);
 
-  char err[512];
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-dlq-reader", err, sizeof(err));
-  char group[160];
-  snprintf(group, sizeof(group), "%s_reader", t.group);
-  kpi_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
-  kpi_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
-  rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  rd_kafka_t *c = nf_it_dlq_reader(&t, "_reader");
   assert_non_null(c);
-  rd_kafka_poll_set_consumer(c);
-  rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(subs, t.dlq, RD_KAFKA_PARTITION_UA);
-  assert_int_equal(rd_kafka_subscribe(c, subs), 0);
-  rd_kafka_topic_partition_list_destroy(subs);
-  int found = 0;
-  deadline = kpi_it_now_ms() + 20000;
-  while (!found && kpi_it_now_ms() < deadline) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 500);
-    if (!m) continue;
-    if (!m->err) {
-      kpi_alert got;
-      kpi_errors errs = {0};
-      if (kpi_alert_decode(m->payload, m->len, &got, &errs) == 0) {
-        if (strcmp(got.alert_id, a->alert_id) == 0) {
-          rd_kafka_headers_t *h = NULL;
-          const void *v;
-          size_t vlen;
-          assert_int_equal(rd_kafka_message_headers(m, &h), 0);
-          assert_int_equal(rd_kafka_header_get_last(h, "kpi-error", &v, &vlen), 0);
-          assert_true(vlen > 5 && memcmp(v, "smtp:", 5) == 0);
-          assert_int_equal(rd_kafka_header_get_last(h, "kpi-recipient", &v, &vlen), 0);
-          assert_true(vlen == strlen(owner) && memcmp(v, owner, vlen) == 0);
-          found = 1;
-        }
-        kpi_alert_clear(&got);
-      }
-    }
-    rd_kafka_message_destroy(m);
-  }
-  rd_kafka_consumer_close(c);
-  rd_kafka_destroy(c);
+  struct dead_letter want = {.alert_id = a->alert_id, .recipient = owner};
+  int found = kpi_it_kafka_find(c, 20000, on_dead_letter, &want);
+  kpi_it_kafka_close(c);
   assert_true(found);
   nf_it_alert_free(a);
   assert_int_equal(nf_it_stop(&t), 0);
@@ -274,9 +216,7 @@ static void test_hung_server_bounds_mails_in_flight(void **state) {
   for (int i = 0; i < 12; i++) {
     char mid[64];
     snprintf(mid, sizeof(mid), "it-hung-%d", i);
-    kpi_alert *a = nf_it_alert(mid, "応答しないサーバーの施策", rc);
-    nf_it_produce(&t, a);
-    nf_it_alert_free(a);
+    nf_it_produce_alert(&t, mid, "応答しないサーバーの施策", rc);
   }
   long long deadline = kpi_it_now_ms() + 20000;
   while (kpi_it_now_ms() < deadline &&

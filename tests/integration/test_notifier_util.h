@@ -3,18 +3,12 @@
 #define TEST_NOTIFIER_UTIL_H
 
 #include <librdkafka/rdkafka.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/wait.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "kpi_codec.h"
@@ -38,54 +32,30 @@ typedef struct {
   rd_kafka_t *producer;
 } nf_it;
 
-/* Env strings must outlive the child's putenv; the child copies them on exec. */
-static char nf_it_env_buf[32][300];
-
 /* Spawns kpi-notifier for T (db, topics, group and port already set) with the extra settings
  * EXTRA, waits for /readyz and opens T's producer and database connection. */
 static inline void nf_it_spawn(nf_it *t, const char *const *extra) {
   t->pg = kpi_it_pg(t->conninfo);
   t->port = kpi_it_free_port();
-  const char *env[32];
-  int n = 0;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "PGDATABASE=%s", t->db);
-  env[n] = nf_it_env_buf[n];
-  n++;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "KPI_TOPIC_ALERTS=%s", t->topic);
-  env[n] = nf_it_env_buf[n];
-  n++;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "KPI_TOPIC_ALERTS_DLQ=%s", t->dlq);
-  env[n] = nf_it_env_buf[n];
-  n++;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "KPI_NOTIFIER_GROUP=%s", t->group);
-  env[n] = nf_it_env_buf[n];
-  n++;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "KPI_NOTIFIER_LISTEN=127.0.0.1:%d", t->port);
-  env[n] = nf_it_env_buf[n];
-  n++;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "KPI_MAIL_FROM=kpi-it@notifier.test");
-  env[n] = nf_it_env_buf[n];
-  n++;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "KPI_NOTIFY_POLL_MS=200");
-  env[n] = nf_it_env_buf[n];
-  n++;
-  snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "KPI_TOPIC_ALERTS_PARTITIONS=3");
-  env[n] = nf_it_env_buf[n];
-  n++;
-  for (const char *const *e = extra; e && *e && n < 31; e++) {
-    snprintf(nf_it_env_buf[n], sizeof(nf_it_env_buf[n]), "%s", *e);
-    env[n] = nf_it_env_buf[n];
-    n++;
-  }
-  env[n] = NULL;
-  t->pid = kpi_it_spawn("services/notifier/kpi-notifier", env, t->log);
+  kpi_it_env env = {0};
+  kpi_it_env_add(&env, "PGDATABASE=%s", t->db);
+  kpi_it_env_add(&env, "KPI_TOPIC_ALERTS=%s", t->topic);
+  kpi_it_env_add(&env, "KPI_TOPIC_ALERTS_DLQ=%s", t->dlq);
+  kpi_it_env_add(&env, "KPI_NOTIFIER_GROUP=%s", t->group);
+  kpi_it_env_add(&env, "KPI_NOTIFIER_LISTEN=127.0.0.1:%d", t->port);
+  kpi_it_env_add(&env, "KPI_MAIL_FROM=kpi-it@notifier.test");
+  kpi_it_env_add(&env, "KPI_NOTIFY_POLL_MS=200");
+  kpi_it_env_add(&env, "KPI_TOPIC_ALERTS_PARTITIONS=3");
+  kpi_it_env_extend(&env, extra);
+  t->pid = kpi_it_spawn("services/notifier/kpi-notifier", kpi_it_env_list(&env), t->log);
   if (kpi_it_wait_http(t->port, "/readyz", 200, 30000) != 0) {
     fprintf(stderr, "notifier did not become ready; log %s\n", t->log);
     exit(1);
   }
   char err[512];
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-notifier-producer", err, sizeof(err));
-  if (!conf || kpi_kafka_conf_set(conf, "acks", "all", err, sizeof(err))) {
+  static const char *const kv[] = {"acks", "all", NULL};
+  rd_kafka_conf_t *conf = kpi_it_kafka_conf("it-notifier-producer", kv, err, sizeof(err));
+  if (!conf) {
     fprintf(stderr, "producer conf: %s\n", err);
     exit(1);
   }
@@ -132,30 +102,8 @@ static inline void nf_it_start_replica(nf_it *t, const nf_it *first, int replica
 
 /* The value of the unlabelled metric NAME on the notifier's /metrics, or -1. */
 static inline double nf_it_metric(const nf_it *t, const char *name) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)t->port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  struct timeval tv = {.tv_sec = 5};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-    close(fd);
-    return -1;
-  }
-  static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  if (write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1)) {
-    close(fd);
-    return -1;
-  }
-  size_t len = 0, cap = 16384;
-  char *buf = malloc(cap);
-  for (;;) {
-    if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
-    ssize_t r = read(fd, buf + len, cap - len - 1);
-    if (r <= 0) break;
-    len += (size_t)r;
-  }
-  close(fd);
-  buf[len] = '\0';
+  char *buf = kpi_it_http_get(t->port, "/metrics", 5);
+  if (!buf) return -1;
   double v = -1;
   size_t nl = strlen(name);
   for (const char *p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
@@ -183,9 +131,7 @@ static inline bool nf_it_alive(const nf_it *t) { return waitpid(t->pid, NULL, WN
 
 /* Produces raw bytes to the alerts topic and waits for the acknowledgement. */
 static inline void nf_it_produce_raw(nf_it *t, const char *key, const char *value, size_t len) {
-  rd_kafka_resp_err_t err = rd_kafka_producev(
-      t->producer, RD_KAFKA_V_TOPIC(t->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-      RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_END);
+  rd_kafka_resp_err_t err = kpi_it_produce(t->producer, t->topic, key, value, len);
   if (err) {
     fprintf(stderr, "produce: %s\n", rd_kafka_err2str(err));
     exit(1);
@@ -246,6 +192,38 @@ static inline void nf_it_alert_free(kpi_alert *a) {
   free(a);
 }
 
+/* Produces the lagging alert of nf_it_alert to T's topic and frees it. */
+static inline void nf_it_produce_alert(nf_it *t, const char *measure_id, const char *name,
+                                       const char *const *emails) {
+  kpi_alert *a = nf_it_alert(measure_id, name, emails);
+  nf_it_produce(t, a);
+  nf_it_alert_free(a);
+}
+
+/* Alert I of a numbered series: measure "<MID><I>", name "<NAME><I>", for the N_PER (at most 7)
+ * recipients "r<I>.<K>.<TAG>@city.example", whose addresses are written to EMAILS[0..N_PER).
+ * Produced through VIA. */
+static inline void nf_it_produce_numbered(nf_it *via, const char *tag, int i, const char *mid,
+                                          const char *name, int n_per, char (*emails)[128]) {
+  const char *rc[8] = {0};
+  for (int k = 0; k < n_per && k < 7; k++) {
+    snprintf(emails[k], sizeof(emails[0]), "r%d.%d.%s@city.example", i, k, tag);
+    rc[k] = emails[k];
+  }
+  char m_id[64], m_name[64];
+  snprintf(m_id, sizeof(m_id), "%s%d", mid, i);
+  snprintf(m_name, sizeof(m_name), "%s%d", name, i);
+  nf_it_produce_alert(via, m_id, m_name, rc);
+}
+
+/* A reader of T's dead-letter topic from its start, in a group of its own (T's group with
+ * SUFFIX), or NULL. Close with kpi_it_kafka_close. */
+static inline rd_kafka_t *nf_it_dlq_reader(const nf_it *t, const char *suffix) {
+  char group[160];
+  snprintf(group, sizeof(group), "%s%s", t->group, suffix);
+  return kpi_it_kafka_subscriber("it-dlq-reader", group, t->dlq);
+}
+
 /* Mail parsing ---------------------------------------------------------------------------- */
 
 /* A mail as stored in the Maildir (LF or CRLF lines). */
@@ -255,21 +233,7 @@ typedef struct {
   const char *body;
 } nf_it_mail;
 
-static inline char *nf_it_b64(const char *s, size_t n) {
-  char *clean = calloc(1, n + 1);
-  size_t m = 0;
-  for (size_t i = 0; i < n; i++)
-    if (s[i] != '\r' && s[i] != '\n' && s[i] != ' ') clean[m++] = s[i];
-  char *out = calloc(1, m + 4);
-  int r = EVP_DecodeBlock((unsigned char *)out, (unsigned char *)clean, (int)m);
-  if (r < 0) r = 0;
-  size_t pad = 0;
-  if (m >= 1 && clean[m - 1] == '=') pad++;
-  if (m >= 2 && clean[m - 2] == '=') pad++;
-  out[(size_t)r >= pad ? (size_t)r - pad : 0] = '\0';
-  free(clean);
-  return out;
-}
+static inline char *nf_it_b64(const char *s, size_t n) { return kpi_it_b64_decode(s, n); }
 
 /* The raw value of header NAME (first occurrence), unfolded, malloc'd, or NULL. */
 static inline char *nf_it_header(const nf_it_mail *m, const char *name) {
@@ -402,24 +366,55 @@ static inline int nf_it_wait_mails(const char *maildir, const char *tag, int wan
   }
 }
 
-/* Runs a one-value query with $1 = ARG; malloc'd result or NULL. */
-static inline char *nf_it_sql1(PGconn *c, const char *sql, const char *arg) {
-  const char *p[1] = {arg};
-  PGresult *r = PQexecParams(c, sql, arg ? 1 : 0, NULL, arg ? p : NULL, NULL, NULL, 0);
-  char *out = NULL;
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
-    out = strdup(PQgetvalue(r, 0, 0));
-  else if (PQresultStatus(r) != PGRES_TUPLES_OK)
-    fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(c));
-  PQclear(r);
-  return out;
+/* Runs a one-value query with $1 = ARG (may be NULL) and reads it as a number, -1 for NULL. */
+static inline long nf_it_sql_long(PGconn *c, const char *sql, const char *arg) {
+  return kpi_it_pg_long(c, sql, arg);
 }
 
-static inline long nf_it_sql_long(PGconn *c, const char *sql, const char *arg) {
-  char *v = nf_it_sql1(c, sql, arg);
-  long n = v ? strtol(v, NULL, 10) : -1;
+/* The helpers below assert with cmocka: include <cmocka.h> before this header. */
+
+/* The stack's Maildir, set by nf_it_setup. */
+static const char *nf_it_maildir __attribute__((unused));
+
+/* Group setup of the tests that read the stack's Maildir. */
+static inline int nf_it_setup(void **state) {
+  (void)state;
+  kpi_it_init();
+  nf_it_maildir = kpi_it_maildir();
+  return nf_it_maildir ? 0 : -1;
+}
+
+/* M's header NAME reads WANT. */
+static inline void nf_it_assert_header(const nf_it_mail *m, const char *name, const char *want) {
+  char *v = nf_it_header(m, name);
+  assert_string_equal(v, want);
   free(v);
-  return n;
+}
+
+/* How many of MAILS[0..N) were delivered to exactly ADDR. */
+static inline int nf_it_count_rcpt(const nf_it_mail *mails, int n, const char *addr) {
+  int seen = 0;
+  for (int i = 0; i < n; i++) {
+    char *r = nf_it_rcpt(&mails[i]);
+    if (r && strcmp(r, addr) == 0) seen++;
+    free(r);
+  }
+  return seen;
+}
+
+/* Every address of EMAILS (NULL-terminated) got exactly one mail in MAILDIR, and no other
+ * address with TAG got any. */
+static inline void nf_it_assert_once_each(const char *maildir, const char *tag,
+                                          const char *const *emails) {
+  int n;
+  nf_it_mail *mails = nf_it_mails_for(maildir, tag, &n);
+  int want = 0;
+  for (const char *const *e = emails; *e; e++, want++) {
+    int seen = nf_it_count_rcpt(mails, n, *e);
+    if (seen != 1) fail_msg("%s received %d mails, expected exactly 1", *e, seen);
+  }
+  assert_int_equal(n, want);
+  nf_it_mails_free(mails, n);
 }
 
 #endif

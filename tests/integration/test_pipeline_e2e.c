@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,12 +65,8 @@ static long http(const char *method, const char *url, const char *body, const ch
 /* Writes a copy of the shipped catalog whose mailboxes are on DOMAIN, so that the mails of this
  * test cannot mix with other tests' in the shared Maildir. */
 static void write_catalog(const char *path, const char *domain) {
-  FILE *in = fopen(KPI_SOURCE_DIR "/config/catalog.json", "rb");
-  assert_non_null(in);
-  char *text = calloc(1, 1 << 20);
-  size_t n = fread(text, 1, (1 << 20) - 1, in);
-  fclose(in);
-  text[n] = '\0';
+  char *text = kpi_it_read_file(KPI_SOURCE_DIR "/config/catalog.json", NULL);
+  assert_non_null(text);
   FILE *out = fopen(path, "wb");
   assert_non_null(out);
   const char *from = "@ashibetsu-city.example";
@@ -108,15 +103,10 @@ static int mails_to(const char *addr, char **all) {
       if (!body || (body2 && body2 < body)) body = body2;
       if (!body) break;
       body += body == body2 ? 4 : 2;
-      char *clean = calloc(1, mlen + 1);
-      size_t k = 0;
-      for (const char *q = body; *q && *q != '-'; q++)
-        if (*q != '\r' && *q != '\n') clean[k++] = *q;
-      while (k % 4) clean[--k] = '\0';
-      size_t dlen = strlen(decoded);
-      int got = EVP_DecodeBlock((unsigned char *)decoded + dlen, (unsigned char *)clean, (int)k);
-      if (got > 0) decoded[dlen + (size_t)got] = '\0';
-      free(clean);
+      /* The block runs to the next MIME boundary ("--..."), which base64 never contains. */
+      char *part = kpi_it_b64_decode(body, strcspn(body, "-"));
+      strcat(decoded, part);
+      free(part);
       p = body;
     }
     size_t add = mlen + strlen(decoded) + 2;
@@ -152,24 +142,24 @@ static void test_pipeline(void **state) {
   write_catalog(catalog, domain);
 
   int p_ing = kpi_it_free_port(), p_ev = kpi_it_free_port(), p_nf = kpi_it_free_port();
-  char e_db[600], e_cat[300], e_tm[96], e_ta[96], e_tmd[96], e_tad[96], e_ing[64], e_ev[64],
-      e_nf[64], e_gev[96], e_gnf[96];
-  snprintf(e_db, sizeof(e_db), "DATABASE_URL=%s", conninfo);
-  snprintf(e_cat, sizeof(e_cat), "KPI_CATALOG=%s", catalog);
-  snprintf(e_tm, sizeof(e_tm), "KPI_TOPIC_MEASUREMENTS=%s_m", tag);
-  snprintf(e_ta, sizeof(e_ta), "KPI_TOPIC_ALERTS=%s_a", tag);
-  snprintf(e_tmd, sizeof(e_tmd), "KPI_TOPIC_MEASUREMENTS_DLQ=%s_md", tag);
-  snprintf(e_tad, sizeof(e_tad), "KPI_TOPIC_ALERTS_DLQ=%s_ad", tag);
-  snprintf(e_ing, sizeof(e_ing), "KPI_INGEST_LISTEN=127.0.0.1:%d", p_ing);
-  snprintf(e_ev, sizeof(e_ev), "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", p_ev);
-  snprintf(e_nf, sizeof(e_nf), "KPI_NOTIFIER_LISTEN=127.0.0.1:%d", p_nf);
-  snprintf(e_gev, sizeof(e_gev), "KPI_EVALUATOR_GROUP=%s_ev", tag);
-  snprintf(e_gnf, sizeof(e_gnf), "KPI_NOTIFIER_GROUP=%s_nf", tag);
+  kpi_it_env e = {0};
+  kpi_it_env_add(&e, "DATABASE_URL=%s", conninfo);
+  kpi_it_env_add(&e, "KPI_CATALOG=%s", catalog);
+  kpi_it_env_add(&e, "KPI_TOPIC_MEASUREMENTS=%s_m", tag);
+  kpi_it_env_add(&e, "KPI_TOPIC_ALERTS=%s_a", tag);
+  kpi_it_env_add(&e, "KPI_TOPIC_MEASUREMENTS_DLQ=%s_md", tag);
+  kpi_it_env_add(&e, "KPI_TOPIC_ALERTS_DLQ=%s_ad", tag);
+  kpi_it_env_add(&e, "KPI_INGEST_LISTEN=127.0.0.1:%d", p_ing);
+  kpi_it_env_add(&e, "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", p_ev);
+  kpi_it_env_add(&e, "KPI_NOTIFIER_LISTEN=127.0.0.1:%d", p_nf);
+  kpi_it_env_add(&e, "KPI_EVALUATOR_GROUP=%s_ev", tag);
+  kpi_it_env_add(&e, "KPI_NOTIFIER_GROUP=%s_nf", tag);
   /* 1 March 2024: e = 336/731 of the way from 31 March 2023 to 31 March 2025, nothing stale. */
-  const char *env[] = {e_db,  e_cat, e_tm,  e_ta,  e_tmd, e_tad, e_ing, e_ev,
-                       e_nf,  e_gev, e_gnf, "KPI_EVAL_DATE=2024-03-01",
-                       "KPI_SWEEP_INTERVAL_MS=1000", "KPI_NOTIFY_GROUP_WAIT_MS=1000",
-                       "KPI_NOTIFY_POLL_MS=200", NULL};
+  static const char *const fixed[] = {"KPI_EVAL_DATE=2024-03-01", "KPI_SWEEP_INTERVAL_MS=1000",
+                                      "KPI_NOTIFY_GROUP_WAIT_MS=1000", "KPI_NOTIFY_POLL_MS=200",
+                                      NULL};
+  kpi_it_env_extend(&e, fixed);
+  const char *const *env = kpi_it_env_list(&e);
   char log_ing[256], log_ev[256], log_nf[256];
   snprintf(log_ing, sizeof(log_ing), "%s/%s-ingest.log", getenv("KPI_STACK_DIR"), tag);
   snprintf(log_ev, sizeof(log_ev), "%s/%s-evaluator.log", getenv("KPI_STACK_DIR"), tag);

@@ -30,7 +30,7 @@ static size_t on_curl_read(char *buf, size_t size, size_t nmemb, void *arg) {
 static void test_deliver_one(void **state) {
   (void)state;
   const char *url = getenv("KPI_SMTP_URL");
-  const char *maildir = getenv("KPI_MAILDIR");
+  const char *maildir = kpi_it_maildir();
   assert_non_null(url);
   assert_non_null(maildir);
   char rcpt[128], tag[64];
