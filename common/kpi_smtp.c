@@ -196,10 +196,19 @@ static void job_finish(kpi_smtp *s, smtp_job *job, kpi_smtp_result *r) {
 /* The outcome of a finished transfer. Only a 5xx reply is permanent; everything else the
  * sender might get past later (the server, the network, TLS or credentials fixed) is
  * transient, so a misconfiguration makes mails wait instead of burning them. */
+/* A 5xx is permanent (RFC 5321), except the replies that mean our own session set-up is
+ * wrong rather than the message or mailbox: 530 (STARTTLS or authentication required), 534 and
+ * 538 (a stronger mechanism / encryption required) and 535 (credentials refused). Those wait
+ * for the operator to fix KPI_SMTP_TLS or the credentials, and are retried meanwhile. */
+static int session_setup_reply(long code) {
+  return code == 530 || code == 534 || code == 535 || code == 538;
+}
+
 static void classify(CURLcode rc, long code, kpi_smtp_result *r) {
   if (rc == CURLE_OK) {
     r->outcome = KPI_SMTP_SENT;
-  } else if (code >= 500 && code <= 599 && rc != CURLE_LOGIN_DENIED) {
+  } else if (code >= 500 && code <= 599 && rc != CURLE_LOGIN_DENIED &&
+             !session_setup_reply(code)) {
     r->outcome = KPI_SMTP_PERMANENT;
   } else {
     r->outcome = KPI_SMTP_TRANSIENT;
