@@ -14,7 +14,7 @@ packages=(
   librdkafka-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev
   libcurl4-openssl-dev libssl-dev libcmocka-dev
   postgresql openjdk-17-jre-headless maven python3-aiosmtpd
-  kcat wrk curl
+  kcat wrk curl openssl ca-certificates
 )
 
 sudo_cmd=()
