@@ -210,6 +210,23 @@ static void assert_password_not_logged(int i, const char *password) {
 
 /* (1) STARTTLS required, the CA file given, the right credentials: every recipient gets its
  * mail exactly once, and the server saw each one over TLS from the authenticated user. */
+/* Waits until exactly WANT rows of T's queue are pending with at least two attempts and a
+ * last_error matching the SQL condition ERROR_COND ("TRUE" for any); fails with the whole
+ * queue and the notifier's log otherwise. */
+static void expect_retried_rows(nf_it *t, const char *error_cond, long want) {
+  char sql[512];
+  snprintf(sql, sizeof(sql),
+           "SELECT count(*) FROM notifications WHERE state = 'pending' AND attempts >= 2 AND %s",
+           error_cond);
+  long got = kpi_it_wait_pg_long(t->pg, sql, NULL, want, 20000);
+  if (got != want) {
+    char *e = kpi_it_pg_value(t->pg, "SELECT string_agg(state || ' ' || attempts || ' ' || "
+                                     "coalesce(last_error, '-'), ' | ') FROM notifications");
+    fail_msg("%ld retried rows expected, got %ld: %s (notifier log %s)", want, got, e ? e : "?",
+             t->log);
+  }
+}
+
 static void test_tls_auth_delivers_once(void **state) {
   (void)state;
   char name[64];
@@ -310,14 +327,7 @@ static void test_wrong_password_waits_then_delivers(void **state) {
   }
   nf_it_produce_alert(t, "it-tls-badpw", "認証失敗の施策", emails);
 
-  long retried = kpi_it_wait_pg_long(t->pg, "SELECT count(*) FROM notifications WHERE state = "
-                                            "'pending' AND attempts >= 2 AND last_error LIKE '%535%'",
-                                     NULL, 2, 20000);
-  if (retried != 2) {
-    char *e = kpi_it_pg_value(t->pg, "SELECT string_agg(state || ' ' || attempts || ' ' || "
-                                     "coalesce(last_error, '-'), ' | ') FROM notifications");
-    fail_msg("2 retried rows expected, got %ld: %s (notifier log %s)", retried, e ? e : "?", t->log);
-  }
+  expect_retried_rows(t, "last_error LIKE '%535%'", 2);
   char *err = kpi_it_pg_value(t->pg, "SELECT last_error FROM notifications LIMIT 1");
   fprintf(stderr, "wrong password: last_error = %s\n", err ? err : "(null)");
   free(err);
@@ -376,15 +386,7 @@ static void test_untrusted_certificate_no_delivery(void **state) {
   const char *rc[] = {owner, NULL};
   nf_it_produce_alert(t, "it-tls-untrusted", "証明書不信の施策", rc);
 
-  long retried = kpi_it_wait_pg_long(t->pg, "SELECT count(*) FROM notifications WHERE state = "
-                                            "'pending' AND attempts >= 2 AND last_error ILIKE "
-                                            "'%certificate%'",
-                                     NULL, 1, 20000);
-  if (retried != 1) {
-    char *e = kpi_it_pg_value(t->pg, "SELECT string_agg(state || ' ' || attempts || ' ' || "
-                                     "coalesce(last_error, '-'), ' | ') FROM notifications");
-    fail_msg("1 retried row expected, got %ld: %s (notifier log %s)", retried, e ? e : "?", t->log);
-  }
+  expect_retried_rows(t, "last_error ILIKE '%certificate%'", 1);
   char *err = kpi_it_pg_value(t->pg, "SELECT last_error FROM notifications LIMIT 1");
   fprintf(stderr, "untrusted certificate: last_error = %s\n", err ? err : "(null)");
   free(err);
@@ -426,14 +428,7 @@ static void test_starttls_required_is_retried(void **state) {
   const char *rc[] = {owner, NULL};
   nf_it_produce_alert(t, "it-tls-530", "平文送信の施策", rc);
 
-  long retried = kpi_it_wait_pg_long(t->pg, "SELECT count(*) FROM notifications WHERE state = "
-                                            "'pending' AND attempts >= 2",
-                                     NULL, 1, 20000);
-  if (retried != 1) {
-    char *e = kpi_it_pg_value(t->pg, "SELECT string_agg(state || ' ' || attempts || ' ' || "
-                                     "coalesce(last_error, '-'), ' | ') FROM notifications");
-    fail_msg("1 retried row expected, got %ld: %s (notifier log %s)", retried, e ? e : "?", t->log);
-  }
+  expect_retried_rows(t, "TRUE", 1);
   assert_int_equal(nf_it_sql_long(t->pg, "SELECT count(*) FROM notifications WHERE state = "
                                          "'dead'", NULL),
                    0);
