@@ -15,7 +15,7 @@
 #   BUILD_DIR=/tmp/evb-rel   a Release build (cmake -DCMAKE_BUILD_TYPE=Release)
 #   BENCH_STACK_ENV=FILE     use a running stack (its stack.env) instead of starting one
 #   N=200000                 records
-#   EVALUATOR_ENV="K=V ..."  extra environment for the service (KPI_BATCH_MAX, KAFKA_* …)
+#   EVALUATOR_ENV="K=V ..."  extra environment for the service (KPI_BATCH_MAX, KPI_KAFKA_PROP_* …)
 #   KEEP=1                   keep the work directory (records, evaluator.log)
 set -euo pipefail
 

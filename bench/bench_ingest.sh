@@ -21,7 +21,7 @@
 #   BATCH=500 BATCH_CONNS=4  items per batch, connections for batches
 #   DEPTH=8 PIPE_CONNS=64    (d): single POSTs with HTTP/1.1 pipelining, DEPTH per connection
 #   WRK_THREADS=1            wrk threads (leave cores to the service and the broker)
-#   INGEST_ENV="K=V ..."     extra environment for the service (KAFKA_* tuning…)
+#   INGEST_ENV="K=V ..."     extra environment for the service (KPI_KAFKA_PROP_* tuning…)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

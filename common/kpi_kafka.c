@@ -68,30 +68,61 @@ void kpi_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const ch
   kpi_log(lv, "kafka_log", "%s: %s", fac, buf);
 }
 
-rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, char *errstr, size_t errstr_size) {
+int kpi_kafka_prop_env_name(const char *prop, char *var, size_t var_size) {
+  size_t plen = sizeof(KPI_KAFKA_PROP_PREFIX) - 1, n = strlen(prop);
+  if (plen + n + 1 > var_size) return -1;
+  memcpy(var, KPI_KAFKA_PROP_PREFIX, plen);
+  for (size_t i = 0; i < n; i++)
+    var[plen + i] = prop[i] == '.' ? '_' : (char)toupper((unsigned char)prop[i]);
+  var[plen + n] = '\0';
+  return 0;
+}
+
+static int conf_set_list(rd_kafka_conf_t *conf, const kpi_kafka_prop *props, char *errstr,
+                         size_t errstr_size) {
+  for (const kpi_kafka_prop *p = props; p && p->name; p++)
+    if (kpi_kafka_conf_set(conf, p->name, p->value, errstr, errstr_size)) return -1;
+  return 0;
+}
+
+rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop *defaults,
+                                    const kpi_kafka_prop *fixed, char *errstr,
+                                    size_t errstr_size) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set_log_cb(conf, kpi_kafka_on_log);
   if (kpi_kafka_conf_set(conf, "bootstrap.servers",
                          kpi_env_str("KPI_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), errstr,
                          errstr_size) ||
-      kpi_kafka_conf_set(conf, "client.id", client_id, errstr, errstr_size))
+      kpi_kafka_conf_set(conf, "client.id", client_id, errstr, errstr_size) ||
+      conf_set_list(conf, defaults, errstr, errstr_size))
     goto err;
+  const size_t plen = sizeof(KPI_KAFKA_PROP_PREFIX) - 1;
   for (char **e = environ; *e; e++) {
-    if (strncmp(*e, "KAFKA_", 6) != 0) continue;
+    if (strncmp(*e, KPI_KAFKA_PROP_PREFIX, plen) != 0) continue;
     const char *eq = strchr(*e, '=');
     if (!eq) continue;
     char prop[128];
-    size_t n = (size_t)(eq - *e) - 6;
-    if (n == 0 || n >= sizeof(prop)) continue;
+    size_t n = (size_t)(eq - *e) - plen;
+    if (n == 0 || n >= sizeof(prop)) {
+      snprintf(errstr, errstr_size, "%.*s: not a librdkafka property name", (int)(eq - *e), *e);
+      goto err;
+    }
     for (size_t i = 0; i < n; i++) {
-      char c = (*e)[6 + i];
+      char c = (*e)[plen + i];
       prop[i] = c == '_' ? '.' : (char)tolower((unsigned char)c);
     }
     prop[n] = '\0';
-    /* KAFKA_HEAP_OPTS and friends belong to the broker's scripts, not to clients. */
-    if (strcmp(prop, "heap.opts") == 0 || strcmp(prop, "opts") == 0) continue;
+    for (const kpi_kafka_prop *f = fixed; f && f->name; f++) {
+      if (strcmp(f->name, prop) == 0) {
+        snprintf(errstr, errstr_size,
+                 "%.*s: %s is set by the service (%s) and cannot be overridden",
+                 (int)(eq - *e), *e, prop, f->value);
+        goto err;
+      }
+    }
     if (kpi_kafka_conf_set(conf, prop, eq + 1, errstr, errstr_size)) goto err;
   }
+  if (conf_set_list(conf, fixed, errstr, errstr_size)) goto err;
   return conf;
 err:
   rd_kafka_conf_destroy(conf);

@@ -27,11 +27,32 @@ typedef enum {
 /* Fills SPECS[KPI_TOPIC_COUNT] from the environment. Returns 0 or -1 with ERRSTR. */
 int kpi_topics_from_env(kpi_topic_spec specs[KPI_TOPIC_COUNT], char *errstr, size_t errstr_size);
 
-/* A new configuration with bootstrap.servers from KPI_KAFKA_BOOTSTRAP (default
- * 127.0.0.1:9092), client.id CLIENT_ID, then every KAFKA_* variable passed through as a
- * librdkafka property (KAFKA_MESSAGE_TIMEOUT_MS -> message.timeout.ms). Passthrough comes last
- * so operators can override anything. Returns NULL with ERRSTR naming the bad property. */
-rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, char *errstr, size_t errstr_size);
+/* Operator passthrough: KPI_KAFKA_PROP_SASL_USERNAME sets librdkafka's sasl.username.
+ * The prefix cannot collide with variables a platform injects on its own (Kubernetes gives
+ * every pod KAFKA_PORT, KAFKA_SERVICE_HOST... for a Service named kafka). */
+#define KPI_KAFKA_PROP_PREFIX "KPI_KAFKA_PROP_"
+
+/* One librdkafka property. Lists of them end with {NULL, NULL}. */
+typedef struct {
+  const char *name;
+  const char *value;
+} kpi_kafka_prop;
+
+/* The one way a service builds a client configuration, in this order:
+ *   1. bootstrap.servers from KPI_KAFKA_BOOTSTRAP (default 127.0.0.1:9092), client.id;
+ *   2. DEFAULTS, the service's tuning (may be NULL);
+ *   3. every KPI_KAFKA_PROP_* variable (KPI_KAFKA_PROP_MESSAGE_TIMEOUT_MS -> message.timeout.ms),
+ *      so the operator overrides any default;
+ *   4. FIXED (may be NULL), what the service's guarantees rest on (group.id, manual offsets,
+ *      idempotence): an operator variable naming one of them is an error, never a silent
+ *      override in either direction.
+ * Returns NULL with ERRSTR naming the variable or property at fault. */
+rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop *defaults,
+                                    const kpi_kafka_prop *fixed, char *errstr, size_t errstr_size);
+
+/* The passthrough variable of PROP ("linger.ms" -> "KPI_KAFKA_PROP_LINGER_MS") into VAR.
+ * Returns 0, or -1 when VAR is too small. */
+int kpi_kafka_prop_env_name(const char *prop, char *var, size_t var_size);
 
 /* librdkafka log callback writing through kpi_log (JSON lines), which kpi_kafka_conf_new
  * installs. It may run on librdkafka's threads (kpi_log is one write(2) per line); services that

@@ -228,8 +228,8 @@ do_start() {
     [ -n "$alt" ] && [ -z "${STACK_PG_BIN:-}" ] && PG_BIN=$alt
   fi
 
-  local pg_port k_port k_cport s_port
-  read -r pg_port k_port k_cport s_port <<<"$(free_ports 4)"
+  local pg_port k_port k_cport s_port k_sport
+  read -r pg_port k_port k_cport s_port k_sport <<<"$(free_ports 5)"
   [ -n "$s_port" ] || { err "could not find free ports"; exit 1; }
 
   # ---- Kafka: format + run in one detached process (in parallel with PostgreSQL) ----
@@ -240,11 +240,15 @@ do_start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$k_cport
-listeners=PLAINTEXT://127.0.0.1:$k_port,CONTROLLER://127.0.0.1:$k_cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$k_port
+listeners=PLAINTEXT://127.0.0.1:$k_port,CONTROLLER://127.0.0.1:$k_cport,SASL_PLAINTEXT://127.0.0.1:$k_sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$k_port,SASL_PLAINTEXT://127.0.0.1:$k_sport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+# A SASL/PLAIN listener with one user, so that the clients' KPI_KAFKA_PROP_* passthrough of
+# security settings is tested against a real broker (tests/integration/test_kafka_sasl.c).
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_kpi-test="kpi-test-secret";
 log.dirs=$kdir/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -338,6 +342,9 @@ EOF
   {
     echo "KPI_STACK_DIR=$DIR"
     echo "KPI_KAFKA_BOOTSTRAP=127.0.0.1:$k_port"
+    echo "KPI_STACK_KAFKA_SASL_BOOTSTRAP=127.0.0.1:$k_sport"
+    echo "KPI_STACK_KAFKA_SASL_USER=kpi-test"
+    echo "KPI_STACK_KAFKA_SASL_PASSWORD=kpi-test-secret"
     if [ "$use_ext_pg" = 1 ]; then
       local v
       for v in DATABASE_URL PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSSLMODE; do

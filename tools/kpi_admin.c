@@ -26,7 +26,7 @@ static int cmd_topics(void) {
   char err[512];
   kpi_topic_spec specs[KPI_TOPIC_COUNT];
   if (kpi_topics_from_env(specs, err, sizeof(err))) goto fail;
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("kpi-admin", err, sizeof(err));
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("kpi-admin", NULL, NULL, err, sizeof(err));
   if (!conf) goto fail;
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
   if (!rk) {

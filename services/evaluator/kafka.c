@@ -12,19 +12,6 @@
 /* Distinguishes DLQ messages from outbox messages in the delivery report. */
 static char dlq_tag;
 
-/* Sets a client property unless the operator set it through KAFKA_* passthrough. */
-static int set_default(rd_kafka_conf_t *conf, const char *prop, const char *value, char *errstr,
-                       size_t errstr_size) {
-  char var[128] = "KAFKA_";
-  size_t n = 6;
-  for (const char *p = prop; *p && n + 1 < sizeof(var); p++)
-    var[n++] = *p == '.' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-  var[n] = '\0';
-  const char *v = getenv(var);
-  if (v && *v) return 0;
-  return kpi_kafka_conf_set(conf, prop, value, errstr, errstr_size);
-}
-
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   evaluator *ev = opaque;
   (void)rk;
@@ -417,14 +404,13 @@ void ev_outbox_rescan(evaluator *ev) {
 /* ---- set-up and shutdown ------------------------------------------------------------ */
 
 int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size) {
-  rd_kafka_conf_t *pconf = kpi_kafka_conf_new("kpi-evaluator", errstr, errstr_size);
+  /* The outbox and the DLQ are safe without idempotence (alert_ids deduplicate), but it keeps
+   * retried sends in order and single; operators may still tune these. */
+  static const kpi_kafka_prop producer_defaults[] = {
+      {"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "5"}, {NULL, NULL}};
+  rd_kafka_conf_t *pconf =
+      kpi_kafka_conf_new("kpi-evaluator", producer_defaults, NULL, errstr, errstr_size);
   if (!pconf) return -1;
-  if (set_default(pconf, "enable.idempotence", "true", errstr, errstr_size) ||
-      set_default(pconf, "acks", "all", errstr, errstr_size) ||
-      set_default(pconf, "linger.ms", "5", errstr, errstr_size)) {
-    rd_kafka_conf_destroy(pconf);
-    return -1;
-  }
   rd_kafka_conf_set_opaque(pconf, ev);
   rd_kafka_conf_set_dr_msg_cb(pconf, on_kafka_delivery);
   rd_kafka_conf_set_error_cb(pconf, on_kafka_error);
@@ -452,18 +438,19 @@ int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size) {
     }
   }
 
-  rd_kafka_conf_t *cconf = kpi_kafka_conf_new("kpi-evaluator", errstr, errstr_size);
+  static const kpi_kafka_prop consumer_defaults[] = {{"auto.offset.reset", "earliest"},
+                                                      {"statistics.interval.ms", "5000"},
+                                                      {"queued.max.messages.kbytes", "16384"},
+                                                      {"fetch.wait.max.ms", "50"},
+                                                      {NULL, NULL}};
+  /* Exactly once rests on these: offsets live in PostgreSQL, never in Kafka. */
+  const kpi_kafka_prop consumer_fixed[] = {{"group.id", ev->group},
+                                           {"enable.auto.commit", "false"},
+                                           {"enable.auto.offset.store", "false"},
+                                           {NULL, NULL}};
+  rd_kafka_conf_t *cconf = kpi_kafka_conf_new("kpi-evaluator", consumer_defaults, consumer_fixed,
+                                              errstr, errstr_size);
   if (!cconf) return -1;
-  if (kpi_kafka_conf_set(cconf, "group.id", ev->group, errstr, errstr_size) ||
-      kpi_kafka_conf_set(cconf, "enable.auto.commit", "false", errstr, errstr_size) ||
-      kpi_kafka_conf_set(cconf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-      set_default(cconf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-      set_default(cconf, "statistics.interval.ms", "5000", errstr, errstr_size) ||
-      set_default(cconf, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
-      set_default(cconf, "fetch.wait.max.ms", "50", errstr, errstr_size)) {
-    rd_kafka_conf_destroy(cconf);
-    return -1;
-  }
   rd_kafka_conf_set_opaque(cconf, ev);
   rd_kafka_conf_set_rebalance_cb(cconf, on_kafka_rebalance);
   rd_kafka_conf_set_error_cb(cconf, on_kafka_error);

@@ -13,12 +13,9 @@
 #define PROBE_METADATA_TIMEOUT_MS 2000
 #define PROBE_CREATE_TIMEOUT_MS 5000
 
-/* Defaults tuned for throughput on one broker; each applies only when the operator did not
- * set the property through its KAFKA_* variable. */
-static const struct {
-  const char *prop;
-  const char *value;
-} producer_defaults[] = {
+/* Defaults tuned for throughput on one broker; the operator's KPI_KAFKA_PROP_* variables
+ * override each of them (kpi_kafka_conf_new applies those after these). */
+static const kpi_kafka_prop producer_defaults[] = {
     {"linger.ms", "1"},
     {"batch.num.messages", "10000"},
     {"batch.size", "1000000"},
@@ -28,18 +25,8 @@ static const struct {
      * client wrote it, which keeps one measure's events in order across tools. */
     {"partitioner", "murmur2_random"},
     {"socket.nagle.disable", "true"},
+    {NULL, NULL},
 };
-
-/* KAFKA_LINGER_MS for linger.ms: the inverse of kpi_kafka_conf_new's mapping. */
-static int env_sets_prop(const char *prop) {
-  char name[128] = "KAFKA_";
-  size_t n = 6;
-  for (const char *p = prop; *p && n + 1 < sizeof(name); p++)
-    name[n++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
-  name[n] = '\0';
-  const char *v = getenv(name);
-  return v && *v;
-}
 
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   ingest_ctx *ctx = opaque;
@@ -145,33 +132,21 @@ static void on_uv_probe_timer(uv_timer_t *t) {
 /* ---- life cycle ---- */
 
 int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size) {
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("kpi-ingest", errstr, errstr_size);
-  if (!conf) return -1;
-  /* The delivery contract (design.md §5) needs both; refuse a configuration that weakens it
-   * rather than quietly overriding the operator. */
-  const char *idem = getenv("KAFKA_ENABLE_IDEMPOTENCE");
-  const char *acks = getenv("KAFKA_ACKS");
-  if ((idem && strcmp(idem, "true") != 0) ||
-      (acks && strcmp(acks, "all") != 0 && strcmp(acks, "-1") != 0)) {
-    snprintf(errstr, errstr_size,
-             "KAFKA_ENABLE_IDEMPOTENCE must be true and KAFKA_ACKS all: a 202 promises the "
-             "record is durably in Kafka");
-    goto err;
-  }
+  /* message.timeout.ms is a default too: KPI_KAFKA_PROP_MESSAGE_TIMEOUT_MS wins over
+   * KPI_INGEST_DELIVERY_TIMEOUT_MS. */
   char timeout[32];
   snprintf(timeout, sizeof(timeout), "%lld", (long long)ctx->cfg.delivery_timeout_ms);
-  if (kpi_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-      kpi_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) ||
-      kpi_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) ||
-      (!env_sets_prop("message.timeout.ms") &&
-       kpi_kafka_conf_set(conf, "message.timeout.ms", timeout, errstr, errstr_size)))
-    goto err;
-  for (size_t i = 0; i < sizeof(producer_defaults) / sizeof(producer_defaults[0]); i++) {
-    if (env_sets_prop(producer_defaults[i].prop)) continue;
-    if (kpi_kafka_conf_set(conf, producer_defaults[i].prop, producer_defaults[i].value, errstr,
-                           errstr_size))
-      goto err;
-  }
+  kpi_kafka_prop defaults[sizeof(producer_defaults) / sizeof(producer_defaults[0]) + 1];
+  memcpy(defaults, producer_defaults, sizeof(producer_defaults));
+  size_t n_defaults = sizeof(producer_defaults) / sizeof(producer_defaults[0]);
+  defaults[n_defaults - 1] = (kpi_kafka_prop){"message.timeout.ms", timeout};
+  defaults[n_defaults] = (kpi_kafka_prop){NULL, NULL};
+  /* The delivery contract (design.md §5) rests on these: a 202 promises the record is durably
+   * in Kafka. An operator variable that names one of them stops the service at start. */
+  static const kpi_kafka_prop fixed[] = {
+      {"enable.idempotence", "true"}, {"acks", "all"}, {"log.queue", "true"}, {NULL, NULL}};
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("kpi-ingest", defaults, fixed, errstr, errstr_size);
+  if (!conf) return -1;
   rd_kafka_conf_set_opaque(conf, ctx);
   rd_kafka_conf_set_dr_msg_cb(conf, ingest_on_kafka_delivery);
   rd_kafka_conf_set_error_cb(conf, on_kafka_error);

@@ -439,27 +439,23 @@ static void on_kafka_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
               (int)offsets->elems[i].partition, rd_kafka_err2str(offsets->elems[i].err));
 }
 
-static rd_kafka_conf_t *conf_common(const char *client_id, char *errstr, size_t errstr_size) {
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new(client_id, errstr, errstr_size);
-  if (!conf) return NULL;
-  rd_kafka_conf_set_error_cb(conf, on_kafka_error);
-  if (kpi_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size)) {
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-  }
+static rd_kafka_conf_t *conf_common(const char *client_id, const kpi_kafka_prop *defaults,
+                                    const kpi_kafka_prop *fixed, char *errstr,
+                                    size_t errstr_size) {
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new(client_id, defaults, fixed, errstr, errstr_size);
+  if (conf) rd_kafka_conf_set_error_cb(conf, on_kafka_error);
   return conf;
 }
 
 int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size) {
   char err[512];
   /* The dead-letter producer: idempotent, acks from all in-sync replicas. */
-  rd_kafka_conf_t *pconf = conf_common("kpi-notifier", errstr, errstr_size);
+  static const kpi_kafka_prop producer_defaults[] = {{"enable.idempotence", "true"},
+                                                      {NULL, NULL}};
+  static const kpi_kafka_prop producer_fixed[] = {{"log.queue", "true"}, {NULL, NULL}};
+  rd_kafka_conf_t *pconf =
+      conf_common("kpi-notifier", producer_defaults, producer_fixed, errstr, errstr_size);
   if (!pconf) return -1;
-  if (!getenv("KAFKA_ENABLE_IDEMPOTENCE") &&
-      kpi_kafka_conf_set(pconf, "enable.idempotence", "true", errstr, errstr_size)) {
-    rd_kafka_conf_destroy(pconf);
-    return -1;
-  }
   rd_kafka_conf_set_dr_msg_cb(pconf, on_kafka_delivery);
   nf->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof(err));
   if (!nf->producer) {
@@ -482,17 +478,17 @@ int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size) {
   if (kpi_kafka_ensure_topics(nf->producer, need, 2, 10000, err, sizeof(err)) != 0)
     kpi_log(KPI_LOG_WARN, "topics_not_ensured", "%s (continuing: the broker may create them)", err);
 
-  rd_kafka_conf_t *cconf = conf_common("kpi-notifier", errstr, errstr_size);
-  if (!cconf) return -1;
+  static const kpi_kafka_prop consumer_defaults[] = {{"auto.offset.reset", "earliest"},
+                                                      {NULL, NULL}};
   /* Offsets are stored by hand, after the rows are committed: never automatically. */
-  if (kpi_kafka_conf_set(cconf, "group.id", nf->cfg.group, errstr, errstr_size) ||
-      kpi_kafka_conf_set(cconf, "enable.auto.commit", "false", errstr, errstr_size) ||
-      kpi_kafka_conf_set(cconf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-      (!getenv("KAFKA_AUTO_OFFSET_RESET") &&
-       kpi_kafka_conf_set(cconf, "auto.offset.reset", "earliest", errstr, errstr_size))) {
-    rd_kafka_conf_destroy(cconf);
-    return -1;
-  }
+  const kpi_kafka_prop consumer_fixed[] = {{"group.id", nf->cfg.group},
+                                           {"enable.auto.commit", "false"},
+                                           {"enable.auto.offset.store", "false"},
+                                           {"log.queue", "true"},
+                                           {NULL, NULL}};
+  rd_kafka_conf_t *cconf =
+      conf_common("kpi-notifier", consumer_defaults, consumer_fixed, errstr, errstr_size);
+  if (!cconf) return -1;
   rd_kafka_conf_set_offset_commit_cb(cconf, on_kafka_commit);
   nf->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, err, sizeof(err));
   if (!nf->consumer) {

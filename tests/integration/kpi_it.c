@@ -260,7 +260,7 @@ char *kpi_it_http_get(int port, const char *path, int rcv_timeout_s) {
 
 rd_kafka_conf_t *kpi_it_kafka_conf(const char *client_id, const char *const *kv, char *err,
                                    size_t err_size) {
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new(client_id, err, err_size);
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new(client_id, NULL, NULL, err, err_size);
   if (!conf) return NULL;
   for (const char *const *p = kv; p && p[0]; p += 2) {
     if (kpi_kafka_conf_set(conf, p[0], p[1], err, err_size) != 0) {

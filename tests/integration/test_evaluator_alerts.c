@@ -17,8 +17,8 @@ static void test_alerts(void **state) {
   evw w;
   /* At 2024-06-01 the level measure expects e = 428/731: a reading of 30 (p = 0.23) lags. */
   evw_init(&w, "it_evalert", "2024-06-01");
-  const char *plain[] = {"KAFKA_SESSION_TIMEOUT_MS=6000", "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
-  const char *crashing[] = {"KAFKA_SESSION_TIMEOUT_MS=6000", "KAFKA_HEARTBEAT_INTERVAL_MS=500",
+  const char *plain[] = {"KPI_KAFKA_PROP_SESSION_TIMEOUT_MS=6000", "KPI_KAFKA_PROP_HEARTBEAT_INTERVAL_MS=500", NULL};
+  const char *crashing[] = {"KPI_KAFKA_PROP_SESSION_TIMEOUT_MS=6000", "KPI_KAFKA_PROP_HEARTBEAT_INTERVAL_MS=500",
                             "KPI_TEST_CRASH_AFTER_COMMIT=1", NULL};
   evw_start(&w, plain);
   assert_int_equal(evw_wait_ready(&w, 30000), 0);

@@ -27,8 +27,8 @@ static void test_kill9(void **state) {
   (void)state;
   evw w;
   evw_init(&w, "it_evcrash", "2025-03-31");
-  const char *extra[] = {"KPI_BATCH_MAX=25", "KAFKA_SESSION_TIMEOUT_MS=6000",
-                         "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
+  const char *extra[] = {"KPI_BATCH_MAX=25", "KPI_KAFKA_PROP_SESSION_TIMEOUT_MS=6000",
+                         "KPI_KAFKA_PROP_HEARTBEAT_INTERVAL_MS=500", NULL};
 
   /* The records and the sums they must produce. */
   crash_rec *recs = calloc(N_DISTINCT, sizeof(*recs));

@@ -19,8 +19,8 @@ static void test_lost_commit(void **state) {
   evw_init(&w, "it_evlost", "2024-06-01");
   /* The first sweep raises stale alerts (measures never reported); the batch below a lagging
    * one. Both COMMITs are reported as lost. */
-  const char *extra[] = {"KPI_TEST_LOSE_COMMITS=2", "KAFKA_SESSION_TIMEOUT_MS=6000",
-                         "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
+  const char *extra[] = {"KPI_TEST_LOSE_COMMITS=2", "KPI_KAFKA_PROP_SESSION_TIMEOUT_MS=6000",
+                         "KPI_KAFKA_PROP_HEARTBEAT_INTERVAL_MS=500", NULL};
   evw_start(&w, extra);
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
   evw_expect_sql(&w, "SELECT count(*) > 0 FROM attainment", "t");

@@ -45,7 +45,7 @@ static void test_sighup(void **state) {
   assert_non_null(orig);
   write_file(path, orig);
   evw_replace_env(&w, "KPI_CATALOG", path);
-  const char *extra[] = {"KAFKA_SESSION_TIMEOUT_MS=6000", "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
+  const char *extra[] = {"KPI_KAFKA_PROP_SESSION_TIMEOUT_MS=6000", "KPI_KAFKA_PROP_HEARTBEAT_INTERVAL_MS=500", NULL};
   evw_start(&w, extra);
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
 

@@ -33,7 +33,7 @@ static void test_two_replicas(void **state) {
   evw w, w2;
   evw_init(&w, "it_evrepl", "2025-03-31");
   const char *extra[] = {"KPI_BATCH_MAX=5", "KPI_SWEEP_INTERVAL_MS=100",
-                         "KAFKA_SESSION_TIMEOUT_MS=6000", "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
+                         "KPI_KAFKA_PROP_SESSION_TIMEOUT_MS=6000", "KPI_KAFKA_PROP_HEARTBEAT_INTERVAL_MS=500", NULL};
   evw_start(&w, extra);
   assert_int_equal(evw_wait_ready(&w, 30000), 0);
   evw_twin(&w, &w2, "b");

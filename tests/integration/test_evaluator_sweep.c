@@ -16,8 +16,8 @@
 static void run_at(evw *w, const char *date) {
   if (w->pid > 0) evw_stop(w);
   evw_replace_env(w, "KPI_EVAL_DATE", date);
-  const char *extra[] = {"KPI_SWEEP_INTERVAL_MS=200", "KAFKA_SESSION_TIMEOUT_MS=6000",
-                         "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
+  const char *extra[] = {"KPI_SWEEP_INTERVAL_MS=200", "KPI_KAFKA_PROP_SESSION_TIMEOUT_MS=6000",
+                         "KPI_KAFKA_PROP_HEARTBEAT_INTERVAL_MS=500", NULL};
   evw_start(w, extra);
   char sql[200];
   snprintf(sql, sizeof(sql), "SELECT as_of FROM attainment WHERE measure_id = '%s'", LEVEL);

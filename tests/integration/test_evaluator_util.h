@@ -177,7 +177,7 @@ EVW_FN evw_msg *evw_read_topic(const char *topic, int partitions, int min, int i
                                int timeout_ms, int *count) {
   char err[512], group[128];
   kpi_it_unique("it_reader", group, sizeof(group));
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-evaluator-reader", err, sizeof(err));
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("it-evaluator-reader", NULL, NULL, err, sizeof(err));
   if (!conf || kpi_kafka_conf_set(conf, "group.id", group, err, sizeof(err)) ||
       kpi_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
       kpi_kafka_conf_set(conf, "isolation.level", "read_committed", err, sizeof(err)))

@@ -196,7 +196,7 @@ static void test_broker_lost_mid_run(void **state) {
 static void test_queue_full_429(void **state) {
   (void)state;
   const char *env[] = {"KPI_INGEST_DELIVERY_TIMEOUT_MS=3000",
-                       "KAFKA_QUEUE_BUFFERING_MAX_MESSAGES=1", "KAFKA_BATCH_NUM_MESSAGES=1",
+                       "KPI_KAFKA_PROP_QUEUE_BUFFERING_MAX_MESSAGES=1", "KPI_KAFKA_PROP_BATCH_NUM_MESSAGES=1",
                        NULL};
   tc_service svc;
   tc_service_start(&svc, env, 1);

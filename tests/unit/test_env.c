@@ -85,28 +85,76 @@ static void test_topics_and_kafka_passthrough(void **state) {
   assert_non_null(strstr(err, "KPI_TOPIC_ALERTS_PARTITIONS"));
   unsetenv("KPI_TOPIC_ALERTS_PARTITIONS");
 
-  /* KAFKA_LINGER_MS becomes linger.ms; an unknown property is refused by name. */
-  setenv("KAFKA_LINGER_MS", "17", 1);
-  rd_kafka_conf_t *conf = kpi_kafka_conf_new("t", err, sizeof(err));
+  /* KPI_KAFKA_PROP_LINGER_MS becomes linger.ms and wins over the service's default; an
+   * unknown property is refused by name. */
+  static const kpi_kafka_prop defaults[] = {{"linger.ms", "5"}, {"batch.size", "1234"},
+                                            {NULL, NULL}};
+  static const kpi_kafka_prop fixed[] = {{"acks", "all"}, {NULL, NULL}};
+  setenv("KPI_KAFKA_PROP_LINGER_MS", "17", 1);
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("t", defaults, fixed, err, sizeof(err));
   assert_non_null(conf);
   char v[64];
   size_t vlen = sizeof(v);
   assert_int_equal(rd_kafka_conf_get(conf, "linger.ms", v, &vlen), RD_KAFKA_CONF_OK);
   assert_string_equal(v, "17");
+  vlen = sizeof(v);
+  assert_int_equal(rd_kafka_conf_get(conf, "batch.size", v, &vlen), RD_KAFKA_CONF_OK);
+  assert_string_equal(v, "1234");
+  vlen = sizeof(v);
+  assert_int_equal(rd_kafka_conf_get(conf, "acks", v, &vlen), RD_KAFKA_CONF_OK);
+  assert_true(strcmp(v, "all") == 0 || strcmp(v, "-1") == 0);
   rd_kafka_conf_destroy(conf);
-  setenv("KAFKA_NO_SUCH_THING", "1", 1);
-  assert_null(kpi_kafka_conf_new("t", err, sizeof(err)));
+  char var[64];
+  assert_int_equal(kpi_kafka_prop_env_name("sasl.username", var, sizeof(var)), 0);
+  assert_string_equal(var, "KPI_KAFKA_PROP_SASL_USERNAME");
+  assert_int_equal(kpi_kafka_prop_env_name("sasl.username", var, 10), -1);
+
+  /* What Kubernetes injects for a Service named kafka is not ours: it changes nothing. */
+  setenv("KAFKA_PORT", "tcp://10.0.0.7:9092", 1);
+  setenv("KAFKA_SERVICE_HOST", "10.0.0.7", 1);
+  setenv("KAFKA_PORT_9092_TCP_PROTO", "tcp", 1);
+  conf = kpi_kafka_conf_new("t", NULL, NULL, err, sizeof(err));
+  assert_non_null(conf);
+  rd_kafka_conf_destroy(conf);
+  unsetenv("KAFKA_PORT");
+  unsetenv("KAFKA_SERVICE_HOST");
+  unsetenv("KAFKA_PORT_9092_TCP_PROTO");
+
+  /* A property the service's guarantees rest on cannot be overridden, in either direction. */
+  setenv("KPI_KAFKA_PROP_ACKS", "1", 1);
+  assert_null(kpi_kafka_conf_new("t", defaults, fixed, err, sizeof(err)));
+  assert_non_null(strstr(err, "KPI_KAFKA_PROP_ACKS"));
+  setenv("KPI_KAFKA_PROP_ACKS", "all", 1);
+  assert_null(kpi_kafka_conf_new("t", defaults, fixed, err, sizeof(err)));
+  unsetenv("KPI_KAFKA_PROP_ACKS");
+
+  setenv("KPI_KAFKA_PROP_NO_SUCH_THING", "1", 1);
+  assert_null(kpi_kafka_conf_new("t", NULL, NULL, err, sizeof(err)));
   assert_non_null(strstr(err, "no.such.thing"));
-  unsetenv("KAFKA_NO_SUCH_THING");
-  /* Secrets are not echoed in the error. */
-  setenv("KAFKA_SASL_PASSWORD", "hunter2", 1);
-  setenv("KAFKA_SASL_MECHANISM", "BOGUS", 1);
-  conf = kpi_kafka_conf_new("t", err, sizeof(err));
+  unsetenv("KPI_KAFKA_PROP_NO_SUCH_THING");
+  /* SASL and TLS pass through; secrets are not echoed in an error. */
+  setenv("KPI_KAFKA_PROP_SECURITY_PROTOCOL", "SASL_SSL", 1);
+  setenv("KPI_KAFKA_PROP_SASL_MECHANISMS", "SCRAM-SHA-512", 1);
+  setenv("KPI_KAFKA_PROP_SASL_USERNAME", "city", 1);
+  setenv("KPI_KAFKA_PROP_SASL_PASSWORD", "hunter2", 1);
+  conf = kpi_kafka_conf_new("t", NULL, NULL, err, sizeof(err));
+  assert_non_null(conf);
+  vlen = sizeof(v);
+  assert_int_equal(rd_kafka_conf_get(conf, "sasl.username", v, &vlen), RD_KAFKA_CONF_OK);
+  assert_string_equal(v, "city");
+  vlen = sizeof(v);
+  assert_int_equal(rd_kafka_conf_get(conf, "security.protocol", v, &vlen), RD_KAFKA_CONF_OK);
+  assert_string_equal(v, "sasl_ssl");
+  rd_kafka_conf_destroy(conf);
+  setenv("KPI_KAFKA_PROP_SASL_MECHANISMS", "BOGUS", 1);
+  conf = kpi_kafka_conf_new("t", NULL, NULL, err, sizeof(err));
   if (!conf) assert_null(strstr(err, "hunter2"));
   else rd_kafka_conf_destroy(conf);
-  unsetenv("KAFKA_SASL_PASSWORD");
-  unsetenv("KAFKA_SASL_MECHANISM");
-  unsetenv("KAFKA_LINGER_MS");
+  unsetenv("KPI_KAFKA_PROP_SECURITY_PROTOCOL");
+  unsetenv("KPI_KAFKA_PROP_SASL_MECHANISMS");
+  unsetenv("KPI_KAFKA_PROP_SASL_USERNAME");
+  unsetenv("KPI_KAFKA_PROP_SASL_PASSWORD");
+  unsetenv("KPI_KAFKA_PROP_LINGER_MS");
 }
 
 int main(void) {
