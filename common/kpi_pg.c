@@ -84,7 +84,32 @@ static int apply_one(PGconn *conn, const kpi_migration *m, char *errstr, size_t 
   return kpi_pg_exec(conn, "COMMIT", errstr, size);
 }
 
+/* Returns 1 when schema_migrations exists and records every embedded migration, 0 when not,
+ * -1 on error. Reads only: see kpi_pg_migrate. */
+static int all_applied(PGconn *conn, char *errstr, size_t size) {
+  PGresult *res = PQexec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    copy_error(conn, "schema_migrations", errstr, size);
+    PQclear(res);
+    return -1;
+  }
+  int exists = PQgetvalue(res, 0, 0)[0] == 't';
+  PQclear(res);
+  if (!exists) return 0;
+  for (const kpi_migration *m = kpi_migrations; m->name; m++) {
+    int done = migration_applied(conn, m->name, errstr, size);
+    if (done <= 0) return done;
+  }
+  return 1;
+}
+
 int kpi_pg_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
+  /* A current schema needs no lock and no DDL. This read-only path is what lets a service log
+   * in with its least-privilege role (docs/database.md), which may create nothing: only
+   * `kpi-admin migrate`, run as the schema's owner, applies new migrations then. */
+  int current = all_applied(conn, errstr, errstr_size);
+  if (current == 1) return 0;
+  if (current < 0) return -1;
   char sql[128];
   snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", KPI_MIGRATE_LOCK_KEY);
   if (kpi_pg_exec(conn, sql, errstr, errstr_size)) return -1;
@@ -107,6 +132,12 @@ int kpi_pg_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
     if (!done) applied++;
   }
 unlock:
+  if (applied < 0 && strstr(errstr, "permission denied")) {
+    size_t n = strlen(errstr);
+    snprintf(errstr + n, errstr_size > n ? errstr_size - n : 0,
+             " (the schema is not current and this role may not change it: run `kpi-admin "
+             "migrate` as the schema owner, docs/database.md)");
+  }
   snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", KPI_MIGRATE_LOCK_KEY);
   char ignore[128];
   kpi_pg_exec(conn, sql, ignore, sizeof(ignore));

@@ -13,7 +13,7 @@ packages=(
   build-essential cmake pkg-config
   librdkafka-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev
   libcurl4-openssl-dev libssl-dev libcmocka-dev
-  postgresql openjdk-17-jre-headless maven python3-aiosmtpd
+  postgresql openjdk-17-jre-headless maven python3-aiosmtpd python3-yaml
   kcat wrk curl openssl ca-certificates
 )
 

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 
 #include "kpi_it.h"
+#include "kpi_pg.h"
 
 #define KIKAKU_TOKEN "sample-kikaku-token-do-not-use-in-production"
 #define MEASURE "g2-uiturn-4-supporters"
@@ -141,9 +142,21 @@ static void test_pipeline(void **state) {
   snprintf(catalog, sizeof(catalog), "%s/%s-catalog.json", getenv("KPI_STACK_DIR"), tag);
   write_catalog(catalog, domain);
 
+  /* As in a deployment (docs/database.md): the owner migrates, each service logs in with its
+   * own least-privilege role. */
+  char err[512], sql[256], ev_conninfo[600], nf_conninfo[600];
+  PGconn *owner_pg = kpi_pg_connect(conninfo, err, sizeof(err));
+  if (!owner_pg || kpi_pg_migrate(owner_pg, err, sizeof(err)) < 0) fail_msg("%s", err);
+  snprintf(sql, sizeof(sql), "CREATE ROLE %s_ev LOGIN IN ROLE kpi_evaluator", tag);
+  assert_int_equal(kpi_pg_exec(owner_pg, sql, err, sizeof(err)), 0);
+  snprintf(sql, sizeof(sql), "CREATE ROLE %s_nf LOGIN IN ROLE kpi_notifier", tag);
+  assert_int_equal(kpi_pg_exec(owner_pg, sql, err, sizeof(err)), 0);
+  PQfinish(owner_pg);
+  snprintf(ev_conninfo, sizeof(ev_conninfo), "%s user=%s_ev", conninfo, tag);
+  snprintf(nf_conninfo, sizeof(nf_conninfo), "%s user=%s_nf", conninfo, tag);
+
   int p_ing = kpi_it_free_port(), p_ev = kpi_it_free_port(), p_nf = kpi_it_free_port();
   kpi_it_env e = {0};
-  kpi_it_env_add(&e, "DATABASE_URL=%s", conninfo);
   kpi_it_env_add(&e, "KPI_CATALOG=%s", catalog);
   kpi_it_env_add(&e, "KPI_TOPIC_MEASUREMENTS=%s_m", tag);
   kpi_it_env_add(&e, "KPI_TOPIC_ALERTS=%s_a", tag);
@@ -159,13 +172,16 @@ static void test_pipeline(void **state) {
                                       "KPI_NOTIFY_GROUP_WAIT_MS=1000", "KPI_NOTIFY_POLL_MS=200",
                                       NULL};
   kpi_it_env_extend(&e, fixed);
+  kpi_it_env e_ev = e, e_nf = e;
+  kpi_it_env_set(&e_ev, "DATABASE_URL", ev_conninfo);
+  kpi_it_env_set(&e_nf, "DATABASE_URL", nf_conninfo);
   const char *const *env = kpi_it_env_list(&e);
   char log_ing[256], log_ev[256], log_nf[256];
   snprintf(log_ing, sizeof(log_ing), "%s/%s-ingest.log", getenv("KPI_STACK_DIR"), tag);
   snprintf(log_ev, sizeof(log_ev), "%s/%s-evaluator.log", getenv("KPI_STACK_DIR"), tag);
   snprintf(log_nf, sizeof(log_nf), "%s/%s-notifier.log", getenv("KPI_STACK_DIR"), tag);
-  pid_t ev = kpi_it_spawn("services/evaluator/kpi-evaluator", env, log_ev);
-  pid_t nf = kpi_it_spawn("services/notifier/kpi-notifier", env, log_nf);
+  pid_t ev = kpi_it_spawn("services/evaluator/kpi-evaluator", kpi_it_env_list(&e_ev), log_ev);
+  pid_t nf = kpi_it_spawn("services/notifier/kpi-notifier", kpi_it_env_list(&e_nf), log_nf);
   pid_t ing = kpi_it_spawn("services/ingest/kpi-ingest", env, log_ing);
   if (kpi_it_wait_http(p_ing, "/readyz", 200, 30000) ||
       kpi_it_wait_http(p_ev, "/healthz", 200, 30000) ||
