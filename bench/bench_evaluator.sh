@@ -20,6 +20,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The shipped catalog has sample departments (published tokens): the services refuse it
+# unless told this is not a deployment (docs/security.md).
+export KPI_ALLOW_SAMPLE_TOKENS=1
 BUILD_DIR=${BUILD_DIR:-/tmp/evb-rel}
 N=${N:-200000}
 EVALUATOR_ENV=${EVALUATOR_ENV:-}

@@ -168,6 +168,44 @@ static int load_department(load_ctx *lc, const cJSON *obj, kpi_department *d) {
   return 0;
 }
 
+/* The bound of one reported value for the measure's kind and unit (kpi_catalog.h). */
+static double kind_unit_bound(const kpi_measure *m) {
+  if (m->kind == KPI_KIND_MILESTONE) return 1;
+  if (m->kind != KPI_KIND_RATIO && strcmp(m->unit, "percent") == 0) return KPI_VALUE_MAX_PERCENT;
+  return KPI_VALUE_MAX_COUNT;
+}
+
+/* Sets m->value_max from the optional `max` member, which may only lower the kind and unit's
+ * bound. For a ratio measure `max` bounds each numerator or denominator amount, for a
+ * cumulative one each additive amount (not their sum). */
+static int load_max(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
+  double bound = kind_unit_bound(m);
+  m->value_max = bound;
+  const cJSON *mx = cJSON_GetObjectItemCaseSensitive(obj, "max");
+  if (mx) {
+    if (m->kind == KPI_KIND_MILESTONE)
+      return fail(lc, "max", "a milestone is 0 (not yet) or 1 (done) and takes no max");
+    if (!cJSON_IsNumber(mx) || !isfinite(mx->valuedouble) || !(mx->valuedouble > 0) ||
+        mx->valuedouble > bound)
+      return fail(lc, "max", "must be a number > 0 and at most %g (the bound for %s)", bound,
+                  bound == KPI_VALUE_MAX_PERCENT ? "a percentage" : "a count");
+    m->has_max = true;
+    m->value_max = mx->valuedouble;
+  }
+  /* Level and maintain measures are readings: a baseline or target above the largest value a
+   * department may report would make the target unreachable. A cumulative target is a sum of
+   * amounts and a ratio's is a percentage of sums, so neither compares with the bound. */
+  if (m->kind == KPI_KIND_LEVEL || m->kind == KPI_KIND_MAINTAIN) {
+    if (m->baseline > m->value_max)
+      return fail(lc, "baseline.value", "above the largest value the measure accepts (%g%s)",
+                  m->value_max, m->has_max ? ", its max" : "");
+    if (m->target > m->value_max)
+      return fail(lc, "target.value", "above the largest value the measure accepts (%g%s)",
+                  m->value_max, m->has_max ? ", its max" : "");
+  }
+  return 0;
+}
+
 static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
   if (get_string(lc, obj, "id", false, &m->id)) return -1;
@@ -258,7 +296,7 @@ static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
       return fail(lc, "report_interval_days", "must be a whole number of days, 1-3660");
     m->report_interval_days = (int)ri->valuedouble;
   }
-  return 0;
+  return load_max(lc, obj, m);
 }
 
 static int cmp_measure(const void *a, const void *b) {
@@ -318,11 +356,23 @@ kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_
     snprintf(lc.where, sizeof(lc.where), "departments[%zu]", cat->n_departments);
     kpi_department *d = &cat->departments[cat->n_departments++];
     if (load_department(&lc, it, d)) goto err;
-    for (size_t i = 0; i + 1 < cat->n_departments; i++)
-      if (strcmp(cat->departments[i].id, d->id) == 0) {
+    for (size_t i = 0; i + 1 < cat->n_departments; i++) {
+      const kpi_department *o = &cat->departments[i];
+      if (strcmp(o->id, d->id) == 0) {
         fail(&lc, "id", "duplicate department id \"%s\"", d->id);
         goto err;
       }
+      /* One token would authenticate as whichever department comes first: refuse it, so a
+       * copied line cannot silently hand one department's measures to another. */
+      if (d->has_token && o->has_token &&
+          memcmp(o->token_sha256, d->token_sha256, sizeof(d->token_sha256)) == 0) {
+        fail(&lc, "token_sha256",
+             "same token hash as departments[%zu] \"%s\": \"%s\" and \"%s\" need a token "
+             "each (kpi-admin gen-token)",
+             i, o->id, o->id, d->id);
+        goto err;
+      }
+    }
   }
 
   const cJSON *measures = cJSON_GetObjectItemCaseSensitive(root, "measures");
@@ -361,7 +411,39 @@ err:
   return NULL;
 }
 
+int kpi_catalog_check_sample(const kpi_catalog *cat, unsigned flags, char *errstr,
+                             size_t errstr_size) {
+  if (flags & KPI_CATALOG_ALLOW_SAMPLE) return 0;
+  for (size_t i = 0; i < cat->n_departments; i++) {
+    const kpi_department *d = &cat->departments[i];
+    if (!d->sample) continue;
+    snprintf(errstr, errstr_size,
+             "departments[%zu] \"%s\" is a sample department (\"sample\": true) whose token "
+             "is published in config/sample-tokens.env; refusing it. Make a real token for each "
+             "department with `kpi-admin gen-token DEPARTMENT`, put the token_sha256 it prints "
+             "into the catalog and remove \"sample\". For a local run or tests only, set "
+             "KPI_ALLOW_SAMPLE_TOKENS=1",
+             i, d->id);
+    return -1;
+  }
+  return 0;
+}
+
 kpi_catalog *kpi_catalog_load(const char *path, char *errstr, size_t errstr_size) {
+  const char *allow = getenv("KPI_ALLOW_SAMPLE_TOKENS");
+  unsigned flags = 0;
+  if (allow && strcmp(allow, "1") == 0) {
+    flags |= KPI_CATALOG_ALLOW_SAMPLE;
+  } else if (allow && allow[0] && strcmp(allow, "0") != 0) {
+    snprintf(errstr, errstr_size, "KPI_ALLOW_SAMPLE_TOKENS must be 1 or 0 (unset), not \"%.32s\"",
+             allow);
+    return NULL;
+  }
+  return kpi_catalog_load_flags(path, flags, errstr, errstr_size);
+}
+
+kpi_catalog *kpi_catalog_load_flags(const char *path, unsigned flags, char *errstr,
+                                    size_t errstr_size) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
@@ -395,6 +477,10 @@ kpi_catalog *kpi_catalog_load(const char *path, char *errstr, size_t errstr_size
   char inner[512];
   kpi_catalog *cat = kpi_catalog_parse(buf, len, inner, sizeof(inner));
   free(buf);
+  if (cat && kpi_catalog_check_sample(cat, flags, inner, sizeof(inner)) != 0) {
+    kpi_catalog_free(cat);
+    cat = NULL;
+  }
   if (!cat) snprintf(errstr, errstr_size, "%s: %s", path, inner);
   return cat;
 err:

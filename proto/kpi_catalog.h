@@ -16,6 +16,14 @@ typedef enum {
 
 typedef enum { KPI_DIR_INCREASE = 0, KPI_DIR_DECREASE } kpi_direction;
 
+/* Upper bounds of one reported value. A count (any unit but percent, and the numerator and
+ * denominator amounts of a ratio measure) is at most KPI_VALUE_MAX_COUNT: no city counts a
+ * trillion of anything, and a bound far below DBL_MAX keeps sums, the ratio's 100·Σnum/Σden
+ * and the progress arithmetic finite. A percentage is at most 100, a milestone at most 1. A
+ * measure's catalog `max` can only lower these. */
+#define KPI_VALUE_MAX_COUNT 1e12
+#define KPI_VALUE_MAX_PERCENT 100.0
+
 typedef struct kpi_department {
   char *id;
   char *name;
@@ -47,6 +55,9 @@ typedef struct kpi_measure {
   char **watchers;                   /* extra mail addresses */
   size_t n_watchers;
   int report_interval_days;
+  bool has_max;     /* the catalog gave `max` */
+  double value_max; /* the largest value one measurement may carry: the catalog's `max`, else
+                     * the bound of the measure's kind and unit (KPI_VALUE_MAX_*) */
 } kpi_measure;
 
 typedef struct kpi_catalog {
@@ -62,11 +73,32 @@ typedef struct kpi_catalog {
 
 /* Parses and validates a catalog. Returns NULL and writes the first problem to ERRSTR, naming
  * the element and field (`measures[3].target.value: equal to baseline, a level measure needs a
- * difference`). The returned catalog is immutable; free it with kpi_catalog_free. */
+ * difference`). Two departments with the same token hash are refused (naming both). Sample
+ * departments are accepted here: refusing them is the deployment policy of kpi_catalog_load.
+ * The returned catalog is immutable; free it with kpi_catalog_free. */
 kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_t errstr_size);
 
-/* Reads PATH and calls kpi_catalog_parse; errors are prefixed with the path. */
+/* Flags of kpi_catalog_load_flags. */
+#define KPI_CATALOG_ALLOW_SAMPLE 0x1u /* accept departments marked "sample": true */
+
+/* Reads PATH and calls kpi_catalog_parse; then, unless FLAGS has KPI_CATALOG_ALLOW_SAMPLE,
+ * refuses a catalog with a sample department (kpi_catalog_check_sample). Errors are prefixed
+ * with the path. */
+kpi_catalog *kpi_catalog_load_flags(const char *path, unsigned flags, char *errstr,
+                                    size_t errstr_size);
+
+/* What every service calls, at start and on SIGHUP: kpi_catalog_load_flags with
+ * KPI_CATALOG_ALLOW_SAMPLE when the environment has KPI_ALLOW_SAMPLE_TOKENS=1. Unset, empty
+ * or 0 refuses sample departments; any other value is an error, so that a typo such as
+ * `true` fails loudly instead of silently meaning "no". */
 kpi_catalog *kpi_catalog_load(const char *path, char *errstr, size_t errstr_size);
+
+/* Returns 0 when CAT has no sample department or FLAGS allows them; else -1 with ERRSTR naming
+ * the first sample department and saying how to make real tokens (kpi-admin gen-token). The
+ * sample departments' tokens are published in config/sample-tokens.env, so a catalog that
+ * still has them must not reach a deployment by accident. */
+int kpi_catalog_check_sample(const kpi_catalog *cat, unsigned flags, char *errstr,
+                             size_t errstr_size);
 
 void kpi_catalog_free(kpi_catalog *cat);
 

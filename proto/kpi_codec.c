@@ -306,8 +306,19 @@ const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_cat
     kpi_errors_add(errs, "value", "range", "must not be negative");
   if (strcmp(ms->unit, "percent") == 0 && ms->kind != KPI_KIND_RATIO && m->value > 100)
     kpi_errors_add(errs, "value", "range", "a percentage must not exceed 100");
-  if (ms->kind == KPI_KIND_MILESTONE && m->value != 0 && m->value != 1)
+  else if (ms->kind == KPI_KIND_MILESTONE && m->value != 0 && m->value != 1)
     kpi_errors_add(errs, "value", "range", "a milestone is 0 (not yet) or 1 (done)");
+  /* The magnitude bound (kpi_catalog.h): a count above 1e12 or above the measure's catalog
+   * `max` is a typo or an attack, not a measurement. Records on the topic go through this same
+   * check in the evaluator, where such a record is poison. */
+  else if (m->value > ms->value_max) {
+    if (ms->has_max)
+      kpi_errors_add(errs, "value", "out_of_range", "must not exceed %g, the measure's max",
+                     ms->value_max);
+    else
+      kpi_errors_add(errs, "value", "out_of_range", "must not exceed %g for a measure in \"%s\"",
+                     ms->value_max, ms->unit);
+  }
   if (ms->kind == KPI_KIND_RATIO && m->component == KPI_COMPONENT_NONE)
     kpi_errors_add(errs, "component", "missing",
                    "a ratio measure takes \"numerator\" or \"denominator\" amounts");

@@ -75,8 +75,9 @@ int kpi_measurement_from_json(const struct cJSON *obj, kpi_parse_mode mode, kpi_
 
 /* Checks a parsed measurement against the catalog at instant NOW_MS: known measure, matching
  * unit, finite value, kind rules (count >= 0, percent <= 100, milestone 0/1, component only and
- * always for ratio), observed_at not in the future (KPI_CLOCK_SKEW_MS of slack). Returns the
- * measure, or NULL with ERRS filled. */
+ * always for ratio; code `range`), the value at most the measure's value_max (a count at most
+ * KPI_VALUE_MAX_COUNT, or the catalog's `max`; code `out_of_range`), observed_at not in the
+ * future (KPI_CLOCK_SKEW_MS of slack). Returns the measure, or NULL with ERRS filled. */
 #define KPI_CLOCK_SKEW_MS (5 * 60 * 1000)
 const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_catalog *cat,
                                          int64_t now_ms, kpi_errors *errs);

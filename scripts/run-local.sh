@@ -48,6 +48,9 @@ set -a
 . config/sample-tokens.env
 set +a
 export KPI_CATALOG=${KPI_CATALOG:-$ROOT/config/catalog.json}
+# The shipped catalog's departments are samples whose tokens are in config/sample-tokens.env:
+# the services refuse them unless told this is a local run (docs/security.md).
+export KPI_ALLOW_SAMPLE_TOKENS=${KPI_ALLOW_SAMPLE_TOKENS:-1}
 export DATABASE_URL=${DATABASE_URL:-postgresql://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE}
 export KPI_INGEST_LISTEN=${KPI_INGEST_LISTEN:-127.0.0.1:8080}
 export KPI_EVALUATOR_LISTEN=${KPI_EVALUATOR_LISTEN:-127.0.0.1:8081}

@@ -1,6 +1,10 @@
-/* tools/kpi_admin.c: kpi-admin — create the topics, apply migrations, check a catalog, hash a
- * department token. Uses the same environment variables as the services. */
+/* tools/kpi_admin.c: kpi-admin — create the topics, apply migrations, check a catalog, make or
+ * hash a department token. Uses the same environment variables as the services. */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +20,10 @@ static int usage(void) {
           "usage: kpi-admin topics              create the four topics (KPI_KAFKA_BOOTSTRAP, "
           "KPI_TOPIC_*)\n"
           "       kpi-admin migrate             apply db/migrations (DATABASE_URL or PG*)\n"
-          "       kpi-admin check-catalog FILE  validate a catalog, print its measures\n"
+          "       kpi-admin check-catalog FILE  validate a catalog as the services load it, print "
+          "its measures\n"
+          "       kpi-admin gen-token DEPARTMENT  make a new 256-bit token, print it once and "
+          "its SHA-256 for the catalog\n"
           "       kpi-admin hash-token          read a token on stdin, print its SHA-256 for "
           "the catalog\n");
   return 2;
@@ -88,12 +95,78 @@ static int cmd_hash_token(void) {
   return 0;
 }
 
+/* Department ids as the catalog allows them; the id goes into the printed instructions. */
+static bool valid_department_id(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64) return false;
+  return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+/* A token is KPI_TOKEN_PREFIX and 32 bytes from the CSPRNG in unpadded base64url (43
+ * characters, safe in a header and a shell variable). The prefix lets secret scanners and
+ * people recognise a leaked token; the catalog keeps only the SHA-256 of the whole string,
+ * which is what the ingest compares. */
+#define KPI_TOKEN_PREFIX "kpi_"
+#define KPI_TOKEN_BYTES 32
+
+static int cmd_gen_token(const char *dept) {
+  if (!valid_department_id(dept)) {
+    fprintf(stderr, "kpi-admin gen-token: \"%s\" is not a department id (1-64 letters, digits, "
+                    "'.', '_', '-')\n", dept);
+    return 2;
+  }
+  unsigned char raw[KPI_TOKEN_BYTES];
+  if (RAND_bytes(raw, sizeof(raw)) != 1) {
+    fprintf(stderr, "kpi-admin gen-token: the random number generator failed\n");
+    return 1;
+  }
+  /* 4 * ceil(32 / 3) = 44 characters with one '=' of padding, plus the NUL. */
+  char tok[sizeof(KPI_TOKEN_PREFIX) - 1 + 45];
+  char *b64 = tok + sizeof(KPI_TOKEN_PREFIX) - 1;
+  memcpy(tok, KPI_TOKEN_PREFIX, sizeof(KPI_TOKEN_PREFIX) - 1);
+  int n = EVP_EncodeBlock((unsigned char *)b64, raw, sizeof(raw));
+  OPENSSL_cleanse(raw, sizeof(raw));
+  while (n > 0 && b64[n - 1] == '=') n--;
+  b64[n] = '\0';
+  for (char *p = b64; *p; p++) {
+    if (*p == '+') *p = '-';
+    else if (*p == '/') *p = '_';
+  }
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256((const unsigned char *)tok, strlen(tok), d);
+  char hex[2 * SHA256_DIGEST_LENGTH + 1];
+  for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+
+  const char *catalog = getenv("KPI_CATALOG");
+  if (!catalog || !catalog[0]) catalog = "config/catalog.json";
+  printf("# Bearer token of department \"%s\". It is shown only this once and stored nowhere: "
+         "hand it to the department over a secure channel.\n"
+         "%s\n"
+         "# Put this line into department \"%s\" of the catalog (%s), replacing its "
+         "token_sha256 and removing \"sample\": true; then send SIGHUP to every service (or "
+         "restart them).\n"
+         "\"token_sha256\": \"%s\"\n",
+         dept, tok, dept, catalog, hex);
+  fflush(stdout);
+  OPENSSL_cleanse(tok, sizeof(tok));
+
+  /* A hint, not a failure: the catalog may not exist on this machine. */
+  char err[512];
+  kpi_catalog *cat = kpi_catalog_load_flags(catalog, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
+  if (cat && !kpi_catalog_department(cat, dept))
+    fprintf(stderr, "kpi-admin gen-token: note: %s has no department \"%s\" yet\n", catalog,
+            dept);
+  kpi_catalog_free(cat);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   kpi_log_init("admin");
   if (argc < 2) return usage();
   if (strcmp(argv[1], "topics") == 0) return cmd_topics();
   if (strcmp(argv[1], "migrate") == 0) return cmd_migrate();
   if (strcmp(argv[1], "check-catalog") == 0 && argc == 3) return cmd_check_catalog(argv[2]);
+  if (strcmp(argv[1], "gen-token") == 0 && argc == 3) return cmd_gen_token(argv[2]);
   if (strcmp(argv[1], "hash-token") == 0) return cmd_hash_token();
   return usage();
 }

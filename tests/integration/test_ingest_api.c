@@ -1,7 +1,7 @@
 /* test_ingest_api.c: kpi-ingest over real HTTP against the stack's broker: every status code a
  * request can earn (except broker loss, see test_ingest_broker.c), ownership, records read
  * back from the topic, batches (207 and atomic), pipelining, chunked bodies, 100-continue,
- * slow clients, SIGHUP reload and the SIGTERM drain. */
+ * slow clients, SIGHUP reload and the SIGTERM drain, value bounds (out_of_range). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -270,6 +270,96 @@ static void test_validation(void **state) {
   post("/v1/measurements", "KANKYO", hdrs(JSON_CT, "Idempotency-Key: 12345\r\n"), ok, &r);
   tc_expect_problem(&r, 400, "Idempotency-Key", "format");
   tc_resp_free(&r);
+}
+
+/* ---- value bounds (issue 8) ---- */
+
+#define MEASURE_SUPPORTERS "g2-uiturn-4-supporters" /* kikaku, person, level */
+
+/* Absurd values get 422 out_of_range and never reach the topic; a value at the bound is
+ * accepted. The catalog's per-measure max is checked on a second service with a private copy
+ * of the catalog that gives the grants measure a max of 1000. */
+static void test_value_bounds(void **state) {
+  (void)state;
+  tc_resp r;
+  post("/v1/measurements", "KIKAKU", JSON_CT,
+       "{\"event_id\":\"b0b0b0b0-0000-4000-8000-000000000001\",\"measure_id\":\""
+       MEASURE_SUPPORTERS "\",\"observed_at\":\"2024-05-01\",\"value\":1.7e308,"
+       "\"unit\":\"person\"}", &r);
+  tc_expect_problem(&r, 422, "value", "out_of_range");
+  tc_resp_free(&r);
+  post("/v1/measurements", "KIKAKU", JSON_CT,
+       "{\"event_id\":\"b0b0b0b0-0000-4000-8000-000000000002\",\"measure_id\":\""
+       MEASURE_SUPPORTERS "\",\"observed_at\":\"2024-05-01\",\"value\":1e12,"
+       "\"unit\":\"person\"}", &r);
+  assert_int_equal(r.status, 202);
+  tc_resp_free(&r);
+  /* In a batch the absurd item is that item's 422, the other one is published. */
+  post("/v1/measurements:batch", "KIKAKU", "Content-Type: application/x-ndjson\r\n",
+       "{\"event_id\":\"b0b0b0b0-0000-4000-8000-000000000003\",\"measure_id\":\""
+       MEASURE_SUPPORTERS "\",\"observed_at\":\"2024-05-01\",\"value\":40,\"unit\":\"person\"}\n"
+       "{\"event_id\":\"b0b0b0b0-0000-4000-8000-000000000004\",\"measure_id\":\""
+       MEASURE_SUPPORTERS "\",\"observed_at\":\"2024-05-01\",\"value\":2e12,\"unit\":\"person\"}\n",
+       &r);
+  assert_int_equal(r.status, 207);
+  cJSON *doc = cJSON_Parse(r.body);
+  assert_non_null(doc);
+  cJSON *item = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "results"), 1);
+  assert_int_equal(cJSON_GetObjectItem(item, "status")->valueint, 422);
+  assert_true(tc_has_error(cJSON_GetObjectItem(item, "errors"), "value", "out_of_range"));
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+
+  /* A private catalog with a max on the grants measure. */
+  char path[256];
+  snprintf(path, sizeof(path), "%s/it_ingest_max_catalog_%d.json", KPI_BINARY_DIR, (int)getpid());
+  char *text = kpi_it_read_file(KPI_SOURCE_DIR "/config/catalog.json", NULL);
+  assert_non_null(text);
+  cJSON *cat = cJSON_Parse(text);
+  free(text);
+  cJSON *m;
+  cJSON_ArrayForEach(m, cJSON_GetObjectItem(cat, "measures")) {
+    if (strcmp(cJSON_GetObjectItem(m, "id")->valuestring, MEASURE_GRANTS) == 0)
+      cJSON_AddNumberToObject(m, "max", 1000);
+  }
+  char *out = cJSON_Print(cat);
+  assert_int_equal(kpi_it_write_file(path, out), 0);
+  free(out);
+  cJSON_Delete(cat);
+  char cat_env[300];
+  snprintf(cat_env, sizeof(cat_env), "KPI_CATALOG=%s", path);
+  const char *env[] = {cat_env, NULL};
+  tc_service other;
+  tc_service_start(&other, env, 1);
+  assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
+                              hdrs(tc_auth("KOSODATE"), JSON_CT),
+                              "{\"event_id\":\"b0b0b0b0-0000-4000-8000-000000000005\","
+                              "\"measure_id\":\"" MEASURE_GRANTS "\",\"observed_at\":"
+                              "\"2024-05-01\",\"value\":1000.5,\"unit\":\"case\"}", &r), 0);
+  tc_expect_problem(&r, 422, "value", "out_of_range");
+  tc_resp_free(&r);
+  assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
+                              hdrs(tc_auth("KOSODATE"), JSON_CT),
+                              "{\"event_id\":\"b0b0b0b0-0000-4000-8000-000000000006\","
+                              "\"measure_id\":\"" MEASURE_GRANTS "\",\"observed_at\":"
+                              "\"2024-05-01\",\"value\":1000,\"unit\":\"case\"}", &r), 0);
+  assert_int_equal(r.status, 202);
+  tc_resp_free(&r);
+  tc_service_stop(&other);
+  unlink(path);
+
+  /* Only what was answered 202 is on the topics. */
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  assert_null(tc_find_event(recs, n, "b0b0b0b0-0000-4000-8000-000000000001"));
+  assert_non_null(tc_find_event(recs, n, "b0b0b0b0-0000-4000-8000-000000000002"));
+  assert_non_null(tc_find_event(recs, n, "b0b0b0b0-0000-4000-8000-000000000003"));
+  assert_null(tc_find_event(recs, n, "b0b0b0b0-0000-4000-8000-000000000004"));
+  tc_records_free(recs, n);
+  n = tc_read_topic(other.topic, 6, &recs);
+  assert_null(tc_find_event(recs, n, "b0b0b0b0-0000-4000-8000-000000000005"));
+  assert_non_null(tc_find_event(recs, n, "b0b0b0b0-0000-4000-8000-000000000006"));
+  tc_records_free(recs, n);
 }
 
 /* ---- 404 / 405 / probes / metrics ---- */
@@ -658,6 +748,7 @@ int main(void) {
       cmocka_unit_test(test_single_accepted_and_read_back),
       cmocka_unit_test(test_auth_and_ownership),
       cmocka_unit_test(test_validation),
+      cmocka_unit_test(test_value_bounds),
       cmocka_unit_test(test_routing_and_probes),
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_batch_partial_207),

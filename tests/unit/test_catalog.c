@@ -30,7 +30,7 @@ static char *read_file(const char *path) {
 static void test_shipped_catalog_loads(void **state) {
   (void)state;
   char err[512] = "";
-  kpi_catalog *cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  kpi_catalog *cat = kpi_catalog_load_flags(SHIPPED, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
   if (!cat) fail_msg("%s", err);
   assert_int_equal(cat->n_measures, 9);
   assert_int_equal(cat->n_departments, 5);
@@ -82,7 +82,7 @@ static void test_one_measure_per_seed_row(void **state) {
   int rows = 0;
   for (char *p = seed; (p = strstr(p, "具体的な施策\t基準値")); p++) rows++;
   char err[512];
-  kpi_catalog *cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  kpi_catalog *cat = kpi_catalog_load_flags(SHIPPED, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
   assert_non_null(cat);
   assert_int_equal(rows, 9);
   assert_int_equal(cat->n_measures, (size_t)rows);
@@ -98,7 +98,7 @@ static void test_one_measure_per_seed_row(void **state) {
 static void test_authenticate(void **state) {
   (void)state;
   char err[512];
-  kpi_catalog *cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  kpi_catalog *cat = kpi_catalog_load_flags(SHIPPED, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
   assert_non_null(cat);
   const char *tok = "sample-kosodate-token-do-not-use-in-production";
   const kpi_department *d = kpi_catalog_authenticate(cat, tok, strlen(tok));
@@ -117,6 +117,14 @@ static void test_authenticate(void **state) {
 #define MEASURE(kind, extra, base, target)                                                 \
   "{\"id\":\"m1\",\"goal\":2,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","       \
   "\"unit\":\"person\",\"kind\":\"" kind "\",\"direction\":\"increase\","                  \
+  "\"baseline\":{\"fy\":\"R4\",\"value\":" base "},\"target\":{\"fy\":\"R6\",\"value\":" \
+  target "},\"owner\":\"d1\"" extra "}"
+#define DEPT_HASH "\"f93dfe2cc3de8e463e5ea8b08d7e7252d78ad599caa181288152675c8fcf3f1a\""
+#define DEPT2(hash)                                                                       \
+  "{\"id\":\"d2\",\"name\":\"Dept 2\",\"token_sha256\":" hash ",\"mailboxes\":[\"c@d\"]}"
+#define PERCENT_MEASURE(kind, extra, base, target)                                         \
+  "{\"id\":\"m1\",\"goal\":2,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","       \
+  "\"unit\":\"percent\",\"kind\":\"" kind "\",\"direction\":\"increase\","                 \
   "\"baseline\":{\"fy\":\"R4\",\"value\":" base "},\"target\":{\"fy\":\"R6\",\"value\":" \
   target "},\"owner\":\"d1\"" extra "}"
 #define CATALOG(depts, measures)                                                          \
@@ -185,6 +193,48 @@ static const struct {
                    "\"direction\":\"increase\",\"baseline\":{\"fy\":\"R4\",\"value\":1},"
                    "\"target\":{\"fy\":\"R6\",\"value\":5},\"owner\":\"nobody\"}"),
      "measures[0].owner: unknown department \"nobody\""},
+    /* One token for two departments: refused, naming both. A department without a token
+     * does not collide with anything. */
+    {CATALOG(DEPT "," DEPT2(DEPT_HASH), MEASURE("level", "", "1", "5")),
+     "departments[1].token_sha256: same token hash as departments[0] \"d1\": \"d1\" and \"d2\""},
+    {CATALOG(DEPT "," DEPT2("\"f93dfe2cc3de8e463e5ea8b08d7e7252d78ad599caa181288152675c8fcf3f1b\""),
+             MEASURE("level", "", "1", "5")),
+     NULL},
+    {CATALOG("{\"id\":\"d1\",\"name\":\"D\",\"mailboxes\":[\"a@b\"]},"
+             "{\"id\":\"d2\",\"name\":\"D\",\"mailboxes\":[\"a@b\"]}",
+             MEASURE("level", "", "1", "5")),
+     NULL},
+    /* The optional per-measure max: > 0, within the kind and unit's bound, and for readings
+     * at least the baseline and the target. */
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":5", "1", "5")), NULL},
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":1e12", "1", "5")), NULL},
+    {CATALOG(DEPT, MEASURE("cumulative",
+                           ",\"window\":{\"from\":\"R2\",\"to\":\"R6\"},\"max\":10", "50",
+                           "250")),
+     NULL},
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":4", "1", "5")),
+     "measures[0].target.value: above the largest value the measure accepts (4, its max)"},
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":3", "4", "5")),
+     "measures[0].baseline.value: above the largest value the measure accepts (3, its max)"},
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":0", "1", "5")),
+     "measures[0].max: must be a number > 0 and at most 1e+12 (the bound for a count)"},
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":2e12", "1", "5")),
+     "measures[0].max: must be a number > 0 and at most 1e+12"},
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":\"10\"", "1", "5")),
+     "measures[0].max: must be a number"},
+    {CATALOG(DEPT, MEASURE("level", ",\"max\":1e400", "1", "5")),
+     "measures[0].max: must be a number"},
+    {CATALOG(DEPT, MEASURE("milestone", ",\"max\":1", "0", "1")),
+     "measures[0].max: a milestone is 0 (not yet) or 1 (done) and takes no max"},
+    {CATALOG(DEPT, MEASURE("level", "", "1", "2e12")),
+     "measures[0].target.value: above the largest value the measure accepts (1e+12)"},
+    {CATALOG(DEPT, PERCENT_MEASURE("level", ",\"max\":50", "10", "40")), NULL},
+    {CATALOG(DEPT, PERCENT_MEASURE("level", ",\"max\":101", "10", "40")),
+     "measures[0].max: must be a number > 0 and at most 100 (the bound for a percentage)"},
+    {CATALOG(DEPT, PERCENT_MEASURE("level", "", "10", "120")),
+     "measures[0].target.value: above the largest value the measure accepts (100)"},
+    /* A ratio's max bounds its numerator and denominator amounts, which are counts. */
+    {CATALOG(DEPT, PERCENT_MEASURE("ratio", ",\"max\":5000", "0", "20")), NULL},
 };
 
 static void test_broken_catalogs(void **state) {
@@ -203,6 +253,85 @@ static void test_broken_catalogs(void **state) {
   }
 }
 
+/* The bound each shipped measure's values get, by kind and unit. */
+static void test_value_bounds(void **state) {
+  (void)state;
+  char err[512];
+  kpi_catalog *cat = kpi_catalog_load_flags(SHIPPED, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
+  assert_non_null(cat);
+  static const struct {
+    const char *id;
+    double max;
+  } want[] = {
+      {"g2-uiturn-4-supporters", KPI_VALUE_MAX_COUNT},        /* person, level */
+      {"g3-kosodate-3-maternity-grants", KPI_VALUE_MAX_COUNT}, /* case, cumulative */
+      {"g4-digital-1-konbini-issuance", KPI_VALUE_MAX_COUNT},  /* percent, ratio: amounts */
+      {"g4-carbon-2-led-rate", KPI_VALUE_MAX_PERCENT},         /* percent, level */
+      {"g4-digital-4-hoiku-app-rate", KPI_VALUE_MAX_PERCENT},  /* percent, maintain */
+      {"g4-carbon-1-zero-carbon-plan", 1},                     /* milestone */
+  };
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    const kpi_measure *m = kpi_catalog_measure(cat, want[i].id);
+    assert_non_null(m);
+    assert_false(m->has_max);
+    if (m->value_max != want[i].max)
+      fail_msg("%s: value_max %g, want %g", want[i].id, m->value_max, want[i].max);
+  }
+  kpi_catalog_free(cat);
+  const char *json = CATALOG(DEPT, MEASURE("level", ",\"max\":70", "1", "5"));
+  cat = kpi_catalog_parse(json, strlen(json), err, sizeof(err));
+  assert_non_null(cat);
+  assert_true(cat->measures[0].has_max);
+  assert_true(cat->measures[0].value_max == 70);
+  kpi_catalog_free(cat);
+}
+
+/* Sample departments: parsed, but refused by kpi_catalog_load unless KPI_ALLOW_SAMPLE_TOKENS=1,
+ * with a message that says how to make real tokens. */
+static void test_sample_departments_refused(void **state) {
+  (void)state;
+  char err[1024] = "";
+  unsetenv("KPI_ALLOW_SAMPLE_TOKENS");
+  assert_null(kpi_catalog_load(SHIPPED, err, sizeof(err)));
+  assert_non_null(strstr(err, "catalog.json: departments[0] \"kikaku\" is a sample department"));
+  assert_non_null(strstr(err, "kpi-admin gen-token DEPARTMENT"));
+  assert_non_null(strstr(err, "KPI_ALLOW_SAMPLE_TOKENS=1"));
+  assert_null(kpi_catalog_load_flags(SHIPPED, 0, err, sizeof(err)));
+  assert_non_null(strstr(err, "is a sample department"));
+
+  static const struct {
+    const char *value;
+    int loads;
+  } values[] = {{"", 0}, {"0", 0}, {"1", 1}, {"true", 0}, {"yes", 0}, {"11", 0}};
+  for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+    setenv("KPI_ALLOW_SAMPLE_TOKENS", values[i].value, 1);
+    err[0] = '\0';
+    kpi_catalog *cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+    if ((cat != NULL) != values[i].loads)
+      fail_msg("KPI_ALLOW_SAMPLE_TOKENS=\"%s\": %s", values[i].value, cat ? "loaded" : err);
+    if (!cat && values[i].value[0] && strcmp(values[i].value, "0") != 0)
+      assert_non_null(strstr(err, "KPI_ALLOW_SAMPLE_TOKENS must be 1 or 0"));
+    kpi_catalog_free(cat);
+  }
+  unsetenv("KPI_ALLOW_SAMPLE_TOKENS");
+
+  /* The same catalog without the sample markers loads without the variable. */
+  const char *json = CATALOG(DEPT, MEASURE("level", "", "1", "5"));
+  kpi_catalog *cat = kpi_catalog_parse(json, strlen(json), err, sizeof(err));
+  assert_non_null(cat);
+  assert_int_equal(kpi_catalog_check_sample(cat, 0, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "departments[0] \"d1\" is a sample department"));
+  assert_int_equal(kpi_catalog_check_sample(cat, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err)), 0);
+  kpi_catalog_free(cat);
+  json = CATALOG("{\"id\":\"d1\",\"name\":\"D\",\"token_sha256\":" DEPT_HASH
+                 ",\"mailboxes\":[\"a@b.jp\"]}",
+                 MEASURE("level", "", "1", "5"));
+  cat = kpi_catalog_parse(json, strlen(json), err, sizeof(err));
+  assert_non_null(cat);
+  assert_int_equal(kpi_catalog_check_sample(cat, 0, err, sizeof(err)), 0);
+  kpi_catalog_free(cat);
+}
+
 static void test_missing_file(void **state) {
   (void)state;
   char err[512];
@@ -216,6 +345,8 @@ int main(void) {
       cmocka_unit_test(test_one_measure_per_seed_row),
       cmocka_unit_test(test_authenticate),
       cmocka_unit_test(test_broken_catalogs),
+      cmocka_unit_test(test_value_bounds),
+      cmocka_unit_test(test_sample_departments_refused),
       cmocka_unit_test(test_missing_file),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,7 +20,7 @@ static int64_t now_ms;
 static int setup(void **state) {
   (void)state;
   char err[512];
-  cat = kpi_catalog_load(SHIPPED, err, sizeof(err));
+  cat = kpi_catalog_load_flags(SHIPPED, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
   kpi_time_parse("2024-06-01T00:00:00+09:00", &now_ms, NULL);
   return cat ? 0 : -1;
 }
@@ -209,6 +209,109 @@ static void test_catalog_rules(void **state) {
     assert_null(kpi_measurement_check(&m, cat, now_ms, &errs));
     expect_error(&errs, catalog_violations[i].field, catalog_violations[i].code, in);
   }
+}
+
+/* Magnitude bounds by kind and unit (shipped catalog, no max) and by a catalog max. NULL
+ * CODE: accepted. Values at a bound are accepted, the next double above it is not. */
+#define LIMITS_CATALOG                                                                          \
+  "{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":["    \
+  "{\"id\":\"d1\",\"name\":\"D\",\"mailboxes\":[\"a@b.jp\"]}],\"measures\":["                   \
+  "{\"id\":\"capped\",\"goal\":1,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","        \
+  "\"unit\":\"person\",\"kind\":\"level\",\"direction\":\"increase\","                          \
+  "\"baseline\":{\"fy\":2022,\"value\":10},\"target\":{\"fy\":2024,\"value\":50},"             \
+  "\"owner\":\"d1\",\"max\":20000},"                                                            \
+  "{\"id\":\"capped-pct\",\"goal\":1,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","    \
+  "\"unit\":\"percent\",\"kind\":\"level\",\"direction\":\"increase\","                         \
+  "\"baseline\":{\"fy\":2022,\"value\":10},\"target\":{\"fy\":2024,\"value\":50},"             \
+  "\"owner\":\"d1\",\"max\":60},"                                                               \
+  "{\"id\":\"capped-ratio\",\"goal\":1,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","  \
+  "\"unit\":\"percent\",\"kind\":\"ratio\",\"direction\":\"increase\","                         \
+  "\"baseline\":{\"fy\":2022,\"value\":0},\"target\":{\"fy\":2024,\"value\":20},"              \
+  "\"owner\":\"d1\",\"max\":5000}]}"
+
+static const struct {
+  int limits_catalog; /* 0: the shipped catalog */
+  const char *measure;
+  const char *unit;
+  const char *component;
+  double value;
+  const char *code; /* NULL: accepted */
+} value_bounds[] = {
+    {0, "g2-uiturn-4-supporters", "person", NULL, 1e12, NULL},
+    {0, "g2-uiturn-4-supporters", "person", NULL, 1.0000000000000002e12, "out_of_range"},
+    {0, "g2-uiturn-4-supporters", "person", NULL, 1.7e308, "out_of_range"},
+    {0, "g2-uiturn-4-supporters", "person", NULL, 0, NULL},
+    {0, "g2-uiturn-4-supporters", "person", NULL, -1, "range"},
+    {0, "g3-kosodate-3-maternity-grants", "case", NULL, 1e12, NULL},
+    {0, "g3-kosodate-3-maternity-grants", "case", NULL, 1e13, "out_of_range"},
+    /* Ratio components are counts: over 100 is fine, over 1e12 is not. */
+    {0, "g4-digital-1-konbini-issuance", "percent", "denominator", 4120, NULL},
+    {0, "g4-digital-1-konbini-issuance", "percent", "numerator", 1e12, NULL},
+    {0, "g4-digital-1-konbini-issuance", "percent", "numerator", 1e15, "out_of_range"},
+    /* Percentages keep their own rule and code. */
+    {0, "g4-carbon-2-led-rate", "percent", NULL, 100, NULL},
+    {0, "g4-carbon-2-led-rate", "percent", NULL, 100.5, "range"},
+    {0, "g4-carbon-2-led-rate", "percent", NULL, 1.7e308, "range"},
+    {0, "g4-carbon-1-zero-carbon-plan", "plan", NULL, 1, NULL},
+    {0, "g4-carbon-1-zero-carbon-plan", "plan", NULL, 2, "range"},
+    {0, "g4-carbon-1-zero-carbon-plan", "plan", NULL, 1e300, "range"},
+    /* A catalog max lowers the bound. */
+    {1, "capped", "person", NULL, 20000, NULL},
+    {1, "capped", "person", NULL, 20000.5, "out_of_range"},
+    {1, "capped-pct", "percent", NULL, 60, NULL},
+    {1, "capped-pct", "percent", NULL, 61, "out_of_range"},
+    {1, "capped-pct", "percent", NULL, 101, "range"},
+    {1, "capped-ratio", "percent", "denominator", 5000, NULL},
+    {1, "capped-ratio", "percent", "numerator", 5001, "out_of_range"},
+};
+
+static void test_value_bounds(void **state) {
+  (void)state;
+  char err[512];
+  kpi_catalog *limits = kpi_catalog_parse(LIMITS_CATALOG, strlen(LIMITS_CATALOG), err,
+                                          sizeof(err));
+  if (!limits) fail_msg("%s", err);
+  for (size_t i = 0; i < sizeof(value_bounds) / sizeof(value_bounds[0]); i++) {
+    kpi_measurement m = {0};
+    snprintf(m.measure_id, sizeof(m.measure_id), "%s", value_bounds[i].measure);
+    snprintf(m.unit, sizeof(m.unit), "%s", value_bounds[i].unit);
+    if (value_bounds[i].component)
+      m.component = strcmp(value_bounds[i].component, "numerator") == 0
+                        ? KPI_COMPONENT_NUMERATOR : KPI_COMPONENT_DENOMINATOR;
+    m.value = value_bounds[i].value;
+    kpi_time_parse("2024-05-01", &m.observed_ms, &m.observed_day);
+    kpi_errors errs = {0};
+    const kpi_measure *ms =
+        kpi_measurement_check(&m, value_bounds[i].limits_catalog ? limits : cat, now_ms, &errs);
+    char what[96];
+    snprintf(what, sizeof(what), "case %zu (%s = %.17g)", i, value_bounds[i].measure,
+             value_bounds[i].value);
+    if (!value_bounds[i].code) {
+      if (!ms) fail_msg("%s: refused: %s %s", what, errs.items[0].code, errs.items[0].message);
+      continue;
+    }
+    assert_null(ms);
+    /* Exactly one error on value: the bound is reported once, under one code. */
+    if (errs.n != 1) fail_msg("%s: %zu errors", what, errs.n);
+    expect_error(&errs, "value", value_bounds[i].code, what);
+  }
+  kpi_catalog_free(limits);
+}
+
+/* A record on the topic over the bound fails the same check the evaluator runs on what it
+ * consumes (parse in RECORD mode, then kpi_measurement_check): it is poison there. */
+static void test_record_over_bound_is_refused(void **state) {
+  (void)state;
+  const char *rec =
+      "{\"schema\":\"kpi.measurement/1\",\"event_id\":\"0b5f4a52-6f4e-4b6e-9b1a-2f0c3c3d4e5f\","
+      "\"measure_id\":\"g2-uiturn-4-supporters\",\"department\":\"kikaku\","
+      "\"observed_at\":\"2024-03-31\",\"value\":1.7e308,\"unit\":\"person\","
+      "\"received_at\":\"2024-04-01T00:00:00.000Z\"}";
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(rec, strlen(rec), KPI_PARSE_RECORD, &m, &errs), 0);
+  assert_null(kpi_measurement_check(&m, cat, INT64_MAX / 4, &errs));
+  expect_error(&errs, "value", "out_of_range", rec);
 }
 
 static void test_record_round_trip(void **state) {
@@ -418,7 +521,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_inputs),       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_every_field_reported), cmocka_unit_test(test_note_limit),
-      cmocka_unit_test(test_catalog_rules),      cmocka_unit_test(test_record_round_trip),
+      cmocka_unit_test(test_catalog_rules),      cmocka_unit_test(test_value_bounds),
+      cmocka_unit_test(test_record_over_bound_is_refused),
+      cmocka_unit_test(test_record_round_trip),
       cmocka_unit_test(test_truncated_bodies_rejected), cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_alert_round_trip),   cmocka_unit_test(test_alert_errors),
       cmocka_unit_test(test_record_field_formats),

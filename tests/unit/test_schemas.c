@@ -505,7 +505,8 @@ static void test_catalog(void **state) {
   const cJSON *doc = schema_doc(CATALOG_SCHEMA);
   cJSON *cat = load_json(SHIPPED_CATALOG);
   char err[512];
-  kpi_catalog *loaded = kpi_catalog_load(SHIPPED_CATALOG, err, sizeof(err));
+  kpi_catalog *loaded =
+      kpi_catalog_load_flags(SHIPPED_CATALOG, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
   if (!loaded) fail_msg("%s", err);
   kpi_catalog_free(loaded);
 
