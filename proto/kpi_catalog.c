@@ -411,11 +411,39 @@ err:
   return NULL;
 }
 
+/* SHA-256 of the tokens published in config/sample-tokens.env. A department that carries one
+ * is a sample department whatever its "sample" field says: copying the shipped catalog and
+ * deleting the marker must not put publicly known tokens into production. */
+static const char *const published_sample_hashes[] = {
+    "f93dfe2cc3de8e463e5ea8b08d7e7252d78ad599caa181288152675c8fcf3f1a",
+    "08dc5acb04686ff035573d6632e296690154037d7f67f64f2f78cbebb1e3e9a5",
+    "eeb507f4f94b3e6a00292a0206e8795254867578164760c182e7e83d0173f33c",
+    "ad73b76bb0b683285912c1f1d5d440e8dcb073e6f53c781a3e2c99888d792e48",
+    "1927c162594bf9c0737e5194865c696ea2d06d7fafc6097e83c9bb12a8b63142",
+};
+
+static bool has_published_hash(const kpi_department *d) {
+  char hex[65];
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d->token_sha256[i]);
+  for (size_t i = 0; i < sizeof(published_sample_hashes) / sizeof(published_sample_hashes[0]);
+       i++)
+    if (strcmp(hex, published_sample_hashes[i]) == 0) return true;
+  return false;
+}
+
 int kpi_catalog_check_sample(const kpi_catalog *cat, unsigned flags, char *errstr,
                              size_t errstr_size) {
   if (flags & KPI_CATALOG_ALLOW_SAMPLE) return 0;
   for (size_t i = 0; i < cat->n_departments; i++) {
     const kpi_department *d = &cat->departments[i];
+    if (!d->sample && has_published_hash(d)) {
+      snprintf(errstr, errstr_size,
+               "departments[%zu] \"%s\" uses a token published in config/sample-tokens.env; "
+               "refusing it. Make a real token with `kpi-admin gen-token %s` and put the "
+               "token_sha256 it prints into the catalog",
+               i, d->id, d->id);
+      return -1;
+    }
     if (!d->sample) continue;
     snprintf(errstr, errstr_size,
              "departments[%zu] \"%s\" is a sample department (\"sample\": true) whose token "

@@ -323,12 +323,26 @@ static void test_sample_departments_refused(void **state) {
   assert_non_null(strstr(err, "departments[0] \"d1\" is a sample department"));
   assert_int_equal(kpi_catalog_check_sample(cat, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err)), 0);
   kpi_catalog_free(cat);
-  json = CATALOG("{\"id\":\"d1\",\"name\":\"D\",\"token_sha256\":" DEPT_HASH
+  json = CATALOG("{\"id\":\"d1\",\"name\":\"D\",\"token_sha256\":"
+                 "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\""
                  ",\"mailboxes\":[\"a@b.jp\"]}",
                  MEASURE("level", "", "1", "5"));
   cat = kpi_catalog_parse(json, strlen(json), err, sizeof(err));
   assert_non_null(cat);
   assert_int_equal(kpi_catalog_check_sample(cat, 0, err, sizeof(err)), 0);
+  kpi_catalog_free(cat);
+
+  /* Deleting the marker from a copy of the shipped catalog does not make its published token
+   * (sample-kikaku-token-do-not-use-in-production) a real one. */
+  json = CATALOG("{\"id\":\"d1\",\"name\":\"D\",\"token_sha256\":"
+                 "\"f93dfe2cc3de8e463e5ea8b08d7e7252d78ad599caa181288152675c8fcf3f1a\""
+                 ",\"mailboxes\":[\"a@b.jp\"]}",
+                 MEASURE("level", "", "1", "5"));
+  cat = kpi_catalog_parse(json, strlen(json), err, sizeof(err));
+  assert_non_null(cat);
+  assert_int_equal(kpi_catalog_check_sample(cat, 0, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "uses a token published in config/sample-tokens.env"));
+  assert_int_equal(kpi_catalog_check_sample(cat, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err)), 0);
   kpi_catalog_free(cat);
 }
 
