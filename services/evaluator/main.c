@@ -174,10 +174,14 @@ static int load_config(evaluator *ev, char *err, size_t errsize) {
   if (kpi_env_int("KPI_DRAIN_TIMEOUT_MS", 10000, 100, 600000, &ev->drain_timeout_ms, err,
                   errsize))
     return -1;
+#ifdef KPI_TEST_HOOKS
+  /* Fault injection for the integration tests, compiled in only with -DKPI_TEST_HOOKS=ON: a
+   * release binary does not read these variables at all, so no environment can trigger them. */
   if (kpi_env_int("KPI_TEST_CRASH_AFTER_COMMIT", 0, 0, 1, &v, err, errsize)) return -1;
   ev->crash_after_commit = v == 1;
   if (kpi_env_int("KPI_TEST_LOSE_COMMITS", 0, 0, 100, &v, err, errsize)) return -1;
   ev->lose_commits = (int)v;
+#endif
   const char *date = kpi_env_str("KPI_EVAL_DATE", NULL);
   if (date) {
     kpi_day day;
