@@ -182,6 +182,7 @@ typedef struct {
   bool lost; /* connection lost: outcome unknown */
   bool redo; /* rows were found poison before any write: run again without them at once */
   char sqlstate[6]; /* of the first failing statement, "" when none or connection lost */
+  char primary[200]; /* its primary message, for the DLQ reason */
   char err[300];
   uint64_t t0;
   kpi_day as_of;
@@ -242,6 +243,8 @@ static void txn_fail(ev_txn *t, const PGresult *res, const char *what) {
   t->failed = true;
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   snprintf(t->sqlstate, sizeof(t->sqlstate), "%s", state ? state : "");
+  const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  snprintf(t->primary, sizeof(t->primary), "%s", primary ? primary : "");
   if (!res) {
     t->lost = true;
     snprintf(t->err, sizeof(t->err), "%s: connection lost", what);
@@ -652,7 +655,7 @@ static bool txn_poison(ev_txn *t) {
     }
     if (t->n_idx == 1) {
       char reason[400];
-      snprintf(reason, sizeof(reason), "database: %s %s", t->sqlstate, t->err);
+      snprintf(reason, sizeof(reason), "database: %s %s", t->sqlstate, t->primary);
       ev_dlq_row(ev, b, &b->rows[t->idx[0]], reason);
     } else if (t->n_idx > 1) {
       /* Halve by live rows, so that each half holds some; the second half is pushed first
