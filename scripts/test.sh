@@ -28,10 +28,10 @@ run_tree() { # run_tree NAME DIR
 }
 
 if [ "${KPI_TEST_ONLY:-}" != asan ]; then
-  build build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  build build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKPI_TEST_HOOKS=ON
 fi
 if [ "${KPI_TEST_ONLY:-}" != release ]; then
-  build build/asan -DCMAKE_BUILD_TYPE=Debug -DKPI_SANITIZE=ON
+  build build/asan -DCMAKE_BUILD_TYPE=Debug -DKPI_SANITIZE=ON -DKPI_TEST_HOOKS=ON
 fi
 # Sanitizers: any report fails the test that triggered it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}

@@ -32,6 +32,8 @@ static const char SQL_ONE[] =
 static void on_db_read(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   kpi_http_request *req = arg;
+  evaluator *ev = kpi_http_request_get_user(req);
+  ev->api_pending--;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
     kpi_http_respond_problem_ex(req, 503, NULL, NULL, "the database is unavailable", NULL,
                                 "Retry-After: 1\r\n");
@@ -81,7 +83,8 @@ void ev_on_http_request(kpi_http_request *req, void *opaque) {
     return;
   }
   if (strcmp(path, "/readyz") == 0) {
-    int db = kpi_pgasync_is_up(ev->db) && kpi_pgasync_is_up(ev->aux);
+    int db = kpi_pgasync_is_up(ev->db) && kpi_pgasync_is_up(ev->aux) &&
+             kpi_pgasync_is_up(ev->api);
     int ready = db && ev->broker_up && !ev->stopping;
     char body[160];
     int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"database\":%s,\"broker\":%s}",
@@ -95,20 +98,26 @@ void ev_on_http_request(kpi_http_request *req, void *opaque) {
     respond_metrics(ev, req);
     return;
   }
-  int rc;
-  if (strcmp(path, "/v1/attainment") == 0) {
-    const char *vals[1] = {ev->cat->plan_id};
-    rc = kpi_pgasync_query(ev->aux, SQL_LIST, 1, vals, on_db_read, req);
-  } else {
-    const char *id = path + 15;
-    if (!valid_id(id)) {
-      kpi_http_respond_problem(req, 404, NULL, "not a measure id", NULL);
-      return;
-    }
-    const char *vals[1] = {id};
-    rc = kpi_pgasync_query(ev->aux, SQL_ONE, 1, vals, on_db_read, req);
+  const char *id = path + 15;
+  bool list = strcmp(path, "/v1/attainment") == 0;
+  if (!list && !valid_id(id)) {
+    kpi_http_respond_problem(req, 404, NULL, "not a measure id", NULL);
+    return;
   }
-  if (rc != 0)
+  /* Bounded: past KPI_EVALUATOR_API_MAX_PENDING queries queued or running, a read is refused
+   * at once instead of queueing without limit (every queued read holds a connection and its
+   * buffers, and answers later and later). Clients retry after a second. */
+  if (ev->api_pending >= ev->api_max_pending) {
+    kpi_metrics_inc(ev->m_api_rejected);
+    kpi_http_respond_problem_ex(req, 503, NULL, NULL, "too many read requests in progress",
+                                NULL, "Retry-After: 1\r\n");
+    return;
+  }
+  kpi_http_request_set_user(req, ev);
+  const char *vals[1] = {list ? ev->cat->plan_id : id};
+  int rc = kpi_pgasync_query(ev->api, list ? SQL_LIST : SQL_ONE, 1, vals, on_db_read, req);
+  if (rc == 0) ev->api_pending++;
+  else
     kpi_http_respond_problem_ex(req, 503, NULL, NULL, "the database is unavailable", NULL,
                                 "Retry-After: 1\r\n");
 }
@@ -143,5 +152,10 @@ int ev_metrics_init(evaluator *ev) {
                                 "Records in the assigned partitions not yet consumed.");
   ev->m_assign = kpi_metrics_counter(m, "kpi_evaluator_assignments_total", NULL,
                                      "Partition assignments applied at PostgreSQL offsets.");
+  ev->m_api_rejected = kpi_metrics_counter(
+      m, "kpi_evaluator_api_rejected_total", NULL,
+      "Read API requests answered 503 because KPI_EVALUATOR_API_MAX_PENDING were pending.");
+  ev->m_purged = kpi_metrics_counter(m, "kpi_evaluator_outbox_purged_total", NULL,
+                                     "Sent outbox rows deleted after the retention period.");
   return 0;
 }

@@ -95,12 +95,19 @@ void ev_batch_clear(ev_batch *b) {
   b->n_rows = 0;
   b->n_offs = 0;
   b->n_records = 0;
+  b->raw_len = 0;
+  b->bisecting = false;
+  b->n_todo = 0;
+  b->n_poison = 0;
+  b->round_poison = 0;
 }
 
 void ev_batch_free(ev_batch *b) {
   ev_batch_clear(b);
   free(b->rows);
   free(b->offs);
+  free(b->raw);
+  free(b->todo);
   memset(b, 0, sizeof(*b));
 }
 

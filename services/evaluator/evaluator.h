@@ -52,7 +52,17 @@ typedef struct {
   char *note; /* malloc'd or NULL */
   int32_t partition;
   int64_t offset;
+  /* The record as read (key then value) in the batch's raw arena, for its DLQ copy should the
+   * database refuse it. */
+  size_t raw_off;
+  uint32_t key_len, val_len;
+  bool poison; /* sent to the DLQ: no longer written */
 } ev_row;
+
+/* Rows [lo, hi) of a batch. */
+typedef struct {
+  size_t lo, hi;
+} ev_range;
 
 typedef struct {
   int32_t partition;
@@ -66,6 +76,18 @@ typedef struct {
   ev_offset *offs; /* next offset per partition, DLQ'd records included */
   size_t n_offs, cap_offs;
   size_t n_records; /* all records, decodable or not */
+  char *raw;        /* keys and values of the rows (ev_row.raw_off) */
+  size_t raw_len, raw_cap;
+  /* Poison search. When the batch's transaction fails with a data error (SQLSTATE class 22
+   * or 23) the batch is split: TODO is a stack of row ranges still to be written, each in a
+   * transaction of its own without offsets (top = next); a range that fails is halved, a
+   * single row that fails is poison. Once TODO is empty the remaining rows are written once
+   * more (no-ops by then) together with the offsets. */
+  bool bisecting;
+  ev_range *todo;
+  size_t n_todo, cap_todo;
+  size_t n_poison;
+  size_t round_poison; /* n_poison when the current search round began */
 } ev_batch;
 
 void ev_batch_clear(ev_batch *b);
@@ -97,6 +119,8 @@ typedef struct evaluator {
   int lose_commits; /* test hook: successful COMMITs with alerts still to report as lost */
   char listen_host[64];
   int listen_port;
+  int api_max_pending; /* read API queries queued or running on API; beyond: 503 */
+  int outbox_retention_days;
   int64_t drain_timeout_ms;
 
   /* Kafka */
@@ -116,6 +140,10 @@ typedef struct evaluator {
    * between a transaction's BEGIN and COMMIT. */
   kpi_pgasync *db;
   kpi_pgasync *aux;
+  /* The read API's own connection: a burst of reads queues here, never in front of AUX's
+   * offset reads after a rebalance. At most api_max_pending queries wait on it. */
+  kpi_pgasync *api;
+  int api_pending;
 
   /* transactions */
   ev_batch batches[2];
@@ -123,6 +151,10 @@ typedef struct evaluator {
   ev_batch *inflight; /* being written; NULL when none */
   bool txn_busy;
   bool sweep_due;
+  /* After a data error in the sweep, the sweep runs one measure per transaction, so that the
+   * one measure whose figures PostgreSQL refuses is skipped and every other is evaluated. */
+  bool sweep_split;
+  size_t sweep_next;
   bool reload_due;
   int backoff_ms;
   uv_timer_t retry_timer;
@@ -139,13 +171,14 @@ typedef struct evaluator {
   void (*on_marked)(struct evaluator *ev); /* shutdown waits for the last mark */
   bool rescan_due;
   bool rescan_busy;
+  bool purge_busy;
 
   /* read API and metrics */
   kpi_http_server http;
   bool http_inited;
   kpi_metrics *metrics;
   kpi_metric *m_records, *m_batches, *m_rows, *m_dlq, *m_commit, *m_txn_fail, *m_outbox,
-      *m_alerts, *m_lag, *m_sweeps, *m_assign;
+      *m_alerts, *m_lag, *m_sweeps, *m_assign, *m_api_rejected, *m_purged;
 
   /* lifecycle */
   uv_signal_t sig_term, sig_int, sig_hup;
@@ -166,6 +199,11 @@ void ev_finish(evaluator *ev);
 int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size);
 /* Pulls records into the pending batch while it has room and we are not stopping. */
 void ev_kafka_pull(evaluator *ev);
+/* Sends row R of batch B (its original key and value) to the DLQ with REASON in kpi-error, and
+ * marks it poison; the batch's offsets are stored only once every DLQ copy is acknowledged
+ * (dlq_inflight back to 0). Exits the process when the producer refuses the copy, as for
+ * records that fail to decode. */
+void ev_dlq_row(evaluator *ev, ev_batch *b, ev_row *r, const char *reason);
 /* Publishes committed outbox rows (id, key, payload); takes nothing. */
 void ev_outbox_publish(evaluator *ev, int64_t id, const char *topic, const char *key,
                        const char *payload);
@@ -187,6 +225,8 @@ int ev_db_prepare(evaluator *ev, const char *conninfo);
  * loop can deliver signals; returns true as soon as SIGTERM or SIGINT asked the process to stop,
  * so that a service whose dependencies are missing still stops at once with status 0. */
 bool ev_startup_wait(unsigned ms);
+/* Deletes outbox rows sent more than outbox_retention_days ago, in bounded batches, on AUX. */
+void ev_outbox_purge(evaluator *ev);
 /* Marks the delivered outbox rows (sent_ids) as sent, on AUX. */
 void ev_outbox_mark_flush(evaluator *ev);
 

@@ -182,24 +182,61 @@ static int dlq_produce(evaluator *ev, const char *topic, const void *key, size_t
   }
 }
 
-static void to_dlq(evaluator *ev, const rd_kafka_message_t *msg, const char *reason) {
+static void dlq_send(evaluator *ev, const void *key, size_t key_len, const void *value,
+                     size_t value_len, int32_t partition, int64_t offset, const char *reason) {
   rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
   char num[32];
   rd_kafka_header_add(hdrs, "kpi-error", -1, reason, -1);
-  rd_kafka_header_add(hdrs, "kpi-source-topic", -1, rd_kafka_topic_name(msg->rkt), -1);
-  snprintf(num, sizeof(num), "%d", (int)msg->partition);
+  rd_kafka_header_add(hdrs, "kpi-source-topic", -1, ev->topics[KPI_TOPIC_MEASUREMENTS].name, -1);
+  snprintf(num, sizeof(num), "%d", (int)partition);
   rd_kafka_header_add(hdrs, "kpi-source-partition", -1, num, -1);
-  snprintf(num, sizeof(num), "%lld", (long long)msg->offset);
+  snprintf(num, sizeof(num), "%lld", (long long)offset);
   rd_kafka_header_add(hdrs, "kpi-source-offset", -1, num, -1);
-  kpi_log(KPI_LOG_WARN, "record_to_dlq", "partition %d offset %lld: %s", (int)msg->partition,
-          (long long)msg->offset, reason);
-  if (dlq_produce(ev, ev->topics[KPI_TOPIC_MEASUREMENTS_DLQ].name, msg->key, msg->key_len,
-                  msg->payload, msg->len, hdrs) != 0) {
+  kpi_log(KPI_LOG_WARN, "record_to_dlq", "partition %d offset %lld: %s", (int)partition,
+          (long long)offset, reason);
+  if (dlq_produce(ev, ev->topics[KPI_TOPIC_MEASUREMENTS_DLQ].name, key, key_len, value,
+                  value_len, hdrs) != 0) {
     /* Never skip a record silently: without its DLQ copy it must be read again. */
     kpi_log(KPI_LOG_ERROR, "dlq_unavailable", "exiting so the record is re-read after restart");
     exit(1);
   }
   kpi_metrics_inc(ev->m_dlq);
+}
+
+/* The consumer subscribes to the measurements topic only, so the source topic is that one. */
+static void to_dlq(evaluator *ev, const rd_kafka_message_t *msg, const char *reason) {
+  dlq_send(ev, msg->key, msg->key_len, msg->payload, msg->len, msg->partition, msg->offset,
+           reason);
+}
+
+void ev_dlq_row(evaluator *ev, ev_batch *b, ev_row *r, const char *reason) {
+  if (r->poison) return;
+  r->poison = true;
+  b->n_poison++;
+  const char *raw = b->raw + r->raw_off;
+  dlq_send(ev, r->key_len ? raw : NULL, r->key_len, raw + r->key_len, r->val_len, r->partition,
+           r->offset, reason);
+}
+
+/* Keeps a copy of the record's key and value for a DLQ copy later (the database may refuse a
+ * row that decoded fine). One arena per batch: a realloc now and then instead of a malloc per
+ * record. */
+static void batch_keep_raw(ev_batch *b, ev_row *r, const rd_kafka_message_t *msg) {
+  size_t need = msg->key_len + msg->len;
+  if (b->raw_len + need > b->raw_cap) {
+    size_t cap = b->raw_cap ? b->raw_cap : 65536;
+    while (cap < b->raw_len + need) cap *= 2;
+    char *raw = realloc(b->raw, cap);
+    if (!raw) abort(); /* as for the rows: a record we cannot keep must be re-read */
+    b->raw = raw;
+    b->raw_cap = cap;
+  }
+  r->raw_off = b->raw_len;
+  r->key_len = (uint32_t)msg->key_len;
+  r->val_len = (uint32_t)msg->len;
+  if (msg->key_len) memcpy(b->raw + b->raw_len, msg->key, msg->key_len);
+  memcpy(b->raw + b->raw_len + msg->key_len, msg->payload, msg->len);
+  b->raw_len += need;
 }
 
 static void errors_text(const kpi_errors *errs, char *out, size_t size) {
@@ -259,6 +296,8 @@ static void handle_message(evaluator *ev, rd_kafka_message_t *msg) {
     r->note = m.has_note ? strdup(m.note) : NULL;
     r->partition = msg->partition;
     r->offset = msg->offset;
+    r->poison = false;
+    batch_keep_raw(b, r, msg);
   }
   batch_set_offset(b, msg->partition, msg->offset + 1);
   b->n_records++;

@@ -66,7 +66,8 @@ static void close_all(evaluator *ev) {
   kpi_log(KPI_LOG_INFO, "stopped", "drained; closing");
   if (ev->db) kpi_pgasync_close(ev->db, on_pg_closed, ev);
   if (ev->aux) kpi_pgasync_close(ev->aux, on_pg_closed, ev);
-  ev->db = ev->aux = NULL;
+  if (ev->api) kpi_pgasync_close(ev->api, on_pg_closed, ev);
+  ev->db = ev->aux = ev->api = NULL;
   if (ev->http_inited) kpi_http_server_close(&ev->http, on_http_closed);
   uv_close((uv_handle_t *)&ev->retry_timer, on_uv_closed);
   uv_close((uv_handle_t *)&ev->sweep_timer, on_uv_closed);
@@ -134,15 +135,16 @@ static void on_sweep_timer(uv_timer_t *h) {
   if (ev->rescan_due) ev_outbox_rescan(ev);
   ev_offsets_fetch(ev);
   ev_outbox_mark_flush(ev);
+  ev_outbox_purge(ev);
   ev_kick(ev);
 }
 
 static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
   evaluator *ev = arg;
-  const char *which = pg == ev->db ? "db" : "aux";
+  const char *which = pg == ev->db ? "db" : pg == ev->aux ? "aux" : "api";
   kpi_log(up ? KPI_LOG_INFO : KPI_LOG_WARN, up ? "db_up" : "db_down", "%s connection %s", which,
           up ? "established" : "lost; retrying with backoff");
-  if (!up || ev->closed) return;
+  if (!up || ev->closed || pg == ev->api) return;
   if (pg == ev->db) {
     /* A retry timer armed while the database was away would only delay us now. */
     uv_timer_stop(&ev->retry_timer);
@@ -152,6 +154,7 @@ static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
     ev_outbox_rescan(ev);
     ev_offsets_fetch(ev);
     ev_outbox_mark_flush(ev);
+    ev_outbox_purge(ev);
   }
 }
 
@@ -174,10 +177,18 @@ static int load_config(evaluator *ev, char *err, size_t errsize) {
   if (kpi_env_int("KPI_DRAIN_TIMEOUT_MS", 10000, 100, 600000, &ev->drain_timeout_ms, err,
                   errsize))
     return -1;
+#ifdef KPI_TEST_HOOKS
+  /* Fault injection for the integration tests, compiled in only with -DKPI_TEST_HOOKS=ON: a
+   * release binary does not read these variables at all, so no environment can trigger them. */
   if (kpi_env_int("KPI_TEST_CRASH_AFTER_COMMIT", 0, 0, 1, &v, err, errsize)) return -1;
   ev->crash_after_commit = v == 1;
   if (kpi_env_int("KPI_TEST_LOSE_COMMITS", 0, 0, 100, &v, err, errsize)) return -1;
   ev->lose_commits = (int)v;
+#endif
+  if (kpi_env_int("KPI_EVALUATOR_API_MAX_PENDING", 32, 1, 10000, &v, err, errsize)) return -1;
+  ev->api_max_pending = (int)v;
+  if (kpi_env_int("KPI_OUTBOX_RETENTION_DAYS", 30, 1, 36500, &v, err, errsize)) return -1;
+  ev->outbox_retention_days = (int)v;
   const char *date = kpi_env_str("KPI_EVAL_DATE", NULL);
   if (date) {
     kpi_day day;
@@ -261,11 +272,12 @@ int main(void) {
   uv_signal_start(&ev->sig_hup, on_uv_signal, SIGHUP);
   ev->db = kpi_pgasync_new(&loop, conninfo, on_pg_state, ev, err, sizeof(err));
   ev->aux = kpi_pgasync_new(&loop, conninfo, on_pg_state, ev, err, sizeof(err));
-  if (!ev->db || !ev->aux) {
+  ev->api = kpi_pgasync_new(&loop, conninfo, on_pg_state, ev, err, sizeof(err));
+  if (!ev->db || !ev->aux || !ev->api) {
     kpi_log(KPI_LOG_ERROR, "db_setup_failed", "%s", err);
     return 1;
   }
-  ev->open_handles += 2;
+  ev->open_handles += 3;
 
   if (kpi_http_server_init(&ev->http, &loop, &hcfg, ev_on_http_request, ev) != 0) {
     kpi_log(KPI_LOG_ERROR, "http_setup_failed", "out of memory");

@@ -31,11 +31,39 @@ static const char SQL_INSERT[] =
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
     " SET events = t.events + excluded.events, total = t.total + excluded.total";
 
+/* Next offsets of the batch's partitions. Never backwards (GREATEST): during a rebalance the
+ * previous owner may commit its last batch after the new owner already stored a later offset,
+ * and every record below the larger offset is committed either way, so the larger one is the
+ * true position; lowering it would only make the next owner re-read (and a stored offset
+ * that moved back would hide how far the group really got). The price: after a topic is
+ * deleted and recreated (offsets restart at 0) the group's rows must be deleted by the
+ * operator, see docs/evaluator.md. */
+/* Rows of the batch ($1 event_id, $2 measure_id, $3 department, in batch order) whose
+ * event_id is already taken by a different measure or department: stored earlier, or, when
+ * not stored, by an earlier row of this batch. ON CONFLICT (event_id) DO NOTHING would drop
+ * such a record silently although it is not a replay but a client reusing an id (or two
+ * clients colliding), so it goes to the DLQ instead. A true replay (same event_id, measure and
+ * department) is not returned and stays a silent duplicate. Runs before SQL_INSERT in the same
+ * transaction, so "stored" means committed by an earlier transaction. Returns the 1-based
+ * position in the arrays and the event's first owner. */
+static const char SQL_REUSED[] =
+    "WITH u AS (SELECT u.e, u.m, u.d, u.i, first_value(u.m) OVER w AS m0,"
+    "   first_value(u.d) OVER w AS d0"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(e, m, d, i)"
+    " WINDOW w AS (PARTITION BY u.e ORDER BY u.i))"
+    " SELECT u.i, coalesce(x.measure_id, u.m0) AS measure_id,"
+    "   coalesce(x.department, u.d0) AS department, x.event_id IS NOT NULL AS stored"
+    " FROM u LEFT JOIN measurements x ON x.event_id = u.e"
+    " WHERE CASE WHEN x.event_id IS NOT NULL THEN x.measure_id <> u.m OR x.department <> u.d"
+    "   ELSE u.m0 <> u.m OR u.d0 <> u.d END"
+    " ORDER BY u.i";
+
 static const char SQL_OFFSETS[] =
     "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, updated_at)"
     " SELECT $1, $2, p, o, now() FROM unnest($3::int[], $4::bigint[]) AS u(p, o)"
     " ON CONFLICT (consumer_group, topic, partition) DO UPDATE"
-    " SET next_offset = excluded.next_offset, updated_at = now()";
+    " SET next_offset = GREATEST(consumer_offsets.next_offset, excluded.next_offset),"
+    " updated_at = now()";
 
 /* Aggregates of the measures $1 at the evaluation date: $4 its fiscal year, $8 the first day
  * of its month, $6 .. $5 the instants from that day to the end of the date (Japan time).
@@ -146,8 +174,15 @@ typedef struct {
 typedef struct {
   evaluator *ev;
   ev_batch *batch; /* NULL for the sweep */
+  size_t lo, hi;   /* the batch's rows written (poison rows skipped) */
+  bool offsets;    /* the batch's offsets are stored: its last transaction */
+  size_t *idx;     /* batch row of each array element of SQL_INSERT / SQL_REUSED */
+  size_t n_idx, cap_idx;
   bool failed;
   bool lost; /* connection lost: outcome unknown */
+  bool redo; /* rows were found poison before any write: run again without them at once */
+  char sqlstate[6]; /* of the first failing statement, "" when none or connection lost */
+  char primary[200]; /* its primary message, for the DLQ reason */
   char err[300];
   uint64_t t0;
   kpi_day as_of;
@@ -180,6 +215,7 @@ void ev_txn_free(evaluator *ev) {
   txn_out_clear(t);
   free(t->out);
   free(t->seen);
+  free(t->idx);
   for (int i = 0; i < N_PARAMS; i++) ev_buf_free(&t->p[i]);
   free(t);
   ev->txn = NULL;
@@ -205,6 +241,10 @@ static int params_oom(ev_txn *t, int n) {
 static void txn_fail(ev_txn *t, const PGresult *res, const char *what) {
   if (t->failed) return;
   t->failed = true;
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  snprintf(t->sqlstate, sizeof(t->sqlstate), "%s", state ? state : "");
+  const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  snprintf(t->primary, sizeof(t->primary), "%s", primary ? primary : "");
   if (!res) {
     t->lost = true;
     snprintf(t->err, sizeof(t->err), "%s: connection lost", what);
@@ -236,6 +276,7 @@ static void on_db_commit(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
   evaluator *ev = t->ev;
+#ifdef KPI_TEST_HOOKS
   if (res && !t->failed && t->n_out > 0 && ev->lose_commits > 0 &&
       PQresultStatus(res) == PGRES_COMMAND_OK) {
     /* Test hook (KPI_TEST_LOSE_COMMITS=N): the COMMIT succeeded, but we act as if the
@@ -244,6 +285,9 @@ static void on_db_commit(kpi_pgasync *pg, const PGresult *res, void *arg) {
     kpi_log(KPI_LOG_WARN, "test_lose_commit", "%zu alerts committed; acting as if lost", t->n_out);
     res = NULL;
   }
+#else
+  (void)ev;
+#endif
   if (!res) txn_fail(t, res, "COMMIT");
   else if (PQresultStatus(res) != PGRES_COMMAND_OK) txn_fail(t, res, "COMMIT");
   else if (!t->failed && strcmp(PQcmdStatus((PGresult *)res), "COMMIT") != 0)
@@ -280,6 +324,42 @@ static void on_db_outbox(kpi_pgasync *pg, const PGresult *res, void *arg) {
       t->n_out--;
     }
   }
+}
+
+/* A data exception (class 22: overflow, bad date, invalid text…) or an integrity violation
+ * (class 23: NOT NULL, CHECK…) is caused by the rows written, not by the database's state, so
+ * retrying the same rows fails forever: the batch is searched for the rows to refuse instead.
+ * Duplicate event_ids never get here: ON CONFLICT absorbs them. */
+static bool txn_data_error(const ev_txn *t) {
+  return !t->lost && t->sqlstate[0] == '2' && (t->sqlstate[1] == '2' || t->sqlstate[1] == '3');
+}
+
+static void on_db_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  ev_txn *t = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    txn_fail(t, res, "event_id check");
+    return;
+  }
+  int n = PQntuples(res);
+  if (n == 0) return;
+  int c_i = PQfnumber(res, "i"), c_m = PQfnumber(res, "measure_id"),
+      c_d = PQfnumber(res, "department"), c_s = PQfnumber(res, "stored");
+  for (int r = 0; r < n; r++) {
+    size_t i = (size_t)strtoull(PQgetvalue(res, r, c_i), NULL, 10);
+    if (i < 1 || i > t->n_idx) continue;
+    ev_row *row = &t->batch->rows[t->idx[i - 1]];
+    char reason[300];
+    snprintf(reason, sizeof(reason),
+             "event_id reused: %s is %s for measure %s, department %s (this record: %s, %s)",
+             row->event_id, PQgetvalue(res, r, c_s)[0] == 't' ? "stored" : "taken earlier",
+             PQgetvalue(res, r, c_m), PQgetvalue(res, r, c_d), row->measure_id,
+             row->department);
+    ev_dlq_row(t->ev, t->batch, row, reason);
+  }
+  /* The INSERT queued behind this check would drop them silently: roll back, go again. */
+  t->redo = true;
+  txn_fail(t, res, "event_id reused");
 }
 
 static void arr_double(ev_buf *b, bool has, double v) {
@@ -516,10 +596,87 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
 
 static void on_retry_timer(uv_timer_t *h) { ev_kick(h->data); }
 
+static void batch_push(ev_batch *b, size_t lo, size_t hi) {
+  if (b->n_todo == b->cap_todo) {
+    size_t cap = b->cap_todo ? b->cap_todo * 2 : 16;
+    ev_range *r = realloc(b->todo, cap * sizeof(*r));
+    if (!r) abort(); /* the batch is read again after the restart */
+    b->todo = r;
+    b->cap_todo = cap;
+  }
+  b->todo[b->n_todo].lo = lo;
+  b->todo[b->n_todo].hi = hi;
+  b->n_todo++;
+}
+
+/* A failed transaction whose cause lies in the data rather than in the database: rows found
+ * reused (redo at once without them), or a data error, which either names a poison row (the
+ * only row written) or splits the rows written into two halves, tried in batch order. The
+ * halves commit on their own, so the state a row is judged against is the one every earlier
+ * row of the batch left behind: of two amounts that overflow a total together, the second is
+ * the poison one, and an amount that overflows a total stored long ago is poison as well.
+ * Returns true when handled; the next transaction then starts from the retry timer at once,
+ * without backoff. */
+static bool txn_poison(ev_txn *t) {
+  evaluator *ev = t->ev;
+  if (t->lost || (!t->redo && !txn_data_error(t))) return false;
+  if (!t->batch) {
+    /* The sweep writes no rows: one measure whose stored figures PostgreSQL refuses to
+     * aggregate must not keep every other measure from being evaluated. Measure by measure
+     * from now on; the failing one is skipped (logged) until the next sweep. */
+    if (!ev->sweep_split) {
+      ev->sweep_split = true;
+      ev->sweep_next = 0;
+      kpi_log(KPI_LOG_WARN, "sweep_split", "%s; evaluating measure by measure", t->err);
+    } else {
+      const char *id = ev->sweep_next < ev->cat->n_measures
+                           ? ev->cat->measures[ev->sweep_next].id : "?";
+      kpi_log(KPI_LOG_ERROR, "measure_evaluation_failed", "%s: %s; skipped until the next sweep",
+              id, t->err);
+      ev->sweep_next++;
+    }
+    if (ev->sweep_next >= ev->cat->n_measures) ev->sweep_split = false;
+    else ev->sweep_due = true;
+    txn_out_clear(t);
+    uv_timer_start(&ev->retry_timer, on_retry_timer, 0, 0);
+    return true;
+  }
+  ev_batch *b = t->batch;
+  if (!t->redo) {
+    if (!t->offsets) {
+      b->n_todo--; /* the range just tried; replaced by its halves below */
+    } else if (b->bisecting && b->n_poison == b->round_poison) {
+      /* Every row was written on its own and the rows together still fail: the error is not
+       * in these rows. Nothing to refuse; retry with backoff like any other failure. */
+      return false;
+    } else {
+      b->bisecting = true;
+      b->round_poison = b->n_poison;
+    }
+    if (t->n_idx == 1) {
+      char reason[400];
+      snprintf(reason, sizeof(reason), "database: %s %s", t->sqlstate, t->primary);
+      ev_dlq_row(ev, b, &b->rows[t->idx[0]], reason);
+    } else if (t->n_idx > 1) {
+      /* Halve by live rows, so that each half holds some; the second half is pushed first
+       * so that the first is tried first. */
+      size_t mid = t->idx[t->n_idx / 2];
+      batch_push(b, mid, t->hi);
+      batch_push(b, t->lo, mid);
+    }
+    kpi_log(KPI_LOG_WARN, "batch_poison_search", "%s; %zu rows [%zu, %zu) of %zu, %zu ranges left",
+            t->err, t->n_idx, t->lo, t->hi, b->n_rows, b->n_todo);
+  }
+  txn_out_clear(t);
+  uv_timer_start(&ev->retry_timer, on_retry_timer, 0, 0);
+  return true;
+}
+
 static void txn_done(ev_txn *t, bool ok) {
   evaluator *ev = t->ev;
   ev->txn_busy = false;
   double secs = (double)(uv_hrtime() - t->t0) / 1e9;
+  if (!ok && txn_poison(t)) return;
   if (!ok) {
     kpi_metrics_inc(ev->m_txn_fail);
     kpi_log(KPI_LOG_WARN, "transaction_failed", "%s (%s); retrying in %d ms", t->err,
@@ -538,22 +695,33 @@ static void txn_done(ev_txn *t, bool ok) {
   }
   ev->backoff_ms = 100;
   kpi_metrics_observe(ev->m_commit, secs);
-  if (t->batch) {
+  if (t->batch && !t->offsets) {
+    t->batch->n_todo--; /* one range of a poison search written; the batch goes on */
+  } else if (t->batch) {
     kpi_metrics_inc(ev->m_batches);
     kpi_metrics_add(ev->m_rows, (double)t->batch->n_rows);
     kpi_log(KPI_LOG_DEBUG, "batch_committed", "%zu records, %zu measurements, %zu measures, %.1f ms",
             t->batch->n_records, t->batch->n_rows, t->n_affected, secs * 1000);
     ev_batch_clear(t->batch);
     ev->inflight = NULL;
+  } else if (ev->sweep_split) {
+    if (++ev->sweep_next >= ev->cat->n_measures) {
+      ev->sweep_split = false;
+      kpi_metrics_inc(ev->m_sweeps);
+    } else {
+      ev->sweep_due = true;
+    }
   } else {
     kpi_metrics_inc(ev->m_sweeps);
   }
+#ifdef KPI_TEST_HOOKS
   if (ev->crash_after_commit && t->n_out > 0) {
     /* Test hook (KPI_TEST_CRASH_AFTER_COMMIT=1): die between COMMIT and publishing, the
      * window the outbox exists for. */
     kpi_log(KPI_LOG_WARN, "test_crash_after_commit", "%zu alerts committed, exiting", t->n_out);
     _exit(3);
   }
+#endif
   for (size_t i = 0; i < t->n_out; i++)
     ev_outbox_publish(ev, t->out[i].id, t->out[i].topic, t->out[i].key, t->out[i].payload);
   txn_out_clear(t);
@@ -570,13 +738,13 @@ static void mark_affected(ev_txn *t, const kpi_measure *m) {
   }
 }
 
-/* Builds the 13 measurement arrays of the batch into p[0..12]. */
+/* Builds the 13 measurement arrays of the rows t->idx into p[0..12]. */
 static void build_insert(ev_txn *t) {
   ev_batch *b = t->batch;
   for (int i = 0; i < N_PARAMS; i++) ev_arr_begin(&t->p[i]);
   char s[40];
-  for (size_t i = 0; i < b->n_rows; i++) {
-    const ev_row *r = &b->rows[i];
+  for (size_t k = 0; k < t->n_idx; k++) {
+    const ev_row *r = &b->rows[t->idx[k]];
     ev_arr_str(&t->p[0], r->event_id);
     ev_arr_str(&t->p[1], r->measure_id);
     ev_arr_str(&t->p[2], r->department);
@@ -605,10 +773,30 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
   t->batch = batch;
   t->failed = t->lost = false;
   t->err[0] = '\0';
+  t->redo = false;
+  t->sqlstate[0] = '\0';
   t->t0 = uv_hrtime();
   t->as_of = ev_today(ev);
   t->n_affected = 0;
+  t->n_idx = 0;
   txn_out_clear(t);
+  if (batch && batch->bisecting && batch->n_todo) {
+    t->lo = batch->todo[batch->n_todo - 1].lo;
+    t->hi = batch->todo[batch->n_todo - 1].hi;
+    t->offsets = false;
+  } else {
+    t->lo = 0;
+    t->hi = batch ? batch->n_rows : 0;
+    t->offsets = batch != NULL;
+  }
+  if (t->hi - t->lo > t->cap_idx) {
+    size_t *idx = realloc(t->idx, (t->hi - t->lo) * sizeof(*idx));
+    if (!idx) abort(); /* nothing is lost: the batch is read again after the restart */
+    t->idx = idx;
+    t->cap_idx = t->hi - t->lo;
+  }
+  for (size_t i = t->lo; batch && i < t->hi; i++)
+    if (!batch->rows[i].poison) t->idx[t->n_idx++] = i;
   if (t->n_seen < ev->cat->n_measures) {
     free(t->seen);
     t->seen = calloc(ev->cat->n_measures, 1);
@@ -616,10 +804,13 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
   }
   if (t->seen) memset(t->seen, 0, t->n_seen);
   if (batch) {
-    for (size_t i = 0; i < batch->n_rows; i++) {
-      const kpi_measure *m = kpi_catalog_measure(ev->cat, batch->rows[i].measure_id);
+    for (size_t k = 0; k < t->n_idx; k++) {
+      const kpi_measure *m = kpi_catalog_measure(ev->cat, batch->rows[t->idx[k]].measure_id);
       if (m) mark_affected(t, m);
     }
+  } else if (ev->sweep_split) {
+    if (ev->sweep_next < ev->cat->n_measures)
+      mark_affected(t, &ev->cat->measures[ev->sweep_next]);
   } else {
     for (size_t i = 0; i < ev->cat->n_measures; i++) mark_affected(t, &ev->cat->measures[i]);
   }
@@ -631,13 +822,15 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
     return;
   }
   int rc = 0;
-  if (batch && batch->n_rows) {
+  if (batch && t->n_idx) {
     build_insert(t);
     if (params_oom(t, N_PARAMS)) rc = -1;
-    else rc = kpi_pgasync_query(ev->db, SQL_INSERT, N_PARAMS, param_values(t, N_PARAMS, vals),
-                                on_db_step, t);
+    if (!rc) rc = kpi_pgasync_query(ev->db, SQL_REUSED, 3, param_values(t, 3, vals),
+                                    on_db_reused, t);
+    if (!rc) rc = kpi_pgasync_query(ev->db, SQL_INSERT, N_PARAMS, param_values(t, N_PARAMS, vals),
+                                    on_db_step, t);
   }
-  if (!rc && batch && batch->n_offs) {
+  if (!rc && batch && t->offsets && batch->n_offs) {
     ev_arr_begin(&t->p[2]);
     ev_arr_begin(&t->p[3]);
     for (size_t i = 0; i < batch->n_offs; i++) {
@@ -793,6 +986,13 @@ static void reload_catalog(evaluator *ev) {
 
 void ev_kick(evaluator *ev) {
   if (ev->txn_busy || ev->closed || ev->finishing || !ev->db) return;
+  if (ev->stopping && ev->inflight && (ev->inflight->bisecting || ev->inflight->n_poison)) {
+    /* A poison search may need many transactions: leave it. Its ranges committed so far are
+     * rewritten as no-ops by the next owner, which finds the poison rows again (their DLQ
+     * copies may then exist twice). */
+    ev_batch_clear(ev->inflight);
+    ev->inflight = NULL;
+  }
   if (ev->stopping && !ev->inflight) {
     /* Only the transaction already under way is finished; the rest is re-read later. */
     ev_finish(ev);
@@ -809,6 +1009,10 @@ void ev_kick(evaluator *ev) {
     if (ev->txn_busy) return;
   }
   if (ev->inflight) {
+    /* The transaction storing the offsets waits for the DLQ copies of its poison rows: a
+     * record is never skipped without its copy (the delivery report kicks again). */
+    bool offsets = !(ev->inflight->bisecting && ev->inflight->n_todo);
+    if (offsets && ev->dlq_inflight > 0) return;
     txn_start(ev, ev->inflight);
     return;
   }
@@ -872,23 +1076,72 @@ void ev_outbox_mark_flush(evaluator *ev) {
   ev_buf_free(&ids);
 }
 
+/* Sent alerts are only bookkeeping once the notifier has them (its own queue keeps what it
+ * mailed), so they are deleted after the retention period; unsent rows never are. A bounded
+ * batch per statement keeps each DELETE short (no long lock, no huge WAL burst) after a long
+ * time without purging; the callback queues the next batch while batches come back full.
+ * Measurements and attainment history are the city's record and are never purged. */
+static const char SQL_PURGE[] =
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+    " WHERE sent_at < now() - make_interval(days => $1::int) ORDER BY id LIMIT $2::int)";
+#define PURGE_BATCH 1000
+
+static void on_db_purged(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  evaluator *ev = arg;
+  ev->purge_busy = false;
+  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    kpi_log(KPI_LOG_WARN, "outbox_purge_failed", "%s; retried at the next sweep",
+            res ? PQresultErrorMessage(res) : "connection lost");
+    return;
+  }
+  long n = strtol(PQcmdTuples((PGresult *)res), NULL, 10);
+  if (n <= 0) return;
+  kpi_metrics_add(ev->m_purged, (double)n);
+  kpi_log(KPI_LOG_INFO, "outbox_purged", "%ld sent alerts older than %d days", n,
+          ev->outbox_retention_days);
+  if (n >= PURGE_BATCH) ev_outbox_purge(ev);
+}
+
+void ev_outbox_purge(evaluator *ev) {
+  if (ev->purge_busy || ev->stopping || !ev->aux) return;
+  char days[16], limit[16];
+  snprintf(days, sizeof(days), "%d", ev->outbox_retention_days);
+  snprintf(limit, sizeof(limit), "%d", PURGE_BATCH);
+  const char *vals[2] = {days, limit};
+  ev->purge_busy = true; /* before queueing: see ev_offsets_fetch */
+  if (kpi_pgasync_query(ev->aux, SQL_PURGE, 2, vals, on_db_purged, ev) != 0)
+    ev->purge_busy = false;
+}
+
 /* ---- start-up ------------------------------------------------------------------------- */
 
 /* Returns 0 when ready, 1 when a stop was requested while waiting, -1 on error. */
 int ev_db_prepare(evaluator *ev, const char *conninfo) {
   char err[512];
   PGconn *conn = NULL;
+  int applied;
   for (int delay = 200;; delay = delay < 5000 ? delay * 2 : 5000) {
     conn = kpi_pg_connect(conninfo, err, sizeof(err));
-    if (conn) break;
-    kpi_log(KPI_LOG_WARN, "db_unavailable", "%s; retrying in %d ms", err, delay);
+    if (conn) {
+      applied = kpi_pg_migrate(conn, err, sizeof(err));
+      if (applied >= 0) break;
+      PQfinish(conn);
+      conn = NULL;
+      /* Another replica (or an operator) holds the migration lock, or the schema waits for
+       * `kpi-admin migrate` by its owner: transient, like a database that is not up yet. Any
+       * other migration error needs a person. */
+      if (applied != KPI_PG_ELOCKTIMEOUT && applied != KPI_PG_ENOTOWNER) {
+        kpi_log(KPI_LOG_ERROR, "db_migrate_failed", "%s", err);
+        return -1;
+      }
+      kpi_log(KPI_LOG_WARN,
+              applied == KPI_PG_ELOCKTIMEOUT ? "db_migrate_lock_timeout" : "db_schema_not_current",
+              "%s; retrying in %d ms", err, delay);
+    } else {
+      kpi_log(KPI_LOG_WARN, "db_unavailable", "%s; retrying in %d ms", err, delay);
+    }
     if (ev_startup_wait((unsigned)delay)) return 1;
-  }
-  int applied = kpi_pg_migrate(conn, err, sizeof(err));
-  if (applied < 0) {
-    kpi_log(KPI_LOG_ERROR, "db_migrate_failed", "%s", err);
-    PQfinish(conn);
-    return -1;
   }
   if (applied > 0) kpi_log(KPI_LOG_INFO, "db_migrated", "%d migrations applied", applied);
   char *json = mirror_json(ev->cat);

@@ -108,7 +108,7 @@ static void test_roles(void **state) {
   kpi_it_unique("it_roles_new", db2, sizeof(db2));
   assert_int_equal(kpi_it_create_db(db2, conninfo2, sizeof(conninfo2)), 0);
   PGconn *c_ev2 = connect_as(conninfo2, ev);
-  assert_int_equal(kpi_pg_migrate(c_ev2, err, sizeof(err)), -1);
+  assert_int_equal(kpi_pg_migrate(c_ev2, err, sizeof(err)), KPI_PG_ENOTOWNER);
   assert_non_null(strstr(err, "kpi-admin migrate"));
   char *tables = kpi_it_pg_value(c_ev2, "SELECT count(*) FROM information_schema.tables"
                                         " WHERE table_schema = 'public'");

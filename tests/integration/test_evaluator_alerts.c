@@ -104,6 +104,11 @@ static void test_alerts(void **state) {
 }
 
 int main(void) {
+#ifndef KPI_TEST_HOOKS
+  /* The hook this test drives exists only in a build with -DKPI_TEST_HOOKS=ON. */
+  fprintf(stderr, "skipped: the evaluator was built without KPI_TEST_HOOKS\n");
+  return 77;
+#endif
   kpi_it_init();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_alerts)};
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,7 @@
 /* test_pg_migrate.c: migrations apply on the real PostgreSQL, a second run applies nothing and
- * changes nothing, and rows round-trip through the schema with event_id unique. */
+ * changes nothing, and rows round-trip through the schema with event_id unique; a migration
+ * lock held elsewhere makes migrate fail within KPI_MIGRATE_LOCK_TIMEOUT_MS instead of
+ * blocking forever. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "kpi_it.h"
 #include "kpi_pg.h"
@@ -65,8 +70,58 @@ static void test_migrate_twice_and_round_trip(void **state) {
   PQfinish(c);
 }
 
+/* Another session holds the migration lock (a replica stuck mid-migration): migrate gives up
+ * after the lock timeout with KPI_PG_ELOCKTIMEOUT, and succeeds once the lock is free. The
+ * migrate runs in a child process, so that a migrate that blocks fails this test in seconds
+ * instead of hanging it. */
+static void test_migrate_lock_timeout(void **state) {
+  (void)state;
+  char db[64], conninfo[512], err[512];
+  kpi_it_unique("it_migrate_lock", db, sizeof(db));
+  assert_int_equal(kpi_it_create_db(db, conninfo, sizeof(conninfo)), 0);
+  PGconn *holder = kpi_it_pg(conninfo);
+  char *got = kpi_it_pg_value(holder, "SELECT pg_advisory_lock(7426151903)::text");
+  free(got);
+
+  setenv("KPI_MIGRATE_LOCK_TIMEOUT_MS", "1000", 1);
+  long long t0 = kpi_it_now_ms();
+  pid_t pid = fork();
+  if (pid == 0) {
+    PGconn *c = kpi_pg_connect(conninfo, err, sizeof(err));
+    int rc = c ? kpi_pg_migrate(c, err, sizeof(err)) : 99;
+    fprintf(stderr, "migrate while locked: %d: %s\n", rc, err);
+    _exit(rc == KPI_PG_ELOCKTIMEOUT && strstr(err, "KPI_MIGRATE_LOCK_TIMEOUT_MS") ? 0 : 1);
+  }
+  int status = kpi_it_stop(pid, 0, 6000); /* signal 0: only wait */
+  if (status == -1) fail_msg("kpi_pg_migrate still blocked 6 s after start (lock timeout 1 s)");
+  long long took = kpi_it_now_ms() - t0;
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_true(took >= 900);
+  assert_true(took < 5000);
+
+  /* Nothing was applied, and the lock, once released, lets migrate through. */
+  char *n = kpi_it_pg_value(holder, "SELECT count(*) FROM pg_tables WHERE tablename = 'measurements'");
+  assert_string_equal(n, "0");
+  free(n);
+  got = kpi_it_pg_value(holder, "SELECT pg_advisory_unlock(7426151903)::text");
+  assert_string_equal(got, "true");
+  free(got);
+  PGconn *c = kpi_pg_connect(conninfo, err, sizeof(err));
+  if (!c) fail_msg("%s", err);
+  if (kpi_pg_migrate(c, err, sizeof(err)) <= 0) fail_msg("%s", err);
+  /* The session's lock_timeout is back to the server default after migrate. */
+  char *lt = kpi_it_pg_value(c, "SHOW lock_timeout");
+  assert_string_equal(lt, "0");
+  free(lt);
+  unsetenv("KPI_MIGRATE_LOCK_TIMEOUT_MS");
+  PQfinish(c);
+  PQfinish(holder);
+}
+
 int main(void) {
   kpi_it_init();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_migrate_twice_and_round_trip)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_migrate_twice_and_round_trip),
+                                     cmocka_unit_test(test_migrate_lock_timeout)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

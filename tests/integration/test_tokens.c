@@ -61,6 +61,8 @@ static void test_services_refuse_sample_catalog(void **state) {
   tc_service_stop(&svc);
 }
 
+#define REAL_TOKEN_PREFIX "it-real-token-"
+
 /* The catalog with its "sample" markers removed (WITHOUT_SAMPLE) or kept, and the LED measure
  * owned by OWNER. */
 static char *catalog_text(int without_sample, const char *owner) {
@@ -69,9 +71,19 @@ static char *catalog_text(int without_sample, const char *owner) {
   cJSON *cat = cJSON_Parse(text);
   free(text);
   cJSON *it;
+  /* Without the markers, the published sample tokens would still be refused (their hashes are
+   * known): each department gets the hash of a token of this test, REAL_TOKEN_PREFIX + id. */
   if (without_sample)
-    cJSON_ArrayForEach(it, cJSON_GetObjectItem(cat, "departments"))
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(cat, "departments")) {
       cJSON_DeleteItemFromObject(it, "sample");
+      char token[128], hex[65];
+      unsigned char md[SHA256_DIGEST_LENGTH];
+      snprintf(token, sizeof(token), REAL_TOKEN_PREFIX "%s",
+               cJSON_GetObjectItem(it, "id")->valuestring);
+      SHA256((const unsigned char *)token, strlen(token), md);
+      for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+      cJSON_ReplaceItemInObject(it, "token_sha256", cJSON_CreateString(hex));
+    }
   cJSON_ArrayForEach(it, cJSON_GetObjectItem(cat, "measures")) {
     if (strcmp(cJSON_GetObjectItem(it, "id")->valuestring, MEASURE_LED) == 0)
       cJSON_ReplaceItemInObject(it, "owner", cJSON_CreateString(owner));
@@ -84,7 +96,7 @@ static char *catalog_text(int without_sample, const char *owner) {
 static int post_led_as_kikaku(int port) {
   tc_resp r;
   char hdr[512];
-  snprintf(hdr, sizeof(hdr), "%s%s", tc_auth("KIKAKU"), JSON_CT);
+  snprintf(hdr, sizeof(hdr), "Authorization: Bearer " REAL_TOKEN_PREFIX "kikaku\r\n%s", JSON_CT);
   assert_int_equal(tc_request(port, "POST", "/v1/measurements", hdr,
                               "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
                               "\"value\":20,\"unit\":\"percent\"}",
