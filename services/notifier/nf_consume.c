@@ -356,12 +356,16 @@ static void record_prepare(notifier *nf, nf_record *r, cJSON *rows, size_t *n_ro
   const char *ours = nf_dashboard_url(nf);
   bool link_ignored = a.dashboard_url && (!ours || strcmp(a.dashboard_url, ours) != 0);
   if (foreign > 0 || link_ignored) {
+    char what[160];
+    if (foreign > 0)
+      snprintf(what, sizeof(what), "%zu recipient(s) the catalog does not name%s", foreign,
+               link_ignored ? " and the record's dashboard link" : "");
+    else
+      snprintf(what, sizeof(what), "the record's dashboard link");
     kpi_metrics_inc(nf->m.ignored);
     kpi_log(KPI_LOG_WARN, "alert_fields_ignored",
-            "alert %s (%s): ignoring %zu recipient(s) of the record that the catalog does not "
-            "name%s; mailing the catalog's %zu address(es)",
-            a.alert_id, a.measure_id, foreign,
-            link_ignored ? " and the record's dashboard link" : "", n);
+            "alert %s (%s): ignoring %s; mailing the catalog's %zu address(es)", a.alert_id,
+            a.measure_id, what, n);
   }
   /* The payload is kept verbatim: it is what the sender renders later (its recipients and
    * link are ignored there too). */
