@@ -100,6 +100,24 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n) {
   return len;
 }
 
+/* What one character of data becomes in a line of text. */
+typedef enum { CH_KEEP, CH_CONTROL, CH_INVALID } ch_class;
+
+/* Classifies the character at S (N bytes available) and sets *LEN to the bytes it spans (1
+ * for an invalid byte). C0 controls and DEL, C1 controls (U+0080..U+009F, encoded C2 80..C2
+ * 9F) and the Unicode line and paragraph separators (U+2028/2029, E2 80 A8/A9) all break
+ * lines in some reader. */
+static ch_class classify_char(const unsigned char *s, size_t n, size_t *len) {
+  size_t l = utf8_seq_len(s, n);
+  *len = l ? l : 1;
+  if (l == 0) return CH_INVALID;
+  if (s[0] < 0x20 || s[0] == 0x7F) return CH_CONTROL;
+  if ((l == 2 && s[0] == 0xC2 && s[1] < 0xA0) ||
+      (l == 3 && s[0] == 0xE2 && s[1] == 0x80 && (s[2] == 0xA8 || s[2] == 0xA9)))
+    return CH_CONTROL;
+  return CH_KEEP;
+}
+
 /* Appends TEXT to B as one line of text: control characters (CR and LF among them) and
  * invalid UTF-8 become spaces. Data never starts a new line, in a header or in the body,
  * so a measure name cannot forge a "詳細:" line or a header. NULL appends DEF. */
@@ -108,23 +126,55 @@ static void sbuf_add_clean(sbuf *b, const char *text, const char *def) {
   const unsigned char *s = (const unsigned char *)text;
   size_t n = strlen(text);
   for (size_t i = 0; i < n;) {
-    size_t len = utf8_seq_len(s + i, n - i);
-    if (len == 0 || s[i] < 0x20 || s[i] == 0x7F) {
-      sbuf_add(b, " ", 1);
-      i += len ? len : 1;
-      continue;
-    }
-    /* C1 controls (U+0080..U+009F, encoded C2 80..C2 9F) and the Unicode line and paragraph
-     * separators (U+2028/2029, E2 80 A8/A9) also break lines in some readers. */
-    if ((len == 2 && s[i] == 0xC2 && s[i + 1] < 0xA0) ||
-        (len == 3 && s[i] == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9))) {
-      sbuf_add(b, " ", 1);
-      i += len;
-      continue;
-    }
-    sbuf_add(b, (const char *)s + i, len);
+    size_t len;
+    if (classify_char(s + i, n - i, &len) == CH_KEEP) sbuf_add(b, (const char *)s + i, len);
+    else sbuf_add(b, " ", 1);
     i += len;
   }
+}
+
+size_t kpi_mail_text_clean(const char *text, size_t len, char *out, size_t out_size) {
+  static const char REPLACEMENT[] = "\xEF\xBF\xBD"; /* U+FFFD */
+  const unsigned char *s = (const unsigned char *)text;
+  size_t o = 0;
+  for (size_t i = 0; text && i < len;) {
+    size_t l;
+    ch_class c = classify_char(s + i, len - i, &l);
+    const char *put = c == CH_KEEP ? text + i : c == CH_CONTROL ? " " : REPLACEMENT;
+    size_t put_len = c == CH_KEEP ? l : c == CH_CONTROL ? 1 : sizeof(REPLACEMENT) - 1;
+    if (o + put_len + 1 > out_size) break; /* the whole character or nothing */
+    memcpy(out + o, put, put_len);
+    o += put_len;
+    i += l;
+  }
+  out[o] = '\0';
+  return o;
+}
+
+size_t kpi_mail_redact_addresses(const char *text, char *out, size_t out_size) {
+  static const char MASK[] = "[address]";
+  static const char DELIMS[] = " \t\r\n<>()[],;:\"'";
+  size_t n = text ? strlen(text) : 0, o = 0;
+  for (size_t i = 0; i < n;) {
+    if (!strchr(DELIMS, text[i])) {
+      size_t w = strcspn(text + i, DELIMS);
+      if (memchr(text + i, '@', w)) {
+        if (o + sizeof(MASK) > out_size) break;
+        memcpy(out + o, MASK, sizeof(MASK) - 1);
+        o += sizeof(MASK) - 1;
+        i += w;
+        continue;
+      }
+    }
+    size_t l = utf8_seq_len((const unsigned char *)text + i, n - i);
+    if (l == 0) l = 1;
+    if (o + l + 1 > out_size) break;
+    memcpy(out + o, text + i, l);
+    o += l;
+    i += l;
+  }
+  out[o] = '\0';
+  return o;
 }
 
 bool kpi_mail_address_valid(const char *addr) {

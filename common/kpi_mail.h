@@ -78,6 +78,21 @@ int kpi_mail_compose(const kpi_mail_params *p, const kpi_alert *const *alerts, s
 const char *kpi_mail_status_ja(const char *status);
 const char *kpi_mail_status_en(const char *status);
 
+/* Copies the LEN bytes at TEXT (any bytes, NUL included) into OUT as one line of printable,
+ * valid UTF-8 for a log or a database text column: each invalid UTF-8 byte becomes U+FFFD,
+ * control characters (C0, DEL, C1, U+2028/2029) become spaces. The copy is cut on a character
+ * boundary so that it fits OUT_SIZE bytes with its NUL (OUT_SIZE must be at least 1). Returns
+ * the length written. Server replies are data: PostgreSQL refuses invalid UTF-8 in text, and
+ * an outcome that cannot be written would keep its mail's send slot forever. */
+size_t kpi_mail_text_clean(const char *text, size_t len, char *out, size_t out_size);
+
+/* Copies the NUL-terminated TEXT into OUT (OUT_SIZE >= 1, cut on a character boundary),
+ * replacing every word that contains '@' (a run of characters other than whitespace and
+ * <>()[],;:"') by "[address]", so that an SMTP reply such as "550 5.1.1 <a@b.example>: no such
+ * user" can go to a dead-letter header or a log without the recipient's address. Returns the
+ * length written. */
+size_t kpi_mail_redact_addresses(const char *text, char *out, size_t out_size);
+
 const char *kpi_mail_strerror(int err);
 
 #endif

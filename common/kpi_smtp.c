@@ -7,6 +7,8 @@
 
 #include <curl/curl.h>
 
+#include "kpi_mail.h"
+
 /* One message on its way. Owned by the client from kpi_smtp_send until DONE has run. */
 typedef struct smtp_job {
   struct smtp_job *next; /* in the waiting queue, or in the running list */
@@ -167,14 +169,12 @@ static size_t on_curl_header(char *buf, size_t size, size_t nitems, void *userp)
   size_t len = n;
   while (len > 0 && (buf[len - 1] == '\r' || buf[len - 1] == '\n')) len--;
   /* The 221 answering QUIT after a failure would hide the reply that mattered. */
-  if (len > 0 && !(len >= 4 && memcmp(buf, "221 ", 4) == 0 && job->reply[0])) {
-    if (len >= sizeof(job->reply)) len = sizeof(job->reply) - 1;
-    memcpy(job->reply, buf, len);
-    job->reply[len] = '\0';
-    /* Replies are the server's text: keep them printable for the database and the logs. */
-    for (size_t i = 0; i < len; i++)
-      if ((unsigned char)job->reply[i] < 0x20 || job->reply[i] == 0x7F) job->reply[i] = ' ';
-  }
+  /* Replies are the server's bytes, not necessarily UTF-8 ("250 ok \xff"): they are kept
+   * printable and valid UTF-8, cut on a character boundary, because they end up in a
+   * PostgreSQL text column (which refuses invalid UTF-8: the outcome could never be written
+   * and the mail would hold its send slot forever) and in the logs. */
+  if (len > 0 && !(len >= 4 && memcmp(buf, "221 ", 4) == 0 && job->reply[0]))
+    kpi_mail_text_clean(buf, len, job->reply, sizeof(job->reply));
   return n;
 }
 
@@ -250,9 +250,13 @@ static void check_multi_info(kpi_smtp *s) {
     r.code = code;
     snprintf(r.reply, sizeof(r.reply), "%s", job->reply);
     if (rc != CURLE_OK) {
+      char detail[sizeof(job->errbuf)];
+      /* libcurl's detail may quote the server: the same rule as for replies. */
+      kpi_mail_text_clean(job->errbuf, strnlen(job->errbuf, sizeof(job->errbuf)), detail,
+                          sizeof(detail));
       str_append(r.error, sizeof(r.error), curl_easy_strerror(rc));
       str_append(r.error, sizeof(r.error), ": ");
-      str_append(r.error, sizeof(r.error), job->errbuf[0] ? job->errbuf : "no detail");
+      str_append(r.error, sizeof(r.error), detail[0] ? detail : "no detail");
     }
     classify(rc, code, &r);
     curl_multi_remove_handle(s->multi, easy);
@@ -488,6 +492,36 @@ void kpi_smtp_close(kpi_smtp *s, void (*on_closed)(void *arg), void *arg) {
   while (s->socks) sock_close(s, s->socks);
   uv_timer_stop(&s->timer);
   uv_close((uv_handle_t *)&s->timer, on_uv_handle_closed);
+}
+
+int kpi_smtp_url_redact(const char *url, char *out, size_t out_size, int *had_userinfo) {
+  if (had_userinfo) *had_userinfo = 0;
+  if (out_size > 0) out[0] = '\0';
+  CURLU *u = curl_url();
+  if (!u) return KPI_SMTP_ENOMEM;
+  int rc = KPI_SMTP_EINVAL;
+  char *user = NULL, *password = NULL, *clean = NULL;
+  if (url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+    curl_url_get(u, CURLUPART_USER, &user, 0);
+    curl_url_get(u, CURLUPART_PASSWORD, &password, 0);
+    if (had_userinfo) *had_userinfo = (user && *user) || (password && *password);
+    if (curl_url_set(u, CURLUPART_USER, NULL, 0) == CURLUE_OK &&
+        curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
+        curl_url_set(u, CURLUPART_OPTIONS, NULL, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_URL, &clean, 0) == CURLUE_OK) {
+      int n = snprintf(out, out_size, "%s", clean);
+      rc = n >= 0 && (size_t)n < out_size ? 0 : KPI_SMTP_EINVAL;
+      if (rc != 0 && out_size > 0) out[0] = '\0';
+    }
+  }
+  if (password) {
+    memset(password, 0, strlen(password));
+    curl_free(password);
+  }
+  curl_free(user);
+  curl_free(clean);
+  curl_url_cleanup(u);
+  return rc;
 }
 
 const char *kpi_smtp_outcome_name(kpi_smtp_outcome outcome) {

@@ -42,8 +42,9 @@ typedef enum {
 typedef struct kpi_smtp_result {
   kpi_smtp_outcome outcome;
   long code;        /* the last SMTP reply code, 0 when none was received */
-  char reply[256];  /* the last reply line from the server ("250 OK"), "" when none */
-  char error[256];  /* libcurl's explanation when not sent, else "" */
+  char reply[256];  /* the last reply line from the server ("250 OK"), "" when none;
+                       printable valid UTF-8 (kpi_mail_text_clean), whatever the server sent */
+  char error[256];  /* libcurl's explanation when not sent, else ""; likewise clean */
   double seconds;   /* from kpi_smtp_send to completion, queueing included */
 } kpi_smtp_result;
 
@@ -72,6 +73,12 @@ size_t kpi_smtp_pending(const kpi_smtp *smtp);
  * the cached connections and every handle; ON_CLOSED (may be NULL) runs from the loop once
  * all are closed, after SMTP is freed. To drain first, wait for kpi_smtp_pending() == 0. */
 void kpi_smtp_close(kpi_smtp *smtp, void (*on_closed)(void *arg), void *arg);
+
+/* Writes URL without its userinfo and login options into OUT ("smtp://user:pw@host:587" ->
+ * "smtp://host:587/"), for logs. *HAD_USERINFO (may be NULL) is set when the URL carried a
+ * user name or password, which libcurl would use to log in. Returns 0, KPI_SMTP_EINVAL when
+ * URL does not parse or OUT is too small (OUT is then ""), or KPI_SMTP_ENOMEM. */
+int kpi_smtp_url_redact(const char *url, char *out, size_t out_size, int *had_userinfo);
 
 const char *kpi_smtp_outcome_name(kpi_smtp_outcome outcome);
 const char *kpi_smtp_strerror(int err);

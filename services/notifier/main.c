@@ -37,9 +37,32 @@ static int read_config(notifier *nf, char *err, size_t errsz) {
       kpi_env_int("KPI_NOTIFY_DRAIN_TIMEOUT_MS", 30000, 0, 600000, &c->drain_timeout_ms, err,
                   errsz) ||
       kpi_env_int("KPI_NOTIFY_CONSUME_BATCH", 100, 1, 10000, &c->consume_batch, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_RETENTION_DAYS", 90, 0, 36500, &c->retention_days, err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_PURGE_INTERVAL_MS", 3600000, 100, 86400000, &c->purge_interval_ms,
+                  err, errsz) ||
+      kpi_env_int("KPI_NOTIFY_PURGE_BATCH", 1000, 1, 100000, &c->purge_batch, err, errsz) ||
       kpi_env_int("KPI_NOTIFY_CATALOG_RECIPIENTS", 1, 0, 1, &v, err, errsz))
     return -1;
-  c->catalog_recipients = v != 0;
+  /* The notifier used to mail the addresses an alert record named; it now mails only what
+   * its own catalog gives the measure. An operator who asked for "only the alert's
+   * recipients" must learn that this is gone, not find mails going elsewhere. */
+  if (v == 0) {
+    snprintf(err, errsz, "KPI_NOTIFY_CATALOG_RECIPIENTS=0 is no longer supported: mail goes "
+                         "only to the owners and watchers the catalog names");
+    return -1;
+  }
+  c->dashboard_url = kpi_env_str("KPI_NOTIFY_DASHBOARD_URL", NULL);
+  if (c->dashboard_url) {
+    bool ok = strncmp(c->dashboard_url, "https://", 8) == 0 ||
+              strncmp(c->dashboard_url, "http://", 7) == 0;
+    for (const unsigned char *p = (const unsigned char *)c->dashboard_url; ok && *p; p++)
+      ok = *p > 0x20 && *p < 0x7F;
+    if (!ok) {
+      snprintf(err, errsz, "KPI_NOTIFY_DASHBOARD_URL: must be an http:// or https:// URL in "
+                           "printable ASCII without spaces");
+      return -1;
+    }
+  }
   if (c->retry_max_ms < c->retry_base_ms) {
     snprintf(err, errsz, "KPI_NOTIFY_RETRY_MAX_MS must be >= KPI_NOTIFY_RETRY_BASE_MS");
     return -1;
@@ -47,19 +70,49 @@ static int read_config(notifier *nf, char *err, size_t errsz) {
   return 0;
 }
 
-static int smtp_config(notifier *nf, kpi_smtp_config *sc, char *err, size_t errsz) {
+/* SMTP settings. Credentials (KPI_SMTP_USER, or userinfo in KPI_SMTP_URL) over smtp:// are
+ * sent only inside STARTTLS: with "try" a man in the middle who strips the STARTTLS offer
+ * gets AUTH in clear text, so TLS defaults to "require" when a user is set, and "try" or
+ * "none" with credentials stops the service unless KPI_SMTP_ALLOW_INSECURE_AUTH=1 says the
+ * operator means it (a relay on the same host). smtps:// is TLS from the first byte. */
+static int smtp_config(notifier *nf, kpi_smtp_config *sc, char *url_log, size_t url_log_size,
+                       char *err, size_t errsz) {
   kpi_smtp_config_defaults(sc);
   sc->url = kpi_env_str("KPI_SMTP_URL", "smtp://127.0.0.1:25");
   sc->user = kpi_env_str("KPI_SMTP_USER", NULL);
   sc->password = kpi_env_str("KPI_SMTP_PASSWORD", NULL);
   sc->ca_file = kpi_env_str("KPI_SMTP_CA_FILE", NULL);
-  const char *tls = kpi_env_str("KPI_SMTP_TLS", "try");
+  int url_userinfo = 0;
+  if (kpi_smtp_url_redact(sc->url, url_log, url_log_size, &url_userinfo) != 0) {
+    snprintf(err, errsz, "KPI_SMTP_URL: not a valid smtp:// or smtps:// URL");
+    return -1;
+  }
+  bool credentials = sc->user != NULL || url_userinfo;
+  bool implicit_tls = strncmp(sc->url, "smtps://", 8) == 0;
+  const char *tls = kpi_env_str("KPI_SMTP_TLS", credentials ? "require" : "try");
   if (strcmp(tls, "none") == 0) sc->tls = KPI_SMTP_TLS_NONE;
   else if (strcmp(tls, "try") == 0) sc->tls = KPI_SMTP_TLS_TRY;
   else if (strcmp(tls, "require") == 0) sc->tls = KPI_SMTP_TLS_REQUIRE;
   else {
     snprintf(err, errsz, "KPI_SMTP_TLS: must be none, try or require");
     return -1;
+  }
+  int64_t insecure_auth;
+  if (kpi_env_int("KPI_SMTP_ALLOW_INSECURE_AUTH", 0, 0, 1, &insecure_auth, err, errsz))
+    return -1;
+  if (credentials && !implicit_tls && sc->tls != KPI_SMTP_TLS_REQUIRE) {
+    if (!insecure_auth) {
+      snprintf(err, errsz,
+               "KPI_SMTP_TLS=%s with SMTP credentials could send the password in clear text "
+               "(a stripped STARTTLS); use KPI_SMTP_TLS=require or smtps://, or set "
+               "KPI_SMTP_ALLOW_INSECURE_AUTH=1 to accept that risk",
+               tls);
+      return -1;
+    }
+    kpi_log(KPI_LOG_WARN, "smtp_insecure_auth",
+            "KPI_SMTP_TLS=%s with credentials and KPI_SMTP_ALLOW_INSECURE_AUTH=1: the password "
+            "may cross the network in clear text",
+            tls);
   }
   int64_t verify, conns, cto, to;
   if (kpi_env_int("KPI_SMTP_TLS_VERIFY", 1, 0, 1, &verify, err, errsz) ||
@@ -183,9 +236,11 @@ static void on_uv_drain(uv_timer_t *t) {
   }
 }
 
-/* SIGHUP: reload the catalog, whose owners and watchers are added to each alert's recipients.
- * The catalog is only read synchronously while an alert is turned into rows, so swapping it
- * here is safe; a broken file keeps the old one. */
+/* SIGHUP: reload the catalog, which alone names the recipients of each alert (its measure's
+ * owners' mailboxes and watchers) and, without KPI_NOTIFY_DASHBOARD_URL, the link base. The
+ * catalog is only read synchronously (an alert turned into rows, a mail composed), so swapping
+ * it here is safe; a broken file keeps the old one. Rows already queued keep their
+ * recipients; links follow the catalog in force when the mail is composed. */
 static void on_uv_sighup(uv_signal_t *s, int signum) {
   (void)signum;
   notifier *nf = s->data;
@@ -212,6 +267,7 @@ static void on_uv_signal(uv_signal_t *s, int signum) {
   nf->draining = true;
   nf->drain_deadline = uv_now(nf->loop) + (uint64_t)nf->cfg.drain_timeout_ms;
   nf_send_stop(nf);
+  nf_purge_stop(nf);
   uv_timer_stop(&nf->migrate_timer);
   uv_timer_start(&nf->drain_timer, on_uv_drain, 0, 50);
 }
@@ -224,6 +280,7 @@ static void finish_shutdown(notifier *nf) {
   nf->stopping = true;
   uv_timer_stop(&nf->drain_timer);
   nf_send_stop(nf);
+  nf_purge_stop(nf);
   uv_timer_stop(&nf->consume_retry);
   uv_timer_stop(&nf->update_retry);
 
@@ -264,6 +321,7 @@ static void finish_shutdown(notifier *nf) {
   close_handle((uv_handle_t *)&nf->drain_timer);
   close_handle((uv_handle_t *)&nf->claim_timer);
   close_handle((uv_handle_t *)&nf->depth_timer);
+  close_handle((uv_handle_t *)&nf->purge_timer);
   close_handle((uv_handle_t *)&nf->update_retry);
   close_handle((uv_handle_t *)&nf->consume_retry);
   close_handle((uv_handle_t *)&nf->migrate_timer);
@@ -309,6 +367,17 @@ static void register_metrics(notifier *nf) {
                                   "1 when the database is connected and migrated.");
   nf->m.db_errors = kpi_metrics_counter(m, "kpi_notifier_db_errors_total", NULL,
                                         "Database statements that failed or lost their connection.");
+  nf->m.ignored = kpi_metrics_counter(
+      m, "kpi_notifier_alert_fields_ignored_total", NULL,
+      "Alert records whose own recipients or link differed from the catalog's (ignored).");
+  nf->m.purged = kpi_metrics_counter(m, "kpi_notifier_notifications_purged_total", NULL,
+                                     "Delivered notification rows deleted after the retention age.");
+}
+
+const char *nf_dashboard_url(const notifier *nf) {
+  if (nf->cfg.dashboard_url) return nf->cfg.dashboard_url;
+  return nf->cat && nf->cat->dashboard_url && *nf->cat->dashboard_url ? nf->cat->dashboard_url
+                                                                       : NULL;
 }
 
 int main(void) {
@@ -336,7 +405,8 @@ int main(void) {
     goto fail;
   }
   kpi_smtp_config sc;
-  if (smtp_config(nf, &sc, err, sizeof(err)) != 0) {
+  char smtp_url_log[512];
+  if (smtp_config(nf, &sc, smtp_url_log, sizeof(smtp_url_log), err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
     goto fail;
   }
@@ -366,6 +436,7 @@ int main(void) {
   nf->sighup.data = nf;
   uv_signal_start(&nf->sighup, on_uv_sighup, SIGHUP);
   nf_send_init(nf);
+  nf_purge_init(nf);
 
   kpi_http_config hc;
   kpi_http_config_defaults(&hc);
@@ -400,7 +471,7 @@ int main(void) {
   kpi_log(KPI_LOG_INFO, "started",
           "listening on %s:%d; SMTP %s (%d connections); from %s; group wait %lld ms; catalog %s "
           "(%zu measures)",
-          host, kpi_http_server_port(&nf->http), sc.url, nf->smtp_connections, nf->cfg.from,
+          host, kpi_http_server_port(&nf->http), smtp_url_log, nf->smtp_connections, nf->cfg.from,
           (long long)nf->cfg.group_wait_ms, path, nf->cat->n_measures);
 
   uv_run(nf->loop, UV_RUN_DEFAULT);

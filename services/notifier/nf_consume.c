@@ -65,7 +65,11 @@ int nf_dlq_publish(notifier *nf, const char *key, size_t key_len, const void *va
   op->nf = nf;
   op->cb = on_done;
   op->arg = arg;
-  rd_kafka_header_add(h, "kpi-error", -1, reason, -1);
+  /* Reasons quote SMTP replies and decoder messages, which may name a mailbox ("550 5.1.1
+   * <a@b>: unknown user"): dead-letter headers carry no addresses. */
+  char why[700];
+  kpi_mail_redact_addresses(reason, why, sizeof(why));
+  rd_kafka_header_add(h, "kpi-error", -1, why, -1);
   for (const char *const *p = hdrs; p && p[0] && p[1]; p += 2)
     rd_kafka_header_add(h, p[0], -1, p[1], -1);
   rd_kafka_resp_err_t err = rd_kafka_producev(
@@ -272,7 +276,8 @@ static void add_recipient(const char **list, size_t *n, size_t max, const char *
                           const char *alert_id) {
   if (!addr) return;
   if (!kpi_mail_address_valid(addr)) {
-    kpi_log(KPI_LOG_WARN, "recipient_invalid", "alert %s: skipping an invalid address", alert_id);
+    kpi_log(KPI_LOG_WARN, "recipient_invalid", "alert %s: skipping an invalid catalog address",
+            alert_id);
     return;
   }
   for (size_t i = 0; i < *n; i++)
@@ -280,9 +285,23 @@ static void add_recipient(const char **list, size_t *n, size_t max, const char *
   if (*n < max) list[(*n)++] = addr;
 }
 
+static bool in_list(const char *const *list, size_t n, const char *addr) {
+  for (size_t i = 0; addr && i < n; i++)
+    if (strcasecmp(list[i], addr) == 0) return true;
+  return false;
+}
+
 #define NF_MAX_RECIPIENTS 64
 
-/* Turns record R into rows of ROWS (cJSON array), or marks it bad with the reason. */
+/* Turns record R into rows of ROWS (cJSON array), or marks it bad with the reason.
+ *
+ * A record on the alerts topic is input like an HTTP body (design.md §7): any producer with
+ * write access to the topic could otherwise make the city's SMTP account mail any address
+ * with any link. So the recipients are exactly the owners' mailboxes and the watchers that
+ * the notifier's own catalog gives the measure, and links are built from its own
+ * configuration when the mail is composed (nf_send.c). The record's recipients and link are
+ * ignored; when they differ from ours, that is logged once per record (counts only, no
+ * address). A measure the catalog does not know is a dead letter. */
 static void record_prepare(notifier *nf, nf_record *r, cJSON *rows, size_t *n_rows) {
   rd_kafka_message_t *m = r->msg;
   if (!m->payload || m->len == 0) {
@@ -308,28 +327,48 @@ static void record_prepare(notifier *nf, nf_record *r, cJSON *rows, size_t *n_ro
     cJSON_Delete(ej);
     return;
   }
-  const char *list[NF_MAX_RECIPIENTS];
-  size_t n = 0;
-  /* The alert's own recipients come first (owners' mailboxes, then watchers); the catalog
-   * adds any the evaluator did not know about, in the same order. */
-  for (size_t i = 0; i < a.n_recipients; i++)
-    add_recipient(list, &n, NF_MAX_RECIPIENTS, a.recipients[i].email, a.alert_id);
-  const kpi_measure *ms = nf->cfg.catalog_recipients && nf->cat
-                              ? kpi_catalog_measure(nf->cat, a.measure_id)
-                              : NULL;
-  if (ms) {
-    for (size_t i = 0; ms->owner_dept && i < ms->owner_dept->n_mailboxes; i++)
-      add_recipient(list, &n, NF_MAX_RECIPIENTS, ms->owner_dept->mailboxes[i], a.alert_id);
-    for (size_t i = 0; i < ms->n_watchers; i++)
-      add_recipient(list, &n, NF_MAX_RECIPIENTS, ms->watchers[i], a.alert_id);
-  }
-  if (n == 0) {
+  const kpi_measure *ms = nf->cat ? kpi_catalog_measure(nf->cat, a.measure_id) : NULL;
+  if (!ms) {
     r->bad = true;
-    snprintf(r->reason, sizeof(r->reason), "alert %s has no valid recipient", a.alert_id);
+    snprintf(r->reason, sizeof(r->reason),
+             "unknown_measure: measure %s of alert %s is not in the notifier's catalog",
+             a.measure_id, a.alert_id);
     kpi_alert_clear(&a);
     return;
   }
-  /* The payload is kept verbatim: it is what the sender renders later. */
+  const char *list[NF_MAX_RECIPIENTS];
+  size_t n = 0;
+  for (size_t i = 0; ms->owner_dept && i < ms->owner_dept->n_mailboxes; i++)
+    add_recipient(list, &n, NF_MAX_RECIPIENTS, ms->owner_dept->mailboxes[i], a.alert_id);
+  for (size_t i = 0; i < ms->n_watchers; i++)
+    add_recipient(list, &n, NF_MAX_RECIPIENTS, ms->watchers[i], a.alert_id);
+  if (n == 0) {
+    r->bad = true;
+    snprintf(r->reason, sizeof(r->reason),
+             "alert %s: the catalog gives measure %s no valid recipient", a.alert_id,
+             a.measure_id);
+    kpi_alert_clear(&a);
+    return;
+  }
+  size_t foreign = 0;
+  for (size_t i = 0; i < a.n_recipients; i++)
+    if (!in_list(list, n, a.recipients[i].email)) foreign++;
+  const char *ours = nf_dashboard_url(nf);
+  bool link_ignored = a.dashboard_url && (!ours || strcmp(a.dashboard_url, ours) != 0);
+  if (foreign > 0 || link_ignored) {
+    char what[160];
+    if (foreign > 0)
+      snprintf(what, sizeof(what), "%zu recipient(s) the catalog does not name%s", foreign,
+               link_ignored ? " and the record's dashboard link" : "");
+    else
+      snprintf(what, sizeof(what), "the record's dashboard link");
+    kpi_metrics_inc(nf->m.ignored);
+    kpi_log(KPI_LOG_WARN, "alert_fields_ignored",
+            "alert %s (%s): ignoring %s; mailing the catalog's %zu address(es)", a.alert_id,
+            a.measure_id, what, n);
+  }
+  /* The payload is kept verbatim: it is what the sender renders later (its recipients and
+   * link are ignored there too). */
   char *payload = strndup(json, m->len);
   for (size_t i = 0; payload && i < n; i++) {
     cJSON *row = cJSON_CreateObject();

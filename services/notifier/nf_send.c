@@ -145,18 +145,20 @@ static void outcome_retry_later(nf_mail *m) {
 
 static void publish_dead(notifier *nf, const PGresult *res, const char *reason) {
   int c_id = PQfnumber(res, "id"), c_state = PQfnumber(res, "state");
-  int c_rcpt = PQfnumber(res, "recipient"), c_measure = PQfnumber(res, "measure_id");
+  int c_measure = PQfnumber(res, "measure_id");
   int c_payload = PQfnumber(res, "payload"), c_attempts = PQfnumber(res, "attempts");
   for (int i = 0; i < PQntuples(res); i++) {
     if (strcmp(PQgetvalue(res, i, c_state), "dead") != 0) continue;
     kpi_metrics_inc(nf->m.dead);
     const char *measure = PQgetvalue(res, i, c_measure);
     const char *payload = PQgetvalue(res, i, c_payload);
-    kpi_log(KPI_LOG_ERROR, "notification_dead", "notification %s to %s (%s) gave up after %s attempts: %s",
-            PQgetvalue(res, i, c_id), PQgetvalue(res, i, c_rcpt), measure,
-            PQgetvalue(res, i, c_attempts), reason);
-    const char *hdrs[] = {"kpi-recipient", PQgetvalue(res, i, c_rcpt),
-                          "kpi-attempts", PQgetvalue(res, i, c_attempts),
+    /* Neither the log nor the dead letter names the recipient: the notification id finds
+     * the row, which holds it (nf_dlq_publish also masks addresses quoted in REASON). */
+    char why_log[600];
+    kpi_mail_redact_addresses(reason, why_log, sizeof(why_log));
+    kpi_log(KPI_LOG_ERROR, "notification_dead", "notification %s (%s) gave up after %s attempts: %s",
+            PQgetvalue(res, i, c_id), measure, PQgetvalue(res, i, c_attempts), why_log);
+    const char *hdrs[] = {"kpi-attempts", PQgetvalue(res, i, c_attempts),
                           "kpi-notification-id", PQgetvalue(res, i, c_id), NULL};
     char why[700];
     snprintf(why, sizeof(why), "smtp: %s", reason);
@@ -173,8 +175,8 @@ static void on_pg_outcome(kpi_pgasync *pg, const PGresult *res, void *arg) {
   ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)) {
     kpi_metrics_inc(nf->m.db_errors);
-    kpi_log(KPI_LOG_WARN, "outcome_update_failed", "mail %s to %s (%s): %s", m->message_id,
-            m->recipient, kpi_smtp_outcome_name(m->result.outcome),
+    kpi_log(KPI_LOG_WARN, "outcome_update_failed", "mail %s (%s): %s", m->message_id,
+            kpi_smtp_outcome_name(m->result.outcome),
             res ? PQresultErrorMessage(res) : "connection lost; will retry");
     outcome_retry_later(m);
     return;
@@ -235,28 +237,30 @@ static void on_smtp_done(kpi_smtp *smtp, const kpi_smtp_result *r, void *arg) {
   notifier *nf = m->nf;
   m->result = *r;
   kpi_metrics_observe(nf->m.send_seconds, r->seconds);
+  /* A refusal often quotes the mailbox ("550 5.1.1 <a@b>: no such user"); logs name mails
+   * by Message-ID, never by address. */
+  char said[600], tmp[600];
+  snprintf(tmp, sizeof(tmp), "%s%s%s", r->error, r->error[0] ? " " : "", r->reply);
+  kpi_mail_redact_addresses(tmp, said, sizeof(said));
   switch (r->outcome) {
     case KPI_SMTP_SENT:
       kpi_metrics_inc(nf->m.sent);
       kpi_metrics_add(nf->m.sent_rows, (double)m->n_rows);
-      kpi_log(KPI_LOG_INFO, "mail_sent", "%s to %s: %zu notifications, %.3f s, server: %s",
-              m->message_id, m->recipient, m->n_rows, r->seconds, r->reply);
+      kpi_log(KPI_LOG_INFO, "mail_sent", "%s: %zu notifications, %.3f s, server: %s",
+              m->message_id, m->n_rows, r->seconds, r->reply);
       break;
     case KPI_SMTP_TRANSIENT:
       kpi_metrics_inc(nf->m.failed);
-      kpi_log(KPI_LOG_WARN, "mail_failed", "%s to %s (attempt %d of %lld): %s %s",
-              m->message_id, m->recipient, m->max_attempts + 1, (long long)nf->cfg.max_attempts,
-              r->error, r->reply);
+      kpi_log(KPI_LOG_WARN, "mail_failed", "%s (attempt %d of %lld): %s", m->message_id,
+              m->max_attempts + 1, (long long)nf->cfg.max_attempts, said);
       break;
     case KPI_SMTP_PERMANENT:
       kpi_metrics_inc(nf->m.failed);
       kpi_metrics_inc(nf->m.permanent);
-      kpi_log(KPI_LOG_ERROR, "mail_rejected", "%s to %s (permanent): %s %s", m->message_id,
-              m->recipient, r->error, r->reply);
+      kpi_log(KPI_LOG_ERROR, "mail_rejected", "%s (permanent): %s", m->message_id, said);
       break;
     case KPI_SMTP_CANCELLED:
-      kpi_log(KPI_LOG_INFO, "mail_cancelled", "%s to %s: %s", m->message_id, m->recipient,
-              r->error);
+      kpi_log(KPI_LOG_INFO, "mail_cancelled", "%s: %s", m->message_id, r->error);
       break;
   }
   record_outcome(m);
@@ -291,6 +295,7 @@ static void start_mail(notifier *nf, const claimed_row *rows, size_t n) {
   m->nf = nf;
   snprintf(m->recipient, sizeof(m->recipient), "%s", rows[0].recipient);
   size_t pos = 0, good = 0;
+  const char *base_url = nf_dashboard_url(nf);
   m->ids[pos++] = '{';
   for (size_t i = 0; i < n; i++) {
     kpi_errors errs = {0};
@@ -310,6 +315,9 @@ static void start_mail(notifier *nf, const claimed_row *rows, size_t n) {
       }
       continue;
     }
+    /* The link comes from our configuration, never from the record (nf_consume.c). */
+    free(alerts[good].dashboard_url);
+    alerts[good].dashboard_url = base_url ? strdup(base_url) : NULL;
     list[good] = &alerts[good];
     good++;
     if (rows[i].attempts > m->max_attempts) m->max_attempts = rows[i].attempts;

@@ -31,7 +31,10 @@ typedef struct nf_config {
   int64_t poll_ms;                  /* KPI_NOTIFY_POLL_MS */
   int64_t drain_timeout_ms;         /* KPI_NOTIFY_DRAIN_TIMEOUT_MS */
   int64_t consume_batch;            /* KPI_NOTIFY_CONSUME_BATCH */
-  bool catalog_recipients;          /* KPI_NOTIFY_CATALOG_RECIPIENTS */
+  const char *dashboard_url;        /* KPI_NOTIFY_DASHBOARD_URL, NULL: the catalog's */
+  int64_t retention_days;           /* KPI_NOTIFY_RETENTION_DAYS, 0: keep sent rows */
+  int64_t purge_interval_ms;        /* KPI_NOTIFY_PURGE_INTERVAL_MS */
+  int64_t purge_batch;              /* KPI_NOTIFY_PURGE_BATCH: rows per DELETE */
 } nf_config;
 
 typedef struct nf_batch nf_batch;
@@ -61,7 +64,7 @@ typedef struct notifier {
   struct {
     kpi_metric *consumed, *invalid, *queued, *sent, *sent_rows, *failed, *permanent, *dead;
     kpi_metric *dlq_published, *dlq_failed, *queue_depth, *inflight, *send_seconds, *db_up;
-    kpi_metric *db_errors;
+    kpi_metric *db_errors, *ignored, *purged;
   } m;
 
   /* Consumer side: at most one batch of records in flight (insert + dead letters). */
@@ -79,6 +82,10 @@ typedef struct notifier {
   uv_timer_t update_retry;
   struct nf_mail *retry_head; /* outcomes whose UPDATE failed, retried on update_retry */
   size_t depth_inflight;
+
+  /* Retention: an unref'd timer deletes delivered rows past their age (nf_purge.c). */
+  uv_timer_t purge_timer;
+  bool purge_inflight;
 
   /* Shutdown. */
   uv_signal_t sigterm, sigint, sighup;
@@ -113,6 +120,14 @@ bool nf_send_idle(const notifier *nf);
 void nf_send_stop(notifier *nf);      /* stops the timers */
 void nf_send_abandon(notifier *nf);   /* at exit: drops outcomes still waiting to be written */
 void nf_send_refresh_depth(notifier *nf);
+
+/* The base of the dashboard links in mails: KPI_NOTIFY_DASHBOARD_URL, else the catalog's
+ * plan.dashboard_url, else NULL (no link). Never taken from an alert record. */
+const char *nf_dashboard_url(const notifier *nf);
+
+/* nf_purge.c: deletes sent rows older than KPI_NOTIFY_RETENTION_DAYS, in bounded batches. */
+void nf_purge_init(notifier *nf);
+void nf_purge_stop(notifier *nf);
 
 /* Backoff before attempt ATTEMPTS+1, exponential from BASE_MS to MAX_MS with jitter. */
 int64_t nf_backoff_ms(int64_t attempts, int64_t base_ms, int64_t max_ms);

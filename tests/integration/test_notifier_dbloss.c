@@ -28,7 +28,9 @@ static void test_sessions_killed_while_alerts_flow(void **state) {
                                       "KPI_PG_RETRY_MAX_MS=500",
                                       NULL};
   nf_it t;
-  nf_it_start(&t, "it_nf_dbloss", extra);
+  nf_it_prepare(&t, "it_nf_dbloss");
+  nf_it_catalog_numbered(&t, N_ALERTS, "it-dbloss-", N_PER_ALERT);
+  nf_it_spawn(&t, extra);
 
   static char emails[N_ALERTS * N_PER_ALERT][128];
   const char *all[N_ALERTS * N_PER_ALERT + 1] = {0};

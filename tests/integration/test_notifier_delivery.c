@@ -34,6 +34,8 @@ static void test_alert_becomes_mail_per_recipient(void **state) {
   /* The same owner twice, once in other case: one mail. */
   snprintf(owner_upper, sizeof(owner_upper), "OWNER.single.%s@city.example", T.tag);
   const char *emails[] = {owner, watcher, owner_upper, NULL};
+  const char *owners[] = {owner, owner_upper, NULL}, *watchers[] = {watcher, NULL};
+  nf_it_catalog_set(&T, "it-measure-single", owners, watchers);
   kpi_alert *a = nf_it_alert("it-measure-single", "「星の降る里あしべつ応援団」事業の推進", emails);
   nf_it_produce(&T, a);
 
@@ -86,7 +88,7 @@ static void test_alert_becomes_mail_per_recipient(void **state) {
         "期限: 2025年3月31日",
         "現在値: 30人（2024-10-01 時点）",
         "進捗率: 23.1%（期待されるペース: 60.0%）",
-        "詳細: http://localhost:8081/v1/attainment/it-measure-single",
+        "詳細: " NF_IT_DASHBOARD "/it-measure-single",
         "Status: lagging",
         "Since the last notice: on track -> lagging",
         "Target: 50 persons (令和6年度 (FY2024))",
@@ -94,6 +96,8 @@ static void test_alert_becomes_mail_per_recipient(void **state) {
     for (size_t k = 0; k < sizeof(lines) / sizeof(lines[0]); k++)
       if (!strstr(body, lines[k])) fail_msg("body lacks \"%s\":\n%s", lines[k], body);
     assert_true(strstr(body, "状況: 遅れ") < strstr(body, "Status: lagging"));
+    /* The alert's own link (http://localhost:8081/...) is not ours: the catalog's is used. */
+    assert_null(strstr(body, "localhost:8081"));
     free(body);
   }
   assert_int_equal(seen_owner, 1);
@@ -116,6 +120,7 @@ static void test_same_alert_twice_one_mail(void **state) {
   addr(owner, sizeof(owner), "owner.dup");
   addr(watcher, sizeof(watcher), "watcher.dup");
   const char *emails[] = {owner, watcher, NULL};
+  nf_it_catalog_set(&T, "it-measure-dup", emails, NULL);
   kpi_alert *a = nf_it_alert("it-measure-dup", "重複テストの施策", emails);
   nf_it_produce(&T, a);
   nf_it_produce(&T, a);
@@ -141,7 +146,10 @@ static void test_crlf_in_measure_name_cannot_inject(void **state) {
   snprintf(name, sizeof(name),
            "悪意のある施策\r\nBcc: %s\r\nX-Injected: yes\r\n\r\n偽の本文\nSubject: 偽", victim);
   const char *emails[] = {owner, NULL};
-  kpi_alert *a = nf_it_alert("it-measure-inject\r\nX-Measure: 1", name, emails);
+  /* The measure id cannot carry CR/LF any more: the catalog (ids of [A-Za-z0-9._-]) must
+   * know the measure, or the alert is a dead letter. */
+  nf_it_catalog_set(&T, "it-measure-inject", emails, NULL);
+  kpi_alert *a = nf_it_alert("it-measure-inject", name, emails);
   free(a->indicator);
   a->indicator = strdup("指標\r\nX-Indicator: 1");
   nf_it_produce(&T, a);
@@ -185,6 +193,7 @@ static void test_digest_three_alerts_one_mail(void **state) {
   static const char *const names[] = {"ダイジェスト施策その一", "ダイジェスト施策その二",
                                       "ダイジェスト施策その三"};
   static const char *const ids[] = {"it-digest-1", "it-digest-2", "it-digest-3"};
+  for (int i = 0; i < 3; i++) nf_it_catalog_set(&T, ids[i], emails, NULL);
   for (int i = 0; i < 3; i++) {
     kpi_alert *a = nf_it_alert(ids[i], names[i], emails);
     if (i == 1) {

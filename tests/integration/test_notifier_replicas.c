@@ -19,7 +19,9 @@ static void test_two_replicas_send_each_mail_once(void **state) {
                                       "KPI_SMTP_CONNECTIONS=1", "KPI_NOTIFY_CONSUME_BATCH=10",
                                       NULL};
   nf_it a, b;
-  nf_it_start(&a, "it_nf_replicas", extra);
+  nf_it_prepare(&a, "it_nf_replicas");
+  nf_it_catalog_numbered(&a, N_ALERTS, "it-replicas-", N_PER_ALERT);
+  nf_it_spawn(&a, extra);
   nf_it_start_replica(&b, &a, 2, extra);
 
   static char emails[N_ALERTS * N_PER_ALERT][128];

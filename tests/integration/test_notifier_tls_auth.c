@@ -118,7 +118,6 @@ static void nf_env(char (*buf)[384], const char **extra, const char *const *tls_
   extra[n] = buf[n];
   n++;
   static const char *const fixed[] = {"KPI_SMTP_TLS=require",
-                                      "KPI_NOTIFY_CATALOG_RECIPIENTS=0",
                                       "KPI_NOTIFY_GROUP_WAIT_MS=0",
                                       "KPI_NOTIFY_RETRY_BASE_MS=200",
                                       "KPI_NOTIFY_RETRY_MAX_MS=1000",

@@ -2,6 +2,7 @@
 #ifndef TEST_NOTIFIER_UTIL_H
 #define TEST_NOTIFIER_UTIL_H
 
+#include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,11 +27,137 @@ typedef struct {
   char group[128];
   char tag[64];   /* unique per run: part of every recipient address */
   char log[256];
+  char catalog[256]; /* the notifier's own catalog (KPI_CATALOG), see nf_it_catalog_set */
   int port;
   pid_t pid;
   PGconn *pg;
   rd_kafka_t *producer;
 } nf_it;
+
+/* Catalog ------------------------------------------------------------------------------------
+ * The notifier mails only the addresses its own catalog gives a measure, so every test writes
+ * the measures it alerts on into a catalog file of its own. */
+
+/* The dashboard base of the test catalogs: links in mails must start with it. */
+#define NF_IT_DASHBOARD "https://kpi.city.example/attainment"
+
+/* How often NEEDLE occurs in the file PATH (0 when it cannot be read). */
+static inline int nf_it_file_count(const char *path, const char *needle) {
+  char *text = kpi_it_read_file(path, NULL);
+  int n = 0;
+  for (const char *p = text; p && (p = strstr(p, needle)); p += strlen(needle)) n++;
+  free(text);
+  return n;
+}
+
+static inline cJSON *nf_it_strings(const char *const *v) {
+  cJSON *a = cJSON_CreateArray();
+  for (const char *const *p = v; p && *p; p++) cJSON_AddItemToArray(a, cJSON_CreateString(*p));
+  return a;
+}
+
+/* A level measure ID owned by department OWNER (a valid catalog measure). */
+static inline cJSON *nf_it_measure_json(const char *id, const char *owner,
+                                        const char *const *watchers) {
+  cJSON *m = cJSON_CreateObject();
+  cJSON_AddStringToObject(m, "id", id);
+  cJSON_AddNumberToObject(m, "goal", 2);
+  cJSON_AddStringToObject(m, "program", "テスト事業");
+  cJSON_AddStringToObject(m, "name", id);
+  cJSON_AddStringToObject(m, "indicator", "登録者数");
+  cJSON_AddStringToObject(m, "unit", "person");
+  cJSON_AddStringToObject(m, "kind", "level");
+  cJSON_AddStringToObject(m, "direction", "increase");
+  cJSON *b = cJSON_AddObjectToObject(m, "baseline");
+  cJSON_AddStringToObject(b, "fy", "R4");
+  cJSON_AddNumberToObject(b, "value", 24);
+  cJSON *t = cJSON_AddObjectToObject(m, "target");
+  cJSON_AddStringToObject(t, "fy", "R6");
+  cJSON_AddNumberToObject(t, "value", 50);
+  cJSON_AddStringToObject(m, "owner", owner);
+  if (watchers && *watchers) cJSON_AddItemToObject(m, "watchers", nf_it_strings(watchers));
+  return m;
+}
+
+/* Writes measure ID into the catalog file PATH (created when missing) with a department of
+ * its own whose mailboxes are OWNERS and the watchers WATCHERS (both NULL-terminated; OWNERS
+ * not empty, WATCHERS may be NULL). Returns 1 when the file changed, 0 when it already said
+ * exactly that. */
+static inline int nf_it_catalog_put(const char *path, const char *id, const char *const *owners,
+                                    const char *const *watchers) {
+  char *text = kpi_it_read_file(path, NULL);
+  cJSON *doc = text ? cJSON_Parse(text) : NULL;
+  if (!doc) {
+    static const char base[] =
+        "{\"schema\":\"kpi.catalog/1\",\"version\":1,\"plan\":{\"id\":\"it\","
+        "\"name\":\"第2期芦別市まち・ひと・しごと創生総合戦略（改訂版）\","
+        "\"dashboard_url\":\"" NF_IT_DASHBOARD "\"},\"departments\":[],\"measures\":[]}";
+    doc = cJSON_Parse(base);
+  }
+  char dept[96];
+  snprintf(dept, sizeof(dept), "d-%s", id);
+  cJSON *depts = cJSON_GetObjectItem(doc, "departments");
+  cJSON *measures = cJSON_GetObjectItem(doc, "measures");
+  cJSON *d = cJSON_CreateObject();
+  cJSON_AddStringToObject(d, "id", dept);
+  cJSON_AddStringToObject(d, "name", "テスト課");
+  cJSON_AddItemToObject(d, "mailboxes", nf_it_strings(owners));
+  cJSON *m = nf_it_measure_json(id, dept, watchers);
+  int changed = 1;
+  int i = 0;
+  cJSON *old;
+  cJSON_ArrayForEach(old, measures) {
+    if (strcmp(cJSON_GetObjectItem(old, "id")->valuestring, id) == 0) break;
+    i++;
+  }
+  if (old) {
+    int j = 0;
+    cJSON *od;
+    cJSON_ArrayForEach(od, depts) {
+      if (strcmp(cJSON_GetObjectItem(od, "id")->valuestring, dept) == 0) break;
+      j++;
+    }
+    changed = !cJSON_Compare(old, m, 1) || !od || !cJSON_Compare(od, d, 1);
+    cJSON_ReplaceItemInArray(measures, i, m);
+    if (od) cJSON_ReplaceItemInArray(depts, j, d);
+    else cJSON_AddItemToArray(depts, d);
+  } else {
+    cJSON_AddItemToArray(depts, d);
+    cJSON_AddItemToArray(measures, m);
+  }
+  if (changed) {
+    char *out = cJSON_Print(doc);
+    if (kpi_it_write_file(path, out) != 0) {
+      fprintf(stderr, "cannot write %s\n", path);
+      exit(1);
+    }
+    free(out);
+  }
+  cJSON_Delete(doc);
+  free(text);
+  return changed;
+}
+
+/* Makes a running notifier T reload its catalog (SIGHUP) and waits until it did. */
+static inline void nf_it_catalog_reload(const nf_it *t) {
+  int before = nf_it_file_count(t->log, "catalog_reloaded");
+  kill(t->pid, SIGHUP);
+  long long deadline = kpi_it_now_ms() + 10000;
+  while (nf_it_file_count(t->log, "catalog_reloaded") <= before) {
+    if (kpi_it_now_ms() > deadline) {
+      fprintf(stderr, "the notifier did not reload its catalog %s (log %s)\n", t->catalog, t->log);
+      exit(1);
+    }
+    kpi_it_sleep_ms(10);
+  }
+}
+
+/* Puts measure ID with OWNERS and WATCHERS into T's catalog and, when T runs and the file
+ * changed, has it reloaded. */
+static inline void nf_it_catalog_set(nf_it *t, const char *id, const char *const *owners,
+                                     const char *const *watchers) {
+  if (nf_it_catalog_put(t->catalog, id, owners, watchers) && t->pid > 0) nf_it_catalog_reload(t);
+}
 
 /* Spawns kpi-notifier for T (db, topics, group and port already set) with the extra settings
  * EXTRA, waits for /readyz and opens T's producer and database connection. */
@@ -46,6 +173,7 @@ static inline void nf_it_spawn(nf_it *t, const char *const *extra) {
   kpi_it_env_add(&env, "KPI_MAIL_FROM=kpi-it@notifier.test");
   kpi_it_env_add(&env, "KPI_NOTIFY_POLL_MS=200");
   kpi_it_env_add(&env, "KPI_TOPIC_ALERTS_PARTITIONS=3");
+  kpi_it_env_add(&env, "KPI_CATALOG=%s", t->catalog);
   kpi_it_env_extend(&env, extra);
   t->pid = kpi_it_spawn("services/notifier/kpi-notifier", kpi_it_env_list(&env), t->log);
   if (kpi_it_wait_http(t->port, "/readyz", 200, 30000) != 0) {
@@ -66,9 +194,9 @@ static inline void nf_it_spawn(nf_it *t, const char *const *extra) {
   }
 }
 
-/* Starts kpi-notifier with the extra settings EXTRA ("KEY=VALUE", NULL-terminated, may be
- * NULL) on a database, topics and group of its own, and waits for /readyz. */
-static inline void nf_it_start(nf_it *t, const char *name, const char *const *extra) {
+/* Names T's database, topics, group, tag, log and catalog after NAME and creates the
+ * database and a catalog with one placeholder measure; nf_it_spawn starts the notifier. */
+static inline void nf_it_prepare(nf_it *t, const char *name) {
   memset(t, 0, sizeof(*t));
   kpi_it_unique(name, t->db, sizeof(t->db));
   snprintf(t->topic, sizeof(t->topic), "%s_alerts", t->db);
@@ -78,10 +206,20 @@ static inline void nf_it_start(nf_it *t, const char *name, const char *const *ex
   for (char *p = t->tag; *p; p++)
     if (*p == '_') *p = '-';
   snprintf(t->log, sizeof(t->log), "%s/%s.log", KPI_BINARY_DIR, t->db);
+  snprintf(t->catalog, sizeof(t->catalog), "%s/%s_catalog.json", KPI_BINARY_DIR, t->db);
   if (kpi_it_create_db(t->db, t->conninfo, sizeof(t->conninfo)) != 0) {
     fprintf(stderr, "cannot create database %s\n", t->db);
     exit(1);
   }
+  unlink(t->catalog);
+  static const char *const nobody[] = {"nobody@placeholder.city.example", NULL};
+  nf_it_catalog_put(t->catalog, "it-placeholder", nobody, NULL);
+}
+
+/* Starts kpi-notifier with the extra settings EXTRA ("KEY=VALUE", NULL-terminated, may be
+ * NULL) on a database, topics, group and catalog of its own, and waits for /readyz. */
+static inline void nf_it_start(nf_it *t, const char *name, const char *const *extra) {
+  nf_it_prepare(t, name);
   nf_it_spawn(t, extra);
 }
 
@@ -96,6 +234,7 @@ static inline void nf_it_start_replica(nf_it *t, const nf_it *first, int replica
   memcpy(t->dlq, first->dlq, sizeof(t->dlq));
   memcpy(t->group, first->group, sizeof(t->group));
   memcpy(t->tag, first->tag, sizeof(t->tag));
+  memcpy(t->catalog, first->catalog, sizeof(t->catalog));
   snprintf(t->log, sizeof(t->log), "%s/%s_r%d.log", KPI_BINARY_DIR, first->db, replica);
   nf_it_spawn(t, extra);
 }
@@ -116,9 +255,12 @@ static inline double nf_it_metric(const nf_it *t, const char *name) {
   return v;
 }
 
-/* Stops the notifier with SIGTERM; returns its exit status (0 expected). */
+/* Stops the notifier with SIGTERM; returns its exit status (0 expected). T's pid is then 0,
+ * so a second stop (a teardown after the test stopped it) does nothing. */
 static inline int nf_it_stop(nf_it *t) {
+  if (t->pid <= 0) return -1;
   int status = kpi_it_stop(t->pid, SIGTERM, 30000);
+  t->pid = 0;
   if (t->producer) rd_kafka_destroy(t->producer);
   t->producer = NULL;
   if (t->pg) PQfinish(t->pg);
@@ -192,26 +334,49 @@ static inline void nf_it_alert_free(kpi_alert *a) {
   free(a);
 }
 
-/* Produces the lagging alert of nf_it_alert to T's topic and frees it. */
+/* Produces the lagging alert of nf_it_alert to T's topic and frees it. The catalog first
+ * gets the measure with EMAILS as its owners' mailboxes, as the evaluator's alert would name
+ * them (reloaded when that changed it). */
 static inline void nf_it_produce_alert(nf_it *t, const char *measure_id, const char *name,
                                        const char *const *emails) {
+  nf_it_catalog_set(t, measure_id, emails, NULL);
   kpi_alert *a = nf_it_alert(measure_id, name, emails);
   nf_it_produce(t, a);
   nf_it_alert_free(a);
 }
 
-/* Alert I of a numbered series: measure "<MID><I>", name "<NAME><I>", for the N_PER (at most 7)
- * recipients "r<I>.<K>.<TAG>@city.example", whose addresses are written to EMAILS[0..N_PER).
- * Produced through VIA. */
-static inline void nf_it_produce_numbered(nf_it *via, const char *tag, int i, const char *mid,
-                                          const char *name, int n_per, char (*emails)[128]) {
-  const char *rc[8] = {0};
-  for (int k = 0; k < n_per && k < 7; k++) {
+/* The measure "<MID><I>" of a numbered series and its N_PER (at most 7) recipients
+ * "r<I>.<K>.<TAG>@city.example", written to M_ID, EMAILS[0..N_PER) and RC (NULL-terminated). */
+static inline void nf_it_numbered(const char *tag, int i, const char *mid, int n_per,
+                                  char *m_id, size_t m_id_size, char (*emails)[128],
+                                  const char **rc) {
+  int k = 0;
+  for (; k < n_per && k < 7; k++) {
     snprintf(emails[k], sizeof(emails[0]), "r%d.%d.%s@city.example", i, k, tag);
     rc[k] = emails[k];
   }
+  rc[k] = NULL;
+  snprintf(m_id, m_id_size, "%s%d", mid, i);
+}
+
+/* Puts the measures 0..N-1 of a numbered series into T's catalog before T starts (replicas
+ * share the file, so no reload is needed later). */
+static inline void nf_it_catalog_numbered(nf_it *t, int n, const char *mid, int n_per) {
+  for (int i = 0; i < n; i++) {
+    char emails[8][128], m_id[64];
+    const char *rc[8];
+    nf_it_numbered(t->tag, i, mid, n_per, m_id, sizeof(m_id), emails, rc);
+    nf_it_catalog_put(t->catalog, m_id, rc, NULL);
+  }
+}
+
+/* Alert I of a numbered series (nf_it_numbered), name "<NAME><I>"; the addresses are written
+ * to EMAILS[0..N_PER). Produced through VIA. */
+static inline void nf_it_produce_numbered(nf_it *via, const char *tag, int i, const char *mid,
+                                          const char *name, int n_per, char (*emails)[128]) {
+  const char *rc[8];
   char m_id[64], m_name[64];
-  snprintf(m_id, sizeof(m_id), "%s%d", mid, i);
+  nf_it_numbered(tag, i, mid, n_per, m_id, sizeof(m_id), emails, rc);
   snprintf(m_name, sizeof(m_name), "%s%d", name, i);
   nf_it_produce_alert(via, m_id, m_name, rc);
 }

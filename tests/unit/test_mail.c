@@ -569,6 +569,81 @@ static void test_date_and_message_id(void **state) {
   assert_null(kpi_mail_body_text(NULL, 0));
 }
 
+/* Server replies become printable, valid UTF-8 cut on character boundaries. */
+static void test_text_clean(void **state) {
+  (void)state;
+  static const struct {
+    const char *in;
+    size_t len; /* 0: strlen */
+    size_t out_size;
+    const char *want;
+  } cases[] = {
+      {"250 2.0.0 Ok: queued as 4711", 0, 256, "250 2.0.0 Ok: queued as 4711"},
+      {"250 ok \xff\xfe", 0, 256, "250 ok \xEF\xBF\xBD\xEF\xBF\xBD"},
+      {"250 \xc3\x28 x", 0, 256, "250 \xEF\xBF\xBD( x"},         /* bad continuation */
+      {"250 \xe3\x81", 0, 256, "250 \xEF\xBF\xBD\xEF\xBF\xBD"},  /* cut character */
+      {"250 \xed\xa0\x80", 0, 256, "250 \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* surrogate */
+      {"250 \xc0\xaf", 0, 256, "250 \xEF\xBF\xBD\xEF\xBF\xBD"}, /* overlong */
+      {"a\r\nb\tc\x7f", 0, 256, "a  b c "},
+      {"a\xc2\x85" "b\xe2\x80\xa8" "c", 0, 256, "a b c"},               /* C1 NEL, U+2028 */
+      {"a\0b", 3, 256, "a b"},                                        /* NUL is a control */
+      {"受付完了", 0, 256, "受付完了"},
+      {"受付完了", 0, 7, "受付"},       /* 6 bytes + NUL: a third character does not fit */
+      {"受付完了", 0, 3, ""},           /* not even one */
+      {"ab\xff", 0, 5, "ab"},          /* U+FFFD needs 3 bytes, only 2 left */
+      {"", 0, 1, ""},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char out[256];
+    size_t len = cases[i].len ? cases[i].len : strlen(cases[i].in);
+    memset(out, 'X', sizeof(out));
+    size_t n = kpi_mail_text_clean(cases[i].in, len, out, cases[i].out_size);
+    if (strcmp(out, cases[i].want) != 0)
+      fail_msg("case %zu: \"%s\", want \"%s\"", i, out, cases[i].want);
+    assert_int_equal(n, strlen(cases[i].want));
+    assert_true(kpi_utf8_valid(out, n));
+  }
+  /* Every byte value, every length: always valid UTF-8 without control characters. */
+  unsigned char all[256];
+  for (int i = 0; i < 256; i++) all[i] = (unsigned char)i;
+  for (size_t size = 1; size <= 64; size++) {
+    char out[64];
+    size_t n = kpi_mail_text_clean((const char *)all, sizeof(all), out, size);
+    assert_true(n < size);
+    assert_true(kpi_utf8_valid(out, n));
+    for (size_t k = 0; k < n; k++) assert_true((unsigned char)out[k] >= 0x20 && out[k] != 0x7F);
+  }
+}
+
+/* Addresses quoted in replies are masked before they reach a header or a log. */
+static void test_redact_addresses(void **state) {
+  (void)state;
+  static const struct {
+    const char *in;
+    size_t out_size;
+    const char *want;
+  } cases[] = {
+      {"550 5.1.1 <owner@city.example>: Recipient address rejected", 256,
+       "550 5.1.1 <[address]>: Recipient address rejected"},
+      {"smtp: 550 mailbox a@b and c@d unknown", 256, "smtp: 550 mailbox [address] and [address] unknown"},
+      {"Couldn't connect to server: Failed to connect to 127.0.0.1 port 9", 256,
+       "Couldn't connect to server: Failed to connect to 127.0.0.1 port 9"},
+      {"RCPT TO:(x@y.example);", 256, "RCPT TO:([address]);"},
+      {"受信者 a@b 不明", 256, "受信者 [address] 不明"},
+      {"mail to a@b", 9, "mail to "},     /* the mask does not fit: cut before it */
+      {"受信者", 5, "受"},
+      {"", 1, ""},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char out[256];
+    size_t n = kpi_mail_redact_addresses(cases[i].in, out, cases[i].out_size);
+    if (strcmp(out, cases[i].want) != 0)
+      fail_msg("case %zu: \"%s\", want \"%s\"", i, out, cases[i].want);
+    assert_int_equal(n, strlen(cases[i].want));
+    assert_null(strchr(out, '@'));
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_address_validation),
@@ -579,6 +654,8 @@ int main(void) {
       cmocka_unit_test(test_digest),
       cmocka_unit_test(test_values_and_units),
       cmocka_unit_test(test_date_and_message_id),
+      cmocka_unit_test(test_text_clean),
+      cmocka_unit_test(test_redact_addresses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
