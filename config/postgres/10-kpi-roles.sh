@@ -1,7 +1,7 @@
 #!/bin/sh
 # config/postgres/10-kpi-roles.sh: run once by the postgres image when its data volume is new
 # (docker-entrypoint-initdb.d). Creates the login roles the services use, each a member of one
-# least-privilege group (db/migrations/004_roles.sql, docs/database.md). The groups are made
+# least-privilege group (db/migrations/005_roles.sql, docs/database.md). The groups are made
 # here too, so the grants can be given before the first migration; the migration finds them.
 # Passwords come from the environment docker-compose.yml passes in.
 set -eu

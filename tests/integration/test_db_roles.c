@@ -1,4 +1,4 @@
-/* test_db_roles.c: the least-privilege roles of db/migrations/004_roles.sql on the real
+/* test_db_roles.c: the least-privilege roles of db/migrations/005_roles.sql on the real
  * PostgreSQL (docs/database.md). Each group may do what its service needs and nothing else; a
  * service role finds a current schema without writing anything, and is told to run
  * `kpi-admin migrate` when the schema is not current. The services themselves run with these

@@ -1,4 +1,4 @@
--- 004_roles.sql: least-privilege group roles, one per service that touches the database
+-- 005_roles.sql: least-privilege group roles, one per service that touches the database
 -- (docs/database.md). Migrations run as the schema's owner (kpi-admin migrate); each service
 -- then logs in as a role that is a member of exactly one of these groups:
 --   kpi_evaluator  its own tables: measurements, totals, attainment, history, offsets, outbox,
