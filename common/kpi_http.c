@@ -19,6 +19,11 @@
  * allocation for itself and one for its response. */
 #define HEAD_INLINE 1024
 #define HDRS_INLINE 16
+/* http-parser does not know QUERY; such a request is parsed as if it said REPORT (same
+ * syntax: origin-form target, optional body) and marked with this method number, outside
+ * http-parser's enum. */
+#define METHOD_QUERY 1000
+
 /* After our FIN, how long we keep draining what the client still sends; closing with
  * unread data would make the kernel answer RST, which can destroy the response in flight. */
 #define LINGER_MS 2000
@@ -88,7 +93,7 @@ struct kpi_http_conn {
   int fail_status; /* set by a parser callback before it returns -1 */
   int handles_open;
   unsigned closing : 1, reading : 1, paused : 1, no_more : 1, peer_eof : 1, active : 1,
-      wwatch : 1;
+      wwatch : 1, query_next : 1;
 };
 
 
@@ -329,6 +334,7 @@ static int req_split_target(kpi_http_request *req) {
 }
 
 const char *kpi_http_request_method(const kpi_http_request *req) {
+  if (req->method == METHOD_QUERY) return "QUERY";
   return http_method_str((enum http_method)req->method);
 }
 
@@ -486,6 +492,8 @@ static int on_parser_headers_complete(http_parser *p) {
   if (rc == -1) return parser_fail(conn, 400);
   if (rc < 0) return parser_fail(conn, 503);
   req->method = p->method;
+  if (conn->query_next) req->method = METHOD_QUERY;
+  conn->query_next = 0;
   req->http10 = p->http_major == 1 && p->http_minor == 0;
   req->is_head = p->method == HTTP_HEAD;
   req->keep_alive = http_should_keep_alive(p) ? 1 : 0;
@@ -829,11 +837,12 @@ static unsigned method_bit(int method) {
   case HTTP_DELETE: return KPI_HTTP_DELETE;
   case HTTP_PATCH: return KPI_HTTP_PATCH;
   case HTTP_OPTIONS: return KPI_HTTP_OPTIONS;
+  case METHOD_QUERY: return KPI_HTTP_QUERY;
   default: return 0;
   }
 }
 
-/* RFC 9110's methods plus PATCH: the ones this server knows. http-parser also parses
+/* RFC 9110's methods plus PATCH and QUERY: the ones this server knows. http-parser also parses
  * WebDAV, UPnP and other extensions; those are 501 like any method it does not know, since
  * "known" would promise a 405 naming what the resource does support. */
 static int method_implemented(int method) {
@@ -854,8 +863,8 @@ static void respond_405(kpi_http_request *req, unsigned methods) {
   } names[] = {{KPI_HTTP_GET, "GET"},       {KPI_HTTP_HEAD, "HEAD"},
                {KPI_HTTP_POST, "POST"},     {KPI_HTTP_PUT, "PUT"},
                {KPI_HTTP_DELETE, "DELETE"}, {KPI_HTTP_PATCH, "PATCH"},
-               {KPI_HTTP_OPTIONS, "OPTIONS"}};
-  char allow[96] = "Allow: ";
+               {KPI_HTTP_OPTIONS, "OPTIONS"}, {KPI_HTTP_QUERY, "QUERY"}};
+  char allow[128] = "Allow: ";
   size_t n = strlen(allow);
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     if (!(methods & names[i].bit)) continue;
@@ -934,6 +943,21 @@ static void conn_feed(kpi_http_conn *conn, const char *data, size_t len) {
     data += n;
     len -= n;
     enum http_errno err = HTTP_PARSER_ERRNO(&conn->parser);
+    /* QUERY fails on its first byte, before any callback, so the parser can restart as if
+     * the method were REPORT. The whole "QUERY " must be in this read: a client trickling
+     * the method byte by byte gets the 501 of an unknown method. */
+    if (err == HPE_INVALID_METHOD && !conn->cur && len > 6 && memcmp(data, "QUERY ", 6) == 0) {
+      http_parser_init(&conn->parser, HTTP_REQUEST);
+      conn->parser.data = conn;
+      conn->query_next = 1;
+      if (http_parser_execute(&conn->parser, &parser_settings, "REPORT", 6) == 6 &&
+          HTTP_PARSER_ERRNO(&conn->parser) == HPE_OK) {
+        data += 5;
+        len -= 5;
+        continue;
+      }
+      err = HTTP_PARSER_ERRNO(&conn->parser);
+    }
     if (err == HPE_PAUSED) {
       http_parser_pause(&conn->parser, 0);
       kpi_http_request *req = conn->ready;

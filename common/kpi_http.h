@@ -74,6 +74,7 @@ typedef struct kpi_http_stats {
 #define KPI_HTTP_DELETE (1u << 4)
 #define KPI_HTTP_PATCH (1u << 5)
 #define KPI_HTTP_OPTIONS (1u << 6)
+#define KPI_HTTP_QUERY (1u << 7) /* the safe method with a body (IETF httpbis draft) */
 
 /* One resource of a service. PATH matches exactly, or, when it ends in '*', every path
  * starting with what precedes the '*' (so "/v1/attainment/" followed by '*' matches every
@@ -130,7 +131,7 @@ int kpi_http_server_init(kpi_http_server *srv, uv_loop_t *loop, const kpi_http_c
  * static table). From then on the server answers by itself, without calling on_request:
  * 404 for a path no route matches, 405 with `Allow` for a method the route does not list.
  * Whatever the routes, a method the server does not implement (anything but GET, HEAD,
- * POST, PUT, DELETE, PATCH, OPTIONS, TRACE and CONNECT) gets 501. Returns 0 or
+ * POST, PUT, DELETE, PATCH, OPTIONS, QUERY, TRACE and CONNECT) gets 501. Returns 0 or
  * KPI_HTTP_EINVAL (an entry with a NULL path or no method). */
 int kpi_http_server_set_routes(kpi_http_server *srv, const kpi_http_route *routes, size_t n);
 
