@@ -864,15 +864,22 @@ static void respond_405(kpi_http_request *req, unsigned methods) {
                {KPI_HTTP_POST, "POST"},     {KPI_HTTP_PUT, "PUT"},
                {KPI_HTTP_DELETE, "DELETE"}, {KPI_HTTP_PATCH, "PATCH"},
                {KPI_HTTP_OPTIONS, "OPTIONS"}, {KPI_HTTP_QUERY, "QUERY"}};
-  char allow[128] = "Allow: ";
-  size_t n = strlen(allow);
+  /* Every name, with separators, fits: "GET, HEAD, POST, ..., QUERY" is 52 bytes. */
+  char allow[96] = "Allow: ";
+  size_t n = 7;
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     if (!(methods & names[i].bit)) continue;
-    n += (size_t)snprintf(allow + n, sizeof allow - n, "%s%s", n > 7 ? ", " : "",
-                          names[i].name);
+    if (n > 7) {
+      memcpy(allow + n, ", ", 2);
+      n += 2;
+    }
+    size_t len = strlen(names[i].name);
+    memcpy(allow + n, names[i].name, len);
+    n += len;
   }
+  allow[n] = '\0';
   char detail[128];
-  snprintf(detail, sizeof detail, "this resource allows %s", allow + 7);
+  snprintf(detail, sizeof detail, "this resource allows %.60s", allow + 7);
   memcpy(allow + n, "\r\n", 3);
   kpi_http_respond_problem_ex(req, 405, NULL, NULL, detail, NULL, allow);
 }
