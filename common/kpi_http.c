@@ -31,13 +31,15 @@ enum { LAST_NONE, LAST_FIELD, LAST_VALUE };
 
 struct kpi_http_request {
   kpi_http_conn *conn; /* NULL once orphaned: the connection closed before the answer */
+  kpi_http_server *srv; /* for stats.body_bytes; NULL once orphaned (SRV may be freed) */
   kpi_http_request *next;
   uv_write_t write_req;
   void *user;
   int method;
   int status;
+  int route; /* index in srv->routes, or -1 */
   unsigned keep_alive : 1, http10 : 1, is_head : 1, responded : 1, expect_continue : 1,
-      continue_sent : 1;
+      continue_sent : 1, headers_done : 1;
   int last_cb;
   size_t hdr_bytes; /* target + names + values as received, for max_header_bytes */
   size_t path_off, query_off;
@@ -46,7 +48,7 @@ struct kpi_http_request {
   hdr_entry *hdrs;
   unsigned n_hdrs, hdrs_cap;
   char *body;
-  size_t body_len, body_cap;
+  size_t body_len, body_cap; /* body_cap is what stats.body_bytes counts for this request */
   char *resp; /* status line and headers (without Connection), then "\r\n" and the body */
   size_t resp_head_len, resp_len;
   hdr_entry hdrs_inline[HDRS_INLINE];
@@ -63,7 +65,8 @@ typedef enum {
 
 struct kpi_http_conn {
   uv_tcp_t tcp;
-  uv_timer_t timer; /* the deadline of the current phase */
+  uv_timer_t timer;  /* the deadline of the current phase */
+  uv_timer_t wtimer; /* write progress, armed while libuv holds unsent response bytes */
   uv_shutdown_t shutdown_req;
   http_parser parser;
   kpi_http_server *srv;
@@ -77,15 +80,20 @@ struct kpi_http_conn {
   unsigned writes; /* uv_write calls in flight */
   char *pending;   /* unparsed input kept while reading is paused */
   size_t pending_len;
+  uint64_t bytes_queued; /* every byte ever passed to uv_write on this connection */
+  uint64_t wmark;        /* bytes the kernel had taken when wtimer was (re)armed */
+  unsigned char peer[16]; /* the peer's address (IPv4-mapped IPv6 as IPv4), for the cap */
+  unsigned peer_len;      /* 4 or 16; 0 when unknown (never counted against a peer) */
   conn_phase phase;
   int fail_status; /* set by a parser callback before it returns -1 */
   int handles_open;
-  unsigned closing : 1, reading : 1, paused : 1, no_more : 1, peer_eof : 1, active : 1;
+  unsigned closing : 1, reading : 1, paused : 1, no_more : 1, peer_eof : 1, active : 1,
+      wwatch : 1;
 };
 
 
 /* http-parser's reason phrases, except where RFC 9110 renamed one (422, 413, 416). */
-static const char *kpi_http_reason(int status) {
+const char *kpi_http_reason(int status) {
   switch (status) {
     case 413: return "Content Too Large";
     case 416: return "Range Not Satisfiable";
@@ -119,6 +127,7 @@ static void conn_fail(kpi_http_conn *conn, int status, const char *detail);
 static void conn_flush(kpi_http_conn *conn);
 static void conn_update_reading(kpi_http_conn *conn);
 static void conn_arm(kpi_http_conn *conn, uint64_t ms);
+static void conn_watch_writes(kpi_http_conn *conn);
 
 /* ---- configuration ---- */
 
@@ -127,10 +136,12 @@ void kpi_http_config_defaults(kpi_http_config *cfg) {
   cfg->max_header_bytes = 16 * 1024;
   cfg->max_headers = 100;
   cfg->max_connections = 1024;
+  cfg->max_connections_per_peer = 64;
   cfg->header_timeout_ms = 10000;
   cfg->body_timeout_ms = 30000;
   cfg->idle_timeout_ms = 60000;
   cfg->max_pipelined = 64;
+  cfg->write_timeout_ms = 30000;
 }
 
 static int env_u64(const char *name, unsigned long long max, unsigned long long *out) {
@@ -162,9 +173,11 @@ int kpi_http_config_from_env(kpi_http_config *cfg) {
   KPI_HTTP_ENV("KPI_HTTP_MAX_HEADER_BYTES", header_max, max_header_bytes)
   KPI_HTTP_ENV("KPI_HTTP_MAX_HEADERS", count_max, max_headers)
   KPI_HTTP_ENV("KPI_HTTP_MAX_CONNECTIONS", count_max, max_connections)
+  KPI_HTTP_ENV("KPI_HTTP_MAX_CONNECTIONS_PER_PEER", count_max, max_connections_per_peer)
   KPI_HTTP_ENV("KPI_HTTP_HEADER_TIMEOUT_MS", ms_max, header_timeout_ms)
   KPI_HTTP_ENV("KPI_HTTP_BODY_TIMEOUT_MS", ms_max, body_timeout_ms)
   KPI_HTTP_ENV("KPI_HTTP_IDLE_TIMEOUT_MS", ms_max, idle_timeout_ms)
+  KPI_HTTP_ENV("KPI_HTTP_WRITE_TIMEOUT_MS", ms_max, write_timeout_ms)
 #undef KPI_HTTP_ENV
   return 0;
 }
@@ -181,9 +194,11 @@ const char *kpi_http_strerror(int err) {
 
 /* ---- requests ---- */
 
-static kpi_http_request *req_new(void) {
+static kpi_http_request *req_new(kpi_http_server *srv) {
   kpi_http_request *req = calloc(1, sizeof(*req));
   if (!req) return NULL;
+  req->srv = srv;
+  req->route = -1;
   req->head = req->head_inline;
   req->head_cap = HEAD_INLINE;
   req->hdrs = req->hdrs_inline;
@@ -192,13 +207,38 @@ static kpi_http_request *req_new(void) {
   return req;
 }
 
+/* Frees what only the handler reads (body, header arena and table) and keeps what the
+ * writer needs: once answered, a request waiting for its turn on the wire must not pin a
+ * body of up to max_body_bytes, or a client that stops reading would keep every one of its
+ * pipelined bodies in memory. */
+static void req_release_input(kpi_http_request *req) {
+  if (req->srv) req->srv->stats.body_bytes -= req->body_cap;
+  free(req->body);
+  req->body = NULL;
+  req->body_len = req->body_cap = 0;
+  if (req->head != req->head_inline) free(req->head);
+  req->head = req->head_inline;
+  req->head_cap = HEAD_INLINE;
+  req->head_len = 0;
+  if (req->hdrs != req->hdrs_inline) free(req->hdrs);
+  req->hdrs = req->hdrs_inline;
+  req->hdrs_cap = HDRS_INLINE;
+  req->n_hdrs = 0;
+}
+
 static void req_free(kpi_http_request *req) {
   if (!req) return;
-  if (req->head != req->head_inline) free(req->head);
-  if (req->hdrs != req->hdrs_inline) free(req->hdrs);
-  free(req->body);
+  req_release_input(req);
   free(req->resp);
   free(req);
+}
+
+/* The connection is gone but the handler still holds REQ: its body no longer counts
+ * against the server, which may be freed before the handler answers. */
+static void req_orphan(kpi_http_request *req) {
+  if (req->srv) req->srv->stats.body_bytes -= req->body_cap;
+  req->srv = NULL;
+  req->conn = NULL;
 }
 
 static int arena_reserve(kpi_http_request *req, size_t len) {
@@ -292,6 +332,8 @@ const char *kpi_http_request_method(const kpi_http_request *req) {
   return http_method_str((enum http_method)req->method);
 }
 
+int kpi_http_request_route(const kpi_http_request *req) { return req->route; }
+
 const char *kpi_http_request_path(const kpi_http_request *req) {
   return req->head + req->path_off;
 }
@@ -336,7 +378,7 @@ static int parser_fail(kpi_http_conn *conn, int status) {
 
 static int on_parser_message_begin(http_parser *p) {
   kpi_http_conn *conn = p->data;
-  kpi_http_request *req = req_new();
+  kpi_http_request *req = req_new(conn->srv);
   if (!req) return parser_fail(conn, 503);
   conn->cur = req;
   conn->phase = PH_HEADERS;
@@ -362,6 +404,10 @@ static int on_parser_url(http_parser *p, const char *at, size_t len) {
 static int on_parser_header_field(http_parser *p, const char *at, size_t len) {
   kpi_http_conn *conn = p->data;
   kpi_http_request *req = conn->cur;
+  /* After the headers, http-parser reports a chunked body's trailer fields through the same
+   * callbacks. They are bounded like headers and dropped: stored, they would pass for
+   * headers (an `Authorization` trailer authenticating a request that had none). */
+  if (req->headers_done) return count_header_bytes(conn, len, 431);
   if (req->last_cb != LAST_FIELD) {
     if (req_finish_item(req) < 0) return parser_fail(conn, 503);
     if (req->n_hdrs >= conn->srv->cfg.max_headers) return parser_fail(conn, 431);
@@ -386,6 +432,7 @@ static int on_parser_header_field(http_parser *p, const char *at, size_t len) {
 static int on_parser_header_value(http_parser *p, const char *at, size_t len) {
   kpi_http_conn *conn = p->data;
   kpi_http_request *req = conn->cur;
+  if (req->headers_done) return count_header_bytes(conn, len, 431);
   if (req->last_cb != LAST_VALUE) {
     hdr_entry *h = &req->hdrs[req->n_hdrs - 1];
     h->name_len = (uint32_t)(req->head_len - h->name_off);
@@ -403,6 +450,7 @@ static void on_uv_continue_written(uv_write_t *w, int status) {
   free(w);
   conn->writes--;
   if (!conn->closing && status < 0) conn_close(conn);
+  else conn_watch_writes(conn);
 }
 
 /* `100 Continue` may go out only when no earlier response is still owed, or it would land
@@ -423,6 +471,8 @@ static int conn_maybe_continue(kpi_http_conn *conn) {
     return -1;
   }
   conn->writes++;
+  conn->bytes_queued += sizeof line - 1;
+  conn_watch_writes(conn);
   return 0;
 }
 
@@ -431,6 +481,7 @@ static int on_parser_headers_complete(http_parser *p) {
   kpi_http_request *req = conn->cur;
   const kpi_http_config *cfg = &conn->srv->cfg;
   if (req_finish_item(req) < 0) return parser_fail(conn, 503);
+  req->headers_done = 1;
   int rc = req_split_target(req);
   if (rc == -1) return parser_fail(conn, 400);
   if (rc < 0) return parser_fail(conn, 503);
@@ -448,6 +499,7 @@ static int on_parser_headers_complete(http_parser *p) {
     req->body = malloc((size_t)p->content_length + 1);
     if (!req->body) return parser_fail(conn, 503);
     req->body_cap = (size_t)p->content_length + 1;
+    conn->srv->stats.body_bytes += req->body_cap;
   }
   conn->phase = PH_BODY;
   conn_arm(conn, conn->srv->cfg.body_timeout_ms);
@@ -480,6 +532,7 @@ static int on_parser_body(http_parser *p, const char *at, size_t len) {
     char *nb = realloc(req->body, cap);
     if (!nb) return parser_fail(conn, 503);
     req->body = nb;
+    conn->srv->stats.body_bytes += cap - req->body_cap;
     req->body_cap = cap;
   }
   memcpy(req->body + req->body_len, at, len);
@@ -529,6 +582,45 @@ static void conn_arm(kpi_http_conn *conn, uint64_t ms) {
   uv_timer_start(&conn->timer, on_uv_timer, ms, 0);
 }
 
+/* Bytes the kernel has taken: everything queued minus what libuv still holds. */
+static uint64_t conn_bytes_sent(kpi_http_conn *conn) {
+  return conn->bytes_queued - uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
+}
+
+static void on_uv_write_timer(uv_timer_t *t) {
+  kpi_http_conn *conn = t->data;
+  conn->wwatch = 0;
+  if (conn->closing) return;
+  uint64_t sent = conn_bytes_sent(conn);
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) == 0) return;
+  if (sent != conn->wmark) {
+    conn_watch_writes(conn);
+    return;
+  }
+  conn->srv->stats.timeouts_write++;
+  kpi_log(KPI_LOG_DEBUG, "http_write_timeout", "the client stopped reading its responses");
+  conn_close(conn);
+}
+
+/* The write-progress deadline. It runs only while libuv holds bytes the kernel would not
+ * take, i.e. the peer's window is full, so the common case (every write goes straight to
+ * the socket) never touches the timer. Progress is measured in bytes taken, not in
+ * completed writes, so a large response read slowly but steadily is never cut. Without
+ * it a client that stops reading would hold its connection and its queued responses
+ * forever: no phase timer runs while answers are owed. */
+static void conn_watch_writes(kpi_http_conn *conn) {
+  if (conn->closing) return;
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) == 0) {
+    if (conn->wwatch) uv_timer_stop(&conn->wtimer);
+    conn->wwatch = 0;
+    return;
+  }
+  if (conn->wwatch) return;
+  conn->wwatch = 1;
+  conn->wmark = conn_bytes_sent(conn);
+  uv_timer_start(&conn->wtimer, on_uv_write_timer, conn->srv->cfg.write_timeout_ms, 0);
+}
+
 /* Closes at once. Answered requests still queued are freed; unanswered ones stay with
  * their handler, orphaned, and are freed by kpi_http_respond. Writes in flight are
  * cancelled by libuv, whose callbacks run before the close callbacks free CONN. */
@@ -541,7 +633,7 @@ static void conn_close(kpi_http_conn *conn) {
     kpi_http_request *next = req->next;
     req->next = NULL;
     if (req->responded) req_free(req);
-    else req->conn = NULL;
+    else req_orphan(req);
     req = next;
   }
   conn->q_head = conn->q_tail = NULL;
@@ -562,6 +654,7 @@ static void conn_close(kpi_http_conn *conn) {
   }
   uv_close((uv_handle_t *)&conn->tcp, on_uv_conn_closed);
   uv_close((uv_handle_t *)&conn->timer, on_uv_conn_closed);
+  uv_close((uv_handle_t *)&conn->wtimer, on_uv_conn_closed);
 }
 
 static void on_uv_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -649,6 +742,7 @@ static void on_uv_write(uv_write_t *w, int status) {
     conn_close(conn);
     return;
   }
+  conn_watch_writes(conn);
   if (last) {
     conn_shutdown(conn);
     return;
@@ -689,7 +783,9 @@ static void conn_flush(kpi_http_conn *conn) {
       return;
     }
     conn->writes++;
+    for (unsigned i = 0; i < nbufs; i++) conn->bytes_queued += bufs[i].len;
   }
+  conn_watch_writes(conn);
   if (!conn->closing && conn_maybe_continue(conn) < 0) conn_close(conn);
 }
 
@@ -713,7 +809,7 @@ static void conn_fail(kpi_http_conn *conn, int status, const char *detail) {
   conn->phase = PH_FAILED;
   conn->no_more = 1;
   conn_arm(conn, srv->cfg.header_timeout_ms);
-  kpi_http_request *req = req_new();
+  kpi_http_request *req = req_new(srv);
   if (!req) {
     conn_close(conn);
     return;
@@ -723,12 +819,107 @@ static void conn_fail(kpi_http_conn *conn, int status, const char *detail) {
   kpi_http_respond_problem(req, status, NULL, detail, NULL);
 }
 
+/* The route bit of an http-parser method; 0 for a method no route can list. */
+static unsigned method_bit(int method) {
+  switch (method) {
+  case HTTP_GET: return KPI_HTTP_GET;
+  case HTTP_HEAD: return KPI_HTTP_HEAD;
+  case HTTP_POST: return KPI_HTTP_POST;
+  case HTTP_PUT: return KPI_HTTP_PUT;
+  case HTTP_DELETE: return KPI_HTTP_DELETE;
+  case HTTP_PATCH: return KPI_HTTP_PATCH;
+  case HTTP_OPTIONS: return KPI_HTTP_OPTIONS;
+  default: return 0;
+  }
+}
+
+/* RFC 9110's methods plus PATCH: the ones this server knows (QUERY, still an IETF draft
+ * that http-parser does not parse, is unknown: 501, as RFC 9110 §15.6.2 asks). http-parser also parses
+ * WebDAV, UPnP and other extensions; those are 501 like any method it does not know, since
+ * "known" would promise a 405 naming what the resource does support. */
+static int method_implemented(int method) {
+  return method_bit(method) != 0 || method == HTTP_TRACE || method == HTTP_CONNECT;
+}
+
+static int route_matches(const kpi_http_route *rt, const char *path) {
+  size_t n = strlen(rt->path);
+  if (n > 0 && rt->path[n - 1] == '*') return strncmp(path, rt->path, n - 1) == 0;
+  return strcmp(path, rt->path) == 0;
+}
+
+/* Answers REQ with 405 and the `Allow` header its route's METHODS make. */
+static void respond_405(kpi_http_request *req, unsigned methods) {
+  static const struct {
+    unsigned bit;
+    const char *name;
+  } names[] = {{KPI_HTTP_GET, "GET"},       {KPI_HTTP_HEAD, "HEAD"},
+               {KPI_HTTP_POST, "POST"},     {KPI_HTTP_PUT, "PUT"},
+               {KPI_HTTP_DELETE, "DELETE"}, {KPI_HTTP_PATCH, "PATCH"},
+               {KPI_HTTP_OPTIONS, "OPTIONS"}};
+  /* Every name, with separators, fits: "GET, HEAD, POST, ..., OPTIONS" is 45 bytes. */
+  char allow[96] = "Allow: ";
+  size_t n = 7;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if (!(methods & names[i].bit)) continue;
+    if (n > 7) {
+      memcpy(allow + n, ", ", 2);
+      n += 2;
+    }
+    size_t len = strlen(names[i].name);
+    memcpy(allow + n, names[i].name, len);
+    n += len;
+  }
+  allow[n] = '\0';
+  char detail[128];
+  snprintf(detail, sizeof detail, "this resource allows %.60s", allow + 7);
+  memcpy(allow + n, "\r\n", 3);
+  kpi_http_respond_problem_ex(req, 405, NULL, NULL, detail, NULL, allow);
+}
+
+/* Hands REQ to the service, unless the server can answer it alone: an unimplemented
+ * method (501), and with routes declared an unknown path (404) or a method the route does
+ * not list (405). The connection stays open in all three cases: the request was parsed. */
 static void conn_dispatch(kpi_http_conn *conn, kpi_http_request *req) {
   kpi_http_server *srv = conn->srv;
   conn_enqueue(conn, req);
   if (!req->keep_alive) conn->no_more = 1;
+  if (!method_implemented(req->method)) {
+    kpi_http_respond_problem(req, 501, NULL, "the request method is not implemented", NULL);
+    return;
+  }
+  if (srv->routes) {
+    const char *path = kpi_http_request_path(req);
+    size_t i = 0;
+    while (i < srv->n_routes && !route_matches(&srv->routes[i], path)) i++;
+    if (i == srv->n_routes) {
+      kpi_http_respond_problem(req, 404, NULL, "no such resource", NULL);
+      return;
+    }
+    if (!(srv->routes[i].methods & method_bit(req->method))) {
+      respond_405(req, srv->routes[i].methods);
+      return;
+    }
+    req->route = (int)i;
+  }
   srv->stats.requests++;
   srv->on_request(req, srv->opaque);
+}
+
+static int is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* http-parser stops at the first byte that no method it knows continues with. The
+ * request is a well-formed one with an unknown method (501) when the bytes from there to
+ * the next space are token characters and the method is not empty; the bytes before the
+ * failure were a known method's prefix, hence token characters too. Input that ends
+ * inside the token counts as a method: the parser cannot resume to see more. */
+static int unknown_method_token(const kpi_http_conn *conn, const char *at, size_t len) {
+  size_t k = 0;
+  while (k < len && is_tchar((unsigned char)at[k])) k++;
+  if (k + (conn->cur ? 1 : 0) == 0) return 0;
+  return k == len || at[k] == ' ';
 }
 
 static const char *status_detail(int status) {
@@ -736,6 +927,7 @@ static const char *status_detail(int status) {
   case 413: return "the request body exceeds the server's limit";
   case 414: return "the request target exceeds the server's header size limit";
   case 431: return "the request headers exceed the server's size or count limit";
+  case 501: return "the request method is not implemented";
   default: return "the server could not allocate memory for the request";
   }
 }
@@ -777,6 +969,8 @@ static void conn_feed(kpi_http_conn *conn, const char *data, size_t len) {
     if (err != HPE_OK) {
       int status = conn->fail_status;
       if (status == 0) status = err == HPE_HEADER_OVERFLOW ? 431 : 400;
+      if (status == 400 && err == HPE_INVALID_METHOD && unknown_method_token(conn, data, len))
+        status = 501;
       const char *detail =
           status == 400 ? http_errno_description(err) : status_detail(status);
       conn->fail_status = 0;
@@ -851,6 +1045,39 @@ static void conn_reject(kpi_http_server *srv, kpi_http_conn *conn) {
   uv_close((uv_handle_t *)&conn->tcp, on_uv_conn_closed);
 }
 
+/* Records the peer's address; IPv4 peers of a dual-stack listener arrive as IPv4-mapped
+ * IPv6 and are stored as IPv4, so one client counts as one peer however it connects. */
+static void conn_set_peer(kpi_http_conn *conn) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  conn->peer_len = 0;
+  if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&ss, &len) < 0) return;
+  if (ss.ss_family == AF_INET) {
+    memcpy(conn->peer, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    conn->peer_len = 4;
+  } else if (ss.ss_family == AF_INET6) {
+    const unsigned char *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(a, mapped, 12) == 0) {
+      memcpy(conn->peer, a + 12, 4);
+      conn->peer_len = 4;
+    } else {
+      memcpy(conn->peer, a, 16);
+      conn->peer_len = 16;
+    }
+  }
+}
+
+/* Open connections from CONN's peer. A walk of the list, at most max_connections long, on
+ * accept only: a few microseconds at 1024 connections, cheaper than keeping a table in
+ * step with every close. */
+static unsigned peer_count(const kpi_http_server *srv, const kpi_http_conn *conn) {
+  unsigned n = 0;
+  for (const kpi_http_conn *c = srv->conns; c; c = c->next)
+    if (c->peer_len == conn->peer_len && memcmp(c->peer, conn->peer, conn->peer_len) == 0) n++;
+  return n;
+}
+
 static void on_uv_connection(uv_stream_t *listener, int status) {
   kpi_http_server *srv = listener->data;
   if (status < 0) {
@@ -876,9 +1103,16 @@ static void on_uv_connection(uv_stream_t *listener, int status) {
     conn_reject(srv, conn);
     return;
   }
+  conn_set_peer(conn);
+  if (conn->peer_len && peer_count(srv, conn) >= srv->cfg.max_connections_per_peer) {
+    conn_reject(srv, conn);
+    return;
+  }
   uv_timer_init(srv->loop, &conn->timer);
   conn->timer.data = conn;
-  conn->handles_open = 2;
+  uv_timer_init(srv->loop, &conn->wtimer);
+  conn->wtimer.data = conn;
+  conn->handles_open = 3;
   conn->active = 1;
   conn->next = srv->conns;
   if (srv->conns) srv->conns->prev = conn;
@@ -947,7 +1181,8 @@ int kpi_http_respond(kpi_http_request *req, int status, const char *content_type
     }
   }
   memcpy(p, "\r\n", 2);
-  if (len) memcpy(p + 2, body, len);
+  if (len) memcpy(p + 2, body, len); /* BODY may be REQ's own: release only after this */
+  req_release_input(req);
   req->resp = resp;
   req->resp_head_len = head_len;
   req->resp_len = head_len + 2 + len;
@@ -1005,8 +1240,10 @@ int kpi_http_server_init(kpi_http_server *srv, uv_loop_t *loop, const kpi_http_c
   if (cfg) srv->cfg = *cfg;
   else kpi_http_config_defaults(&srv->cfg);
   const kpi_http_config *c = &srv->cfg;
-  if (!c->max_body_bytes || !c->max_header_bytes || !c->max_headers || !c->max_connections ||
-      !c->header_timeout_ms || !c->body_timeout_ms || !c->idle_timeout_ms || !c->max_pipelined)
+  /* max_body_bytes may be 0: a service that takes no bodies at all. */
+  if (!c->max_header_bytes || !c->max_headers || !c->max_connections ||
+      !c->max_connections_per_peer || !c->header_timeout_ms || !c->body_timeout_ms ||
+      !c->idle_timeout_ms || !c->write_timeout_ms || !c->max_pipelined)
     return KPI_HTTP_EINVAL;
   srv->loop = loop;
   srv->on_request = on_request;
@@ -1042,6 +1279,16 @@ int kpi_http_server_start(kpi_http_server *srv, const char *host, int port) {
   srv->listening = 1;
   return 0;
 }
+
+int kpi_http_server_set_routes(kpi_http_server *srv, const kpi_http_route *routes, size_t n) {
+  if (!routes || n == 0) return KPI_HTTP_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!routes[i].path || !routes[i].methods) return KPI_HTTP_EINVAL;
+  srv->routes = routes;
+  srv->n_routes = n;
+  return 0;
+}
+
 
 int kpi_http_server_port(const kpi_http_server *srv) {
   return srv->listening ? srv->port : KPI_HTTP_ESTATE;
@@ -1083,9 +1330,11 @@ void kpi_http_server_close(kpi_http_server *srv, kpi_http_close_cb on_closed) {
 int kpi_http_server_export_metrics(const kpi_http_server *srv, kpi_metrics *m) {
   static const char *const classes[] = {NULL, "class=\"1xx\"", "class=\"2xx\"",
                                         "class=\"3xx\"", "class=\"4xx\"", "class=\"5xx\""};
-  static const char *const phases[] = {"phase=\"header\"", "phase=\"body\"", "phase=\"idle\""};
+  static const char *const phases[] = {"phase=\"header\"", "phase=\"body\"", "phase=\"idle\"",
+                                       "phase=\"write\""};
   const kpi_http_stats *st = &srv->stats;
-  const uint64_t timeouts[] = {st->timeouts_header, st->timeouts_body, st->timeouts_idle};
+  const uint64_t timeouts[] = {st->timeouts_header, st->timeouts_body, st->timeouts_idle,
+                               st->timeouts_write};
   kpi_metric *s;
   for (int i = 1; i <= 5; i++) {
     if (!(s = kpi_metrics_counter(m, "kpi_http_responses_total", classes[i],
@@ -1106,12 +1355,14 @@ int kpi_http_server_export_metrics(const kpi_http_server *srv, kpi_metrics *m) {
     return KPI_HTTP_ENOMEM;
   kpi_metrics_set(s, (double)st->connections_accepted);
   if (!(s = kpi_metrics_counter(m, "kpi_http_connections_rejected_total", NULL,
-                                "Connections refused with 503 over the connection limit.")))
+                                "Connections refused with 503 over the connection limit "
+                                "(total or per peer address).")))
     return KPI_HTTP_ENOMEM;
   kpi_metrics_set(s, (double)st->connections_rejected);
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     if (!(s = kpi_metrics_counter(m, "kpi_http_timeouts_total", phases[i],
-                                  "Connections cut off by a header, body or idle timeout.")))
+                                  "Connections cut off by a header, body, idle or write "
+                                  "timeout.")))
       return KPI_HTTP_ENOMEM;
     kpi_metrics_set(s, (double)timeouts[i]);
   }
@@ -1119,6 +1370,10 @@ int kpi_http_server_export_metrics(const kpi_http_server *srv, kpi_metrics *m) {
                                 "Requests refused for malformed syntax or a limit.")))
     return KPI_HTTP_ENOMEM;
   kpi_metrics_set(s, (double)st->bad_requests);
+  if (!(s = kpi_metrics_gauge(m, "kpi_http_request_body_bytes", NULL,
+                              "Request body bytes held in memory, answered requests excluded.")))
+    return KPI_HTTP_ENOMEM;
+  kpi_metrics_set(s, (double)st->body_bytes);
   return 0;
 }
 

@@ -17,23 +17,34 @@
 
 /* Limits. Start from kpi_http_config_defaults(); zero is not "unlimited" anywhere. */
 typedef struct kpi_http_config {
-  size_t max_body_bytes;      /* decoded body, chunked or not; beyond: 413 + close (1 MiB) */
+  size_t max_body_bytes;      /* decoded body, chunked or not; beyond: 413 + close (1 MiB);
+                                 0: no request may carry a body. GET-only services set
+                                 KPI_HTTP_SMALL_BODY before kpi_http_config_from_env */
   size_t max_header_bytes;    /* request target + header names and values; 431 (16 KiB);
                                  http-parser's own 80 KiB cap on the raw head also applies */
   unsigned max_headers;       /* header lines per request; beyond: 431 (100) */
   unsigned max_connections;   /* beyond: 503 and close at once (1024) */
+  unsigned max_connections_per_peer; /* open connections from one peer address; beyond:
+                                        503 and close at once (64) */
   uint64_t header_timeout_ms; /* first byte of a request to end of headers; 408 (10 s) */
   uint64_t body_timeout_ms;   /* end of headers to end of body; 408 (30 s) */
   uint64_t idle_timeout_ms;   /* keep-alive with nothing outstanding; silent close (60 s) */
+  uint64_t write_timeout_ms;  /* responses queued but no byte of them taken by the peer for
+                                 this long: close (30 s) */
   unsigned max_pipelined;     /* requests parsed but not yet written per connection before
                                  the server stops reading that socket (64) */
 } kpi_http_config;
 
+/* The body limit of a service that only serves GET/HEAD (evaluator, notifier): enough for a
+ * stray small body, so that a POST still earns its 405 rather than a 413. */
+#define KPI_HTTP_SMALL_BODY 4096
+
 void kpi_http_config_defaults(kpi_http_config *cfg);
 
 /* Overrides fields of CFG from KPI_HTTP_MAX_BODY, KPI_HTTP_MAX_HEADER_BYTES,
- * KPI_HTTP_MAX_HEADERS, KPI_HTTP_MAX_CONNECTIONS, KPI_HTTP_HEADER_TIMEOUT_MS,
- * KPI_HTTP_BODY_TIMEOUT_MS and KPI_HTTP_IDLE_TIMEOUT_MS when they are set (unset variables
+ * KPI_HTTP_MAX_HEADERS, KPI_HTTP_MAX_CONNECTIONS, KPI_HTTP_MAX_CONNECTIONS_PER_PEER,
+ * KPI_HTTP_HEADER_TIMEOUT_MS, KPI_HTTP_BODY_TIMEOUT_MS, KPI_HTTP_IDLE_TIMEOUT_MS and
+ * KPI_HTTP_WRITE_TIMEOUT_MS when they are set (unset variables
  * leave the field alone, so call kpi_http_config_defaults first). Values are positive
  * decimal integers. Returns 0, or -1 after logging `config_invalid` naming the variable;
  * CFG may then be partly updated. */
@@ -45,13 +56,32 @@ typedef struct kpi_http_stats {
   uint64_t requests;               /* complete requests handed to on_request */
   uint64_t responses[6];           /* by status class: [1] 1xx … [5] 5xx; [0] unused */
   uint64_t connections_accepted;
-  uint64_t connections_rejected;   /* over max_connections */
+  uint64_t connections_rejected;   /* over max_connections or max_connections_per_peer */
   uint64_t connections_active;     /* gauge */
   uint64_t timeouts_header;
   uint64_t timeouts_body;
   uint64_t timeouts_idle;
+  uint64_t timeouts_write;         /* peers that stopped reading their responses */
+  uint64_t body_bytes;             /* gauge: request body bytes held in memory */
   uint64_t bad_requests;           /* parse errors and limit violations (400, 408, 413, 431) */
 } kpi_http_stats;
+
+/* Methods, as bits of kpi_http_route.methods. */
+#define KPI_HTTP_GET (1u << 0)
+#define KPI_HTTP_HEAD (1u << 1)
+#define KPI_HTTP_POST (1u << 2)
+#define KPI_HTTP_PUT (1u << 3)
+#define KPI_HTTP_DELETE (1u << 4)
+#define KPI_HTTP_PATCH (1u << 5)
+#define KPI_HTTP_OPTIONS (1u << 6)
+
+/* One resource of a service. PATH matches exactly, or, when it ends in '*', every path
+ * starting with what precedes the '*' (so "/v1/attainment/" followed by '*' matches every
+ * measure's resource). */
+typedef struct kpi_http_route {
+  const char *path;
+  unsigned methods; /* KPI_HTTP_GET | KPI_HTTP_HEAD… */
+} kpi_http_route;
 
 typedef struct kpi_http_request kpi_http_request;
 typedef struct kpi_http_server kpi_http_server;
@@ -74,6 +104,8 @@ struct kpi_http_server {
   kpi_http_request_cb on_request;
   void *opaque;
   kpi_http_close_cb on_closed;
+  const kpi_http_route *routes; /* NULL: every request goes to on_request */
+  size_t n_routes;
   uv_tcp_t listener;
   uv_timer_t guard;     /* closed last, so close always completes from a callback */
   kpi_http_conn *conns; /* every open connection, for stop and close */
@@ -93,6 +125,14 @@ struct kpi_http_server {
  * (even when start fails) before SRV's storage is freed. */
 int kpi_http_server_init(kpi_http_server *srv, uv_loop_t *loop, const kpi_http_config *cfg,
                          kpi_http_request_cb on_request, void *opaque);
+
+/* Declares the service's resources (ROUTES, N entries; the caller keeps the array alive, a
+ * static table). From then on the server answers by itself, without calling on_request:
+ * 404 for a path no route matches, 405 with `Allow` for a method the route does not list.
+ * Whatever the routes, a method the server does not implement (anything but GET, HEAD,
+ * POST, PUT, DELETE, PATCH, OPTIONS, TRACE and CONNECT) gets 501. Returns 0 or
+ * KPI_HTTP_EINVAL (an entry with a NULL path or no method). */
+int kpi_http_server_set_routes(kpi_http_server *srv, const kpi_http_route *routes, size_t n);
 
 /* Binds HOST (IPv4 or IPv6 literal) and PORT (0: any free port) and listens. Returns 0 or a
  * negative libuv error (UV_EADDRINUSE…). */
@@ -127,12 +167,16 @@ int kpi_http_respond_metrics(kpi_http_request *req, const kpi_http_server *srv, 
 
 /* "GET", "POST"… as http-parser spells them. */
 const char *kpi_http_request_method(const kpi_http_request *req);
+/* With routes set: the index in the routes array of the route REQ matched; else -1. */
+int kpi_http_request_route(const kpi_http_request *req);
 /* The request target up to '?', not percent-decoded ("/v1/measurements"). */
 const char *kpi_http_request_path(const kpi_http_request *req);
 /* The text after '?', "" when absent; not decoded. */
 const char *kpi_http_request_query(const kpi_http_request *req);
 /* Value of the first header named NAME (case-insensitive), or NULL. Values keep their bytes
- * as received, without leading or trailing blanks. */
+ * as received, without leading or trailing blanks. Only the header section counts: the
+ * trailer fields of a chunked body are read (within max_header_bytes) and discarded, so a
+ * trailer can never pass for a header such as Authorization. */
 const char *kpi_http_header(const kpi_http_request *req, const char *name);
 size_t kpi_http_request_header_count(const kpi_http_request *req);
 /* I < header_count; NAME/VALUE may be NULL. */
@@ -170,6 +214,11 @@ int kpi_http_respond_problem(kpi_http_request *req, int status, const char *titl
 int kpi_http_respond_problem_ex(kpi_http_request *req, int status, const char *type,
                                 const char *title, const char *detail, cJSON *errors,
                                 const char *extra_headers);
+
+/* The reason phrase of STATUS as RFC 9110 names it ("Content Too Large", "Unprocessable
+ * Content"), used in status lines and as the default problem title; "" when unknown. Every
+ * service takes its titles from here, so one status never has two names. */
+const char *kpi_http_reason(int status);
 
 const char *kpi_http_strerror(int err);
 

@@ -2,7 +2,8 @@
 # scripts/bootstrap.sh: installs what the build, the tests and the local stack need.
 #   1. Debian packages (only when one is missing: apt-get update + install);
 #   2. Apache Kafka jars from Maven Central (scripts/kafka/pom.xml) into .cache/kafka/libs,
-#      skipped when the stamp matches the pom's sha256.
+#      skipped when the stamp matches the pom's sha256;
+#   3. the pinned schemathesis in .cache/venv (scripts/schemathesis.sh), for the contract test.
 # Idempotent; a second run takes a few seconds. Env: KPI_SKIP_APT=1 skips step 1.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ packages=(
   build-essential cmake pkg-config
   librdkafka-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev
   libcurl4-openssl-dev libssl-dev libcmocka-dev
-  postgresql openjdk-17-jre-headless maven python3-aiosmtpd python3-yaml
+  postgresql openjdk-17-jre-headless maven python3-aiosmtpd python3-yaml python3-venv
   kcat wrk curl openssl ca-certificates
 )
 
@@ -56,6 +57,9 @@ else
   echo "$want" >"$stamp"
   echo "bootstrap: $(find "$libs" -name '*.jar' | wc -l) jars"
 fi
+
+# --- 3. schemathesis ---------------------------------------------------------------------
+bash "$root/scripts/schemathesis.sh" --install-only
 
 t1=$(date +%s.%N)
 awk -v a="$t0" -v b="$t1" 'BEGIN { printf "bootstrap: done in %.1f s\n", b - a }'

@@ -61,23 +61,19 @@ static void respond_metrics(evaluator *ev, kpi_http_request *req) {
   kpi_http_respond_metrics(req, &ev->http, ev->metrics);
 }
 
+/* The server answers unknown paths (404), other methods (405 with Allow) and unknown
+ * methods (501) from this table. HEAD is answered like GET; the server leaves the body out. */
+const kpi_http_route ev_http_routes[EV_HTTP_N_ROUTES] = {
+    {"/healthz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    {"/readyz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    {"/metrics", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    {"/v1/attainment", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    {"/v1/attainment/*", KPI_HTTP_GET | KPI_HTTP_HEAD},
+};
+
 void ev_on_http_request(kpi_http_request *req, void *opaque) {
   evaluator *ev = opaque;
   const char *path = kpi_http_request_path(req);
-  const char *method = kpi_http_request_method(req);
-  int known = strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-              strcmp(path, "/metrics") == 0 || strcmp(path, "/v1/attainment") == 0 ||
-              strncmp(path, "/v1/attainment/", 15) == 0;
-  if (!known) {
-    kpi_http_respond_problem(req, 404, NULL, NULL, NULL);
-    return;
-  }
-  /* HEAD is answered like GET; the server leaves the body out. */
-  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-    kpi_http_respond_problem_ex(req, 405, NULL, NULL, "only GET and HEAD", NULL,
-                                "Allow: GET, HEAD\r\n");
-    return;
-  }
   if (strcmp(path, "/healthz") == 0) {
     kpi_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     return;

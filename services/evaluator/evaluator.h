@@ -232,6 +232,9 @@ void ev_outbox_mark_flush(evaluator *ev);
 
 /* api.c */
 void ev_on_http_request(kpi_http_request *req, void *opaque);
+/* The read API's resources, for kpi_http_server_set_routes. */
+#define EV_HTTP_N_ROUTES 5
+extern const kpi_http_route ev_http_routes[EV_HTTP_N_ROUTES];
 int ev_metrics_init(evaluator *ev);
 
 #endif

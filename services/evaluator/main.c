@@ -225,6 +225,7 @@ int main(void) {
   }
   kpi_http_config hcfg;
   kpi_http_config_defaults(&hcfg);
+  hcfg.max_body_bytes = KPI_HTTP_SMALL_BODY; /* GET only */
   if (kpi_http_config_from_env(&hcfg) != 0) return 2;
 
   uv_loop_t loop;
@@ -285,6 +286,7 @@ int main(void) {
   }
   ev->http.data = ev;
   ev->http_inited = true;
+  kpi_http_server_set_routes(&ev->http, ev_http_routes, EV_HTTP_N_ROUTES);
   ev->open_handles++;
   int rc = kpi_http_server_start(&ev->http, ev->listen_host, ev->listen_port);
   if (rc != 0) {

@@ -98,6 +98,8 @@ void ingest_kafka_destroy(ingest_ctx *ctx);
 
 /* ingest_handlers.c */
 void ingest_on_http_request(kpi_http_request *req, void *opaque);
+/* ingest's resources, indexed by ingest_endpoint, for kpi_http_server_set_routes. */
+extern const kpi_http_route ingest_http_routes[INGEST_EP_OTHER];
 int ingest_metrics_init(ingest_ctx *ctx);
 
 /* main.c: graceful stop (SIGTERM, or a fatal producer error): stop accepting, answer every

@@ -286,7 +286,7 @@ static void sb_results(sbuf *b, const ingest_request *r, int only_bad) {
 static void sb_problem_head(sbuf *b, int status, const char *detail, const char *field,
                             const char *code, const char *message) {
   sb_printf(b, "\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\",",
-            http_status_str((enum http_status)status), status, detail);
+            kpi_http_reason(status), status, detail);
   if (code)
     sb_printf(b, "\"errors\":[{\"field\":\"%s\",\"code\":\"%s\",\"message\":\"%s\"}],", field,
               code, message);
@@ -829,37 +829,25 @@ static void handle_metrics(ingest_ctx *ctx, kpi_http_request *req, uint64_t t0) 
   kpi_http_respond_metrics(req, &ctx->http, ctx->metrics);
 }
 
+/* In ingest_endpoint order: a request's route index is its endpoint. The server answers
+ * unknown paths (404), methods a route does not list (405) and unknown methods (501). */
+const kpi_http_route ingest_http_routes[INGEST_EP_OTHER] = {
+    [INGEST_EP_SINGLE] = {"/v1/measurements", KPI_HTTP_POST},
+    [INGEST_EP_BATCH] = {"/v1/measurements:batch", KPI_HTTP_POST},
+    [INGEST_EP_HEALTHZ] = {"/healthz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [INGEST_EP_READYZ] = {"/readyz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [INGEST_EP_METRICS] = {"/metrics", KPI_HTTP_GET | KPI_HTTP_HEAD},
+};
+
 void ingest_on_http_request(kpi_http_request *req, void *opaque) {
   ingest_ctx *ctx = opaque;
   uint64_t t0 = uv_hrtime();
-  const char *path = kpi_http_request_path(req);
-  const char *method = kpi_http_request_method(req);
-  int is_post = strcmp(method, "POST") == 0;
-  int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-  ingest_endpoint ep = INGEST_EP_OTHER;
-  if (strcmp(path, "/v1/measurements") == 0) ep = INGEST_EP_SINGLE;
-  else if (strcmp(path, "/v1/measurements:batch") == 0) ep = INGEST_EP_BATCH;
-  else if (strcmp(path, "/healthz") == 0) ep = INGEST_EP_HEALTHZ;
-  else if (strcmp(path, "/readyz") == 0) ep = INGEST_EP_READYZ;
-  else if (strcmp(path, "/metrics") == 0) ep = INGEST_EP_METRICS;
-
-  if (ep == INGEST_EP_OTHER) {
-    answer_problem(ctx, req, ep, t0, 404, "no such resource", NULL, NULL);
-    return;
-  }
+  ingest_endpoint ep = (ingest_endpoint)kpi_http_request_route(req);
   if (ep == INGEST_EP_SINGLE || ep == INGEST_EP_BATCH) {
-    if (!is_post) {
-      answer_problem(ctx, req, ep, t0, 405, "use POST", NULL, "Allow: POST\r\n");
-      return;
-    }
     const kpi_department *d = authenticate(ctx, req, ep, t0);
     if (!d) return;
     if (ep == INGEST_EP_SINGLE) handle_single(ctx, req, d, t0);
     else handle_batch(ctx, req, d, t0);
-    return;
-  }
-  if (!is_get) {
-    answer_problem(ctx, req, ep, t0, 405, "use GET", NULL, "Allow: GET, HEAD\r\n");
     return;
   }
   if (ep == INGEST_EP_HEALTHZ) {

@@ -143,6 +143,7 @@ int main(void) {
   }
   ctx->http.data = ctx;
   int hrc = kpi_http_server_init(&ctx->http, loop, &ctx->cfg.http, ingest_on_http_request, ctx);
+  if (hrc == 0) hrc = kpi_http_server_set_routes(&ctx->http, ingest_http_routes, INGEST_EP_OTHER);
   if (hrc == 0) hrc = kpi_http_server_start(&ctx->http, ctx->cfg.listen_host, ctx->cfg.listen_port);
   if (hrc != 0) {
     kpi_log(KPI_LOG_ERROR, "listen_failed", "%s:%d: %s", ctx->cfg.listen_host,

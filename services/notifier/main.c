@@ -189,14 +189,17 @@ static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
 
 /* HTTP ----------------------------------------------------------------------------------- */
 
+/* The server answers unknown paths (404), other methods (405 with Allow) and unknown
+ * methods (501) from this table. */
+static const kpi_http_route http_routes[] = {
+    {"/healthz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    {"/readyz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    {"/metrics", KPI_HTTP_GET | KPI_HTTP_HEAD},
+};
+
 static void on_http_request(kpi_http_request *req, void *opaque) {
   notifier *nf = opaque;
   const char *path = kpi_http_request_path(req);
-  const char *method = kpi_http_request_method(req);
-  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-    kpi_http_respond_problem_ex(req, 405, NULL, NULL, NULL, NULL, "Allow: GET, HEAD\r\n");
-    return;
-  }
   if (strcmp(path, "/healthz") == 0) {
     static const char ok[] = "{\"status\":\"ok\"}";
     kpi_http_respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
@@ -440,6 +443,7 @@ int main(void) {
 
   kpi_http_config hc;
   kpi_http_config_defaults(&hc);
+  hc.max_body_bytes = KPI_HTTP_SMALL_BODY; /* GET only */
   if (kpi_http_config_from_env(&hc) != 0) goto fail_loop;
   int rc = kpi_http_server_init(&nf->http, nf->loop, &hc, on_http_request, nf);
   if (rc != 0) {
@@ -447,6 +451,7 @@ int main(void) {
     goto fail_loop;
   }
   nf->http_inited = true;
+  kpi_http_server_set_routes(&nf->http, http_routes, sizeof http_routes / sizeof http_routes[0]);
   rc = kpi_http_server_start(&nf->http, host, port);
   if (rc != 0) {
     kpi_log(KPI_LOG_ERROR, "http_listen_failed", "%s:%d: %s", host, port, uv_strerror(rc));

@@ -379,6 +379,11 @@ static void test_routing_and_probes(void **state) {
   tc_resp_free(&r);
   assert_int_equal(tc_request(svc.port, "POST", "/healthz", NULL, "", &r), 0);
   tc_expect_problem(&r, 405, NULL, NULL);
+  assert_string_equal(tc_header(&r, "allow"), "GET, HEAD");
+  tc_resp_free(&r);
+  /* A method no service implements: 501 (RFC 9110 §15.6.2), not 400. */
+  assert_int_equal(tc_request(svc.port, "FOOBAR", "/v1/measurements", NULL, NULL, &r), 0);
+  tc_expect_problem(&r, 501, NULL, NULL);
   tc_resp_free(&r);
   assert_int_equal(tc_request(svc.port, "GET", "/healthz", NULL, NULL, &r), 0);
   assert_int_equal(r.status, 200);
@@ -521,6 +526,8 @@ static void test_batch_atomic(void **state) {
   tc_resp r;
   post("/v1/measurements:batch?atomic=true", "KANKYO", JSON_CT, bad, &r);
   cJSON *doc = tc_problem(&r, 422);
+  /* One reason-phrase table: RFC 9110's name, as for every other 422. */
+  assert_string_equal(cJSON_GetObjectItem(doc, "title")->valuestring, "Unprocessable Content");
   cJSON *results = cJSON_GetObjectItem(doc, "results");
   assert_int_equal(cJSON_GetArraySize(results), 1); /* the bad items only */
   cJSON *bad_item = cJSON_GetArrayItem(results, 0);

@@ -43,6 +43,7 @@ struct fixture {
   int n_held;
   /* Loop-thread counters, read by the main thread only after the join. */
   int requests_seen;
+  int last_route;
   int orphaned_answers;
   int closed_calls;
   int loop_close_rc;
@@ -77,7 +78,21 @@ static void on_uv_answer_timer(uv_timer_t *t) {
 static void on_http_request(kpi_http_request *req, void *opaque) {
   fixture *fx = opaque;
   fx->requests_seen++;
+  fx->last_route = kpi_http_request_route(req);
   const char *path = kpi_http_request_path(req);
+  if (strcmp(path, "/big") == 0) {
+    /* A response far larger than the socket buffers, for the write timeout. */
+    size_t n = strtoul(kpi_http_request_query(req), NULL, 10);
+    char *big = malloc(n);
+    memset(big, 'x', n);
+    kpi_http_respond(req, 200, "text/plain", big, n, NULL);
+    free(big);
+    return;
+  }
+  if (strcmp(path, "/hold") == 0) {
+    fx->held[fx->n_held++] = req;
+    return;
+  }
   if (strcmp(path, "/problem") == 0) {
     cJSON *errors = cJSON_CreateArray();
     cJSON *item = cJSON_CreateObject();
@@ -127,6 +142,10 @@ static void cmd_close_all(fixture *fx) {
 
 static void cmd_stop_accepting(fixture *fx) { kpi_http_server_stop_accepting(&fx->srv); }
 
+/* Copied on the loop thread, so the main thread reads a consistent snapshot. */
+static kpi_http_stats stats_snapshot;
+static void cmd_snapshot(fixture *fx) { stats_snapshot = fx->srv.stats; }
+
 static void on_uv_cmd(uv_async_t *a) {
   fixture *fx = a->data;
   loop_fn fn = fx->cmd;
@@ -148,13 +167,15 @@ static void fixture_call(fixture *fx, loop_fn fn) {
   sem_wait(&fx->cmd_done);
 }
 
-static fixture *fixture_start(const kpi_http_config *cfg, handler_mode mode) {
+static fixture *fixture_start_routes(const kpi_http_config *cfg, handler_mode mode,
+                                     const kpi_http_route *routes, size_t n_routes) {
   fixture *fx = calloc(1, sizeof(*fx));
   assert_non_null(fx);
   fx->mode = mode;
   assert_int_equal(uv_loop_init(&fx->loop), 0);
   fx->srv.data = fx;
   assert_int_equal(kpi_http_server_init(&fx->srv, &fx->loop, cfg, on_http_request, fx), 0);
+  if (routes) assert_int_equal(kpi_http_server_set_routes(&fx->srv, routes, n_routes), 0);
   assert_ptr_equal(fx->srv.data, fx);
   assert_int_equal(kpi_http_server_port(&fx->srv), KPI_HTTP_ESTATE);
   assert_int_equal(kpi_http_server_start(&fx->srv, "127.0.0.1", 0), 0);
@@ -167,6 +188,10 @@ static fixture *fixture_start(const kpi_http_config *cfg, handler_mode mode) {
   sem_init(&fx->cmd_done, 0, 0);
   assert_int_equal(pthread_create(&fx->thread, NULL, loop_thread, fx), 0);
   return fx;
+}
+
+static fixture *fixture_start(const kpi_http_config *cfg, handler_mode mode) {
+  return fixture_start_routes(cfg, mode, NULL, 0);
 }
 
 /* Closes everything, joins the loop thread and checks the loop closed clean. The fixture
@@ -209,18 +234,28 @@ typedef struct {
   size_t body_len;
 } response;
 
-static client *client_open(int port) {
+/* A client from the loopback address FROM (e.g. "127.0.0.2"; NULL: the kernel's choice) with
+ * a receive buffer of RCVBUF bytes (0: the default). */
+static client *client_open_ex(int port, const char *from, int rcvbuf) {
   client *c = calloc(1, sizeof(*c));
   assert_non_null(c);
   c->fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(c->fd >= 0);
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (rcvbuf > 0) setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  if (from) {
+    struct sockaddr_in local = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, from, &local.sin_addr), 1);
+    assert_int_equal(bind(c->fd, (struct sockaddr *)&local, sizeof local), 0);
+  }
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof sa), 0);
   return c;
 }
+
+static client *client_open(int port) { return client_open_ex(port, NULL, 0); }
 
 static void client_close(client *c) {
   close(c->fd);
@@ -744,6 +779,8 @@ static void test_config_from_env(void **state) {
       {"KPI_HTTP_MAX_BODY", "12k", -1},         {"KPI_HTTP_MAX_BODY", "-5", -1},
       {"KPI_HTTP_MAX_HEADERS", "", -1},         {"KPI_HTTP_IDLE_TIMEOUT_MS", "1500", 0},
       {"KPI_HTTP_MAX_CONNECTIONS", "99999999999999999999999", -1},
+      {"KPI_HTTP_MAX_CONNECTIONS_PER_PEER", "0", -1},
+      {"KPI_HTTP_WRITE_TIMEOUT_MS", "x", -1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     kpi_http_config cfg;
@@ -756,12 +793,20 @@ static void test_config_from_env(void **state) {
   kpi_http_config_defaults(&cfg);
   setenv("KPI_HTTP_MAX_BODY", "2048", 1);
   setenv("KPI_HTTP_HEADER_TIMEOUT_MS", "250", 1);
+  setenv("KPI_HTTP_MAX_CONNECTIONS_PER_PEER", "8", 1);
+  setenv("KPI_HTTP_WRITE_TIMEOUT_MS", "1500", 1);
+  assert_int_equal(cfg.max_connections_per_peer, 64);
+  assert_int_equal(cfg.write_timeout_ms, 30000);
   assert_int_equal(kpi_http_config_from_env(&cfg), 0);
   assert_int_equal(cfg.max_body_bytes, 2048);
   assert_int_equal(cfg.header_timeout_ms, 250);
   assert_int_equal(cfg.max_headers, 100);
+  assert_int_equal(cfg.max_connections_per_peer, 8);
+  assert_int_equal(cfg.write_timeout_ms, 1500);
   unsetenv("KPI_HTTP_MAX_BODY");
   unsetenv("KPI_HTTP_HEADER_TIMEOUT_MS");
+  unsetenv("KPI_HTTP_MAX_CONNECTIONS_PER_PEER");
+  unsetenv("KPI_HTTP_WRITE_TIMEOUT_MS");
 }
 
 /* Init, start and close with no traffic: the loop must close clean. */
@@ -770,6 +815,292 @@ static void test_close_without_traffic(void **state) {
   fixture *fx = fixture_start(NULL, MODE_ECHO);
   fixture_stop(fx);
   fixture_free(fx);
+}
+
+
+/* Trailer fields of a chunked body are never headers: a trailer `Authorization` must not
+ * authenticate anything. The padded case makes the header arena move to the heap, where a
+ * value left unterminated would read past its end. */
+static void test_trailers_never_headers(void **state) {
+  (void)state;
+  static char padded[4096];
+  strcpy(padded, "POST /t HTTP/1.1\r\nHost: t\r\nX-Pad: ");
+  memset(padded + strlen(padded), 'p', 1500);
+  strcat(padded, "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+                 "X-Test: from-trailer\r\nAuthorization: Bearer t\r\n\r\n");
+  const char *const requests[] = {
+      "POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+      "X-Test: from-trailer\r\nAuthorization: Bearer t\r\n\r\n",
+      padded,
+  };
+  fixture *fx = fixture_start(NULL, MODE_ECHO);
+  client *c = client_open(fx->port);
+  for (size_t i = 0; i < sizeof requests / sizeof requests[0]; i++) {
+    client_sends(c, requests[i]);
+    response r;
+    assert_int_equal(client_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "POST /t  h=- len=5:hello");
+  }
+  /* The connection is still in step: the next request parses. */
+  client_sends(c, "GET /after HTTP/1.1\r\nHost: t\r\nX-Test: real\r\n\r\n");
+  expect_response(c, 200, "GET /after  h=real ");
+  client_close(c);
+  fixture_stop(fx);
+  fixture_free(fx);
+}
+
+/* RFC 9110 §15.6.2: a method the server does not implement is 501, whatever the path; a
+ * byte sequence that is no method token at all stays a 400. */
+static void test_unknown_method_501(void **state) {
+  (void)state;
+  static const struct {
+    const char *request;
+    int status, closes;
+  } cases[] = {
+      {"QUERYX /x HTTP/1.1\r\nHost: t\r\n\r\n", 501, 1},
+      {"FOOBAR /x HTTP/1.1\r\nHost: t\r\n\r\n", 501, 1},
+      {"get /x HTTP/1.1\r\nHost: t\r\n\r\n", 501, 1},
+      {"GETX /x HTTP/1.1\r\nHost: t\r\n\r\n", 501, 1},
+      {"M-SEARCHING /x HTTP/1.1\r\nHost: t\r\n\r\n", 501, 1},
+      {"PROPFIND /x HTTP/1.1\r\nHost: t\r\n\r\n", 501, 0}, /* parsed: keep-alive */
+      {"MKCALENDAR /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab", 501, 0},
+      {"\x01\x02 nonsense\r\n\r\n", 400, 1},
+      {"GE\x01 /x HTTP/1.1\r\n\r\n", 400, 1},
+  };
+  fixture *fx = fixture_start(NULL, MODE_ECHO);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    client *c = client_open(fx->port);
+    client_sends(c, cases[i].request);
+    response r;
+    if (client_response(c, &r, 0) != 0) fail_msg("case %zu: no response", i);
+    if (r.status != cases[i].status)
+      fail_msg("case %zu: status %d, expected %d", i, r.status, cases[i].status);
+    assert_non_null(strstr(r.head, "Content-Type: application/problem+json\r\n"));
+    if (cases[i].status == 501)
+      assert_non_null(strstr(r.body, "\"title\":\"Not Implemented\""));
+    if (cases[i].closes) {
+      assert_true(client_at_eof(c));
+    } else {
+      client_sends(c, "GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+      expect_response(c, 200, "GET /next ");
+    }
+    client_close(c);
+  }
+  /* QUERY is not implemented (an IETF draft; RFC 9110 §15.6.2), whole or trickled. */
+  client *c = client_open(fx->port);
+  client_sends(c, "QUERY /q?a=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+  expect_response(c, 501, NULL);
+  client_close(c);
+  c = client_open(fx->port);
+  const char *q = "QUERY /x HTTP/1.1\r\n\r\n";
+  for (size_t k = 0; q[k]; k++) {
+    client_send(c, q + k, 1);
+    usleep(500);
+  }
+  expect_response(c, 501, NULL);
+  client_close(c);
+  fixture_stop(fx);
+  assert_int_equal(fx->requests_seen, 2); /* the two GET /next after a parsed 501 */
+  fixture_free(fx);
+}
+
+/* With routes declared, the server answers 404 and 405 (with Allow) itself. */
+static void test_routes_404_405(void **state) {
+  (void)state;
+  static const kpi_http_route routes[] = {
+      {"/r", KPI_HTTP_GET | KPI_HTTP_HEAD},
+      {"/p", KPI_HTTP_POST},
+      {"/pre/*", KPI_HTTP_GET | KPI_HTTP_HEAD},
+  };
+  static const struct {
+    const char *request;
+    int status;
+    const char *allow;
+    int route;
+  } cases[] = {
+      {"GET /r HTTP/1.1\r\nHost: t\r\n\r\n", 200, NULL, 0},
+      {"GET /r?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", 200, NULL, 0},
+      {"POST /r HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}", 405, "GET, HEAD", -1},
+      {"PUT /r HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 405, "GET, HEAD", -1},
+      {"TRACE /r HTTP/1.1\r\nHost: t\r\n\r\n", 405, "GET, HEAD", -1},
+      {"OPTIONS /p HTTP/1.1\r\nHost: t\r\n\r\n", 405, "POST", -1},
+      {"DELETE /p HTTP/1.1\r\nHost: t\r\n\r\n", 405, "POST", -1},
+      {"GET /p HTTP/1.1\r\nHost: t\r\n\r\n", 405, "POST", -1},
+      {"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab", 200, NULL, 1},
+      {"GET /pre/abc HTTP/1.1\r\nHost: t\r\n\r\n", 200, NULL, 2},
+      {"GET /pre HTTP/1.1\r\nHost: t\r\n\r\n", 404, NULL, -1},
+      {"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404, NULL, -1},
+      {"PATCH /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404, NULL, -1},
+      {"PROPFIND /r HTTP/1.1\r\nHost: t\r\n\r\n", 501, NULL, -1},
+  };
+  fixture *fx = fixture_start_routes(NULL, MODE_ECHO, routes, 3);
+  client *c = client_open(fx->port);
+  int served = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fx->last_route = -2;
+    client_sends(c, cases[i].request);
+    response r;
+    if (client_response(c, &r, 0) != 0) fail_msg("case %zu: no response", i);
+    if (r.status != cases[i].status)
+      fail_msg("case %zu: status %d, expected %d", i, r.status, cases[i].status);
+    const char *allow = strcasestr(r.head, "\r\nAllow: ");
+    if (cases[i].allow) {
+      char want[64];
+      snprintf(want, sizeof want, "\r\nAllow: %s\r\n", cases[i].allow);
+      if (!allow || strncmp(allow, want, strlen(want)) != 0)
+        fail_msg("case %zu: Allow missing or wrong: %s", i, r.head);
+    } else {
+      assert_null(allow);
+    }
+    if (cases[i].status == 200) {
+      served++;
+      assert_int_equal(fx->last_route, cases[i].route); /* written before the answer */
+    } else {
+      assert_non_null(strstr(r.head, "Content-Type: application/problem+json\r\n"));
+      assert_null(strstr(r.head, "Connection: close"));
+    }
+  }
+  client_close(c);
+  fixture_stop(fx);
+  assert_int_equal(fx->requests_seen, served);
+  fixture_free(fx);
+}
+
+static kpi_http_stats snapshot(fixture *fx) {
+  fixture_call(fx, cmd_snapshot);
+  return stats_snapshot;
+}
+
+/* A client that stops reading is cut off once its responses make no progress for
+ * write_timeout_ms; one that reads slowly but steadily is not. */
+static void test_write_timeout(void **state) {
+  (void)state;
+  kpi_http_config cfg = test_config();
+  cfg.write_timeout_ms = 300;
+  fixture *fx = fixture_start(&cfg, MODE_ECHO);
+  client *stuck = client_open_ex(fx->port, NULL, 4096);
+  client_sends(stuck, "GET /big?33554432 HTTP/1.1\r\nHost: t\r\n\r\n");
+  double t0 = now_ms();
+  while (snapshot(fx).timeouts_write == 0 && now_ms() - t0 < 5000) usleep(20 * 1000);
+  double elapsed = now_ms() - t0;
+  kpi_http_stats st = snapshot(fx);
+  assert_int_equal(st.connections_active, 0);
+  assert_int_equal(st.timeouts_write, 1);
+  assert_true(elapsed >= 250);
+  client_abort(stuck);
+
+  /* 2 MiB read 64 KiB at a time every 50 ms: slow, but never 300 ms without progress. */
+  client *slow = client_open_ex(fx->port, NULL, 4096);
+  client_sends(slow, "GET /big?2097152 HTTP/1.1\r\nHost: t\r\n\r\n");
+  size_t got = 0;
+  char buf[65536];
+  while (got < 2097152 + 40) {
+    usleep(50 * 1000);
+    ssize_t n = recv(slow->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0) break;
+    if (n > 0) got += (size_t)n;
+  }
+  assert_true(got > 2097152);
+  assert_int_equal(snapshot(fx).timeouts_write, 1);
+  client_close(slow);
+  fixture_stop(fx);
+  fixture_free(fx);
+}
+
+/* Answered requests waiting behind an unanswered one keep their response only: their
+ * bodies are freed when answered. */
+static void test_body_freed_once_answered(void **state) {
+  (void)state;
+  fixture *fx = fixture_start(NULL, MODE_ECHO);
+  client *c = client_open(fx->port);
+  char body[1001];
+  memset(body, 'b', 1000);
+  body[1000] = '\0';
+  char req[4096];
+  snprintf(req, sizeof req,
+           "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n"
+           "POST /b1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n%s"
+           "POST /b2 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "3e8\r\n%s\r\n0\r\n\r\n",
+           body, body);
+  client_sends(c, req);
+  double t0 = now_ms();
+  while (fx->requests_seen < 3 && now_ms() - t0 < 3000) usleep(10 * 1000);
+  kpi_http_stats st = snapshot(fx);
+  assert_int_equal(st.requests, 3);
+  assert_int_equal(st.body_bytes, 0);
+  client_close(c);
+  fixture_stop(fx); /* answers the held request */
+  assert_int_equal(fx->srv.stats.body_bytes, 0);
+  fixture_free(fx);
+}
+
+/* max_body_bytes 0 (a GET-only service): any body is 413, requests without one pass. */
+static void test_zero_body_limit(void **state) {
+  (void)state;
+  kpi_http_config cfg = test_config();
+  cfg.max_body_bytes = 0;
+  fixture *fx = fixture_start(&cfg, MODE_ECHO);
+  client *c = client_open(fx->port);
+  client_sends(c, "GET /g HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+  expect_response(c, 200, "GET /g ");
+  client_sends(c, "POST /g HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+  expect_response(c, 413, NULL);
+  client_close(c);
+  c = client_open(fx->port);
+  client_sends(c, "POST /g HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "1\r\nx\r\n0\r\n\r\n");
+  expect_response(c, 413, NULL);
+  client_close(c);
+  fixture_stop(fx);
+  fixture_free(fx);
+}
+
+/* Past max_connections_per_peer, a peer's new connections are refused; other peers and
+ * the peer's later connections, once some closed, are not. */
+static void test_max_connections_per_peer(void **state) {
+  (void)state;
+  kpi_http_config cfg = test_config();
+  cfg.max_connections_per_peer = 2;
+  fixture *fx = fixture_start(&cfg, MODE_ECHO);
+  client *a = client_open_ex(fx->port, "127.0.0.1", 0);
+  client *b = client_open_ex(fx->port, "127.0.0.1", 0);
+  client_sends(a, "GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+  client_sends(b, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+  expect_response(a, 200, "GET /a ");
+  expect_response(b, 200, "GET /b ");
+  client *c = client_open_ex(fx->port, "127.0.0.1", 0);
+  response r;
+  assert_int_equal(client_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 503);
+  assert_non_null(strstr(r.head, "Retry-After: 1\r\n"));
+  assert_true(client_at_eof(c));
+  client_close(c);
+  client *other = client_open_ex(fx->port, "127.0.0.2", 0);
+  client_sends(other, "GET /o HTTP/1.1\r\nHost: t\r\n\r\n");
+  expect_response(other, 200, "GET /o ");
+  client_close(a);
+  double t0 = now_ms();
+  while (snapshot(fx).connections_active > 2 && now_ms() - t0 < 3000) usleep(10 * 1000);
+  c = client_open_ex(fx->port, "127.0.0.1", 0);
+  client_sends(c, "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
+  expect_response(c, 200, "GET /c ");
+  client_close(c);
+  client_close(b);
+  client_close(other);
+  fixture_stop(fx);
+  assert_int_equal(fx->srv.stats.connections_rejected, 1);
+  fixture_free(fx);
+}
+
+/* One table of reason phrases, RFC 9110's names. */
+static void test_reason_phrases(void **state) {
+  (void)state;
+  assert_string_equal(kpi_http_reason(422), "Unprocessable Content");
+  assert_string_equal(kpi_http_reason(413), "Content Too Large");
+  assert_string_equal(kpi_http_reason(501), "Not Implemented");
+  assert_string_equal(kpi_http_reason(405), "Method Not Allowed");
 }
 
 int main(void) {
@@ -791,6 +1122,14 @@ int main(void) {
       cmocka_unit_test(test_stop_accepting_drains),
       cmocka_unit_test(test_config_from_env),
       cmocka_unit_test(test_close_without_traffic),
+      cmocka_unit_test(test_trailers_never_headers),
+      cmocka_unit_test(test_unknown_method_501),
+      cmocka_unit_test(test_routes_404_405),
+      cmocka_unit_test(test_write_timeout),
+      cmocka_unit_test(test_body_freed_once_answered),
+      cmocka_unit_test(test_zero_body_limit),
+      cmocka_unit_test(test_max_connections_per_peer),
+      cmocka_unit_test(test_reason_phrases),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
