@@ -1,5 +1,7 @@
 /* fuzz_mail.c: libFuzzer target for mail composition (common/kpi_mail): alerts and digests
  * rendered from fuzzed fields, checked for header injection and line limits. */
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +86,53 @@ static void raw_alert(const char *p, const char *end, kpi_alert *a) {
   for (size_t i = 0; i < n; i++) free(f[i]);
 }
 
+static int same_str(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* cJSON prints a double with 15 digits when they read back within DBL_EPSILON of it. */
+static int same_num(double a, double b) {
+  return a == b || fabs(a - b) <= 2 * DBL_EPSILON * fmax(fabs(a), fabs(b));
+}
+
+/* The notifier decodes what the evaluator encodes: an alert the decoder accepted must come
+ * back unchanged through kpi_alert_encode and kpi_alert_decode. */
+static void check_alert_round_trip(const kpi_alert *a) {
+  size_t len = 0;
+  char *json = kpi_alert_encode(a, &len);
+  CHECK(json != NULL, "encode failed");
+  kpi_alert b;
+  kpi_errors errs = {0};
+  int rc = kpi_alert_decode(json, len, &b, &errs);
+  CHECK(rc == 0, "own encoding rejected: %s %s: %s (%s)", errs.n ? errs.items[0].field : "",
+        errs.n ? errs.items[0].code : "", errs.n ? errs.items[0].message : "", json);
+  CHECK(strcmp(a->alert_id, b.alert_id) == 0 && strcmp(a->measure_id, b.measure_id) == 0 &&
+            strcmp(a->type, b.type) == 0 && strcmp(a->status, b.status) == 0 &&
+            strcmp(a->previous_status, b.previous_status) == 0 && a->stale == b.stale &&
+            a->episode == b.episode && a->has_value == b.has_value &&
+            strcmp(a->as_of, b.as_of) == 0 && strcmp(a->due, b.due) == 0 &&
+            strcmp(a->created_at, b.created_at) == 0,
+        "fixed fields changed: %s", json);
+  CHECK(same_str(a->measure_name, b.measure_name) && same_str(a->indicator, b.indicator) &&
+            same_str(a->unit, b.unit) && same_str(a->kind, b.kind) &&
+            same_str(a->direction, b.direction) && same_str(a->plan_name, b.plan_name) &&
+            same_str(a->dashboard_url, b.dashboard_url),
+        "strings changed: %s", json);
+  CHECK((!a->has_value || same_num(a->value, b.value)) && same_num(a->progress, b.progress) &&
+            same_num(a->expected, b.expected) && same_num(a->baseline, b.baseline) &&
+            same_num(a->target, b.target) && a->baseline_fy == b.baseline_fy &&
+            a->target_fy == b.target_fy,
+        "numbers changed: %s", json);
+  CHECK(a->n_recipients == b.n_recipients, "recipients changed: %s", json);
+  for (size_t i = 0; i < a->n_recipients; i++)
+    CHECK(same_str(a->recipients[i].email, b.recipients[i].email) &&
+              same_str(a->recipients[i].department, b.recipients[i].department) &&
+              same_str(a->recipients[i].name, b.recipients[i].name),
+          "recipient %zu changed: %s", i, json);
+  kpi_alert_clear(&b);
+  free(json);
+}
+
 /* The header section may hold printable ASCII only, in CRLF-terminated lines of at most
  * 998 characters (folded lines start with a space); the body is base64 in lines of 76. */
 static void check_message(const char *msg, size_t len) {
@@ -142,8 +191,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kpi_alert *a = &alerts[n];
     if (le > p && *p == '{') {
       kpi_errors errs = {0};
-      if (kpi_alert_decode(p, (size_t)(le - p), a, &errs) == 0) list[n] = a, n++;
-      else CHECK(errs.n > 0, "decode failed without an error");
+      if (kpi_alert_decode(p, (size_t)(le - p), a, &errs) == 0) {
+        check_alert_round_trip(a);
+        list[n] = a;
+        n++;
+      } else {
+        CHECK(errs.n > 0, "decode failed without an error");
+      }
     } else {
       raw_alert(p, le, a);
       list[n] = a;
