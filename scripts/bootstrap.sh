@@ -15,6 +15,7 @@ packages=(
   libcurl4-openssl-dev libssl-dev libcmocka-dev
   postgresql openjdk-17-jre-headless maven python3-aiosmtpd
   kcat wrk curl openssl ca-certificates
+  clang libfuzzer-14-dev libclang-rt-14-dev
 )
 
 sudo_cmd=()
