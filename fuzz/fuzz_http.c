@@ -26,7 +26,8 @@
  *
  * The handler answers by path: /204 (no content), /problem (429 problem+json with
  * Retry-After), /metrics, /bad (an invalid status: the server closes the connection), and
- * everything else with an echo of method, path, query, one header and the body. */
+ * everything else with an echo of its sequence number, method, path, query, one header and
+ * the body. */
 
 #define SPLIT 0xFF
 #define MAX_HELD 256
@@ -54,6 +55,7 @@ typedef struct {
   int guard_fired;
   int saw_head;  /* a HEAD request was answered: its response has no body to frame */
   int saw_bad;   /* the connection was cut by an invalid answer: output may end anywhere */
+  unsigned seq;  /* requests dispatched for this input; echoes carry it, in order */
   kpi_http_request *held[MAX_HELD];
   int n_held;
 } fuzz_ctx;
@@ -88,7 +90,8 @@ static void answer(kpi_http_request *req) {
       kpi_http_request_header_at(req, i, &name, &value);
       CHECK(name && value, "header %zu", i);
     }
-    int n = snprintf(body, sizeof body, "%s %s %s h=%s n=%zu len=%zu:%.*s",
+    unsigned seq = (unsigned)(uintptr_t)kpi_http_request_get_user(req);
+    int n = snprintf(body, sizeof body, "#%u %s %s %s h=%s n=%zu len=%zu:%.*s", seq,
                      kpi_http_request_method(req), path, kpi_http_request_query(req),
                      xt ? xt : "-", nh, blen, (int)(blen < 100 ? blen : 100), b);
     if (n < 0) n = 0;
@@ -104,6 +107,7 @@ static void on_uv_answer_timer(uv_timer_t *t) {
 
 static void on_http_request(kpi_http_request *req, void *opaque) {
   (void)opaque;
+  kpi_http_request_set_user(req, (void *)(uintptr_t)++ctx.seq);
   if (!ctx.defer || ctx.n_held == MAX_HELD) {
     answer(req);
     return;
@@ -187,9 +191,39 @@ static void client_send(client *c, const uint8_t *p, size_t len) {
 }
 
 /* The response stream must frame as HTTP/1.1 responses (unless a HEAD answer, whose
- * Content-Length describes no bytes, or a cut connection makes that undecidable). */
+ * Content-Length describes no bytes, or a cut connection makes that undecidable), and the
+ * echoes must come back in request order even when the handler answered in reverse. */
+typedef struct {
+  int complete;
+  unsigned last_seq;
+  char head[16]; /* the first bytes of the current body */
+  size_t head_len;
+} resp_state;
+
+static int on_resp_begin(http_parser *p) {
+  resp_state *st = p->data;
+  st->head_len = 0;
+  return 0;
+}
+
+static int on_resp_body(http_parser *p, const char *at, size_t len) {
+  resp_state *st = p->data;
+  size_t take = sizeof st->head - 1 - st->head_len;
+  if (take > len) take = len;
+  memcpy(st->head + st->head_len, at, take);
+  st->head_len += take;
+  return 0;
+}
+
 static int on_resp_complete(http_parser *p) {
-  (*(int *)p->data)++;
+  resp_state *st = p->data;
+  st->complete++;
+  st->head[st->head_len] = '\0';
+  unsigned seq;
+  if (p->status_code == 200 && sscanf(st->head, "#%u ", &seq) == 1) {
+    CHECK(seq > st->last_seq, "response to request %u after the one to %u", seq, st->last_seq);
+    st->last_seq = seq;
+  }
   return 0;
 }
 
@@ -199,15 +233,17 @@ static void check_responses(const client *c) {
   if (ctx.saw_head || ctx.saw_bad) return;
   http_parser_settings settings;
   memset(&settings, 0, sizeof settings);
+  settings.on_message_begin = on_resp_begin;
+  settings.on_body = on_resp_body;
   settings.on_message_complete = on_resp_complete;
   http_parser parser;
   http_parser_init(&parser, HTTP_RESPONSE);
-  int complete = 0;
-  parser.data = &complete;
+  resp_state st = {0};
+  parser.data = &st;
   size_t n = http_parser_execute(&parser, &settings, c->buf, c->len);
   CHECK(HTTP_PARSER_ERRNO(&parser) == HPE_OK && n == c->len, "responses do not frame: %s at %zu",
         http_errno_name(HTTP_PARSER_ERRNO(&parser)), n);
-  CHECK(complete > 0, "no complete response in %zu bytes", c->len);
+  CHECK(st.complete > 0, "no complete response in %zu bytes", c->len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -216,6 +252,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kpi_http_server *srv = &ctx.srv[which];
   ctx.defer = (data[0] >> 1) & 1;
   ctx.saw_head = ctx.saw_bad = ctx.guard_fired = 0;
+  ctx.seq = 0;
   data++;
   size--;
 
@@ -251,6 +288,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(!ctx.guard_fired, "connection still open %d ms after the client's FIN (eof %d, conns %u, "
         "held %d)", GUARD_MS, c.eof, srv->n_conns, ctx.n_held);
   CHECK(srv->stats.connections_active == 0, "active connections left");
+  /* FUZZ_HTTP_DUMP=1 shows what the client received, to read a reproduced crash. */
+  if (getenv("FUZZ_HTTP_DUMP")) fprintf(stderr, "--- %zu bytes:\n%.*s\n---\n", c.len, (int)c.len,
+                                        c.buf ? c.buf : "");
   check_responses(&c);
 
   /* An RST instead of a FIN: the server already closed, so nothing is lost, and no
