@@ -637,7 +637,10 @@ int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *err
   if (take_string(o, "as_of", a->as_of, sizeof(a->as_of), errs) != 1 ||
       kpi_time_parse(a->as_of, NULL, NULL) != 0)
     kpi_errors_add(errs, "as_of", "format", "must be a date");
-  take_string(o, "created_at", a->created_at, sizeof(a->created_at), errs);
+  /* Required like the fields below (the schema says so): absent, the struct would hold ""
+   * or 0, which kpi_alert_encode writes out and this decoder then refuses. */
+  if (take_string(o, "created_at", a->created_at, sizeof(a->created_at), errs) == 0)
+    kpi_errors_add(errs, "created_at", "missing", "required");
 
   const cJSON *mo = cJSON_GetObjectItemCaseSensitive(o, "measure");
   if (!cJSON_IsObject(mo)) {
@@ -653,9 +656,12 @@ int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *err
     if (!a->measure_name) kpi_errors_add(errs, "measure.name", "missing", "required");
     take_number(mo, "baseline", &a->baseline, false, errs);
     take_number(mo, "target", &a->target, false, errs);
-    take_int(mo, "baseline_fy", 1900, 2200, &a->baseline_fy, errs);
-    take_int(mo, "target_fy", 1900, 2200, &a->target_fy, errs);
-    take_string(mo, "due", a->due, sizeof(a->due), errs);
+    if (take_int(mo, "baseline_fy", 1900, 2200, &a->baseline_fy, errs) == 0)
+      kpi_errors_add(errs, "measure.baseline_fy", "missing", "required");
+    if (take_int(mo, "target_fy", 1900, 2200, &a->target_fy, errs) == 0)
+      kpi_errors_add(errs, "measure.target_fy", "missing", "required");
+    if (take_string(mo, "due", a->due, sizeof(a->due), errs) == 0)
+      kpi_errors_add(errs, "measure.due", "missing", "required");
   }
   const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "recipients");
   if (!cJSON_IsArray(rs) || cJSON_GetArraySize(rs) == 0) {

@@ -16,6 +16,7 @@ packages=(
   libcurl4-openssl-dev libssl-dev libcmocka-dev
   postgresql openjdk-17-jre-headless maven python3-aiosmtpd python3-yaml python3-venv
   kcat wrk curl openssl ca-certificates
+  clang libfuzzer-14-dev libclang-rt-14-dev
 )
 
 sudo_cmd=()

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -517,6 +518,51 @@ static void test_long_field_name_stays_utf8(void **state) {
   assert_true(strlen(errs.items[0].field) == 30); /* ten 3-byte characters fit in 31 bytes */
 }
 
+/* Found by fuzz/fuzz_mail (decode, encode, decode again): an alert without these members
+ * was accepted, held 0 or "" in their place, and its own encoding was then refused. Each is
+ * required by the schema; absent, the decoder must say so. */
+static void test_alert_required_members(void **state) {
+  (void)state;
+  static const struct {
+    const char *object, *member, *field;
+  } cases[] = {
+      {NULL, "created_at", "created_at"},
+      {"measure", "baseline_fy", "measure.baseline_fy"},
+      {"measure", "target_fy", "measure.target_fy"},
+      {"measure", "due", "measure.due"},
+  };
+  kpi_alert a;
+  fill_alert(&a);
+  char *json = kpi_alert_encode(&a, NULL);
+  kpi_alert_clear(&a);
+  assert_non_null(json);
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    cJSON *doc = cJSON_Parse(json);
+    cJSON *obj = cases[i].object ? cJSON_GetObjectItemCaseSensitive(doc, cases[i].object) : doc;
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, cases[i].member);
+    char *text = cJSON_PrintUnformatted(doc);
+    kpi_alert b;
+    kpi_errors errs = {0};
+    assert_int_equal(kpi_alert_decode(text, strlen(text), &b, &errs), -1);
+    expect_error(&errs, cases[i].field, "missing", text);
+    cJSON_free(text);
+    cJSON_Delete(doc);
+  }
+  free(json);
+
+  /* The fuzzer's input, reduced: now refused, naming every missing member. */
+  const char *in =
+      "{\"schema\":\"kpi.alert/1\",\"alert_id\":\"6f1c2a70-3a5e-5c1e-9a3b-0c8d2f3e4a51\","
+      "\"measure_id\":\"m\",\"type\":\"reminder\",\"status\":\"no_data\",\"stale\":true,"
+      "\"progress\":0.23,\"expected\":0.6,\"as_of\":\"2024-10-01\",\"measure\":{\"name\":\"n\"},"
+      "\"recipients\":[{\"email\":\"a@b.example\"}]}";
+  kpi_alert b;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_alert_decode(in, strlen(in), &b, &errs), -1);
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    expect_error(&errs, cases[i].field, "missing", in);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_inputs),       cmocka_unit_test(test_bad_inputs),
@@ -528,6 +574,7 @@ int main(void) {
       cmocka_unit_test(test_alert_round_trip),   cmocka_unit_test(test_alert_errors),
       cmocka_unit_test(test_record_field_formats),
       cmocka_unit_test(test_long_field_name_stays_utf8),
+      cmocka_unit_test(test_alert_required_members),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
