@@ -5,17 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "kpi_batch.h"
 
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      fprintf(stderr, "fuzz_batch: %s: ", #cond);               \
-      fprintf(stderr, __VA_ARGS__);                             \
-      fputc('\n', stderr);                                      \
-      abort();                                                  \
-    }                                                           \
-  } while (0)
 
 static int blank(char c) { return c == ' ' || c == '\t'; }
 

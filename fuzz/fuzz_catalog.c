@@ -4,17 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "kpi_catalog.h"
 
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      fprintf(stderr, "fuzz_catalog: %s: ", #cond);             \
-      fprintf(stderr, __VA_ARGS__);                             \
-      fputc('\n', stderr);                                      \
-      abort();                                                  \
-    }                                                           \
-  } while (0)
 
 /* What the services rely on after a successful load (kpi_catalog.h): ids unique and
  * non-empty, measures sorted for bsearch, every owner resolved, every string present. */

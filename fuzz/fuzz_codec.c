@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "fuzz_check.h"
 #include "kpi_catalog.h"
 #include "kpi_codec.h"
 
@@ -17,15 +18,6 @@ static kpi_catalog *catalog;
 /* A fixed "now" keeps kpi_measurement_check deterministic: 2025-01-01T00:00:00Z. */
 #define NOW_MS INT64_C(1735689600000)
 
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      fprintf(stderr, "fuzz_codec: %s: ", #cond);               \
-      fprintf(stderr, __VA_ARGS__);                             \
-      fputc('\n', stderr);                                      \
-      abort();                                                  \
-    }                                                           \
-  } while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
@@ -33,7 +25,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   const char *path = getenv("KPI_CATALOG");
   if (!path) path = KPI_SOURCE_DIR "/config/catalog.json";
   char err[512];
-  catalog = kpi_catalog_load(path, err, sizeof err);
+  catalog = kpi_catalog_load_flags(path, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof err);
   if (!catalog) {
     fprintf(stderr, "fuzz_codec: %s\n", err);
     exit(1);

@@ -13,6 +13,7 @@
 
 #include <http_parser.h>
 
+#include "fuzz_check.h"
 #include "kpi_http.h"
 #include "kpi_metrics.h"
 
@@ -34,15 +35,6 @@
 /* A connection that outlives this after the client's FIN is a bug (hang), not slowness. */
 #define GUARD_MS 3000
 
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      fprintf(stderr, "fuzz_http: %s: ", #cond);                \
-      fprintf(stderr, __VA_ARGS__);                             \
-      fputc('\n', stderr);                                      \
-      abort();                                                  \
-    }                                                           \
-  } while (0)
 
 typedef struct {
   uv_loop_t loop;

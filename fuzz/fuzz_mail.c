@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "kpi_mail.h"
 
 /* Input, one item per "\n"-terminated line:
@@ -18,15 +19,6 @@
 #define MAX_ALERTS 8
 #define MAX_FIELDS 24
 
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      fprintf(stderr, "fuzz_mail: %s: ", #cond);                \
-      fprintf(stderr, __VA_ARGS__);                             \
-      fputc('\n', stderr);                                      \
-      abort();                                                  \
-    }                                                           \
-  } while (0)
 
 /* Splits [P, END) at SEP into at most MAX NUL-terminated copies (caller frees each). */
 static size_t split(const char *p, const char *end, char sep, char **out, size_t max) {
