@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -147,8 +148,16 @@ const char *const *kpi_it_env_list(kpi_it_env *e) {
 
 pid_t kpi_it_spawn_argv(const char *const *argv, const char *const *env, const char *logfile,
                         const char *cwd) {
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid != 0) return pid;
+  /* The child dies with the test program. A failed assertion longjmps past the test's own
+   * stop (cmocka goes on with the next test), and ctest kills a test that times out with
+   * SIGKILL, so no exit handler can be relied on to stop a service that would otherwise keep
+   * consuming from the shared broker and retrying its database after the run. The signal
+   * follows the thread that forked (the test's main thread) and survives execv. If the
+   * parent died before prctl took effect, we were reparented already: getppid() tells. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(125);
   for (const char *const *e = env; e && *e; e++) putenv((char *)*e);
   int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (fd >= 0) {

@@ -68,7 +68,9 @@ const char *const *kpi_it_env_list(kpi_it_env *e);
 pid_t kpi_it_spawn(const char *binary, const char *const *env, const char *logfile);
 
 /* Starts ARGV[0] (an absolute path) with ARGV, the current environment plus ENV (may be NULL),
- * stdout+stderr appended to LOGFILE, in the directory CWD (NULL: this one). */
+ * stdout+stderr appended to LOGFILE, in the directory CWD (NULL: this one). The child is
+ * killed (SIGKILL) when the test program ends, however it ends: call from the main thread,
+ * since the kill follows the thread that forked. */
 pid_t kpi_it_spawn_argv(const char *const *argv, const char *const *env, const char *logfile,
                         const char *cwd);
 
