@@ -1,0 +1,133 @@
+/* kpi_json.c: JSON string escaping and the validators (see kpi_json.h). */
+#include "kpi_json.h"
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Bytes the escape of C takes: 1 (plain), 2 (\" \\ \b \f \n \r \t) or 6 (\u00xx). */
+static size_t escape_width(unsigned char c) {
+  if (c >= 32 && c != '"' && c != '\\') return 1;
+  switch (c) {
+    case '"': case '\\': case '\b': case '\f': case '\n': case '\r': case '\t': return 2;
+    default: return 6;
+  }
+}
+
+size_t kpi_json_escaped_len(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t out = 0;
+  for (size_t i = 0; i < n; i++) out += escape_width(p[i]);
+  return out;
+}
+
+char *kpi_json_put_escaped(char *o, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = p[i];
+    if (c >= 32 && c != '"' && c != '\\') {
+      *o++ = (char)c;
+      continue;
+    }
+    *o++ = '\\';
+    switch (c) {
+      case '"': *o++ = '"'; break;
+      case '\\': *o++ = '\\'; break;
+      case '\b': *o++ = 'b'; break;
+      case '\f': *o++ = 'f'; break;
+      case '\n': *o++ = 'n'; break;
+      case '\r': *o++ = 'r'; break;
+      case '\t': *o++ = 't'; break;
+      default:
+        memcpy(o, "u00", 3);
+        o[3] = hex[c >> 4];
+        o[4] = hex[c & 15];
+        o += 5;
+    }
+  }
+  return o;
+}
+
+size_t kpi_json_escape_fit(const char *s, size_t n, size_t room) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t used = 0, i = 0;
+  while (i < n) {
+    /* A UTF-8 lead byte and its continuation bytes go in whole or not at all. */
+    size_t j = i + 1;
+    if (p[i] >= 0xC0)
+      while (j < n && (p[j] & 0xC0) == 0x80) j++;
+    size_t w = 0;
+    for (size_t k = i; k < j; k++) w += escape_width(p[k]);
+    if (used + w > room) break;
+    used += w;
+    i = j;
+  }
+  return i;
+}
+
+void kpi_json_buf_string_n(kpi_buf *b, const char *s, size_t n) {
+  size_t e = kpi_json_escaped_len(s, n);
+  if (e > SIZE_MAX - 2 || kpi_buf_reserve(b, e + 2)) {
+    b->oom = 1;
+    return;
+  }
+  char *o = b->s + b->len;
+  *o++ = '"';
+  o = kpi_json_put_escaped(o, s, n);
+  *o++ = '"';
+  *o = '\0';
+  b->len = (size_t)(o - b->s);
+}
+
+void kpi_json_buf_string(kpi_buf *b, const char *s) {
+  if (!s) kpi_buf_add(b, "null", 4);
+  else kpi_json_buf_string_n(b, s, strlen(s));
+}
+
+bool kpi_json_utf8_valid(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str, *end = s + len;
+  while (s < end) {
+    unsigned c = *s;
+    if (c < 0x80) {
+      s++;
+      continue;
+    }
+    size_t n;
+    unsigned min;
+    if ((c & 0xE0) == 0xC0) n = 1, min = 0x80, c &= 0x1F;
+    else if ((c & 0xF0) == 0xE0) n = 2, min = 0x800, c &= 0x0F;
+    else if ((c & 0xF8) == 0xF0) n = 3, min = 0x10000, c &= 0x07;
+    else return false;
+    if ((size_t)(end - s) <= n) return false;
+    for (size_t i = 1; i <= n; i++) {
+      if ((s[i] & 0xC0) != 0x80) return false;
+      c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
+    s += n + 1;
+  }
+  return true;
+}
+
+bool kpi_json_id_valid(const char *s) {
+  size_t n = 0;
+  for (const char *p = s; *p; p++, n++)
+    if (n == KPI_ID_MAX ||
+        !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_' || *p == '.'))
+      return false;
+  return n > 0;
+}
+
+cJSON *kpi_json_parse_one(const char *text, size_t len, bool nul_is_space) {
+  const char *end = NULL;
+  cJSON *v = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+  if (!v) return NULL;
+  for (const char *p = end; p < text + len; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && !(nul_is_space && *p == '\0')) {
+      cJSON_Delete(v);
+      return NULL;
+    }
+  return v;
+}
