@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kpi_json.h"
+
 static char log_service[32] = "kpi";
 static kpi_log_level log_min = KPI_LOG_INFO;
 
@@ -25,23 +27,14 @@ void kpi_log_init(const char *service) {
 
 int kpi_log_enabled(kpi_log_level level) { return level >= log_min; }
 
-/* Appends S JSON-escaped to BUF at *POS, never past CAP-1; a line that does not fit is
- * truncated rather than split, which keeps every line valid JSON after the closing. */
+/* Appends S JSON-escaped to BUF at *POS, leaving CAP-1 untouched; a text that does not fit is
+ * truncated at a whole character rather than split, so every line stays valid JSON (and
+ * valid UTF-8 when S is) after the closing. The line is built on the stack on purpose: logging
+ * must work when memory is short. */
 static void put_escaped(char *buf, size_t cap, size_t *pos, const char *s) {
-  for (; *s && *pos + 7 < cap; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') {
-      buf[(*pos)++] = '\\';
-      buf[(*pos)++] = (char)c;
-    } else if (c == '\n') {
-      buf[(*pos)++] = '\\';
-      buf[(*pos)++] = 'n';
-    } else if (c < 0x20) {
-      *pos += (size_t)snprintf(buf + *pos, cap - *pos, "\\u%04x", c);
-    } else {
-      buf[(*pos)++] = (char)c;
-    }
-  }
+  size_t room = cap > *pos + 1 ? cap - 1 - *pos : 0;
+  size_t n = kpi_json_escape_fit(s, strlen(s), room);
+  *pos = (size_t)(kpi_json_put_escaped(buf + *pos, s, n) - buf);
 }
 
 void kpi_log(kpi_log_level level, const char *event, const char *fmt, ...) {

@@ -10,94 +10,14 @@
 
 #include <openssl/evp.h>
 
+#include "kpi_buf.h"
+#include "kpi_json.h"
 #include "kpi_time.h"
-
-/* A growable string. Every append keeps it NUL-terminated; the first allocation failure
- * sticks in FAILED so composition code can append freely and check once at the end. */
-typedef struct {
-  char *s;
-  size_t len;
-  size_t cap;
-  int failed;
-} sbuf;
-
-static int sbuf_reserve(sbuf *b, size_t extra) {
-  if (b->failed) return -1;
-  if (b->len + extra + 1 <= b->cap) return 0;
-  size_t cap = b->cap ? b->cap : 512;
-  while (cap < b->len + extra + 1) cap *= 2;
-  char *s = realloc(b->s, cap);
-  if (!s) {
-    b->failed = 1;
-    return -1;
-  }
-  b->s = s;
-  b->cap = cap;
-  return 0;
-}
-
-static void sbuf_add(sbuf *b, const char *s, size_t n) {
-  if (sbuf_reserve(b, n) != 0) return;
-  memcpy(b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = '\0';
-}
-
-static void sbuf_puts(sbuf *b, const char *s) { sbuf_add(b, s, strlen(s)); }
-
-static void sbuf_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sbuf_printf(sbuf *b, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  if (n < 0 || sbuf_reserve(b, (size_t)n) != 0) {
-    b->failed = 1;
-    return;
-  }
-  va_start(ap, fmt);
-  vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  b->len += (size_t)n;
-}
-
-/* Returns B's string, or NULL (freeing it) if any append failed. */
-static char *sbuf_finish(sbuf *b) {
-  if (b->failed || !b->s) {
-    free(b->s);
-    return NULL;
-  }
-  return b->s;
-}
 
 /* Length of the well-formed UTF-8 sequence at S (at most N bytes available), or 0 when the
  * bytes there are not one: stray continuation bytes, overlongs, surrogates, > U+10FFFF. */
 static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-  unsigned c = s[0];
-  size_t len;
-  unsigned cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-    cp = c & 0x1F;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    cp = c & 0x0F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (n < len) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (s[i] & 0x3F);
-  }
-  if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-      (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-    return 0;
-  return len;
+  return kpi_json_utf8_char_len((const char *)s, n);
 }
 
 /* What one character of data becomes in a line of text. */
@@ -121,14 +41,14 @@ static ch_class classify_char(const unsigned char *s, size_t n, size_t *len) {
 /* Appends TEXT to B as one line of text: control characters (CR and LF among them) and
  * invalid UTF-8 become spaces. Data never starts a new line, in a header or in the body,
  * so a measure name cannot forge a "詳細:" line or a header. NULL appends DEF. */
-static void sbuf_add_clean(sbuf *b, const char *text, const char *def) {
+static void buf_add_clean(kpi_buf *b, const char *text, const char *def) {
   if (!text) text = def;
   const unsigned char *s = (const unsigned char *)text;
   size_t n = strlen(text);
   for (size_t i = 0; i < n;) {
     size_t len;
-    if (classify_char(s + i, n - i, &len) == CH_KEEP) sbuf_add(b, (const char *)s + i, len);
-    else sbuf_add(b, " ", 1);
+    if (classify_char(s + i, n - i, &len) == CH_KEEP) kpi_buf_add(b, (const char *)s + i, len);
+    else kpi_buf_add(b, " ", 1);
     i += len;
   }
 }
@@ -191,16 +111,16 @@ bool kpi_mail_address_valid(const char *addr) {
   return true;
 }
 
-static void base64(sbuf *b, const unsigned char *in, size_t n) {
+static void base64(kpi_buf *b, const unsigned char *in, size_t n) {
   size_t out = 4 * ((n + 2) / 3);
-  if (sbuf_reserve(b, out) != 0) return;
+  if (kpi_buf_reserve(b, out) != 0) return;
   int w = EVP_EncodeBlock((unsigned char *)b->s + b->len, in, (int)n);
   b->len += (size_t)w;
   b->s[b->len] = '\0';
 }
 
 /* Appends encoded words for TEXT (already clean, valid UTF-8) to B. */
-static void encode_words(sbuf *b, const char *text) {
+static void encode_words(kpi_buf *b, const char *text) {
   const unsigned char *s = (const unsigned char *)text;
   size_t n = strlen(text);
   size_t i = 0;
@@ -213,21 +133,21 @@ static void encode_words(sbuf *b, const char *text) {
       if (take + len > KPI_MAIL_WORD_BYTES) break;
       take += len;
     }
-    if (!first) sbuf_puts(b, "\r\n ");
-    sbuf_puts(b, "=?UTF-8?B?");
+    if (!first) kpi_buf_adds(b, "\r\n ");
+    kpi_buf_adds(b, "=?UTF-8?B?");
     base64(b, s + i, take);
-    sbuf_puts(b, "?=");
+    kpi_buf_adds(b, "?=");
     i += take;
     first = 0;
   }
 }
 
 int kpi_mail_encode_words(const char *text, char *out, size_t out_size) {
-  sbuf clean = {0}, enc = {0};
-  sbuf_add_clean(&clean, text, "");
-  if (!clean.failed && clean.s) encode_words(&enc, clean.s);
+  kpi_buf clean = KPI_BUF_INIT, enc = KPI_BUF_INIT;
+  buf_add_clean(&clean, text, "");
+  if (!clean.oom && clean.s) encode_words(&enc, clean.s);
   int rc;
-  if (clean.failed || enc.failed) {
+  if (clean.oom || enc.oom) {
     rc = KPI_MAIL_ENOMEM;
   } else if (enc.len + 1 > out_size) {
     rc = KPI_MAIL_ENOMEM;
@@ -317,9 +237,9 @@ static const struct {
     {"percent", "%", "%", "%"},                {"plan", "件", " plan", " plans"},
 };
 
-static void add_number(sbuf *b, double v) {
+static void add_number(kpi_buf *b, double v) {
   if (!isfinite(v)) {
-    sbuf_puts(b, "-");
+    kpi_buf_adds(b, "-");
     return;
   }
   char buf[64];
@@ -337,45 +257,45 @@ static void add_number(sbuf *b, double v) {
     if (*e == '.') *e = '\0';
   }
   if (strcmp(buf, "-0") == 0) strcpy(buf, "0");
-  sbuf_puts(b, buf);
+  kpi_buf_adds(b, buf);
 }
 
 static bool is_milestone(const kpi_alert *a) { return a->kind && strcmp(a->kind, "milestone") == 0; }
 
-static void add_quantity(sbuf *b, const kpi_alert *a, double v, bool ja) {
+static void add_quantity(kpi_buf *b, const kpi_alert *a, double v, bool ja) {
   if (is_milestone(a)) {
-    sbuf_puts(b, v >= 1 ? (ja ? "完了" : "done") : (ja ? "未完了" : "not done"));
+    kpi_buf_adds(b, v >= 1 ? (ja ? "完了" : "done") : (ja ? "未完了" : "not done"));
     return;
   }
   add_number(b, v);
   for (size_t i = 0; a->unit && i < sizeof(unit_labels) / sizeof(unit_labels[0]); i++) {
     if (strcmp(a->unit, unit_labels[i].unit) == 0) {
-      sbuf_puts(b, ja ? unit_labels[i].ja : (v == 1 ? unit_labels[i].en_one : unit_labels[i].en_many));
+      kpi_buf_adds(b, ja ? unit_labels[i].ja : (v == 1 ? unit_labels[i].en_one : unit_labels[i].en_many));
       return;
     }
   }
   if (a->unit && *a->unit) {
-    sbuf_puts(b, " ");
-    sbuf_add_clean(b, a->unit, "");
+    kpi_buf_adds(b, " ");
+    buf_add_clean(b, a->unit, "");
   }
 }
 
-static void add_fy(sbuf *b, int fy) {
+static void add_fy(kpi_buf *b, int fy) {
   char buf[40];
   if (fy <= 0) {
-    sbuf_puts(b, "-");
+    kpi_buf_adds(b, "-");
     return;
   }
   kpi_fy_format(fy, buf, sizeof(buf));
-  sbuf_puts(b, buf);
+  kpi_buf_adds(b, buf);
 }
 
-static void add_percent(sbuf *b, double ratio) {
+static void add_percent(kpi_buf *b, double ratio) {
   if (!isfinite(ratio)) {
-    sbuf_puts(b, "-");
+    kpi_buf_adds(b, "-");
     return;
   }
-  sbuf_printf(b, "%.1f%%", ratio * 100.0);
+  kpi_buf_addf(b, "%.1f%%", ratio * 100.0);
 }
 
 /* The deadline: the alert's due date, else the end of its target fiscal year. */
@@ -385,125 +305,160 @@ static void due_ymd(const kpi_alert *a, int *y, int *m, int *d) {
   if (a->target_fy > 0) kpi_day_to_ymd(kpi_fy_last_day(a->target_fy), y, m, d);
 }
 
-static void add_url(sbuf *b, const kpi_alert *a) {
-  sbuf_add_clean(b, a->dashboard_url, "");
+static void add_url(kpi_buf *b, const kpi_alert *a) {
+  buf_add_clean(b, a->dashboard_url, "");
   size_t n = a->dashboard_url ? strlen(a->dashboard_url) : 0;
-  if (n == 0 || a->dashboard_url[n - 1] != '/') sbuf_puts(b, "/");
-  sbuf_add_clean(b, a->measure_id, "");
+  if (n == 0 || a->dashboard_url[n - 1] != '/') kpi_buf_adds(b, "/");
+  buf_add_clean(b, a->measure_id, "");
 }
 
-static void add_block_ja(sbuf *b, const kpi_alert *a, size_t index, size_t n) {
-  if (n > 1) sbuf_printf(b, "%zu. ", index + 1);
-  else sbuf_puts(b, "■ ");
-  sbuf_add_clean(b, a->measure_name, "(名称なし)");
-  sbuf_puts(b, "\n");
-  sbuf_puts(b, "  状況: ");
-  sbuf_puts(b, headline_ja(a));
-  if (is_resolved(a) || (a->stale && strcmp(headline_ja(a), "報告なし") != 0)) {
-    sbuf_puts(b, "（");
-    sbuf_puts(b, kpi_mail_status_ja(a->status));
-    if (a->stale) sbuf_puts(b, "・最新の報告が古くなっています");
-    sbuf_puts(b, "）");
-  }
-  if (is_reminder(a)) sbuf_puts(b, "［再通知］");
-  sbuf_puts(b, "\n  前回の通知からの変化: ");
-  if (!a->previous_status[0]) {
-    sbuf_puts(b, "初めての通知です");
-  } else if (strcmp(a->previous_status, a->status) == 0) {
-    sbuf_printf(b, "変化なし（%s のまま）", kpi_mail_status_ja(a->status));
-  } else {
-    sbuf_printf(b, "%s → %s", kpi_mail_status_ja(a->previous_status),
-                kpi_mail_status_ja(a->status));
-  }
-  sbuf_puts(b, "\n  指標: ");
-  sbuf_add_clean(b, a->indicator, "-");
-  sbuf_puts(b, "\n  基準値: ");
-  add_quantity(b, a, a->baseline, true);
-  sbuf_puts(b, "（");
-  add_fy(b, a->baseline_fy);
-  sbuf_puts(b, "）\n  目標値: ");
-  add_quantity(b, a, a->target, true);
-  sbuf_puts(b, "（");
-  add_fy(b, a->target_fy);
-  int y, m, d;
-  due_ymd(a, &y, &m, &d);
-  sbuf_puts(b, "）\n  期限: ");
-  if (y) sbuf_printf(b, "%d年%d月%d日", y, m, d);
-  else sbuf_puts(b, "-");
-  sbuf_puts(b, "\n  現在値: ");
-  if (a->has_value) add_quantity(b, a, a->value, true);
-  else sbuf_puts(b, "報告なし");
-  sbuf_puts(b, "（");
-  sbuf_add_clean(b, a->as_of, "");
-  sbuf_puts(b, " 時点）\n  進捗率: ");
-  add_percent(b, a->progress);
-  sbuf_puts(b, "（期待されるペース: ");
-  add_percent(b, a->expected);
-  sbuf_puts(b, "）\n");
-  if (a->dashboard_url && *a->dashboard_url) {
-    sbuf_puts(b, "  詳細: ");
-    add_url(b, a);
-    sbuf_puts(b, "\n");
-  }
-  sbuf_puts(b, "\n");
+/* One language's words of the body, so that both languages go through one renderer and
+ * differ only in data. Members ending in _fmt are printf formats with the arguments noted. */
+typedef struct {
+  bool ja;                          /* Japanese counters and milestone words (add_quantity) */
+  const char *(*headline)(const kpi_alert *a);
+  const char *(*status)(const char *status);
+  const char *intro;                /* opening line(s) of the language's part */
+  const char *count_fmt;            /* %zu: measures, when more than one */
+  const char *bullet;               /* before the name of a lone measure */
+  const char *unnamed;              /* a measure without a name */
+  bool show_id;                     /* " [measure_id]" after the name */
+  const char *status_label;
+  const char *stale_headline;       /* the headline that already says "stale" */
+  const char *open, *close;         /* parentheses around asides */
+  const char *stale_note;
+  const char *reminder;
+  const char *since_label, *first_notice;
+  const char *no_change_fmt;        /* %s: status */
+  const char *change_fmt;           /* %s, %s: previous and current status */
+  const char *indicator_label, *baseline_label, *target_label, *deadline_label;
+  bool ja_date;                     /* 2025年3月31日 rather than 2025-03-31 */
+  const char *current_label, *nothing_reported;
+  const char *as_of_open, *as_of_close;
+  const char *progress_label, *pace_open;
+  const char *details_label;
+  const char *footer;
+} mail_words;
+
+static const mail_words words_ja = {
+    .ja = true, .headline = headline_ja, .status = kpi_mail_status_ja,
+    .intro = "KPI 進捗のお知らせ（English follows）\n\n",
+    .count_fmt = "%zu件の施策についてお知らせします。\n\n",
+    .bullet = "■ ", .unnamed = "(名称なし)", .show_id = false,
+    .status_label = "\n  状況: ", .stale_headline = "報告なし", .open = "（", .close = "）",
+    .stale_note = "・最新の報告が古くなっています", .reminder = "［再通知］",
+    .since_label = "\n  前回の通知からの変化: ", .first_notice = "初めての通知です",
+    .no_change_fmt = "変化なし（%s のまま）", .change_fmt = "%s → %s",
+    .indicator_label = "\n  指標: ", .baseline_label = "\n  基準値: ",
+    .target_label = "\n  目標値: ", .deadline_label = "\n  期限: ", .ja_date = true,
+    .current_label = "\n  現在値: ", .nothing_reported = "報告なし",
+    .as_of_open = "（", .as_of_close = " 時点）",
+    .progress_label = "\n  進捗率: ", .pace_open = "（期待されるペース: ",
+    .details_label = "  詳細: ",
+    .footer = "このメールは KPI 進捗管理システムから自動送信されています。返信はできません。\n",
+};
+
+static const mail_words words_en = {
+    .ja = false, .headline = headline_en, .status = kpi_mail_status_en,
+    .intro = "KPI progress notice\n\n",
+    .count_fmt = "This notice covers %zu measures.\n\n",
+    .bullet = "* ", .unnamed = "(unnamed)", .show_id = true,
+    .status_label = "\n  Status: ", .stale_headline = "stale", .open = " (", .close = ")",
+    .stale_note = "; the latest report is overdue", .reminder = " [reminder]",
+    .since_label = "\n  Since the last notice: ", .first_notice = "first notice",
+    .no_change_fmt = "no change (still %s)", .change_fmt = "%s -> %s",
+    .indicator_label = "\n  Indicator: ", .baseline_label = "\n  Baseline: ",
+    .target_label = "\n  Target: ", .deadline_label = "\n  Deadline: ", .ja_date = false,
+    .current_label = "\n  Current value: ", .nothing_reported = "nothing reported",
+    .as_of_open = " (as of ", .as_of_close = ")",
+    .progress_label = "\n  Progress: ", .pace_open = " (expected pace: ",
+    .details_label = "  Details: ",
+    .footer = "This message was sent automatically by the KPI tracking system; replies are not "
+              "read.\n",
+};
+
+/* The formats come from the two tables above, never from data. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+
+/* A quantity and, in parentheses, its fiscal year: "24人（2022年度）". */
+static void add_quantity_fy(kpi_buf *b, const mail_words *w, const kpi_alert *a, double v,
+                            int fy) {
+  add_quantity(b, a, v, w->ja);
+  kpi_buf_adds(b, w->open);
+  add_fy(b, fy);
+  kpi_buf_adds(b, w->close);
 }
 
-static void add_block_en(sbuf *b, const kpi_alert *a, size_t index, size_t n) {
-  if (n > 1) sbuf_printf(b, "%zu. ", index + 1);
-  else sbuf_puts(b, "* ");
-  sbuf_add_clean(b, a->measure_name, "(unnamed)");
-  sbuf_puts(b, " [");
-  sbuf_add_clean(b, a->measure_id, "");
-  sbuf_puts(b, "]\n  Status: ");
-  sbuf_puts(b, headline_en(a));
-  if (is_resolved(a) || (a->stale && strcmp(headline_en(a), "stale") != 0)) {
-    sbuf_puts(b, " (");
-    sbuf_puts(b, kpi_mail_status_en(a->status));
-    if (a->stale) sbuf_puts(b, "; the latest report is overdue");
-    sbuf_puts(b, ")");
+/* One measure's block of the body, in the language of W. */
+static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *a, size_t index,
+                      size_t n) {
+  if (n > 1) kpi_buf_addf(b, "%zu. ", index + 1);
+  else kpi_buf_adds(b, w->bullet);
+  buf_add_clean(b, a->measure_name, w->unnamed);
+  if (w->show_id) {
+    kpi_buf_adds(b, " [");
+    buf_add_clean(b, a->measure_id, "");
+    kpi_buf_adds(b, "]");
   }
-  if (is_reminder(a)) sbuf_puts(b, " [reminder]");
-  sbuf_puts(b, "\n  Since the last notice: ");
-  if (!a->previous_status[0]) {
-    sbuf_puts(b, "first notice");
-  } else if (strcmp(a->previous_status, a->status) == 0) {
-    sbuf_printf(b, "no change (still %s)", kpi_mail_status_en(a->status));
-  } else {
-    sbuf_printf(b, "%s -> %s", kpi_mail_status_en(a->previous_status),
-                kpi_mail_status_en(a->status));
+  const char *headline = w->headline(a);
+  kpi_buf_adds(b, w->status_label);
+  kpi_buf_adds(b, headline);
+  if (is_resolved(a) || (a->stale && strcmp(headline, w->stale_headline) != 0)) {
+    kpi_buf_adds(b, w->open);
+    kpi_buf_adds(b, w->status(a->status));
+    if (a->stale) kpi_buf_adds(b, w->stale_note);
+    kpi_buf_adds(b, w->close);
   }
-  sbuf_puts(b, "\n  Indicator: ");
-  sbuf_add_clean(b, a->indicator, "-");
-  sbuf_puts(b, "\n  Baseline: ");
-  add_quantity(b, a, a->baseline, false);
-  sbuf_puts(b, " (");
-  add_fy(b, a->baseline_fy);
-  sbuf_puts(b, ")\n  Target: ");
-  add_quantity(b, a, a->target, false);
-  sbuf_puts(b, " (");
-  add_fy(b, a->target_fy);
+  if (is_reminder(a)) kpi_buf_adds(b, w->reminder);
+  kpi_buf_adds(b, w->since_label);
+  if (!a->previous_status[0])
+    kpi_buf_adds(b, w->first_notice);
+  else if (strcmp(a->previous_status, a->status) == 0)
+    kpi_buf_addf(b, w->no_change_fmt, w->status(a->status));
+  else
+    kpi_buf_addf(b, w->change_fmt, w->status(a->previous_status), w->status(a->status));
+  kpi_buf_adds(b, w->indicator_label);
+  buf_add_clean(b, a->indicator, "-");
+  kpi_buf_adds(b, w->baseline_label);
+  add_quantity_fy(b, w, a, a->baseline, a->baseline_fy);
+  kpi_buf_adds(b, w->target_label);
+  add_quantity_fy(b, w, a, a->target, a->target_fy);
   int y, m, d;
   due_ymd(a, &y, &m, &d);
-  sbuf_puts(b, ")\n  Deadline: ");
-  if (y) sbuf_printf(b, "%04d-%02d-%02d", y, m, d);
-  else sbuf_puts(b, "-");
-  sbuf_puts(b, "\n  Current value: ");
-  if (a->has_value) add_quantity(b, a, a->value, false);
-  else sbuf_puts(b, "nothing reported");
-  sbuf_puts(b, " (as of ");
-  sbuf_add_clean(b, a->as_of, "");
-  sbuf_puts(b, ")\n  Progress: ");
+  kpi_buf_adds(b, w->deadline_label);
+  if (!y) kpi_buf_adds(b, "-");
+  else if (w->ja_date) kpi_buf_addf(b, "%d年%d月%d日", y, m, d);
+  else kpi_buf_addf(b, "%04d-%02d-%02d", y, m, d);
+  kpi_buf_adds(b, w->current_label);
+  if (a->has_value) add_quantity(b, a, a->value, w->ja);
+  else kpi_buf_adds(b, w->nothing_reported);
+  kpi_buf_adds(b, w->as_of_open);
+  buf_add_clean(b, a->as_of, "");
+  kpi_buf_adds(b, w->as_of_close);
+  kpi_buf_adds(b, w->progress_label);
   add_percent(b, a->progress);
-  sbuf_puts(b, " (expected pace: ");
+  kpi_buf_adds(b, w->pace_open);
   add_percent(b, a->expected);
-  sbuf_puts(b, ")\n");
+  kpi_buf_adds(b, w->close);
+  kpi_buf_adds(b, "\n");
   if (a->dashboard_url && *a->dashboard_url) {
-    sbuf_puts(b, "  Details: ");
+    kpi_buf_adds(b, w->details_label);
     add_url(b, a);
-    sbuf_puts(b, "\n");
+    kpi_buf_adds(b, "\n");
   }
-  sbuf_puts(b, "\n");
+  kpi_buf_adds(b, "\n");
 }
+
+/* One language's part of the body: intro, a block per alert, footer. */
+static void add_part(kpi_buf *b, const mail_words *w, const kpi_alert *const *alerts, size_t n) {
+  kpi_buf_adds(b, w->intro);
+  if (n > 1) kpi_buf_addf(b, w->count_fmt, n);
+  for (size_t i = 0; i < n; i++) add_block(b, w, alerts[i], i, n);
+  kpi_buf_adds(b, w->footer);
+}
+
+#pragma GCC diagnostic pop
 
 /* The plan named by the alerts: the first one that names one. */
 static const char *plan_of(const kpi_alert *const *alerts, size_t n) {
@@ -514,65 +469,58 @@ static const char *plan_of(const kpi_alert *const *alerts, size_t n) {
 
 char *kpi_mail_subject(const kpi_alert *const *alerts, size_t n) {
   if (n == 0 || !alerts) return NULL;
-  sbuf b = {0};
+  kpi_buf b = KPI_BUF_INIT;
   if (n == 1) {
     const kpi_alert *a = alerts[0];
-    sbuf_printf(&b, "【KPI %s / %s", headline_ja(a), headline_en(a));
-    if (is_reminder(a)) sbuf_puts(&b, "・再通知 / reminder");
-    sbuf_puts(&b, "】");
-    sbuf_add_clean(&b, a->measure_name, a->measure_id);
+    kpi_buf_addf(&b, "【KPI %s / %s", headline_ja(a), headline_en(a));
+    if (is_reminder(a)) kpi_buf_adds(&b, "・再通知 / reminder");
+    kpi_buf_adds(&b, "】");
+    buf_add_clean(&b, a->measure_name, a->measure_id);
   } else {
     size_t alerting = 0, resolved = 0;
     for (size_t i = 0; i < n; i++) {
       if (is_resolved(alerts[i])) resolved++;
       else alerting++;
     }
-    sbuf_printf(&b, "【KPI】施策%zu件のお知らせ（要対応%zu件・回復%zu件）/ KPI notice: %zu measures "
+    kpi_buf_addf(&b, "【KPI】施策%zu件のお知らせ（要対応%zu件・回復%zu件）/ KPI notice: %zu measures "
                 "(%zu need attention, %zu resolved)",
                 n, alerting, resolved, n, alerting, resolved);
   }
-  return sbuf_finish(&b);
+  return kpi_buf_detach(&b, NULL);
 }
 
 char *kpi_mail_body_text(const kpi_alert *const *alerts, size_t n) {
   if (n == 0 || !alerts) return NULL;
-  sbuf b = {0};
+  kpi_buf b = KPI_BUF_INIT;
   const char *plan = plan_of(alerts, n);
   if (plan) {
-    sbuf_add_clean(&b, plan, "");
-    sbuf_puts(&b, "\n");
+    buf_add_clean(&b, plan, "");
+    kpi_buf_adds(&b, "\n");
   }
-  sbuf_puts(&b, "KPI 進捗のお知らせ（English follows）\n\n");
-  if (n > 1) sbuf_printf(&b, "%zu件の施策についてお知らせします。\n\n", n);
-  for (size_t i = 0; i < n; i++) add_block_ja(&b, alerts[i], i, n);
-  sbuf_puts(&b, "このメールは KPI 進捗管理システムから自動送信されています。返信はできません。\n");
-  sbuf_puts(&b, "\n----------------------------------------------------------------\n\n");
-  sbuf_puts(&b, "KPI progress notice\n\n");
-  if (n > 1) sbuf_printf(&b, "This notice covers %zu measures.\n\n", n);
-  for (size_t i = 0; i < n; i++) add_block_en(&b, alerts[i], i, n);
-  sbuf_puts(&b, "This message was sent automatically by the KPI tracking system; replies are not "
-                "read.\n");
-  return sbuf_finish(&b);
+  add_part(&b, &words_ja, alerts, n);
+  kpi_buf_adds(&b, "\n----------------------------------------------------------------\n\n");
+  add_part(&b, &words_en, alerts, n);
+  return kpi_buf_detach(&b, NULL);
 }
 
 /* Appends the base64 of TEXT in lines of 76 characters (RFC 2045 §6.8), CRLF-terminated. */
-static void base64_lines(sbuf *b, const char *text, size_t n) {
+static void base64_lines(kpi_buf *b, const char *text, size_t n) {
   for (size_t i = 0; i < n; i += 57) {
     size_t take = n - i < 57 ? n - i : 57;
     base64(b, (const unsigned char *)text + i, take);
-    sbuf_puts(b, "\r\n");
+    kpi_buf_adds(b, "\r\n");
   }
 }
 
 /* The body with "\n" line ends turned into CRLF: the canonical form of text (RFC 2046
  * §4.1.1), which is what base64 must carry. */
 static char *crlf_text(const char *text) {
-  sbuf b = {0};
+  kpi_buf b = KPI_BUF_INIT;
   for (const char *p = text; *p; p++) {
-    if (*p == '\n') sbuf_add(&b, "\r\n", 2);
-    else sbuf_add(&b, p, 1);
+    if (*p == '\n') kpi_buf_add(&b, "\r\n", 2);
+    else kpi_buf_add(&b, p, 1);
   }
-  return sbuf_finish(&b);
+  return kpi_buf_detach(&b, NULL);
 }
 
 int kpi_mail_compose(const kpi_mail_params *p, const kpi_alert *const *alerts, size_t n,
@@ -593,41 +541,41 @@ int kpi_mail_compose(const kpi_mail_params *p, const kpi_alert *const *alerts, s
   char *subject = kpi_mail_subject(alerts, n);
   char *text = kpi_mail_body_text(alerts, n);
   char *canon = text ? crlf_text(text) : NULL;
-  sbuf clean = {0};
-  sbuf b = {0};
+  kpi_buf clean = KPI_BUF_INIT;
+  kpi_buf b = KPI_BUF_INIT;
   if (!subject || !canon) goto nomem;
 
   char date[40];
   kpi_mail_date(p->date_ms, date, sizeof(date));
 
-  sbuf_puts(&b, "From: ");
+  kpi_buf_adds(&b, "From: ");
   if (p->from_name && *p->from_name) {
-    sbuf_add_clean(&clean, p->from_name, "");
+    buf_add_clean(&clean, p->from_name, "");
     if (clean.s) encode_words(&b, clean.s);
-    sbuf_puts(&b, " ");
+    kpi_buf_adds(&b, " ");
   }
-  sbuf_printf(&b, "<%s>\r\n", p->from);
-  sbuf_printf(&b, "To: <%s>\r\n", p->to);
-  clean.len = 0;
-  if (clean.s) clean.s[0] = '\0';
-  sbuf_add_clean(&clean, subject, "");
-  sbuf_puts(&b, "Subject: ");
+  kpi_buf_addf(&b, "<%s>\r\n", p->from);
+  kpi_buf_addf(&b, "To: <%s>\r\n", p->to);
+  if (clean.oom) goto nomem;
+  kpi_buf_reset(&clean);
+  buf_add_clean(&clean, subject, "");
+  kpi_buf_adds(&b, "Subject: ");
   if (clean.s) encode_words(&b, clean.s);
-  sbuf_puts(&b, "\r\n");
-  sbuf_printf(&b, "Date: %s\r\n", date);
-  sbuf_printf(&b, "Message-ID: %s\r\n", p->message_id);
-  sbuf_puts(&b, "MIME-Version: 1.0\r\n");
-  sbuf_puts(&b, "Content-Type: text/plain; charset=UTF-8\r\n");
-  sbuf_puts(&b, "Content-Transfer-Encoding: base64\r\n");
-  sbuf_puts(&b, "Content-Language: ja, en\r\n");
-  sbuf_puts(&b, "Auto-Submitted: auto-generated\r\n");
-  sbuf_puts(&b, "X-Auto-Response-Suppress: All\r\n");
+  kpi_buf_adds(&b, "\r\n");
+  kpi_buf_addf(&b, "Date: %s\r\n", date);
+  kpi_buf_addf(&b, "Message-ID: %s\r\n", p->message_id);
+  kpi_buf_adds(&b, "MIME-Version: 1.0\r\n");
+  kpi_buf_adds(&b, "Content-Type: text/plain; charset=UTF-8\r\n");
+  kpi_buf_adds(&b, "Content-Transfer-Encoding: base64\r\n");
+  kpi_buf_adds(&b, "Content-Language: ja, en\r\n");
+  kpi_buf_adds(&b, "Auto-Submitted: auto-generated\r\n");
+  kpi_buf_adds(&b, "X-Auto-Response-Suppress: All\r\n");
   /* alert ids were checked as UUIDs by the decoder, so they are safe header text. */
   if (n == 1 && kpi_uuid_parse(alerts[0]->alert_id, NULL) == 0)
-    sbuf_printf(&b, "X-KPI-Alert-ID: %s\r\n", alerts[0]->alert_id);
-  sbuf_puts(&b, "\r\n");
+    kpi_buf_addf(&b, "X-KPI-Alert-ID: %s\r\n", alerts[0]->alert_id);
+  kpi_buf_adds(&b, "\r\n");
   base64_lines(&b, canon, strlen(canon));
-  if (b.failed || clean.failed) goto nomem;
+  if (b.oom || clean.oom) goto nomem;
 
   free(subject);
   free(text);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kpi_buf.h"
+
 typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } metric_kind;
 
 struct kpi_metric {
@@ -183,35 +185,6 @@ double kpi_metrics_value(const kpi_metric *s) {
 
 /* ---- rendering ---- */
 
-typedef struct {
-  char *buf;
-  size_t len, cap;
-  int oom;
-} strbuf;
-
-static void sb_reserve(strbuf *sb, size_t extra) {
-  if (sb->oom || sb->len + extra + 1 <= sb->cap) return;
-  size_t cap = sb->cap ? sb->cap : 1024;
-  while (cap < sb->len + extra + 1) cap *= 2;
-  char *nb = realloc(sb->buf, cap);
-  if (!nb) {
-    sb->oom = 1;
-    return;
-  }
-  sb->buf = nb;
-  sb->cap = cap;
-}
-
-static void sb_put(strbuf *sb, const char *s, size_t n) {
-  sb_reserve(sb, n);
-  if (sb->oom) return;
-  memcpy(sb->buf + sb->len, s, n);
-  sb->len += n;
-  sb->buf[sb->len] = '\0';
-}
-
-static void sb_puts(strbuf *sb, const char *s) { sb_put(sb, s, strlen(s)); }
-
 /* Shortest text that reads back as the same double, so 0.1 renders as "0.1" and integral
  * values carry no exponent or fraction up to 1e15; Prometheus spells the specials +Inf,
  * -Inf and NaN. */
@@ -230,54 +203,53 @@ static void fmt_double(char out[32], double v) {
   }
 }
 
-static void sb_help(strbuf *sb, const char *help) {
+static void sb_help(kpi_buf *sb, const char *help) {
   /* The text format escapes only backslash and newline in HELP. */
   for (const char *p = help; *p; p++) {
-    if (*p == '\\') sb_put(sb, "\\\\", 2);
-    else if (*p == '\n') sb_put(sb, "\\n", 2);
-    else sb_put(sb, p, 1);
+    if (*p == '\\') kpi_buf_add(sb, "\\\\", 2);
+    else if (*p == '\n') kpi_buf_add(sb, "\\n", 2);
+    else kpi_buf_add(sb, p, 1);
   }
 }
 
-static void sb_sample(strbuf *sb, const char *name, const char *suffix, const char *labels,
+static void sb_sample(kpi_buf *sb, const char *name, const char *suffix, const char *labels,
                       const char *le, const char *value) {
-  sb_puts(sb, name);
-  sb_puts(sb, suffix);
+  kpi_buf_adds(sb, name);
+  kpi_buf_adds(sb, suffix);
   if (*labels || le) {
-    sb_put(sb, "{", 1);
-    sb_puts(sb, labels);
+    kpi_buf_add(sb, "{", 1);
+    kpi_buf_adds(sb, labels);
     if (le) {
-      if (*labels) sb_put(sb, ",", 1);
-      sb_puts(sb, "le=\"");
-      sb_puts(sb, le);
-      sb_put(sb, "\"", 1);
+      if (*labels) kpi_buf_add(sb, ",", 1);
+      kpi_buf_adds(sb, "le=\"");
+      kpi_buf_adds(sb, le);
+      kpi_buf_add(sb, "\"", 1);
     }
-    sb_put(sb, "}", 1);
+    kpi_buf_add(sb, "}", 1);
   }
-  sb_put(sb, " ", 1);
-  sb_puts(sb, value);
-  sb_put(sb, "\n", 1);
+  kpi_buf_add(sb, " ", 1);
+  kpi_buf_adds(sb, value);
+  kpi_buf_add(sb, "\n", 1);
 }
 
 int kpi_metrics_render(const kpi_metrics *m, char **out, size_t *out_len) {
   static const char *const type_names[] = {"counter", "gauge", "histogram"};
-  strbuf sb = {0};
-  sb_reserve(&sb, 0); /* an empty registry still renders "" rather than NULL */
-  if (sb.buf) sb.buf[0] = '\0';
+  kpi_buf sb = KPI_BUF_INIT;
+  kpi_buf_reserve(&sb, 1023); /* a small registry renders without regrowing */
   char num[32];
   for (const family *f = m ? m->head : NULL; f; f = f->next) {
     if (f->help) {
-      sb_puts(&sb, "# HELP ");
-      sb_puts(&sb, f->name);
-      sb_put(&sb, " ", 1);
+      kpi_buf_adds(&sb, "# HELP ");
+      kpi_buf_adds(&sb, f->name);
+      kpi_buf_add(&sb, " ", 1);
       sb_help(&sb, f->help);
-      sb_put(&sb, "\n", 1);
+      kpi_buf_add(&sb, "\n", 1);
     }
-    sb_puts(&sb, "# TYPE ");
-    sb_puts(&sb, f->name);
-    sb_put(&sb, " ", 1);
-    sb_puts(&sb, type_names[f->kind]);
-    sb_put(&sb, "\n", 1);
+    kpi_buf_adds(&sb, "# TYPE ");
+    kpi_buf_adds(&sb, f->name);
+    kpi_buf_add(&sb, " ", 1);
+    kpi_buf_adds(&sb, type_names[f->kind]);
+    kpi_buf_add(&sb, "\n", 1);
     for (const kpi_metric *s = f->series_head; s; s = s->next) {
       if (s->kind != KIND_HISTOGRAM) {
         fmt_double(num, s->value);
@@ -299,13 +271,11 @@ int kpi_metrics_render(const kpi_metrics *m, char **out, size_t *out_len) {
       sb_sample(&sb, f->name, "_count", s->labels, NULL, num);
     }
   }
-  if (sb.oom) {
-    free(sb.buf);
-    *out = NULL;
+  /* An empty registry still renders "" rather than NULL. */
+  *out = kpi_buf_detach(&sb, out_len);
+  if (!*out) {
     if (out_len) *out_len = 0;
     return -1;
   }
-  *out = sb.buf;
-  if (out_len) *out_len = sb.len;
   return 0;
 }

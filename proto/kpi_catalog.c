@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kpi_json.h"
 #include "kpi_time.h"
 
 static const char *const kind_names[] = {"level", "cumulative", "ratio", "maintain", "milestone"};
@@ -124,21 +125,10 @@ static int hex_nibble(char c) {
   return -1;
 }
 
-/* Ids end up in URLs, Kafka keys and mail headers: keep them to a safe ASCII alphabet. */
-static bool valid_id(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64) return false;
-  for (const char *p = s; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-          *p == '-' || *p == '_' || *p == '.'))
-      return false;
-  return true;
-}
-
 static int load_department(load_ctx *lc, const cJSON *obj, kpi_department *d) {
   if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
   if (get_string(lc, obj, "id", false, &d->id)) return -1;
-  if (!valid_id(d->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
+  if (!kpi_json_id_valid(d->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
   if (get_string(lc, obj, "name", false, &d->name)) return -1;
   const cJSON *sample = cJSON_GetObjectItemCaseSensitive(obj, "sample");
   if (sample && !cJSON_IsBool(sample)) return fail(lc, "sample", "must be true or false");
@@ -209,7 +199,7 @@ static int load_max(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
 static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
   if (get_string(lc, obj, "id", false, &m->id)) return -1;
-  if (!valid_id(m->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
+  if (!kpi_json_id_valid(m->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
   double goal = 0;
   if (get_number(lc, obj, "goal", "goal", &goal)) return -1;
   if (goal < 1 || goal > 99 || goal != (int)goal)

@@ -8,19 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Parses exactly LEN bytes as one JSON value: anything but white space after it is an error
- * (cJSON_ParseWithLength alone would accept `{"a":1} trailing`). */
-static cJSON *parse_whole(const char *json, size_t len) {
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-  if (!root) return NULL;
-  for (const char *p = end; p < json + len; p++)
-    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0') {
-      cJSON_Delete(root);
-      return NULL;
-    }
-  return root;
-}
+#include "kpi_json.h"
 
 /* Cuts a NUL-terminated string that snprintf may have truncated back to the last whole UTF-8
  * character, so that a long field name or message never puts invalid UTF-8 into a response. */
@@ -69,31 +57,6 @@ const char *kpi_component_name(kpi_component c) {
   }
 }
 
-bool kpi_utf8_valid(const char *str, size_t len) {
-  const unsigned char *s = (const unsigned char *)str, *end = s + len;
-  while (s < end) {
-    unsigned c = *s;
-    if (c < 0x80) {
-      s++;
-      continue;
-    }
-    size_t n;
-    unsigned min;
-    if ((c & 0xE0) == 0xC0) n = 1, min = 0x80, c &= 0x1F;
-    else if ((c & 0xF0) == 0xE0) n = 2, min = 0x800, c &= 0x0F;
-    else if ((c & 0xF8) == 0xF0) n = 3, min = 0x10000, c &= 0x07;
-    else return false;
-    if ((size_t)(end - s) <= n) return false;
-    for (size_t i = 1; i <= n; i++) {
-      if ((s[i] & 0xC0) != 0x80) return false;
-      c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-    s += n + 1;
-  }
-  return true;
-}
-
 /* Copies string member IT (named NAME; NULL when absent) into DST (size SIZE). Returns 1 when
  * present and valid, 0 when absent, -1 when present but wrong (error already added). */
 static int take_string_item(const cJSON *it, const char *name, char *dst, size_t size,
@@ -120,14 +83,6 @@ static int take_string_item(const cJSON *it, const char *name, char *dst, size_t
 static int take_string(const cJSON *obj, const char *name, char *dst, size_t size,
                        kpi_errors *errs) {
   return take_string_item(cJSON_GetObjectItemCaseSensitive(obj, name), name, dst, size, errs);
-}
-
-static bool valid_id(const char *s) {
-  for (const char *p = s; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-          *p == '-' || *p == '_' || *p == '.'))
-      return false;
-  return true;
 }
 
 /* The members of a measurement; F_RECEIVED_AT is a record's only (not client input). */
@@ -210,13 +165,13 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
 
   r = take_string_item(f[F_MEASURE_ID], "measure_id", m->measure_id, sizeof(m->measure_id), errs);
   if (r == 0) kpi_errors_add(errs, "measure_id", "missing", "required");
-  if (r == 1 && !valid_id(m->measure_id))
+  if (r == 1 && !kpi_json_id_valid(m->measure_id))
     kpi_errors_add(errs, "measure_id", "format", "only letters, digits, '-', '_', '.'");
 
   r = take_string_item(f[F_DEPARTMENT], "department", m->department, sizeof(m->department), errs);
   if (r == 0 && mode == KPI_PARSE_RECORD)
     kpi_errors_add(errs, "department", "missing", "required");
-  if (r == 1 && !valid_id(m->department))
+  if (r == 1 && !kpi_json_id_valid(m->department))
     kpi_errors_add(errs, "department", "format", "only letters, digits, '-', '_', '.'");
 
   r = take_string_item(f[F_OBSERVED_AT], "observed_at",
@@ -252,7 +207,7 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
       size_t n = strlen(note->valuestring);
       if (n > KPI_NOTE_MAX)
         kpi_errors_add(errs, "note", "too_long", "longer than %d bytes", KPI_NOTE_MAX);
-      else if (!kpi_utf8_valid(note->valuestring, n))
+      else if (!kpi_json_utf8_valid(note->valuestring, n))
         kpi_errors_add(errs, "note", "encoding", "must be valid UTF-8");
       else {
         memcpy(m->note, note->valuestring, n + 1);
@@ -276,11 +231,11 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
 int kpi_measurement_parse(const char *json, size_t len, kpi_parse_mode mode, kpi_measurement *m,
                           kpi_errors *errs) {
   memset(m, 0, sizeof(*m));
-  if (!kpi_utf8_valid(json, len)) {
+  if (!kpi_json_utf8_valid(json, len)) {
     kpi_errors_add(errs, "", "encoding", "the body is not valid UTF-8");
     return -1;
   }
-  cJSON *root = parse_whole(json, len);
+  cJSON *root = kpi_json_parse_one(json, len, true);
   if (!root) {
     kpi_errors_add(errs, "", "syntax", "not valid JSON");
     return -1;
@@ -336,45 +291,12 @@ const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_cat
  * cJSON's print_string_ptr and print_number; numbers that the fast path below cannot prove
  * identical are printed by cJSON itself. */
 
-/* Bytes cJSON's printer writes for S between its quotes. */
-static size_t json_escaped_len(const char *s) {
-  size_t n = 0;
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p >= 32 && *p != '"' && *p != '\\') n += 1;
-    else if (*p == '"' || *p == '\\' || *p == '\b' || *p == '\f' || *p == '\n' || *p == '\r' ||
-             *p == '\t')
-      n += 2;
-    else
-      n += 6; /* \u00XX */
-  }
-  return n;
-}
+/* Bytes cJSON's printer writes for S between its quotes (kpi_json's escaping is cJSON's). */
+static size_t json_escaped_len(const char *s) { return kpi_json_escaped_len(s, strlen(s)); }
 
 static char *json_put_string(char *o, const char *s) {
-  static const char hex[] = "0123456789abcdef";
   *o++ = '"';
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    unsigned char c = *p;
-    if (c >= 32 && c != '"' && c != '\\') {
-      *o++ = (char)c;
-      continue;
-    }
-    *o++ = '\\';
-    switch (c) {
-      case '"': *o++ = '"'; break;
-      case '\\': *o++ = '\\'; break;
-      case '\b': *o++ = 'b'; break;
-      case '\f': *o++ = 'f'; break;
-      case '\n': *o++ = 'n'; break;
-      case '\r': *o++ = 'r'; break;
-      case '\t': *o++ = 't'; break;
-      default:
-        memcpy(o, "u00", 3);
-        o[3] = hex[c >> 4];
-        o[4] = hex[c & 15];
-        o += 5;
-    }
-  }
+  o = kpi_json_put_escaped(o, s, strlen(s));
   *o++ = '"';
   return o;
 }
@@ -605,7 +527,7 @@ static bool known_status(const char *s) {
 int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs) {
   memset(a, 0, sizeof(*a));
   size_t before = errs->n;
-  cJSON *o = parse_whole(json, len);
+  cJSON *o = kpi_json_parse_one(json, len, true);
   if (!o || !cJSON_IsObject(o)) {
     kpi_errors_add(errs, "", "syntax", "not a JSON object");
     cJSON_Delete(o);

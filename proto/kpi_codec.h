@@ -7,13 +7,13 @@
 #include <stdint.h>
 
 #include "kpi_catalog.h"
+#include "kpi_json.h"
 #include "kpi_time.h"
 #include "kpi_uuid.h"
 
 #define KPI_MEASUREMENT_SCHEMA "kpi.measurement/1"
 #define KPI_ALERT_SCHEMA "kpi.alert/1"
 #define KPI_NOTE_MAX 1024
-#define KPI_ID_MAX 64
 
 /* One problem with one field of a record, as reported in problem+json `errors`. */
 typedef struct {
@@ -60,8 +60,11 @@ typedef enum {
   KPI_PARSE_RECORD = 1
 } kpi_parse_mode;
 
-/* Returns true when the LEN bytes at S are well-formed UTF-8 (no overlongs, no surrogates). */
-bool kpi_utf8_valid(const char *s, size_t len);
+/* The old name of kpi_json_utf8_valid, kept only until services/notifier switches (issue 9);
+ * new code calls kpi_json_utf8_valid. */
+static inline bool kpi_utf8_valid(const char *s, size_t len) {
+  return kpi_json_utf8_valid(s, len);
+}
 
 /* Parses one measurement (JSON object) into M, checking types, formats and lengths. Every
  * problem is added to ERRS by field; returns 0 when there was none, -1 otherwise. */

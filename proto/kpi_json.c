@@ -85,27 +85,39 @@ void kpi_json_buf_string(kpi_buf *b, const char *s) {
   else kpi_json_buf_string_n(b, s, strlen(s));
 }
 
+/* Length of the well-formed UTF-8 character at S (N > 0 bytes available), 0 if none. */
+static inline size_t utf8_char_len(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  if (c < 0x80) return 1;
+  size_t len;
+  unsigned min;
+  if ((c & 0xE0) == 0xC0) len = 2, min = 0x80, c &= 0x1F;
+  else if ((c & 0xF0) == 0xE0) len = 3, min = 0x800, c &= 0x0F;
+  else if ((c & 0xF8) == 0xF0) len = 4, min = 0x10000, c &= 0x07;
+  else return 0;
+  if (n < len) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    c = (c << 6) | (s[i] & 0x3F);
+  }
+  if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+  return len;
+}
+
+size_t kpi_json_utf8_char_len(const char *s, size_t n) {
+  return n ? utf8_char_len((const unsigned char *)s, n) : 0;
+}
+
 bool kpi_json_utf8_valid(const char *str, size_t len) {
   const unsigned char *s = (const unsigned char *)str, *end = s + len;
   while (s < end) {
-    unsigned c = *s;
-    if (c < 0x80) {
+    if (*s < 0x80) {
       s++;
       continue;
     }
-    size_t n;
-    unsigned min;
-    if ((c & 0xE0) == 0xC0) n = 1, min = 0x80, c &= 0x1F;
-    else if ((c & 0xF0) == 0xE0) n = 2, min = 0x800, c &= 0x0F;
-    else if ((c & 0xF8) == 0xF0) n = 3, min = 0x10000, c &= 0x07;
-    else return false;
-    if ((size_t)(end - s) <= n) return false;
-    for (size_t i = 1; i <= n; i++) {
-      if ((s[i] & 0xC0) != 0x80) return false;
-      c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-    s += n + 1;
+    size_t l = utf8_char_len(s, (size_t)(end - s));
+    if (!l) return false;
+    s += l;
   }
   return true;
 }

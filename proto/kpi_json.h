@@ -45,6 +45,11 @@ void kpi_json_buf_string_n(kpi_buf *b, const char *s, size_t n);
  * them check with memchr). */
 bool kpi_json_utf8_valid(const char *s, size_t len);
 
+/* Bytes of the well-formed UTF-8 character starting at S (N bytes available; 1..4), or 0 when
+ * the bytes there are not one by the rules above (also when N is 0). For code that walks text
+ * character by character and replaces what is invalid (mail text cleaning). */
+size_t kpi_json_utf8_char_len(const char *s, size_t n);
+
 /* True when S is an id: 1..KPI_ID_MAX bytes of ASCII letters, digits, '-', '_' and '.'. Ids
  * end up in URLs, Kafka keys, SQL parameters and mail headers, so the alphabet is kept small
  * and the same everywhere (catalog, codec, evaluator API). */

@@ -11,6 +11,7 @@
 
 #include "kpi_catalog.h"
 #include "kpi_env.h"
+#include "kpi_json.h"
 #include "kpi_kafka.h"
 #include "kpi_log.h"
 #include "kpi_pg.h"
@@ -95,13 +96,6 @@ static int cmd_hash_token(void) {
   return 0;
 }
 
-/* Department ids as the catalog allows them; the id goes into the printed instructions. */
-static bool valid_department_id(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64) return false;
-  return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
-}
-
 /* A token is KPI_TOKEN_PREFIX and 32 bytes from the CSPRNG in unpadded base64url (43
  * characters, safe in a header and a shell variable). The prefix lets secret scanners and
  * people recognise a leaked token; the catalog keeps only the SHA-256 of the whole string,
@@ -110,7 +104,7 @@ static bool valid_department_id(const char *s) {
 #define KPI_TOKEN_BYTES 32
 
 static int cmd_gen_token(const char *dept) {
-  if (!valid_department_id(dept)) {
+  if (!kpi_json_id_valid(dept)) {
     fprintf(stderr, "kpi-admin gen-token: \"%s\" is not a department id (1-64 letters, digits, "
                     "'.', '_', '-')\n", dept);
     return 2;
