@@ -2,6 +2,7 @@
 #ifndef KPI_HTTP_H
 #define KPI_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -219,6 +220,23 @@ int kpi_http_respond_problem_ex(kpi_http_request *req, int status, const char *t
  * Content"), used in status lines and as the default problem title; "" when unknown. Every
  * service takes its titles from here, so one status never has two names. */
 const char *kpi_http_reason(int status);
+
+/* ---- header and query helpers: pure functions over strings the caller owns ---- */
+
+/* True when the Content-Type header value CT names media type TYPE (case-insensitive), with
+ * no parameter other than charset=utf-8 (any case, optionally quoted). NULL CT is false.
+ * `application/json; charset=latin1` is false: the body would not be what we parse. */
+bool kpi_http_media_type_is(const char *ct, const char *type);
+
+/* Reads the boolean query parameter NAME of QUERY (the text after '?', not decoded):
+ * absent: 0 into *OUT; "true", "1" or a bare "NAME": 1; "false" or "0": 0. Returns 0, or -1
+ * when the value is anything else (the caller answers 400). The first occurrence wins. */
+int kpi_http_query_flag(const char *query, const char *name, int *out);
+
+/* Extracts the token of an `Authorization: Bearer <token>` header value (scheme matched
+ * case-insensitively, one or more spaces, token68 characters only). Returns 0 and points
+ * *TOKEN into AUTH (length *LEN), or -1 when AUTH is NULL, another scheme, or malformed. */
+int kpi_http_bearer_token(const char *auth, const char **token, size_t *len);
 
 const char *kpi_http_strerror(int err);
 

@@ -1,13 +1,17 @@
-/* fuzz_batch.c: libFuzzer target for ingest request framing (common/kpi_batch): NDJSON
- * splitting, media types, query flags and bearer tokens. */
+/* fuzz_batch.c: libFuzzer target for ingest request framing: NDJSON splitting (kpi_batch),
+ * "exactly one JSON value" (kpi_json), and the HTTP helpers for media types, query flags and
+ * bearer tokens (kpi_http). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "fuzz_check.h"
 #include "kpi_batch.h"
-
+#include "kpi_http.h"
+#include "kpi_json.h"
 
 static int blank(char c) { return c == ' ' || c == '\t'; }
 
@@ -35,7 +39,7 @@ static void check_ndjson(const char *buf, size_t len) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *buf = (const char *)data;
   check_ndjson(buf, size);
-  (void)kpi_batch_only_space(buf, buf + size);
+  cJSON_Delete(kpi_json_parse_one(buf, size, false));
 
   /* The string helpers read header values and query strings: NUL-terminated copies, cut at
    * the first NUL as the HTTP server would hand them over. */
@@ -43,15 +47,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!s) return 0;
   memcpy(s, data, size);
   s[size] = '\0';
-  (void)kpi_batch_media_type_is(s, "application/json");
-  (void)kpi_batch_media_type_is(s, "application/x-ndjson");
+  (void)kpi_http_media_type_is(s, "application/json");
+  (void)kpi_http_media_type_is(s, "application/x-ndjson");
   int flag = -1;
-  int rc = kpi_batch_query_flag(s, "atomic", &flag);
+  int rc = kpi_http_query_flag(s, "atomic", &flag);
   CHECK((rc == 0 && (flag == 0 || flag == 1)) || (rc == -1 && flag == 0), "flag %d/%d", rc, flag);
-  (void)kpi_batch_query_flag(s, "", &flag);
+  (void)kpi_http_query_flag(s, "", &flag);
   const char *token = NULL;
   size_t tlen = 0;
-  if (kpi_batch_bearer_token(s, &token, &tlen) == 0) {
+  if (kpi_http_bearer_token(s, &token, &tlen) == 0) {
     size_t slen = strlen(s);
     CHECK(token > s && tlen > 0 && (size_t)(token - s) + tlen <= slen, "token bounds");
     CHECK(!memchr(token, ' ', tlen), "blank in the token");

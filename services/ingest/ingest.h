@@ -3,6 +3,7 @@
 #define INGEST_H
 
 #include <librdkafka/rdkafka.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -90,6 +91,34 @@ typedef struct ingest_ctx {
   kpi_metric *m_batch_items;
 } ingest_ctx;
 
+/* ingest_rules.c: the answer rules, pure (no context, no I/O). */
+
+/* Final item statuses of a batch, counted. */
+typedef struct ingest_tally {
+  size_t items;
+  size_t accepted;   /* 202: in Kafka */
+  size_t retryable;  /* 429 or 503: valid, not published */
+  size_t queue_full; /* 429 */
+  size_t forbidden;  /* 403: another department's measure */
+} ingest_tally;
+
+/* Counts one item whose final status is STATUS. */
+void ingest_tally_add(ingest_tally *t, int status);
+
+/* The status of a non-atomic batch answer (proto/openapi.yaml): 202 when every item is in
+ * Kafka; when none is, 403 if every item was another department's measure, 429 if every
+ * item met a full queue, 503 if every failure is one to retry (so that the client sees
+ * Retry-After); otherwise 207. */
+int ingest_batch_status(const ingest_tally *t);
+
+/* An atomic batch of ITEMS of which BAD failed their checks, FORBIDDEN of them with 403:
+ * 0 when it may be published (BAD is 0), else 403 when every item is another department's
+ * measure, else 422. Nothing of a refused atomic batch is published. */
+int ingest_atomic_status(size_t items, size_t bad, size_t forbidden);
+
+/* The Retry-After header line that goes with STATUS (429: 1 s, 503: 5 s), or NULL. */
+const char *ingest_retry_after(int status);
+
 /* ingest_kafka.c */
 int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size);
 void ingest_kafka_probe_now(ingest_ctx *ctx);
@@ -102,8 +131,24 @@ void ingest_on_http_request(kpi_http_request *req, void *opaque);
 extern const kpi_http_route ingest_http_routes[INGEST_EP_OTHER];
 int ingest_metrics_init(ingest_ctx *ctx);
 
-/* main.c: graceful stop (SIGTERM, or a fatal producer error): stop accepting, answer every
- * request once its delivery report came, close everything, exit with EXIT_CODE. */
+/* ingest_service.c */
+
+/* Reads the KPI_INGEST_*, KPI_CATALOG, KPI_TOPIC_* and KPI_HTTP_* variables into CFG.
+ * Returns 0, or -1 with ERR saying which one is wrong. */
+int ingest_config_load(ingest_config *cfg, char *err, size_t errsz);
+
+/* Starts the HTTP server on ctx->cfg's address with ingest's routes. On failure logs
+ * `listen_failed`, closes the producer's and the server's handles, runs the loop until they
+ * are closed and returns -1. */
+int ingest_http_start(ingest_ctx *ctx);
+
+/* The drain timer and the SIGTERM/SIGINT (graceful stop) and SIGHUP (catalog reload)
+ * handlers; all closed by the drain. */
+void ingest_signals_start(ingest_ctx *ctx);
+
+/* Graceful stop (SIGTERM, or a fatal producer error): stop accepting, answer every request
+ * once its delivery report came, close everything; uv_run then returns and the process exits
+ * with EXIT_CODE. */
 void ingest_begin_shutdown(ingest_ctx *ctx, int exit_code);
 
 /* Logs the delivery failures counted since the last line, at most once a second unless

@@ -10,11 +10,11 @@
 
 #include "ingest.h"
 #include "kpi_batch.h"
+#include "kpi_buf.h"
 #include "kpi_codec.h"
+#include "kpi_json.h"
 #include "kpi_log.h"
 
-#define RETRY_AFTER_FULL "Retry-After: 1\r\n"
-#define RETRY_AFTER_DOWN "Retry-After: 5\r\n"
 #define RETRY_AFTER_START "Retry-After: 2\r\n"
 /* Plain `Bearer`, as proto/openapi.yaml fixes it: no realm to configure, and an error
  * attribute would tell a prober whether a token had the right shape. */
@@ -124,51 +124,6 @@ static cJSON *one_error(const char *field, const char *code, const char *message
   return kpi_errors_to_json(&errs);
 }
 
-/* ---- a growable text buffer for answers built by hand ---- */
-
-/* Batch answers carry one result per item; building them as cJSON trees and printing them
- * (every number through sprintf and sscanf) cost more than producing the records, so the
- * accepted items, whose strings are all UUIDs and catalog ids, are written directly. */
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->oom = 1;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  char tmp[512];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-  va_end(ap);
-  if (n < 0 || (size_t)n >= sizeof(tmp)) {
-    b->oom = 1;
-    return;
-  }
-  sb_put(b, tmp, (size_t)n);
-}
-
 /* ---- requests held across delivery reports ---- */
 
 static ingest_request *request_new(ingest_ctx *ctx, kpi_http_request *http, ingest_endpoint ep,
@@ -231,43 +186,41 @@ static char *put_i64(char *o, int64_t v) {
   return o;
 }
 
-/* The BatchItemResult of accepted item IT at INDEX. Its strings need no escaping: event_id is
- * a UUID and measure_id passed the catalog's id syntax. Written by hand because a batch holds
- * up to thousands of them and vsnprintf per item was a visible share of a batch's cost. */
-static void sb_accepted(sbuf *b, const ingest_item *it, size_t index) {
-  char tmp[64 + KPI_UUID_STRLEN + KPI_ID_MAX + 3 * 24 + 64];
+/* The BatchItemResult of accepted item IT at INDEX. Its strings are a UUID and an id that
+ * passed the catalog's syntax, so escaping leaves them as they are; they go through the one
+ * JSON writer all the same, so that no path writes client-reachable text unescaped. Written
+ * by hand because a batch holds up to thousands of them and vsnprintf per item was a visible
+ * share of a batch's cost. */
+static void put_accepted(kpi_buf *b, const ingest_item *it, size_t index) {
+  char tmp[64 + 6 * (KPI_UUID_STRLEN + KPI_ID_MAX) + 3 * 24 + 64];
   char *o = tmp;
 #define PUT(lit) (memcpy(o, lit, sizeof(lit) - 1), o += sizeof(lit) - 1)
   PUT("{\"index\":");
   o = put_i64(o, (int64_t)index);
   PUT(",\"status\":202,\"event_id\":\"");
-  size_t n = strlen(it->event_id);
-  memcpy(o, it->event_id, n);
-  o += n;
+  o = kpi_json_put_escaped(o, it->event_id, strnlen(it->event_id, KPI_UUID_STRLEN));
   PUT("\",\"measure_id\":\"");
-  n = strlen(it->measure_id);
-  memcpy(o, it->measure_id, n);
-  o += n;
+  o = kpi_json_put_escaped(o, it->measure_id, strnlen(it->measure_id, KPI_ID_MAX));
   PUT("\",\"partition\":");
   o = put_i64(o, it->partition);
   PUT(",\"offset\":");
   o = put_i64(o, it->offset);
   *o++ = '}';
 #undef PUT
-  sb_put(b, tmp, (size_t)(o - tmp));
+  kpi_buf_add(b, tmp, (size_t)(o - tmp));
 }
 
 /* Appends `"results":[…]` for every item (ONLY_BAD: the non-accepted ones only). */
-static void sb_results(sbuf *b, const ingest_request *r, int only_bad) {
-  sb_str(b, "\"results\":[");
+static void put_results(kpi_buf *b, const ingest_request *r, int only_bad) {
+  kpi_buf_adds(b, "\"results\":[");
   int first = 1;
   for (size_t i = 0; i < r->n_items && !b->oom; i++) {
     const ingest_item *it = &r->items[i];
     if (only_bad && (it->status == 202 || it->status == 0)) continue; /* 0: valid, unsent */
-    if (!first) sb_put(b, ",", 1);
+    if (!first) kpi_buf_add(b, ",", 1);
     first = 0;
     if (it->status == 202) {
-      sb_accepted(b, it, i);
+      put_accepted(b, it, i);
       continue;
     }
     char *t = item_failure_json(it, i);
@@ -275,49 +228,59 @@ static void sb_results(sbuf *b, const ingest_request *r, int only_bad) {
       b->oom = 1;
       break;
     }
-    sb_str(b, t);
+    kpi_buf_adds(b, t);
     cJSON_free(t);
   }
-  sb_put(b, "]", 1);
+  kpi_buf_add(b, "]", 1);
 }
 
-/* Appends the RFC 9457 members of a problem; DETAIL and the error's MESSAGE are the
- * service's own text (no quotes), CODE/FIELD NULL: no `errors`. */
-static void sb_problem_head(sbuf *b, int status, const char *detail, const char *field,
+/* Appends the RFC 9457 members of a problem, every string escaped; CODE NULL: no `errors`. */
+static void put_problem_head(kpi_buf *b, int status, const char *detail, const char *field,
                             const char *code, const char *message) {
-  sb_printf(b, "\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\",",
-            kpi_http_reason(status), status, detail);
-  if (code)
-    sb_printf(b, "\"errors\":[{\"field\":\"%s\",\"code\":\"%s\",\"message\":\"%s\"}],", field,
-              code, message);
+  kpi_buf_adds(b, "\"type\":\"about:blank\",\"title\":");
+  kpi_json_buf_string(b, kpi_http_reason(status));
+  kpi_buf_addf(b, ",\"status\":%d,\"detail\":", status);
+  kpi_json_buf_string(b, detail);
+  kpi_buf_addc(b, ',');
+  if (code) {
+    kpi_buf_adds(b, "\"errors\":[{\"field\":");
+    kpi_json_buf_string(b, field);
+    kpi_buf_adds(b, ",\"code\":");
+    kpi_json_buf_string(b, code);
+    kpi_buf_adds(b, ",\"message\":");
+    kpi_json_buf_string(b, message);
+    kpi_buf_adds(b, "}],");
+  }
 }
 
-static void answer_sbuf(ingest_ctx *ctx, ingest_request *r, int status, sbuf *b,
-                        const char *content_type, const char *extra) {
+/* Answers R with B's text (or 500 when B ran out of memory) and frees B. */
+static void answer_buf(ingest_ctx *ctx, ingest_request *r, int status, kpi_buf *b,
+                       const char *content_type, const char *extra) {
   if (b->oom) {
-    free(b->p);
+    kpi_buf_free(b);
     count_response(ctx, r->ep, 500, r->start_ns);
     kpi_http_respond_problem(r->http, 500, NULL, "out of memory", NULL);
     return;
   }
   count_response(ctx, r->ep, status, r->start_ns);
-  kpi_http_respond(r->http, status, content_type, b->p, b->len, extra);
-  free(b->p);
+  kpi_http_respond(r->http, status, content_type, b->s, b->len, extra);
+  kpi_buf_free(b);
 }
 
 static void finish_single(ingest_ctx *ctx, ingest_request *r) {
   ingest_item *it = &r->items[0];
   if (it->status == 202) {
-    char body[256];
-    int n = snprintf(body, sizeof(body),
-                     "{\"event_id\":\"%s\",\"measure_id\":\"%s\",\"partition\":%" PRId32
-                     ",\"offset\":%" PRId64 "}",
-                     it->event_id, it->measure_id, it->partition, it->offset);
-    answer_json(ctx, r->http, r->ep, r->start_ns, 202, body, (size_t)n);
+    kpi_buf b = KPI_BUF_INIT;
+    kpi_buf_adds(&b, "{\"event_id\":");
+    kpi_json_buf_string(&b, it->event_id);
+    kpi_buf_adds(&b, ",\"measure_id\":");
+    kpi_json_buf_string(&b, it->measure_id);
+    kpi_buf_addf(&b, ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}", it->partition,
+                 it->offset);
+    answer_buf(ctx, r, 202, &b, "application/json", NULL);
     return;
   }
-  const char *extra = it->status == 429 ? RETRY_AFTER_FULL
-                      : it->status == 503 ? RETRY_AFTER_DOWN : NULL;
+  const char *extra = ingest_retry_after(it->status);
   cJSON *errors = it->errors ? it->errors : delivery_errors(it);
   it->errors = NULL;
   answer_problem(ctx, r->http, r->ep, r->start_ns, it->status,
@@ -327,46 +290,32 @@ static void finish_single(ingest_ctx *ctx, ingest_request *r) {
                  errors, extra);
 }
 
-/* Batch answers (proto/openapi.yaml): 202 when every item is in Kafka; when none is, 403 if
- * every item was another department's measure and 429/503 if every failure is one to retry
- * (so that the client sees Retry-After); otherwise 207. Each carries one result per item in
- * input order; an item reported 202 is in Kafka, any other was not published. */
+/* A batch answer (status by ingest_batch_status) carries one result per item in input order;
+ * an item reported 202 is in Kafka, any other was not published. */
 static void finish_batch(ingest_ctx *ctx, ingest_request *r) {
-  size_t ok = 0, retryable = 0, full = 0, forbidden = 0;
-  for (size_t i = 0; i < r->n_items; i++) {
-    int s = r->items[i].status;
-    ok += s == 202;
-    retryable += s == 429 || s == 503;
-    full += s == 429;
-    forbidden += s == 403;
-  }
-  size_t failed = r->n_items - ok;
-  int status = 207;
-  if (failed == 0) status = 202;
-  else if (ok == 0 && forbidden == failed) status = 403;
-  else if (ok == 0 && retryable == failed) status = full == failed ? 429 : 503;
+  ingest_tally t = {0};
+  for (size_t i = 0; i < r->n_items; i++) ingest_tally_add(&t, r->items[i].status);
+  int status = ingest_batch_status(&t);
   /* Sized for the usual answer (about 150 bytes per accepted item) so that it is not
    * reallocated a dozen times while growing. */
-  sbuf b = {0};
-  b.cap = 256 + r->n_items * 160;
-  b.p = malloc(b.cap);
-  if (!b.p) b.cap = 0;
-  sb_put(&b, "{", 1);
+  kpi_buf b = KPI_BUF_INIT;
+  kpi_buf_reserve(&b, 256 + r->n_items * 160);
+  kpi_buf_add(&b, "{", 1);
   if (status == 403)
-    sb_problem_head(&b, 403, "every item is a measure owned by another department",
-                    "measure_id", "forbidden", "owned by another department");
+    put_problem_head(&b, 403, "every item is a measure owned by another department",
+                     "measure_id", "forbidden", "owned by another department");
   else if (status == 429)
-    sb_problem_head(&b, 429, "the producer queue is full; nothing was published", "",
-                    "queue_full", "retry the items shortly");
+    put_problem_head(&b, 429, "the producer queue is full; nothing was published", "",
+                     "queue_full", "retry the items shortly");
   else if (status == 503)
-    sb_problem_head(&b, 503, "the records were not acknowledged by Kafka in time", "",
-                    "unavailable", "retry the items later, with the same event_id");
-  sb_printf(&b, "\"accepted\":%zu,\"rejected\":%zu,", ok, failed);
-  sb_results(&b, r, 0);
-  sb_put(&b, "}", 1);
+    put_problem_head(&b, 503, "the records were not acknowledged by Kafka in time", "",
+                     "unavailable", "retry the items later, with the same event_id");
+  kpi_buf_addf(&b, "\"accepted\":%zu,\"rejected\":%zu,", t.accepted, t.items - t.accepted);
+  put_results(&b, r, 0);
+  kpi_buf_add(&b, "}", 1);
   int problem = status != 202 && status != 207;
-  answer_sbuf(ctx, r, status, &b, problem ? "application/problem+json" : "application/json",
-              status == 429 ? RETRY_AFTER_FULL : status == 503 ? RETRY_AFTER_DOWN : NULL);
+  answer_buf(ctx, r, status, &b, problem ? "application/problem+json" : "application/json",
+             ingest_retry_after(status));
 }
 
 static void request_finish(ingest_request *r) {
@@ -500,17 +449,6 @@ static char *item_encode(ingest_item *it, kpi_measurement *m, int64_t now, const
   return payload;
 }
 
-/* Parses a JSON text that must be exactly one value. */
-static cJSON *parse_json(const char *text, size_t len) {
-  const char *end = NULL;
-  cJSON *v = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-  if (v && !kpi_batch_only_space(end, text + len)) {
-    cJSON_Delete(v);
-    return NULL;
-  }
-  return v;
-}
-
 /* Reads the Idempotency-Key header into KEY. Returns 1 when present, 0 when absent, -1 when
  * it is not a UUID. */
 static int idempotency_key(kpi_http_request *req, uint8_t key[16]) {
@@ -525,7 +463,7 @@ static int idempotency_key(kpi_http_request *req, uint8_t key[16]) {
 static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
                           uint64_t t0) {
   const ingest_endpoint ep = INGEST_EP_SINGLE;
-  if (!kpi_batch_media_type_is(kpi_http_header(req, "Content-Type"), "application/json")) {
+  if (!kpi_http_media_type_is(kpi_http_header(req, "Content-Type"), "application/json")) {
     answer_problem(ctx, req, ep, t0, 415, "Content-Type must be application/json", NULL, NULL);
     return;
   }
@@ -540,12 +478,12 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
    * bring bytes that are not UTF-8 into an answer that echoes them. */
   size_t len;
   const char *body = kpi_http_request_body(req, &len);
-  if (!kpi_utf8_valid(body, len)) {
+  if (!kpi_json_utf8_valid(body, len)) {
     answer_problem(ctx, req, ep, t0, 400, "the body is not valid UTF-8",
                    one_error("", "encoding", "the body is not valid UTF-8"), NULL);
     return;
   }
-  cJSON *obj = parse_json(body, len);
+  cJSON *obj = kpi_json_parse_one(body, len, false);
   if (!obj) {
     answer_problem(ctx, req, ep, t0, 400, "the body is not valid JSON",
                    one_error("", "syntax", "not valid JSON"), NULL);
@@ -611,7 +549,7 @@ static int batch_next(batch_iter *bi, const cJSON **obj) {
   const char *l;
   size_t ll;
   if (!kpi_batch_ndjson_next(bi->body, bi->len, &bi->pos, &l, &ll)) return 0;
-  bi->line = parse_json(l, ll);
+  bi->line = kpi_json_parse_one(l, ll, false);
   *obj = bi->line;
   return 1;
 }
@@ -621,111 +559,122 @@ static void batch_iter_free(batch_iter *bi) {
   cJSON_Delete(bi->array);
 }
 
-/* Atomic batch refused, nothing published: 422 whose `results` list the bad items (403
- * when every item is another department's measure). */
-static void answer_atomic_rejected(ingest_ctx *ctx, ingest_request *r, size_t bad,
-                                   size_t forbidden) {
-  int status = forbidden == r->n_items ? 403 : 422;
+/* Atomic batch refused, nothing published: STATUS (ingest_atomic_status: 422, or 403 when
+ * every item is another department's measure) whose `results` list the bad items. */
+static void answer_atomic_rejected(ingest_ctx *ctx, ingest_request *r, int status, size_t bad) {
   char detail[128];
   snprintf(detail, sizeof(detail), "%zu of %zu items %s invalid; nothing was published "
            "(atomic=true)", bad, r->n_items, bad == 1 ? "is" : "are");
-  sbuf b = {0};
-  sb_put(&b, "{", 1);
+  kpi_buf b = KPI_BUF_INIT;
+  kpi_buf_add(&b, "{", 1);
   if (status == 403)
-    sb_problem_head(&b, 403, detail, "measure_id", "forbidden", "owned by another department");
+    put_problem_head(&b, 403, detail, "measure_id", "forbidden", "owned by another department");
   else
-    sb_problem_head(&b, 422, detail, NULL, NULL, NULL);
-  sb_results(&b, r, 1);
-  sb_put(&b, "}", 1);
-  answer_sbuf(ctx, r, status, &b, "application/problem+json", NULL);
+    put_problem_head(&b, 422, detail, NULL, NULL, NULL);
+  put_results(&b, r, 1);
+  kpi_buf_add(&b, "}", 1);
+  answer_buf(ctx, r, status, &b, "application/problem+json", NULL);
 }
 
-static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
-                         uint64_t t0) {
-  const ingest_endpoint ep = INGEST_EP_BATCH;
-  const char *ct = kpi_http_header(req, "Content-Type");
-  int ndjson = kpi_batch_media_type_is(ct, "application/x-ndjson");
-  if (!ndjson && !kpi_batch_media_type_is(ct, "application/json")) {
-    answer_problem(ctx, req, ep, t0, 415,
-                   "Content-Type must be application/json (an array) or application/x-ndjson",
-                   NULL, NULL);
-    return;
-  }
+/* One batch request while handle_batch works on it. Each step below either moves it on or
+ * answers the request itself and returns -1; batch_job_free releases whatever is held. */
+typedef struct {
+  ingest_ctx *ctx;
+  kpi_http_request *req;
+  const kpi_department *d;
+  uint64_t t0;
   int atomic;
-  if (kpi_batch_query_flag(kpi_http_request_query(req), "atomic", &atomic) != 0) {
-    answer_problem(ctx, req, ep, t0, 400, "atomic must be true or false",
-                   one_error("atomic", "value", "must be true or false"), NULL);
-    return;
-  }
+  batch_iter bi;
+  size_t n;              /* items */
+  ingest_request *r;     /* held across delivery reports once created */
+  char **payloads;       /* atomic: every encoding until all items passed */
+  size_t *lens;
+  size_t bad, forbidden; /* items refused by their checks, 403 among them */
+} batch_job;
+
+static int batch_fail(batch_job *j, int status, const char *detail, cJSON *errors,
+                      const char *extra) {
+  answer_problem(j->ctx, j->req, INGEST_EP_BATCH, j->t0, status, detail, errors, extra);
+  return -1;
+}
+
+/* Content type, the atomic flag and the body's encoding. */
+static int batch_read_request(batch_job *j) {
+  const char *ct = kpi_http_header(j->req, "Content-Type");
+  j->bi.ndjson = kpi_http_media_type_is(ct, "application/x-ndjson");
+  if (!j->bi.ndjson && !kpi_http_media_type_is(ct, "application/json"))
+    return batch_fail(j, 415,
+                      "Content-Type must be application/json (an array) or application/x-ndjson",
+                      NULL, NULL);
+  if (kpi_http_query_flag(kpi_http_request_query(j->req), "atomic", &j->atomic) != 0)
+    return batch_fail(j, 400, "atomic must be true or false",
+                      one_error("atomic", "value", "must be true or false"), NULL);
   /* The Idempotency-Key header is not used for batches (proto/openapi.yaml): each item
    * carries its own event_id when retries must be idempotent. */
-  size_t len;
-  const char *body = kpi_http_request_body(req, &len);
-  if (!kpi_utf8_valid(body, len)) {
-    answer_problem(ctx, req, ep, t0, 400, "the body is not valid UTF-8",
-                   one_error("", "encoding", "the body is not valid UTF-8"), NULL);
-    return;
-  }
-  batch_iter bi = {.ndjson = ndjson, .body = body, .len = len};
-  size_t n;
-  size_t max = (size_t)ctx->cfg.max_batch;
-  if (ndjson) {
-    n = kpi_batch_ndjson_count(body, len, max);
+  j->bi.body = kpi_http_request_body(j->req, &j->bi.len);
+  if (!kpi_json_utf8_valid(j->bi.body, j->bi.len))
+    return batch_fail(j, 400, "the body is not valid UTF-8",
+                      one_error("", "encoding", "the body is not valid UTF-8"), NULL);
+  return 0;
+}
+
+/* Counts the items (NDJSON lines, or the elements of the parsed array) and checks the count
+ * and the broker before anything is allocated per item. */
+static int batch_open(batch_job *j) {
+  size_t max = (size_t)j->ctx->cfg.max_batch;
+  if (j->bi.ndjson) {
+    j->n = kpi_batch_ndjson_count(j->bi.body, j->bi.len, max);
   } else {
-    bi.array = parse_json(body, len);
-    if (!bi.array) {
-      answer_problem(ctx, req, ep, t0, 400, "the body is not valid JSON",
-                     one_error("", "syntax", "not valid JSON"), NULL);
-      return;
-    }
-    if (!cJSON_IsArray(bi.array)) {
-      cJSON_Delete(bi.array);
-      answer_problem(ctx, req, ep, t0, 400, "a batch is a JSON array of measurements",
-                     one_error("", "type", "must be an array"), NULL);
-      return;
-    }
-    n = (size_t)cJSON_GetArraySize(bi.array);
-    bi.cur = bi.array->child;
+    j->bi.array = kpi_json_parse_one(j->bi.body, j->bi.len, false);
+    if (!j->bi.array)
+      return batch_fail(j, 400, "the body is not valid JSON",
+                        one_error("", "syntax", "not valid JSON"), NULL);
+    if (!cJSON_IsArray(j->bi.array))
+      return batch_fail(j, 400, "a batch is a JSON array of measurements",
+                        one_error("", "type", "must be an array"), NULL);
+    j->n = (size_t)cJSON_GetArraySize(j->bi.array);
+    j->bi.cur = j->bi.array->child;
   }
-  if (n > max) {
+  if (j->n > max) {
     char detail[96];
     snprintf(detail, sizeof(detail), "a batch holds at most %zu items", max);
-    batch_iter_free(&bi);
-    answer_problem(ctx, req, ep, t0, 413, detail, NULL, NULL);
-    return;
+    return batch_fail(j, 413, detail, NULL, NULL);
   }
-  if (n == 0) {
-    batch_iter_free(&bi);
-    answer_problem(ctx, req, ep, t0, 422, "the batch is empty",
-                   one_error("", "empty", "at least one item is required"), NULL);
-    return;
+  if (j->n == 0)
+    return batch_fail(j, 422, "the batch is empty",
+                      one_error("", "empty", "at least one item is required"), NULL);
+  kpi_metrics_add(j->ctx->m_batch_items, (double)j->n);
+  if (!j->ctx->topics_ok || j->ctx->fatal)
+    return batch_fail(j, 503, "the broker is not reachable yet", NULL, RETRY_AFTER_START);
+  return 0;
+}
+
+/* The request held across delivery reports, and the atomic batch's payload slots. */
+static int batch_alloc(batch_job *j) {
+  j->r = request_new(j->ctx, j->req, INGEST_EP_BATCH, j->t0, j->n);
+  if (j->r && j->atomic) {
+    j->payloads = calloc(j->n, sizeof(char *));
+    j->lens = calloc(j->n, sizeof(size_t));
   }
-  kpi_metrics_add(ctx->m_batch_items, (double)n);
-  if (!ctx->topics_ok || ctx->fatal) {
-    batch_iter_free(&bi);
-    answer_problem(ctx, req, ep, t0, 503, "the broker is not reachable yet", NULL,
-                   RETRY_AFTER_START);
-    return;
-  }
-  ingest_request *r = request_new(ctx, req, ep, t0, n);
-  /* Atomic batches keep every encoding until all items passed. */
-  char **payloads = atomic && r ? calloc(n, sizeof(char *)) : NULL;
-  size_t *lens = payloads ? calloc(n, sizeof(size_t)) : NULL;
-  if (!r || (atomic && (!payloads || !lens))) {
-    free(payloads);
-    free(lens);
-    if (r) {
-      request_free(r);
-      ctx->inflight--;
+  if (!j->r || (j->atomic && (!j->payloads || !j->lens))) {
+    if (j->r) {
+      request_free(j->r);
+      j->ctx->inflight--;
+      j->r = NULL;
     }
-    batch_iter_free(&bi);
-    answer_problem(ctx, req, ep, t0, 500, "out of memory", NULL, NULL);
-    return;
+    return batch_fail(j, 500, "out of memory", NULL, NULL);
   }
-  r->atomic = atomic;
+  j->r->atomic = j->atomic;
+  return 0;
+}
+
+/* Checks and encodes every item; a non-atomic batch produces each good one at once, an
+ * atomic one keeps the encodings for batch_publish_atomic. */
+static void batch_check_items(batch_job *j) {
+  ingest_ctx *ctx = j->ctx;
   /* Every item's random id bits at once (NULL on failure: one call per item). */
-  uint8_t *rnd = malloc(16 * n);
-  if (rnd && RAND_bytes(rnd, (int)(16 * n)) != 1) {
+  uint8_t *rnd = malloc(16 * j->n);
+  if (rnd && RAND_bytes(rnd, (int)(16 * j->n)) != 1) {
     free(rnd);
     rnd = NULL;
   }
@@ -733,10 +682,9 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
   char received[32];
   kpi_time_format_utc(now, received, sizeof(received));
   kpi_measurement m;
-  size_t bad = 0, forbidden = 0;
   const cJSON *obj;
-  for (size_t i = 0; i < n && batch_next(&bi, &obj); i++) {
-    ingest_item *it = &r->items[i];
+  for (size_t i = 0; i < j->n && batch_next(&j->bi, &obj); i++) {
+    ingest_item *it = &j->r->items[i];
     kpi_errors errs;
     errs.n = 0; /* kpi_errors_add fills items[n]; the rest need not be zeroed per item */
     int status;
@@ -744,57 +692,75 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
       kpi_errors_add(&errs, "", "syntax", "item %zu is not valid JSON", i);
       status = 422;
     } else {
-      status = item_check(ctx, obj, d, now, &m, &errs);
+      status = item_check(ctx, obj, j->d, now, &m, &errs);
     }
     if (status) {
       it->status = status;
       it->errors = kpi_errors_to_json(&errs);
       if (obj && m.measure_id[0]) memcpy(it->measure_id, m.measure_id, sizeof(it->measure_id));
       kpi_metrics_inc(ctx->m_records_rejected);
-      bad++;
-      forbidden += status == 403;
+      j->bad++;
+      j->forbidden += status == 403;
       continue;
     }
     size_t plen;
     char *payload = item_encode(it, &m, now, received, NULL, rnd ? rnd + 16 * i : NULL, &plen);
     if (!payload) {
-      bad++;
+      j->bad++;
       continue;
     }
-    if (atomic) {
-      payloads[i] = payload;
-      lens[i] = plen;
+    if (j->atomic) {
+      j->payloads[i] = payload;
+      j->lens[i] = plen;
     } else {
       item_produce(ctx, it, payload, plen);
     }
   }
-  batch_iter_free(&bi);
   free(rnd);
-  if (atomic) {
-    if (bad) {
-      for (size_t i = 0; i < n; i++) free(payloads[i]);
-      answer_atomic_rejected(ctx, r, bad, forbidden);
-      request_free(r);
-      ctx->inflight--;
-    } else {
-      /* After the first refusal the queue is full: the rest is not tried, so the answer
-       * says exactly which items are in Kafka. */
-      int refused = 0;
-      for (size_t i = 0; i < n; i++) {
-        if (refused) {
-          free(payloads[i]);
-          r->items[i].status = r->items[i - 1].status;
-          r->items[i].detail = r->items[i - 1].detail;
-          continue;
-        }
-        refused = item_produce(ctx, &r->items[i], payloads[i], lens[i]) != 0;
-      }
-    }
-    free(payloads);
-    free(lens);
-    if (bad) return;
+}
+
+/* An atomic batch: refused whole when any item failed, else produced in order. After the
+ * first refusal the queue is full: the rest is not tried, so the answer says exactly which
+ * items are in Kafka. Returns -1 when the request was answered (and freed) here. */
+static int batch_publish_atomic(batch_job *j) {
+  int status = ingest_atomic_status(j->n, j->bad, j->forbidden);
+  if (status) {
+    answer_atomic_rejected(j->ctx, j->r, status, j->bad);
+    request_free(j->r);
+    j->ctx->inflight--;
+    j->r = NULL;
+    return -1;
   }
-  if (r->pending == 0) request_finish(r);
+  int refused = 0;
+  for (size_t i = 0; i < j->n; i++) {
+    ingest_item *it = &j->r->items[i];
+    if (refused) {
+      it->status = it[-1].status;
+      it->detail = it[-1].detail;
+      continue;
+    }
+    refused = item_produce(j->ctx, it, j->payloads[i], j->lens[i]) != 0;
+    j->payloads[i] = NULL; /* produced or freed by item_produce */
+  }
+  return 0;
+}
+
+/* Releases what the job holds; the request R is not its to free once handed on. */
+static void batch_job_free(batch_job *j) {
+  batch_iter_free(&j->bi);
+  for (size_t i = 0; j->payloads && i < j->n; i++) free(j->payloads[i]);
+  free(j->payloads);
+  free(j->lens);
+}
+
+static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
+                         uint64_t t0) {
+  batch_job j = {.ctx = ctx, .req = req, .d = d, .t0 = t0};
+  if (batch_read_request(&j) == 0 && batch_open(&j) == 0 && batch_alloc(&j) == 0) {
+    batch_check_items(&j);
+    if ((!j.atomic || batch_publish_atomic(&j) == 0) && j.r->pending == 0) request_finish(j.r);
+  }
+  batch_job_free(&j);
 }
 
 /* ---- the rest ---- */
@@ -808,7 +774,7 @@ static const kpi_department *authenticate(ingest_ctx *ctx, kpi_http_request *req
     answer_problem(ctx, req, ep, t0, 401, "a bearer token is required", NULL, WWW_AUTH);
     return NULL;
   }
-  const kpi_department *d = kpi_batch_bearer_token(auth, &token, &tlen) == 0
+  const kpi_department *d = kpi_http_bearer_token(auth, &token, &tlen) == 0
                                 ? kpi_catalog_authenticate(ctx->catalog, token, tlen)
                                 : NULL;
   if (!d) {

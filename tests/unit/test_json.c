@@ -136,6 +136,17 @@ static void test_utf8(void **state) {
     size_t len = cases[i].len ? cases[i].len : strlen(cases[i].s);
     if (kpi_json_utf8_valid(cases[i].s, len) != cases[i].ok) fail_msg("utf8 case %zu", i);
   }
+  /* Character lengths agree with the whole-string check. */
+  static const struct {
+    const char *s;
+    size_t n, want;
+  } chars[] = {{"a", 1, 1},         {"\0", 1, 1},           {"\xc3\xa9", 2, 2},
+               {"\xc3\xa9", 1, 0},  {"\xe6\x97\xa5", 3, 3}, {"\xf0\x9f\x98\x80", 4, 4},
+               {"\xc0\xaf", 2, 0},  {"\xed\xa0\x80", 3, 0}, {"\x80", 1, 0},
+               {"", 0, 0}};
+  for (size_t i = 0; i < sizeof(chars) / sizeof(chars[0]); i++)
+    if (kpi_json_utf8_char_len(chars[i].s, chars[i].n) != chars[i].want)
+      fail_msg("char case %zu", i);
 }
 
 static void test_id(void **state) {
