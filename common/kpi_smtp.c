@@ -229,12 +229,12 @@ static int session_setup_reply(long code) {
  * refused, a connection lost, and 421 anywhere (RFC 5321 §3.8: the service is closing the
  * channel). A 5xx to the message is permanent (RFC 5321 §4.2.1), except the session set-up
  * replies above, which wait for the operator like any other relay failure. */
-static void classify(CURLcode rc, long code, int mail_started, kpi_smtp_result *r) {
-  if (rc == CURLE_OK) r->outcome = KPI_SMTP_SENT;
-  else if (!mail_started || code == 421 || session_setup_reply(code)) r->outcome = KPI_SMTP_RELAY;
-  else if (code >= 400 && code <= 499) r->outcome = KPI_SMTP_TRANSIENT;
-  else if (code >= 500 && code <= 599) r->outcome = KPI_SMTP_PERMANENT;
-  else r->outcome = KPI_SMTP_RELAY;
+kpi_smtp_outcome kpi_smtp_classify(int curl_code, long reply_code, int mail_started) {
+  if (curl_code == CURLE_OK) return KPI_SMTP_SENT;
+  if (!mail_started || reply_code == 421 || session_setup_reply(reply_code)) return KPI_SMTP_RELAY;
+  if (reply_code >= 400 && reply_code <= 499) return KPI_SMTP_TRANSIENT;
+  if (reply_code >= 500 && reply_code <= 599) return KPI_SMTP_PERMANENT;
+  return KPI_SMTP_RELAY;
 }
 
 /* Appends SRC to the NUL-terminated DST of capacity SIZE, truncating. */
@@ -280,7 +280,7 @@ static void check_multi_info(kpi_smtp *s) {
       str_append(r.error, sizeof(r.error), ": ");
       str_append(r.error, sizeof(r.error), detail[0] ? detail : "no detail");
     }
-    classify(rc, code, job->mail_started, &r);
+    r.outcome = kpi_smtp_classify((int)rc, code, job->mail_started);
     curl_multi_remove_handle(s->multi, easy);
     /* The job and its buffers go away now: an idle handle keeps no pointer into them. */
     curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, NULL);

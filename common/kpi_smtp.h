@@ -81,6 +81,11 @@ int kpi_smtp_send(kpi_smtp *smtp, const char *from, const char *to, char *messag
  * Returns 0 or a negative KPI_SMTP_E* code (DONE never runs). */
 int kpi_smtp_probe(kpi_smtp *smtp, kpi_smtp_done_cb done, void *arg);
 
+/* The outcome of a finished transaction: CURL_CODE is libcurl's CURLcode, REPLY_CODE the last
+ * SMTP reply code (0 when none), MAIL_STARTED non-zero once MAIL FROM went out. Pure; the table
+ * is in docs/notifier.md ("Relay state"). */
+kpi_smtp_outcome kpi_smtp_classify(int curl_code, long reply_code, int mail_started);
+
 /* Transactions queued or running (probes included). */
 size_t kpi_smtp_pending(const kpi_smtp *smtp);
 
