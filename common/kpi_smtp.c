@@ -21,6 +21,8 @@ typedef struct smtp_job {
   size_t len;
   size_t pos;            /* bytes handed to libcurl so far */
   uint64_t queued_ns;
+  int probe;             /* kpi_smtp_probe: NOOP instead of a message, own easy handle */
+  int mail_started;      /* MAIL FROM went out: later replies are about this message */
   char reply[256];       /* last complete reply line */
   char errbuf[CURL_ERROR_SIZE];
   kpi_smtp_done_cb done;
@@ -178,6 +180,25 @@ static size_t on_curl_header(char *buf, size_t size, size_t nitems, void *userp)
   return n;
 }
 
+/* libcurl shows every command it sends to the debug callback (CURLINFO_HEADER_OUT). The only
+ * thing taken from it is whether this message's own transaction has begun: a reply before
+ * MAIL FROM (greeting, EHLO, STARTTLS, AUTH) is about the relay and our session, a reply after
+ * it is about the message. Nothing is logged from here (AUTH lines carry credentials). */
+static int on_curl_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userp) {
+  (void)easy;
+  smtp_job *job = userp;
+  if (job && type == CURLINFO_HEADER_OUT && size >= 10 && memcmp(data, "MAIL FROM:", 10) == 0)
+    job->mail_started = 1;
+  return 0;
+}
+
+/* A probe's NOOP reply would otherwise be written to stdout as the "body". */
+static size_t on_curl_discard(char *buf, size_t size, size_t nitems, void *userp) {
+  (void)buf;
+  (void)userp;
+  return size * nitems;
+}
+
 static void job_free(smtp_job *job) {
   curl_slist_free_all(job->rcpt);
   free(job->from);
@@ -193,26 +214,27 @@ static void job_finish(kpi_smtp *s, smtp_job *job, kpi_smtp_result *r) {
   done(s, r, arg);
 }
 
-/* The outcome of a finished transfer. Only a 5xx reply is permanent; everything else the
- * sender might get past later (the server, the network, TLS or credentials fixed) is
- * transient, so a misconfiguration makes mails wait instead of burning them. */
-/* A 5xx is permanent (RFC 5321), except the replies that mean our own session set-up is
- * wrong rather than the message or mailbox: 530 (STARTTLS or authentication required), 534 and
- * 538 (a stronger mechanism / encryption required) and 535 (credentials refused). Those wait
- * for the operator to fix KPI_SMTP_TLS or the credentials, and are retried meanwhile. */
+/* Replies that mean our own session set-up is wrong rather than the message or mailbox, even
+ * when they answer MAIL FROM: 530 (STARTTLS or authentication required), 534 and 538 (a
+ * stronger mechanism / encryption required) and 535 (credentials refused). */
 static int session_setup_reply(long code) {
   return code == 530 || code == 534 || code == 535 || code == 538;
 }
 
-static void classify(CURLcode rc, long code, kpi_smtp_result *r) {
-  if (rc == CURLE_OK) {
-    r->outcome = KPI_SMTP_SENT;
-  } else if (code >= 500 && code <= 599 && rc != CURLE_LOGIN_DENIED &&
-             !session_setup_reply(code)) {
-    r->outcome = KPI_SMTP_PERMANENT;
-  } else {
-    r->outcome = KPI_SMTP_TRANSIENT;
-  }
+/* The outcome of a finished transfer (docs/notifier.md, "Relay state", has the table). Only
+ * what the relay said about this message counts against it: a 4xx or 5xx reply after MAIL
+ * FROM went out. Everything else is the relay's state and no message's fault: no connection
+ * or name, timeouts (whether before the greeting or in the middle of a transaction: the relay
+ * said nothing about the message), TLS failures, a greeting or EHLO other than 2xx, AUTH
+ * refused, a connection lost, and 421 anywhere (RFC 5321 §3.8: the service is closing the
+ * channel). A 5xx to the message is permanent (RFC 5321 §4.2.1), except the session set-up
+ * replies above, which wait for the operator like any other relay failure. */
+kpi_smtp_outcome kpi_smtp_classify(int curl_code, long reply_code, int mail_started) {
+  if (curl_code == CURLE_OK) return KPI_SMTP_SENT;
+  if (!mail_started || reply_code == 421 || session_setup_reply(reply_code)) return KPI_SMTP_RELAY;
+  if (reply_code >= 400 && reply_code <= 499) return KPI_SMTP_TRANSIENT;
+  if (reply_code >= 500 && reply_code <= 599) return KPI_SMTP_PERMANENT;
+  return KPI_SMTP_RELAY;
 }
 
 /* Appends SRC to the NUL-terminated DST of capacity SIZE, truncating. */
@@ -258,7 +280,7 @@ static void check_multi_info(kpi_smtp *s) {
       str_append(r.error, sizeof(r.error), ": ");
       str_append(r.error, sizeof(r.error), detail[0] ? detail : "no detail");
     }
-    classify(rc, code, &r);
+    r.outcome = kpi_smtp_classify((int)rc, code, job->mail_started);
     curl_multi_remove_handle(s->multi, easy);
     /* The job and its buffers go away now: an idle handle keeps no pointer into them. */
     curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, NULL);
@@ -266,7 +288,10 @@ static void check_multi_info(kpi_smtp *s) {
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(easy, CURLOPT_READDATA, NULL);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL);
-    if (s->n_idle < s->max_connections && !s->closing) s->idle[s->n_idle++] = easy;
+    curl_easy_setopt(easy, CURLOPT_DEBUGDATA, NULL);
+    /* A probe's handle has probe settings: only mail handles are kept for reuse (the
+     * connection itself stays in the multi handle's cache either way). */
+    if (!job->probe && s->n_idle < s->max_connections && !s->closing) s->idle[s->n_idle++] = easy;
     else curl_easy_cleanup(easy);
     running_unlink(s, job);
     job->easy = NULL;
@@ -286,6 +311,8 @@ static CURL *easy_new(kpi_smtp *s) {
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->timeout_ms);
   curl_easy_setopt(e, CURLOPT_READFUNCTION, on_curl_read);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_curl_header);
+  curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_curl_debug);
+  curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
   curl_easy_setopt(e, CURLOPT_USE_SSL, s->tls == KPI_SMTP_TLS_REQUIRE ? (long)CURLUSESSL_ALL
                                        : s->tls == KPI_SMTP_TLS_TRY   ? (long)CURLUSESSL_TRY
                                                                       : (long)CURLUSESSL_NONE);
@@ -319,6 +346,7 @@ static void start_waiting(kpi_smtp *s) {
       curl_easy_setopt(e, CURLOPT_READDATA, job);
       curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
       curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->errbuf);
+      curl_easy_setopt(e, CURLOPT_DEBUGDATA, job);
       curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)job->len);
       mc = curl_multi_add_handle(s->multi, e);
     }
@@ -432,6 +460,49 @@ int kpi_smtp_send(kpi_smtp *s, const char *from, const char *to, char *message, 
   return 0;
 }
 
+int kpi_smtp_probe(kpi_smtp *s, kpi_smtp_done_cb done, void *arg) {
+  if (!s || s->closing) return KPI_SMTP_ECLOSED;
+  if (!done) return KPI_SMTP_EINVAL;
+  smtp_job *job = calloc(1, sizeof(*job));
+  if (!job) return KPI_SMTP_ENOMEM;
+  job->smtp = s;
+  job->probe = 1;
+  job->done = done;
+  job->arg = arg;
+  job->queued_ns = uv_hrtime();
+  CURL *e = easy_new(s);
+  if (!e) {
+    job_free(job);
+    return KPI_SMTP_ENOMEM;
+  }
+  /* No upload and no recipients: libcurl's SMTP code then sets the session up as for a
+   * message and sends the custom command instead of a mail transaction. The probe must
+   * answer sooner than a whole transaction, but gets time for TLS and AUTH after connecting. */
+  long limit = s->connect_timeout_ms * 2;
+  if (limit > s->timeout_ms) limit = s->timeout_ms;
+  curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "NOOP");
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_curl_discard);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, limit);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, job);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->errbuf);
+  curl_easy_setopt(e, CURLOPT_DEBUGDATA, job);
+  if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
+    curl_easy_cleanup(e);
+    job_free(job);
+    return KPI_SMTP_ECURL;
+  }
+  /* Running beside the messages, not behind them: a queue of messages waiting for a dead
+   * relay must not delay the question whether it is back. */
+  job->easy = e;
+  job->next = s->running;
+  if (s->running) s->running->prev = job;
+  s->running = job;
+  s->n_running++;
+  return 0;
+}
+
 size_t kpi_smtp_pending(const kpi_smtp *s) { return s->n_waiting + (size_t)s->n_running; }
 
 static void maybe_finish_close(kpi_smtp *s) {
@@ -530,6 +601,7 @@ const char *kpi_smtp_outcome_name(kpi_smtp_outcome outcome) {
     case KPI_SMTP_TRANSIENT: return "transient";
     case KPI_SMTP_PERMANENT: return "permanent";
     case KPI_SMTP_CANCELLED: return "cancelled";
+    case KPI_SMTP_RELAY: return "relay";
   }
   return "unknown";
 }

@@ -32,11 +32,17 @@ typedef struct kpi_smtp_config {
  * URL NULL (must be set). */
 void kpi_smtp_config_defaults(kpi_smtp_config *cfg);
 
+/* What a finished transaction says, and about whom. A reply the relay gave to this message's
+ * own commands (MAIL FROM, RCPT TO, DATA and the end of data) is about the message:
+ * TRANSIENT or PERMANENT. Everything else is about the relay and says nothing about the
+ * message: RELAY. The table is in docs/notifier.md ("Relay state"). */
 typedef enum {
   KPI_SMTP_SENT = 0,      /* the server accepted the message (2xx after DATA) */
-  KPI_SMTP_TRANSIENT = 1, /* try again later: no connection, timeout, 4xx, TLS or AUTH trouble */
-  KPI_SMTP_PERMANENT = 2, /* the server refused with 5xx: retrying cannot help */
-  KPI_SMTP_CANCELLED = 3  /* the client was closed before the transaction finished */
+  KPI_SMTP_TRANSIENT = 1, /* a 4xx reply to MAIL FROM, RCPT TO or DATA (not 421) */
+  KPI_SMTP_PERMANENT = 2, /* a 5xx reply to MAIL FROM, RCPT TO or DATA: retrying cannot help */
+  KPI_SMTP_CANCELLED = 3, /* the client was closed before the transaction finished */
+  KPI_SMTP_RELAY = 4      /* the relay failed, not the message: no connection, timeout, TLS,
+                             greeting, EHLO or AUTH refused, 421, connection lost */
 } kpi_smtp_outcome;
 
 typedef struct kpi_smtp_result {
@@ -66,7 +72,21 @@ kpi_smtp *kpi_smtp_new(uv_loop_t *loop, const kpi_smtp_config *cfg, char *errstr
 int kpi_smtp_send(kpi_smtp *smtp, const char *from, const char *to, char *message, size_t len,
                   kpi_smtp_done_cb done, void *arg);
 
-/* Transactions queued or running. */
+/* Checks that the relay answers: connects (or reuses a cached connection), sets the session
+ * up exactly as a mail would (greeting, EHLO, STARTTLS, AUTH) and sends NOOP, without
+ * sending any message. Runs at once, beside the queued messages (it does not wait behind
+ * them), within 2 x the connect timeout (at most the transaction timeout); the connection
+ * stays cached for the next messages. DONE runs once with KPI_SMTP_SENT (the relay
+ * answered), KPI_SMTP_RELAY (with the reason in error/reply) or KPI_SMTP_CANCELLED (closed).
+ * Returns 0 or a negative KPI_SMTP_E* code (DONE never runs). */
+int kpi_smtp_probe(kpi_smtp *smtp, kpi_smtp_done_cb done, void *arg);
+
+/* The outcome of a finished transaction: CURL_CODE is libcurl's CURLcode, REPLY_CODE the last
+ * SMTP reply code (0 when none), MAIL_STARTED non-zero once MAIL FROM went out. Pure; the table
+ * is in docs/notifier.md ("Relay state"). */
+kpi_smtp_outcome kpi_smtp_classify(int curl_code, long reply_code, int mail_started);
+
+/* Transactions queued or running (probes included). */
 size_t kpi_smtp_pending(const kpi_smtp *smtp);
 
 /* Cancels what is still queued or running (their DONE runs with KPI_SMTP_CANCELLED), closes

@@ -14,6 +14,23 @@
 static const double SEND_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                       1,     2.5,  5,     10,   30,  60};
 
+/* A duration such as "5d", "12h", "30m", "90s" or "1500ms" (a bare number is seconds) in
+ * milliseconds, or -1. */
+static int64_t parse_duration_ms(const char *s) {
+  char *end;
+  if (!s || *s < '0' || *s > '9') return -1;
+  long long v = strtoll(s, &end, 10);
+  if (v < 0 || v > 100LL * 365 * 86400 * 1000) return -1;
+  int64_t unit;
+  if (strcmp(end, "") == 0 || strcmp(end, "s") == 0) unit = 1000;
+  else if (strcmp(end, "ms") == 0) unit = 1;
+  else if (strcmp(end, "m") == 0) unit = 60000;
+  else if (strcmp(end, "h") == 0) unit = 3600000;
+  else if (strcmp(end, "d") == 0) unit = 86400000;
+  else return -1;
+  return (int64_t)v * unit;
+}
+
 static int read_config(notifier *nf, char *err, size_t errsz) {
   nf_config *c = &nf->cfg;
   const char *from = kpi_env_str("KPI_MAIL_FROM", "kpi-notifier@localhost");
@@ -41,6 +58,8 @@ static int read_config(notifier *nf, char *err, size_t errsz) {
       kpi_env_int("KPI_NOTIFY_PURGE_INTERVAL_MS", 3600000, 100, 86400000, &c->purge_interval_ms,
                   err, errsz) ||
       kpi_env_int("KPI_NOTIFY_PURGE_BATCH", 1000, 1, 100000, &c->purge_batch, err, errsz) ||
+      kpi_env_int("KPI_SMTP_PROBE_BASE_MS", 1000, 10, 600000, &c->probe_base_ms, err, errsz) ||
+      kpi_env_int("KPI_SMTP_PROBE_MAX_MS", 30000, 10, 3600000, &c->probe_max_ms, err, errsz) ||
       kpi_env_int("KPI_NOTIFY_CATALOG_RECIPIENTS", 1, 0, 1, &v, err, errsz))
     return -1;
   /* The notifier used to mail the addresses an alert record named; it now mails only what
@@ -62,6 +81,17 @@ static int read_config(notifier *nf, char *err, size_t errsz) {
                            "printable ASCII without spaces");
       return -1;
     }
+  }
+  c->max_age_text = kpi_env_str("KPI_NOTIFY_MAX_AGE", "5d");
+  c->max_age_ms = parse_duration_ms(c->max_age_text);
+  if (c->max_age_ms < 1000) {
+    snprintf(err, errsz, "KPI_NOTIFY_MAX_AGE: a duration of at least 1 s such as 5d, 12h, 30m, "
+                         "90s or 1500ms");
+    return -1;
+  }
+  if (c->probe_max_ms < c->probe_base_ms) {
+    snprintf(err, errsz, "KPI_SMTP_PROBE_MAX_MS must be >= KPI_SMTP_PROBE_BASE_MS");
+    return -1;
   }
   if (c->retry_max_ms < c->retry_base_ms) {
     snprintf(err, errsz, "KPI_NOTIFY_RETRY_MAX_MS must be >= KPI_NOTIFY_RETRY_BASE_MS");
@@ -326,6 +356,7 @@ static void finish_shutdown(notifier *nf) {
   close_handle((uv_handle_t *)&nf->depth_timer);
   close_handle((uv_handle_t *)&nf->purge_timer);
   close_handle((uv_handle_t *)&nf->update_retry);
+  close_handle((uv_handle_t *)&nf->relay_timer);
   close_handle((uv_handle_t *)&nf->consume_retry);
   close_handle((uv_handle_t *)&nf->migrate_timer);
   close_handle((uv_handle_t *)&nf->sigterm);
@@ -375,6 +406,19 @@ static void register_metrics(notifier *nf) {
       "Alert records whose own recipients or link differed from the catalog's (ignored).");
   nf->m.purged = kpi_metrics_counter(m, "kpi_notifier_notifications_purged_total", NULL,
                                      "Delivered notification rows deleted after the retention age.");
+  nf->m.relay_up = kpi_metrics_gauge(m, "kpi_notifier_relay_up", NULL,
+                                     "1 while the SMTP relay is taken to answer, 0 while it is down "
+                                     "(nothing is claimed; it is probed).");
+  nf->m.relay_deferred = kpi_metrics_counter(
+      m, "kpi_notifier_relay_deferred_total", NULL,
+      "Mails given back because the relay failed (their attempts are not counted).");
+  nf->m.relay_probes = kpi_metrics_counter(m, "kpi_notifier_relay_probes_total", NULL,
+                                           "Probes of a relay taken to be down.");
+  nf->m.queue_oldest = kpi_metrics_gauge(m, "kpi_notifier_queue_oldest_seconds", NULL,
+                                         "Age of the oldest pending notification row (refreshed "
+                                         "every 5 s).");
+  nf->m.expired = kpi_metrics_counter(m, "kpi_notifier_expired_total", NULL,
+                                      "Rows given up after the queue lifetime (KPI_NOTIFY_MAX_AGE).");
 }
 
 const char *nf_dashboard_url(const notifier *nf) {
@@ -475,9 +519,9 @@ int main(void) {
   }
   kpi_log(KPI_LOG_INFO, "started",
           "listening on %s:%d; SMTP %s (%d connections); from %s; group wait %lld ms; catalog %s "
-          "(%zu measures)",
+          "(%zu measures); queue lifetime %s",
           host, kpi_http_server_port(&nf->http), smtp_url_log, nf->smtp_connections, nf->cfg.from,
-          (long long)nf->cfg.group_wait_ms, path, nf->cat->n_measures);
+          (long long)nf->cfg.group_wait_ms, path, nf->cat->n_measures, nf->cfg.max_age_text);
 
   uv_run(nf->loop, UV_RUN_DEFAULT);
   int code = nf->exit_code;

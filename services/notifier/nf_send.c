@@ -47,14 +47,40 @@ static const char SQL_SENT[] =
     "  message_id = $2, smtp_reply = $3, last_error = NULL "
     "WHERE id = ANY($1::bigint[]) AND state = 'pending'";
 
-/* A transient failure: one more attempt counted, the next one after the backoff, or dead
- * when the attempts are used up. */
+/* A 4xx reply to the message itself: one more attempt counted, the next one after the
+ * backoff, or dead when the attempts are used up or the row has outlived the queue lifetime
+ * ($5 ms, KPI_NOTIFY_MAX_AGE). */
 static const char SQL_RETRY[] =
     "UPDATE notifications SET attempts = attempts + 1, last_error = $2, "
-    "  state = CASE WHEN attempts + 1 >= $3::int THEN 'dead' ELSE 'pending' END, "
+    "  state = CASE WHEN attempts + 1 >= $3::int "
+    "                 OR created_at < now() - $5::bigint * interval '1 millisecond' "
+    "               THEN 'dead' ELSE 'pending' END, "
     "  next_attempt_at = now() + $4::bigint * interval '1 millisecond' "
     "WHERE id = ANY($1::bigint[]) AND state = 'pending' "
     "RETURNING id, state, recipient, measure_id, payload, attempts";
+
+/* The relay failed, not the message: the attempt does not count and the rows are due again
+ * at once, so they go out as soon as the relay is back (claims stop while it is down). The
+ * reason is kept in last_error for the operator. */
+static const char SQL_RELAY_DEFER[] =
+    "UPDATE notifications SET last_error = $2, next_attempt_at = now() "
+    "WHERE id = ANY($1::bigint[]) AND state = 'pending'";
+
+/* Rows older than the queue lifetime ($1 ms) go dead whatever the relay's state, like
+ * Postfix's maximal_queue_lifetime, with their last error in the reason. Only rows that are
+ * due (not leased to a send in flight, which will record its own outcome) and a bounded batch
+ * per run; SKIP LOCKED lets replicas expire side by side. */
+static const char SQL_EXPIRE[] =
+    "UPDATE notifications n SET state = 'dead', "
+    "  last_error = left('queue lifetime exceeded (KPI_NOTIFY_MAX_AGE ' || $2 || ')' "
+    "                    || coalesce('; last error: ' || n.last_error, ''), 900) "
+    "FROM (SELECT id FROM notifications"
+    "      WHERE state = 'pending' AND next_attempt_at <= now()"
+    "        AND created_at < now() - $1::bigint * interval '1 millisecond'"
+    "      ORDER BY created_at LIMIT 500 FOR UPDATE SKIP LOCKED) x "
+    "WHERE n.id = x.id "
+    "RETURNING n.id, n.state, n.recipient, n.measure_id, n.payload, n.attempts, "
+    "  n.last_error AS reason";
 
 static const char SQL_DEAD[] =
     "UPDATE notifications SET attempts = attempts + 1, last_error = $2, state = 'dead' "
@@ -66,7 +92,12 @@ static const char SQL_RELEASE[] =
     "UPDATE notifications SET next_attempt_at = now() "
     "WHERE id = ANY($1::bigint[]) AND state = 'pending'";
 
-static const char SQL_DEPTH[] = "SELECT count(*) FROM notifications WHERE state = 'pending'";
+/* Queue depth and the age of the oldest queued row: during a relay outage the depth says how
+ * much waits and the age how long, against the queue lifetime. */
+static const char SQL_DEPTH[] =
+    "SELECT count(*) AS depth, "
+    "  coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest "
+    "FROM notifications WHERE state = 'pending'";
 
 typedef struct {
   int64_t id;
@@ -90,6 +121,9 @@ typedef struct nf_mail {
 } nf_mail;
 
 static void record_outcome(nf_mail *mail);
+static void claim(notifier *nf);
+static void relay_failed(notifier *nf, const char *reason);
+static void relay_answered(notifier *nf);
 
 int64_t nf_backoff_ms(int64_t attempts, int64_t base_ms, int64_t max_ms) {
   /* base * 2^(attempts-1), capped, then "equal jitter": half fixed, half random, so retries
@@ -143,8 +177,11 @@ static void outcome_retry_later(nf_mail *m) {
     uv_timer_start(&nf->update_retry, on_uv_update_retry, 1000, 0);
 }
 
+/* REASON NULL: each row's own, from the column "reason". */
 static void publish_dead(notifier *nf, const PGresult *res, const char *reason) {
   int c_id = PQfnumber(res, "id"), c_state = PQfnumber(res, "state");
+  int c_reason = PQfnumber(res, "reason");
+  const char *fixed = reason;
   int c_measure = PQfnumber(res, "measure_id");
   int c_payload = PQfnumber(res, "payload"), c_attempts = PQfnumber(res, "attempts");
   for (int i = 0; i < PQntuples(res); i++) {
@@ -152,6 +189,7 @@ static void publish_dead(notifier *nf, const PGresult *res, const char *reason) 
     kpi_metrics_inc(nf->m.dead);
     const char *measure = PQgetvalue(res, i, c_measure);
     const char *payload = PQgetvalue(res, i, c_payload);
+    reason = fixed ? fixed : c_reason >= 0 ? PQgetvalue(res, i, c_reason) : "unknown";
     /* Neither the log nor the dead letter names the recipient: the notification id finds
      * the row, which holds it (nf_dlq_publish also masks addresses quoted in REASON). */
     char why_log[600];
@@ -214,6 +252,11 @@ static void record_outcome(nf_mail *m) {
   } else if (r->outcome == KPI_SMTP_CANCELLED) {
     const char *p[] = {m->ids};
     rc = kpi_pgasync_query(nf->pg, SQL_RELEASE, 1, p, on_pg_outcome, m);
+  } else if (r->outcome == KPI_SMTP_RELAY) {
+    if (r->reply[0]) snprintf(err, sizeof(err), "relay: %s (last reply: %s)", r->error, r->reply);
+    else snprintf(err, sizeof(err), "relay: %s", r->error[0] ? r->error : "unknown failure");
+    const char *p[] = {m->ids, err};
+    rc = kpi_pgasync_query(nf->pg, SQL_RELAY_DEFER, 2, p, on_pg_outcome, m);
   } else {
     if (r->reply[0]) snprintf(err, sizeof(err), "%s (last reply: %s)", r->error, r->reply);
     else snprintf(err, sizeof(err), "%s", r->error[0] ? r->error : "unknown failure");
@@ -224,8 +267,10 @@ static void record_outcome(nf_mail *m) {
       snprintf(attempts_max, sizeof(attempts_max), "%" PRId64, nf->cfg.max_attempts);
       snprintf(delay, sizeof(delay), "%" PRId64,
                nf_backoff_ms(m->max_attempts + 1, nf->cfg.retry_base_ms, nf->cfg.retry_max_ms));
-      const char *p[] = {m->ids, err, attempts_max, delay};
-      rc = kpi_pgasync_query(nf->pg, SQL_RETRY, 4, p, on_pg_outcome, m);
+      char max_age[24];
+      snprintf(max_age, sizeof(max_age), "%" PRId64, nf->cfg.max_age_ms);
+      const char *p[] = {m->ids, err, attempts_max, delay, max_age};
+      rc = kpi_pgasync_query(nf->pg, SQL_RETRY, 5, p, on_pg_outcome, m);
     }
   }
   if (rc != 0) outcome_retry_later(m);
@@ -244,17 +289,20 @@ static void on_smtp_done(kpi_smtp *smtp, const kpi_smtp_result *r, void *arg) {
   kpi_mail_redact_addresses(tmp, said, sizeof(said));
   switch (r->outcome) {
     case KPI_SMTP_SENT:
+      relay_answered(nf);
       kpi_metrics_inc(nf->m.sent);
       kpi_metrics_add(nf->m.sent_rows, (double)m->n_rows);
       kpi_log(KPI_LOG_INFO, "mail_sent", "%s: %zu notifications, %.3f s, server: %s",
               m->message_id, m->n_rows, r->seconds, r->reply);
       break;
     case KPI_SMTP_TRANSIENT:
+      relay_answered(nf);
       kpi_metrics_inc(nf->m.failed);
       kpi_log(KPI_LOG_WARN, "mail_failed", "%s (attempt %d of %lld): %s", m->message_id,
               m->max_attempts + 1, (long long)nf->cfg.max_attempts, said);
       break;
     case KPI_SMTP_PERMANENT:
+      relay_answered(nf);
       kpi_metrics_inc(nf->m.failed);
       kpi_metrics_inc(nf->m.permanent);
       kpi_log(KPI_LOG_ERROR, "mail_rejected", "%s (permanent): %s", m->message_id, said);
@@ -262,8 +310,92 @@ static void on_smtp_done(kpi_smtp *smtp, const kpi_smtp_result *r, void *arg) {
     case KPI_SMTP_CANCELLED:
       kpi_log(KPI_LOG_INFO, "mail_cancelled", "%s: %s", m->message_id, r->error);
       break;
+    case KPI_SMTP_RELAY:
+      /* Once per mail only at debug level: the relay's transition is the event. */
+      kpi_metrics_inc(nf->m.relay_deferred);
+      kpi_log(KPI_LOG_DEBUG, "mail_deferred", "%s: relay failure, attempt not counted: %s",
+              m->message_id, said);
+      if (!nf->stopping) relay_failed(nf, said);
+      break;
   }
   record_outcome(m);
+}
+
+/* Relay state ----------------------------------------------------------------------------- */
+
+static void on_uv_relay_probe(uv_timer_t *t);
+
+static void relay_schedule_probe(notifier *nf) {
+  if (nf->draining || nf->stopping || nf->probe_inflight) return;
+  uint64_t d = (uint64_t)nf_backoff_ms(nf->relay_backoff_n, nf->cfg.probe_base_ms,
+                                       nf->cfg.probe_max_ms);
+  uv_timer_start(&nf->relay_timer, on_uv_relay_probe, d, 0);
+}
+
+/* A relay-level failure of a mail (or of the first probe after "up"): the relay goes down
+ * once, logged once; mails still in the SMTP client fail on their own and only give their
+ * rows back. */
+static void relay_failed(notifier *nf, const char *reason) {
+  if (!nf->relay_up) return;
+  nf->relay_up = false;
+  nf->relay_down_since = uv_now(nf->loop);
+  nf->relay_backoff_n++;
+  kpi_metrics_set(nf->m.relay_up, 0);
+  kpi_log(KPI_LOG_WARN, "relay_down",
+          "SMTP relay failed (%s); no mail is claimed until it answers a probe; queued mails "
+          "keep their attempts",
+          reason);
+  relay_schedule_probe(nf);
+}
+
+static void relay_set_up(notifier *nf, const char *how) {
+  if (nf->relay_up) return;
+  nf->relay_up = true;
+  uv_timer_stop(&nf->relay_timer);
+  kpi_metrics_set(nf->m.relay_up, 1);
+  kpi_log(KPI_LOG_INFO, "relay_up", "SMTP relay answers again (%s) after %.1f s down; deferred "
+          "mails are due now",
+          how, (double)(uv_now(nf->loop) - nf->relay_down_since) / 1000.0);
+  /* Mails the relay failed were given back due at once: claim them now, back to back. */
+  nf->claim_again = true;
+  claim(nf);
+}
+
+/* The relay answered a command of a mail: the session works, whatever it said of the mail. */
+static void relay_answered(notifier *nf) {
+  nf->relay_backoff_n = 0;
+  if (!nf->relay_up && !nf->stopping) relay_set_up(nf, "a mail transaction");
+}
+
+static void on_smtp_probe(kpi_smtp *smtp, const kpi_smtp_result *r, void *arg) {
+  (void)smtp;
+  notifier *nf = arg;
+  nf->probe_inflight = false;
+  if (r->outcome == KPI_SMTP_CANCELLED || nf->stopping) return;
+  kpi_metrics_inc(nf->m.relay_probes);
+  if (r->outcome == KPI_SMTP_SENT) {
+    relay_set_up(nf, "probe");
+    return;
+  }
+  char said[600], tmp[600];
+  snprintf(tmp, sizeof(tmp), "%s%s%s", r->error, r->error[0] ? " " : "", r->reply);
+  kpi_mail_redact_addresses(tmp, said, sizeof(said));
+  nf->relay_backoff_n++;
+  kpi_log(KPI_LOG_DEBUG, "relay_probe_failed", "%s", said);
+  if (!nf->relay_up) relay_schedule_probe(nf);
+}
+
+static void on_uv_relay_probe(uv_timer_t *t) {
+  notifier *nf = t->data;
+  if (nf->relay_up || nf->probe_inflight || nf->draining || nf->stopping || !nf->smtp) return;
+  nf->probe_inflight = true;
+  int rc = kpi_smtp_probe(nf->smtp, on_smtp_probe, nf);
+  if (rc != 0) {
+    nf->probe_inflight = false;
+    kpi_log(KPI_LOG_WARN, "relay_probe_failed", "cannot start a probe: %s", kpi_smtp_strerror(rc));
+    nf->relay_backoff_n++;
+    relay_schedule_probe(nf);
+  }
 }
 
 /* Claims ---------------------------------------------------------------------------------- */
@@ -432,6 +564,7 @@ static size_t send_capacity(const notifier *nf) {
 
 static void claim(notifier *nf) {
   if (nf->claim_inflight || !nf->db_ready || nf->draining || !kpi_pgasync_is_up(nf->pg)) return;
+  if (!nf->relay_up) return; /* the probe claims when the relay is back */
   size_t cap = send_capacity(nf);
   if (nf->mails_inflight >= cap) return;
   size_t free_slots = cap - nf->mails_inflight;
@@ -462,8 +595,38 @@ static void on_pg_depth(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   notifier *nf = arg;
   nf->depth_inflight = 0;
-  if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-    kpi_metrics_set(nf->m.queue_depth, strtod(PQgetvalue(res, 0, 0), NULL));
+  if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+    kpi_metrics_set(nf->m.queue_depth, strtod(PQgetvalue(res, 0, PQfnumber(res, "depth")), NULL));
+    kpi_metrics_set(nf->m.queue_oldest,
+                    strtod(PQgetvalue(res, 0, PQfnumber(res, "oldest")), NULL));
+  }
+}
+
+static void on_pg_expired(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  notifier *nf = arg;
+  nf->expire_inflight = false;
+  if (nf->stopping) return;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    kpi_metrics_inc(nf->m.db_errors);
+    kpi_log(KPI_LOG_WARN, "expire_failed", "%s",
+            res ? PQresultErrorMessage(res) : "connection lost; retried with the next refresh");
+    return;
+  }
+  if (PQntuples(res) == 0) return;
+  kpi_metrics_add(nf->m.expired, (double)PQntuples(res));
+  publish_dead(nf, res, NULL);
+}
+
+/* Expires rows past the queue lifetime; runs with the depth refresh, relay up or down. */
+static void expire(notifier *nf) {
+  if (nf->expire_inflight || !nf->db_ready || nf->draining || !kpi_pgasync_is_up(nf->pg)) return;
+  char age[24];
+  snprintf(age, sizeof(age), "%" PRId64, nf->cfg.max_age_ms);
+  const char *p[] = {age, nf->cfg.max_age_text};
+  nf->expire_inflight = true;
+  if (kpi_pgasync_query(nf->pg, SQL_EXPIRE, 2, p, on_pg_expired, nf) != 0)
+    nf->expire_inflight = false;
 }
 
 void nf_send_refresh_depth(notifier *nf) {
@@ -472,7 +635,10 @@ void nf_send_refresh_depth(notifier *nf) {
   if (kpi_pgasync_query(nf->pg, SQL_DEPTH, 0, NULL, on_pg_depth, nf) != 0) nf->depth_inflight = 0;
 }
 
-static void on_uv_depth_timer(uv_timer_t *t) { nf_send_refresh_depth(t->data); }
+static void on_uv_depth_timer(uv_timer_t *t) {
+  expire(t->data);
+  nf_send_refresh_depth(t->data);
+}
 
 void nf_send_init(notifier *nf) {
   uv_timer_init(nf->loop, &nf->claim_timer);
@@ -481,6 +647,10 @@ void nf_send_init(notifier *nf) {
   nf->depth_timer.data = nf;
   uv_timer_init(nf->loop, &nf->update_retry);
   nf->update_retry.data = nf;
+  uv_timer_init(nf->loop, &nf->relay_timer);
+  nf->relay_timer.data = nf;
+  nf->relay_up = true;
+  kpi_metrics_set(nf->m.relay_up, 1);
   uv_timer_start(&nf->claim_timer, on_uv_claim_timer, (uint64_t)nf->cfg.poll_ms,
                  (uint64_t)nf->cfg.poll_ms);
   uv_timer_start(&nf->depth_timer, on_uv_depth_timer, 1000, 5000);
@@ -497,4 +667,5 @@ void nf_send_abandon(notifier *nf) {
 void nf_send_stop(notifier *nf) {
   uv_timer_stop(&nf->claim_timer);
   uv_timer_stop(&nf->depth_timer);
+  uv_timer_stop(&nf->relay_timer);
 }

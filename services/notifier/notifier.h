@@ -25,6 +25,10 @@ typedef struct nf_config {
   int64_t retry_base_ms;            /* KPI_NOTIFY_RETRY_BASE_MS */
   int64_t retry_max_ms;             /* KPI_NOTIFY_RETRY_MAX_MS */
   int64_t max_attempts;             /* KPI_NOTIFY_MAX_ATTEMPTS */
+  int64_t max_age_ms;               /* KPI_NOTIFY_MAX_AGE: queue lifetime of a row */
+  const char *max_age_text;         /* KPI_NOTIFY_MAX_AGE as written, for reasons and logs */
+  int64_t probe_base_ms;            /* KPI_SMTP_PROBE_BASE_MS: first relay probe delay */
+  int64_t probe_max_ms;             /* KPI_SMTP_PROBE_MAX_MS: relay probe delay cap */
   int64_t claim_rows;               /* KPI_NOTIFY_BATCH: rows per claim */
   int64_t digest_max;               /* KPI_NOTIFY_DIGEST_MAX: alerts per mail */
   int64_t lease_ms;                 /* KPI_NOTIFY_LEASE_MS */
@@ -65,6 +69,7 @@ typedef struct notifier {
     kpi_metric *consumed, *invalid, *queued, *sent, *sent_rows, *failed, *permanent, *dead;
     kpi_metric *dlq_published, *dlq_failed, *queue_depth, *inflight, *send_seconds, *db_up;
     kpi_metric *db_errors, *ignored, *purged;
+    kpi_metric *relay_up, *relay_deferred, *relay_probes, *queue_oldest, *expired;
   } m;
 
   /* Consumer side: at most one batch of records in flight (insert + dead letters). */
@@ -82,7 +87,16 @@ typedef struct notifier {
   uv_timer_t update_retry;
   struct nf_mail *retry_head; /* outcomes whose UPDATE failed, retried on update_retry */
   size_t depth_inflight;
+  bool expire_inflight;
 
+  /* The relay's state (nf_send.c, docs/notifier.md "Relay state"). While it is down nothing
+   * is claimed and the relay is probed with its own backoff; mails it failed are given back
+   * due at once, their attempts unchanged. */
+  bool relay_up;              /* assumed up at start: the first mail or probe tells */
+  bool probe_inflight;
+  int64_t relay_backoff_n;    /* failed probes and down transitions since a mail got through */
+  uint64_t relay_down_since;  /* uv_now when it went down */
+  uv_timer_t relay_timer;     /* next probe */
   /* Retention: an unref'd timer deletes delivered rows past their age (nf_purge.c). */
   uv_timer_t purge_timer;
   bool purge_inflight;

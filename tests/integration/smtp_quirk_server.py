@@ -14,6 +14,8 @@ Modes:
   Every AUTH attempt is logged ("AUTH seen mechanism=..."); the credentials never are.
 - reject-rcpt: refuses every recipient with "550 5.1.1 <address>: Recipient address
   rejected: User unknown", quoting the address as real servers do.
+- tempfail-rcpt: answers every recipient with "451 4.3.0 <address>: Temporary lookup
+  failure" (a reply about that mail, not about the relay), logged "TEMPFAIL rcpt".
 
 One line per event on stdout, flushed: "READY port=P mode=M" once listening,
 "DELIVERED rcpt=...", "AUTH seen mechanism=...", "REJECTED rcpt". Exits on SIGTERM/SIGINT,
@@ -43,6 +45,9 @@ class QuirkMailbox(Mailbox):
         if self.mode == "reject-rcpt":
             say("REJECTED rcpt")
             return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        if self.mode == "tempfail-rcpt":
+            say("TEMPFAIL rcpt")
+            return "451 4.3.0 <%s>: Temporary lookup failure" % address
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -66,7 +71,8 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--maildir", required=True)
-    ap.add_argument("--mode", choices=["bad-utf8", "plain-auth", "reject-rcpt"], required=True)
+    ap.add_argument("--mode", choices=["bad-utf8", "plain-auth", "reject-rcpt",
+                                           "tempfail-rcpt"], required=True)
     ap.add_argument("--lifetime", type=float, default=300)
     args = ap.parse_args()
     logging.getLogger("mail.log").setLevel(logging.ERROR)
