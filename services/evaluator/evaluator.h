@@ -10,33 +10,13 @@
 #include <uv.h>
 
 #include "kpi_attainment.h"
+#include "kpi_buf.h"
 #include "kpi_catalog.h"
 #include "kpi_codec.h"
 #include "kpi_http.h"
 #include "kpi_kafka.h"
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
-
-/* A growable NUL-terminated string. */
-typedef struct {
-  char *s;
-  size_t len, cap;
-  int oom;
-} ev_buf;
-
-void ev_buf_reset(ev_buf *b);
-void ev_buf_free(ev_buf *b);
-void ev_buf_add(ev_buf *b, const char *s, size_t n);
-void ev_buf_adds(ev_buf *b, const char *s);
-void ev_buf_addf(ev_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* PostgreSQL array literals built element by element: ev_arr_begin, then ev_arr_str /
- * ev_arr_raw / ev_arr_null, then ev_arr_end. Strings are double-quoted and escaped, so any
- * bytes are safe; the whole literal travels as one bound parameter. */
-void ev_arr_begin(ev_buf *b);
-void ev_arr_str(ev_buf *b, const char *s);
-void ev_arr_raw(ev_buf *b, const char *s); /* numbers, dates: no quoting */
-void ev_arr_null(ev_buf *b);
-void ev_arr_end(ev_buf *b);
 
 /* One decoded measurement waiting for its transaction. */
 typedef struct {

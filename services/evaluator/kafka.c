@@ -372,12 +372,6 @@ static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, voi
   ev_outbox_mark_flush(ev);
 }
 
-static void on_producer_ready(kpi_kafka_waker *w) {
-  evaluator *ev = w->data;
-  while (rd_kafka_poll(ev->producer, 0) > 0) {
-  }
-}
-
 void ev_outbox_publish(evaluator *ev, int64_t id, const char *topic, const char *key,
                        const char *payload) {
   for (ev_outmsg *o = ev->outbox_inflight; o; o = o->next)
@@ -502,7 +496,7 @@ int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size) {
   rd_kafka_poll_set_consumer(ev->consumer);
 
   int rc = kpi_kafka_waker_init(ev->loop, &ev->pwake, rd_kafka_queue_get_main(ev->producer),
-                                on_producer_ready);
+                                kpi_kafka_waker_serve);
   if (rc) {
     snprintf(errstr, errstr_size, "producer waker: %s", uv_strerror(rc));
     return -1;

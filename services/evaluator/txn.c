@@ -191,7 +191,7 @@ typedef struct {
   size_t n_affected;
   ev_out *out;
   size_t n_out, cap_out;
-  ev_buf p[N_PARAMS];
+  kpi_buf p[N_PARAMS];
 } ev_txn;
 
 kpi_day ev_today(const evaluator *ev) {
@@ -216,7 +216,7 @@ void ev_txn_free(evaluator *ev) {
   free(t->out);
   free(t->seen);
   free(t->idx);
-  for (int i = 0; i < N_PARAMS; i++) ev_buf_free(&t->p[i]);
+  for (int i = 0; i < N_PARAMS; i++) kpi_buf_free(&t->p[i]);
   free(t);
   ev->txn = NULL;
 }
@@ -362,26 +362,26 @@ static void on_db_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
   txn_fail(t, res, "event_id reused");
 }
 
-static void arr_double(ev_buf *b, bool has, double v) {
+static void arr_double(kpi_buf *b, bool has, double v) {
   if (!has || !isfinite(v)) {
-    ev_arr_null(b);
+    kpi_buf_arr_null(b);
     return;
   }
   char num[40];
   snprintf(num, sizeof(num), "%.17g", v);
-  ev_arr_raw(b, num);
+  kpi_buf_arr_raw(b, num);
 }
 
-static void arr_day(ev_buf *b, kpi_day d) {
+static void arr_day(kpi_buf *b, kpi_day d) {
   char s[16];
   kpi_day_format(d, s, sizeof(s));
-  ev_arr_raw(b, s);
+  kpi_buf_arr_raw(b, s);
 }
 
-static void arr_int(ev_buf *b, long long v) {
+static void arr_int(kpi_buf *b, long long v) {
   char s[24];
   snprintf(s, sizeof(s), "%lld", v);
-  ev_arr_raw(b, s);
+  kpi_buf_arr_raw(b, s);
 }
 
 /* Builds the kpi.alert/1 record of one action. Returns a malloc'd JSON string or NULL. */
@@ -455,12 +455,12 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
   }
   /* attainment: 13 arrays in p[0..12]; history reuses none of them, so it is built in
    * separate buffers below (h), and the outbox in o. */
-  ev_buf h[7], o[4];
+  kpi_buf h[7], o[4];
   memset(h, 0, sizeof(h));
   memset(o, 0, sizeof(o));
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_begin(&t->p[i]);
-  for (int i = 0; i < 7; i++) ev_arr_begin(&h[i]);
-  for (int i = 0; i < 4; i++) ev_arr_begin(&o[i]);
+  for (int i = 0; i < N_PARAMS; i++) kpi_buf_arr_begin(&t->p[i]);
+  for (int i = 0; i < 7; i++) kpi_buf_arr_begin(&h[i]);
+  for (int i = 0; i < 4; i++) kpi_buf_arr_begin(&o[i]);
   size_t n_hist = 0, n_alerts = 0;
   int c_id = PQfnumber(res, "id"), c_latest = PQfnumber(res, "latest"),
       c_latest_day = PQfnumber(res, "latest_day"), c_latest_at = PQfnumber(res, "latest_at"),
@@ -506,21 +506,21 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
     kpi_alert_action act =
         kpi_alert_decide(m->id, &prev, &a, t->as_of, ev->repeat_days, &next, name, sizeof(name));
 
-    ev_arr_str(&t->p[0], m->id);
+    kpi_buf_arr_str(&t->p[0], m->id);
     arr_day(&t->p[1], t->as_of);
     arr_double(&t->p[2], a.has_value, a.value);
     arr_double(&t->p[3], a.has_progress, a.progress);
     arr_double(&t->p[4], true, a.expected);
-    ev_arr_str(&t->p[5], kpi_status_name(a.status));
-    ev_arr_raw(&t->p[6], a.stale ? "true" : "false");
-    if (PQgetisnull(res, r, c_latest_at)) ev_arr_null(&t->p[7]);
-    else ev_arr_str(&t->p[7], PQgetvalue(res, r, c_latest_at));
-    ev_arr_raw(&t->p[8], PQgetvalue(res, r, c_events));
-    if (next.state[0]) ev_arr_str(&t->p[9], next.state);
-    else ev_arr_null(&t->p[9]);
+    kpi_buf_arr_str(&t->p[5], kpi_status_name(a.status));
+    kpi_buf_arr_raw(&t->p[6], a.stale ? "true" : "false");
+    if (PQgetisnull(res, r, c_latest_at)) kpi_buf_arr_null(&t->p[7]);
+    else kpi_buf_arr_str(&t->p[7], PQgetvalue(res, r, c_latest_at));
+    kpi_buf_arr_raw(&t->p[8], PQgetvalue(res, r, c_events));
+    if (next.state[0]) kpi_buf_arr_str(&t->p[9], next.state);
+    else kpi_buf_arr_null(&t->p[9]);
     arr_int(&t->p[10], next.episode);
     if (next.has_last_alert) arr_day(&t->p[11], next.last_alert_on);
-    else ev_arr_null(&t->p[11]);
+    else kpi_buf_arr_null(&t->p[11]);
     arr_int(&t->p[12], next.reminders);
 
     bool changed = !had_row || strcmp(prev_status, kpi_status_name(a.status)) != 0 ||
@@ -532,13 +532,13 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
                                 strtod(PQgetvalue(res, r, c_pprog), NULL), a.has_progress,
                                 a.progress);
     if (changed) {
-      ev_arr_str(&h[0], m->id);
+      kpi_buf_arr_str(&h[0], m->id);
       arr_day(&h[1], t->as_of);
       arr_double(&h[2], a.has_value, a.value);
       arr_double(&h[3], a.has_progress, a.progress);
       arr_double(&h[4], true, a.expected);
-      ev_arr_str(&h[5], kpi_status_name(a.status));
-      ev_arr_raw(&h[6], a.stale ? "true" : "false");
+      kpi_buf_arr_str(&h[5], kpi_status_name(a.status));
+      kpi_buf_arr_raw(&h[6], a.stale ? "true" : "false");
       n_hist++;
     }
     if (act != KPI_ALERT_NONE) {
@@ -546,10 +546,10 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
       kpi_alert_id(name, alert_id);
       char *payload = alert_payload(ev, m, &a, act, alert_id, prev_status, next.episode, t->as_of);
       if (payload) {
-        ev_arr_str(&o[0], alert_id);
-        ev_arr_str(&o[1], ev->topics[KPI_TOPIC_ALERTS].name);
-        ev_arr_str(&o[2], m->id);
-        ev_arr_str(&o[3], payload);
+        kpi_buf_arr_str(&o[0], alert_id);
+        kpi_buf_arr_str(&o[1], ev->topics[KPI_TOPIC_ALERTS].name);
+        kpi_buf_arr_str(&o[2], m->id);
+        kpi_buf_arr_str(&o[3], payload);
         free(payload);
         n_alerts++;
         char as_of[16];
@@ -561,9 +561,9 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
       }
     }
   }
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_end(&t->p[i]);
-  for (int i = 0; i < 7; i++) ev_arr_end(&h[i]);
-  for (int i = 0; i < 4; i++) ev_arr_end(&o[i]);
+  for (int i = 0; i < N_PARAMS; i++) kpi_buf_arr_end(&t->p[i]);
+  for (int i = 0; i < 7; i++) kpi_buf_arr_end(&h[i]);
+  for (int i = 0; i < 4; i++) kpi_buf_arr_end(&o[i]);
   int oom = params_oom(t, N_PARAMS);
   for (int i = 0; i < 7; i++) oom |= h[i].oom;
   for (int i = 0; i < 4; i++) oom |= o[i].oom;
@@ -584,8 +584,8 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
       rc = kpi_pgasync_query(pg, SQL_OUTBOX, 4, vals, on_db_outbox, t);
     }
   }
-  for (int i = 0; i < 7; i++) ev_buf_free(&h[i]);
-  for (int i = 0; i < 4; i++) ev_buf_free(&o[i]);
+  for (int i = 0; i < 7; i++) kpi_buf_free(&h[i]);
+  for (int i = 0; i < 4; i++) kpi_buf_free(&o[i]);
   if (rc == 0) rc = kpi_pgasync_query(pg, "COMMIT", 0, NULL, on_db_commit, t);
   if (rc != 0) {
     /* Statements already queued run first; the ROLLBACK (or the lost connection) ends it. */
@@ -741,29 +741,29 @@ static void mark_affected(ev_txn *t, const kpi_measure *m) {
 /* Builds the 13 measurement arrays of the rows t->idx into p[0..12]. */
 static void build_insert(ev_txn *t) {
   ev_batch *b = t->batch;
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_begin(&t->p[i]);
+  for (int i = 0; i < N_PARAMS; i++) kpi_buf_arr_begin(&t->p[i]);
   char s[40];
   for (size_t k = 0; k < t->n_idx; k++) {
     const ev_row *r = &b->rows[t->idx[k]];
-    ev_arr_str(&t->p[0], r->event_id);
-    ev_arr_str(&t->p[1], r->measure_id);
-    ev_arr_str(&t->p[2], r->department);
+    kpi_buf_arr_str(&t->p[0], r->event_id);
+    kpi_buf_arr_str(&t->p[1], r->measure_id);
+    kpi_buf_arr_str(&t->p[2], r->department);
     kpi_time_format_utc(r->observed_ms, s, sizeof(s));
-    ev_arr_str(&t->p[3], s);
+    kpi_buf_arr_str(&t->p[3], s);
     arr_day(&t->p[4], r->observed_day);
     arr_int(&t->p[5], kpi_fy_of_day(r->observed_day));
     arr_double(&t->p[6], true, r->value);
-    ev_arr_str(&t->p[7], r->unit);
-    if (r->component == KPI_COMPONENT_NONE) ev_arr_null(&t->p[8]);
-    else ev_arr_str(&t->p[8], kpi_component_name(r->component));
-    if (r->note) ev_arr_str(&t->p[9], r->note);
-    else ev_arr_null(&t->p[9]);
+    kpi_buf_arr_str(&t->p[7], r->unit);
+    if (r->component == KPI_COMPONENT_NONE) kpi_buf_arr_null(&t->p[8]);
+    else kpi_buf_arr_str(&t->p[8], kpi_component_name(r->component));
+    if (r->note) kpi_buf_arr_str(&t->p[9], r->note);
+    else kpi_buf_arr_null(&t->p[9]);
     kpi_time_format_utc(r->received_ms, s, sizeof(s));
-    ev_arr_str(&t->p[10], s);
+    kpi_buf_arr_str(&t->p[10], s);
     arr_int(&t->p[11], r->partition);
     arr_int(&t->p[12], r->offset);
   }
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_end(&t->p[i]);
+  for (int i = 0; i < N_PARAMS; i++) kpi_buf_arr_end(&t->p[i]);
 }
 
 /* Queues BEGIN, the writes and the aggregate query; on_db_aggregate continues. */
@@ -831,14 +831,14 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
                                     on_db_step, t);
   }
   if (!rc && batch && t->offsets && batch->n_offs) {
-    ev_arr_begin(&t->p[2]);
-    ev_arr_begin(&t->p[3]);
+    kpi_buf_arr_begin(&t->p[2]);
+    kpi_buf_arr_begin(&t->p[3]);
     for (size_t i = 0; i < batch->n_offs; i++) {
       arr_int(&t->p[2], batch->offs[i].partition);
       arr_int(&t->p[3], batch->offs[i].next_offset);
     }
-    ev_arr_end(&t->p[2]);
-    ev_arr_end(&t->p[3]);
+    kpi_buf_arr_end(&t->p[2]);
+    kpi_buf_arr_end(&t->p[3]);
     const char *ov[4] = {ev->group, ev->topics[KPI_TOPIC_MEASUREMENTS].name, t->p[2].s, t->p[3].s};
     rc = params_oom(t, 4) ? -1
                           : kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, ov, on_db_step, t);
@@ -846,31 +846,31 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
   if (!rc) {
     /* Aggregate parameters: ids, window from/to, current FY, end instant, month start instant,
      * is_ratio, month start date. */
-    ev_buf *ids = &t->p[0], *wf = &t->p[1], *wt = &t->p[2], *rat = &t->p[6];
-    ev_arr_begin(ids);
-    ev_arr_begin(wf);
-    ev_arr_begin(wt);
-    ev_arr_begin(rat);
+    kpi_buf *ids = &t->p[0], *wf = &t->p[1], *wt = &t->p[2], *rat = &t->p[6];
+    kpi_buf_arr_begin(ids);
+    kpi_buf_arr_begin(wf);
+    kpi_buf_arr_begin(wt);
+    kpi_buf_arr_begin(rat);
     for (size_t i = 0; i < t->n_seen; i++) {
       if (!t->seen[i]) continue;
       const kpi_measure *m = &ev->cat->measures[i];
-      ev_arr_str(ids, m->id);
+      kpi_buf_arr_str(ids, m->id);
       if (m->kind == KPI_KIND_CUMULATIVE) {
         arr_int(wf, m->window_from_fy);
         arr_int(wt, m->window_to_fy);
       } else {
-        ev_arr_null(wf);
-        ev_arr_null(wt);
+        kpi_buf_arr_null(wf);
+        kpi_buf_arr_null(wt);
       }
-      ev_arr_raw(rat, m->kind == KPI_KIND_RATIO ? "true" : "false");
+      kpi_buf_arr_raw(rat, m->kind == KPI_KIND_RATIO ? "true" : "false");
     }
-    ev_arr_end(ids);
-    ev_arr_end(wf);
-    ev_arr_end(wt);
-    ev_arr_end(rat);
+    kpi_buf_arr_end(ids);
+    kpi_buf_arr_end(wf);
+    kpi_buf_arr_end(wt);
+    kpi_buf_arr_end(rat);
     int fy = kpi_fy_of_day(t->as_of);
-    ev_buf_reset(&t->p[3]);
-    ev_buf_addf(&t->p[3], "%d", fy);
+    kpi_buf_reset(&t->p[3]);
+    kpi_buf_addf(&t->p[3], "%d", fy);
     int y, mo, d;
     kpi_day_to_ymd(t->as_of, &y, &mo, &d);
     kpi_day month = t->as_of - (d - 1);
@@ -878,12 +878,12 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
     day_start_instant(t->as_of + 1, end, sizeof(end));
     day_start_instant(month, month_start, sizeof(month_start));
     kpi_day_format(month, month_day, sizeof(month_day));
-    ev_buf_reset(&t->p[4]);
-    ev_buf_adds(&t->p[4], end);
-    ev_buf_reset(&t->p[5]);
-    ev_buf_adds(&t->p[5], month_start);
-    ev_buf_reset(&t->p[7]);
-    ev_buf_adds(&t->p[7], month_day);
+    kpi_buf_reset(&t->p[4]);
+    kpi_buf_adds(&t->p[4], end);
+    kpi_buf_reset(&t->p[5]);
+    kpi_buf_adds(&t->p[5], month_start);
+    kpi_buf_reset(&t->p[7]);
+    kpi_buf_adds(&t->p[7], month_day);
     param_values(t, 8, vals);
     rc = params_oom(t, 8) ? -1 : kpi_pgasync_query(ev->db, SQL_LOCK, 1, vals, on_db_step, t);
     if (!rc)
@@ -1052,13 +1052,13 @@ static void on_db_marked(kpi_pgasync *pg, const PGresult *res, void *arg) {
 
 void ev_outbox_mark_flush(evaluator *ev) {
   if (ev->mark_busy || ev->n_sent == 0 || !ev->aux) return;
-  ev_buf ids;
+  kpi_buf ids;
   memset(&ids, 0, sizeof(ids));
-  ev_arr_begin(&ids);
+  kpi_buf_arr_begin(&ids);
   for (size_t i = 0; i < ev->n_sent; i++) arr_int(&ids, ev->sent_ids[i]);
-  ev_arr_end(&ids);
+  kpi_buf_arr_end(&ids);
   if (ids.oom) {
-    ev_buf_free(&ids);
+    kpi_buf_free(&ids);
     return;
   }
   const char *vals[1] = {ids.s};
@@ -1073,7 +1073,7 @@ void ev_outbox_mark_flush(evaluator *ev) {
     ev->mark_busy = false;
     ev->n_marking = 0;
   }
-  ev_buf_free(&ids);
+  kpi_buf_free(&ids);
 }
 
 /* Sent alerts are only bookkeeping once the notifier has them (its own queue keeps what it
