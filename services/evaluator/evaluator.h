@@ -483,7 +483,10 @@ struct evaluator {
 };
 
 /* Starts everything on LOOP with CFG (copied) and the catalog loaded from it. Returns 0 when the
- * loop should run, else the exit status (logged): 0 for a stop asked for during start-up. */
+ * loop should run, else the exit status (logged): 0 for a stop asked for during start-up. On a
+ * non-zero return the process is to exit at once: what start-up created is either closed
+ * already (LOOP too) or left to the exit, as a failure after the clients exist would block in
+ * their destruction. */
 int ev_service_start(evaluator *ev, uv_loop_t *loop, const ev_config *cfg);
 /* After uv_run: frees what the loop no longer references. */
 void ev_service_free(evaluator *ev);

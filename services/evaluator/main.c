@@ -19,9 +19,10 @@ int main(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   int rc = ev_service_start(&evs, &loop, &cfg);
-  if (rc == 0) uv_run(&loop, UV_RUN_DEFAULT);
+  if (rc != 0) return rc; /* logged */
+  uv_run(&loop, UV_RUN_DEFAULT);
   ev_service_free(&evs);
-  int lrc = uv_loop_close(&loop);
-  if (lrc && rc == 0) kpi_log(KPI_LOG_WARN, "loop_not_empty", "%s", uv_strerror(lrc));
-  return rc ? rc : evs.life.exit_code;
+  rc = uv_loop_close(&loop);
+  if (rc) kpi_log(KPI_LOG_WARN, "loop_not_empty", "%s", uv_strerror(rc));
+  return evs.life.exit_code;
 }

@@ -15,12 +15,15 @@ static void on_uv_walk_close(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-/* Leaves start-up early: closes the handles that exist so far and returns CODE. */
+/* Leaves start-up early (a stop was asked for, or the database or broker set-up failed): closes
+ * and frees what exists so far, and the loop, and returns CODE. */
 static int startup_abort(evaluator *ev, int code) {
   ev_kafka_free(ev);
   uv_walk(ev->loop, on_uv_walk_close, NULL);
   uv_run(ev->loop, UV_RUN_DEFAULT);
-  return code; /* the rest is freed by ev_service_free */
+  uv_loop_close(ev->loop);
+  ev_service_free(ev);
+  return code;
 }
 
 /* Once drained: closes the connections, the read API and every handle. */
