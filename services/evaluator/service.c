@@ -144,6 +144,7 @@ int ev_service_start(evaluator *ev, uv_loop_t *loop, const ev_config *cfg) {
   ev->cat = kpi_catalog_load(ev->cfg.catalog_path, err, sizeof(err));
   if (!ev->cat) {
     kpi_log(KPI_LOG_ERROR, "catalog_invalid", "%s", err);
+    uv_loop_close(loop); /* nothing on it yet */
     return 2;
   }
   if (ev_sched_init(ev) != 0 || ev_metrics_init(&ev->m) != 0) {
