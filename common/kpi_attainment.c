@@ -1,4 +1,4 @@
-/* kpi_attainment.c: value, progress, expected pace, status and alert episodes (design.md §4). */
+/* kpi_attainment.c: value, progress, expected pace, status and alert episodes (docs/evaluator.md "Attainment"). */
 #include "kpi_attainment.h"
 
 #include <stdio.h>
@@ -30,7 +30,7 @@ kpi_day kpi_attainment_start(const kpi_measure *m) {
 kpi_day kpi_attainment_due(const kpi_measure *m) { return kpi_fy_last_day(m->target_fy); }
 
 kpi_day kpi_attainment_data_from(const kpi_measure *m) {
-  /* design.md §3: a baseline of FY B is a reading at the end of FY B, so only a reading taken
+  /* docs/evaluator.md "Attainment": a baseline of FY B is a reading at the end of FY B, so only a reading taken
    * after that day is news; a cumulative measure counts from its window's first day. */
   kpi_day start = kpi_attainment_start(m);
   return m->kind == KPI_KIND_CUMULATIVE ? start : start + 1;

@@ -1,4 +1,4 @@
-/* kpi_attainment.h: the attainment of one measure (design.md §4) and its alert episodes, as pure
+/* kpi_attainment.h: the attainment of one measure (docs/evaluator.md "Attainment") and its alert episodes, as pure
  * functions of the catalog entry, the aggregated measurements and the evaluation date. */
 #ifndef KPI_ATTAINMENT_H
 #define KPI_ATTAINMENT_H
@@ -61,13 +61,13 @@ typedef struct {
   kpi_day due;   /* 31 March after the target FY */
 } kpi_attainment;
 
-/* `start` of design §4: the end of the baseline FY, or for a cumulative measure 1 April of the
+/* `start` (docs/evaluator.md "Attainment"): the end of the baseline FY, or for a cumulative measure 1 April of the
  * window's first FY. */
 kpi_day kpi_attainment_start(const kpi_measure *m);
 /* `due`: the end of the target FY. */
 kpi_day kpi_attainment_due(const kpi_measure *m);
 /* The first day a measurement counts as "reported since the baseline": the day after `start`
- * (1 April after the baseline FY, since design.md §3 takes the baseline as the reading at the
+ * (1 April after the baseline FY, since the baseline is taken as as the reading at the
  * end of its FY) for level, ratio, maintain and milestone; the window's first day for
  * cumulative. See docs/evaluator.md. */
 kpi_day kpi_attainment_data_from(const kpi_measure *m);

@@ -228,6 +228,12 @@ int kpi_kafka_waker_init(uv_loop_t *loop, kpi_kafka_waker *w, rd_kafka_queue_t *
   return rc;
 }
 
+void kpi_kafka_waker_serve(kpi_kafka_waker *w) {
+  /* W->queue is re-read each time: a callback that closed the waker set it to NULL. */
+  while (w->queue && rd_kafka_queue_poll_callback(w->queue, 0) > 0) {
+  }
+}
+
 static void on_uv_waker_closed(uv_handle_t *h) {
   kpi_kafka_waker *w = h->data;
   close(w->fds[0]);

@@ -6,7 +6,8 @@
 #include <stddef.h>
 #include <uv.h>
 
-/* Topic names and partition counts (design.md §5), overridable by environment so that tests
+/* Topic names and partition counts (docs/contracts.md, docs/evaluator.md "Configuration"),
+ * overridable by environment so that tests
  * and parallel deployments can use their own: KPI_TOPIC_MEASUREMENTS, KPI_TOPIC_ALERTS,
  * KPI_TOPIC_MEASUREMENTS_DLQ, KPI_TOPIC_ALERTS_DLQ, and KPI_TOPIC_*_PARTITIONS,
  * KPI_TOPIC_REPLICATION (default 1: the local single broker). */
@@ -87,6 +88,17 @@ struct kpi_kafka_waker {
 /* Takes ownership of QUEUE. Returns 0 or a negative errno/uv error; on error QUEUE is destroyed. */
 int kpi_kafka_waker_init(uv_loop_t *loop, kpi_kafka_waker *w, rd_kafka_queue_t *queue,
                          kpi_kafka_waker_cb on_ready);
+
+/* The waker callback of a queue that carries only callback-served events (a producer's main
+ * queue, rd_kafka_queue_get_main: delivery reports, errors, statistics, logs), for
+ * kpi_kafka_waker_init: serves W's queue with rd_kafka_queue_poll_callback and timeout 0 until
+ * it is empty, so every callback set in the client's configuration runs here, on the loop, and
+ * the next event re-arms the empty-to-non-empty wake-up. Never blocks. Not for a queue that
+ * carries messages (a consumer queue): those need rd_kafka_consumer_poll, which the service's
+ * own callback calls. The callbacks it runs may close W (kpi_kafka_waker_close): the loop then
+ * stops, since W's queue is NULL from that call on. Returns nothing; the number of events served
+ * is of no use to a waker. */
+void kpi_kafka_waker_serve(kpi_kafka_waker *w);
 
 /* Stops watching, disables the io event, destroys the queue and closes the pipe; ON_CLOSED runs
  * from the loop once the uv handle is closed (W may be freed there). */

@@ -37,7 +37,9 @@ kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_
  * always from a later loop callback, never inside this call, even when the send finds the
  * connection broken), or KPI_PGASYNC_EDOWN / ENOMEM / ECLOSED / EINVAL (SQL or CB NULL,
  * NPARAMS outside 0..65535, VALUES NULL with NPARAMS > 0), in which case CB is never called
- * and the connection is left as it was. */
+ * and the connection is left as it was. Since CB never runs inside the call, a caller marks
+ * its own "query pending" state after a 0 return; there is no need to set it beforehand and
+ * undo it on failure. */
 int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
                       kpi_pgasync_result_cb cb, void *arg);
 

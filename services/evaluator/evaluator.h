@@ -1,5 +1,23 @@
-/* evaluator.h: the evaluator's context and the functions its files share (consumer, database
- * transactions, outbox publisher, read API). Everything runs on one libuv loop. */
+/* evaluator.h: the evaluator's context, grouped by the module that owns each part, and the
+ * functions its modules share. Everything runs on one libuv loop.
+ *
+ * Modules and who may call whom (tools/check_call_cycles.sh checks that no two files call each
+ * other both ways):
+ *   main.c     thin entry point: ev_config_load, ev_service_start, uv_run, ev_service_free.
+ *   service.c  start-up, signals, closing every handle (the only caller of *_init/_close).
+ *   sched.c    ev_kick, the retry and sweep timers, the database state callback: the one module
+ *              that reacts to "something changed"; every other module reports up to it only
+ *              through callbacks it registered (ev_txn_done_cb, ev_mirror_done_cb, the Kafka
+ *              hooks, ev_outbox.on_marked), never by calling it.
+ *   drain.c    SIGTERM drain: its own timer, ev_finish, then ev_life.on_drained.
+ *   txn.c      one transaction (a batch, a poison-search range or the sweep) on DB.
+ *   mirror.c   the catalog mirror (at start, blocking; on SIGHUP, on DB).
+ *   kafka.c    consumer (assignment at stored offsets, records into batches), DLQ producer.
+ *   outbox.c   outbox alerts: publish, delivery reports, marking sent, rescan, purge (on AUX).
+ *   api.c      the read API; metrics.c the metric registry.
+ *   params.c   the statements' named array parameters (pure); batch.c the batch bookkeeping
+ *              (pure); poison.c the poison-search range bookkeeping (pure); config.c the
+ *              environment; startup.c the signal-aware waits before the loop runs. */
 #ifndef KPI_EVALUATOR_H
 #define KPI_EVALUATOR_H
 
@@ -10,6 +28,7 @@
 #include <uv.h>
 
 #include "kpi_attainment.h"
+#include "kpi_buf.h"
 #include "kpi_catalog.h"
 #include "kpi_codec.h"
 #include "kpi_http.h"
@@ -17,26 +36,40 @@
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
 
-/* A growable NUL-terminated string. */
-typedef struct {
-  char *s;
-  size_t len, cap;
-  int oom;
-} ev_buf;
+typedef struct evaluator evaluator;
 
-void ev_buf_reset(ev_buf *b);
-void ev_buf_free(ev_buf *b);
-void ev_buf_add(ev_buf *b, const char *s, size_t n);
-void ev_buf_adds(ev_buf *b, const char *s);
-void ev_buf_addf(ev_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* PostgreSQL array literals built element by element: ev_arr_begin, then ev_arr_str /
- * ev_arr_raw / ev_arr_null, then ev_arr_end. Strings are double-quoted and escaped, so any
- * bytes are safe; the whole literal travels as one bound parameter. */
-void ev_arr_begin(ev_buf *b);
-void ev_arr_str(ev_buf *b, const char *s);
-void ev_arr_raw(ev_buf *b, const char *s); /* numbers, dates: no quoting */
-void ev_arr_null(ev_buf *b);
-void ev_arr_end(ev_buf *b);
+/* ---- config.c ------------------------------------------------------------------------- */
+
+/* Everything the evaluator reads from the environment, loaded once at start by
+ * ev_config_load (docs/evaluator.md "Configuration"). Read-only afterwards, except
+ * lose_commits, the countdown of a test hook. */
+typedef struct {
+  char catalog_path[512];
+  char group[128];
+  kpi_topic_spec topics[KPI_TOPIC_COUNT];
+  int batch_max;
+  double lag_ratio;
+  int repeat_days;
+  int64_t sweep_ms;
+  bool fixed_date; /* KPI_EVAL_DATE set: eval_date instead of today */
+  kpi_day eval_date;
+  bool crash_after_commit; /* test hook (KPI_TEST_HOOKS builds only) */
+  int lose_commits; /* test hook: successful COMMITs with alerts still to report as lost */
+  char listen_host[64];
+  int listen_port;
+  int api_max_pending; /* read API queries queued or running on API; beyond: 503 */
+  int outbox_retention_days;
+  int64_t drain_timeout_ms;
+  kpi_http_config http;
+} ev_config;
+
+/* Fills CFG from the environment. Returns 0, or -1 with ERR (or, for the HTTP variables, after
+ * kpi_http_config_from_env logged config_invalid itself, ERR then empty). */
+int ev_config_load(ev_config *cfg, char *err, size_t errsize);
+/* The evaluation date: KPI_EVAL_DATE when set, else today in Japan. */
+kpi_day ev_config_today(const ev_config *cfg);
+
+/* ---- batch.c -------------------------------------------------------------------------- */
 
 /* One decoded measurement waiting for its transaction. */
 typedef struct {
@@ -78,9 +111,9 @@ typedef struct {
   size_t n_records; /* all records, decodable or not */
   char *raw;        /* keys and values of the rows (ev_row.raw_off) */
   size_t raw_len, raw_cap;
-  /* Poison search. When the batch's transaction fails with a data error (SQLSTATE class 22
-   * or 23) the batch is split: TODO is a stack of row ranges still to be written, each in a
-   * transaction of its own without offsets (top = next); a range that fails is halved, a
+  /* Poison search (poison.c). When the batch's transaction fails with a data error (SQLSTATE
+   * class 22 or 23) the batch is split: TODO is a stack of row ranges still to be written, each
+   * in a transaction of its own without offsets (top = next); a range that fails is halved, a
    * single row that fails is poison. Once TODO is empty the remaining rows are written once
    * more (no-ops by then) together with the offsets. */
   bool bisecting;
@@ -92,8 +125,173 @@ typedef struct {
 
 void ev_batch_clear(ev_batch *b);
 void ev_batch_free(ev_batch *b);
+/* A new row at the end of B (uninitialised). Aborts when out of memory: a record that cannot
+ * be kept must be re-read after the restart, never skipped. */
+ev_row *ev_batch_add_row(ev_batch *b);
+/* Records NEXT as PARTITION's next offset unless a larger one is recorded (aborts on OOM). */
+void ev_batch_set_offset(ev_batch *b, int32_t partition, int64_t next);
+/* Copies the record's key and value into B's raw arena for R's DLQ copy (aborts on OOM). */
+void ev_batch_keep_raw(ev_batch *b, ev_row *r, const void *key, size_t key_len,
+                       const void *value, size_t value_len);
 /* Forgets the records of the partitions in PARTS (revoked): their new owner re-reads them. */
 void ev_batch_drop_partitions(ev_batch *b, const rd_kafka_topic_partition_list_t *parts);
+
+/* ---- poison.c: the poison search, pure bookkeeping on ev_batch --------------------------- */
+
+/* What the next transaction of B writes: the top range of the search while one runs (no
+ * offsets), else every row with the offsets. */
+void ev_poison_next_range(const ev_batch *b, size_t *lo, size_t *hi, bool *offsets);
+/* True while ranges remain to be written on their own (the offsets wait for them). */
+bool ev_poison_searching(const ev_batch *b);
+/* Pushes [LO, HI) on B's stack of ranges still to write (aborts on OOM). */
+void ev_poison_push(ev_batch *b, size_t lo, size_t hi);
+/* The top range committed: the search goes on with the next one. */
+void ev_poison_range_done(ev_batch *b);
+
+typedef enum {
+  EV_POISON_NOT_IN_ROWS, /* every row was written alone and together they still fail */
+  EV_POISON_ROW,         /* the one row written, IDX[0], is poison: DLQ it */
+  EV_POISON_SPLIT,       /* the range was halved: both halves pushed, first half on top */
+  EV_POISON_EMPTY        /* no live row was written: nothing to refuse, go on */
+} ev_poison_verdict;
+
+/* A transaction of B that wrote the live rows IDX[0..N_IDX) of [LO, HI) (with the offsets when
+ * OFFSETS) failed with a data error. Updates the search and says what to do. */
+ev_poison_verdict ev_poison_on_data_error(ev_batch *b, bool offsets, const size_t *idx,
+                                          size_t n_idx, size_t lo, size_t hi);
+/* SQLSTATE class 22 (data exception) or 23 (integrity violation): caused by the rows written,
+ * not by the database's state, so retrying the same rows fails forever. */
+bool ev_sqlstate_is_data_error(const char *sqlstate);
+
+/* ---- params.c: named array parameters of the statements (txn.c's SQL) --------------------- */
+
+/* Each statement's parameters as named kpi_buf members, overlaid on V (in $n order) for
+ * kpi_pgasync_query. The buffers are kept between transactions for their memory. */
+#define EV_INSERT_NPARAMS 13
+typedef union {
+  struct {
+    kpi_buf event_id, measure_id, department; /* also SQL_REUSED's $1..$3 */
+    kpi_buf observed_at, observed_day, fiscal_year, value, unit, component, note, received_at,
+        partition, offset;
+  };
+  kpi_buf v[EV_INSERT_NPARAMS];
+} ev_insert_params;
+
+#define EV_OFFSET_NARRAYS 2 /* $3, $4 of SQL_OFFSETS; $1 group and $2 topic are plain */
+typedef union {
+  struct {
+    kpi_buf partition, next_offset;
+  };
+  kpi_buf v[EV_OFFSET_NARRAYS];
+} ev_offset_params;
+
+#define EV_AGGREGATE_NPARAMS 8
+typedef union {
+  struct {
+    kpi_buf ids, window_from, window_to; /* ids also SQL_LOCK's $1 */
+    kpi_buf fiscal_year;    /* $4: of the evaluation date */
+    kpi_buf end_at;         /* $5: midnight (Japan) after the evaluation date */
+    kpi_buf month_start_at; /* $6: midnight (Japan) at the first day of its month */
+    kpi_buf is_ratio;
+    kpi_buf month_start; /* $8: that first day as a date */
+  };
+  kpi_buf v[EV_AGGREGATE_NPARAMS];
+} ev_aggregate_params;
+
+#define EV_ATTAINMENT_NPARAMS 13
+typedef union {
+  struct {
+    kpi_buf measure_id, as_of, value, progress, expected, status, stale, last_observed_at,
+        events, alert_state, episode, last_alert_on, reminders;
+  };
+  kpi_buf v[EV_ATTAINMENT_NPARAMS];
+} ev_attainment_params;
+
+#define EV_HISTORY_NPARAMS 7
+typedef union {
+  struct {
+    kpi_buf measure_id, as_of, value, progress, expected, status, stale;
+  };
+  kpi_buf v[EV_HISTORY_NPARAMS];
+} ev_history_params;
+
+#define EV_OUTBOX_NPARAMS 4
+typedef union {
+  struct {
+    kpi_buf alert_id, topic, msg_key, payload;
+  };
+  kpi_buf v[EV_OUTBOX_NPARAMS];
+} ev_outbox_params;
+
+/* On V[0..N): begin every array literal, end them, tell whether any ran out of memory, free. */
+void ev_params_begin(kpi_buf *v, int n);
+void ev_params_end(kpi_buf *v, int n);
+bool ev_params_oom(const kpi_buf *v, int n);
+void ev_params_free(kpi_buf *v, int n);
+/* VALS[i] = V[i]'s text, for kpi_pgasync_query. Returns VALS. */
+const char *const *ev_params_values(const kpi_buf *v, int n, const char **vals);
+
+/* Array elements: a finite double (%.17g) or NULL, a date, an integer. */
+void ev_arr_double(kpi_buf *b, bool has, double v);
+void ev_arr_day(kpi_buf *b, kpi_day d);
+void ev_arr_int(kpi_buf *b, long long v);
+
+/* The rows B->rows[IDX[k]], k < N, as SQL_INSERT's arrays (begun and ended). */
+void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t *idx, size_t n);
+/* B's next offsets per partition. */
+void ev_offset_params_build(ev_offset_params *p, const ev_batch *b);
+/* The measures CAT->measures[i] with SEEN[i] set (i < N_SEEN), evaluated at AS_OF. */
+void ev_aggregate_params_build(ev_aggregate_params *p, const kpi_catalog *cat,
+                               const unsigned char *seen, size_t n_seen, kpi_day as_of);
+/* One element per array (after ev_params_begin): measure M's new attainment A at AS_OF, its
+ * latest observation instant (NULL when none), its event count (a decimal integer) and the
+ * alert bookkeeping NEXT. */
+void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, kpi_day as_of,
+                              const kpi_attainment *a, const char *last_observed_at,
+                              const char *events, const kpi_alert_track *next);
+void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day as_of,
+                           const kpi_attainment *a);
+void ev_outbox_params_add(ev_outbox_params *p, const char *alert_id, const char *topic,
+                          const char *key, const char *payload);
+
+/* ---- kafka.c -------------------------------------------------------------------------- */
+
+typedef struct {
+  rd_kafka_t *consumer;
+  rd_kafka_t *producer;
+  kpi_kafka_waker cwake;
+  kpi_kafka_waker pwake;
+  rd_kafka_topic_partition_list_t *want_assign; /* assignment waiting for its offsets */
+  bool assign_busy;
+  bool broker_up;
+  int64_t consumer_lag;
+  int dlq_inflight;
+  /* Set by the scheduler (ev_sched_init): ON_RECORDS when records may be waiting (consumer
+   * wake-up, partitions assigned), ON_DLQ_ACKED when a DLQ copy was acknowledged. */
+  void (*on_records)(evaluator *ev);
+  void (*on_dlq_acked)(evaluator *ev);
+} ev_kafka;
+
+/* Creates the producer (and the topics), then the consumer, and subscribes. Blocking while the
+ * broker is away (ev_startup_wait between attempts). Returns 0, or -1 with ERRSTR (and
+ * ev->life.stopping set when a stop was asked for meanwhile). */
+int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size);
+/* Pulls records into the pending batch while it has room. Returns false (nothing done) when
+ * stopping or without a consumer. */
+bool ev_kafka_pull(evaluator *ev);
+/* Sends row R of batch B (its original key and value) to the DLQ with REASON in kpi-error, and
+ * marks it poison; the batch's offsets are stored only once every DLQ copy is acknowledged
+ * (dlq_inflight back to 0). Exits the process when the producer refuses the copy, as for
+ * records that fail to decode. */
+void ev_dlq_row(evaluator *ev, ev_batch *b, ev_row *r, const char *reason);
+/* Reads the stored offsets of a pending assignment on AUX, then assigns. */
+void ev_offsets_fetch(evaluator *ev);
+/* Blocking by nature (group leave, producer flush): once, at shutdown. */
+void ev_kafka_stop(evaluator *ev);
+/* Destroys the clients (after the loop ran out). */
+void ev_kafka_free(evaluator *ev);
+
+/* ---- outbox.c ------------------------------------------------------------------------- */
 
 /* An outbox row committed and waiting for its delivery report. */
 typedef struct ev_outmsg {
@@ -101,140 +299,196 @@ typedef struct ev_outmsg {
   int64_t id;
 } ev_outmsg;
 
-typedef struct evaluator {
-  uv_loop_t *loop;
-  kpi_catalog *cat;
-  char catalog_path[512];
+typedef struct {
+  ev_outmsg *inflight;
+  size_t n_inflight;
+  int64_t *sent_ids; /* delivered, waiting to be marked sent */
+  size_t n_sent, cap_sent;
+  size_t n_marking; /* ids of sent_ids[0..n_marking) are being marked */
+  bool mark_busy;
+  /* Runs after every mark query (set by the drain: shutdown waits for the last mark). */
+  void (*on_marked)(evaluator *ev);
+  bool rescan_due;
+  bool rescan_busy;
+  bool purge_busy;
+} ev_outbox;
 
-  /* configuration */
-  char group[128];
-  kpi_topic_spec topics[KPI_TOPIC_COUNT];
-  int batch_max;
-  double lag_ratio;
-  int repeat_days;
-  int64_t sweep_ms;
-  bool fixed_date;
-  kpi_day eval_date;
-  bool crash_after_commit;
-  int lose_commits; /* test hook: successful COMMITs with alerts still to report as lost */
-  char listen_host[64];
-  int listen_port;
-  int api_max_pending; /* read API queries queued or running on API; beyond: 503 */
-  int outbox_retention_days;
-  int64_t drain_timeout_ms;
+/* Frees what is left in flight (after the loop ran out). */
+void ev_outbox_free(evaluator *ev);
+/* Publishes a committed outbox row (id, key, payload) unless it is in flight or delivered;
+ * copies everything. On failure the row waits for a rescan. */
+void ev_outbox_publish(evaluator *ev, int64_t id, const char *topic, const char *key,
+                       const char *payload);
+/* The delivery report of OM (the message opaque of ev_outbox_publish); frees OM. ERR 0 when
+ * stored. */
+void ev_outbox_on_delivery(evaluator *ev, ev_outmsg *om, rd_kafka_resp_err_t err);
+/* Re-reads unsent outbox rows on AUX and publishes those not already in flight. */
+void ev_outbox_rescan(evaluator *ev);
+/* Marks the delivered outbox rows (sent_ids) as sent, on AUX. */
+void ev_outbox_mark_flush(evaluator *ev);
+/* Deletes outbox rows sent more than outbox_retention_days ago, in bounded batches, on AUX. */
+void ev_outbox_purge(evaluator *ev);
 
-  /* Kafka */
-  rd_kafka_t *consumer;
-  rd_kafka_t *producer;
-  kpi_kafka_waker cwake;
-  kpi_kafka_waker pwake;
-  rd_kafka_topic_partition_list_t *want_assign; /* assignment waiting for its offsets */
-  unsigned assign_gen;
-  bool assign_busy;
-  bool broker_up;
-  int64_t consumer_lag;
-  int dlq_inflight;
+/* ---- txn.c ---------------------------------------------------------------------------- */
 
-  /* PostgreSQL: DB runs the batch and sweep transactions, one at a time; AUX everything else
-   * (offsets on assignment, outbox bookkeeping, the read API), so nothing of it can slip
-   * between a transaction's BEGIN and COMMIT. */
-  kpi_pgasync *db;
-  kpi_pgasync *aux;
-  /* The read API's own connection: a burst of reads queues here, never in front of AUX's
-   * offset reads after a rebalance. At most api_max_pending queries wait on it. */
-  kpi_pgasync *api;
-  int api_pending;
+typedef struct ev_txn ev_txn;
 
-  /* transactions */
+typedef enum {
+  EV_TXN_COMMITTED,
+  EV_TXN_RETRY_NOW, /* failed because of the data; the next transaction may start at once */
+  EV_TXN_FAILED     /* retry after backoff (or once the connection is back) */
+} ev_txn_outcome;
+
+typedef struct {
+  ev_txn_outcome outcome;
+  bool sweep;        /* the transaction was the sweep's */
+  bool batch_done;   /* the batch is committed with its offsets (and cleared) */
+  bool sweep_again;  /* the sweep goes on measure by measure: run it again */
+  const char *err;   /* for EV_TXN_FAILED; valid during the callback */
+} ev_txn_result;
+
+/* Called once per ev_txn_start, from a libpq callback or from inside ev_txn_start when the
+ * BEGIN cannot be queued. */
+typedef void (*ev_txn_done_cb)(evaluator *ev, const ev_txn_result *r);
+
+/* NULL when out of memory. */
+ev_txn *ev_txn_new(evaluator *ev, ev_txn_done_cb on_done);
+void ev_txn_free(ev_txn *t);
+/* Queues BEGIN, the writes of BATCH (NULL: the sweep) and the evaluation; ON_DONE follows. */
+void ev_txn_start(ev_txn *t, ev_batch *batch);
+
+/* ---- mirror.c ------------------------------------------------------------------------- */
+
+/* Blocking, at start: connects, migrates, mirrors the catalog. Returns 0 when ready, 1 when a
+ * stop was requested while waiting for the database (logged by the caller), -1 on an error
+ * that needs a person (logged here). */
+int ev_db_prepare(evaluator *ev, const char *conninfo);
+
+typedef void (*ev_mirror_done_cb)(evaluator *ev, bool ok);
+/* Reloads the catalog file (SIGHUP) and mirrors it on DB. Returns 0 when the mirror query is
+ * queued (ON_DONE follows), 1 when the file is unusable (logged; the running catalog is kept),
+ * -1 when the query could not be queued (try again later). */
+int ev_mirror_reload(evaluator *ev, ev_mirror_done_cb on_done);
+
+/* ---- sched.c -------------------------------------------------------------------------- */
+
+typedef struct {
   ev_batch batches[2];
   ev_batch *pending;  /* filling from Kafka */
   ev_batch *inflight; /* being written; NULL when none */
-  bool txn_busy;
+  ev_txn *txn;
+  bool txn_busy; /* a transaction or the catalog mirror runs on DB */
   bool sweep_due;
-  /* After a data error in the sweep, the sweep runs one measure per transaction, so that the
-   * one measure whose figures PostgreSQL refuses is skipped and every other is evaluated. */
-  bool sweep_split;
-  size_t sweep_next;
   bool reload_due;
   int backoff_ms;
   uv_timer_t retry_timer;
   uv_timer_t sweep_timer;
-  void *txn; /* ev_txn state, private to txn.c */
+} ev_sched;
 
-  /* outbox */
-  ev_outmsg *outbox_inflight;
-  size_t n_outbox_inflight;
-  int64_t *sent_ids;
-  size_t n_sent, cap_sent;
-  size_t n_marking; /* ids of sent_ids[0..n_marking) are being marked */
-  bool mark_busy;
-  void (*on_marked)(struct evaluator *ev); /* shutdown waits for the last mark */
-  bool rescan_due;
-  bool rescan_busy;
-  bool purge_busy;
+#define EV_BACKOFF_MIN_MS 100
+/* The delay after BACKOFF_MS: doubled up to 2.5 s, then 5 s. */
+int ev_backoff_next(int backoff_ms);
 
-  /* read API and metrics */
-  kpi_http_server http;
-  bool http_inited;
-  kpi_metrics *metrics;
-  kpi_metric *m_records, *m_batches, *m_rows, *m_dlq, *m_commit, *m_txn_fail, *m_outbox,
-      *m_alerts, *m_lag, *m_sweeps, *m_assign, *m_api_rejected, *m_purged;
-
-  /* lifecycle */
-  uv_signal_t sig_term, sig_int, sig_hup;
-  bool stopping;
-  bool finishing;
-  bool closed;
-  int exit_code;
-  int open_handles;
-} evaluator;
-
-/* The evaluation date: KPI_EVAL_DATE when set, else today in Japan. */
-kpi_day ev_today(const evaluator *ev);
-
-/* main.c: leaves the group, flushes the producer and closes; once, when stopping and idle. */
-void ev_finish(evaluator *ev);
-
-/* kafka.c */
-int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size);
-/* Pulls records into the pending batch while it has room and we are not stopping. */
-void ev_kafka_pull(evaluator *ev);
-/* Sends row R of batch B (its original key and value) to the DLQ with REASON in kpi-error, and
- * marks it poison; the batch's offsets are stored only once every DLQ copy is acknowledged
- * (dlq_inflight back to 0). Exits the process when the producer refuses the copy, as for
- * records that fail to decode. */
-void ev_dlq_row(evaluator *ev, ev_batch *b, ev_row *r, const char *reason);
-/* Publishes committed outbox rows (id, key, payload); takes nothing. */
-void ev_outbox_publish(evaluator *ev, int64_t id, const char *topic, const char *key,
-                       const char *payload);
-/* Re-reads unsent outbox rows and publishes those not already in flight. */
-void ev_outbox_rescan(evaluator *ev);
-void ev_offsets_fetch(evaluator *ev);
-void ev_kafka_stop(evaluator *ev);
-
-/* txn.c */
+/* Initialises the timers and the transaction state and registers the scheduler's callbacks
+ * with the other modules. Returns 0 or -1 (out of memory). */
+int ev_sched_init(evaluator *ev);
+/* Evaluates every measure now, then every sweep_ms. */
+void ev_sched_start(evaluator *ev);
+/* A stop was asked for: no more sweeps (the transaction under way is finished by ev_kick). */
+void ev_sched_stop(evaluator *ev);
 /* Starts the next transaction if none runs and there is work (catalog mirror, a batch, the
- * sweep); schedules a retry with backoff after failures. Call after every state change. */
+ * sweep); once stopping and idle, hands over to ev_finish. Call after every state change. */
 void ev_kick(evaluator *ev);
-void ev_txn_init(evaluator *ev);
-void ev_txn_free(evaluator *ev);
-/* Blocking, at start: connects, migrates, mirrors the catalog. Returns 0 or -1 (logged). */
-int ev_db_prepare(evaluator *ev, const char *conninfo);
+/* The kpi_pgasync state callback of DB and AUX (and API, only logged). */
+void ev_sched_on_pg_state(kpi_pgasync *pg, int up, void *arg);
+void ev_sched_close(evaluator *ev, uv_close_cb on_closed);
+void ev_sched_free(evaluator *ev);
 
-/* Sleeps MS milliseconds during start-up (waiting for the database or the broker), before the
- * loop can deliver signals; returns true as soon as SIGTERM or SIGINT asked the process to stop,
- * so that a service whose dependencies are missing still stops at once with status 0. */
+/* ---- drain.c -------------------------------------------------------------------------- */
+
+void ev_drain_init(evaluator *ev);
+/* A stop was asked for: the drain timeout starts; the transaction under way may finish. */
+void ev_drain_begin(evaluator *ev);
+/* Leaves the group, flushes the producer, records the last deliveries, then calls
+ * ev->life.on_drained; once, when stopping and idle (or at the drain timeout). */
+void ev_finish(evaluator *ev);
+void ev_drain_close(evaluator *ev, uv_close_cb on_closed);
+
+/* ---- startup.c ------------------------------------------------------------------------ */
+
+/* Until the loop runs, libuv cannot deliver signals: these catch SIGTERM/SIGINT (SIGHUP is
+ * ignored, the catalog was just loaded) so that start-up waits end at once. */
+void ev_startup_signals(void);
+/* Sleeps MS milliseconds during start-up (waiting for the database or the broker); returns true
+ * as soon as SIGTERM or SIGINT asked the process to stop, so that a service whose dependencies
+ * are missing still stops at once with status 0. */
 bool ev_startup_wait(unsigned ms);
-/* Deletes outbox rows sent more than outbox_retention_days ago, in bounded batches, on AUX. */
-void ev_outbox_purge(evaluator *ev);
-/* Marks the delivered outbox rows (sent_ids) as sent, on AUX. */
-void ev_outbox_mark_flush(evaluator *ev);
+/* A stop was asked for before the loop owned the signals. */
+bool ev_startup_stop_requested(void);
 
-/* api.c */
+/* ---- api.c, metrics.c ----------------------------------------------------------------- */
+
+typedef struct {
+  kpi_http_server http;
+  bool inited;
+  int pending; /* queries queued or running on the API connection */
+} ev_api;
+
+/* A read may be queued while fewer than MAX are pending; beyond, it is answered 503. */
+bool ev_api_admit(int pending, int max);
+bool ev_api_valid_id(const char *s);
 void ev_on_http_request(kpi_http_request *req, void *opaque);
 /* The read API's resources, for kpi_http_server_set_routes. */
 #define EV_HTTP_N_ROUTES 5
 extern const kpi_http_route ev_http_routes[EV_HTTP_N_ROUTES];
-int ev_metrics_init(evaluator *ev);
+
+typedef struct {
+  kpi_metrics *reg;
+  kpi_metric *records, *batches, *rows, *dlq, *commit, *txn_fail, *outbox, *alerts, *lag,
+      *sweeps, *assign, *api_rejected, *purged;
+} ev_metrics;
+
+int ev_metrics_init(ev_metrics *m);
+void ev_metrics_free(ev_metrics *m);
+
+/* ---- service.c ------------------------------------------------------------------------ */
+
+typedef struct {
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t drain_timer; /* drain.c's */
+  bool stopping;
+  bool finishing;
+  bool closed;
+  int exit_code;
+  /* Set by the service: closes every handle once the drain is over. */
+  void (*on_drained)(evaluator *ev);
+} ev_life;
+
+struct evaluator {
+  uv_loop_t *loop;
+  ev_config cfg;
+  kpi_catalog *cat;
+  /* PostgreSQL: DB runs the batch and sweep transactions, one at a time; AUX everything else
+   * (offsets on assignment, outbox bookkeeping), so nothing of it can slip between a
+   * transaction's BEGIN and COMMIT. API is the read API's own connection: a burst of reads
+   * queues there, never in front of AUX's offset reads after a rebalance. */
+  kpi_pgasync *db, *aux, *api_db;
+  ev_kafka kafka;
+  ev_sched sched;
+  ev_mirror_done_cb on_mirrored; /* mirror.c: the callback of the reload under way */
+  ev_outbox outbox;
+  ev_api api;
+  ev_metrics m;
+  ev_life life;
+};
+
+/* Starts everything on LOOP with CFG (copied) and the catalog loaded from it. Returns 0 when the
+ * loop should run, else the exit status (logged): 0 for a stop asked for during start-up. On a
+ * non-zero return the process is to exit at once: what start-up created is either closed
+ * already (LOOP too) or left to the exit, as a failure after the clients exist would block in
+ * their destruction. */
+int ev_service_start(evaluator *ev, uv_loop_t *loop, const ev_config *cfg);
+/* After uv_run: frees what the loop no longer references. */
+void ev_service_free(evaluator *ev);
 
 #endif

@@ -1,8 +1,7 @@
-/* txn.c: the evaluator's PostgreSQL work. One transaction per batch writes the measurements,
- * the next Kafka offsets, the attainment of every affected measure, its history and the
- * outbox alerts; the sweep runs the same evaluation for every measure. Also the catalog mirror
- * and the outbox bookkeeping. */
-#include <cjson/cJSON.h>
+/* txn.c: one evaluator transaction on the DB connection. A batch's transaction writes its
+ * measurements, the next Kafka offsets, the attainment of every affected measure, its history
+ * and the outbox alerts; a poison-search range writes rows only; the sweep runs the same
+ * evaluation for every measure. The outcome goes to the scheduler's ev_txn_done_cb. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +10,6 @@
 
 #include "evaluator.h"
 #include "kpi_log.h"
-#include "kpi_pg.h"
 
 /* Measurements of the batch, and the running totals of the rows that were really inserted:
  * a replayed event_id inserts nothing and adds nothing. */
@@ -31,13 +29,6 @@ static const char SQL_INSERT[] =
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
     " SET events = t.events + excluded.events, total = t.total + excluded.total";
 
-/* Next offsets of the batch's partitions. Never backwards (GREATEST): during a rebalance the
- * previous owner may commit its last batch after the new owner already stored a later offset,
- * and every record below the larger offset is committed either way, so the larger one is the
- * true position; lowering it would only make the next owner re-read (and a stored offset
- * that moved back would hide how far the group really got). The price: after a topic is
- * deleted and recreated (offsets restart at 0) the group's rows must be deleted by the
- * operator, see docs/evaluator.md. */
 /* Rows of the batch ($1 event_id, $2 measure_id, $3 department, in batch order) whose
  * event_id is already taken by a different measure or department: stored earlier, or, when
  * not stored, by an earlier row of this batch. ON CONFLICT (event_id) DO NOTHING would drop
@@ -58,6 +49,13 @@ static const char SQL_REUSED[] =
     "   ELSE u.m0 <> u.m OR u.d0 <> u.d END"
     " ORDER BY u.i";
 
+/* Next offsets of the batch's partitions. Never backwards (GREATEST): during a rebalance the
+ * previous owner may commit its last batch after the new owner already stored a later offset,
+ * and every record below the larger offset is committed either way, so the larger one is the
+ * true position; lowering it would only make the next owner re-read (and a stored offset
+ * that moved back would hide how far the group really got). The price: after a topic is
+ * deleted and recreated (offsets restart at 0) the group's rows must be deleted by the
+ * operator, see docs/evaluator.md. */
 static const char SQL_OFFSETS[] =
     "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, updated_at)"
     " SELECT $1, $2, p, o, now() FROM unnest($3::int[], $4::bigint[]) AS u(p, o)"
@@ -119,6 +117,7 @@ static const char SQL_LOCK[] =
     "SELECT count(pg_advisory_xact_lock(1801, s.k)) FROM"
     " (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY 1) s";
 
+/* Every evaluated measure's attainment and alert bookkeeping (ev_attainment_params). */
 static const char SQL_ATTAINMENT[] =
     "INSERT INTO attainment AS a (measure_id, as_of, value, progress, expected, status, stale,"
     "  last_observed_at, events, alert_state, episode, last_alert_on, reminders, updated_at)"
@@ -132,47 +131,39 @@ static const char SQL_ATTAINMENT[] =
     "  episode = excluded.episode, last_alert_on = excluded.last_alert_on,"
     "  reminders = excluded.reminders, updated_at = now()";
 
+/* The measures whose figures changed (ev_history_params). */
 static const char SQL_HISTORY[] =
     "INSERT INTO attainment_history (measure_id, as_of, value, progress, expected, status, stale)"
     " SELECT * FROM unnest($1::text[], $2::date[], $3::float8[], $4::float8[], $5::float8[],"
     "  $6::text[], $7::bool[])";
 
+/* The alerts decided (ev_outbox_params); an alert_id already stored (a retry after a lost
+ * COMMIT) returns nothing and is published by the outbox rescan. */
 static const char SQL_OUTBOX[] =
     "INSERT INTO outbox (alert_id, topic, msg_key, payload)"
     " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])"
     " ON CONFLICT (alert_id) DO NOTHING RETURNING id, topic, msg_key, payload";
 
-static const char SQL_MIRROR[] =
-    "INSERT INTO measures AS t (id, goal, goal_name, program, name, indicator, unit, kind,"
-    "  direction, baseline_fy, baseline, target_fy, target, window_from_fy, window_to_fy, owner,"
-    "  watchers, report_interval_days, catalog_version, updated_at)"
-    " SELECT x.id, x.goal, x.goal_name, x.program, x.name, x.indicator, x.unit, x.kind,"
-    "  x.direction, x.baseline_fy, x.baseline, x.target_fy, x.target, x.window_from_fy,"
-    "  x.window_to_fy, x.owner, coalesce(x.watchers, '{}'), x.report_interval_days, $2::int,"
-    "  now()"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(id text, goal int, goal_name text, program text,"
-    "  name text, indicator text, unit text, kind text, direction text, baseline_fy int,"
-    "  baseline float8, target_fy int, target float8, window_from_fy int, window_to_fy int,"
-    "  owner text, watchers text[], report_interval_days int)"
-    " ON CONFLICT (id) DO UPDATE SET goal = excluded.goal, goal_name = excluded.goal_name,"
-    "  program = excluded.program, name = excluded.name, indicator = excluded.indicator,"
-    "  unit = excluded.unit, kind = excluded.kind, direction = excluded.direction,"
-    "  baseline_fy = excluded.baseline_fy, baseline = excluded.baseline,"
-    "  target_fy = excluded.target_fy, target = excluded.target,"
-    "  window_from_fy = excluded.window_from_fy, window_to_fy = excluded.window_to_fy,"
-    "  owner = excluded.owner, watchers = excluded.watchers,"
-    "  report_interval_days = excluded.report_interval_days,"
-    "  catalog_version = excluded.catalog_version, updated_at = now()";
 
-#define N_PARAMS 13
-
+/* An outbox row committed by this transaction, published after the COMMIT. */
 typedef struct {
   int64_t id;
   char *topic, *key, *payload;
 } ev_out;
 
+/* Per-statement parameters, kept between transactions for their memory. */
 typedef struct {
+  ev_insert_params ins;
+  ev_offset_params offs;
+  ev_aggregate_params agg;
+  ev_attainment_params att;
+  ev_history_params hist;
+  ev_outbox_params out;
+} txn_params;
+
+struct ev_txn {
   evaluator *ev;
+  ev_txn_done_cb on_done;
   ev_batch *batch; /* NULL for the sweep */
   size_t lo, hi;   /* the batch's rows written (poison rows skipped) */
   bool offsets;    /* the batch's offsets are stored: its last transaction */
@@ -180,8 +171,8 @@ typedef struct {
   size_t n_idx, cap_idx;
   bool failed;
   bool lost; /* connection lost: outcome unknown */
-  bool redo; /* rows were found poison before any write: run again without them at once */
-  char sqlstate[6]; /* of the first failing statement, "" when none or connection lost */
+  bool redo; /* rows were found reused before any write: run again without them at once */
+  char sqlstate[6];  /* of the first failing statement, "" when none or connection lost */
   char primary[200]; /* its primary message, for the DLQ reason */
   char err[300];
   uint64_t t0;
@@ -189,16 +180,23 @@ typedef struct {
   unsigned char *seen; /* per catalog measure: affected by this transaction */
   size_t n_seen;
   size_t n_affected;
+  /* After a data error in the sweep, the sweep runs one measure per transaction, so that the
+   * one measure whose figures PostgreSQL refuses is skipped and every other is evaluated. */
+  bool sweep_split;
+  size_t sweep_next;
   ev_out *out;
   size_t n_out, cap_out;
-  ev_buf p[N_PARAMS];
-} ev_txn;
+  size_t n_hist, n_alerts; /* rows in params.hist and params.out */
+  txn_params p;
+};
 
-kpi_day ev_today(const evaluator *ev) {
-  return ev->fixed_date ? ev->eval_date : kpi_day_of_ms(kpi_time_now_ms());
+ev_txn *ev_txn_new(evaluator *ev, ev_txn_done_cb on_done) {
+  ev_txn *t = calloc(1, sizeof(*t));
+  if (!t) return NULL;
+  t->ev = ev;
+  t->on_done = on_done;
+  return t;
 }
-
-void ev_txn_init(evaluator *ev) { ev->txn = calloc(1, sizeof(ev_txn)); }
 
 static void txn_out_clear(ev_txn *t) {
   for (size_t i = 0; i < t->n_out; i++) {
@@ -209,34 +207,24 @@ static void txn_out_clear(ev_txn *t) {
   t->n_out = 0;
 }
 
-void ev_txn_free(evaluator *ev) {
-  ev_txn *t = ev->txn;
+void ev_txn_free(ev_txn *t) {
   if (!t) return;
   txn_out_clear(t);
   free(t->out);
   free(t->seen);
   free(t->idx);
-  for (int i = 0; i < N_PARAMS; i++) ev_buf_free(&t->p[i]);
+  ev_params_free(t->p.ins.v, EV_INSERT_NPARAMS);
+  ev_params_free(t->p.offs.v, EV_OFFSET_NARRAYS);
+  ev_params_free(t->p.agg.v, EV_AGGREGATE_NPARAMS);
+  ev_params_free(t->p.att.v, EV_ATTAINMENT_NPARAMS);
+  ev_params_free(t->p.hist.v, EV_HISTORY_NPARAMS);
+  ev_params_free(t->p.out.v, EV_OUTBOX_NPARAMS);
   free(t);
-  ev->txn = NULL;
 }
 
-/* Midnight (Japan time) at the start of DAY, as an RFC 3339 instant. */
-static void day_start_instant(kpi_day day, char *buf, size_t size) {
-  int64_t ms = (int64_t)day * 86400000LL - (int64_t)KPI_TZ_OFFSET_MIN * 60000LL;
-  kpi_time_format_utc(ms, buf, size);
-}
+static void on_db_rollback(kpi_pgasync *pg, const PGresult *res, void *arg);
 
-static const char *const *param_values(ev_txn *t, int n, const char **vals) {
-  for (int i = 0; i < n; i++) vals[i] = t->p[i].s;
-  return vals;
-}
-
-static int params_oom(ev_txn *t, int n) {
-  for (int i = 0; i < n; i++)
-    if (t->p[i].oom) return 1;
-  return 0;
-}
+/* ---- failure and outcome ---------------------------------------------------------------- */
 
 static void txn_fail(ev_txn *t, const PGresult *res, const char *what) {
   if (t->failed) return;
@@ -256,7 +244,136 @@ static void txn_fail(ev_txn *t, const PGresult *res, const char *what) {
   }
 }
 
-static void txn_done(ev_txn *t, bool ok);
+static void txn_finish(ev_txn *t, ev_txn_outcome outcome, bool batch_done, bool sweep_again) {
+  ev_txn_result r = {.outcome = outcome,
+                     .sweep = t->batch == NULL,
+                     .batch_done = batch_done,
+                     .sweep_again = sweep_again,
+                     .err = t->err};
+  t->on_done(t->ev, &r);
+}
+
+/* The sweep writes no rows: one measure whose stored figures PostgreSQL refuses to aggregate
+ * must not keep every other measure from being evaluated. Measure by measure from now on; the
+ * failing one is skipped (logged) until the next sweep. */
+static void sweep_data_error(ev_txn *t) {
+  const kpi_catalog *cat = t->ev->cat;
+  if (!t->sweep_split) {
+    t->sweep_split = true;
+    t->sweep_next = 0;
+    kpi_log(KPI_LOG_WARN, "sweep_split", "%s; evaluating measure by measure", t->err);
+  } else {
+    const char *id = t->sweep_next < cat->n_measures ? cat->measures[t->sweep_next].id : "?";
+    kpi_log(KPI_LOG_ERROR, "measure_evaluation_failed", "%s: %s; skipped until the next sweep",
+            id, t->err);
+    t->sweep_next++;
+  }
+  bool again = t->sweep_next < cat->n_measures;
+  if (!again) t->sweep_split = false;
+  txn_out_clear(t);
+  txn_finish(t, EV_TXN_RETRY_NOW, false, again);
+}
+
+/* A failed transaction whose cause lies in the data rather than in the database: rows found
+ * reused (redo at once without them), or a data error, which either names a poison row (the
+ * only row written) or splits the rows written into two halves (poison.c). Returns true when
+ * handled; the next transaction then starts at once, without backoff. */
+static bool txn_poison(ev_txn *t) {
+  bool data_error = !t->lost && ev_sqlstate_is_data_error(t->sqlstate);
+  if (t->lost || (!t->redo && !data_error)) return false;
+  if (!t->batch) {
+    sweep_data_error(t);
+    return true;
+  }
+  ev_batch *b = t->batch;
+  if (!t->redo) {
+    ev_poison_verdict v = ev_poison_on_data_error(b, t->offsets, t->idx, t->n_idx, t->lo, t->hi);
+    if (v == EV_POISON_NOT_IN_ROWS) return false;
+    if (v == EV_POISON_ROW) {
+      char reason[400];
+      snprintf(reason, sizeof(reason), "database: %s %s", t->sqlstate, t->primary);
+      ev_dlq_row(t->ev, b, &b->rows[t->idx[0]], reason);
+    }
+    kpi_log(KPI_LOG_WARN, "batch_poison_search", "%s; %zu rows [%zu, %zu) of %zu, %zu ranges left",
+            t->err, t->n_idx, t->lo, t->hi, b->n_rows, b->n_todo);
+  }
+  txn_out_clear(t);
+  txn_finish(t, EV_TXN_RETRY_NOW, false, false);
+  return true;
+}
+
+static void txn_failed(ev_txn *t) {
+  if (txn_poison(t)) return;
+  kpi_metrics_inc(t->ev->m.txn_fail);
+  /* A lost connection may have hidden a COMMIT that went through. Its outbox rows are then
+   * stored but known to nobody: the retry finds their alert_ids taken (ON CONFLICT DO NOTHING
+   * returns no row) and the alert decision already recorded, so only a rescan of the outbox
+   * publishes them. */
+  if (t->lost) t->ev->outbox.rescan_due = true;
+  txn_out_clear(t);
+  txn_finish(t, EV_TXN_FAILED, false, false);
+}
+
+/* Metrics, logs and the batch or sweep bookkeeping of a COMMIT. Returns whether the batch is
+ * done (committed with its offsets) and whether the split sweep goes on. */
+static void txn_committed_bookkeeping(ev_txn *t, double secs, bool *batch_done, bool *again) {
+  evaluator *ev = t->ev;
+  *batch_done = *again = false;
+  kpi_metrics_observe(ev->m.commit, secs);
+  if (t->batch && !t->offsets) {
+    ev_poison_range_done(t->batch); /* one range of a poison search written; the batch goes on */
+  } else if (t->batch) {
+    kpi_metrics_inc(ev->m.batches);
+    kpi_metrics_add(ev->m.rows, (double)t->batch->n_rows);
+    kpi_log(KPI_LOG_DEBUG, "batch_committed", "%zu records, %zu measurements, %zu measures, %.1f ms",
+            t->batch->n_records, t->batch->n_rows, t->n_affected, secs * 1000);
+    ev_batch_clear(t->batch);
+    *batch_done = true;
+  } else if (t->sweep_split) {
+    if (++t->sweep_next >= ev->cat->n_measures) {
+      t->sweep_split = false;
+      kpi_metrics_inc(ev->m.sweeps);
+    } else {
+      *again = true;
+    }
+  } else {
+    kpi_metrics_inc(ev->m.sweeps);
+  }
+}
+
+static void txn_committed(ev_txn *t) {
+  evaluator *ev = t->ev;
+  double secs = (double)(uv_hrtime() - t->t0) / 1e9;
+  bool batch_done, again;
+  txn_committed_bookkeeping(t, secs, &batch_done, &again);
+#ifdef KPI_TEST_HOOKS
+  if (ev->cfg.crash_after_commit && t->n_out > 0) {
+    /* Test hook (KPI_TEST_CRASH_AFTER_COMMIT=1): die between COMMIT and publishing, the
+     * window the outbox exists for. */
+    kpi_log(KPI_LOG_WARN, "test_crash_after_commit", "%zu alerts committed, exiting", t->n_out);
+    _exit(3);
+  }
+#endif
+  for (size_t i = 0; i < t->n_out; i++)
+    ev_outbox_publish(ev, t->out[i].id, t->out[i].topic, t->out[i].key, t->out[i].payload);
+  txn_out_clear(t);
+  if (ev->outbox.rescan_due) ev_outbox_rescan(ev);
+  txn_finish(t, EV_TXN_COMMITTED, batch_done, again);
+}
+
+static void txn_done(ev_txn *t, bool ok) {
+  if (ok) txn_committed(t);
+  else txn_failed(t);
+}
+
+/* Queues ROLLBACK after a failure on a live connection; the ROLLBACK's callback ends the
+ * transaction. On a lost connection (or when even that cannot be queued) it ends here. */
+static void txn_abort(ev_txn *t) {
+  if (t->lost || kpi_pgasync_query(t->ev->db, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0)
+    txn_done(t, false);
+}
+
+/* ---- statement callbacks ---------------------------------------------------------------- */
 
 static void on_db_step(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
@@ -275,24 +392,45 @@ static void on_db_rollback(kpi_pgasync *pg, const PGresult *res, void *arg) {
 static void on_db_commit(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
-  evaluator *ev = t->ev;
 #ifdef KPI_TEST_HOOKS
-  if (res && !t->failed && t->n_out > 0 && ev->lose_commits > 0 &&
+  evaluator *ev = t->ev;
+  if (res && !t->failed && t->n_out > 0 && ev->cfg.lose_commits > 0 &&
       PQresultStatus(res) == PGRES_COMMAND_OK) {
     /* Test hook (KPI_TEST_LOSE_COMMITS=N): the COMMIT succeeded, but we act as if the
      * connection had died before its answer came, the "outcome unknown" case. */
-    ev->lose_commits--;
+    ev->cfg.lose_commits--;
     kpi_log(KPI_LOG_WARN, "test_lose_commit", "%zu alerts committed; acting as if lost", t->n_out);
     res = NULL;
   }
-#else
-  (void)ev;
 #endif
   if (!res) txn_fail(t, res, "COMMIT");
   else if (PQresultStatus(res) != PGRES_COMMAND_OK) txn_fail(t, res, "COMMIT");
   else if (!t->failed && strcmp(PQcmdStatus((PGresult *)res), "COMMIT") != 0)
     txn_fail(t, res, "COMMIT rolled back");
   txn_done(t, !t->failed);
+}
+
+static bool out_add(ev_txn *t, const PGresult *res, int r, int c_id, int c_topic, int c_key,
+                    int c_payload) {
+  if (t->n_out == t->cap_out) {
+    size_t cap = t->cap_out ? t->cap_out * 2 : 16;
+    ev_out *o = realloc(t->out, cap * sizeof(*o));
+    if (!o) return false; /* published by the next rescan */
+    t->out = o;
+    t->cap_out = cap;
+  }
+  ev_out *o = &t->out[t->n_out++];
+  o->id = strtoll(PQgetvalue(res, r, c_id), NULL, 10);
+  o->topic = strdup(PQgetvalue(res, r, c_topic));
+  o->key = strdup(PQgetvalue(res, r, c_key));
+  o->payload = strdup(PQgetvalue(res, r, c_payload));
+  if (!o->topic || !o->key || !o->payload) {
+    free(o->topic);
+    free(o->key);
+    free(o->payload);
+    t->n_out--;
+  }
+  return true;
 }
 
 static void on_db_outbox(kpi_pgasync *pg, const PGresult *res, void *arg) {
@@ -304,34 +442,8 @@ static void on_db_outbox(kpi_pgasync *pg, const PGresult *res, void *arg) {
   }
   int c_id = PQfnumber(res, "id"), c_topic = PQfnumber(res, "topic"),
       c_key = PQfnumber(res, "msg_key"), c_payload = PQfnumber(res, "payload");
-  for (int r = 0; r < PQntuples(res); r++) {
-    if (t->n_out == t->cap_out) {
-      size_t cap = t->cap_out ? t->cap_out * 2 : 16;
-      ev_out *o = realloc(t->out, cap * sizeof(*o));
-      if (!o) return; /* published by the next rescan */
-      t->out = o;
-      t->cap_out = cap;
-    }
-    ev_out *o = &t->out[t->n_out++];
-    o->id = strtoll(PQgetvalue(res, r, c_id), NULL, 10);
-    o->topic = strdup(PQgetvalue(res, r, c_topic));
-    o->key = strdup(PQgetvalue(res, r, c_key));
-    o->payload = strdup(PQgetvalue(res, r, c_payload));
-    if (!o->topic || !o->key || !o->payload) {
-      free(o->topic);
-      free(o->key);
-      free(o->payload);
-      t->n_out--;
-    }
-  }
-}
-
-/* A data exception (class 22: overflow, bad date, invalid text…) or an integrity violation
- * (class 23: NOT NULL, CHECK…) is caused by the rows written, not by the database's state, so
- * retrying the same rows fails forever: the batch is searched for the rows to refuse instead.
- * Duplicate event_ids never get here: ON CONFLICT absorbs them. */
-static bool txn_data_error(const ev_txn *t) {
-  return !t->lost && t->sqlstate[0] == '2' && (t->sqlstate[1] == '2' || t->sqlstate[1] == '3');
+  for (int r = 0; r < PQntuples(res); r++)
+    if (!out_add(t, res, r, c_id, c_topic, c_key, c_payload)) return;
 }
 
 static void on_db_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
@@ -362,27 +474,7 @@ static void on_db_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
   txn_fail(t, res, "event_id reused");
 }
 
-static void arr_double(ev_buf *b, bool has, double v) {
-  if (!has || !isfinite(v)) {
-    ev_arr_null(b);
-    return;
-  }
-  char num[40];
-  snprintf(num, sizeof(num), "%.17g", v);
-  ev_arr_raw(b, num);
-}
-
-static void arr_day(ev_buf *b, kpi_day d) {
-  char s[16];
-  kpi_day_format(d, s, sizeof(s));
-  ev_arr_raw(b, s);
-}
-
-static void arr_int(ev_buf *b, long long v) {
-  char s[24];
-  snprintf(s, sizeof(s), "%lld", v);
-  ev_arr_raw(b, s);
-}
+/* ---- evaluation: one row of SQL_AGGREGATE ----------------------------------------------- */
 
 /* Builds the kpi.alert/1 record of one action. Returns a malloc'd JSON string or NULL. */
 static char *alert_payload(const evaluator *ev, const kpi_measure *m, const kpi_attainment *a,
@@ -434,6 +526,36 @@ static char *alert_payload(const evaluator *ev, const kpi_measure *m, const kpi_
   return json;
 }
 
+/* SQL_AGGREGATE's columns, looked up once per result. */
+typedef struct {
+  int id, latest, latest_day, latest_at, events, window_sum, num, den;
+  int prev_status, prev_stale, prev_value, prev_progress, prev_as_of;
+  int alert_state, episode, reminders, last_alert_on;
+} agg_cols;
+
+static agg_cols agg_cols_find(const PGresult *res) {
+  agg_cols c = {
+      .id = PQfnumber(res, "id"),
+      .latest = PQfnumber(res, "latest"),
+      .latest_day = PQfnumber(res, "latest_day"),
+      .latest_at = PQfnumber(res, "latest_at"),
+      .events = PQfnumber(res, "events"),
+      .window_sum = PQfnumber(res, "window_sum"),
+      .num = PQfnumber(res, "num"),
+      .den = PQfnumber(res, "den"),
+      .prev_status = PQfnumber(res, "prev_status"),
+      .prev_stale = PQfnumber(res, "prev_stale"),
+      .prev_value = PQfnumber(res, "prev_value"),
+      .prev_progress = PQfnumber(res, "prev_progress"),
+      .prev_as_of = PQfnumber(res, "prev_as_of"),
+      .alert_state = PQfnumber(res, "alert_state"),
+      .episode = PQfnumber(res, "episode"),
+      .reminders = PQfnumber(res, "reminders"),
+      .last_alert_on = PQfnumber(res, "last_alert_on"),
+  };
+  return c;
+}
+
 static int getint(const PGresult *res, int r, int c, int def) {
   return PQgetisnull(res, r, c) ? def : atoi(PQgetvalue(res, r, c));
 }
@@ -443,292 +565,144 @@ static bool same_double(bool has_a, double a, bool has_b, double b) {
   return !has_a || fabs(a - b) <= 1e-12 * (fabs(a) + fabs(b) + 1);
 }
 
-/* The aggregates are in: evaluate, then queue the writes and COMMIT. */
-static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
-  ev_txn *t = arg;
-  evaluator *ev = t->ev;
-  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) txn_fail(t, res, "aggregate");
-  if (t->failed) {
-    if (t->lost || kpi_pgasync_query(pg, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0)
-      txn_done(t, false);
-    return;
+static kpi_aggregate row_aggregate(const PGresult *res, int r, const agg_cols *c) {
+  kpi_aggregate agg;
+  memset(&agg, 0, sizeof(agg));
+  if (!PQgetisnull(res, r, c->latest)) {
+    agg.has_latest = true;
+    agg.latest = strtod(PQgetvalue(res, r, c->latest), NULL);
+    agg.latest_day = (kpi_day)atoi(PQgetvalue(res, r, c->latest_day));
   }
-  /* attainment: 13 arrays in p[0..12]; history reuses none of them, so it is built in
-   * separate buffers below (h), and the outbox in o. */
-  ev_buf h[7], o[4];
-  memset(h, 0, sizeof(h));
-  memset(o, 0, sizeof(o));
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_begin(&t->p[i]);
-  for (int i = 0; i < 7; i++) ev_arr_begin(&h[i]);
-  for (int i = 0; i < 4; i++) ev_arr_begin(&o[i]);
-  size_t n_hist = 0, n_alerts = 0;
-  int c_id = PQfnumber(res, "id"), c_latest = PQfnumber(res, "latest"),
-      c_latest_day = PQfnumber(res, "latest_day"), c_latest_at = PQfnumber(res, "latest_at"),
-      c_events = PQfnumber(res, "events"), c_wsum = PQfnumber(res, "window_sum"),
-      c_num = PQfnumber(res, "num"), c_den = PQfnumber(res, "den"),
-      c_pstatus = PQfnumber(res, "prev_status"), c_pstale = PQfnumber(res, "prev_stale"),
-      c_pvalue = PQfnumber(res, "prev_value"), c_pprog = PQfnumber(res, "prev_progress"),
-      c_pasof = PQfnumber(res, "prev_as_of"), c_astate = PQfnumber(res, "alert_state"),
-      c_episode = PQfnumber(res, "episode"), c_rem = PQfnumber(res, "reminders"),
-      c_lastalert = PQfnumber(res, "last_alert_on");
-  for (int r = 0; r < PQntuples(res); r++) {
-    const kpi_measure *m = kpi_catalog_measure(ev->cat, PQgetvalue(res, r, c_id));
-    if (!m) continue;
-    kpi_aggregate agg;
-    memset(&agg, 0, sizeof(agg));
-    if (!PQgetisnull(res, r, c_latest)) {
-      agg.has_latest = true;
-      agg.latest = strtod(PQgetvalue(res, r, c_latest), NULL);
-      agg.latest_day = (kpi_day)atoi(PQgetvalue(res, r, c_latest_day));
-    }
-    if (!PQgetisnull(res, r, c_wsum)) agg.window_sum = strtod(PQgetvalue(res, r, c_wsum), NULL);
-    if (!PQgetisnull(res, r, c_den)) {
-      agg.has_ratio = true;
-      agg.ratio_num = strtod(PQgetvalue(res, r, c_num), NULL);
-      agg.ratio_den = strtod(PQgetvalue(res, r, c_den), NULL);
-    }
-    kpi_attainment a;
-    kpi_attainment_eval(m, &agg, t->as_of, ev->lag_ratio, &a);
-
-    bool had_row = !PQgetisnull(res, r, c_pstatus);
-    const char *prev_status = had_row ? PQgetvalue(res, r, c_pstatus) : NULL;
-    kpi_alert_track prev, next;
-    memset(&prev, 0, sizeof(prev));
-    if (had_row && !PQgetisnull(res, r, c_astate))
-      snprintf(prev.state, sizeof(prev.state), "%s", PQgetvalue(res, r, c_astate));
-    prev.episode = getint(res, r, c_episode, 0);
-    prev.reminders = getint(res, r, c_rem, 0);
-    if (!PQgetisnull(res, r, c_lastalert)) {
-      prev.has_last_alert = true;
-      prev.last_alert_on = (kpi_day)atoi(PQgetvalue(res, r, c_lastalert));
-    }
-    char name[160];
-    kpi_alert_action act =
-        kpi_alert_decide(m->id, &prev, &a, t->as_of, ev->repeat_days, &next, name, sizeof(name));
-
-    ev_arr_str(&t->p[0], m->id);
-    arr_day(&t->p[1], t->as_of);
-    arr_double(&t->p[2], a.has_value, a.value);
-    arr_double(&t->p[3], a.has_progress, a.progress);
-    arr_double(&t->p[4], true, a.expected);
-    ev_arr_str(&t->p[5], kpi_status_name(a.status));
-    ev_arr_raw(&t->p[6], a.stale ? "true" : "false");
-    if (PQgetisnull(res, r, c_latest_at)) ev_arr_null(&t->p[7]);
-    else ev_arr_str(&t->p[7], PQgetvalue(res, r, c_latest_at));
-    ev_arr_raw(&t->p[8], PQgetvalue(res, r, c_events));
-    if (next.state[0]) ev_arr_str(&t->p[9], next.state);
-    else ev_arr_null(&t->p[9]);
-    arr_int(&t->p[10], next.episode);
-    if (next.has_last_alert) arr_day(&t->p[11], next.last_alert_on);
-    else ev_arr_null(&t->p[11]);
-    arr_int(&t->p[12], next.reminders);
-
-    bool changed = !had_row || strcmp(prev_status, kpi_status_name(a.status)) != 0 ||
-                   (PQgetvalue(res, r, c_pstale)[0] == 't') != a.stale ||
-                   getint(res, r, c_pasof, -1) != t->as_of ||
-                   !same_double(!PQgetisnull(res, r, c_pvalue),
-                                strtod(PQgetvalue(res, r, c_pvalue), NULL), a.has_value, a.value) ||
-                   !same_double(!PQgetisnull(res, r, c_pprog),
-                                strtod(PQgetvalue(res, r, c_pprog), NULL), a.has_progress,
-                                a.progress);
-    if (changed) {
-      ev_arr_str(&h[0], m->id);
-      arr_day(&h[1], t->as_of);
-      arr_double(&h[2], a.has_value, a.value);
-      arr_double(&h[3], a.has_progress, a.progress);
-      arr_double(&h[4], true, a.expected);
-      ev_arr_str(&h[5], kpi_status_name(a.status));
-      ev_arr_raw(&h[6], a.stale ? "true" : "false");
-      n_hist++;
-    }
-    if (act != KPI_ALERT_NONE) {
-      char alert_id[KPI_UUID_STRLEN + 1];
-      kpi_alert_id(name, alert_id);
-      char *payload = alert_payload(ev, m, &a, act, alert_id, prev_status, next.episode, t->as_of);
-      if (payload) {
-        ev_arr_str(&o[0], alert_id);
-        ev_arr_str(&o[1], ev->topics[KPI_TOPIC_ALERTS].name);
-        ev_arr_str(&o[2], m->id);
-        ev_arr_str(&o[3], payload);
-        free(payload);
-        n_alerts++;
-        char as_of[16];
-        kpi_day_format(t->as_of, as_of, sizeof(as_of));
-        kpi_log(KPI_LOG_INFO, "alert_decided", "%s %s (%s, as of %s)", kpi_alert_action_type(act),
-                name, alert_id, as_of);
-      } else {
-        txn_fail(t, res, "alert encoding: out of memory");
-      }
-    }
+  if (!PQgetisnull(res, r, c->window_sum))
+    agg.window_sum = strtod(PQgetvalue(res, r, c->window_sum), NULL);
+  if (!PQgetisnull(res, r, c->den)) {
+    agg.has_ratio = true;
+    agg.ratio_num = strtod(PQgetvalue(res, r, c->num), NULL);
+    agg.ratio_den = strtod(PQgetvalue(res, r, c->den), NULL);
   }
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_end(&t->p[i]);
-  for (int i = 0; i < 7; i++) ev_arr_end(&h[i]);
-  for (int i = 0; i < 4; i++) ev_arr_end(&o[i]);
-  int oom = params_oom(t, N_PARAMS);
-  for (int i = 0; i < 7; i++) oom |= h[i].oom;
-  for (int i = 0; i < 4; i++) oom |= o[i].oom;
-  const char *vals[N_PARAMS];
-  int rc = 0;
-  if (oom || t->failed) {
-    txn_fail(t, res, "out of memory");
-    rc = -1;
-  } else {
-    rc = kpi_pgasync_query(pg, SQL_ATTAINMENT, N_PARAMS, param_values(t, N_PARAMS, vals),
-                           on_db_step, t);
-    if (!rc && n_hist) {
-      for (int i = 0; i < 7; i++) vals[i] = h[i].s;
-      rc = kpi_pgasync_query(pg, SQL_HISTORY, 7, vals, on_db_step, t);
-    }
-    if (!rc && n_alerts) {
-      for (int i = 0; i < 4; i++) vals[i] = o[i].s;
-      rc = kpi_pgasync_query(pg, SQL_OUTBOX, 4, vals, on_db_outbox, t);
-    }
-  }
-  for (int i = 0; i < 7; i++) ev_buf_free(&h[i]);
-  for (int i = 0; i < 4; i++) ev_buf_free(&o[i]);
-  if (rc == 0) rc = kpi_pgasync_query(pg, "COMMIT", 0, NULL, on_db_commit, t);
-  if (rc != 0) {
-    /* Statements already queued run first; the ROLLBACK (or the lost connection) ends it. */
-    txn_fail(t, NULL, "queueing");
-    if (kpi_pgasync_query(pg, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0) txn_done(t, false);
-  }
+  return agg;
 }
 
-static void on_retry_timer(uv_timer_t *h) { ev_kick(h->data); }
-
-static void batch_push(ev_batch *b, size_t lo, size_t hi) {
-  if (b->n_todo == b->cap_todo) {
-    size_t cap = b->cap_todo ? b->cap_todo * 2 : 16;
-    ev_range *r = realloc(b->todo, cap * sizeof(*r));
-    if (!r) abort(); /* the batch is read again after the restart */
-    b->todo = r;
-    b->cap_todo = cap;
+/* The alert bookkeeping stored with the previous attainment (HAD_ROW: there was one). */
+static kpi_alert_track row_alert_track(const PGresult *res, int r, const agg_cols *c,
+                                       bool had_row) {
+  kpi_alert_track prev;
+  memset(&prev, 0, sizeof(prev));
+  if (had_row && !PQgetisnull(res, r, c->alert_state))
+    snprintf(prev.state, sizeof(prev.state), "%s", PQgetvalue(res, r, c->alert_state));
+  prev.episode = getint(res, r, c->episode, 0);
+  prev.reminders = getint(res, r, c->reminders, 0);
+  if (!PQgetisnull(res, r, c->last_alert_on)) {
+    prev.has_last_alert = true;
+    prev.last_alert_on = (kpi_day)atoi(PQgetvalue(res, r, c->last_alert_on));
   }
-  b->todo[b->n_todo].lo = lo;
-  b->todo[b->n_todo].hi = hi;
-  b->n_todo++;
+  return prev;
 }
 
-/* A failed transaction whose cause lies in the data rather than in the database: rows found
- * reused (redo at once without them), or a data error, which either names a poison row (the
- * only row written) or splits the rows written into two halves, tried in batch order. The
- * halves commit on their own, so the state a row is judged against is the one every earlier
- * row of the batch left behind: of two amounts that overflow a total together, the second is
- * the poison one, and an amount that overflows a total stored long ago is poison as well.
- * Returns true when handled; the next transaction then starts from the retry timer at once,
- * without backoff. */
-static bool txn_poison(ev_txn *t) {
+/* A history row is written when anything shown differs from the stored attainment. */
+static bool row_changed(const PGresult *res, int r, const agg_cols *c, const kpi_attainment *a,
+                        kpi_day as_of) {
+  if (PQgetisnull(res, r, c->prev_status)) return true;
+  return strcmp(PQgetvalue(res, r, c->prev_status), kpi_status_name(a->status)) != 0 ||
+         (PQgetvalue(res, r, c->prev_stale)[0] == 't') != a->stale ||
+         getint(res, r, c->prev_as_of, -1) != as_of ||
+         !same_double(!PQgetisnull(res, r, c->prev_value),
+                      strtod(PQgetvalue(res, r, c->prev_value), NULL), a->has_value, a->value) ||
+         !same_double(!PQgetisnull(res, r, c->prev_progress),
+                      strtod(PQgetvalue(res, r, c->prev_progress), NULL), a->has_progress,
+                      a->progress);
+}
+
+/* Adds the alert ACT of measure M to the outbox parameters. Returns false when out of memory. */
+static bool add_alert(ev_txn *t, const kpi_measure *m, const kpi_attainment *a,
+                      kpi_alert_action act, const char *name, const char *prev_status,
+                      int episode) {
   evaluator *ev = t->ev;
-  if (t->lost || (!t->redo && !txn_data_error(t))) return false;
-  if (!t->batch) {
-    /* The sweep writes no rows: one measure whose stored figures PostgreSQL refuses to
-     * aggregate must not keep every other measure from being evaluated. Measure by measure
-     * from now on; the failing one is skipped (logged) until the next sweep. */
-    if (!ev->sweep_split) {
-      ev->sweep_split = true;
-      ev->sweep_next = 0;
-      kpi_log(KPI_LOG_WARN, "sweep_split", "%s; evaluating measure by measure", t->err);
-    } else {
-      const char *id = ev->sweep_next < ev->cat->n_measures
-                           ? ev->cat->measures[ev->sweep_next].id : "?";
-      kpi_log(KPI_LOG_ERROR, "measure_evaluation_failed", "%s: %s; skipped until the next sweep",
-              id, t->err);
-      ev->sweep_next++;
-    }
-    if (ev->sweep_next >= ev->cat->n_measures) ev->sweep_split = false;
-    else ev->sweep_due = true;
-    txn_out_clear(t);
-    uv_timer_start(&ev->retry_timer, on_retry_timer, 0, 0);
-    return true;
-  }
-  ev_batch *b = t->batch;
-  if (!t->redo) {
-    if (!t->offsets) {
-      b->n_todo--; /* the range just tried; replaced by its halves below */
-    } else if (b->bisecting && b->n_poison == b->round_poison) {
-      /* Every row was written on its own and the rows together still fail: the error is not
-       * in these rows. Nothing to refuse; retry with backoff like any other failure. */
-      return false;
-    } else {
-      b->bisecting = true;
-      b->round_poison = b->n_poison;
-    }
-    if (t->n_idx == 1) {
-      char reason[400];
-      snprintf(reason, sizeof(reason), "database: %s %s", t->sqlstate, t->primary);
-      ev_dlq_row(ev, b, &b->rows[t->idx[0]], reason);
-    } else if (t->n_idx > 1) {
-      /* Halve by live rows, so that each half holds some; the second half is pushed first
-       * so that the first is tried first. */
-      size_t mid = t->idx[t->n_idx / 2];
-      batch_push(b, mid, t->hi);
-      batch_push(b, t->lo, mid);
-    }
-    kpi_log(KPI_LOG_WARN, "batch_poison_search", "%s; %zu rows [%zu, %zu) of %zu, %zu ranges left",
-            t->err, t->n_idx, t->lo, t->hi, b->n_rows, b->n_todo);
-  }
-  txn_out_clear(t);
-  uv_timer_start(&ev->retry_timer, on_retry_timer, 0, 0);
+  char alert_id[KPI_UUID_STRLEN + 1];
+  kpi_alert_id(name, alert_id);
+  char *payload = alert_payload(ev, m, a, act, alert_id, prev_status, episode, t->as_of);
+  if (!payload) return false;
+  ev_outbox_params_add(&t->p.out, alert_id, ev->cfg.topics[KPI_TOPIC_ALERTS].name, m->id,
+                       payload);
+  free(payload);
+  t->n_alerts++;
+  char as_of[16];
+  kpi_day_format(t->as_of, as_of, sizeof(as_of));
+  kpi_log(KPI_LOG_INFO, "alert_decided", "%s %s (%s, as of %s)", kpi_alert_action_type(act), name,
+          alert_id, as_of);
   return true;
 }
 
-static void txn_done(ev_txn *t, bool ok) {
+/* Evaluates row R of SQL_AGGREGATE's result: its attainment, history row and alert. */
+static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
   evaluator *ev = t->ev;
-  ev->txn_busy = false;
-  double secs = (double)(uv_hrtime() - t->t0) / 1e9;
-  if (!ok && txn_poison(t)) return;
-  if (!ok) {
-    kpi_metrics_inc(ev->m_txn_fail);
-    kpi_log(KPI_LOG_WARN, "transaction_failed", "%s (%s); retrying in %d ms", t->err,
-            t->batch ? "batch" : "sweep", ev->backoff_ms);
-    if (!t->batch) ev->sweep_due = true;
-    /* A lost connection may have hidden a COMMIT that went through. Its outbox rows are then
-     * stored but known to nobody: the retry finds their alert_ids taken (ON CONFLICT DO
-     * NOTHING returns no row) and the alert decision already recorded, so only a rescan of the
-     * outbox publishes them. */
-    if (t->lost) ev->rescan_due = true;
-    txn_out_clear(t);
-    /* After a lost connection the state callback kicks us when it is back; otherwise wait. */
-    uv_timer_start(&ev->retry_timer, on_retry_timer, (uint64_t)ev->backoff_ms, 0);
-    ev->backoff_ms = ev->backoff_ms < 2500 ? ev->backoff_ms * 2 : 5000;
+  const kpi_measure *m = kpi_catalog_measure(ev->cat, PQgetvalue(res, r, c->id));
+  if (!m) return;
+  kpi_aggregate agg = row_aggregate(res, r, c);
+  kpi_attainment a;
+  kpi_attainment_eval(m, &agg, t->as_of, ev->cfg.lag_ratio, &a);
+  bool had_row = !PQgetisnull(res, r, c->prev_status);
+  const char *prev_status = had_row ? PQgetvalue(res, r, c->prev_status) : NULL;
+  kpi_alert_track prev = row_alert_track(res, r, c, had_row), next;
+  char name[160];
+  kpi_alert_action act = kpi_alert_decide(m->id, &prev, &a, t->as_of, ev->cfg.repeat_days, &next,
+                                          name, sizeof(name));
+  const char *latest_at = PQgetisnull(res, r, c->latest_at) ? NULL
+                                                             : PQgetvalue(res, r, c->latest_at);
+  ev_attainment_params_add(&t->p.att, m->id, t->as_of, &a, latest_at,
+                           PQgetvalue(res, r, c->events), &next);
+  if (row_changed(res, r, c, &a, t->as_of)) {
+    ev_history_params_add(&t->p.hist, m->id, t->as_of, &a);
+    t->n_hist++;
+  }
+  if (act != KPI_ALERT_NONE && !add_alert(t, m, &a, act, name, prev_status, next.episode))
+    txn_fail(t, res, "alert encoding: out of memory");
+}
+
+/* Queues the attainment, history and outbox writes, then COMMIT. */
+static int queue_writes(ev_txn *t, kpi_pgasync *pg) {
+  const char *vals[EV_ATTAINMENT_NPARAMS];
+  int rc = kpi_pgasync_query(pg, SQL_ATTAINMENT, EV_ATTAINMENT_NPARAMS,
+                             ev_params_values(t->p.att.v, EV_ATTAINMENT_NPARAMS, vals), on_db_step,
+                             t);
+  if (!rc && t->n_hist)
+    rc = kpi_pgasync_query(pg, SQL_HISTORY, EV_HISTORY_NPARAMS,
+                           ev_params_values(t->p.hist.v, EV_HISTORY_NPARAMS, vals), on_db_step, t);
+  if (!rc && t->n_alerts)
+    rc = kpi_pgasync_query(pg, SQL_OUTBOX, EV_OUTBOX_NPARAMS,
+                           ev_params_values(t->p.out.v, EV_OUTBOX_NPARAMS, vals), on_db_outbox, t);
+  if (!rc) rc = kpi_pgasync_query(pg, "COMMIT", 0, NULL, on_db_commit, t);
+  return rc;
+}
+
+/* The aggregates are in: evaluate every measure, then queue the writes and COMMIT. */
+static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  ev_txn *t = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) txn_fail(t, res, "aggregate");
+  if (t->failed) {
+    txn_abort(t);
     return;
   }
-  ev->backoff_ms = 100;
-  kpi_metrics_observe(ev->m_commit, secs);
-  if (t->batch && !t->offsets) {
-    t->batch->n_todo--; /* one range of a poison search written; the batch goes on */
-  } else if (t->batch) {
-    kpi_metrics_inc(ev->m_batches);
-    kpi_metrics_add(ev->m_rows, (double)t->batch->n_rows);
-    kpi_log(KPI_LOG_DEBUG, "batch_committed", "%zu records, %zu measurements, %zu measures, %.1f ms",
-            t->batch->n_records, t->batch->n_rows, t->n_affected, secs * 1000);
-    ev_batch_clear(t->batch);
-    ev->inflight = NULL;
-  } else if (ev->sweep_split) {
-    if (++ev->sweep_next >= ev->cat->n_measures) {
-      ev->sweep_split = false;
-      kpi_metrics_inc(ev->m_sweeps);
-    } else {
-      ev->sweep_due = true;
-    }
-  } else {
-    kpi_metrics_inc(ev->m_sweeps);
-  }
-#ifdef KPI_TEST_HOOKS
-  if (ev->crash_after_commit && t->n_out > 0) {
-    /* Test hook (KPI_TEST_CRASH_AFTER_COMMIT=1): die between COMMIT and publishing, the
-     * window the outbox exists for. */
-    kpi_log(KPI_LOG_WARN, "test_crash_after_commit", "%zu alerts committed, exiting", t->n_out);
-    _exit(3);
-  }
-#endif
-  for (size_t i = 0; i < t->n_out; i++)
-    ev_outbox_publish(ev, t->out[i].id, t->out[i].topic, t->out[i].key, t->out[i].payload);
-  txn_out_clear(t);
-  if (ev->rescan_due) ev_outbox_rescan(ev);
-  ev_kick(ev);
-  ev_kafka_pull(ev);
+  ev_params_begin(t->p.att.v, EV_ATTAINMENT_NPARAMS);
+  ev_params_begin(t->p.hist.v, EV_HISTORY_NPARAMS);
+  ev_params_begin(t->p.out.v, EV_OUTBOX_NPARAMS);
+  t->n_hist = t->n_alerts = 0;
+  agg_cols c = agg_cols_find(res);
+  for (int r = 0; r < PQntuples(res); r++) eval_row(t, res, r, &c);
+  ev_params_end(t->p.att.v, EV_ATTAINMENT_NPARAMS);
+  ev_params_end(t->p.hist.v, EV_HISTORY_NPARAMS);
+  ev_params_end(t->p.out.v, EV_OUTBOX_NPARAMS);
+  bool oom = ev_params_oom(t->p.att.v, EV_ATTAINMENT_NPARAMS) ||
+             ev_params_oom(t->p.hist.v, EV_HISTORY_NPARAMS) ||
+             ev_params_oom(t->p.out.v, EV_OUTBOX_NPARAMS);
+  if (oom || t->failed) txn_fail(t, res, "out of memory");
+  if (!oom && !t->failed && queue_writes(t, pg) == 0) return;
+  /* Statements already queued run first; the ROLLBACK (or the lost connection) ends it. */
+  txn_fail(t, NULL, "queueing");
+  if (kpi_pgasync_query(pg, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0) txn_done(t, false);
 }
+
+/* ---- start: rows, affected measures, statements ----------------------------------------- */
 
 static void mark_affected(ev_txn *t, const kpi_measure *m) {
   size_t i = (size_t)(m - t->ev->cat->measures);
@@ -738,56 +712,27 @@ static void mark_affected(ev_txn *t, const kpi_measure *m) {
   }
 }
 
-/* Builds the 13 measurement arrays of the rows t->idx into p[0..12]. */
-static void build_insert(ev_txn *t) {
-  ev_batch *b = t->batch;
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_begin(&t->p[i]);
-  char s[40];
-  for (size_t k = 0; k < t->n_idx; k++) {
-    const ev_row *r = &b->rows[t->idx[k]];
-    ev_arr_str(&t->p[0], r->event_id);
-    ev_arr_str(&t->p[1], r->measure_id);
-    ev_arr_str(&t->p[2], r->department);
-    kpi_time_format_utc(r->observed_ms, s, sizeof(s));
-    ev_arr_str(&t->p[3], s);
-    arr_day(&t->p[4], r->observed_day);
-    arr_int(&t->p[5], kpi_fy_of_day(r->observed_day));
-    arr_double(&t->p[6], true, r->value);
-    ev_arr_str(&t->p[7], r->unit);
-    if (r->component == KPI_COMPONENT_NONE) ev_arr_null(&t->p[8]);
-    else ev_arr_str(&t->p[8], kpi_component_name(r->component));
-    if (r->note) ev_arr_str(&t->p[9], r->note);
-    else ev_arr_null(&t->p[9]);
-    kpi_time_format_utc(r->received_ms, s, sizeof(s));
-    ev_arr_str(&t->p[10], s);
-    arr_int(&t->p[11], r->partition);
-    arr_int(&t->p[12], r->offset);
-  }
-  for (int i = 0; i < N_PARAMS; i++) ev_arr_end(&t->p[i]);
-}
-
-/* Queues BEGIN, the writes and the aggregate query; on_db_aggregate continues. */
-static void txn_start(evaluator *ev, ev_batch *batch) {
-  ev_txn *t = ev->txn;
-  t->ev = ev;
+static void txn_reset(ev_txn *t, ev_batch *batch) {
   t->batch = batch;
   t->failed = t->lost = false;
   t->err[0] = '\0';
   t->redo = false;
   t->sqlstate[0] = '\0';
   t->t0 = uv_hrtime();
-  t->as_of = ev_today(ev);
+  t->as_of = ev_config_today(&t->ev->cfg);
   t->n_affected = 0;
   t->n_idx = 0;
   txn_out_clear(t);
-  if (batch && batch->bisecting && batch->n_todo) {
-    t->lo = batch->todo[batch->n_todo - 1].lo;
-    t->hi = batch->todo[batch->n_todo - 1].hi;
-    t->offsets = false;
+}
+
+/* The live (not poison) rows of the range this transaction writes, into t->idx. */
+static void select_rows(ev_txn *t) {
+  ev_batch *batch = t->batch;
+  if (batch) {
+    ev_poison_next_range(batch, &t->lo, &t->hi, &t->offsets);
   } else {
-    t->lo = 0;
-    t->hi = batch ? batch->n_rows : 0;
-    t->offsets = batch != NULL;
+    t->lo = t->hi = 0;
+    t->offsets = false;
   }
   if (t->hi - t->lo > t->cap_idx) {
     size_t *idx = realloc(t->idx, (t->hi - t->lo) * sizeof(*idx));
@@ -797,367 +742,82 @@ static void txn_start(evaluator *ev, ev_batch *batch) {
   }
   for (size_t i = t->lo; batch && i < t->hi; i++)
     if (!batch->rows[i].poison) t->idx[t->n_idx++] = i;
-  if (t->n_seen < ev->cat->n_measures) {
+}
+
+/* The measures to evaluate: those of the rows written, or every one for the sweep (one at a
+ * time once the sweep is split). */
+static void select_measures(ev_txn *t) {
+  const kpi_catalog *cat = t->ev->cat;
+  if (t->n_seen < cat->n_measures) {
     free(t->seen);
-    t->seen = calloc(ev->cat->n_measures, 1);
-    t->n_seen = t->seen ? ev->cat->n_measures : 0;
+    t->seen = calloc(cat->n_measures, 1);
+    t->n_seen = t->seen ? cat->n_measures : 0;
   }
   if (t->seen) memset(t->seen, 0, t->n_seen);
-  if (batch) {
+  if (t->batch) {
     for (size_t k = 0; k < t->n_idx; k++) {
-      const kpi_measure *m = kpi_catalog_measure(ev->cat, batch->rows[t->idx[k]].measure_id);
+      const kpi_measure *m = kpi_catalog_measure(cat, t->batch->rows[t->idx[k]].measure_id);
       if (m) mark_affected(t, m);
     }
-  } else if (ev->sweep_split) {
-    if (ev->sweep_next < ev->cat->n_measures)
-      mark_affected(t, &ev->cat->measures[ev->sweep_next]);
+  } else if (t->sweep_split) {
+    if (t->sweep_next < cat->n_measures) mark_affected(t, &cat->measures[t->sweep_next]);
   } else {
-    for (size_t i = 0; i < ev->cat->n_measures; i++) mark_affected(t, &ev->cat->measures[i]);
+    for (size_t i = 0; i < cat->n_measures; i++) mark_affected(t, &cat->measures[i]);
   }
-  ev->txn_busy = true;
-  const char *vals[N_PARAMS];
+}
+
+/* The event_id check, then the rows. */
+static int queue_rows(ev_txn *t) {
+  if (!t->batch || !t->n_idx) return 0;
+  ev_insert_params_build(&t->p.ins, t->batch, t->idx, t->n_idx);
+  if (ev_params_oom(t->p.ins.v, EV_INSERT_NPARAMS)) return -1;
+  const char *vals[EV_INSERT_NPARAMS];
+  ev_params_values(t->p.ins.v, EV_INSERT_NPARAMS, vals);
+  int rc = kpi_pgasync_query(t->ev->db, SQL_REUSED, 3, vals, on_db_reused, t);
+  if (!rc)
+    rc = kpi_pgasync_query(t->ev->db, SQL_INSERT, EV_INSERT_NPARAMS, vals, on_db_step, t);
+  return rc;
+}
+
+static int queue_offsets(ev_txn *t) {
+  if (!t->batch || !t->offsets || !t->batch->n_offs) return 0;
+  evaluator *ev = t->ev;
+  ev_offset_params_build(&t->p.offs, t->batch);
+  if (ev_params_oom(t->p.offs.v, EV_OFFSET_NARRAYS)) return -1;
+  const char *vals[4] = {ev->cfg.group, ev->cfg.topics[KPI_TOPIC_MEASUREMENTS].name,
+                         kpi_buf_str(&t->p.offs.partition), kpi_buf_str(&t->p.offs.next_offset)};
+  return kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, vals, on_db_step, t);
+}
+
+/* The locks of the measures to evaluate, then their aggregates (on_db_aggregate goes on). */
+static int queue_aggregate(ev_txn *t) {
+  evaluator *ev = t->ev;
+  ev_aggregate_params_build(&t->p.agg, ev->cat, t->seen, t->n_seen, t->as_of);
+  if (ev_params_oom(t->p.agg.v, EV_AGGREGATE_NPARAMS)) return -1;
+  const char *vals[EV_AGGREGATE_NPARAMS];
+  ev_params_values(t->p.agg.v, EV_AGGREGATE_NPARAMS, vals);
+  int rc = kpi_pgasync_query(ev->db, SQL_LOCK, 1, vals, on_db_step, t);
+  if (!rc)
+    rc = kpi_pgasync_query(ev->db, SQL_AGGREGATE, EV_AGGREGATE_NPARAMS, vals, on_db_aggregate, t);
+  return rc;
+}
+
+void ev_txn_start(ev_txn *t, ev_batch *batch) {
+  evaluator *ev = t->ev;
+  txn_reset(t, batch);
+  select_rows(t);
+  select_measures(t);
   if (kpi_pgasync_query(ev->db, "BEGIN", 0, NULL, on_db_step, t) != 0) {
     txn_fail(t, NULL, "BEGIN");
     txn_done(t, false);
     return;
   }
-  int rc = 0;
-  if (batch && t->n_idx) {
-    build_insert(t);
-    if (params_oom(t, N_PARAMS)) rc = -1;
-    if (!rc) rc = kpi_pgasync_query(ev->db, SQL_REUSED, 3, param_values(t, 3, vals),
-                                    on_db_reused, t);
-    if (!rc) rc = kpi_pgasync_query(ev->db, SQL_INSERT, N_PARAMS, param_values(t, N_PARAMS, vals),
-                                    on_db_step, t);
-  }
-  if (!rc && batch && t->offsets && batch->n_offs) {
-    ev_arr_begin(&t->p[2]);
-    ev_arr_begin(&t->p[3]);
-    for (size_t i = 0; i < batch->n_offs; i++) {
-      arr_int(&t->p[2], batch->offs[i].partition);
-      arr_int(&t->p[3], batch->offs[i].next_offset);
-    }
-    ev_arr_end(&t->p[2]);
-    ev_arr_end(&t->p[3]);
-    const char *ov[4] = {ev->group, ev->topics[KPI_TOPIC_MEASUREMENTS].name, t->p[2].s, t->p[3].s};
-    rc = params_oom(t, 4) ? -1
-                          : kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, ov, on_db_step, t);
-  }
-  if (!rc) {
-    /* Aggregate parameters: ids, window from/to, current FY, end instant, month start instant,
-     * is_ratio, month start date. */
-    ev_buf *ids = &t->p[0], *wf = &t->p[1], *wt = &t->p[2], *rat = &t->p[6];
-    ev_arr_begin(ids);
-    ev_arr_begin(wf);
-    ev_arr_begin(wt);
-    ev_arr_begin(rat);
-    for (size_t i = 0; i < t->n_seen; i++) {
-      if (!t->seen[i]) continue;
-      const kpi_measure *m = &ev->cat->measures[i];
-      ev_arr_str(ids, m->id);
-      if (m->kind == KPI_KIND_CUMULATIVE) {
-        arr_int(wf, m->window_from_fy);
-        arr_int(wt, m->window_to_fy);
-      } else {
-        ev_arr_null(wf);
-        ev_arr_null(wt);
-      }
-      ev_arr_raw(rat, m->kind == KPI_KIND_RATIO ? "true" : "false");
-    }
-    ev_arr_end(ids);
-    ev_arr_end(wf);
-    ev_arr_end(wt);
-    ev_arr_end(rat);
-    int fy = kpi_fy_of_day(t->as_of);
-    ev_buf_reset(&t->p[3]);
-    ev_buf_addf(&t->p[3], "%d", fy);
-    int y, mo, d;
-    kpi_day_to_ymd(t->as_of, &y, &mo, &d);
-    kpi_day month = t->as_of - (d - 1);
-    char end[40], month_start[40], month_day[16];
-    day_start_instant(t->as_of + 1, end, sizeof(end));
-    day_start_instant(month, month_start, sizeof(month_start));
-    kpi_day_format(month, month_day, sizeof(month_day));
-    ev_buf_reset(&t->p[4]);
-    ev_buf_adds(&t->p[4], end);
-    ev_buf_reset(&t->p[5]);
-    ev_buf_adds(&t->p[5], month_start);
-    ev_buf_reset(&t->p[7]);
-    ev_buf_adds(&t->p[7], month_day);
-    param_values(t, 8, vals);
-    rc = params_oom(t, 8) ? -1 : kpi_pgasync_query(ev->db, SQL_LOCK, 1, vals, on_db_step, t);
-    if (!rc)
-      rc = kpi_pgasync_query(ev->db, SQL_AGGREGATE, 8, param_values(t, 8, vals), on_db_aggregate,
-                             t);
-  }
+  int rc = queue_rows(t);
+  if (!rc) rc = queue_offsets(t);
+  if (!rc) rc = queue_aggregate(t);
   if (rc != 0) {
     txn_fail(t, NULL, "queueing");
     if (kpi_pgasync_query(ev->db, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0)
       txn_done(t, false);
   }
-}
-
-/* ---- catalog mirror ------------------------------------------------------------------- */
-
-/* The catalog's measures as a JSON array for jsonb_to_recordset. Returns malloc'd or NULL. */
-static char *mirror_json(const kpi_catalog *cat) {
-  cJSON *arr = cJSON_CreateArray();
-  if (!arr) return NULL;
-  for (size_t i = 0; i < cat->n_measures; i++) {
-    const kpi_measure *m = &cat->measures[i];
-    cJSON *o = cJSON_CreateObject();
-    if (!o) break;
-    cJSON_AddItemToArray(arr, o);
-    cJSON_AddStringToObject(o, "id", m->id);
-    cJSON_AddNumberToObject(o, "goal", m->goal);
-    if (m->goal_name) cJSON_AddStringToObject(o, "goal_name", m->goal_name);
-    cJSON_AddStringToObject(o, "program", m->program ? m->program : "");
-    cJSON_AddStringToObject(o, "name", m->name ? m->name : "");
-    cJSON_AddStringToObject(o, "indicator", m->indicator ? m->indicator : "");
-    cJSON_AddStringToObject(o, "unit", m->unit);
-    cJSON_AddStringToObject(o, "kind", kpi_kind_name(m->kind));
-    cJSON_AddStringToObject(o, "direction", kpi_direction_name(m->direction));
-    cJSON_AddNumberToObject(o, "baseline_fy", m->baseline_fy);
-    cJSON_AddNumberToObject(o, "baseline", m->baseline);
-    cJSON_AddNumberToObject(o, "target_fy", m->target_fy);
-    cJSON_AddNumberToObject(o, "target", m->target);
-    if (m->kind == KPI_KIND_CUMULATIVE) {
-      cJSON_AddNumberToObject(o, "window_from_fy", m->window_from_fy);
-      cJSON_AddNumberToObject(o, "window_to_fy", m->window_to_fy);
-    }
-    cJSON_AddStringToObject(o, "owner", m->owner);
-    cJSON *w = cJSON_AddArrayToObject(o, "watchers");
-    for (size_t j = 0; w && j < m->n_watchers; j++)
-      cJSON_AddItemToArray(w, cJSON_CreateString(m->watchers[j]));
-    cJSON_AddNumberToObject(o, "report_interval_days", m->report_interval_days);
-  }
-  char *s = cJSON_PrintUnformatted(arr);
-  cJSON_Delete(arr);
-  return s;
-}
-
-static void on_db_mirror(kpi_pgasync *pg, const PGresult *res, void *arg) {
-  (void)pg;
-  evaluator *ev = arg;
-  ev->txn_busy = false;
-  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-    kpi_log(KPI_LOG_WARN, "catalog_mirror_failed", "%s; retrying",
-            res ? PQresultErrorMessage(res) : "connection lost");
-    ev->reload_due = true; /* the file is read again: harmless */
-    uv_timer_start(&ev->retry_timer, on_retry_timer, (uint64_t)ev->backoff_ms, 0);
-    return;
-  }
-  kpi_log(KPI_LOG_INFO, "catalog_mirrored", "%zu measures, version %d", ev->cat->n_measures,
-          ev->cat->version);
-  ev->sweep_due = true; /* targets may have changed */
-  ev_kick(ev);
-}
-
-/* Reloads the catalog file (SIGHUP) between transactions and mirrors it. A bad file keeps the
- * running catalog. */
-static void reload_catalog(evaluator *ev) {
-  ev->reload_due = false;
-  char err[512];
-  kpi_catalog *cat = kpi_catalog_load(ev->catalog_path, err, sizeof(err));
-  if (!cat) {
-    kpi_log(KPI_LOG_ERROR, "catalog_reload_failed", "%s; keeping version %d", err,
-            ev->cat->version);
-    return;
-  }
-  char *json = mirror_json(cat);
-  if (!json) {
-    kpi_catalog_free(cat);
-    return;
-  }
-  kpi_catalog_free(ev->cat);
-  ev->cat = cat;
-  char version[16];
-  snprintf(version, sizeof(version), "%d", cat->version);
-  const char *vals[2] = {json, version};
-  ev->txn_busy = true; /* before queueing: the callback may run inside the call */
-  if (kpi_pgasync_query(ev->db, SQL_MIRROR, 2, vals, on_db_mirror, ev) != 0) {
-    ev->txn_busy = false;
-    ev->reload_due = true;
-  }
-  free(json);
-}
-
-/* ---- scheduling ----------------------------------------------------------------------- */
-
-void ev_kick(evaluator *ev) {
-  if (ev->txn_busy || ev->closed || ev->finishing || !ev->db) return;
-  if (ev->stopping && ev->inflight && (ev->inflight->bisecting || ev->inflight->n_poison)) {
-    /* A poison search may need many transactions: leave it. Its ranges committed so far are
-     * rewritten as no-ops by the next owner, which finds the poison rows again (their DLQ
-     * copies may then exist twice). */
-    ev_batch_clear(ev->inflight);
-    ev->inflight = NULL;
-  }
-  if (ev->stopping && !ev->inflight) {
-    /* Only the transaction already under way is finished; the rest is re-read later. */
-    ev_finish(ev);
-    return;
-  }
-  if (uv_is_active((uv_handle_t *)&ev->retry_timer)) return;
-  if (!kpi_pgasync_is_up(ev->db)) return; /* the state callback kicks again */
-  if (ev->stopping) {
-    txn_start(ev, ev->inflight);
-    return;
-  }
-  if (ev->reload_due) {
-    reload_catalog(ev);
-    if (ev->txn_busy) return;
-  }
-  if (ev->inflight) {
-    /* The transaction storing the offsets waits for the DLQ copies of its poison rows: a
-     * record is never skipped without its copy (the delivery report kicks again). */
-    bool offsets = !(ev->inflight->bisecting && ev->inflight->n_todo);
-    if (offsets && ev->dlq_inflight > 0) return;
-    txn_start(ev, ev->inflight);
-    return;
-  }
-  if (ev->pending->n_records > 0 && ev->dlq_inflight == 0) {
-    ev->inflight = ev->pending;
-    ev->pending = ev->inflight == &ev->batches[0] ? &ev->batches[1] : &ev->batches[0];
-    txn_start(ev, ev->inflight);
-    return;
-  }
-  if (ev->sweep_due) {
-    ev->sweep_due = false;
-    txn_start(ev, NULL);
-  }
-}
-
-/* ---- outbox bookkeeping --------------------------------------------------------------- */
-
-static void on_db_marked(kpi_pgasync *pg, const PGresult *res, void *arg) {
-  (void)pg;
-  evaluator *ev = arg;
-  ev->mark_busy = false;
-  if (res && PQresultStatus(res) == PGRES_COMMAND_OK) {
-    size_t done = (size_t)strtoull(PQcmdTuples((PGresult *)res), NULL, 10);
-    (void)done;
-    /* Everything sent up to the query is marked; later ids stay queued. */
-    size_t n = ev->n_marking;
-    memmove(ev->sent_ids, ev->sent_ids + n, (ev->n_sent - n) * sizeof(*ev->sent_ids));
-    ev->n_sent -= n;
-  } else {
-    kpi_log(KPI_LOG_WARN, "outbox_mark_failed", "%s",
-            res ? PQresultErrorMessage(res) : "connection lost; retrying");
-  }
-  ev->n_marking = 0;
-  if (ev->n_sent && res) ev_outbox_mark_flush(ev);
-  if (ev->on_marked) ev->on_marked(ev);
-}
-
-void ev_outbox_mark_flush(evaluator *ev) {
-  if (ev->mark_busy || ev->n_sent == 0 || !ev->aux) return;
-  ev_buf ids;
-  memset(&ids, 0, sizeof(ids));
-  ev_arr_begin(&ids);
-  for (size_t i = 0; i < ev->n_sent; i++) arr_int(&ids, ev->sent_ids[i]);
-  ev_arr_end(&ids);
-  if (ids.oom) {
-    ev_buf_free(&ids);
-    return;
-  }
-  const char *vals[1] = {ids.s};
-  /* Set before queueing: kpi_pgasync_query drives the connection and may complete this very
-   * query (a loaded machine, a fast server) before it returns. */
-  ev->mark_busy = true;
-  ev->n_marking = ev->n_sent;
-  if (kpi_pgasync_query(ev->aux,
-                        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
-                        " WHERE id = ANY($1::bigint[]) AND sent_at IS NULL",
-                        1, vals, on_db_marked, ev) != 0) {
-    ev->mark_busy = false;
-    ev->n_marking = 0;
-  }
-  ev_buf_free(&ids);
-}
-
-/* Sent alerts are only bookkeeping once the notifier has them (its own queue keeps what it
- * mailed), so they are deleted after the retention period; unsent rows never are. A bounded
- * batch per statement keeps each DELETE short (no long lock, no huge WAL burst) after a long
- * time without purging; the callback queues the next batch while batches come back full.
- * Measurements and attainment history are the city's record and are never purged. */
-static const char SQL_PURGE[] =
-    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
-    " WHERE sent_at < now() - make_interval(days => $1::int) ORDER BY id LIMIT $2::int)";
-#define PURGE_BATCH 1000
-
-static void on_db_purged(kpi_pgasync *pg, const PGresult *res, void *arg) {
-  (void)pg;
-  evaluator *ev = arg;
-  ev->purge_busy = false;
-  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-    kpi_log(KPI_LOG_WARN, "outbox_purge_failed", "%s; retried at the next sweep",
-            res ? PQresultErrorMessage(res) : "connection lost");
-    return;
-  }
-  long n = strtol(PQcmdTuples((PGresult *)res), NULL, 10);
-  if (n <= 0) return;
-  kpi_metrics_add(ev->m_purged, (double)n);
-  kpi_log(KPI_LOG_INFO, "outbox_purged", "%ld sent alerts older than %d days", n,
-          ev->outbox_retention_days);
-  if (n >= PURGE_BATCH) ev_outbox_purge(ev);
-}
-
-void ev_outbox_purge(evaluator *ev) {
-  if (ev->purge_busy || ev->stopping || !ev->aux) return;
-  char days[16], limit[16];
-  snprintf(days, sizeof(days), "%d", ev->outbox_retention_days);
-  snprintf(limit, sizeof(limit), "%d", PURGE_BATCH);
-  const char *vals[2] = {days, limit};
-  ev->purge_busy = true; /* before queueing: see ev_offsets_fetch */
-  if (kpi_pgasync_query(ev->aux, SQL_PURGE, 2, vals, on_db_purged, ev) != 0)
-    ev->purge_busy = false;
-}
-
-/* ---- start-up ------------------------------------------------------------------------- */
-
-/* Returns 0 when ready, 1 when a stop was requested while waiting, -1 on error. */
-int ev_db_prepare(evaluator *ev, const char *conninfo) {
-  char err[512];
-  PGconn *conn = NULL;
-  int applied;
-  for (int delay = 200;; delay = delay < 5000 ? delay * 2 : 5000) {
-    conn = kpi_pg_connect(conninfo, err, sizeof(err));
-    if (conn) {
-      applied = kpi_pg_migrate(conn, err, sizeof(err));
-      if (applied >= 0) break;
-      PQfinish(conn);
-      conn = NULL;
-      /* Another replica (or an operator) holds the migration lock, or the schema waits for
-       * `kpi-admin migrate` by its owner: transient, like a database that is not up yet. Any
-       * other migration error needs a person. */
-      if (applied != KPI_PG_ELOCKTIMEOUT && applied != KPI_PG_ENOTOWNER) {
-        kpi_log(KPI_LOG_ERROR, "db_migrate_failed", "%s", err);
-        return -1;
-      }
-      kpi_log(KPI_LOG_WARN,
-              applied == KPI_PG_ELOCKTIMEOUT ? "db_migrate_lock_timeout" : "db_schema_not_current",
-              "%s; retrying in %d ms", err, delay);
-    } else {
-      kpi_log(KPI_LOG_WARN, "db_unavailable", "%s; retrying in %d ms", err, delay);
-    }
-    if (ev_startup_wait((unsigned)delay)) return 1;
-  }
-  if (applied > 0) kpi_log(KPI_LOG_INFO, "db_migrated", "%d migrations applied", applied);
-  char *json = mirror_json(ev->cat);
-  char version[16];
-  snprintf(version, sizeof(version), "%d", ev->cat->version);
-  const char *vals[2] = {json, version};
-  PGresult *res = json ? PQexecParams(conn, SQL_MIRROR, 2, NULL, vals, NULL, NULL, 0) : NULL;
-  int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
-  if (!ok)
-    kpi_log(KPI_LOG_ERROR, "catalog_mirror_failed", "%s",
-            res ? PQresultErrorMessage(res) : "out of memory");
-  else
-    kpi_log(KPI_LOG_INFO, "catalog_mirrored", "%zu measures, version %d", ev->cat->n_measures,
-            ev->cat->version);
-  PQclear(res);
-  free(json);
-  PQfinish(conn);
-  return ok ? 0 : -1;
 }

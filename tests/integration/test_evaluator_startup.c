@@ -1,5 +1,5 @@
 /* test_evaluator_startup.c: an evaluator whose database or broker is not there yet keeps
- * waiting, and SIGTERM during that wait stops it at once with status 0 (design §6). */
+ * waiting, and SIGTERM during that wait stops it at once with status 0 (docs/evaluator.md "Start-up and shutdown"). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,0 +1,186 @@
+/* params.c: the named array parameters of the evaluator's statements (SQL in txn.c), built as
+ * PostgreSQL array literals with kpi_buf. Pure: no I/O, unit-tested in
+ * tests/unit/test_evaluator_params.c. */
+#include <math.h>
+#include <stdio.h>
+
+#include "evaluator.h"
+
+/* The unions overlay their named members on V: the members must be exactly V's elements. */
+_Static_assert(sizeof(ev_insert_params) == sizeof(kpi_buf[EV_INSERT_NPARAMS]), "insert");
+_Static_assert(sizeof(ev_offset_params) == sizeof(kpi_buf[EV_OFFSET_NARRAYS]), "offsets");
+_Static_assert(sizeof(ev_aggregate_params) == sizeof(kpi_buf[EV_AGGREGATE_NPARAMS]), "agg");
+_Static_assert(sizeof(ev_attainment_params) == sizeof(kpi_buf[EV_ATTAINMENT_NPARAMS]), "att");
+_Static_assert(sizeof(ev_history_params) == sizeof(kpi_buf[EV_HISTORY_NPARAMS]), "history");
+_Static_assert(sizeof(ev_outbox_params) == sizeof(kpi_buf[EV_OUTBOX_NPARAMS]), "outbox");
+
+void ev_params_begin(kpi_buf *v, int n) {
+  for (int i = 0; i < n; i++) kpi_buf_arr_begin(&v[i]);
+}
+
+void ev_params_end(kpi_buf *v, int n) {
+  for (int i = 0; i < n; i++) kpi_buf_arr_end(&v[i]);
+}
+
+bool ev_params_oom(const kpi_buf *v, int n) {
+  for (int i = 0; i < n; i++)
+    if (v[i].oom) return true;
+  return false;
+}
+
+void ev_params_free(kpi_buf *v, int n) {
+  for (int i = 0; i < n; i++) kpi_buf_free(&v[i]);
+}
+
+const char *const *ev_params_values(const kpi_buf *v, int n, const char **vals) {
+  for (int i = 0; i < n; i++) vals[i] = kpi_buf_str(&v[i]);
+  return vals;
+}
+
+void ev_arr_double(kpi_buf *b, bool has, double v) {
+  if (!has || !isfinite(v)) {
+    kpi_buf_arr_null(b);
+    return;
+  }
+  char num[40];
+  snprintf(num, sizeof(num), "%.17g", v);
+  kpi_buf_arr_raw(b, num);
+}
+
+void ev_arr_day(kpi_buf *b, kpi_day d) {
+  char s[16];
+  kpi_day_format(d, s, sizeof(s));
+  kpi_buf_arr_raw(b, s);
+}
+
+void ev_arr_int(kpi_buf *b, long long v) {
+  char s[24];
+  snprintf(s, sizeof(s), "%lld", v);
+  kpi_buf_arr_raw(b, s);
+}
+
+static void arr_str_or_null(kpi_buf *b, const char *s) {
+  if (s) kpi_buf_arr_str(b, s);
+  else kpi_buf_arr_null(b);
+}
+
+void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t *idx, size_t n) {
+  ev_params_begin(p->v, EV_INSERT_NPARAMS);
+  char s[40];
+  for (size_t k = 0; k < n; k++) {
+    const ev_row *r = &b->rows[idx[k]];
+    kpi_buf_arr_str(&p->event_id, r->event_id);
+    kpi_buf_arr_str(&p->measure_id, r->measure_id);
+    kpi_buf_arr_str(&p->department, r->department);
+    kpi_time_format_utc(r->observed_ms, s, sizeof(s));
+    kpi_buf_arr_str(&p->observed_at, s);
+    ev_arr_day(&p->observed_day, r->observed_day);
+    ev_arr_int(&p->fiscal_year, kpi_fy_of_day(r->observed_day));
+    ev_arr_double(&p->value, true, r->value);
+    kpi_buf_arr_str(&p->unit, r->unit);
+    arr_str_or_null(&p->component, r->component == KPI_COMPONENT_NONE
+                                       ? NULL
+                                       : kpi_component_name(r->component));
+    arr_str_or_null(&p->note, r->note);
+    kpi_time_format_utc(r->received_ms, s, sizeof(s));
+    kpi_buf_arr_str(&p->received_at, s);
+    ev_arr_int(&p->partition, r->partition);
+    ev_arr_int(&p->offset, r->offset);
+  }
+  ev_params_end(p->v, EV_INSERT_NPARAMS);
+}
+
+void ev_offset_params_build(ev_offset_params *p, const ev_batch *b) {
+  ev_params_begin(p->v, EV_OFFSET_NARRAYS);
+  for (size_t i = 0; i < b->n_offs; i++) {
+    ev_arr_int(&p->partition, b->offs[i].partition);
+    ev_arr_int(&p->next_offset, b->offs[i].next_offset);
+  }
+  ev_params_end(p->v, EV_OFFSET_NARRAYS);
+}
+
+/* Midnight (Japan time) at the start of DAY, as an RFC 3339 instant. */
+static void day_start_instant(kpi_day day, char *buf, size_t size) {
+  int64_t ms = (int64_t)day * 86400000LL - (int64_t)KPI_TZ_OFFSET_MIN * 60000LL;
+  kpi_time_format_utc(ms, buf, size);
+}
+
+static void set_text(kpi_buf *b, const char *s) {
+  kpi_buf_reset(b);
+  kpi_buf_adds(b, s);
+}
+
+void ev_aggregate_params_build(ev_aggregate_params *p, const kpi_catalog *cat,
+                               const unsigned char *seen, size_t n_seen, kpi_day as_of) {
+  kpi_buf_arr_begin(&p->ids);
+  kpi_buf_arr_begin(&p->window_from);
+  kpi_buf_arr_begin(&p->window_to);
+  kpi_buf_arr_begin(&p->is_ratio);
+  for (size_t i = 0; i < n_seen; i++) {
+    if (!seen[i]) continue;
+    const kpi_measure *m = &cat->measures[i];
+    kpi_buf_arr_str(&p->ids, m->id);
+    if (m->kind == KPI_KIND_CUMULATIVE) {
+      ev_arr_int(&p->window_from, m->window_from_fy);
+      ev_arr_int(&p->window_to, m->window_to_fy);
+    } else {
+      kpi_buf_arr_null(&p->window_from);
+      kpi_buf_arr_null(&p->window_to);
+    }
+    kpi_buf_arr_raw(&p->is_ratio, m->kind == KPI_KIND_RATIO ? "true" : "false");
+  }
+  kpi_buf_arr_end(&p->ids);
+  kpi_buf_arr_end(&p->window_from);
+  kpi_buf_arr_end(&p->window_to);
+  kpi_buf_arr_end(&p->is_ratio);
+  kpi_buf_reset(&p->fiscal_year);
+  kpi_buf_addf(&p->fiscal_year, "%d", kpi_fy_of_day(as_of));
+  int y, mo, d;
+  kpi_day_to_ymd(as_of, &y, &mo, &d);
+  kpi_day month = as_of - (d - 1);
+  char end[40], month_start[40], month_day[16];
+  day_start_instant(as_of + 1, end, sizeof(end));
+  day_start_instant(month, month_start, sizeof(month_start));
+  kpi_day_format(month, month_day, sizeof(month_day));
+  set_text(&p->end_at, end);
+  set_text(&p->month_start_at, month_start);
+  set_text(&p->month_start, month_day);
+}
+
+void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, kpi_day as_of,
+                              const kpi_attainment *a, const char *last_observed_at,
+                              const char *events, const kpi_alert_track *next) {
+  kpi_buf_arr_str(&p->measure_id, measure_id);
+  ev_arr_day(&p->as_of, as_of);
+  ev_arr_double(&p->value, a->has_value, a->value);
+  ev_arr_double(&p->progress, a->has_progress, a->progress);
+  ev_arr_double(&p->expected, true, a->expected);
+  kpi_buf_arr_str(&p->status, kpi_status_name(a->status));
+  kpi_buf_arr_raw(&p->stale, a->stale ? "true" : "false");
+  arr_str_or_null(&p->last_observed_at, last_observed_at);
+  kpi_buf_arr_raw(&p->events, events);
+  arr_str_or_null(&p->alert_state, next->state[0] ? next->state : NULL);
+  ev_arr_int(&p->episode, next->episode);
+  if (next->has_last_alert) ev_arr_day(&p->last_alert_on, next->last_alert_on);
+  else kpi_buf_arr_null(&p->last_alert_on);
+  ev_arr_int(&p->reminders, next->reminders);
+}
+
+void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day as_of,
+                           const kpi_attainment *a) {
+  kpi_buf_arr_str(&p->measure_id, measure_id);
+  ev_arr_day(&p->as_of, as_of);
+  ev_arr_double(&p->value, a->has_value, a->value);
+  ev_arr_double(&p->progress, a->has_progress, a->progress);
+  ev_arr_double(&p->expected, true, a->expected);
+  kpi_buf_arr_str(&p->status, kpi_status_name(a->status));
+  kpi_buf_arr_raw(&p->stale, a->stale ? "true" : "false");
+}
+
+void ev_outbox_params_add(ev_outbox_params *p, const char *alert_id, const char *topic,
+                          const char *key, const char *payload) {
+  kpi_buf_arr_str(&p->alert_id, alert_id);
+  kpi_buf_arr_str(&p->topic, topic);
+  kpi_buf_arr_str(&p->msg_key, key);
+  kpi_buf_arr_str(&p->payload, payload);
+}

@@ -1,0 +1,214 @@
+/* test_evaluator_params.c: the named array parameters of the evaluator's statements
+ * (services/evaluator/params.c): each member holds the PostgreSQL array literal of its column,
+ * in $n order, with NULLs, quoting and the evaluation date's instants (Japan time). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "evaluator.h"
+
+static kpi_day day(int y, int m, int d) {
+  kpi_day out;
+  assert_int_equal(kpi_day_from_ymd(y, m, d, &out), 0);
+  return out;
+}
+
+static void fill_row(ev_row *r, const char *event_id, const char *measure, int32_t partition,
+                     int64_t offset) {
+  memset(r, 0, sizeof(*r));
+  strcpy(r->event_id, event_id);
+  strcpy(r->measure_id, measure);
+  strcpy(r->department, "kikaku");
+  strcpy(r->unit, "person");
+  r->observed_day = day(2024, 3, 31); /* the last day of FY2023 */
+  r->observed_ms = (int64_t)r->observed_day * 86400000LL;
+  r->received_ms = r->observed_ms + 1000;
+  r->value = 12.5;
+  r->partition = partition;
+  r->offset = offset;
+}
+
+static void test_insert_params(void **state) {
+  (void)state;
+  ev_batch b;
+  memset(&b, 0, sizeof(b));
+  fill_row(ev_batch_add_row(&b), "00000000-0000-4000-8000-000000000001", "m1", 0, 7);
+  ev_row *r = ev_batch_add_row(&b);
+  fill_row(r, "00000000-0000-4000-8000-000000000002", "m2", 3, 9);
+  r->component = KPI_COMPONENT_NUMERATOR;
+  r->note = "say \"hi\", {x} \\ NULL";
+  fill_row(ev_batch_add_row(&b), "00000000-0000-4000-8000-000000000003", "m3", 1, 1);
+  ev_insert_params p;
+  memset(&p, 0, sizeof(p));
+  size_t idx[] = {0, 1}; /* row 2 not written (poison, or another range) */
+  ev_insert_params_build(&p, &b, idx, 2);
+  assert_false(ev_params_oom(p.v, EV_INSERT_NPARAMS));
+  assert_string_equal(kpi_buf_str(&p.event_id),
+                      "{\"00000000-0000-4000-8000-000000000001\","
+                      "\"00000000-0000-4000-8000-000000000002\"}");
+  assert_string_equal(kpi_buf_str(&p.measure_id), "{\"m1\",\"m2\"}");
+  assert_string_equal(kpi_buf_str(&p.department), "{\"kikaku\",\"kikaku\"}");
+  assert_string_equal(kpi_buf_str(&p.observed_day), "{2024-03-31,2024-03-31}");
+  assert_string_equal(kpi_buf_str(&p.fiscal_year), "{2023,2023}");
+  assert_string_equal(kpi_buf_str(&p.value), "{12.5,12.5}");
+  assert_string_equal(kpi_buf_str(&p.unit), "{\"person\",\"person\"}");
+  assert_string_equal(kpi_buf_str(&p.component), "{NULL,\"numerator\"}");
+  assert_string_equal(kpi_buf_str(&p.note), "{NULL,\"say \\\"hi\\\", {x} \\\\ NULL\"}");
+  assert_string_equal(kpi_buf_str(&p.partition), "{0,3}");
+  assert_string_equal(kpi_buf_str(&p.offset), "{7,9}");
+  assert_non_null(strstr(kpi_buf_str(&p.observed_at), "2024-03-31T00:00:00"));
+  assert_non_null(strstr(kpi_buf_str(&p.received_at), "2024-03-31T00:00:01"));
+  /* V is the members in $n order. */
+  const char *vals[EV_INSERT_NPARAMS];
+  ev_params_values(p.v, EV_INSERT_NPARAMS, vals);
+  assert_ptr_equal(vals[0], p.event_id.s);
+  assert_ptr_equal(vals[9], p.note.s);
+  assert_ptr_equal(vals[12], p.offset.s);
+  /* Rebuilt for the next transaction: nothing of the previous one is left. */
+  size_t one[] = {2};
+  ev_insert_params_build(&p, &b, one, 1);
+  assert_string_equal(kpi_buf_str(&p.measure_id), "{\"m3\"}");
+  assert_string_equal(kpi_buf_str(&p.note), "{NULL}");
+  ev_params_free(p.v, EV_INSERT_NPARAMS);
+  b.rows[1].note = NULL; /* not ours to free */
+  ev_batch_free(&b);
+}
+
+static void test_offset_params(void **state) {
+  (void)state;
+  ev_batch b;
+  memset(&b, 0, sizeof(b));
+  ev_batch_set_offset(&b, 4, 100);
+  ev_batch_set_offset(&b, 0, 3);
+  ev_offset_params p;
+  memset(&p, 0, sizeof(p));
+  ev_offset_params_build(&p, &b);
+  assert_string_equal(kpi_buf_str(&p.partition), "{4,0}");
+  assert_string_equal(kpi_buf_str(&p.next_offset), "{100,3}");
+  ev_params_free(p.v, EV_OFFSET_NARRAYS);
+  ev_batch_free(&b);
+}
+
+static void test_aggregate_params(void **state) {
+  (void)state;
+  kpi_measure ms[3];
+  memset(ms, 0, sizeof(ms));
+  ms[0].id = "a-cum";
+  ms[0].kind = KPI_KIND_CUMULATIVE;
+  ms[0].window_from_fy = 2022;
+  ms[0].window_to_fy = 2026;
+  ms[1].id = "b-level";
+  ms[1].kind = KPI_KIND_LEVEL;
+  ms[2].id = "c-ratio";
+  ms[2].kind = KPI_KIND_RATIO;
+  kpi_catalog cat;
+  memset(&cat, 0, sizeof(cat));
+  cat.measures = ms;
+  cat.n_measures = 3;
+  unsigned char seen[3] = {1, 0, 1};
+  ev_aggregate_params p;
+  memset(&p, 0, sizeof(p));
+  ev_aggregate_params_build(&p, &cat, seen, 3, day(2024, 4, 15)); /* FY2024 */
+  assert_string_equal(kpi_buf_str(&p.ids), "{\"a-cum\",\"c-ratio\"}");
+  assert_string_equal(kpi_buf_str(&p.window_from), "{2022,NULL}");
+  assert_string_equal(kpi_buf_str(&p.window_to), "{2026,NULL}");
+  assert_string_equal(kpi_buf_str(&p.is_ratio), "{false,true}");
+  assert_string_equal(kpi_buf_str(&p.fiscal_year), "2024");
+  assert_string_equal(kpi_buf_str(&p.month_start), "2024-04-01");
+  /* Midnight in Japan (UTC+9) is 15:00 UTC the day before. */
+  assert_non_null(strstr(kpi_buf_str(&p.end_at), "2024-04-15T15:00:00"));
+  assert_non_null(strstr(kpi_buf_str(&p.month_start_at), "2024-03-31T15:00:00"));
+  /* 31 March belongs to the fiscal year before. */
+  ev_aggregate_params_build(&p, &cat, seen, 3, day(2024, 3, 31));
+  assert_string_equal(kpi_buf_str(&p.fiscal_year), "2023");
+  assert_string_equal(kpi_buf_str(&p.month_start), "2024-03-01");
+  ev_params_free(p.v, EV_AGGREGATE_NPARAMS);
+}
+
+static void test_attainment_history_outbox_params(void **state) {
+  (void)state;
+  ev_attainment_params att;
+  ev_history_params hist;
+  ev_outbox_params out;
+  memset(&att, 0, sizeof(att));
+  memset(&hist, 0, sizeof(hist));
+  memset(&out, 0, sizeof(out));
+  ev_params_begin(att.v, EV_ATTAINMENT_NPARAMS);
+  ev_params_begin(hist.v, EV_HISTORY_NPARAMS);
+  ev_params_begin(out.v, EV_OUTBOX_NPARAMS);
+  kpi_attainment a;
+  memset(&a, 0, sizeof(a));
+  a.has_value = true;
+  a.value = 35.7;
+  a.has_progress = true;
+  a.progress = 0.25;
+  a.expected = 0.5;
+  a.status = KPI_STATUS_LAGGING;
+  kpi_alert_track next;
+  memset(&next, 0, sizeof(next));
+  strcpy(next.state, "lagging");
+  next.episode = 2;
+  next.has_last_alert = true;
+  next.last_alert_on = day(2024, 5, 1);
+  ev_attainment_params_add(&att, "m1", day(2024, 5, 1), &a, "2024-04-30 10:00:00+00", "42",
+                           &next);
+  kpi_attainment none;
+  memset(&none, 0, sizeof(none));
+  none.stale = true;
+  kpi_alert_track quiet;
+  memset(&quiet, 0, sizeof(quiet));
+  ev_attainment_params_add(&att, "m2", day(2024, 5, 1), &none, NULL, "0", &quiet);
+  ev_history_params_add(&hist, "m1", day(2024, 5, 1), &a);
+  ev_outbox_params_add(&out, "id-1", "alerts", "m1", "{\"k\":1}");
+  ev_params_end(att.v, EV_ATTAINMENT_NPARAMS);
+  ev_params_end(hist.v, EV_HISTORY_NPARAMS);
+  ev_params_end(out.v, EV_OUTBOX_NPARAMS);
+  assert_string_equal(kpi_buf_str(&att.measure_id), "{\"m1\",\"m2\"}");
+  assert_string_equal(kpi_buf_str(&att.as_of), "{2024-05-01,2024-05-01}");
+  assert_string_equal(kpi_buf_str(&att.value), "{35.700000000000003,NULL}");
+  assert_string_equal(kpi_buf_str(&att.progress), "{0.25,NULL}");
+  assert_string_equal(kpi_buf_str(&att.expected), "{0.5,0}");
+  assert_string_equal(kpi_buf_str(&att.status), "{\"lagging\",\"no_data\"}");
+  assert_string_equal(kpi_buf_str(&att.stale), "{false,true}");
+  assert_string_equal(kpi_buf_str(&att.last_observed_at), "{\"2024-04-30 10:00:00+00\",NULL}");
+  assert_string_equal(kpi_buf_str(&att.events), "{42,0}");
+  assert_string_equal(kpi_buf_str(&att.alert_state), "{\"lagging\",NULL}");
+  assert_string_equal(kpi_buf_str(&att.episode), "{2,0}");
+  assert_string_equal(kpi_buf_str(&att.last_alert_on), "{2024-05-01,NULL}");
+  assert_string_equal(kpi_buf_str(&att.reminders), "{0,0}");
+  assert_string_equal(kpi_buf_str(&hist.value), "{35.700000000000003}");
+  assert_string_equal(kpi_buf_str(&hist.status), "{\"lagging\"}");
+  assert_string_equal(kpi_buf_str(&out.payload), "{\"{\\\"k\\\":1}\"}");
+  assert_string_equal(kpi_buf_str(&out.msg_key), "{\"m1\"}");
+  ev_params_free(att.v, EV_ATTAINMENT_NPARAMS);
+  ev_params_free(hist.v, EV_HISTORY_NPARAMS);
+  ev_params_free(out.v, EV_OUTBOX_NPARAMS);
+}
+
+static void test_elements(void **state) {
+  (void)state;
+  kpi_buf b = KPI_BUF_INIT;
+  kpi_buf_arr_begin(&b);
+  ev_arr_double(&b, true, 1.0 / 0.0); /* not finite: NULL, never "inf" */
+  ev_arr_double(&b, false, 3);
+  ev_arr_double(&b, true, -0.1);
+  ev_arr_int(&b, -9007199254740993LL);
+  ev_arr_day(&b, day(2025, 1, 2));
+  kpi_buf_arr_end(&b);
+  assert_string_equal(kpi_buf_str(&b), "{NULL,NULL,-0.10000000000000001,-9007199254740993,2025-01-02}");
+  kpi_buf_free(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_insert_params),
+      cmocka_unit_test(test_offset_params),
+      cmocka_unit_test(test_aggregate_params),
+      cmocka_unit_test(test_attainment_history_outbox_params),
+      cmocka_unit_test(test_elements),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
