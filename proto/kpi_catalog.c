@@ -196,8 +196,8 @@ static int load_max(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   return 0;
 }
 
-static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
-  if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
+/* id, goal, names, unit, kind and direction. */
+static int load_measure_names(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   if (get_string(lc, obj, "id", false, &m->id)) return -1;
   if (!kpi_json_id_valid(m->id)) return fail(lc, "id", "only letters, digits, '-', '_', '.' (1-64)");
   double goal = 0;
@@ -205,11 +205,12 @@ static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   if (goal < 1 || goal > 99 || goal != (int)goal)
     return fail(lc, "goal", "must be a whole number 1-99");
   m->goal = (int)goal;
-  if (get_string(lc, obj, "goal_name", true, &m->goal_name)) return -1;
-  if (get_string(lc, obj, "program", false, &m->program)) return -1;
-  if (get_string(lc, obj, "name", false, &m->name)) return -1;
-  if (get_string(lc, obj, "indicator", false, &m->indicator)) return -1;
-  if (get_string(lc, obj, "unit", false, &m->unit)) return -1;
+  if (get_string(lc, obj, "goal_name", true, &m->goal_name) ||
+      get_string(lc, obj, "program", false, &m->program) ||
+      get_string(lc, obj, "name", false, &m->name) ||
+      get_string(lc, obj, "indicator", false, &m->indicator) ||
+      get_string(lc, obj, "unit", false, &m->unit))
+    return -1;
   char *s = NULL;
   if (get_string(lc, obj, "kind", false, &s)) return -1;
   int bad = kpi_kind_parse(s, &m->kind);
@@ -221,18 +222,22 @@ static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   else bad = 1;
   free(s);
   if (bad) return fail(lc, "direction", "must be increase or decrease");
+  return 0;
+}
 
+/* Baseline and target, then what each kind asks of them (docs/evaluator.md). */
+static int load_measure_goal(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   const cJSON *base = cJSON_GetObjectItemCaseSensitive(obj, "baseline");
   const cJSON *target = cJSON_GetObjectItemCaseSensitive(obj, "target");
   if (!cJSON_IsObject(base)) return fail(lc, "baseline", "missing or not an object");
   if (!cJSON_IsObject(target)) return fail(lc, "target", "missing or not an object");
-  if (get_fy(lc, base, "baseline", "fy", &m->baseline_fy)) return -1;
-  if (get_fy(lc, target, "target", "fy", &m->target_fy)) return -1;
-  if (get_number(lc, base, "value", "baseline.value", &m->baseline)) return -1;
-  if (get_number(lc, target, "value", "target.value", &m->target)) return -1;
+  if (get_fy(lc, base, "baseline", "fy", &m->baseline_fy) ||
+      get_fy(lc, target, "target", "fy", &m->target_fy) ||
+      get_number(lc, base, "value", "baseline.value", &m->baseline) ||
+      get_number(lc, target, "value", "target.value", &m->target))
+    return -1;
   if (m->target_fy < m->baseline_fy)
     return fail(lc, "target.fy", "before the baseline's fiscal year");
-
   switch (m->kind) {
     case KPI_KIND_LEVEL:
     case KPI_KIND_RATIO:
@@ -261,23 +266,30 @@ static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   }
   if (m->kind == KPI_KIND_RATIO && strcmp(m->unit, "percent") != 0)
     return fail(lc, "unit", "a ratio measure is reported in percent");
+  return 0;
+}
 
+/* A cumulative measure's window of fiscal years; no other kind has one. */
+static int load_measure_window(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   const cJSON *win = cJSON_GetObjectItemCaseSensitive(obj, "window");
-  if (m->kind == KPI_KIND_CUMULATIVE) {
-    if (!cJSON_IsObject(win))
-      return fail(lc, "window", "a cumulative measure needs {\"from\": FY, \"to\": FY}");
-    if (get_fy(lc, win, "window", "from", &m->window_from_fy)) return -1;
-    if (get_fy(lc, win, "window", "to", &m->window_to_fy)) return -1;
-    if (m->window_to_fy < m->window_from_fy)
-      return fail(lc, "window.to", "before window.from");
-    if (m->window_to_fy != m->target_fy)
-      return fail(lc, "window.to", "must be the target's fiscal year");
-  } else if (win) {
-    return fail(lc, "window", "only a cumulative measure has a window");
-  }
+  if (m->kind != KPI_KIND_CUMULATIVE)
+    return win ? fail(lc, "window", "only a cumulative measure has a window") : 0;
+  if (!cJSON_IsObject(win))
+    return fail(lc, "window", "a cumulative measure needs {\"from\": FY, \"to\": FY}");
+  if (get_fy(lc, win, "window", "from", &m->window_from_fy) ||
+      get_fy(lc, win, "window", "to", &m->window_to_fy))
+    return -1;
+  if (m->window_to_fy < m->window_from_fy) return fail(lc, "window.to", "before window.from");
+  if (m->window_to_fy != m->target_fy)
+    return fail(lc, "window.to", "must be the target's fiscal year");
+  return 0;
+}
 
-  if (get_string(lc, obj, "owner", false, &m->owner)) return -1;
-  if (get_string_array(lc, obj, "watchers", true, &m->watchers, &m->n_watchers)) return -1;
+/* Owner, watchers and the reporting interval. */
+static int load_measure_people(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
+  if (get_string(lc, obj, "owner", false, &m->owner) ||
+      get_string_array(lc, obj, "watchers", true, &m->watchers, &m->n_watchers))
+    return -1;
   m->report_interval_days = 365;
   const cJSON *ri = cJSON_GetObjectItemCaseSensitive(obj, "report_interval_days");
   if (ri) {
@@ -286,11 +298,100 @@ static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
       return fail(lc, "report_interval_days", "must be a whole number of days, 1-3660");
     m->report_interval_days = (int)ri->valuedouble;
   }
+  return 0;
+}
+
+static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
+  if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
+  if (load_measure_names(lc, obj, m) || load_measure_goal(lc, obj, m) ||
+      load_measure_window(lc, obj, m) || load_measure_people(lc, obj, m))
+    return -1;
   return load_max(lc, obj, m);
 }
 
 static int cmp_measure(const void *a, const void *b) {
   return strcmp(((const kpi_measure *)a)->id, ((const kpi_measure *)b)->id);
+}
+
+/* The top level: schema, version and the plan's names. Returns 0 or -1 (LC filled). */
+static int parse_header(load_ctx *lc, const cJSON *root, kpi_catalog *cat) {
+  if (!cJSON_IsObject(root)) return fail(lc, "catalog", "must be a JSON object");
+  const cJSON *schema = cJSON_GetObjectItemCaseSensitive(root, "schema");
+  if (!cJSON_IsString(schema) || strcmp(schema->valuestring, "kpi.catalog/1") != 0)
+    return fail(lc, "schema", "must be \"kpi.catalog/1\"");
+  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
+  if (ver && (!cJSON_IsNumber(ver) || !(ver->valuedouble >= 0 && ver->valuedouble <= 1e9) ||
+              ver->valuedouble != (double)(int)ver->valuedouble))
+    return fail(lc, "version", "must be a whole number");
+  cat->version = ver ? (int)ver->valuedouble : 0;
+  const cJSON *plan = cJSON_GetObjectItemCaseSensitive(root, "plan");
+  if (!cJSON_IsObject(plan)) return fail(lc, "plan", "missing or not an object");
+  snprintf(lc->where, sizeof(lc->where), "plan");
+  if (get_string(lc, plan, "id", false, &cat->plan_id) ||
+      get_string(lc, plan, "name", false, &cat->plan_name) ||
+      get_string(lc, plan, "dashboard_url", true, &cat->dashboard_url))
+    return -1;
+  lc->where[0] = '\0';
+  return 0;
+}
+
+/* Department D against the ones loaded before it: ids and token hashes are unique. */
+static int check_department_unique(load_ctx *lc, const kpi_catalog *cat,
+                                   const kpi_department *d) {
+  for (size_t i = 0; i + 1 < cat->n_departments; i++) {
+    const kpi_department *o = &cat->departments[i];
+    if (strcmp(o->id, d->id) == 0) return fail(lc, "id", "duplicate department id \"%s\"", d->id);
+    /* One token would authenticate as whichever department comes first: refuse it, so a
+     * copied line cannot silently hand one department's measures to another. */
+    if (d->has_token && o->has_token &&
+        memcmp(o->token_sha256, d->token_sha256, sizeof(d->token_sha256)) == 0)
+      return fail(lc, "token_sha256",
+                  "same token hash as departments[%zu] \"%s\": \"%s\" and \"%s\" need a token "
+                  "each (kpi-admin gen-token)",
+                  i, o->id, o->id, d->id);
+  }
+  return 0;
+}
+
+static int parse_departments(load_ctx *lc, const cJSON *root, kpi_catalog *cat) {
+  const cJSON *depts = cJSON_GetObjectItemCaseSensitive(root, "departments");
+  if (!cJSON_IsArray(depts) || cJSON_GetArraySize(depts) == 0)
+    return fail(lc, "departments", "missing or empty");
+  size_t nd = (size_t)cJSON_GetArraySize(depts);
+  if (!(cat->departments = calloc(nd, sizeof(kpi_department))))
+    return fail(lc, "catalog", "out of memory");
+  const cJSON *it;
+  cJSON_ArrayForEach(it, depts) {
+    snprintf(lc->where, sizeof(lc->where), "departments[%zu]", cat->n_departments);
+    kpi_department *d = &cat->departments[cat->n_departments++];
+    if (load_department(lc, it, d) || check_department_unique(lc, cat, d)) return -1;
+  }
+  return 0;
+}
+
+/* The measures, each with its owner resolved, sorted by id (kpi_catalog_measure bisects). */
+static int parse_measures(load_ctx *lc, const cJSON *root, kpi_catalog *cat) {
+  const cJSON *measures = cJSON_GetObjectItemCaseSensitive(root, "measures");
+  lc->where[0] = '\0';
+  if (!cJSON_IsArray(measures) || cJSON_GetArraySize(measures) == 0)
+    return fail(lc, "measures", "missing or empty");
+  size_t nm = (size_t)cJSON_GetArraySize(measures);
+  if (!(cat->measures = calloc(nm, sizeof(kpi_measure))))
+    return fail(lc, "catalog", "out of memory");
+  const cJSON *it;
+  cJSON_ArrayForEach(it, measures) {
+    snprintf(lc->where, sizeof(lc->where), "measures[%zu]", cat->n_measures);
+    kpi_measure *m = &cat->measures[cat->n_measures++];
+    if (load_measure(lc, it, m)) return -1;
+    m->owner_dept = kpi_catalog_department(cat, m->owner);
+    if (!m->owner_dept) return fail(lc, "owner", "unknown department \"%s\"", m->owner);
+  }
+  lc->where[0] = '\0';
+  qsort(cat->measures, cat->n_measures, sizeof(kpi_measure), cmp_measure);
+  for (size_t i = 1; i < cat->n_measures; i++)
+    if (strcmp(cat->measures[i - 1].id, cat->measures[i].id) == 0)
+      return fail(lc, "measures", "duplicate measure id \"%s\"", cat->measures[i].id);
+  return 0;
 }
 
 kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_t errstr_size) {
@@ -299,103 +400,14 @@ kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_
   cJSON *root = cJSON_ParseWithLength(json, len);
   if (!cat) {
     fail(&lc, "catalog", "out of memory");
-    goto err;
-  }
-  if (!root) {
+  } else if (!root) {
     fail(&lc, "catalog", "not valid JSON (near byte %ld)",
          cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - json) : -1L);
-    goto err;
+  } else if (parse_header(&lc, root, cat) == 0 && parse_departments(&lc, root, cat) == 0 &&
+             parse_measures(&lc, root, cat) == 0) {
+    cJSON_Delete(root);
+    return cat;
   }
-  if (!cJSON_IsObject(root)) {
-    fail(&lc, "catalog", "must be a JSON object");
-    goto err;
-  }
-  const cJSON *schema = cJSON_GetObjectItemCaseSensitive(root, "schema");
-  if (!cJSON_IsString(schema) || strcmp(schema->valuestring, "kpi.catalog/1") != 0) {
-    fail(&lc, "schema", "must be \"kpi.catalog/1\"");
-    goto err;
-  }
-  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
-  if (ver && (!cJSON_IsNumber(ver) || !(ver->valuedouble >= 0 && ver->valuedouble <= 1e9) ||
-              ver->valuedouble != (double)(int)ver->valuedouble)) {
-    fail(&lc, "version", "must be a whole number");
-    goto err;
-  }
-  cat->version = ver ? (int)ver->valuedouble : 0;
-  const cJSON *plan = cJSON_GetObjectItemCaseSensitive(root, "plan");
-  if (!cJSON_IsObject(plan)) {
-    fail(&lc, "plan", "missing or not an object");
-    goto err;
-  }
-  snprintf(lc.where, sizeof(lc.where), "plan");
-  if (get_string(&lc, plan, "id", false, &cat->plan_id) ||
-      get_string(&lc, plan, "name", false, &cat->plan_name) ||
-      get_string(&lc, plan, "dashboard_url", true, &cat->dashboard_url))
-    goto err;
-  lc.where[0] = '\0';
-
-  const cJSON *depts = cJSON_GetObjectItemCaseSensitive(root, "departments");
-  if (!cJSON_IsArray(depts) || cJSON_GetArraySize(depts) == 0) {
-    fail(&lc, "departments", "missing or empty");
-    goto err;
-  }
-  size_t nd = (size_t)cJSON_GetArraySize(depts);
-  if (!(cat->departments = calloc(nd, sizeof(kpi_department)))) goto oom;
-  const cJSON *it;
-  cJSON_ArrayForEach(it, depts) {
-    snprintf(lc.where, sizeof(lc.where), "departments[%zu]", cat->n_departments);
-    kpi_department *d = &cat->departments[cat->n_departments++];
-    if (load_department(&lc, it, d)) goto err;
-    for (size_t i = 0; i + 1 < cat->n_departments; i++) {
-      const kpi_department *o = &cat->departments[i];
-      if (strcmp(o->id, d->id) == 0) {
-        fail(&lc, "id", "duplicate department id \"%s\"", d->id);
-        goto err;
-      }
-      /* One token would authenticate as whichever department comes first: refuse it, so a
-       * copied line cannot silently hand one department's measures to another. */
-      if (d->has_token && o->has_token &&
-          memcmp(o->token_sha256, d->token_sha256, sizeof(d->token_sha256)) == 0) {
-        fail(&lc, "token_sha256",
-             "same token hash as departments[%zu] \"%s\": \"%s\" and \"%s\" need a token "
-             "each (kpi-admin gen-token)",
-             i, o->id, o->id, d->id);
-        goto err;
-      }
-    }
-  }
-
-  const cJSON *measures = cJSON_GetObjectItemCaseSensitive(root, "measures");
-  if (!cJSON_IsArray(measures) || cJSON_GetArraySize(measures) == 0) {
-    lc.where[0] = '\0';
-    fail(&lc, "measures", "missing or empty");
-    goto err;
-  }
-  size_t nm = (size_t)cJSON_GetArraySize(measures);
-  if (!(cat->measures = calloc(nm, sizeof(kpi_measure)))) goto oom;
-  cJSON_ArrayForEach(it, measures) {
-    snprintf(lc.where, sizeof(lc.where), "measures[%zu]", cat->n_measures);
-    kpi_measure *m = &cat->measures[cat->n_measures++];
-    if (load_measure(&lc, it, m)) goto err;
-    m->owner_dept = kpi_catalog_department(cat, m->owner);
-    if (!m->owner_dept) {
-      fail(&lc, "owner", "unknown department \"%s\"", m->owner);
-      goto err;
-    }
-  }
-  lc.where[0] = '\0';
-  qsort(cat->measures, cat->n_measures, sizeof(kpi_measure), cmp_measure);
-  for (size_t i = 1; i < cat->n_measures; i++)
-    if (strcmp(cat->measures[i - 1].id, cat->measures[i].id) == 0) {
-      fail(&lc, "measures", "duplicate measure id \"%s\"", cat->measures[i].id);
-      goto err;
-    }
-  cJSON_Delete(root);
-  return cat;
-
-oom:
-  fail(&lc, "catalog", "out of memory");
-err:
   cJSON_Delete(root);
   kpi_catalog_free(cat);
   return NULL;
