@@ -4,7 +4,7 @@
 FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config librdkafka-dev libpq-dev libcjson-dev libuv1-dev \
-      libhttp-parser-dev libcurl4-openssl-dev libssl-dev libcmocka-dev ca-certificates \
+      libhttp-parser-dev libcurl4-openssl-dev libssl-dev libcmocka-dev libcsv-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Everything the top-level CMakeLists.txt configures: cmake/ and db/ (migrations embedded into
@@ -22,7 +22,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DKPI_WERROR=ON \
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      librdkafka1 libpq5 libcjson1 libuv1 libhttp-parser2.9 libcurl4 libssl3 ca-certificates curl \
+      librdkafka1 libpq5 libcjson1 libuv1 libhttp-parser2.9 libcsv3 libcurl4 libssl3 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home kpi
 COPY config /etc/kpi

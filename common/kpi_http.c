@@ -1397,6 +1397,39 @@ static const char *skip_ows(const char *p) {
   return p;
 }
 
+bool kpi_http_media_type_charset(const char *ct, const char *type, char *charset,
+                                 size_t size) {
+  if (size) charset[0] = '\0';
+  if (!ct) return false;
+  const char *p = skip_ows(ct);
+  size_t tl = strlen(type);
+  if (strncasecmp(p, type, tl) != 0) return false;
+  p = skip_ows(p + tl);
+  while (*p) {
+    if (*p != ';') return false;
+    p = skip_ows(p + 1);
+    if (*p == '\0') return true;
+    if (strncasecmp(p, "charset", 7) != 0) return false;
+    p = skip_ows(p + 7);
+    if (*p != '=') return false;
+    p = skip_ows(p + 1);
+    bool quoted = *p == '"';
+    if (quoted) p++;
+    size_t n = 0;
+    while (p[n] && p[n] != '"' && p[n] != ';' && !is_blank(p[n])) n++;
+    if (n == 0 || n >= size) return false;
+    memcpy(charset, p, n);
+    charset[n] = '\0';
+    p += n;
+    if (quoted) {
+      if (*p != '"') return false;
+      p++;
+    }
+    p = skip_ows(p);
+  }
+  return true;
+}
+
 bool kpi_http_media_type_is(const char *ct, const char *type) {
   if (!ct) return false;
   const char *p = skip_ows(ct);

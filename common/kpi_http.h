@@ -228,6 +228,12 @@ const char *kpi_http_reason(int status);
  * `application/json; charset=latin1` is false: the body would not be what we parse. */
 bool kpi_http_media_type_is(const char *ct, const char *type);
 
+/* Like kpi_http_media_type_is, for a body the service converts itself (ingest's text/csv in
+ * Shift_JIS): true when CT names TYPE with no parameter other than one charset, whatever its
+ * value. The value, unquoted, goes to CHARSET (SIZE bytes, "" when absent); a value that does
+ * not fit, or an empty one, is false. The caller decides which charsets it accepts. */
+bool kpi_http_media_type_charset(const char *ct, const char *type, char *charset, size_t size);
+
 /* Reads the boolean query parameter NAME of QUERY (the text after '?', not decoded):
  * absent: 0 into *OUT; "true", "1" or a bare "NAME": 1; "false" or "0": 0. Returns 0, or -1
  * when the value is anything else (the caller answers 400). The first occurrence wins. */

@@ -19,6 +19,10 @@ typedef enum {
   INGEST_EP_HEALTHZ,
   INGEST_EP_READYZ,
   INGEST_EP_METRICS,
+  INGEST_EP_ME,        /* GET /v1/me */
+  INGEST_EP_ENTRY,     /* the entry page and its files: /entry, /entry.js, /entry.css */
+  INGEST_EP_ENTRY_JS,
+  INGEST_EP_ENTRY_CSS,
   INGEST_EP_OTHER,
   INGEST_EP_COUNT
 } ingest_endpoint;
@@ -126,6 +130,17 @@ void ingest_kafka_close(ingest_ctx *ctx);
 void ingest_kafka_destroy(ingest_ctx *ctx);
 
 /* ingest_handlers.c */
+
+/* The headers of every entry page file (the page, its script and its stylesheet): a strict
+ * Content-Security-Policy that allows only this origin's script, style and fetch, no framing,
+ * no MIME sniffing, no Referer. */
+#define INGEST_PAGE_HEADERS                                                                   \
+  "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "       \
+  "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'\r\n"      \
+  "X-Content-Type-Options: nosniff\r\n"                                                      \
+  "Referrer-Policy: no-referrer\r\n"                                                         \
+  "Cache-Control: no-cache\r\n"
+
 void ingest_on_http_request(kpi_http_request *req, void *opaque);
 /* ingest's resources, indexed by ingest_endpoint, for kpi_http_server_set_routes. */
 extern const kpi_http_route ingest_http_routes[INGEST_EP_OTHER];

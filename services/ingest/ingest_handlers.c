@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "ingest.h"
+#include "ingest_csv.h"
+#include "ingest_web.h"
 #include "kpi_batch.h"
 #include "kpi_buf.h"
 #include "kpi_codec.h"
@@ -25,6 +27,7 @@
 typedef struct ingest_item {
   struct ingest_request *req;
   int status;            /* 0 while its delivery report is awaited */
+  unsigned row;          /* CSV uploads: the spreadsheet row (header = 1); else 0 */
   int32_t partition;
   int64_t offset;
   cJSON *errors;         /* problems of a rejected item (owned), else NULL */
@@ -45,8 +48,9 @@ typedef struct ingest_request {
   ingest_item items[];
 } ingest_request;
 
-static const char *const ep_names[INGEST_EP_COUNT] = {"measurements", "batch", "healthz",
-                                                       "readyz", "metrics", "other"};
+static const char *const ep_names[INGEST_EP_COUNT] = {
+    "measurements", "batch", "healthz", "readyz",    "metrics",
+    "me",           "entry", "entry_js", "entry_css", "other"};
 
 /* ---- metrics ---- */
 
@@ -159,6 +163,7 @@ static char *item_failure_json(const ingest_item *it, size_t index) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
   cJSON_AddNumberToObject(o, "index", (double)index);
+  if (it->row) cJSON_AddNumberToObject(o, "row", it->row);
   cJSON_AddNumberToObject(o, "status", it->status);
   if (it->event_id[0]) cJSON_AddStringToObject(o, "event_id", it->event_id);
   if (it->measure_id[0]) cJSON_AddStringToObject(o, "measure_id", it->measure_id);
@@ -192,11 +197,15 @@ static char *put_i64(char *o, int64_t v) {
  * by hand because a batch holds up to thousands of them and vsnprintf per item was a visible
  * share of a batch's cost. */
 static void put_accepted(kpi_buf *b, const ingest_item *it, size_t index) {
-  char tmp[64 + 6 * (KPI_UUID_STRLEN + KPI_ID_MAX) + 3 * 24 + 64];
+  char tmp[64 + 6 * (KPI_UUID_STRLEN + KPI_ID_MAX) + 4 * 24 + 64];
   char *o = tmp;
 #define PUT(lit) (memcpy(o, lit, sizeof(lit) - 1), o += sizeof(lit) - 1)
   PUT("{\"index\":");
   o = put_i64(o, (int64_t)index);
+  if (it->row) {
+    PUT(",\"row\":");
+    o = put_i64(o, it->row);
+  }
   PUT(",\"status\":202,\"event_id\":\"");
   o = kpi_json_put_escaped(o, it->event_id, strnlen(it->event_id, KPI_UUID_STRLEN));
   PUT("\",\"measure_id\":\"");
@@ -524,9 +533,14 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
 
 /* ---- POST /v1/measurements:batch ---- */
 
-/* Walks the items of a JSON array or NDJSON body, one parsed object at a time. */
+/* Walks the items of a JSON array, NDJSON or CSV body, one parsed object at a time. */
 typedef struct {
   int ndjson;
+  int csv;
+  ingest_charset charset;  /* CSV: the body's */
+  ingest_csv rows;         /* CSV: every row, parsed up front */
+  size_t next_row;
+  const ingest_csv_row *row; /* CSV: the row of the last object returned */
   const char *body;
   size_t len;
   size_t pos;
@@ -538,6 +552,12 @@ typedef struct {
 /* Sets *OBJ to the next item, or NULL when that NDJSON line is not valid JSON. Returns 0 at
  * the end. */
 static int batch_next(batch_iter *bi, const cJSON **obj) {
+  if (bi->csv) {
+    if (bi->next_row >= bi->rows.n) return 0;
+    bi->row = &bi->rows.rows[bi->next_row++];
+    *obj = bi->row->obj;
+    return 1;
+  }
   if (!bi->ndjson) {
     if (!bi->cur) return 0;
     *obj = bi->cur;
@@ -555,6 +575,7 @@ static int batch_next(batch_iter *bi, const cJSON **obj) {
 }
 
 static void batch_iter_free(batch_iter *bi) {
+  ingest_csv_free(&bi->rows);
   cJSON_Delete(bi->line);
   cJSON_Delete(bi->array);
 }
@@ -601,10 +622,18 @@ static int batch_fail(batch_job *j, int status, const char *detail, cJSON *error
 /* Content type, the atomic flag and the body's encoding. */
 static int batch_read_request(batch_job *j) {
   const char *ct = kpi_http_header(j->req, "Content-Type");
+  char charset[32];
   j->bi.ndjson = kpi_http_media_type_is(ct, "application/x-ndjson");
-  if (!j->bi.ndjson && !kpi_http_media_type_is(ct, "application/json"))
+  j->bi.csv = kpi_http_media_type_charset(ct, "text/csv", charset, sizeof(charset));
+  if (j->bi.csv && ingest_csv_charset(charset, &j->bi.charset) != 0)
     return batch_fail(j, 415,
-                      "Content-Type must be application/json (an array) or application/x-ndjson",
+                      "text/csv is read as charset=utf-8 (the default) or charset=Shift_JIS "
+                      "(CP932)",
+                      NULL, NULL);
+  if (!j->bi.ndjson && !j->bi.csv && !kpi_http_media_type_is(ct, "application/json"))
+    return batch_fail(j, 415,
+                      "Content-Type must be application/json (an array), application/x-ndjson "
+                      "or text/csv",
                       NULL, NULL);
   if (kpi_http_query_flag(kpi_http_request_query(j->req), "atomic", &j->atomic) != 0)
     return batch_fail(j, 400, "atomic must be true or false",
@@ -612,7 +641,8 @@ static int batch_read_request(batch_job *j) {
   /* The Idempotency-Key header is not used for batches (proto/openapi.yaml): each item
    * carries its own event_id when retries must be idempotent. */
   j->bi.body = kpi_http_request_body(j->req, &j->bi.len);
-  if (!kpi_json_utf8_valid(j->bi.body, j->bi.len))
+  /* A CSV body is checked against its own charset while it is converted (batch_open). */
+  if (!j->bi.csv && !kpi_json_utf8_valid(j->bi.body, j->bi.len))
     return batch_fail(j, 400, "the body is not valid UTF-8",
                       one_error("", "encoding", "the body is not valid UTF-8"), NULL);
   return 0;
@@ -622,7 +652,15 @@ static int batch_read_request(batch_job *j) {
  * and the broker before anything is allocated per item. */
 static int batch_open(batch_job *j) {
   size_t max = (size_t)j->ctx->cfg.max_batch;
-  if (j->bi.ndjson) {
+  if (j->bi.csv) {
+    kpi_errors errs = {.n = 0};
+    char detail[160];
+    int st = ingest_csv_parse(j->bi.body, j->bi.len, j->bi.charset, max, &j->bi.rows, &errs,
+                              detail, sizeof(detail));
+    if (st)
+      return batch_fail(j, st, detail, errs.n ? kpi_errors_to_json(&errs) : NULL, NULL);
+    j->n = j->bi.rows.n;
+  } else if (j->bi.ndjson) {
     j->n = kpi_batch_ndjson_count(j->bi.body, j->bi.len, max);
   } else {
     j->bi.array = kpi_json_parse_one(j->bi.body, j->bi.len, false);
@@ -688,7 +726,14 @@ static void batch_check_items(batch_job *j) {
     kpi_errors errs;
     errs.n = 0; /* kpi_errors_add fills items[n]; the rest need not be zeroed per item */
     int status;
-    if (!obj) {
+    if (j->bi.csv) it->row = j->bi.row->row;
+    if (!obj && j->bi.csv) {
+      /* A row that did not make an object (field count, NUL byte): the reason the CSV
+       * reader gave, as this item's one error. */
+      errs.items[0] = j->bi.row->err;
+      errs.n = 1;
+      status = 422;
+    } else if (!obj) {
       kpi_errors_add(&errs, "", "syntax", "item %zu is not valid JSON", i);
       status = 422;
     } else {
@@ -786,6 +831,89 @@ static const kpi_department *authenticate(ingest_ctx *ctx, kpi_http_request *req
   return d;
 }
 
+/* ---- GET /v1/me ---- */
+
+/* A measure as the entry page needs it: names, unit, kind and the rules a value must keep
+ * (the codec's, stated so the page can guide the user; the server still checks them all). */
+static cJSON *me_measure(const kpi_measure *ms) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddStringToObject(o, "id", ms->id);
+  cJSON_AddNumberToObject(o, "goal", ms->goal);
+  cJSON_AddStringToObject(o, "program", ms->program ? ms->program : "");
+  cJSON_AddStringToObject(o, "name", ms->name);
+  cJSON_AddStringToObject(o, "indicator", ms->indicator);
+  cJSON_AddStringToObject(o, "unit", ms->unit);
+  cJSON_AddStringToObject(o, "kind", kpi_kind_name(ms->kind));
+  cJSON_AddStringToObject(o, "direction", kpi_direction_name(ms->direction));
+  cJSON *b = cJSON_AddObjectToObject(o, "baseline");
+  if (b) {
+    cJSON_AddNumberToObject(b, "fy", ms->baseline_fy);
+    cJSON_AddNumberToObject(b, "value", ms->baseline);
+  }
+  cJSON *t = cJSON_AddObjectToObject(o, "target");
+  if (t) {
+    cJSON_AddNumberToObject(t, "fy", ms->target_fy);
+    cJSON_AddNumberToObject(t, "value", ms->target);
+  }
+  cJSON_AddNumberToObject(o, "value_min", 0);
+  cJSON_AddNumberToObject(o, "value_max", ms->kind == KPI_KIND_MILESTONE ? 1 : ms->value_max);
+  /* Ratio measures are reported as their two additive amounts: each record names which one
+   * it carries, and must; every other kind must not name one. */
+  cJSON *comps = cJSON_AddArrayToObject(o, "components");
+  if (comps && ms->kind == KPI_KIND_RATIO) {
+    cJSON_AddItemToArray(comps, cJSON_CreateString("numerator"));
+    cJSON_AddItemToArray(comps, cJSON_CreateString("denominator"));
+  }
+  cJSON_AddBoolToObject(o, "component_required", ms->kind == KPI_KIND_RATIO);
+  return o;
+}
+
+/* The token's department and the measures it owns, in catalog (id) order. No mailbox, no
+ * hash: only what the department itself needs to report. */
+static void handle_me(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
+                      uint64_t t0) {
+  cJSON *doc = cJSON_CreateObject();
+  cJSON *dep = doc ? cJSON_AddObjectToObject(doc, "department") : NULL;
+  cJSON *list = doc ? cJSON_AddArrayToObject(doc, "measures") : NULL;
+  int ok = dep && list;
+  if (ok) {
+    cJSON_AddStringToObject(dep, "id", d->id);
+    cJSON_AddStringToObject(dep, "name", d->name ? d->name : d->id);
+    for (size_t i = 0; i < ctx->catalog->n_measures && ok; i++) {
+      const kpi_measure *ms = &ctx->catalog->measures[i];
+      if (strcmp(ms->owner, d->id) != 0) continue;
+      cJSON *o = me_measure(ms);
+      ok = o != NULL;
+      if (o) cJSON_AddItemToArray(list, o);
+    }
+  }
+  char *text = ok ? cJSON_PrintUnformatted(doc) : NULL;
+  cJSON_Delete(doc);
+  if (!text) {
+    answer_problem(ctx, req, INGEST_EP_ME, t0, 500, "out of memory", NULL, NULL);
+    return;
+  }
+  count_response(ctx, INGEST_EP_ME, 200, t0);
+  kpi_http_respond(req, 200, "application/json", text, strlen(text),
+                   "Cache-Control: no-store\r\n");
+  cJSON_free(text);
+}
+
+/* ---- the entry page's files ---- */
+
+static void handle_page(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep,
+                        uint64_t t0) {
+  const ingest_web_file *f = ingest_web_find(ingest_http_routes[ep].path);
+  if (!f) { /* a build without the file: a packaging defect, not the client's */
+    answer_problem(ctx, req, ep, t0, 500, "the page was not built into this binary", NULL,
+                   NULL);
+    return;
+  }
+  count_response(ctx, ep, 200, t0);
+  kpi_http_respond(req, 200, f->content_type, f->data, f->len, INGEST_PAGE_HEADERS);
+}
+
 static void handle_metrics(ingest_ctx *ctx, kpi_http_request *req, uint64_t t0) {
   kpi_metrics_set(ctx->m_queue_depth, (double)rd_kafka_outq_len(ctx->rk));
   kpi_metrics_set(ctx->m_inflight, (double)ctx->inflight);
@@ -803,17 +931,26 @@ const kpi_http_route ingest_http_routes[INGEST_EP_OTHER] = {
     [INGEST_EP_HEALTHZ] = {"/healthz", KPI_HTTP_GET | KPI_HTTP_HEAD},
     [INGEST_EP_READYZ] = {"/readyz", KPI_HTTP_GET | KPI_HTTP_HEAD},
     [INGEST_EP_METRICS] = {"/metrics", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [INGEST_EP_ME] = {"/v1/me", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [INGEST_EP_ENTRY] = {"/entry", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [INGEST_EP_ENTRY_JS] = {"/entry.js", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [INGEST_EP_ENTRY_CSS] = {"/entry.css", KPI_HTTP_GET | KPI_HTTP_HEAD},
 };
 
 void ingest_on_http_request(kpi_http_request *req, void *opaque) {
   ingest_ctx *ctx = opaque;
   uint64_t t0 = uv_hrtime();
   ingest_endpoint ep = (ingest_endpoint)kpi_http_request_route(req);
-  if (ep == INGEST_EP_SINGLE || ep == INGEST_EP_BATCH) {
+  if (ep == INGEST_EP_SINGLE || ep == INGEST_EP_BATCH || ep == INGEST_EP_ME) {
     const kpi_department *d = authenticate(ctx, req, ep, t0);
     if (!d) return;
     if (ep == INGEST_EP_SINGLE) handle_single(ctx, req, d, t0);
-    else handle_batch(ctx, req, d, t0);
+    else if (ep == INGEST_EP_BATCH) handle_batch(ctx, req, d, t0);
+    else handle_me(ctx, req, d, t0);
+    return;
+  }
+  if (ep == INGEST_EP_ENTRY || ep == INGEST_EP_ENTRY_JS || ep == INGEST_EP_ENTRY_CSS) {
+    handle_page(ctx, req, ep, t0);
     return;
   }
   if (ep == INGEST_EP_HEALTHZ) {

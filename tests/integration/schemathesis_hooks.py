@@ -6,3 +6,5 @@ for; its body is a string in the contract, sent as its UTF-8 bytes like text/pla
 import schemathesis
 
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+# The batch endpoint also takes spreadsheets as text/csv; its body is text as well.
+schemathesis.serializer.alias("text/csv", "text/plain")

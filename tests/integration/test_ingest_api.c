@@ -500,8 +500,12 @@ static void test_batch_partial_207(void **state) {
   post("/v1/measurements:batch", "KANKYO", JSON_CT, "[{", &r);
   tc_expect_problem(&r, 400, "", "syntax");
   tc_resp_free(&r);
-  post("/v1/measurements:batch", "KANKYO", "Content-Type: text/csv\r\n", "a,b", &r);
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: text/plain\r\n", "a,b", &r);
   tc_expect_problem(&r, 415, NULL, NULL);
+  tc_resp_free(&r);
+  /* text/csv is a batch type (test_ingest_entry.c); a header of unknown columns is its 422. */
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: text/csv\r\n", "a,b", &r);
+  tc_expect_problem(&r, 422, "a", "unknown_field");
   tc_resp_free(&r);
   post("/v1/measurements:batch?atomic=maybe", "KANKYO", JSON_CT, "[]", &r);
   tc_expect_problem(&r, 400, "atomic", NULL);
