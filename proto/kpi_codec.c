@@ -123,17 +123,11 @@ static int field_index(const char *s) {
   return strcmp(s, field_names[i]) == 0 ? i : -1;
 }
 
-int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measurement *m,
-                              kpi_errors *errs) {
-  size_t before = errs->n;
-  memset(m, 0, sizeof(*m));
-  if (!cJSON_IsObject(obj)) {
-    kpi_errors_add(errs, "", "type", "a measurement must be a JSON object");
-    return -1;
-  }
-  /* The first member of each name counts, as with cJSON_GetObjectItemCaseSensitive. Unknown
-   * members of an input are reported in the order they appear, before anything else. */
-  const cJSON *f[F_COUNT] = {0};
+/* The members of OBJ by field, the first of each name (as cJSON_GetObjectItemCaseSensitive
+ * finds it). Unknown members of an input are reported in the order they appear, before
+ * anything else. */
+static void measurement_members(const cJSON *obj, kpi_parse_mode mode, const cJSON *f[F_COUNT],
+                                kpi_errors *errs) {
   const cJSON *it;
   cJSON_ArrayForEach(it, obj) {
     int i = it->string ? field_index(it->string) : -1;
@@ -145,7 +139,11 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
     }
     if (i >= 0 && !f[i]) f[i] = it;
   }
+}
 
+/* schema, event_id, measure_id, department: the record's identity. */
+static void measurement_ids(const cJSON *const f[F_COUNT], kpi_parse_mode mode,
+                            kpi_measurement *m, kpi_errors *errs) {
   char schema[32] = "";
   int r = take_string_item(f[F_SCHEMA], "schema", schema, sizeof(schema), errs);
   if (r == 0 && mode == KPI_PARSE_RECORD) kpi_errors_add(errs, "schema", "missing", "required");
@@ -154,14 +152,12 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
 
   r = take_string_item(f[F_EVENT_ID], "event_id", m->event_id, sizeof(m->event_id), errs);
   if (r == 0 && mode == KPI_PARSE_RECORD) kpi_errors_add(errs, "event_id", "missing", "required");
-  if (r == 1) {
-    if (strlen(m->event_id) != KPI_UUID_STRLEN || kpi_uuid_parse(m->event_id, NULL) != 0) {
-      kpi_errors_add(errs, "event_id", "format", "must be a UUID");
-      m->event_id[0] = '\0';
-    }
-  } else {
-    m->event_id[0] = '\0';
+  if (r == 1 && (strlen(m->event_id) != KPI_UUID_STRLEN ||
+                 kpi_uuid_parse(m->event_id, NULL) != 0)) {
+    kpi_errors_add(errs, "event_id", "format", "must be a UUID");
+    r = 0;
   }
+  if (r != 1) m->event_id[0] = '\0';
 
   r = take_string_item(f[F_MEASURE_ID], "measure_id", m->measure_id, sizeof(m->measure_id), errs);
   if (r == 0) kpi_errors_add(errs, "measure_id", "missing", "required");
@@ -173,9 +169,13 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
     kpi_errors_add(errs, "department", "missing", "required");
   if (r == 1 && !kpi_json_id_valid(m->department))
     kpi_errors_add(errs, "department", "format", "only letters, digits, '-', '_', '.'");
+}
 
-  r = take_string_item(f[F_OBSERVED_AT], "observed_at",
-                       m->observed_at, sizeof(m->observed_at), errs);
+/* observed_at, value, unit, component: what was measured. */
+static void measurement_reading(const cJSON *const f[F_COUNT], kpi_measurement *m,
+                                kpi_errors *errs) {
+  int r = take_string_item(f[F_OBSERVED_AT], "observed_at", m->observed_at,
+                           sizeof(m->observed_at), errs);
   if (r == 0) kpi_errors_add(errs, "observed_at", "missing", "required");
   if (r == 1 && kpi_time_parse(m->observed_at, &m->observed_ms, &m->observed_day) != 0)
     kpi_errors_add(errs, "observed_at", "format",
@@ -198,33 +198,48 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
     else if (strcmp(comp, "denominator") == 0) m->component = KPI_COMPONENT_DENOMINATOR;
     else kpi_errors_add(errs, "component", "value", "must be \"numerator\" or \"denominator\"");
   }
+}
 
+/* The optional note (<= KPI_NOTE_MAX bytes of UTF-8) and, in a record, received_at. */
+static void measurement_extras(const cJSON *const f[F_COUNT], kpi_parse_mode mode,
+                               kpi_measurement *m, kpi_errors *errs) {
   const cJSON *note = f[F_NOTE];
   if (note && !cJSON_IsNull(note)) {
-    if (!cJSON_IsString(note)) {
+    size_t n = cJSON_IsString(note) ? strlen(note->valuestring) : 0;
+    if (!cJSON_IsString(note))
       kpi_errors_add(errs, "note", "type", "must be a string");
-    } else {
-      size_t n = strlen(note->valuestring);
-      if (n > KPI_NOTE_MAX)
-        kpi_errors_add(errs, "note", "too_long", "longer than %d bytes", KPI_NOTE_MAX);
-      else if (!kpi_json_utf8_valid(note->valuestring, n))
-        kpi_errors_add(errs, "note", "encoding", "must be valid UTF-8");
-      else {
-        memcpy(m->note, note->valuestring, n + 1);
-        m->has_note = true;
-      }
+    else if (n > KPI_NOTE_MAX)
+      kpi_errors_add(errs, "note", "too_long", "longer than %d bytes", KPI_NOTE_MAX);
+    else if (!kpi_json_utf8_valid(note->valuestring, n))
+      kpi_errors_add(errs, "note", "encoding", "must be valid UTF-8");
+    else {
+      memcpy(m->note, note->valuestring, n + 1);
+      m->has_note = true;
     }
   }
+  if (mode != KPI_PARSE_RECORD) return;
+  int r = take_string_item(f[F_RECEIVED_AT], "received_at", m->received_at,
+                           sizeof(m->received_at), errs);
+  if (r == 0) kpi_errors_add(errs, "received_at", "missing", "required");
+  /* A bare date parses as a time too; the ingest always writes a full timestamp. */
+  if (r == 1 && (strlen(m->received_at) <= 10 ||
+                 kpi_time_parse(m->received_at, &m->received_ms, NULL) != 0))
+    kpi_errors_add(errs, "received_at", "format", "must be an RFC 3339 timestamp");
+}
 
-  if (mode == KPI_PARSE_RECORD) {
-    r = take_string_item(f[F_RECEIVED_AT], "received_at",
-                         m->received_at, sizeof(m->received_at), errs);
-    if (r == 0) kpi_errors_add(errs, "received_at", "missing", "required");
-    /* A bare date parses as a time too; the ingest always writes a full timestamp. */
-    if (r == 1 && (strlen(m->received_at) <= 10 ||
-                   kpi_time_parse(m->received_at, &m->received_ms, NULL) != 0))
-      kpi_errors_add(errs, "received_at", "format", "must be an RFC 3339 timestamp");
+int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measurement *m,
+                              kpi_errors *errs) {
+  size_t before = errs->n;
+  memset(m, 0, sizeof(*m));
+  if (!cJSON_IsObject(obj)) {
+    kpi_errors_add(errs, "", "type", "a measurement must be a JSON object");
+    return -1;
   }
+  const cJSON *f[F_COUNT] = {0};
+  measurement_members(obj, mode, f, errs);
+  measurement_ids(f, mode, m, errs);
+  measurement_reading(f, m, errs);
+  measurement_extras(f, mode, m, errs);
   return errs->n == before ? 0 : -1;
 }
 
