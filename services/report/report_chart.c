@@ -86,7 +86,7 @@ int rp_chart_svg(const rp_chart_spec *s, kpi_buf *o) {
 
   /* Grid: five value steps, one band per fiscal year. */
   kpi_buf_adds(o, "<g class=\"grid\">");
-  char lab[64], num[48];
+  char lab[256], num[48];
   for (int i = 0; i <= 4; i++) {
     double v = lo + (hi - lo) * i / 4;
     double y = rp_chart_y(&m, v);
