@@ -13,10 +13,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(
   build-essential cmake pkg-config
   librdkafka-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev
-  libcurl4-openssl-dev libssl-dev libcmocka-dev
+  libcurl4-openssl-dev libssl-dev libcmocka-dev libcsv-dev
   postgresql openjdk-17-jre-headless maven python3-aiosmtpd python3-yaml python3-venv
   kcat wrk curl openssl ca-certificates
   clang libfuzzer-14-dev libclang-rt-14-dev
+  chromium fonts-noto-cjk nodejs npm
 )
 
 sudo_cmd=()
