@@ -1,6 +1,6 @@
-# Dockerfile: builds the three services on Debian 12 (the libraries design.md names, from
+# Dockerfile: builds the four services on Debian 12 (the libraries design.md names, from
 # Debian's packages) and gives each its own small runtime image: targets ingest, evaluator,
-# notifier (docker-compose.yml uses them).
+# notifier, report (docker-compose.yml uses them).
 FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config librdkafka-dev libpq-dev libcjson-dev libuv1-dev \
@@ -18,7 +18,7 @@ COPY tools tools
 COPY tests tests
 COPY db db
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DKPI_WERROR=ON \
- && cmake --build /build -j"$(nproc)" --target kpi-ingest kpi-evaluator kpi-notifier kpi-admin
+ && cmake --build /build -j"$(nproc)" --target kpi-ingest kpi-evaluator kpi-notifier kpi-report kpi-admin
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -44,3 +44,10 @@ FROM runtime AS notifier
 COPY --from=build /build/services/notifier/kpi-notifier /usr/local/bin/
 EXPOSE 8082
 CMD ["kpi-notifier"]
+
+# The report reads PostgreSQL only (role kpi_reader); its templates and stylesheet are inside
+# the binary.
+FROM runtime AS report
+COPY --from=build /build/services/report/kpi-report /usr/local/bin/
+EXPOSE 8083
+CMD ["kpi-report"]

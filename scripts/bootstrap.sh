@@ -17,6 +17,7 @@ packages=(
   postgresql openjdk-17-jre-headless maven python3-aiosmtpd python3-yaml python3-venv
   kcat wrk curl openssl ca-certificates
   clang libfuzzer-14-dev libclang-rt-14-dev
+  chromium fonts-noto-cjk nodejs npm
 )
 
 sudo_cmd=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/run-local.sh: the whole pipeline on this machine — installs what is missing, builds,
 # starts a local PostgreSQL, Kafka and SMTP sink (scripts/stack.sh), creates the topics, and
-# runs ingest, evaluator and notifier on the shipped catalog until Ctrl-C.
+# runs ingest, evaluator, notifier and report on the shipped catalog until Ctrl-C.
 #   KPI_RUN_DIR   state, logs and the Maildir (default ./run)
 #   KPI_CATALOG   catalog (default config/catalog.json)
 #   --no-wait     start everything, print, and return (stop with: scripts/run-local.sh stop)
@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 RUN=${KPI_RUN_DIR:-$ROOT/run}
 BIN=$ROOT/build/release
-SERVICES=(ingest evaluator notifier)
+SERVICES=(ingest evaluator notifier report)
 
 stop_all() {
   for s in "${SERVICES[@]}"; do
@@ -55,13 +55,23 @@ export DATABASE_URL=${DATABASE_URL:-postgresql://$PGUSER@$PGHOST:$PGPORT/$PGDATA
 export KPI_INGEST_LISTEN=${KPI_INGEST_LISTEN:-127.0.0.1:8080}
 export KPI_EVALUATOR_LISTEN=${KPI_EVALUATOR_LISTEN:-127.0.0.1:8081}
 export KPI_NOTIFIER_LISTEN=${KPI_NOTIFIER_LISTEN:-127.0.0.1:8082}
+export KPI_REPORT_LISTEN=${KPI_REPORT_LISTEN:-127.0.0.1:8083}
 export KPI_NOTIFY_GROUP_WAIT_MS=${KPI_NOTIFY_GROUP_WAIT_MS:-5000}
 
 "$BIN/tools/kpi-admin" topics
 "$BIN/tools/kpi-admin" migrate
+# The report reads with the read-only group's rights, as in a deployment: a login role
+# `reader` in kpi_reader (the throwaway cluster trusts local connections).
+psql -q "$DATABASE_URL" -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reader')
+  THEN CREATE ROLE reader LOGIN IN ROLE kpi_reader; END IF; END \$\$"
+REPORT_DATABASE_URL=postgresql://reader@$PGHOST:$PGPORT/$PGDATABASE
 
 for s in "${SERVICES[@]}"; do
-  setsid "$BIN/services/$s/kpi-$s" >>"$RUN/logs/$s.log" 2>&1 </dev/null &
+  if [ "$s" = report ]; then
+    DATABASE_URL=$REPORT_DATABASE_URL setsid "$BIN/services/$s/kpi-$s" >>"$RUN/logs/$s.log" 2>&1 </dev/null &
+  else
+    setsid "$BIN/services/$s/kpi-$s" >>"$RUN/logs/$s.log" 2>&1 </dev/null &
+  fi
   echo $! >"$RUN/$s.pid"
 done
 sleep 1
@@ -76,6 +86,7 @@ for s in "${SERVICES[@]}"; do
 done
 echo "  ingest     http://$KPI_INGEST_LISTEN/v1/measurements"
 echo "  attainment http://$KPI_EVALUATOR_LISTEN/v1/attainment"
+echo "  report     http://$KPI_REPORT_LISTEN/   (KPI table; /report.csv for Excel)"
 echo "  kafka      $KPI_KAFKA_BOOTSTRAP    postgres $DATABASE_URL"
 echo "  mail       $KPI_SMTP_URL -> Maildir $KPI_MAILDIR"
 echo

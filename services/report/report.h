@@ -1,0 +1,82 @@
+/* report.h: the report service's context, shared by its main, life cycle and page handlers. */
+#ifndef REPORT_H
+#define REPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "kpi_catalog.h"
+#include "kpi_http.h"
+#include "kpi_metrics.h"
+#include "kpi_pgasync.h"
+#include "report_format.h"
+
+typedef struct report_config {
+  char listen_host[64];
+  int listen_port;
+  char catalog_path[1024];
+  int64_t max_pending; /* page queries queued or running before 503 */
+  double lag_ratio;    /* KPI_LAG_RATIO, as the evaluator reads it */
+  kpi_http_config http;
+} report_config;
+
+/* Pages, for metric labels and the route table (same order). */
+typedef enum {
+  RP_EP_INDEX = 0,
+  RP_EP_MEASURE,
+  RP_EP_CSV,
+  RP_EP_STATIC,
+  RP_EP_HEALTHZ,
+  RP_EP_READYZ,
+  RP_EP_METRICS,
+  RP_EP_COUNT
+} report_endpoint;
+
+extern const kpi_http_route report_http_routes[RP_EP_COUNT];
+
+/* The one context of the process, reached from callbacks through handle->data and the
+ * request's user slot. Loop thread only. */
+typedef struct report_ctx {
+  uv_loop_t *loop;
+  report_config cfg;
+  kpi_catalog *catalog;
+  /* Measure ids in the catalog file's order, which follows the plan (基本目標 → 事業 →
+   * 施策); kpi_catalog keeps its measures sorted by id for lookups. Owned. */
+  const kpi_measure **order;
+  size_t n_order;
+
+  kpi_http_server http;
+  kpi_pgasync *db;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t drain_timer;
+  uint64_t drain_started;
+  int stopping;
+  int exit_code;
+  int64_t pending;
+
+  kpi_metrics *metrics;
+  kpi_metric *m_duration[RP_EP_COUNT];
+  kpi_metric *m_db_errors;
+  kpi_metric *m_rejected;
+} report_ctx;
+
+/* report_service.c */
+int report_config_load(report_config *cfg, char *err, size_t errsz);
+/* Loads the catalog at PATH and its plan order. Returns 0, or -1 with ERR filled (CTX
+ * unchanged). */
+int report_catalog_load(report_ctx *ctx, char *err, size_t errsz);
+void report_catalog_free(report_ctx *ctx);
+int report_http_start(report_ctx *ctx);
+void report_signals_start(report_ctx *ctx);
+
+/* report_pages.c */
+int report_metrics_init(report_ctx *ctx);
+void report_on_http_request(kpi_http_request *req, void *opaque);
+
+/* Query helpers (report_pages.c), pure, for tests. Copies the value of parameter NAME of
+ * QUERY (text after '?'), percent-decoded, into OUT. Returns its length, -1 when absent,
+ * -2 when malformed or longer than SIZE - 1. */
+int report_query_param(const char *query, const char *name, char *out, size_t size);
+
+#endif

@@ -1,0 +1,242 @@
+/* test_report_e2e.c: the report service on the real stack. Measurements go through the
+ * evaluator (produced to its topic); the report, logged in as a member of kpi_reader, shows the
+ * plan's table with the evaluator's statuses, recomputes any past as_of with the same
+ * attainment code, gives the same table as CSV (parsed back with libcsv), renders a note full
+ * of markup as text, never shows a mail address, and drains on SIGTERM. */
+#include <csv.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "kpi_pg.h"
+#include "test_evaluator_util.h"
+
+#define SUPPORTERS "g2-uiturn-4-supporters"
+#define LED "g4-carbon-2-led-rate"
+
+/* The body of an HTTP response (after the blank line), or NULL. */
+static const char *body_of(const char *resp) {
+  const char *b = resp ? strstr(resp, "\r\n\r\n") : NULL;
+  return b ? b + 4 : NULL;
+}
+
+static char *get(int port, const char *path) {
+  char *r = kpi_it_http_get(port, path, 10);
+  if (!r) fail_msg("GET %s: no answer", path);
+  return r;
+}
+
+/* The data-status of the table row of measure ID in the page HTML, into OUT. */
+static void row_status(const char *html, const char *id, char *out, size_t size) {
+  char key[128];
+  snprintf(key, sizeof(key), "<tr id=\"m-%s\" data-status=\"", id);
+  const char *p = strstr(html, key);
+  if (!p) fail_msg("no row for %s", id);
+  p += strlen(key);
+  size_t n = strcspn(p, "\"");
+  snprintf(out, size, "%.*s", (int)n, p);
+}
+
+/* CSV parsed back: rows of fields. */
+typedef struct {
+  char *f[64][24];
+  int n_rows, n_fields;
+} table;
+
+static void on_field(void *s, size_t len, void *arg) {
+  table *t = arg;
+  if (t->n_rows < 64 && t->n_fields < 24) t->f[t->n_rows][t->n_fields] = strndup(s ? s : "", len);
+  t->n_fields++;
+}
+
+static void on_row(int c, void *arg) {
+  (void)c;
+  table *t = arg;
+  t->n_rows++;
+  t->n_fields = 0;
+}
+
+static void table_free(table *t) {
+  for (int r = 0; r < 64; r++)
+    for (int c = 0; c < 24; c++) free(t->f[r][c]);
+}
+
+static const char *status_word(const char *status) {
+  static const char *const map[][2] = {{"no_data", "未報告"}, {"on_track", "順調"},
+                                        {"lagging", "遅れ"},   {"achieved", "達成"},
+                                        {"failed", "未達成"}};
+  for (size_t i = 0; i < 5; i++)
+    if (strcmp(map[i][0], status) == 0) return map[i][1];
+  return "?";
+}
+
+static void test_report(void **state) {
+  (void)state;
+  evw w;
+  /* 1 March 2024: e = 336/731 for the R4 → R6 measures. */
+  evw_init(&w, "it_report", "2024-03-01");
+  evw_start(&w, NULL);
+  if (evw_wait_ready(&w, 60000) != 0) fail_msg("evaluator not ready; log %s", w.log);
+
+  /* 26 registrants against 24 → 50: p ≈ 0.08 < 0.8·e, lagging. The note is hostile markup. */
+  char rec[2048], id[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v4(id);
+  snprintf(rec, sizeof(rec),
+           "{\"schema\":\"kpi.measurement/1\",\"event_id\":\"%s\",\"measure_id\":\"" SUPPORTERS
+           "\",\"department\":\"kikaku\",\"observed_at\":\"2024-02-29\",\"value\":26,"
+           "\"unit\":\"person\",\"note\":\"<script>alert(\\\"x\\\")</script> \\\" <b>bold</b>\","
+           "\"received_at\":\"2024-03-01T00:00:00Z\"}",
+           id);
+  evw_produce(&w, w.t_meas, SUPPORTERS, rec);
+  /* LED rate 30.2% against 12.4 → 35.7: p ≈ 0.76, on track on 1 March 2024. */
+  evw_produce_reading(&w, LED, "kankyo", "2024-02-01", 30.2, "percent", NULL);
+  evw_flush(&w);
+  evw_expect_sql_within(&w, "SELECT status FROM attainment WHERE measure_id = '" SUPPORTERS "'",
+                        "lagging", 30000);
+  evw_expect_sql_within(&w, "SELECT status FROM attainment WHERE measure_id = '" LED "'",
+                        "on_track", 30000);
+
+  /* A notice about the measure, as the notifier stores it: its address must never show. */
+  char sql[1024], err[512];
+  snprintf(sql, sizeof(sql),
+           "INSERT INTO notifications (alert_id, recipient, measure_id, alert_type, payload,"
+           " state, sent_at) VALUES (gen_random_uuid(), 'owner@secret-%s.example', '" SUPPORTERS
+           "', 'alert', '{\"status\":\"lagging\"}', 'sent', now())",
+           w.name);
+  assert_int_equal(kpi_pg_exec(w.pg, sql, err, sizeof(err)), 0);
+
+  /* The report logs in as a member of kpi_reader, as in a deployment. */
+  snprintf(sql, sizeof(sql), "CREATE ROLE %s_rd LOGIN IN ROLE kpi_reader", w.name);
+  assert_int_equal(kpi_pg_exec(w.pg, sql, err, sizeof(err)), 0);
+  char rd_conninfo[700], log[256];
+  snprintf(rd_conninfo, sizeof(rd_conninfo), "%s user=%s_rd", w.conninfo, w.name);
+  snprintf(log, sizeof(log), "%s/%s-report.log", getenv("KPI_STACK_DIR"), w.name);
+  int port = kpi_it_free_port();
+  kpi_it_env e = {0};
+  kpi_it_env_add(&e, "DATABASE_URL=%s", rd_conninfo);
+  kpi_it_env_add(&e, "KPI_REPORT_LISTEN=127.0.0.1:%d", port);
+  kpi_it_env_add(&e, "KPI_CATALOG=%s/config/catalog.json", KPI_SOURCE_DIR);
+  kpi_it_env_add(&e, "KPI_ALLOW_SAMPLE_TOKENS=1");
+  pid_t rp = kpi_it_spawn("services/report/kpi-report", kpi_it_env_list(&e), log);
+  if (kpi_it_wait_http(port, "/readyz", 200, 30000) != 0) fail_msg("report not ready; log %s", log);
+
+  /* GET /: the evaluator's current statuses, every measure of the plan, headers for a strict
+   * page. */
+  char *resp = get(port, "/");
+  assert_non_null(strstr(resp, "HTTP/1.1 200"));
+  assert_non_null(strstr(resp, "Content-Security-Policy: default-src 'none'; style-src 'self'"));
+  assert_non_null(strstr(resp, "X-Content-Type-Options: nosniff"));
+  assert_non_null(strstr(resp, "Referrer-Policy: no-referrer"));
+  const char *html = body_of(resp);
+  assert_non_null(strstr(html, "<html lang=\"ja\">"));
+  char st[32];
+  row_status(html, SUPPORTERS, st, sizeof(st));
+  assert_string_equal(st, "lagging");
+  row_status(html, LED, st, sizeof(st));
+  assert_string_equal(st, "on_track");
+  row_status(html, "g3-kosodate-8-school-lunch", st, sizeof(st));
+  assert_string_equal(st, "no_data");
+  assert_non_null(strstr(html, "24名 <span class=\"fy\">(R4)</span>"));
+  assert_non_null(strstr(html, "<strong data-count=\"lagging\">1</strong>"));
+  assert_non_null(strstr(html, "<strong data-count=\"on_track\">1</strong>"));
+  free(resp);
+
+  /* as_of recomputes: on the evaluator's own date the same statuses (one implementation);
+   * at the end of R4 nothing was reported yet; after the due date the shortfall is final. */
+  resp = get(port, "/?as_of=2024-03-01");
+  row_status(body_of(resp), SUPPORTERS, st, sizeof(st));
+  assert_string_equal(st, "lagging");
+  row_status(body_of(resp), LED, st, sizeof(st));
+  assert_string_equal(st, "on_track");
+  free(resp);
+  resp = get(port, "/?as_of=2023-03-31");
+  row_status(body_of(resp), SUPPORTERS, st, sizeof(st));
+  assert_string_equal(st, "no_data");
+  assert_non_null(strstr(body_of(resp), "<option value=\"2023-03-31\" selected>"));
+  free(resp);
+  resp = get(port, "/?as_of=2025-04-01&lang=en");
+  assert_non_null(strstr(body_of(resp), "<html lang=\"en\">"));
+  row_status(body_of(resp), SUPPORTERS, st, sizeof(st));
+  assert_string_equal(st, "failed");
+  row_status(body_of(resp), LED, st, sizeof(st));
+  assert_string_equal(st, "failed");
+  free(resp);
+  resp = get(port, "/?as_of=2024-02-30");
+  assert_non_null(strstr(resp, "HTTP/1.1 400"));
+  free(resp);
+
+  /* CSV: BOM, CRLF, a Japanese header, and per measure the status the page shows. */
+  resp = get(port, "/report.csv?as_of=2024-03-01");
+  assert_non_null(strstr(resp, "Content-Type: text/csv; charset=utf-8"));
+  const char *csv = body_of(resp);
+  assert_int_equal(memcmp(csv, "\xEF\xBB\xBF", 3), 0);
+  assert_non_null(strstr(csv, "\r\n"));
+  char *page = get(port, "/?as_of=2024-03-01");
+  struct csv_parser p;
+  assert_int_equal(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI), 0);
+  table t;
+  memset(&t, 0, sizeof(t));
+  size_t len = strlen(csv + 3);
+  assert_int_equal(csv_parse(&p, csv + 3, len, on_field, on_row, &t), len);
+  assert_int_equal(csv_fini(&p, on_field, on_row, &t), 0);
+  csv_free(&p);
+  assert_int_equal(t.n_rows, 1 + 9);
+  assert_string_equal(t.f[0][0], "基本目標");
+  assert_string_equal(t.f[0][14], "状況");
+  assert_string_equal(t.f[0][19], "施策ID");
+  for (int r = 1; r < t.n_rows; r++) {
+    row_status(body_of(page), t.f[r][19], st, sizeof(st));
+    assert_string_equal(t.f[r][14], status_word(st));
+    if (strcmp(t.f[r][19], SUPPORTERS) == 0) {
+      assert_string_equal(t.f[r][6], "R4");
+      assert_string_equal(t.f[r][7], "24");
+      assert_string_equal(t.f[r][10], "26");
+      assert_string_equal(t.f[r][11], "2024-02-29");
+    }
+  }
+  table_free(&t);
+  free(page);
+  free(resp);
+
+  /* The measure page: the note as text, the chart, the notice without its address. */
+  resp = get(port, "/measures/" SUPPORTERS "?as_of=2024-03-01");
+  html = body_of(resp);
+  assert_non_null(strstr(resp, "HTTP/1.1 200"));
+  assert_null(strstr(html, "<script"));
+  assert_null(strstr(html, "<b>bold"));
+  assert_non_null(strstr(html, "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &quot; "
+                               "&lt;b&gt;bold&lt;/b&gt;"));
+  assert_non_null(strstr(html, "<svg class=\"chart\""));
+  assert_non_null(strstr(html, "data-status=\"lagging\""));
+  /* The notice was sent after that date: not part of the page as it stood then. */
+  assert_non_null(strstr(html, "通知はまだ送信されていません"));
+  free(resp);
+  resp = get(port, "/measures/" SUPPORTERS);
+  html = body_of(resp);
+  assert_non_null(strstr(html, "data-status=\"lagging\""));
+  assert_non_null(strstr(html, "配信済み 1/1"));
+  assert_null(strstr(html, "@"));
+  assert_null(strstr(html, "secret"));
+  free(resp);
+  resp = get(port, "/measures/no-such-measure");
+  assert_non_null(strstr(resp, "HTTP/1.1 404"));
+  free(resp);
+  resp = get(port, "/static/report.css");
+  assert_non_null(strstr(resp, "Content-Type: text/css"));
+  free(resp);
+  resp = get(port, "/metrics");
+  assert_non_null(strstr(resp, "kpi_report_request_duration_seconds"));
+  free(resp);
+
+  int s = kpi_it_stop(rp, SIGTERM, 20000);
+  assert_true(WIFEXITED(s) && WEXITSTATUS(s) == 0);
+  evw_close(&w);
+}
+
+int main(void) {
+  kpi_it_init();
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_report)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
