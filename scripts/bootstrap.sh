@@ -17,7 +17,7 @@ packages=(
   postgresql openjdk-17-jre-headless maven python3-aiosmtpd python3-yaml python3-venv
   kcat wrk curl openssl ca-certificates
   clang libfuzzer-14-dev libclang-rt-14-dev
-  chromium fonts-noto-cjk nodejs npm
+  chromium fonts-noto-cjk
 )
 
 sudo_cmd=()
@@ -33,6 +33,10 @@ if [ "${KPI_SKIP_APT:-0}" != 1 ]; then
     st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     [ "$st" = "install ok installed" ] || missing+=("$p")
   done
+  # npm (for axe-core in the browser tests): Debian's nodejs and npm only where no node is
+  # installed; an image with NodeSource's nodejs has npm inside it, and Debian's npm
+  # conflicts with that package.
+  command -v npm >/dev/null || missing+=(nodejs npm)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "bootstrap: installing ${missing[*]}"
     "${sudo_cmd[@]}" apt-get update
