@@ -26,10 +26,18 @@ static int setup(void **state) {
   kpi_env_load_file(KPI_SOURCE_DIR "/config/sample-tokens.env");
   snprintf(stack_dir, sizeof(stack_dir), "/tmp/it_ingest_broker_%d", (int)getpid());
   char cmd[1024];
-  snprintf(cmd, sizeof(cmd), "%s/scripts/stack.sh start %s >%s.log 2>&1", KPI_SOURCE_DIR,
-           stack_dir, stack_dir);
-  if (system(cmd) != 0) {
-    fprintf(stderr, "own stack did not start; see %s.log\n", stack_dir);
+  /* stack.sh picks ports that are free when it looks; on a busy machine another process can
+   * take one before the server binds it. One more try with new ports, then the log. */
+  int started = 0;
+  for (int attempt = 0; attempt < 2 && !started; attempt++) {
+    snprintf(cmd, sizeof(cmd), "%s/scripts/stack.sh start %s >>%s.log 2>&1", KPI_SOURCE_DIR,
+             stack_dir, stack_dir);
+    started = system(cmd) == 0;
+  }
+  if (!started) {
+    fprintf(stderr, "own stack did not start; its log:\n");
+    snprintf(cmd, sizeof(cmd), "tail -n 30 %s.log >&2", stack_dir);
+    if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
     return -1;
   }
   /* Our stack's broker, not the shared one: stack.env does not override what is set. */
