@@ -329,8 +329,8 @@ static void append_rows(kpi_buf *rows, const kpi_alert *a, const recipient_list 
 /* Turns record R into rows appended to ROWS (a JSON array being built), counted in N_ROWS,
  * or marks it bad with the reason.
  *
- * A record on the alerts topic is input like an HTTP body (docs/notifier.md "Alert records
- * are input"): any producer with write access to the topic could otherwise make the city's
+ * A record on the alerts topic is input like an HTTP body (docs/notifier.md "Trust
+ * boundary"): any producer with write access to the topic could otherwise make the city's
  * SMTP account mail any address with any link. So the recipients are exactly the owners'
  * mailboxes and the watchers that the notifier's own catalog gives the measure, and links are
  * built from its own configuration when the mail is composed (nf_send.c). The record's
