@@ -56,8 +56,7 @@ static void on_uv_purge(uv_timer_t *t) {
   snprintf(days, sizeof(days), "%" PRId64, nf->cfg.retention_days);
   snprintf(limit, sizeof(limit), "%" PRId64, nf->cfg.purge_batch);
   const char *p[] = {days, limit};
-  /* Flag first: kpi_pgasync may answer before kpi_pgasync_query returns. */
-  nf->purge_inflight = true;
+  nf->purge_inflight = true; /* cleared by on_pg_purged, or below when the query is refused */
   if (kpi_pgasync_query(nf->pg, SQL_PURGE, 2, p, on_pg_purged, nf) != 0)
     nf->purge_inflight = false;
 }
@@ -76,3 +75,7 @@ void nf_purge_init(notifier *nf) {
 }
 
 void nf_purge_stop(notifier *nf) { uv_timer_stop(&nf->purge_timer); }
+
+void nf_purge_close(notifier *nf) {
+  if (!uv_is_closing((uv_handle_t *)&nf->purge_timer)) uv_close((uv_handle_t *)&nf->purge_timer, NULL);
+}

@@ -1,4 +1,10 @@
-/* notifier.h: the kpi-notifier service context shared by its consumer, sender and main. */
+/* notifier.h: the kpi-notifier service context and the functions its files offer each other.
+ *
+ * Who calls whom (no two files call each other both ways; docs/notifier.md "Source layout"):
+ *   main.c -> nf_service.c -> nf_consume.c -> nf_send.c -> nf_dlq.c
+ *                          -> nf_queue.c ------------------> nf_dlq.c
+ *                          -> nf_purge.c
+ * and every file may call the pure rules of nf_rules.c, which call nothing of the service. */
 #ifndef KPI_NOTIFIER_H
 #define KPI_NOTIFIER_H
 
@@ -14,6 +20,7 @@
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
 #include "kpi_smtp.h"
+#include "nf_rules.h"
 
 /* Configuration, read once from the environment (docs/notifier.md has the table). */
 typedef struct nf_config {
@@ -51,8 +58,10 @@ typedef struct notifier {
 
   rd_kafka_t *consumer;
   kpi_kafka_waker consumer_waker;
-  rd_kafka_t *producer; /* dead letters */
+  bool consumer_waker_on; /* consumer_waker initialised: close it at shutdown */
+  rd_kafka_t *producer; /* dead letters (nf_dlq.c) */
   kpi_kafka_waker producer_waker;
+  bool producer_waker_on;
 
   kpi_pgasync *pg;
   char *conninfo;
@@ -81,7 +90,7 @@ typedef struct notifier {
   uv_timer_t claim_timer;
   uv_timer_t depth_timer;
   bool claim_inflight;
-  bool claim_again;    /* the last claim was full: more rows are due */
+  bool claim_again;    /* the last claim returned rows: more are probably due */
   size_t mails_inflight;   /* mails handed to SMTP and not yet recorded in the database */
   size_t updates_waiting;  /* outcomes waiting to be written (database down) */
   uv_timer_t update_retry;
@@ -89,13 +98,10 @@ typedef struct notifier {
   size_t depth_inflight;
   bool expire_inflight;
 
-  /* The relay's state (nf_send.c, docs/notifier.md "Relay state"). While it is down nothing
-   * is claimed and the relay is probed with its own backoff; mails it failed are given back
-   * due at once, their attempts unchanged. */
-  bool relay_up;              /* assumed up at start: the first mail or probe tells */
-  bool probe_inflight;
-  int64_t relay_backoff_n;    /* failed probes and down transitions since a mail got through */
-  uint64_t relay_down_since;  /* uv_now when it went down */
+  /* The relay's state (rules in nf_rules.c, acted on in nf_send.c; docs/notifier.md "Relay
+   * state"). While it is down nothing is claimed and the relay is probed with its own
+   * backoff; mails it failed are given back due at once, their attempts unchanged. */
+  nf_relay relay;
   uv_timer_t relay_timer;     /* next probe */
   /* Retention: an unref'd timer deletes delivered rows past their age (nf_purge.c). */
   uv_timer_t purge_timer;
@@ -109,41 +115,77 @@ typedef struct notifier {
   bool http_inited;
   uint64_t drain_deadline;
   int exit_code;
-  int closing_handles;
 } notifier;
 
+/* nf_service.c: configuration, start-up, health and metrics, signals, the drain. */
+
+/* Reads the configuration, loads the catalog and starts every part of the service on
+ * NF->loop (NF zeroed, with loop set). Returns 0, or the process's exit code after logging
+ * why: 2 when the configuration or catalog is invalid, 1 when a part failed to start (its
+ * handles are then closed and the loop run until they are). */
+int nf_service_start(notifier *nf);
+/* After uv_run returned (or nf_service_start failed): closes the loop and frees NF. */
+void nf_service_free(notifier *nf);
+
 /* nf_consume.c: alerts topic -> notifications rows -> offsets. */
+void nf_consume_init(notifier *nf);   /* the retry timer; before anything can fail */
+/* Creates the consumer (after nf_dlq_start: it makes sure the topics exist through the
+ * producer) and subscribes. Returns 0 or -1 with ERRSTR filled. */
 int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size);
 void nf_consume_kick(notifier *nf);   /* serve the consumer queue (db became ready...) */
 bool nf_consume_idle(const notifier *nf);
-void on_kafka_producer_ready(kpi_kafka_waker *w);
+void nf_consume_stop(notifier *nf);   /* stops the retry timer */
+/* At exit, after the database was closed: closes the consumer and its handles. */
+void nf_consume_close(notifier *nf);
+
+/* nf_dlq.c: the dead-letter producer (kpi.alerts.dlq.v1). */
+int nf_dlq_start(notifier *nf, char *errstr, size_t errstr_size);
+/* A librdkafka configuration for this service (shared error callback), NULL with ERRSTR. */
+rd_kafka_conf_t *nf_kafka_conf(const kpi_kafka_prop *defaults, const kpi_kafka_prop *fixed,
+                               char *errstr, size_t errstr_size);
 
 /* Publishes one dead letter: VALUE with header kpi-error = REASON (and the extra header
  * pairs in HDRS, NULL-terminated name/value list). ON_DONE(nf, ok, arg) runs after the
- * broker acknowledged (ok=1) or gave up (ok=0); NULL for fire-and-forget. Returns 0 or -1
- * (ON_DONE then never runs). */
+ * broker acknowledged (ok=1) or gave up (ok=0), always from a later loop callback (the
+ * producer's waker); NULL for fire-and-forget. Returns 0 or -1 (ON_DONE then never runs). */
 typedef void (*nf_dlq_cb)(notifier *nf, int ok, void *arg);
 int nf_dlq_publish(notifier *nf, const char *key, size_t key_len, const void *value,
                    size_t value_len, const char *reason, const char *const *hdrs,
                    nf_dlq_cb on_done, void *arg);
+/* For every row of RES (columns id, state, measure_id, payload, attempts, and reason when
+ * REASON is NULL) whose state is dead: counts, logs and publishes its dead letter. */
+void nf_dlq_publish_dead(notifier *nf, const PGresult *res, const char *reason);
+/* Dead letters queued or in flight. */
+int nf_dlq_pending(const notifier *nf);
+/* At exit: gives queued dead letters a few seconds, then purges them so that every delivery
+ * callback has run. */
+void nf_dlq_flush(notifier *nf);
+void nf_dlq_close(notifier *nf);
 
-/* nf_send.c: claim due rows -> digest mails -> SMTP -> record the outcome. */
+/* nf_send.c: claim due rows -> digest mails -> SMTP -> record the outcome; the relay state. */
 void nf_send_init(notifier *nf);
-void nf_send_kick(notifier *nf);      /* claim now if there is room */
+void nf_send_kick(notifier *nf);      /* claim now if the last claim was full and there is room */
 bool nf_send_idle(const notifier *nf);
-void nf_send_stop(notifier *nf);      /* stops the timers */
-void nf_send_abandon(notifier *nf);   /* at exit: drops outcomes still waiting to be written */
-void nf_send_refresh_depth(notifier *nf);
+void nf_send_stop(notifier *nf);      /* draining: stops claiming and probing */
+/* At exit: closes the SMTP client (cancelled sends give their rows back), drops outcomes
+ * still waiting to be written, closes the sender's handles. */
+void nf_send_close(notifier *nf);
 
-/* The base of the dashboard links in mails: KPI_NOTIFY_DASHBOARD_URL, else the catalog's
- * plan.dashboard_url, else NULL (no link). Never taken from an alert record. */
-const char *nf_dashboard_url(const notifier *nf);
+/* nf_queue.c: the queue's gauges (depth, oldest row) and its lifetime (expiry). */
+void nf_queue_init(notifier *nf);
+void nf_queue_refresh_depth(notifier *nf);
+void nf_queue_stop(notifier *nf);
+void nf_queue_close(notifier *nf);
 
 /* nf_purge.c: deletes sent rows older than KPI_NOTIFY_RETENTION_DAYS, in bounded batches. */
 void nf_purge_init(notifier *nf);
 void nf_purge_stop(notifier *nf);
+void nf_purge_close(notifier *nf);
 
-/* Backoff before attempt ATTEMPTS+1, exponential from BASE_MS to MAX_MS with jitter. */
-int64_t nf_backoff_ms(int64_t attempts, int64_t base_ms, int64_t max_ms);
+/* The base of the dashboard links in mails (nf_dashboard_url_pick): the configuration's,
+ * else the catalog in force. */
+static inline const char *nf_dashboard_url(const notifier *nf) {
+  return nf_dashboard_url_pick(nf->cfg.dashboard_url, nf->cat);
+}
 
 #endif

@@ -76,7 +76,7 @@ static void test_alert_becomes_mail_per_recipient(void **state) {
     nf_it_assert_header(m, "Content-Transfer-Encoding", "base64");
     nf_it_assert_header(m, "X-KPI-Alert-ID", a->alert_id);
     char *body = nf_it_b64(m->body, strlen(m->body));
-    assert_true(kpi_utf8_valid(body, strlen(body)));
+    assert_true(kpi_json_utf8_valid(body, strlen(body)));
     static const char *const lines[] = {
         "第2期芦別市まち・ひと・しごと創生総合戦略（改訂版）",
         "■ 「星の降る里あしべつ応援団」事業の推進",
