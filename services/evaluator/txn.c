@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "evaluator.h"
+#include "kpi_aggregate.h"
 #include "kpi_log.h"
 
 /* Measurements of the batch, and the running totals of the rows that were really inserted:
@@ -66,43 +67,19 @@ static const char SQL_OFFSETS[] =
 /* Aggregates of the measures $1 at the evaluation date: $4 its fiscal year, $8 the first day
  * of its month, $6 .. $5 the instants from that day to the end of the date (Japan time).
  * Whole months before it come from measure_totals; only the current month is read from
- * measurements, so the cost does not grow with the history. */
+ * measurements, so the cost does not grow with the history. The query itself is
+ * KPI_AGGREGATE_SQL (common/kpi_aggregate.h), shared with the report's past dates. */
 static const char SQL_AGGREGATE[] =
-    "SELECT m.id, lr.value AS latest, (lr.observed_day - DATE '1970-01-01') AS latest_day,"
-    " lr.observed_at AS latest_at,"
-    " (SELECT coalesce(sum(t.events), 0) FROM measure_totals t WHERE t.measure_id = m.id)"
+    "SELECT g.*,"
+    " (SELECT coalesce(sum(t.events), 0) FROM measure_totals t WHERE t.measure_id = g.id)"
     "   AS events,"
-    " cw.total AS window_sum, rt.num, rt.den,"
     " a.status AS prev_status, a.stale AS prev_stale, a.value AS prev_value,"
     " a.progress AS prev_progress, (a.as_of - DATE '1970-01-01') AS prev_as_of,"
     " a.alert_state, a.episode, a.reminders,"
     " (a.last_alert_on - DATE '1970-01-01') AS last_alert_on"
-    " FROM unnest($1::text[], $2::int[], $3::int[], $7::bool[]) AS m(id, wfrom, wto, is_ratio)"
-    " LEFT JOIN LATERAL (SELECT x.value, x.observed_day, x.observed_at FROM measurements x"
-    "   WHERE x.measure_id = m.id AND x.observed_at < $5"
-    "   ORDER BY x.observed_at DESC, x.received_at DESC, x.event_id DESC LIMIT 1) lr ON true"
-    " LEFT JOIN LATERAL (SELECT sum(s.v) AS total FROM ("
-    "   SELECT t.total AS v FROM measure_totals t WHERE m.wfrom IS NOT NULL"
-    "     AND t.measure_id = m.id AND t.month < $8::date"
-    "     AND t.fiscal_year BETWEEN m.wfrom AND m.wto"
-    "   UNION ALL"
-    "   SELECT x.value FROM measurements x WHERE m.wfrom IS NOT NULL"
-    "     AND $4 BETWEEN m.wfrom AND m.wto AND x.measure_id = m.id"
-    "     AND x.observed_at >= $6 AND x.observed_at < $5) s) cw ON true"
-    " LEFT JOIN LATERAL (SELECT s.fy, sum(s.num) AS num, sum(s.den) AS den FROM ("
-    "   SELECT t.fiscal_year AS fy,"
-    "     CASE WHEN t.component = 'numerator' THEN t.total ELSE 0 END AS num,"
-    "     CASE WHEN t.component = 'denominator' THEN t.total ELSE 0 END AS den"
-    "   FROM measure_totals t WHERE m.is_ratio AND t.measure_id = m.id AND t.month < $8::date"
-    "     AND t.component <> ''"
-    "   UNION ALL"
-    "   SELECT $4, CASE WHEN x.component = 'numerator' THEN x.value ELSE 0 END,"
-    "     CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END"
-    "   FROM measurements x WHERE m.is_ratio AND x.measure_id = m.id"
-    "     AND x.component IS NOT NULL AND x.observed_at >= $6 AND x.observed_at < $5) s"
-    "   GROUP BY s.fy HAVING sum(s.den) > 0 ORDER BY s.fy DESC LIMIT 1) rt ON true"
-    " LEFT JOIN attainment a ON a.measure_id = m.id"
-    " ORDER BY m.id";
+    " FROM (" KPI_AGGREGATE_SQL ") g"
+    " LEFT JOIN attainment a ON a.measure_id = g.id"
+    " ORDER BY g.id";
 
 /* Serialises the evaluation of each measure across connections: a transaction takes these
  * locks (keys in one global order, so two transactions cannot deadlock on them) after its
@@ -566,20 +543,9 @@ static bool same_double(bool has_a, double a, bool has_b, double b) {
 }
 
 static kpi_aggregate row_aggregate(const PGresult *res, int r, const agg_cols *c) {
+  kpi_aggregate_cols ac = {c->latest, c->latest_day, c->window_sum, c->num, c->den};
   kpi_aggregate agg;
-  memset(&agg, 0, sizeof(agg));
-  if (!PQgetisnull(res, r, c->latest)) {
-    agg.has_latest = true;
-    agg.latest = strtod(PQgetvalue(res, r, c->latest), NULL);
-    agg.latest_day = (kpi_day)atoi(PQgetvalue(res, r, c->latest_day));
-  }
-  if (!PQgetisnull(res, r, c->window_sum))
-    agg.window_sum = strtod(PQgetvalue(res, r, c->window_sum), NULL);
-  if (!PQgetisnull(res, r, c->den)) {
-    agg.has_ratio = true;
-    agg.ratio_num = strtod(PQgetvalue(res, r, c->num), NULL);
-    agg.ratio_den = strtod(PQgetvalue(res, r, c->den), NULL);
-  }
+  kpi_aggregate_read(res, r, &ac, &agg);
   return agg;
 }
 

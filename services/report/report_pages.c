@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kpi_aggregate.h"
 #include "kpi_attainment.h"
 #include "kpi_buf.h"
 #include "kpi_json.h"
@@ -45,37 +46,20 @@ static const char *const ep_names[RP_EP_COUNT] = {"index",   "measure", "csv",  
 
 /* ---- SQL ---- */
 
-/* The aggregates of the measures $1 (with their cumulative windows $2..$3 and ratio flags
- * $4) from the measurements observed before the instant $5 (00:00 JST of the day after the
- * evaluation date): what services/evaluator/txn.c SQL_AGGREGATE computes, read straight
- * from `measurements` because the report is read-only and may look at any past date (the
- * evaluator's monthly totals only serve its current date). Ties on observed_at go to the
- * later received, as there. $6: also join the evaluator's current attainment row. The last
- * report is the latest received_at among those measurements, as a Japan date. */
+/* The aggregates of the measures at the date asked for: the evaluator's own query
+ * (KPI_AGGREGATE_SQL, $1..$8; whole months from its monthly totals, the date's month from
+ * `measurements`), so a past date is computed exactly as the evaluator computed it that day.
+ * $9: also join the evaluator's current attainment row. The last report is the latest
+ * received_at among the measurements counted, as a Japan date. */
 static const char SQL_TABLE[] =
-    "SELECT m.id, lr.value AS latest, (lr.observed_day - DATE '1970-01-01') AS latest_day,"
-    " cw.total AS window_sum, rt.num, rt.den,"
+    "SELECT g.*,"
     " ((lx.last_received AT TIME ZONE 'Asia/Tokyo')::date - DATE '1970-01-01') AS last_day,"
     " a.value AS row_value, a.progress AS row_progress, a.expected AS row_expected,"
     " a.status AS row_status, a.stale AS row_stale, (a.as_of - DATE '1970-01-01') AS row_as_of"
-    " FROM unnest($1::text[], $2::int[], $3::int[], $4::bool[]) AS m(id, wfrom, wto, is_ratio)"
-    " LEFT JOIN LATERAL (SELECT x.value, x.observed_day FROM measurements x"
-    "   WHERE x.measure_id = m.id AND x.observed_at < $5::timestamptz"
-    "   ORDER BY x.observed_at DESC, x.received_at DESC, x.event_id DESC LIMIT 1) lr ON true"
-    " LEFT JOIN LATERAL (SELECT sum(x.value) AS total FROM measurements x"
-    "   WHERE m.wfrom IS NOT NULL AND x.measure_id = m.id AND x.observed_at < $5::timestamptz"
-    "   AND x.fiscal_year BETWEEN m.wfrom AND m.wto) cw ON true"
-    " LEFT JOIN LATERAL (SELECT"
-    "   sum(CASE WHEN x.component = 'numerator' THEN x.value ELSE 0 END) AS num,"
-    "   sum(CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END) AS den"
-    "   FROM measurements x WHERE m.is_ratio AND x.measure_id = m.id"
-    "   AND x.component IS NOT NULL AND x.observed_at < $5::timestamptz"
-    "   GROUP BY x.fiscal_year"
-    "   HAVING sum(CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END) > 0"
-    "   ORDER BY x.fiscal_year DESC LIMIT 1) rt ON true"
+    " FROM (" KPI_AGGREGATE_SQL ") g"
     " LEFT JOIN LATERAL (SELECT max(x.received_at) AS last_received FROM measurements x"
-    "   WHERE x.measure_id = m.id AND x.observed_at < $5::timestamptz) lx ON true"
-    " LEFT JOIN attainment a ON $6::bool AND a.measure_id = m.id";
+    "   WHERE x.measure_id = g.id AND x.observed_at < $5::timestamptz) lx ON true"
+    " LEFT JOIN attainment a ON $9::bool AND a.measure_id = g.id";
 
 /* One measure's details as one JSON document: its latest 1000 readings (with the running
  * total of the amounts inside the cumulative window $3..$4, computed over all of them), the
@@ -338,23 +322,12 @@ static void set_as_of_options(page *pg, rp_view *v) {
 static void row_attainment(const page *pg, const kpi_measure *m, const PGresult *res, int r,
                            kpi_attainment *a, bool *from_row, kpi_day *evaluated_on,
                            bool *has_last, kpi_day *last_day) {
-  int c_latest = PQfnumber(res, "latest"), c_latest_day = PQfnumber(res, "latest_day"),
-      c_wsum = PQfnumber(res, "window_sum"), c_num = PQfnumber(res, "num"),
-      c_den = PQfnumber(res, "den"), c_last = PQfnumber(res, "last_day"),
-      c_rstatus = PQfnumber(res, "row_status");
+  int c_last = PQfnumber(res, "last_day"), c_rstatus = PQfnumber(res, "row_status");
   kpi_aggregate agg;
   memset(&agg, 0, sizeof(agg));
-  if (r >= 0 && !PQgetisnull(res, r, c_latest)) {
-    agg.has_latest = true;
-    agg.latest = strtod(PQgetvalue(res, r, c_latest), NULL);
-    agg.latest_day = (kpi_day)atoi(PQgetvalue(res, r, c_latest_day));
-  }
-  if (r >= 0 && !PQgetisnull(res, r, c_wsum))
-    agg.window_sum = strtod(PQgetvalue(res, r, c_wsum), NULL);
-  if (r >= 0 && !PQgetisnull(res, r, c_den)) {
-    agg.has_ratio = true;
-    agg.ratio_num = strtod(PQgetvalue(res, r, c_num), NULL);
-    agg.ratio_den = strtod(PQgetvalue(res, r, c_den), NULL);
+  if (r >= 0) {
+    kpi_aggregate_cols ac = kpi_aggregate_cols_find(res);
+    kpi_aggregate_read(res, r, &ac, &agg);
   }
   *has_last = r >= 0 && !PQgetisnull(res, r, c_last);
   if (*has_last) *last_day = (kpi_day)atoi(PQgetvalue(res, r, c_last));
@@ -595,12 +568,14 @@ static int query_table(page *pg, const kpi_measure *one) {
   kpi_buf_arr_end(&wf);
   kpi_buf_arr_end(&wt);
   kpi_buf_arr_end(&ratio);
-  char bound[40];
-  day_start(pg->as_of + 1, bound, sizeof(bound));
-  const char *vals[6] = {ids.s, wf.s, wt.s, ratio.s, bound, pg->has_as_of ? "f" : "t"};
+  kpi_aggregate_bounds b;
+  kpi_aggregate_bounds_of(pg->as_of, &b);
+  const char *vals[9] = {ids.s,   wf.s,          wt.s,   b.fiscal_year,
+                         b.end_at, b.month_start_at, ratio.s, b.month_start,
+                         pg->has_as_of ? "f" : "t"};
   int rc = ids.oom || wf.oom || wt.oom || ratio.oom
                ? KPI_PGASYNC_ENOMEM
-               : kpi_pgasync_query(ctx->db, SQL_TABLE, 6, vals, on_db_table, pg);
+               : kpi_pgasync_query(ctx->db, SQL_TABLE, 9, vals, on_db_table, pg);
   kpi_buf_free(&ids);
   kpi_buf_free(&wf);
   kpi_buf_free(&wt);

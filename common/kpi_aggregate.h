@@ -1,0 +1,75 @@
+/* kpi_aggregate.h: the one aggregate query of a measure's readings at a date, shared by the
+ * evaluator (its current date) and the report (any past date), and its row reader. */
+#ifndef KPI_AGGREGATE_H
+#define KPI_AGGREGATE_H
+
+#include <libpq-fe.h>
+#include "kpi_attainment.h"
+
+/* The aggregates (kpi_aggregate) of the measures $1 with their cumulative windows $2..$3 (FYs,
+ * NULL when not cumulative) and ratio flags $7, from the readings observed before the instant
+ * $5 (00:00 JST of the day after the date D asked for). Whole months before D's month are read
+ * from the evaluator's monthly `measure_totals` (month < $8, the first day of D's month);
+ * D's own month from `measurements` (observed_at >= $6, 00:00 JST of that day), counted in
+ * D's FY $4 (a month never straddles two FYs: they start on 1 April).
+ *
+ * Columns: id, latest (the latest reading's value; ties on observed_at go to the later
+ * received, then the larger event_id), latest_day (its Japan date, days since 1970-01-01),
+ * latest_at, window_sum (NULL: nothing in the window), num and den (the latest FY whose
+ * denominator sum is > 0; NULL: none). One row per measure, in no particular order.
+ *
+ * A macro, so callers wrap it in their own statement at compile time:
+ *   "SELECT g.*, ... FROM (" KPI_AGGREGATE_SQL ") g LEFT JOIN ... ON ... = g.id"
+ * kpi_aggregate_bounds gives $4, $5, $6 and $8 for a date. */
+#define KPI_AGGREGATE_SQL                                                                     \
+  "SELECT m.id, lr.value AS latest, (lr.observed_day - DATE '1970-01-01') AS latest_day,"    \
+  " lr.observed_at AS latest_at, cw.total AS window_sum, rt.num, rt.den"                     \
+  " FROM unnest($1::text[], $2::int[], $3::int[], $7::bool[]) AS m(id, wfrom, wto, is_ratio)" \
+  " LEFT JOIN LATERAL (SELECT x.value, x.observed_day, x.observed_at FROM measurements x"    \
+  "   WHERE x.measure_id = m.id AND x.observed_at < $5::timestamptz"                         \
+  "   ORDER BY x.observed_at DESC, x.received_at DESC, x.event_id DESC LIMIT 1) lr ON true"  \
+  " LEFT JOIN LATERAL (SELECT sum(s.v) AS total FROM ("                                      \
+  "   SELECT t.total AS v FROM measure_totals t WHERE m.wfrom IS NOT NULL"                   \
+  "     AND t.measure_id = m.id AND t.month < $8::date"                                      \
+  "     AND t.fiscal_year BETWEEN m.wfrom AND m.wto"                                         \
+  "   UNION ALL"                                                                             \
+  "   SELECT x.value FROM measurements x WHERE m.wfrom IS NOT NULL"                          \
+  "     AND $4::int BETWEEN m.wfrom AND m.wto AND x.measure_id = m.id"                       \
+  "     AND x.observed_at >= $6::timestamptz AND x.observed_at < $5::timestamptz) s) cw"     \
+  "   ON true"                                                                               \
+  " LEFT JOIN LATERAL (SELECT s.fy, sum(s.num) AS num, sum(s.den) AS den FROM ("             \
+  "   SELECT t.fiscal_year AS fy,"                                                           \
+  "     CASE WHEN t.component = 'numerator' THEN t.total ELSE 0 END AS num,"                 \
+  "     CASE WHEN t.component = 'denominator' THEN t.total ELSE 0 END AS den"                \
+  "   FROM measure_totals t WHERE m.is_ratio AND t.measure_id = m.id AND t.month < $8::date" \
+  "     AND t.component <> ''"                                                               \
+  "   UNION ALL"                                                                             \
+  "   SELECT $4::int, CASE WHEN x.component = 'numerator' THEN x.value ELSE 0 END,"          \
+  "     CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END"                       \
+  "   FROM measurements x WHERE m.is_ratio AND x.measure_id = m.id"                          \
+  "     AND x.component IS NOT NULL AND x.observed_at >= $6::timestamptz"                    \
+  "     AND x.observed_at < $5::timestamptz) s"                                              \
+  "   GROUP BY s.fy HAVING sum(s.den) > 0 ORDER BY s.fy DESC LIMIT 1) rt ON true"
+
+/* The date-dependent parameters of KPI_AGGREGATE_SQL for the Japan date AS_OF. */
+typedef struct {
+  char fiscal_year[16];    /* $4 */
+  char end_at[40];         /* $5: 00:00 JST of the next day, as UTC text */
+  char month_start_at[40]; /* $6: 00:00 JST of the first day of the month */
+  char month_start[16];    /* $8: that day, YYYY-MM-DD */
+} kpi_aggregate_bounds;
+
+void kpi_aggregate_bounds_of(kpi_day as_of, kpi_aggregate_bounds *out);
+
+/* KPI_AGGREGATE_SQL's columns in a result (-1: absent), looked up once per result. */
+typedef struct {
+  int latest, latest_day, window_sum, num, den;
+} kpi_aggregate_cols;
+
+kpi_aggregate_cols kpi_aggregate_cols_find(const PGresult *res);
+
+/* Reads row R into *OUT (every field set; absent values leave their has_* false). */
+void kpi_aggregate_read(const PGresult *res, int r, const kpi_aggregate_cols *c,
+                        kpi_aggregate *out);
+
+#endif
