@@ -136,7 +136,17 @@ bool nf_dashboard_url_valid(const char *s) {
   return ok;
 }
 
-const char *nf_dashboard_url_pick(const char *configured, const kpi_catalog *cat) {
+int nf_report_link_base(const char *report_base, char *buf, size_t size) {
+  if (!report_base || !nf_dashboard_url_valid(report_base)) return -1;
+  size_t n = strlen(report_base);
+  while (n > 0 && report_base[n - 1] == '/') n--;
+  int w = snprintf(buf, size, "%.*s/measures", (int)n, report_base);
+  return w < 0 || (size_t)w >= size ? -1 : 0;
+}
+
+const char *nf_dashboard_url_pick(const char *report, const char *configured,
+                                  const kpi_catalog *cat) {
+  if (report && *report) return report;
   if (configured) return configured;
   return cat && cat->dashboard_url && *cat->dashboard_url ? cat->dashboard_url : NULL;
 }

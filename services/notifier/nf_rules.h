@@ -127,9 +127,17 @@ int64_t nf_duration_ms(const char *s);
  * spaces. */
 bool nf_dashboard_url_valid(const char *s);
 
-/* The base of the dashboard links in mails: CONFIGURED (KPI_NOTIFY_DASHBOARD_URL) when set,
- * else the catalog's plan.dashboard_url when not empty, else NULL (no link). Never taken from
- * an alert record. CAT may be NULL. */
-const char *nf_dashboard_url_pick(const char *configured, const kpi_catalog *cat);
+/* Writes to BUF the link base that makes a mail's link the measure's report page,
+ * <REPORT_BASE>/measures (trailing slashes of REPORT_BASE, KPI_REPORT_BASE_URL, dropped), so
+ * that links read <REPORT_BASE>/measures/<measure_id>. Returns 0, or -1 when REPORT_BASE is
+ * NULL, not a valid link base (nf_dashboard_url_valid) or too long for BUF. */
+int nf_report_link_base(const char *report_base, char *buf, size_t size);
+
+/* The base of the links in mails: REPORT (nf_report_link_base of KPI_REPORT_BASE_URL) when
+ * set and not empty, else CONFIGURED (KPI_NOTIFY_DASHBOARD_URL) when set, else the catalog's
+ * plan.dashboard_url when not empty, else NULL (no link). Never taken from an alert record.
+ * REPORT, CONFIGURED and CAT may be NULL. */
+const char *nf_dashboard_url_pick(const char *report, const char *configured,
+                                  const kpi_catalog *cat);
 
 #endif

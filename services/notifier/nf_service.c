@@ -71,6 +71,14 @@ static int check_config(nf_config *c, char *err, size_t errsz) {
                          "printable ASCII without spaces");
     return -1;
   }
+  const char *report = kpi_env_str("KPI_REPORT_BASE_URL", NULL);
+  c->report_link_base[0] = '\0';
+  if (report && *report &&
+      nf_report_link_base(report, c->report_link_base, sizeof(c->report_link_base)) != 0) {
+    snprintf(err, errsz, "KPI_REPORT_BASE_URL: must be an http:// or https:// URL in "
+                         "printable ASCII without spaces, at most 400 bytes");
+    return -1;
+  }
   c->max_age_text = kpi_env_str("KPI_NOTIFY_MAX_AGE", "5d");
   c->max_age_ms = nf_duration_ms(c->max_age_text);
   if (c->max_age_ms < 1000) {

@@ -43,6 +43,7 @@ typedef struct nf_config {
   int64_t drain_timeout_ms;         /* KPI_NOTIFY_DRAIN_TIMEOUT_MS */
   int64_t consume_batch;            /* KPI_NOTIFY_CONSUME_BATCH */
   const char *dashboard_url;        /* KPI_NOTIFY_DASHBOARD_URL, NULL: the catalog's */
+  char report_link_base[512];       /* KPI_REPORT_BASE_URL + "/measures", "": not set */
   int64_t retention_days;           /* KPI_NOTIFY_RETENTION_DAYS, 0: keep sent rows */
   int64_t purge_interval_ms;        /* KPI_NOTIFY_PURGE_INTERVAL_MS */
   int64_t purge_batch;              /* KPI_NOTIFY_PURGE_BATCH: rows per DELETE */
@@ -182,10 +183,10 @@ void nf_purge_init(notifier *nf);
 void nf_purge_stop(notifier *nf);
 void nf_purge_close(notifier *nf);
 
-/* The base of the dashboard links in mails (nf_dashboard_url_pick): the configuration's,
- * else the catalog in force. */
+/* The base of the links in mails (nf_dashboard_url_pick): the report's measure pages when
+ * KPI_REPORT_BASE_URL is set, else KPI_NOTIFY_DASHBOARD_URL, else the catalog in force. */
 static inline const char *nf_dashboard_url(const notifier *nf) {
-  return nf_dashboard_url_pick(nf->cfg.dashboard_url, nf->cat);
+  return nf_dashboard_url_pick(nf->cfg.report_link_base, nf->cfg.dashboard_url, nf->cat);
 }
 
 #endif

@@ -170,7 +170,9 @@ static void test_pipeline(void **state) {
   /* 1 March 2024: e = 336/731 of the way from 31 March 2023 to 31 March 2025, nothing stale. */
   static const char *const fixed[] = {"KPI_EVAL_DATE=2024-03-01", "KPI_SWEEP_INTERVAL_MS=1000",
                                       "KPI_NOTIFY_GROUP_WAIT_MS=1000", "KPI_NOTIFY_POLL_MS=200",
-                                      NULL};
+                                      /* Links go to the report's measure page (trailing
+                                       * slash dropped), not the catalog's dashboard. */
+                                      "KPI_REPORT_BASE_URL=http://127.0.0.1:8083/", NULL};
   kpi_it_env_extend(&e, fixed);
   kpi_it_env e_ev = e, e_nf = e;
   kpi_it_env_set(&e_ev, "DATABASE_URL", ev_conninfo);
@@ -219,6 +221,8 @@ static void test_pipeline(void **state) {
   assert_non_null(strstr(mail, "Auto-Submitted: auto-generated"));
   assert_non_null(strstr(mail, "=?UTF-8?"));              /* encoded subject */
   assert_non_null(strstr(mail, "星の降る里あしべつ応援団")); /* the measure, in Japanese */
+  if (!strstr(mail, "詳細: http://127.0.0.1:8083/measures/" MEASURE "\r\n"))
+    fail_msg("the mail does not link to the report's measure page:\n%s", mail);
   free(mail);
 
   /* The same measurement again (same Idempotency-Key) is stored once. */

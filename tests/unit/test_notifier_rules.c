@@ -245,18 +245,49 @@ static void test_dashboard_url(void **state) {
     assert_int_equal(nf_dashboard_url_valid(cases[i].s), cases[i].ok);
   kpi_catalog cat;
   memset(&cat, 0, sizeof(cat));
-  assert_null(nf_dashboard_url_pick(NULL, NULL));
-  assert_null(nf_dashboard_url_pick(NULL, &cat));
+  assert_null(nf_dashboard_url_pick(NULL, NULL, NULL));
+  assert_null(nf_dashboard_url_pick("", NULL, &cat));
   cat.dashboard_url = "";
-  assert_null(nf_dashboard_url_pick(NULL, &cat));
+  assert_null(nf_dashboard_url_pick(NULL, NULL, &cat));
   cat.dashboard_url = "https://cat/";
-  assert_string_equal(nf_dashboard_url_pick(NULL, &cat), "https://cat/");
-  assert_string_equal(nf_dashboard_url_pick("https://cfg/", &cat), "https://cfg/");
+  assert_string_equal(nf_dashboard_url_pick(NULL, NULL, &cat), "https://cat/");
+  assert_string_equal(nf_dashboard_url_pick("", "https://cfg/", &cat), "https://cfg/");
+  /* The report's measure pages win over both when KPI_REPORT_BASE_URL is set. */
+  assert_string_equal(nf_dashboard_url_pick("http://r/measures", "https://cfg/", &cat),
+                      "http://r/measures");
+  assert_string_equal(nf_dashboard_url_pick("http://r/measures", NULL, NULL), "http://r/measures");
+}
+
+static void test_report_link_base(void **state) {
+  (void)state;
+  static const struct {
+    const char *in, *want; /* want NULL: refused */
+  } cases[] = {
+      {"http://127.0.0.1:8083", "http://127.0.0.1:8083/measures"},
+      {"http://127.0.0.1:8083/", "http://127.0.0.1:8083/measures"},
+      {"https://kpi.city.example/report//", "https://kpi.city.example/report/measures"},
+      {"ftp://x", NULL},
+      {"http://a b", NULL},
+      {"", NULL},
+      {NULL, NULL},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char buf[64] = "untouched";
+    int rc = nf_report_link_base(cases[i].in, buf, sizeof(buf));
+    if (!cases[i].want) {
+      assert_int_equal(rc, -1);
+    } else {
+      assert_int_equal(rc, 0);
+      assert_string_equal(buf, cases[i].want);
+    }
+  }
+  char small[16];
+  assert_int_equal(nf_report_link_base("http://127.0.0.1:8083", small, sizeof(small)), -1);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_backoff_nominal),   cmocka_unit_test(test_backoff_jitter),
+      cmocka_unit_test(test_report_link_base),  cmocka_unit_test(test_backoff_nominal),   cmocka_unit_test(test_backoff_jitter),
       cmocka_unit_test(test_consume_backoff),   cmocka_unit_test(test_relay_transitions),
       cmocka_unit_test(test_claim_capacity),    cmocka_unit_test(test_digest_grouping),
       cmocka_unit_test(test_rows_action),       cmocka_unit_test(test_outcome_texts),
