@@ -95,10 +95,8 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def main():
-    base, out, axe_path = sys.argv[1], sys.argv[2], sys.argv[3]
-    os.makedirs(out, exist_ok=True)
-    axe_src = open(axe_path, encoding="utf-8").read()
+def start_chromium():
+    """Starts headless chromium on a fresh profile: (process, profile dir, page websocket)."""
     profile = tempfile.mkdtemp(prefix="kpi-chromium-")
     chrome = subprocess.Popen(
         ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -116,6 +114,24 @@ def main():
         check(port, "chromium did not open its DevTools port")
         targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
         page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        return chrome, profile, page_ws
+    except BaseException:
+        stop_chromium(chrome, profile)
+        raise
+
+
+def stop_chromium(chrome, profile):
+    chrome.kill()
+    chrome.wait()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def main():
+    base, out, axe_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    os.makedirs(out, exist_ok=True)
+    axe_src = open(axe_path, encoding="utf-8").read()
+    chrome, profile, page_ws = start_chromium()
+    try:
         p = Page(page_ws)
         p.call("Page.enable")
         p.call("Runtime.enable")
@@ -171,9 +187,7 @@ def main():
         print(json.dumps({"axe_index": axe_index, "axe_measure": axe_measure}))
         return 0
     finally:
-        chrome.kill()
-        chrome.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+        stop_chromium(chrome, profile)
 
 
 if __name__ == "__main__":
