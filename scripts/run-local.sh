@@ -86,11 +86,13 @@ for s in "${SERVICES[@]}"; do
     echo "  kpi-$s    NOT running: see $RUN/logs/$s.log"
   fi
 done
+echo "  entry      http://$KPI_INGEST_LISTEN/entry   (departments' entry page; tokens in config/sample-tokens.env)"
 echo "  ingest     http://$KPI_INGEST_LISTEN/v1/measurements"
 echo "  attainment http://$KPI_EVALUATOR_LISTEN/v1/attainment"
 echo "  report     http://$KPI_REPORT_LISTEN/   (KPI table; /report.csv for Excel)"
 echo "  kafka      $KPI_KAFKA_BOOTSTRAP    postgres $DATABASE_URL"
 echo "  mail       $KPI_SMTP_URL -> Maildir $KPI_MAILDIR"
+echo "  mails link to $KPI_REPORT_BASE_URL/measures/<id>; the latest, decoded: see README.md \"Try it\""
 echo
 echo "Report a measurement (sample token of 企画課):"
 echo "  curl -s -H 'Authorization: Bearer $KPI_TOKEN_KIKAKU' -H 'Content-Type: application/json' \\"
