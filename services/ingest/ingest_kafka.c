@@ -49,15 +49,6 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
           reason);
 }
 
-/* The waker calls this when the main queue became non-empty: serve it until empty, since
- * librdkafka signals only the empty -> non-empty edge. Delivery reports, errors and logs
- * all run here, on the loop. */
-static void on_kafka_ready(kpi_kafka_waker *w) {
-  ingest_ctx *ctx = w->data;
-  while (rd_kafka_poll(ctx->rk, 0) > 0) {
-  }
-}
-
 /* ---- probe ---- */
 
 static void on_probe_work(uv_work_t *work) {
@@ -166,16 +157,16 @@ int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size) {
              rd_kafka_err2str(rd_kafka_last_error()));
     return -1; /* ingest_kafka_destroy frees rk */
   }
+  /* The main queue carries only callback-served events (delivery reports, errors, logs):
+   * kpi_kafka_waker_serve runs them all on the loop, including any queued before the waker
+   * started (kpi_kafka_waker_init wakes once at start). */
   ctx->waker.data = ctx;
   int rc = kpi_kafka_waker_init(ctx->loop, &ctx->waker, rd_kafka_queue_get_main(ctx->rk),
-                                on_kafka_ready);
+                                kpi_kafka_waker_serve);
   if (rc) {
     snprintf(errstr, errstr_size, "kafka waker: %s", uv_strerror(rc));
     return -1;
   }
-  ctx->waker.data = ctx;
-  /* Events queued before the io event was enabled would not wake us. */
-  on_kafka_ready(&ctx->waker);
 
   uv_timer_init(ctx->loop, &ctx->probe_timer);
   ctx->probe_timer.data = ctx;
