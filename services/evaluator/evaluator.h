@@ -9,7 +9,7 @@
  *              that reacts to "something changed"; every other module reports up to it only
  *              through callbacks it registered (ev_txn_done_cb, ev_mirror_done_cb, the Kafka
  *              hooks, ev_outbox.on_marked), never by calling it.
- *   drain.c    SIGTERM drain: its own timer, ev_finish, then ev_life.on_drained.
+ *   drain.c    SIGTERM drain: the deadline (kpi_shutdown), ev_finish, then kpi_shutdown_drained.
  *   txn.c      one transaction (a batch, a poison-search range or the sweep) on DB.
  *   mirror.c   the catalog mirror (at start, blocking; on SIGHUP, on DB).
  *   kafka.c    consumer (assignment at stored offsets, records into batches), DLQ producer.
@@ -35,6 +35,7 @@
 #include "kpi_kafka.h"
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
+#include "kpi_shutdown.h"
 
 typedef struct evaluator evaluator;
 
@@ -406,13 +407,12 @@ void ev_sched_free(evaluator *ev);
 
 /* ---- drain.c -------------------------------------------------------------------------- */
 
-void ev_drain_init(evaluator *ev);
-/* A stop was asked for: the drain timeout starts; the transaction under way may finish. */
-void ev_drain_begin(evaluator *ev);
+/* kpi_shutdown's on_expired: KPI_DRAIN_TIMEOUT_MS passed (or a second signal came) while the
+ * transaction, or later the marks, were still under way. */
+void ev_drain_expired(kpi_shutdown *sd);
 /* Leaves the group, flushes the producer, records the last deliveries, then calls
- * ev->life.on_drained; once, when stopping and idle (or at the drain timeout). */
+ * kpi_shutdown_drained; once, when stopping and idle (or at the drain timeout). */
 void ev_finish(evaluator *ev);
-void ev_drain_close(evaluator *ev, uv_close_cb on_closed);
 
 /* ---- startup.c ------------------------------------------------------------------------ */
 
@@ -454,14 +454,13 @@ void ev_metrics_free(ev_metrics *m);
 /* ---- service.c ------------------------------------------------------------------------ */
 
 typedef struct {
-  uv_signal_t sig_term, sig_int, sig_hup;
-  uv_timer_t drain_timer; /* drain.c's */
+  /* Signals, the drain deadline (drain.c re-arms it for the marks) and the exit code. */
+  kpi_shutdown shutdown;
+  /* A stop was asked for: from the first signal on, and also during the blocking start-up
+   * waits (startup.c), before the loop and kpi_shutdown run. */
   bool stopping;
-  bool finishing;
-  bool closed;
-  int exit_code;
-  /* Set by the service: closes every handle once the drain is over. */
-  void (*on_drained)(evaluator *ev);
+  bool finishing; /* ev_finish ran: the consumer left, the producer was flushed */
+  bool closed;    /* every handle is closing */
 } ev_life;
 
 struct evaluator {

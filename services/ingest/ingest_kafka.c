@@ -37,7 +37,7 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
             rd_kafka_err2name(orig), why);
     ctx->fatal = 1;
     ctx->ready = 0;
-    ingest_begin_shutdown(ctx, 70);
+    ingest_begin_shutdown(ctx, KPI_EXIT_FATAL);
     return;
   }
   if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
@@ -106,7 +106,7 @@ static void on_probe_done(uv_work_t *work, int status) {
 }
 
 void ingest_kafka_probe_now(ingest_ctx *ctx) {
-  if (ctx->probe_running || ctx->stopping) return;
+  if (ctx->probe_running || ctx->shutdown.stopping) return;
   ctx->probe_need_topics = !ctx->topics_ok;
   ctx->probe_topics_done = 0;
   ctx->probe_work.data = ctx;

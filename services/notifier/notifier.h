@@ -19,6 +19,7 @@
 #include "kpi_mail.h"
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
+#include "kpi_shutdown.h"
 #include "kpi_smtp.h"
 #include "nf_rules.h"
 
@@ -107,14 +108,11 @@ typedef struct notifier {
   uv_timer_t purge_timer;
   bool purge_inflight;
 
-  /* Shutdown. */
-  uv_signal_t sigterm, sigint, sighup;
-  uv_timer_t drain_timer;
-  bool draining;   /* SIGTERM: no new work, in-flight work finishes */
+  /* Shutdown: signals, the drain deadline and the exit code; shutdown.stopping from SIGTERM
+   * on (no new work, in-flight work finishes). */
+  kpi_shutdown shutdown;
   bool stopping;   /* closing everything: callbacks only release */
   bool http_inited;
-  uint64_t drain_deadline;
-  int exit_code;
 } notifier;
 
 /* nf_service.c: configuration, start-up, health and metrics, signals, the drain. */

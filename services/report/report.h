@@ -10,6 +10,7 @@
 #include "kpi_http.h"
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
+#include "kpi_shutdown.h"
 #include "report_format.h"
 
 typedef struct report_config {
@@ -48,11 +49,7 @@ typedef struct report_ctx {
 
   kpi_http_server http;
   kpi_pgasync *db;
-  uv_signal_t sig_term, sig_int, sig_hup;
-  uv_timer_t drain_timer;
-  uint64_t drain_started;
-  int stopping;
-  int exit_code;
+  kpi_shutdown shutdown; /* signals, drain deadline, exit code (report_service.c) */
   int64_t pending;
 
   kpi_metrics *metrics;
@@ -67,6 +64,10 @@ int report_config_load(report_config *cfg, char *err, size_t errsz);
  * unchanged). */
 int report_catalog_load(report_ctx *ctx, char *err, size_t errsz);
 void report_catalog_free(report_ctx *ctx);
+/* Initializes ctx->shutdown (SIGTERM/SIGINT drain, SIGHUP catalog reload), opens the database
+ * connection and starts the HTTP server. On failure logs why, closes what it opened, runs the
+ * loop until the closes are done and returns -1. report_signals_start then watches the
+ * signals. */
 int report_http_start(report_ctx *ctx);
 void report_signals_start(report_ctx *ctx);
 

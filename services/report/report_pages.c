@@ -970,7 +970,7 @@ void report_on_http_request(kpi_http_request *req, void *opaque) {
     return;
   case RP_EP_READYZ: {
     int db = ctx->db && kpi_pgasync_is_up(ctx->db);
-    int ready = db && !ctx->stopping;
+    int ready = db && !ctx->shutdown.stopping;
     char body[96];
     int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"database\":%s}",
                      ready ? "ready" : "not_ready", db ? "true" : "false");
