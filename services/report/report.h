@@ -24,17 +24,17 @@ typedef struct report_config {
 
 /* Pages, for metric labels and the route table (same order). */
 typedef enum {
-  RP_EP_INDEX = 0,
-  RP_EP_MEASURE,
-  RP_EP_CSV,
-  RP_EP_STATIC,
-  RP_EP_HEALTHZ,
-  RP_EP_READYZ,
-  RP_EP_METRICS,
-  RP_EP_COUNT
+  REPORT_EP_INDEX = 0,
+  REPORT_EP_MEASURE,
+  REPORT_EP_CSV,
+  REPORT_EP_STATIC,
+  REPORT_EP_HEALTHZ,
+  REPORT_EP_READYZ,
+  REPORT_EP_METRICS,
+  REPORT_EP_COUNT
 } report_endpoint;
 
-extern const kpi_http_route report_http_routes[RP_EP_COUNT];
+extern const kpi_http_route report_http_routes[REPORT_EP_COUNT];
 
 /* The one context of the process, reached from callbacks through handle->data and the
  * request's user slot. Loop thread only. */
@@ -53,7 +53,7 @@ typedef struct report_ctx {
   int64_t pending;
 
   kpi_metrics *metrics;
-  kpi_metric *m_duration[RP_EP_COUNT];
+  kpi_metric *m_duration[REPORT_EP_COUNT];
   kpi_metric *m_db_errors;
   kpi_metric *m_rejected;
 } report_ctx;

@@ -171,7 +171,7 @@ int report_http_start(report_ctx *ctx) {
   ctx->http.data = ctx;
   int hrc = kpi_http_server_init(&ctx->http, ctx->loop, &ctx->cfg.http, report_on_http_request,
                                  ctx);
-  if (hrc == 0) hrc = kpi_http_server_set_routes(&ctx->http, report_http_routes, RP_EP_COUNT);
+  if (hrc == 0) hrc = kpi_http_server_set_routes(&ctx->http, report_http_routes, REPORT_EP_COUNT);
   if (hrc == 0) hrc = kpi_http_server_start(&ctx->http, ctx->cfg.listen_host, ctx->cfg.listen_port);
   if (hrc != 0) {
     kpi_log(KPI_LOG_ERROR, "listen_failed", "%s:%d: %s", ctx->cfg.listen_host,
