@@ -1,4 +1,4 @@
-/* main.c: kpi-evaluator's entry point: configuration, then the service (service.c) on one
+/* main.c: kpi-evaluator's entry point: configuration, then the service (ev_service.c) on one
  * libuv loop until it has drained. See docs/evaluator.md for the variables and the
  * guarantees. */
 #include <signal.h>

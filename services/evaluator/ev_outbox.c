@@ -1,4 +1,4 @@
-/* outbox.c: the evaluator's outbox alerts after their COMMIT: publishing them, their delivery
+/* ev_outbox.c: the evaluator's outbox alerts after their COMMIT: publishing them, their delivery
  * reports, marking them sent, re-publishing what was left unsent, and purging old sent rows.
  * Everything on the AUX connection, so none of it slips into a batch transaction. */
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* config.c: the evaluator's configuration, read from the environment in one place
+/* ev_config.c: the evaluator's configuration, read from the environment in one place
  * (docs/evaluator.md "Configuration"). */
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* api.c: the evaluator's read API (GET /v1/attainment[/{id}]), health, readiness and metrics. */
+/* ev_api.c: the evaluator's read API (GET /v1/attainment[/{id}]), health, readiness and metrics. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* mirror.c: the catalog mirrored into the measures table: once at start (blocking, after the
+/* ev_mirror.c: the catalog mirrored into the measures table: once at start (blocking, after the
  * migrations) and after each SIGHUP reload (on DB, between transactions). */
 #include <cjson/cJSON.h>
 #include <stdio.h>

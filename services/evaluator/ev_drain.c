@@ -1,4 +1,4 @@
-/* drain.c: the evaluator's draining shutdown: after SIGTERM the transaction under way may
+/* ev_drain.c: the evaluator's draining shutdown: after SIGTERM the transaction under way may
  * finish, then the consumer leaves the group, the producer is flushed and the last deliveries
  * are marked, each phase within KPI_DRAIN_TIMEOUT_MS (kpi_shutdown's deadline, re-armed for the
  * marks). */

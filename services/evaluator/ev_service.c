@@ -1,4 +1,4 @@
-/* service.c: the evaluator's start-up (configuration in hand: catalog, database, broker,
+/* ev_service.c: the evaluator's start-up (configuration in hand: catalog, database, broker,
  * connections, read API), its signals, and closing every handle once drained. */
 #include <signal.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
-/* kafka.c: the evaluator's Kafka side: the consumer (assignment at offsets kept in PostgreSQL,
- * records into batches, poison records to the DLQ) and the producer (DLQ copies; outbox.c
+/* ev_kafka.c: the evaluator's Kafka side: the consumer (assignment at offsets kept in PostgreSQL,
+ * records into batches, poison records to the DLQ) and the producer (DLQ copies; ev_outbox.c
  * publishes the alerts on it). Reports up only through ev_kafka.on_records / on_dlq_acked. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -61,7 +61,7 @@ static int on_kafka_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) 
 
 /* ---- assignment at the offsets stored with the data --------------------------------- */
 
-/* The group's next offsets as the batch transactions stored them (txn.c, SQL_OFFSETS). */
+/* The group's next offsets as the batch transactions stored them (ev_txn.c, SQL_OFFSETS). */
 static const char SQL_STORED_OFFSETS[] =
     "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2";
 
