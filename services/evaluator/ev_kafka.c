@@ -65,7 +65,7 @@ static int on_kafka_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) 
 static const char SQL_STORED_OFFSETS[] =
     "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2";
 
-static void on_db_offsets(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_offsets(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   evaluator *ev = arg;
   ev->kafka.assign_busy = false;
@@ -105,7 +105,7 @@ void ev_offsets_fetch(evaluator *ev) {
   if (!ev->kafka.want_assign || ev->kafka.assign_busy || ev->life.stopping) return;
   const char *params[2] = {ev->cfg.group, ev->cfg.topics[KPI_TOPIC_MEASUREMENTS].name};
   /* The callback never runs inside kpi_pgasync_query (kpi_pgasync.h): busy once queued. */
-  if (kpi_pgasync_query(ev->aux, SQL_STORED_OFFSETS, 2, params, on_db_offsets, ev) == 0)
+  if (kpi_pgasync_query(ev->aux, SQL_STORED_OFFSETS, 2, params, on_pg_offsets, ev) == 0)
     ev->kafka.assign_busy = true;
 }
 

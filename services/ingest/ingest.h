@@ -58,13 +58,13 @@ typedef struct ingest_ctx {
 
   /* Broker state, as last seen by the probe: topics_ok once the topic is known to exist,
    * ready while its metadata answers. Requests are refused with 503 until topics_ok. */
-  int topics_ok;
-  int ready;
-  int fatal; /* the idempotent producer hit a fatal error: refuse, drain, exit */
-  int probe_running;
-  int probe_need_topics; /* input of the worker */
-  int probe_result;      /* outputs of the worker */
-  int probe_topics_done;
+  bool topics_ok;
+  bool ready;
+  bool fatal; /* the idempotent producer hit a fatal error: refuse, drain, exit */
+  bool probe_running;
+  bool probe_need_topics; /* input of the worker */
+  int probe_result;       /* outputs of the worker */
+  bool probe_topics_done;
   char probe_err[256];
   char broker_err[256]; /* loop-side copy of probe_err, for /readyz */
 

@@ -87,7 +87,7 @@ static int check_config(nf_config *c, char *err, size_t errsz) {
   return 0;
 }
 
-static int read_config(nf_config *c, char *err, size_t errsz) {
+int nf_config_load(nf_config *c, char *err, size_t errsz) {
   const char *from = kpi_env_str("KPI_MAIL_FROM", "kpi-notifier@localhost");
   if (!kpi_mail_address_valid(from)) {
     snprintf(err, errsz, "KPI_MAIL_FROM: not a plain mail address (user@domain)");
@@ -449,7 +449,7 @@ typedef struct {
  * after logging why. */
 static int load_config(notifier *nf, start_config *sc) {
   char err[512];
-  if (read_config(&nf->cfg, err, sizeof(err)) != 0) {
+  if (nf_config_load(&nf->cfg, err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
     return -1;
   }

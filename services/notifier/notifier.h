@@ -121,6 +121,9 @@ typedef struct notifier {
  * NF->loop (NF zeroed, with loop set). Returns 0, or the process's exit code after logging
  * why: 2 when the configuration or catalog is invalid, 1 when a part failed to start (its
  * handles are then closed and the loop run until they are). */
+/* Reads the notifier's environment (docs/notifier.md) into C, once at start. Returns 0, or -1
+ * with ERR naming the variable at fault. */
+int nf_config_load(nf_config *c, char *err, size_t errsz);
 int nf_service_start(notifier *nf);
 /* After uv_run returned (or nf_service_start failed): closes the loop and frees NF. */
 void nf_service_free(notifier *nf);
