@@ -59,7 +59,7 @@ int kpi_shutdown_start(kpi_shutdown *sd) {
 }
 
 void kpi_shutdown_begin(kpi_shutdown *sd, int exit_code) {
-  if (sd->stopping || sd->closed) return;
+  if (!sd->started || sd->stopping || sd->closed) return;
   sd->stopping = true;
   sd->exit_code = exit_code;
   sd->ops->on_begin(sd);

@@ -66,7 +66,8 @@ int kpi_shutdown_init(uv_loop_t *loop, kpi_shutdown *sd, const kpi_shutdown_ops 
 int kpi_shutdown_start(kpi_shutdown *sd);
 
 /* Starts the drain as the first signal does, with EXIT_CODE for main (KPI_EXIT_FATAL for a
- * fatal error). Later calls, and signals after it, only force the end (on_expired). */
+ * fatal error). Does nothing before kpi_shutdown_start (start-up reports its own errors) or
+ * once stopping: later calls are ignored, a later signal forces the end (on_expired). */
 void kpi_shutdown_begin(kpi_shutdown *sd, int exit_code);
 
 /* Starts a fresh drain deadline from now (a second phase of the drain, such as the evaluator's

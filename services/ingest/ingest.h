@@ -159,10 +159,6 @@ int ingest_http_start(ingest_ctx *ctx);
  * ingest_http_start initialized; the drain closes them. */
 void ingest_signals_start(ingest_ctx *ctx);
 
-/* Graceful stop (SIGTERM, or a fatal producer error): stop accepting, answer every request
- * once its delivery report came, close everything; uv_run then returns and the process exits
- * with EXIT_CODE (ctx->shutdown.exit_code). */
-void ingest_begin_shutdown(ingest_ctx *ctx, int exit_code);
 
 /* Logs the delivery failures counted since the last line, at most once a second unless
  * FORCE; the probe timer and the drain call it so that the last count is not lost. */

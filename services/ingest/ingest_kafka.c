@@ -37,7 +37,7 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
             rd_kafka_err2name(orig), why);
     ctx->fatal = true;
     ctx->ready = false;
-    ingest_begin_shutdown(ctx, KPI_EXIT_FATAL);
+    kpi_shutdown_begin(&ctx->shutdown, KPI_EXIT_FATAL);
     return;
   }
   if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {

@@ -86,11 +86,6 @@ static void on_shutdown_begin(kpi_shutdown *sd) {
   uv_timer_stop(&ctx->probe_timer);
 }
 
-void ingest_begin_shutdown(ingest_ctx *ctx, int exit_code) {
-  if (!ctx->shutdown.started) return; /* before the loop runs: start-up reports the error */
-  kpi_shutdown_begin(&ctx->shutdown, exit_code);
-}
-
 /* SIGHUP. Requests copy the ids they need out of the catalog, so swapping it between callbacks
  * is safe. A broken file keeps the old catalog in force. */
 static void on_shutdown_reload(kpi_shutdown *sd) {
