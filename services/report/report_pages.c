@@ -477,6 +477,59 @@ static void render_csv(page *pg, const PGresult *res, const int *row_of) {
   kpi_buf_free(&b);
 }
 
+/* One row of the KPI table: measure M's numbers at the page's date (row R of RES) and its
+ * link, which keeps the page's query Q. */
+static void set_index_row(page *pg, report_view *row, const kpi_measure *m,
+                          const kpi_attainment *a, bool has_last, kpi_day last,
+                          const PGresult *res, int r, const char *q) {
+  row_text t;
+  row_fill(pg, m, a, has_last, last, res, r, &t);
+  report_set(row, "id", m->id);
+  report_setf(row, "href", "/measures/%s%s", m->id, q);
+  report_set(row, "program", m->program);
+  report_set(row, "name", m->name);
+  report_set(row, "indicator", m->indicator);
+  report_set(row, "baseline", t.baseline);
+  report_set(row, "baseline_fy", t.baseline_fy);
+  report_set(row, "target", t.target);
+  report_set(row, "target_fy", t.target_fy);
+  report_set(row, "actual", t.actual);
+  report_set(row, "observed", t.observed);
+  report_set(row, "progress", t.progress);
+  report_set(row, "expected", t.expected);
+  report_set(row, "grade", t.grade);
+  report_set(row, "last", t.last);
+  set_status(row, pg, a);
+}
+
+/* How many measures have each status, best first, no data last. */
+static void set_status_counts(page *pg, report_view *v, const size_t *counts) {
+  for (int s = KPI_STATUS_ACHIEVED;; s = s == KPI_STATUS_ACHIEVED ? KPI_STATUS_ON_TRACK
+                                        : s == KPI_STATUS_ON_TRACK ? KPI_STATUS_LAGGING
+                                        : s == KPI_STATUS_LAGGING  ? KPI_STATUS_FAILED
+                                        : s == KPI_STATUS_FAILED   ? KPI_STATUS_NO_DATA
+                                                                   : -1) {
+    if (s < 0) break;
+    report_view *c = report_add(v, "counts");
+    if (!c) break;
+    report_set(c, "status", kpi_status_name((kpi_status)s));
+    report_set(c, "word", report_status_word((kpi_status)s, pg->lang));
+    report_set(c, "symbol", report_status_symbol((kpi_status)s));
+    report_setf(c, "n", "%zu", counts[s]);
+  }
+}
+
+/* The grades' meanings, the table's legend. */
+static void set_grades(page *pg, report_view *v) {
+  for (char g = 'A'; g <= 'E'; g++) {
+    report_view *gv = report_add(v, "grades");
+    if (!gv) break;
+    char gs[2] = {g == 'E' ? '-' : g, 0};
+    report_set(gv, "grade", gs);
+    report_set(gv, "meaning", report_grade_meaning(gs[0], pg->lang));
+  }
+}
+
 static void render_index(page *pg, const PGresult *res, const int *row_of) {
   report_ctx *ctx = pg->ctx;
   report_view *v = report_view_new();
@@ -518,50 +571,15 @@ static void render_index(page *pg, const PGresult *res, const int *row_of) {
     }
     report_view *row = report_add(goal, "rows");
     if (!row) break;
-    row_text t;
-    row_fill(pg, m, &a, has_last, last, res, r, &t);
-    report_set(row, "id", m->id);
-    report_setf(row, "href", "/measures/%s%s", m->id, q);
-    report_set(row, "program", m->program);
-    report_set(row, "name", m->name);
-    report_set(row, "indicator", m->indicator);
-    report_set(row, "baseline", t.baseline);
-    report_set(row, "baseline_fy", t.baseline_fy);
-    report_set(row, "target", t.target);
-    report_set(row, "target_fy", t.target_fy);
-    report_set(row, "actual", t.actual);
-    report_set(row, "observed", t.observed);
-    report_set(row, "progress", t.progress);
-    report_set(row, "expected", t.expected);
-    report_set(row, "grade", t.grade);
-    report_set(row, "last", t.last);
-    set_status(row, pg, &a);
+    set_index_row(pg, row, m, &a, has_last, last, res, r, q);
   }
-  for (int s = KPI_STATUS_ACHIEVED;; s = s == KPI_STATUS_ACHIEVED ? KPI_STATUS_ON_TRACK
-                                        : s == KPI_STATUS_ON_TRACK ? KPI_STATUS_LAGGING
-                                        : s == KPI_STATUS_LAGGING  ? KPI_STATUS_FAILED
-                                        : s == KPI_STATUS_FAILED   ? KPI_STATUS_NO_DATA
-                                                                   : -1) {
-    if (s < 0) break;
-    report_view *c = report_add(v, "counts");
-    if (!c) break;
-    report_set(c, "status", kpi_status_name((kpi_status)s));
-    report_set(c, "word", report_status_word((kpi_status)s, pg->lang));
-    report_set(c, "symbol", report_status_symbol((kpi_status)s));
-    report_setf(c, "n", "%zu", counts[s]);
-  }
+  set_status_counts(pg, v, counts);
   report_setf(v, "n_stale", "%zu", n_stale);
   char d[16] = "";
   if (any_row) fmt_day(evaluated, d, sizeof(d));
   report_set(v, "evaluated_on", d);
   report_set_bool(v, "evaluated_mixed", mixed);
-  for (char g = 'A'; g <= 'E'; g++) {
-    report_view *gv = report_add(v, "grades");
-    if (!gv) break;
-    char gs[2] = {g == 'E' ? '-' : g, 0};
-    report_set(gv, "grade", gs);
-    report_set(gv, "meaning", report_grade_meaning(gs[0], pg->lang));
-  }
+  set_grades(pg, v);
   respond_page(pg, "index.html", v);
   report_view_free(v);
 }
@@ -766,13 +784,8 @@ static void set_chart(page *pg, report_view *v, const kpi_measure *m, const cJSO
   free(pts);
 }
 
-static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
-  report_ctx *ctx = pg->ctx;
-  report_view *v = report_view_new();
-  if (!v) {
-    respond_error(pg, 503, "out of memory");
-    return;
-  }
+/* The measure's identity, its numbers at the page's date and its status. */
+static void set_measure_head(page *pg, report_view *v, const kpi_measure *m) {
   report_lang l = pg->lang;
   set_common(pg, v, m->name);
   set_as_of_options(pg, v);
@@ -805,12 +818,14 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
   fmt_day(pg->evaluated_on, d, sizeof(d));
   report_set(v, "evaluated_on", d);
   set_status(v, pg, &pg->att);
-  report_set_raw(v, "chart", "");
-  set_chart(pg, v, m, doc);
+}
 
-  /* Readings, newest first, as people read a ledger of reports. */
+/* Readings, newest first, as people read a ledger of reports. */
+static void set_readings(page *pg, report_view *v, const kpi_measure *m, const cJSON *rs) {
+  report_ctx *ctx = pg->ctx;
+  report_lang l = pg->lang;
+  char d[16];
   report_set_list(v, "readings");
-  const cJSON *rs = cJSON_GetObjectItemCaseSensitive(doc, "readings");
   for (int i = cJSON_GetArraySize(rs) - 1; i >= 0; i--) {
     const cJSON *it = cJSON_GetArrayItem(rs, i);
     report_view *r = report_add(v, "readings");
@@ -830,10 +845,13 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
     report_set(r, "received", jstr(it, "received"));
     report_set(r, "note", jstr(it, "note"));
   }
-  report_set_bool(v, "is_ratio", m->kind == KPI_KIND_RATIO);
+}
 
-  report_set_list(v, "history");
+/* The attainment history, as the evaluator recorded it day by day. */
+static void set_history(page *pg, report_view *v, const kpi_measure *m, const cJSON *doc) {
+  report_lang l = pg->lang;
   const cJSON *it;
+  report_set_list(v, "history");
   cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "history")) {
     report_view *h = report_add(v, "history");
     if (!h) break;
@@ -858,7 +876,13 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
     report_set(h, "expected", e);
     set_status(h, pg, &a);
   }
+}
 
+/* The alerts sent about the measure and how far their mails got. */
+static void set_notices(page *pg, report_view *v, const cJSON *doc) {
+  report_lang l = pg->lang;
+  char key[32];
+  const cJSON *it;
   report_set_list(v, "notices");
   cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "notices")) {
     report_view *nv = report_add(v, "notices");
@@ -879,6 +903,22 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
                 dead ? ", " : "", dead ? report_label("l_dead", l) : "");
     report_set_bool(nv, "delivered", sent == recipients);
   }
+}
+
+static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
+  report_view *v = report_view_new();
+  if (!v) {
+    respond_error(pg, 503, "out of memory");
+    return;
+  }
+  set_measure_head(pg, v, m);
+  report_set_raw(v, "chart", "");
+  set_chart(pg, v, m, doc);
+  const cJSON *rs = cJSON_GetObjectItemCaseSensitive(doc, "readings");
+  set_readings(pg, v, m, rs);
+  report_set_bool(v, "is_ratio", m->kind == KPI_KIND_RATIO);
+  set_history(pg, v, m, doc);
+  set_notices(pg, v, doc);
   report_set_bool(v, "has_readings", cJSON_GetArraySize(rs) > 0);
   report_set_bool(v, "has_history",
                   cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "history")) > 0);
