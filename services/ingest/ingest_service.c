@@ -13,19 +13,11 @@
 #define DRAIN_CONN_GRACE_MS 3000
 
 int ingest_config_load(ingest_config *cfg, char *err, size_t errsz) {
-  const char *listen = kpi_env_str("KPI_INGEST_LISTEN", "127.0.0.1:8080");
-  if (kpi_env_split_hostport(listen, cfg->listen_host, sizeof(cfg->listen_host),
-                             &cfg->listen_port) != 0) {
-    snprintf(err, errsz, "KPI_INGEST_LISTEN: expected host:port, got \"%s\"", listen);
-    return -1;
-  }
-  const char *cat = kpi_env_str("KPI_CATALOG", "config/catalog.json");
-  if (strlen(cat) >= sizeof(cfg->catalog_path)) {
-    snprintf(err, errsz, "KPI_CATALOG: path too long");
-    return -1;
-  }
-  snprintf(cfg->catalog_path, sizeof(cfg->catalog_path), "%s", cat);
-  if (kpi_env_int("KPI_INGEST_MAX_BATCH", 1000, 1, 100000, &cfg->max_batch, err, errsz) ||
+  if (kpi_env_listen("KPI_INGEST_LISTEN", "127.0.0.1:8080", cfg->listen_host,
+                     sizeof(cfg->listen_host), &cfg->listen_port, err, errsz) ||
+      kpi_env_path("KPI_CATALOG", "config/catalog.json", cfg->catalog_path,
+                   sizeof(cfg->catalog_path), err, errsz) ||
+      kpi_env_int("KPI_INGEST_MAX_BATCH", 1000, 1, 100000, &cfg->max_batch, err, errsz) ||
       kpi_env_int("KPI_INGEST_DELIVERY_TIMEOUT_MS", 10000, 100, 3600000,
                   &cfg->delivery_timeout_ms, err, errsz))
     return -1;

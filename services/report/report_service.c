@@ -14,19 +14,11 @@
 #define DRAIN_MAX_MS 10000
 
 int report_config_load(report_config *cfg, char *err, size_t errsz) {
-  const char *listen = kpi_env_str("KPI_REPORT_LISTEN", "127.0.0.1:8083");
-  if (kpi_env_split_hostport(listen, cfg->listen_host, sizeof(cfg->listen_host),
-                             &cfg->listen_port) != 0) {
-    snprintf(err, errsz, "KPI_REPORT_LISTEN: expected host:port, got \"%s\"", listen);
-    return -1;
-  }
-  const char *cat = kpi_env_str("KPI_CATALOG", "config/catalog.json");
-  if (strlen(cat) >= sizeof(cfg->catalog_path)) {
-    snprintf(err, errsz, "KPI_CATALOG: path too long");
-    return -1;
-  }
-  snprintf(cfg->catalog_path, sizeof(cfg->catalog_path), "%s", cat);
-  if (kpi_env_int("KPI_REPORT_MAX_PENDING", 64, 1, 10000, &cfg->max_pending, err, errsz) ||
+  if (kpi_env_listen("KPI_REPORT_LISTEN", "127.0.0.1:8083", cfg->listen_host,
+                     sizeof(cfg->listen_host), &cfg->listen_port, err, errsz) ||
+      kpi_env_path("KPI_CATALOG", "config/catalog.json", cfg->catalog_path,
+                   sizeof(cfg->catalog_path), err, errsz) ||
+      kpi_env_int("KPI_REPORT_MAX_PENDING", 64, 1, 10000, &cfg->max_pending, err, errsz) ||
       kpi_env_double("KPI_LAG_RATIO", KPI_LAG_RATIO_DEFAULT, 0.01, 1, &cfg->lag_ratio, err,
                      errsz))
     return -1;
