@@ -75,6 +75,25 @@ int kpi_env_split_hostport(const char *s, char *host, size_t host_size, int *por
   return 0;
 }
 
+int kpi_env_listen(const char *name, const char *def, char *host, size_t host_size, int *port,
+                   char *errstr, size_t errstr_size) {
+  const char *v = kpi_env_str(name, def);
+  if (kpi_env_split_hostport(v, host, host_size, port) == 0) return 0;
+  snprintf(errstr, errstr_size, "%s: expected host:port, got \"%s\"", name, v);
+  return -1;
+}
+
+int kpi_env_path(const char *name, const char *def, char *dst, size_t dst_size, char *errstr,
+                 size_t errstr_size) {
+  const char *v = kpi_env_str(name, def);
+  if (strlen(v) >= dst_size) {
+    snprintf(errstr, errstr_size, "%s: path too long", name);
+    return -1;
+  }
+  memcpy(dst, v, strlen(v) + 1);
+  return 0;
+}
+
 int kpi_env_load_file(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) return -1;

@@ -20,6 +20,16 @@ int kpi_env_double(const char *name, double def, double min, double max, double 
 /* Splits "host:port" (port required; "[::1]:8080" for IPv6). Returns 0 or -1. */
 int kpi_env_split_hostport(const char *s, char *host, size_t host_size, int *port);
 
+/* A service's listen address: NAME (DEF when unset) split into HOST and *PORT. Returns 0, or -1
+ * with ERRSTR ("NAME: expected host:port, got ..."). */
+int kpi_env_listen(const char *name, const char *def, char *host, size_t host_size, int *port,
+                   char *errstr, size_t errstr_size);
+
+/* A file path: NAME (DEF when unset) copied into DST. Returns 0, or -1 with ERRSTR when it does
+ * not fit (a cut path would name another file). */
+int kpi_env_path(const char *name, const char *def, char *dst, size_t dst_size, char *errstr,
+                 size_t errstr_size);
+
 /* Loads KEY=VALUE lines of FILE into the environment without overriding what is already set
  * (comments and blank lines skipped). Returns 0, or -1 when the file cannot be read. Used by
  * tests to pick up the addresses of the stack they run against. */

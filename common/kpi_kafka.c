@@ -204,6 +204,8 @@ static void on_uv_waker_readable(uv_poll_t *handle, int status, int events) {
 int kpi_kafka_waker_init(uv_loop_t *loop, kpi_kafka_waker *w, rd_kafka_queue_t *queue,
                          kpi_kafka_waker_cb on_ready) {
   w->queue = queue;
+  w->serving = false;
+  w->retired = NULL;
   w->on_ready = on_ready;
   if (pipe2(w->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
     int e = -errno;
@@ -229,8 +231,15 @@ int kpi_kafka_waker_init(uv_loop_t *loop, kpi_kafka_waker *w, rd_kafka_queue_t *
 }
 
 void kpi_kafka_waker_serve(kpi_kafka_waker *w) {
-  /* W->queue is re-read each time: a callback that closed the waker set it to NULL. */
+  /* W->queue is re-read each time: a callback that closed the waker set it to NULL and left
+   * it in W->retired, since librdkafka still reads the queue handle after the callbacks ran. */
+  w->serving = true;
   while (w->queue && rd_kafka_queue_poll_callback(w->queue, 0) > 0) {
+  }
+  w->serving = false;
+  if (w->retired) {
+    rd_kafka_queue_destroy(w->retired);
+    w->retired = NULL;
   }
 }
 
@@ -244,7 +253,8 @@ static void on_uv_waker_closed(uv_handle_t *h) {
 void kpi_kafka_waker_close(kpi_kafka_waker *w, uv_close_cb on_closed) {
   if (w->queue) {
     rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
-    rd_kafka_queue_destroy(w->queue);
+    if (w->serving) w->retired = w->queue;
+    else rd_kafka_queue_destroy(w->queue);
     w->queue = NULL;
   }
   w->on_closed = on_closed;

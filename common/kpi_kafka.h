@@ -3,6 +3,7 @@
 #define KPI_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -79,7 +80,11 @@ typedef void (*kpi_kafka_waker_cb)(kpi_kafka_waker *w);
 struct kpi_kafka_waker {
   uv_poll_t poll;
   int fds[2];
-  rd_kafka_queue_t *queue; /* owned: destroyed on close */
+  rd_kafka_queue_t *queue; /* owned: destroyed on close; NULL once closed */
+  /* Set while kpi_kafka_waker_serve polls QUEUE: a close from one of the callbacks it runs
+   * leaves the queue to serve, which destroys it once librdkafka's poll has returned. */
+  bool serving;
+  rd_kafka_queue_t *retired;
   kpi_kafka_waker_cb on_ready;
   uv_close_cb on_closed;
   void *data;
@@ -95,9 +100,10 @@ int kpi_kafka_waker_init(uv_loop_t *loop, kpi_kafka_waker *w, rd_kafka_queue_t *
  * it is empty, so every callback set in the client's configuration runs here, on the loop, and
  * the next event re-arms the empty-to-non-empty wake-up. Never blocks. Not for a queue that
  * carries messages (a consumer queue): those need rd_kafka_consumer_poll, which the service's
- * own callback calls. The callbacks it runs may close W (kpi_kafka_waker_close): the loop then
- * stops, since W's queue is NULL from that call on. Returns nothing; the number of events served
- * is of no use to a waker. */
+ * own callback calls. The callbacks it runs may close W (kpi_kafka_waker_close): serving then
+ * stops after the events librdkafka already took in that poll (their callbacks still run, with
+ * W's queue NULL), and the queue is destroyed once the poll has returned. Returns nothing; the
+ * number of events served is of no use to a waker. */
 void kpi_kafka_waker_serve(kpi_kafka_waker *w);
 
 /* Stops watching, disables the io event, destroys the queue and closes the pipe; ON_CLOSED runs

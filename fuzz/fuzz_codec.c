@@ -11,6 +11,7 @@
 #include "fuzz_check.h"
 #include "kpi_catalog.h"
 #include "kpi_codec.h"
+#include "kpi_json.h"
 
 /* The shipped catalog, so that measure ids, units and kinds in the seeds are real. */
 static kpi_catalog *catalog;
@@ -41,8 +42,8 @@ static void check_errors(const kpi_errors *errs) {
     CHECK(memchr(e->field, 0, sizeof e->field) && memchr(e->code, 0, sizeof e->code) &&
               memchr(e->message, 0, sizeof e->message),
           "unterminated error %zu", i);
-    CHECK(kpi_utf8_valid(e->field, strlen(e->field)), "field of error %zu", i);
-    CHECK(kpi_utf8_valid(e->message, strlen(e->message)), "message of error %zu", i);
+    CHECK(kpi_json_utf8_valid(e->field, strlen(e->field)), "field of error %zu", i);
+    CHECK(kpi_json_utf8_valid(e->message, strlen(e->message)), "message of error %zu", i);
   }
   cJSON *arr = kpi_errors_to_json(errs);
   cJSON_Delete(arr);

@@ -539,15 +539,8 @@ static bool known_status(const char *s) {
   return false;
 }
 
-int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs) {
-  memset(a, 0, sizeof(*a));
-  size_t before = errs->n;
-  cJSON *o = kpi_json_parse_one(json, len, true);
-  if (!o || !cJSON_IsObject(o)) {
-    kpi_errors_add(errs, "", "syntax", "not a JSON object");
-    cJSON_Delete(o);
-    return -1;
-  }
+/* schema, alert_id, measure_id, type, status, previous_status: what the alert is about. */
+static void alert_ids(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
   char schema[32] = "";
   if (take_string(o, "schema", schema, sizeof(schema), errs) != 1 ||
       strcmp(schema, KPI_ALERT_SCHEMA) != 0)
@@ -566,6 +559,10 @@ int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *err
   int r = take_string(o, "previous_status", a->previous_status, sizeof(a->previous_status), errs);
   if (r == 1 && !known_status(a->previous_status))
     kpi_errors_add(errs, "previous_status", "value", "unknown status");
+}
+
+/* stale, episode, value, progress, expected, as_of, created_at: the evaluation it reports. */
+static void alert_reading(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
   a->stale = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "stale"));
   take_int(o, "episode", 0, 1000000000, &a->episode, errs);
   a->has_value = take_number(o, "value", &a->value, false, errs) == 1;
@@ -578,49 +575,71 @@ int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *err
    * or 0, which kpi_alert_encode writes out and this decoder then refuses. */
   if (take_string(o, "created_at", a->created_at, sizeof(a->created_at), errs) == 0)
     kpi_errors_add(errs, "created_at", "missing", "required");
+}
 
+/* The "measure" object: the catalog's words and numbers the mail shows. */
+static void alert_measure(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
   const cJSON *mo = cJSON_GetObjectItemCaseSensitive(o, "measure");
   if (!cJSON_IsObject(mo)) {
     kpi_errors_add(errs, "measure", "missing", "required object");
-  } else {
-    a->measure_name = dup_member(mo, "name");
-    a->indicator = dup_member(mo, "indicator");
-    a->unit = dup_member(mo, "unit");
-    a->kind = dup_member(mo, "kind");
-    a->direction = dup_member(mo, "direction");
-    a->plan_name = dup_member(mo, "plan");
-    a->dashboard_url = dup_member(mo, "url");
-    if (!a->measure_name) kpi_errors_add(errs, "measure.name", "missing", "required");
-    take_number(mo, "baseline", &a->baseline, false, errs);
-    take_number(mo, "target", &a->target, false, errs);
-    if (take_int(mo, "baseline_fy", 1900, 2200, &a->baseline_fy, errs) == 0)
-      kpi_errors_add(errs, "measure.baseline_fy", "missing", "required");
-    if (take_int(mo, "target_fy", 1900, 2200, &a->target_fy, errs) == 0)
-      kpi_errors_add(errs, "measure.target_fy", "missing", "required");
-    if (take_string(mo, "due", a->due, sizeof(a->due), errs) == 0)
-      kpi_errors_add(errs, "measure.due", "missing", "required");
+    return;
   }
+  a->measure_name = dup_member(mo, "name");
+  a->indicator = dup_member(mo, "indicator");
+  a->unit = dup_member(mo, "unit");
+  a->kind = dup_member(mo, "kind");
+  a->direction = dup_member(mo, "direction");
+  a->plan_name = dup_member(mo, "plan");
+  a->dashboard_url = dup_member(mo, "url");
+  if (!a->measure_name) kpi_errors_add(errs, "measure.name", "missing", "required");
+  take_number(mo, "baseline", &a->baseline, false, errs);
+  take_number(mo, "target", &a->target, false, errs);
+  if (take_int(mo, "baseline_fy", 1900, 2200, &a->baseline_fy, errs) == 0)
+    kpi_errors_add(errs, "measure.baseline_fy", "missing", "required");
+  if (take_int(mo, "target_fy", 1900, 2200, &a->target_fy, errs) == 0)
+    kpi_errors_add(errs, "measure.target_fy", "missing", "required");
+  if (take_string(mo, "due", a->due, sizeof(a->due), errs) == 0)
+    kpi_errors_add(errs, "measure.due", "missing", "required");
+}
+
+/* "recipients": at least one, each with a plausible mail address (the rest are optional). */
+static void alert_recipients(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
   const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "recipients");
   if (!cJSON_IsArray(rs) || cJSON_GetArraySize(rs) == 0) {
     kpi_errors_add(errs, "recipients", "missing", "at least one recipient is required");
-  } else {
-    size_t n = (size_t)cJSON_GetArraySize(rs);
-    a->recipients = calloc(n, sizeof(kpi_recipient));
-    const cJSON *it;
-    cJSON_ArrayForEach(it, rs) {
-      if (!a->recipients) break;
-      char *email = dup_member(it, "email");
-      if (!email || !strchr(email, '@') || strpbrk(email, " \t\r\n<>,;\"")) {
-        free(email);
-        kpi_errors_add(errs, "recipients", "format", "each recipient needs a mail address");
-        continue;
-      }
-      kpi_recipient *rc = &a->recipients[a->n_recipients++];
-      rc->email = email;
-      rc->department = dup_member(it, "department");
-      rc->name = dup_member(it, "name");
-    }
+    return;
   }
+  size_t n = (size_t)cJSON_GetArraySize(rs);
+  a->recipients = calloc(n, sizeof(kpi_recipient));
+  const cJSON *it;
+  cJSON_ArrayForEach(it, rs) {
+    if (!a->recipients) break;
+    char *email = dup_member(it, "email");
+    if (!email || !strchr(email, '@') || strpbrk(email, " \t\r\n<>,;\"")) {
+      free(email);
+      kpi_errors_add(errs, "recipients", "format", "each recipient needs a mail address");
+      continue;
+    }
+    kpi_recipient *rc = &a->recipients[a->n_recipients++];
+    rc->email = email;
+    rc->department = dup_member(it, "department");
+    rc->name = dup_member(it, "name");
+  }
+}
+
+int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs) {
+  memset(a, 0, sizeof(*a));
+  size_t before = errs->n;
+  cJSON *o = kpi_json_parse_one(json, len, true);
+  if (!o || !cJSON_IsObject(o)) {
+    kpi_errors_add(errs, "", "syntax", "not a JSON object");
+    cJSON_Delete(o);
+    return -1;
+  }
+  alert_ids(o, a, errs);
+  alert_reading(o, a, errs);
+  alert_measure(o, a, errs);
+  alert_recipients(o, a, errs);
   cJSON_Delete(o);
   if (errs->n != before) {
     kpi_alert_clear(a);

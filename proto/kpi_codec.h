@@ -60,12 +60,6 @@ typedef enum {
   KPI_PARSE_RECORD = 1
 } kpi_parse_mode;
 
-/* The old name of kpi_json_utf8_valid, kept only until services/notifier switches (issue 9);
- * new code calls kpi_json_utf8_valid. */
-static inline bool kpi_utf8_valid(const char *s, size_t len) {
-  return kpi_json_utf8_valid(s, len);
-}
-
 /* Parses one measurement (JSON object) into M, checking types, formats and lengths. Every
  * problem is added to ERRS by field; returns 0 when there was none, -1 otherwise. */
 int kpi_measurement_parse(const char *json, size_t len, kpi_parse_mode mode, kpi_measurement *m,

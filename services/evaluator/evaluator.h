@@ -3,21 +3,22 @@
  *
  * Modules and who may call whom (tools/check_call_cycles.sh checks that no two files call each
  * other both ways):
- *   main.c     thin entry point: ev_config_load, ev_service_start, uv_run, ev_service_free.
- *   service.c  start-up, signals, closing every handle (the only caller of *_init/_close).
- *   sched.c    ev_kick, the retry and sweep timers, the database state callback: the one module
- *              that reacts to "something changed"; every other module reports up to it only
- *              through callbacks it registered (ev_txn_done_cb, ev_mirror_done_cb, the Kafka
- *              hooks, ev_outbox.on_marked), never by calling it.
- *   drain.c    SIGTERM drain: its own timer, ev_finish, then ev_life.on_drained.
- *   txn.c      one transaction (a batch, a poison-search range or the sweep) on DB.
- *   mirror.c   the catalog mirror (at start, blocking; on SIGHUP, on DB).
- *   kafka.c    consumer (assignment at stored offsets, records into batches), DLQ producer.
- *   outbox.c   outbox alerts: publish, delivery reports, marking sent, rescan, purge (on AUX).
- *   api.c      the read API; metrics.c the metric registry.
- *   params.c   the statements' named array parameters (pure); batch.c the batch bookkeeping
- *              (pure); poison.c the poison-search range bookkeeping (pure); config.c the
- *              environment; startup.c the signal-aware waits before the loop runs. */
+ *   main.c        thin entry point: ev_config_load, ev_service_start, uv_run, ev_service_free.
+ *   ev_service.c  start-up, signals, closing every handle (the only caller of *_init/_close).
+ *   ev_sched.c    ev_kick, the retry and sweep timers, the database state callback: the one
+ *                 module that reacts to "something changed"; every other module reports up to
+ *                 it only through callbacks it registered (ev_txn_done_cb, ev_mirror_done_cb,
+ *                 the Kafka hooks, ev_outbox.on_marked), never by calling it.
+ *   ev_drain.c    SIGTERM drain: the deadline (kpi_shutdown), ev_finish, kpi_shutdown_drained.
+ *   ev_txn.c      one transaction (a batch, a poison-search range or the sweep) on DB.
+ *   ev_mirror.c   the catalog mirror (at start, blocking; on SIGHUP, on DB).
+ *   ev_kafka.c    consumer (assignment at stored offsets, records into batches), DLQ producer.
+ *   ev_outbox.c   outbox alerts: publish, delivery reports, marking sent, rescan, purge (AUX).
+ *   ev_api.c      the read API; ev_metrics.c the metric registry.
+ *   ev_params.c   the statements' named array parameters (pure); ev_batch.c the batch
+ *                 bookkeeping (pure); ev_poison.c the poison-search range bookkeeping (pure);
+ *                 ev_config.c the environment; ev_startup.c the signal-aware waits before the
+ *                 loop runs. */
 #ifndef KPI_EVALUATOR_H
 #define KPI_EVALUATOR_H
 
@@ -35,10 +36,11 @@
 #include "kpi_kafka.h"
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
+#include "kpi_shutdown.h"
 
 typedef struct evaluator evaluator;
 
-/* ---- config.c ------------------------------------------------------------------------- */
+/* ---- ev_config.c ---------------------------------------------------------------------- */
 
 /* Everything the evaluator reads from the environment, loaded once at start by
  * ev_config_load (docs/evaluator.md "Configuration"). Read-only afterwards, except
@@ -69,7 +71,7 @@ int ev_config_load(ev_config *cfg, char *err, size_t errsize);
 /* The evaluation date: KPI_EVAL_DATE when set, else today in Japan. */
 kpi_day ev_config_today(const ev_config *cfg);
 
-/* ---- batch.c -------------------------------------------------------------------------- */
+/* ---- ev_batch.c ----------------------------------------------------------------------- */
 
 /* One decoded measurement waiting for its transaction. */
 typedef struct {
@@ -111,7 +113,7 @@ typedef struct {
   size_t n_records; /* all records, decodable or not */
   char *raw;        /* keys and values of the rows (ev_row.raw_off) */
   size_t raw_len, raw_cap;
-  /* Poison search (poison.c). When the batch's transaction fails with a data error (SQLSTATE
+  /* Poison search (ev_poison.c). When the batch's transaction fails with a data error (SQLSTATE
    * class 22 or 23) the batch is split: TODO is a stack of row ranges still to be written, each
    * in a transaction of its own without offsets (top = next); a range that fails is halved, a
    * single row that fails is poison. Once TODO is empty the remaining rows are written once
@@ -136,7 +138,7 @@ void ev_batch_keep_raw(ev_batch *b, ev_row *r, const void *key, size_t key_len,
 /* Forgets the records of the partitions in PARTS (revoked): their new owner re-reads them. */
 void ev_batch_drop_partitions(ev_batch *b, const rd_kafka_topic_partition_list_t *parts);
 
-/* ---- poison.c: the poison search, pure bookkeeping on ev_batch --------------------------- */
+/* ---- ev_poison.c: the poison search, pure bookkeeping on ev_batch --------------------- */
 
 /* What the next transaction of B writes: the top range of the search while one runs (no
  * offsets), else every row with the offsets. */
@@ -163,7 +165,7 @@ ev_poison_verdict ev_poison_on_data_error(ev_batch *b, bool offsets, const size_
  * not by the database's state, so retrying the same rows fails forever. */
 bool ev_sqlstate_is_data_error(const char *sqlstate);
 
-/* ---- params.c: named array parameters of the statements (txn.c's SQL) --------------------- */
+/* ---- ev_params.c: named array parameters of the statements (ev_txn.c's SQL) ----------- */
 
 /* Each statement's parameters as named kpi_buf members, overlaid on V (in $n order) for
  * kpi_pgasync_query. The buffers are kept between transactions for their memory. */
@@ -254,7 +256,7 @@ void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day
 void ev_outbox_params_add(ev_outbox_params *p, const char *alert_id, const char *topic,
                           const char *key, const char *payload);
 
-/* ---- kafka.c -------------------------------------------------------------------------- */
+/* ---- ev_kafka.c ----------------------------------------------------------------------- */
 
 typedef struct {
   rd_kafka_t *consumer;
@@ -291,7 +293,7 @@ void ev_kafka_stop(evaluator *ev);
 /* Destroys the clients (after the loop ran out). */
 void ev_kafka_free(evaluator *ev);
 
-/* ---- outbox.c ------------------------------------------------------------------------- */
+/* ---- ev_outbox.c ---------------------------------------------------------------------- */
 
 /* An outbox row committed and waiting for its delivery report. */
 typedef struct ev_outmsg {
@@ -329,7 +331,7 @@ void ev_outbox_mark_flush(evaluator *ev);
 /* Deletes outbox rows sent more than outbox_retention_days ago, in bounded batches, on AUX. */
 void ev_outbox_purge(evaluator *ev);
 
-/* ---- txn.c ---------------------------------------------------------------------------- */
+/* ---- ev_txn.c ------------------------------------------------------------------------- */
 
 typedef struct ev_txn ev_txn;
 
@@ -357,7 +359,7 @@ void ev_txn_free(ev_txn *t);
 /* Queues BEGIN, the writes of BATCH (NULL: the sweep) and the evaluation; ON_DONE follows. */
 void ev_txn_start(ev_txn *t, ev_batch *batch);
 
-/* ---- mirror.c ------------------------------------------------------------------------- */
+/* ---- ev_mirror.c ---------------------------------------------------------------------- */
 
 /* Blocking, at start: connects, migrates, mirrors the catalog. Returns 0 when ready, 1 when a
  * stop was requested while waiting for the database (logged by the caller), -1 on an error
@@ -370,7 +372,7 @@ typedef void (*ev_mirror_done_cb)(evaluator *ev, bool ok);
  * -1 when the query could not be queued (try again later). */
 int ev_mirror_reload(evaluator *ev, ev_mirror_done_cb on_done);
 
-/* ---- sched.c -------------------------------------------------------------------------- */
+/* ---- ev_sched.c ----------------------------------------------------------------------- */
 
 typedef struct {
   ev_batch batches[2];
@@ -404,17 +406,16 @@ void ev_sched_on_pg_state(kpi_pgasync *pg, int up, void *arg);
 void ev_sched_close(evaluator *ev, uv_close_cb on_closed);
 void ev_sched_free(evaluator *ev);
 
-/* ---- drain.c -------------------------------------------------------------------------- */
+/* ---- ev_drain.c ----------------------------------------------------------------------- */
 
-void ev_drain_init(evaluator *ev);
-/* A stop was asked for: the drain timeout starts; the transaction under way may finish. */
-void ev_drain_begin(evaluator *ev);
+/* kpi_shutdown's on_expired: KPI_DRAIN_TIMEOUT_MS passed (or a second signal came) while the
+ * transaction, or later the marks, were still under way. */
+void ev_drain_expired(kpi_shutdown *sd);
 /* Leaves the group, flushes the producer, records the last deliveries, then calls
- * ev->life.on_drained; once, when stopping and idle (or at the drain timeout). */
+ * kpi_shutdown_drained; once, when stopping and idle (or at the drain timeout). */
 void ev_finish(evaluator *ev);
-void ev_drain_close(evaluator *ev, uv_close_cb on_closed);
 
-/* ---- startup.c ------------------------------------------------------------------------ */
+/* ---- ev_startup.c --------------------------------------------------------------------- */
 
 /* Until the loop runs, libuv cannot deliver signals: these catch SIGTERM/SIGINT (SIGHUP is
  * ignored, the catalog was just loaded) so that start-up waits end at once. */
@@ -426,7 +427,7 @@ bool ev_startup_wait(unsigned ms);
 /* A stop was asked for before the loop owned the signals. */
 bool ev_startup_stop_requested(void);
 
-/* ---- api.c, metrics.c ----------------------------------------------------------------- */
+/* ---- ev_api.c, ev_metrics.c ----------------------------------------------------------- */
 
 typedef struct {
   kpi_http_server http;
@@ -451,17 +452,16 @@ typedef struct {
 int ev_metrics_init(ev_metrics *m);
 void ev_metrics_free(ev_metrics *m);
 
-/* ---- service.c ------------------------------------------------------------------------ */
+/* ---- ev_service.c --------------------------------------------------------------------- */
 
 typedef struct {
-  uv_signal_t sig_term, sig_int, sig_hup;
-  uv_timer_t drain_timer; /* drain.c's */
+  /* Signals, the drain deadline (ev_drain.c re-arms it for the marks) and the exit code. */
+  kpi_shutdown shutdown;
+  /* A stop was asked for: from the first signal on, and also during the blocking start-up
+   * waits (ev_startup.c), before the loop and kpi_shutdown run. */
   bool stopping;
-  bool finishing;
-  bool closed;
-  int exit_code;
-  /* Set by the service: closes every handle once the drain is over. */
-  void (*on_drained)(evaluator *ev);
+  bool finishing; /* ev_finish ran: the consumer left, the producer was flushed */
+  bool closed;    /* every handle is closing */
 } ev_life;
 
 struct evaluator {
@@ -475,7 +475,7 @@ struct evaluator {
   kpi_pgasync *db, *aux, *api_db;
   ev_kafka kafka;
   ev_sched sched;
-  ev_mirror_done_cb on_mirrored; /* mirror.c: the callback of the reload under way */
+  ev_mirror_done_cb on_mirrored; /* ev_mirror.c: the callback of the reload under way */
   ev_outbox outbox;
   ev_api api;
   ev_metrics m;

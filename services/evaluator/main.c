@@ -1,4 +1,4 @@
-/* main.c: kpi-evaluator's entry point: configuration, then the service (service.c) on one
+/* main.c: kpi-evaluator's entry point: configuration, then the service (ev_service.c) on one
  * libuv loop until it has drained. See docs/evaluator.md for the variables and the
  * guarantees. */
 #include <signal.h>
@@ -13,7 +13,7 @@ int main(void) {
   char err[512];
   if (ev_config_load(&cfg, err, sizeof(err)) != 0) {
     if (err[0]) kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
-    return 2;
+    return KPI_EXIT_CONFIG;
   }
   static evaluator evs; /* one per process; reached from callbacks through handle data */
   uv_loop_t loop;
@@ -24,5 +24,5 @@ int main(void) {
   ev_service_free(&evs);
   rc = uv_loop_close(&loop);
   if (rc) kpi_log(KPI_LOG_WARN, "loop_not_empty", "%s", uv_strerror(rc));
-  return evs.life.exit_code;
+  return evs.life.shutdown.exit_code;
 }

@@ -3,6 +3,7 @@
 #define INGEST_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -11,6 +12,7 @@
 #include "kpi_http.h"
 #include "kpi_kafka.h"
 #include "kpi_metrics.h"
+#include "kpi_shutdown.h"
 
 /* Endpoints, for metric labels. */
 typedef enum {
@@ -47,9 +49,8 @@ typedef struct ingest_ctx {
 
   kpi_http_server http;
   kpi_kafka_waker waker;
-  uv_signal_t sig_term, sig_int, sig_hup;
+  kpi_shutdown shutdown; /* signals, drain deadline, exit code (ingest_service.c) */
   uv_timer_t probe_timer;
-  uv_timer_t drain_timer;
   uv_work_t probe_work;
 
   rd_kafka_t *rk;
@@ -57,22 +58,19 @@ typedef struct ingest_ctx {
 
   /* Broker state, as last seen by the probe: topics_ok once the topic is known to exist,
    * ready while its metadata answers. Requests are refused with 503 until topics_ok. */
-  int topics_ok;
-  int ready;
-  int fatal; /* the idempotent producer hit a fatal error: refuse, drain, exit */
-  int probe_running;
-  int probe_need_topics; /* input of the worker */
-  int probe_result;      /* outputs of the worker */
-  int probe_topics_done;
+  bool topics_ok;
+  bool ready;
+  bool fatal; /* the idempotent producer hit a fatal error: refuse, drain, exit */
+  bool probe_running;
+  bool probe_need_topics; /* input of the worker */
+  int probe_result;       /* outputs of the worker */
+  bool probe_topics_done;
   char probe_err[256];
   char broker_err[256]; /* loop-side copy of probe_err, for /readyz */
 
   uint64_t inflight; /* requests held by handlers (waiting for delivery reports) */
-  int stopping;
-  int purged;
-  int exit_code;
-  uint64_t drain_deadline;
-  uint64_t drained_at;
+  bool purged;         /* the drain gave up on Kafka and purged the producer's queues */
+  uint64_t drained_at; /* when the last held request was answered */
 
   /* Delivery failures are logged at most once a second, with a count, so that a lost
    * broker does not turn into one log line per request. */
@@ -152,19 +150,15 @@ int ingest_metrics_init(ingest_ctx *ctx);
  * Returns 0, or -1 with ERR saying which one is wrong. */
 int ingest_config_load(ingest_config *cfg, char *err, size_t errsz);
 
-/* Starts the HTTP server on ctx->cfg's address with ingest's routes. On failure logs
- * `listen_failed`, closes the producer's and the server's handles, runs the loop until they
- * are closed and returns -1. */
+/* Initializes ctx->shutdown and starts the HTTP server on ctx->cfg's address with ingest's
+ * routes. On failure logs `listen_failed`, closes the producer's, the server's and the
+ * shutdown's handles, runs the loop until they are closed and returns -1. */
 int ingest_http_start(ingest_ctx *ctx);
 
-/* The drain timer and the SIGTERM/SIGINT (graceful stop) and SIGHUP (catalog reload)
- * handlers; all closed by the drain. */
+/* Watches SIGTERM/SIGINT (the drain) and SIGHUP (catalog reload) through ctx->shutdown, which
+ * ingest_http_start initialized; the drain closes them. */
 void ingest_signals_start(ingest_ctx *ctx);
 
-/* Graceful stop (SIGTERM, or a fatal producer error): stop accepting, answer every request
- * once its delivery report came, close everything; uv_run then returns and the process exits
- * with EXIT_CODE. */
-void ingest_begin_shutdown(ingest_ctx *ctx, int exit_code);
 
 /* Logs the delivery failures counted since the last line, at most once a second unless
  * FORCE; the probe timer and the drain call it so that the last count is not lost. */

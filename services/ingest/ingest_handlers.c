@@ -957,12 +957,12 @@ void ingest_on_http_request(kpi_http_request *req, void *opaque) {
     static const char ok[] = "{\"status\":\"ok\"}";
     answer_json(ctx, req, ep, t0, 200, ok, sizeof(ok) - 1);
   } else if (ep == INGEST_EP_READYZ) {
-    if (ctx->ready && ctx->topics_ok && !ctx->fatal && !ctx->stopping) {
+    if (ctx->ready && ctx->topics_ok && !ctx->fatal && !ctx->shutdown.stopping) {
       static const char ok[] = "{\"status\":\"ready\"}";
       answer_json(ctx, req, ep, t0, 200, ok, sizeof(ok) - 1);
     } else {
       answer_problem(ctx, req, ep, t0, 503,
-                     ctx->stopping       ? "shutting down"
+                     ctx->shutdown.stopping       ? "shutting down"
                      : ctx->broker_err[0] ? ctx->broker_err
                                           : "the broker is not reachable yet",
                      NULL, RETRY_AFTER_START);

@@ -35,27 +35,18 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
     rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
     kpi_log(KPI_LOG_ERROR, "kafka_fatal", "%s: %s; draining and exiting for a restart",
             rd_kafka_err2name(orig), why);
-    ctx->fatal = 1;
-    ctx->ready = 0;
-    ingest_begin_shutdown(ctx, 70);
+    ctx->fatal = true;
+    ctx->ready = false;
+    kpi_shutdown_begin(&ctx->shutdown, KPI_EXIT_FATAL);
     return;
   }
   if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
     if (ctx->ready) kpi_log(KPI_LOG_WARN, "broker_unreachable", "%s", reason);
-    ctx->ready = 0;
+    ctx->ready = false;
     return;
   }
   kpi_log(KPI_LOG_WARN, "kafka_error", "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
           reason);
-}
-
-/* The waker calls this when the main queue became non-empty: serve it until empty, since
- * librdkafka signals only the empty -> non-empty edge. Delivery reports, errors and logs
- * all run here, on the loop. */
-static void on_kafka_ready(kpi_kafka_waker *w) {
-  ingest_ctx *ctx = w->data;
-  while (rd_kafka_poll(ctx->rk, 0) > 0) {
-  }
 }
 
 /* ---- probe ---- */
@@ -71,7 +62,7 @@ static void on_probe_work(uv_work_t *work) {
       snprintf(ctx->probe_err, sizeof(ctx->probe_err), "%s", err);
       return;
     }
-    ctx->probe_topics_done = 1;
+    ctx->probe_topics_done = true;
   }
   const struct rd_kafka_metadata *md = NULL;
   rd_kafka_resp_err_t e = rd_kafka_metadata(ctx->rk, 0, ctx->rkt, &md, PROBE_METADATA_TIMEOUT_MS);
@@ -97,14 +88,14 @@ static void on_probe_work(uv_work_t *work) {
 
 static void on_probe_done(uv_work_t *work, int status) {
   ingest_ctx *ctx = work->data;
-  ctx->probe_running = 0;
+  ctx->probe_running = false;
   if (status == UV_ECANCELED) return;
   if (ctx->probe_topics_done && !ctx->topics_ok) {
-    ctx->topics_ok = 1;
+    ctx->topics_ok = true;
     kpi_log(KPI_LOG_INFO, "topics_ready", "topic %s (%d partitions) exists",
             ctx->cfg.topic.name, ctx->cfg.topic.partitions);
   }
-  int ready = ctx->probe_result == 0 && ctx->topics_ok && !ctx->fatal;
+  bool ready = ctx->probe_result == 0 && ctx->topics_ok && !ctx->fatal;
   if (ready && !ctx->ready) kpi_log(KPI_LOG_INFO, "broker_ready", "broker metadata reachable");
   if (!ready && (ctx->ready || !ctx->topics_ok))
     kpi_log(ctx->topics_ok ? KPI_LOG_WARN : KPI_LOG_INFO, "broker_unreachable",
@@ -115,12 +106,12 @@ static void on_probe_done(uv_work_t *work, int status) {
 }
 
 void ingest_kafka_probe_now(ingest_ctx *ctx) {
-  if (ctx->probe_running || ctx->stopping) return;
+  if (ctx->probe_running || ctx->shutdown.stopping) return;
   ctx->probe_need_topics = !ctx->topics_ok;
-  ctx->probe_topics_done = 0;
+  ctx->probe_topics_done = false;
   ctx->probe_work.data = ctx;
   if (uv_queue_work(ctx->loop, &ctx->probe_work, on_probe_work, on_probe_done) == 0)
-    ctx->probe_running = 1;
+    ctx->probe_running = true;
 }
 
 static void on_uv_probe_timer(uv_timer_t *t) {
@@ -166,16 +157,16 @@ int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size) {
              rd_kafka_err2str(rd_kafka_last_error()));
     return -1; /* ingest_kafka_destroy frees rk */
   }
+  /* The main queue carries only callback-served events (delivery reports, errors, logs):
+   * kpi_kafka_waker_serve runs them all on the loop, including any queued before the waker
+   * started (kpi_kafka_waker_init wakes once at start). */
   ctx->waker.data = ctx;
   int rc = kpi_kafka_waker_init(ctx->loop, &ctx->waker, rd_kafka_queue_get_main(ctx->rk),
-                                on_kafka_ready);
+                                kpi_kafka_waker_serve);
   if (rc) {
     snprintf(errstr, errstr_size, "kafka waker: %s", uv_strerror(rc));
     return -1;
   }
-  ctx->waker.data = ctx;
-  /* Events queued before the io event was enabled would not wake us. */
-  on_kafka_ready(&ctx->waker);
 
   uv_timer_init(ctx->loop, &ctx->probe_timer);
   ctx->probe_timer.data = ctx;

@@ -8,25 +8,26 @@
 #include "kpi_log.h"
 
 /* Configuration, catalog, metrics and producer, in that order. Returns 0, or the exit code
- * (2: the catalog is invalid, 1: anything else) after logging why. */
+ * (KPI_EXIT_CONFIG: the environment or the catalog is invalid, KPI_EXIT_START: anything else)
+ * after logging why. */
 static int start_services(ingest_ctx *ctx) {
   char err[512];
   if (ingest_config_load(&ctx->cfg, err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
-    return 1;
+    return KPI_EXIT_CONFIG;
   }
   ctx->catalog = kpi_catalog_load(ctx->cfg.catalog_path, err, sizeof(err));
   if (!ctx->catalog) {
     kpi_log(KPI_LOG_ERROR, "catalog_invalid", "%s", err);
-    return 2;
+    return KPI_EXIT_CONFIG;
   }
   if (ingest_metrics_init(ctx) != 0) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "metrics registry");
-    return 1;
+    return KPI_EXIT_START;
   }
   if (ingest_kafka_start(ctx, err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
-    return 1;
+    return KPI_EXIT_START;
   }
   return 0;
 }
@@ -57,16 +58,16 @@ int main(void) {
   uv_loop_t *loop = malloc(sizeof(*loop));
   if (!ctx || !loop || uv_loop_init(loop) != 0) {
     fprintf(stderr, "kpi-ingest: out of memory\n");
-    return 1;
+    return KPI_EXIT_START;
   }
   ctx->loop = loop;
   int rc = start_services(ctx);
-  if (rc == 0 && ingest_http_start(ctx) != 0) rc = 1;
+  if (rc == 0 && ingest_http_start(ctx) != 0) rc = KPI_EXIT_START;
   else if (rc == 0) {
     ingest_signals_start(ctx);
     log_listening(ctx);
     uv_run(loop, UV_RUN_DEFAULT);
-    rc = ctx->exit_code;
+    rc = ctx->shutdown.exit_code;
     kpi_log(KPI_LOG_INFO, "exit", "code %d", rc);
   }
   free_services(ctx);

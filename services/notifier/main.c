@@ -14,12 +14,12 @@ int main(void) {
   /* Backoff jitter (nf_backoff_ms) differs between replicas and restarts. */
   srandom((unsigned)time(NULL) ^ (unsigned)getpid());
   notifier *nf = calloc(1, sizeof(*nf));
-  if (!nf) return 1;
+  if (!nf) return KPI_EXIT_START;
   nf->loop = uv_default_loop();
   int rc = nf_service_start(nf);
   if (rc == 0) {
     uv_run(nf->loop, UV_RUN_DEFAULT);
-    rc = nf->exit_code;
+    rc = nf->shutdown.exit_code;
   }
   nf_service_free(nf);
   return rc;

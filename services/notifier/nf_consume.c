@@ -407,7 +407,7 @@ static void batch_prepare(notifier *nf, nf_batch *b) {
 
 /* Reads up to consume_batch records and starts their batch. */
 static void consume_more(notifier *nf) {
-  if (nf->batch || !nf->db_ready || nf->draining || !nf->consumer) return;
+  if (nf->batch || !nf->db_ready || nf->shutdown.stopping || !nf->consumer) return;
   nf_record *recs;
   size_t n = poll_records(nf, (size_t)nf->cfg.consume_batch, &recs);
   if (n == 0) {

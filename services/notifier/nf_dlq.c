@@ -118,13 +118,6 @@ static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, voi
   free(op);
 }
 
-/* The producer's queue has events (delivery reports, logs, errors): serve them all. */
-static void on_kafka_producer_ready(kpi_kafka_waker *w) {
-  notifier *nf = w->data;
-  while (rd_kafka_poll(nf->producer, 0) > 0) {
-  }
-}
-
 int nf_dlq_start(notifier *nf, char *errstr, size_t errstr_size) {
   char err[512];
   /* The dead-letter producer: idempotent, acks from all in-sync replicas. */
@@ -140,9 +133,11 @@ int nf_dlq_start(notifier *nf, char *errstr, size_t errstr_size) {
     return -1;
   }
   rd_kafka_set_log_queue(nf->producer, NULL);
+  /* The main queue carries only callback-served events (delivery reports, logs, errors):
+   * kpi_kafka_waker_serve runs them all on the loop. */
   nf->producer_waker.data = nf;
   int rc = kpi_kafka_waker_init(nf->loop, &nf->producer_waker,
-                                rd_kafka_queue_get_main(nf->producer), on_kafka_producer_ready);
+                                rd_kafka_queue_get_main(nf->producer), kpi_kafka_waker_serve);
   if (rc) {
     snprintf(errstr, errstr_size, "producer waker: %s", uv_strerror(rc));
     return -1;

@@ -44,14 +44,14 @@ static void on_pg_purged(kpi_pgasync *pg, const PGresult *res, void *arg) {
           "%" PRId64 " sent notifications older than %" PRId64 " days deleted", deleted,
           nf->cfg.retention_days);
   /* A full batch: more are probably due; the timer then goes back to its interval. */
-  if (deleted >= nf->cfg.purge_batch && !nf->draining)
+  if (deleted >= nf->cfg.purge_batch && !nf->shutdown.stopping)
     uv_timer_start(&nf->purge_timer, on_uv_purge, NF_PURGE_NEXT_BATCH_MS,
                    (uint64_t)nf->cfg.purge_interval_ms);
 }
 
 static void on_uv_purge(uv_timer_t *t) {
   notifier *nf = t->data;
-  if (nf->purge_inflight || !nf->db_ready || nf->draining || !kpi_pgasync_is_up(nf->pg)) return;
+  if (nf->purge_inflight || !nf->db_ready || nf->shutdown.stopping || !kpi_pgasync_is_up(nf->pg)) return;
   char days[24], limit[24];
   snprintf(days, sizeof(days), "%" PRId64, nf->cfg.retention_days);
   snprintf(limit, sizeof(limit), "%" PRId64, nf->cfg.purge_batch);

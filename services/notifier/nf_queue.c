@@ -62,7 +62,7 @@ static void on_pg_expired(kpi_pgasync *pg, const PGresult *res, void *arg) {
 
 /* Expires rows past the queue lifetime; runs with the depth refresh, relay up or down. */
 static void expire(notifier *nf) {
-  if (nf->expire_inflight || !nf->db_ready || nf->draining || !kpi_pgasync_is_up(nf->pg)) return;
+  if (nf->expire_inflight || !nf->db_ready || nf->shutdown.stopping || !kpi_pgasync_is_up(nf->pg)) return;
   char age[24];
   snprintf(age, sizeof(age), "%" PRId64, nf->cfg.max_age_ms);
   const char *p[] = {age, nf->cfg.max_age_text};

@@ -232,7 +232,7 @@ static void record_outcome(nf_mail *m) {
 static void on_uv_relay_probe(uv_timer_t *t);
 
 static void relay_schedule_probe(notifier *nf) {
-  if (nf->draining || nf->stopping || nf->relay.probe_inflight) return;
+  if (nf->shutdown.stopping || nf->stopping || nf->relay.probe_inflight) return;
   uint64_t d =
       (uint64_t)nf_relay_probe_delay_ms(&nf->relay, nf->cfg.probe_base_ms, nf->cfg.probe_max_ms);
   uv_timer_start(&nf->relay_timer, on_uv_relay_probe, d, 0);
@@ -295,7 +295,7 @@ static void on_smtp_probe(kpi_smtp *smtp, const kpi_smtp_result *r, void *arg) {
 
 static void on_uv_relay_probe(uv_timer_t *t) {
   notifier *nf = t->data;
-  if (nf->relay.up || nf->relay.probe_inflight || nf->draining || nf->stopping || !nf->smtp)
+  if (nf->relay.up || nf->relay.probe_inflight || nf->shutdown.stopping || nf->stopping || !nf->smtp)
     return;
   nf->relay.probe_inflight = true;
   int rc = kpi_smtp_probe(nf->smtp, on_smtp_probe, nf);
@@ -530,7 +530,7 @@ static void on_pg_claimed(kpi_pgasync *pg, const PGresult *res, void *arg) {
 }
 
 static void claim(notifier *nf) {
-  if (nf->claim_inflight || !nf->db_ready || nf->draining || !kpi_pgasync_is_up(nf->pg)) return;
+  if (nf->claim_inflight || !nf->db_ready || nf->shutdown.stopping || !kpi_pgasync_is_up(nf->pg)) return;
   if (!nf->relay.up) return; /* the probe claims when the relay is back */
   size_t slots = nf_claim_slots(nf_send_capacity(nf->smtp_connections), nf->mails_inflight);
   if (slots == 0) return;

@@ -1,7 +1,6 @@
 /* nf_service.c: kpi-notifier's configuration and life cycle: start-up steps, health and
  * metrics, the database's readiness and migrations, signals (SIGHUP reloads the catalog) and
  * the graceful drain on SIGTERM. */
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +11,6 @@
 #include "kpi_pg.h"
 #include "notifier.h"
 
-#define DRAIN_TICK_MS 50
 #define MIGRATE_RETRY_MS 2000
 
 /* Configuration ---------------------------------------------------------------------------- */
@@ -97,7 +95,7 @@ static int check_config(nf_config *c, char *err, size_t errsz) {
   return 0;
 }
 
-static int read_config(nf_config *c, char *err, size_t errsz) {
+int nf_config_load(nf_config *c, char *err, size_t errsz) {
   const char *from = kpi_env_str("KPI_MAIL_FROM", "kpi-notifier@localhost");
   if (!kpi_mail_address_valid(from)) {
     snprintf(err, errsz, "KPI_MAIL_FROM: not a plain mail address (user@domain)");
@@ -205,7 +203,7 @@ static void try_migrate(notifier *nf) {
 /* db_ready: connected, migrated and not draining. Becoming ready serves the records that
  * waited and refreshes the queue gauges; the sender's poll timer finds the due rows. */
 static void set_db_ready(notifier *nf) {
-  bool ready = nf->migrated && kpi_pgasync_is_up(nf->pg) && !nf->draining;
+  bool ready = nf->migrated && kpi_pgasync_is_up(nf->pg) && !nf->shutdown.stopping;
   if (ready == nf->db_ready) return;
   nf->db_ready = ready;
   kpi_metrics_set(nf->m.db_up, ready ? 1 : 0);
@@ -218,7 +216,7 @@ static void set_db_ready(notifier *nf) {
 
 static void on_uv_migrate(uv_timer_t *t) {
   notifier *nf = t->data;
-  if (!kpi_pgasync_is_up(nf->pg) || nf->draining) return; /* the next "up" retries */
+  if (!kpi_pgasync_is_up(nf->pg) || nf->shutdown.stopping) return; /* the next "up" retries */
   try_migrate(nf);
   set_db_ready(nf);
 }
@@ -228,8 +226,8 @@ static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
   notifier *nf = arg;
   if (up) {
     kpi_log(KPI_LOG_INFO, "db_up", "connected to PostgreSQL");
-    if (!nf->draining) try_migrate(nf);
-  } else if (!nf->draining) {
+    if (!nf->shutdown.stopping) try_migrate(nf);
+  } else if (!nf->shutdown.stopping) {
     kpi_log(KPI_LOG_WARN, "db_down", "PostgreSQL connection lost; reconnecting");
   }
   set_db_ready(nf);
@@ -252,12 +250,12 @@ static void on_http_request(kpi_http_request *req, void *opaque) {
     static const char ok[] = "{\"status\":\"ok\"}";
     kpi_http_respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
   } else if (strcmp(path, "/readyz") == 0) {
-    if (nf->db_ready && !nf->draining) {
+    if (nf->db_ready && !nf->shutdown.stopping) {
       static const char ok[] = "{\"status\":\"ready\"}";
       kpi_http_respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
     } else {
       kpi_http_respond_problem(req, 503, NULL,
-                               nf->draining ? "shutting down" : "database not ready", NULL);
+                               nf->shutdown.stopping ? "shutting down" : "database not ready", NULL);
     }
   } else if (strcmp(path, "/metrics") == 0) {
     kpi_metrics_set(nf->m.inflight, (double)nf->mails_inflight);
@@ -367,10 +365,11 @@ static void close_handle(uv_handle_t *h) {
 /* Closes everything: SMTP first (cancelled sends give their rows back to the lease), then the
  * dead letters still queued (flushed, then purged, so that every delivery callback has run
  * before the batches they point to are released), the database (queued queries report
- * "outcome unknown", which now just releases), Kafka, HTTP and every handle. */
-static void finish_shutdown(notifier *nf) {
+ * "outcome unknown", which now just releases), Kafka, HTTP and every handle. The drain's own
+ * handles are closed by kpi_shutdown after this. */
+static void on_shutdown_drained(kpi_shutdown *sd) {
+  notifier *nf = sd->data;
   nf->stopping = true;
-  uv_timer_stop(&nf->drain_timer);
   nf_purge_stop(nf);
   nf_queue_stop(nf);
   nf_consume_stop(nf);
@@ -386,25 +385,25 @@ static void finish_shutdown(notifier *nf) {
   nf->http_inited = false;
   nf_queue_close(nf);
   nf_purge_close(nf);
-  close_handle((uv_handle_t *)&nf->drain_timer);
   close_handle((uv_handle_t *)&nf->migrate_timer);
-  close_handle((uv_handle_t *)&nf->sigterm);
-  close_handle((uv_handle_t *)&nf->sigint);
-  close_handle((uv_handle_t *)&nf->sighup);
   kpi_log(KPI_LOG_INFO, "stopped", "notifier stopped");
 }
 
-static void on_uv_drain(uv_timer_t *t) {
-  notifier *nf = t->data;
-  bool idle = nf_consume_idle(nf) && nf_send_idle(nf) && nf_dlq_pending(nf) == 0;
-  if (!idle && uv_now(nf->loop) < nf->drain_deadline) return;
-  if (!idle)
+static bool on_shutdown_is_drained(kpi_shutdown *sd) {
+  notifier *nf = sd->data;
+  return nf_consume_idle(nf) && nf_send_idle(nf) && nf_dlq_pending(nf) == 0;
+}
+
+/* KPI_NOTIFY_DRAIN_TIMEOUT_MS passed, or a second signal came: stop with what is in flight. */
+static void on_shutdown_expired(kpi_shutdown *sd) {
+  notifier *nf = sd->data;
+  if (!on_shutdown_is_drained(sd))
     kpi_log(KPI_LOG_WARN, "drain_timeout",
             "stopping with %zu mails in flight (batch %s, claim %s, %d Kafka messages queued); "
             "leased rows become due again when the lease ends",
             nf->mails_inflight, nf_consume_idle(nf) ? "done" : "pending",
             nf->claim_inflight ? "pending" : "done", nf_dlq_pending(nf));
-  finish_shutdown(nf);
+  kpi_shutdown_drained(sd);
 }
 
 /* SIGHUP: reload the catalog, which alone names the recipients of each alert (its measure's
@@ -412,9 +411,8 @@ static void on_uv_drain(uv_timer_t *t) {
  * catalog is only read synchronously (an alert turned into rows, a mail composed), so swapping
  * it here is safe; a broken file keeps the old one. Rows already queued keep their
  * recipients; links follow the catalog in force when the mail is composed. */
-static void on_uv_sighup(uv_signal_t *s, int signum) {
-  (void)signum;
-  notifier *nf = s->data;
+static void on_shutdown_reload(kpi_shutdown *sd) {
+  notifier *nf = sd->data;
   const char *path = kpi_env_str("KPI_CATALOG", "config/catalog.json");
   char err[512];
   kpi_catalog *cat = kpi_catalog_load(path, err, sizeof(err));
@@ -429,21 +427,20 @@ static void on_uv_sighup(uv_signal_t *s, int signum) {
 
 /* SIGTERM or SIGINT: stop claiming, reading and housekeeping; let in-flight work finish within
  * KPI_NOTIFY_DRAIN_TIMEOUT_MS. A second signal stops at once. */
-static void on_uv_signal(uv_signal_t *s, int signum) {
-  notifier *nf = s->data;
-  if (nf->draining) {
-    nf->drain_deadline = uv_now(nf->loop);
-    return;
-  }
-  kpi_log(KPI_LOG_INFO, "draining", "signal %d: finishing in-flight work", signum);
-  nf->draining = true;
-  nf->drain_deadline = uv_now(nf->loop) + (uint64_t)nf->cfg.drain_timeout_ms;
+static void on_shutdown_begin(kpi_shutdown *sd) {
+  notifier *nf = sd->data;
+  kpi_log(KPI_LOG_INFO, "draining", "finishing in-flight work");
   nf_send_stop(nf);
   nf_queue_stop(nf);
   nf_purge_stop(nf);
   uv_timer_stop(&nf->migrate_timer);
-  uv_timer_start(&nf->drain_timer, on_uv_drain, 0, DRAIN_TICK_MS);
 }
+
+static const kpi_shutdown_ops shutdown_ops = {.on_begin = on_shutdown_begin,
+                                              .on_reload = on_shutdown_reload,
+                                              .on_expired = on_shutdown_expired,
+                                              .is_drained = on_shutdown_is_drained,
+                                              .on_drained = on_shutdown_drained};
 
 /* Start ------------------------------------------------------------------------------------ */
 
@@ -460,7 +457,7 @@ typedef struct {
  * after logging why. */
 static int load_config(notifier *nf, start_config *sc) {
   char err[512];
-  if (read_config(&nf->cfg, err, sizeof(err)) != 0) {
+  if (nf_config_load(&nf->cfg, err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
     return -1;
   }
@@ -486,21 +483,15 @@ static int load_config(notifier *nf, start_config *sc) {
   return 0;
 }
 
-/* Every timer and signal handle of the service, so that finish_shutdown may close them all
+/* Every timer and signal handle of the service, so that on_shutdown_drained may close them all
  * whatever fails later. */
 static void init_handles(notifier *nf) {
   uv_timer_init(nf->loop, &nf->migrate_timer);
   nf->migrate_timer.data = nf;
-  uv_timer_init(nf->loop, &nf->drain_timer);
-  nf->drain_timer.data = nf;
+  kpi_shutdown_init(nf->loop, &nf->shutdown, &shutdown_ops, (uint64_t)nf->cfg.drain_timeout_ms,
+                    nf);
+  kpi_shutdown_start(&nf->shutdown);
   nf_consume_init(nf);
-  uv_signal_t *sigs[] = {&nf->sigterm, &nf->sigint, &nf->sighup};
-  const int signums[] = {SIGTERM, SIGINT, SIGHUP};
-  for (int i = 0; i < 3; i++) {
-    uv_signal_init(nf->loop, sigs[i]);
-    sigs[i]->data = nf;
-    uv_signal_start(sigs[i], signums[i] == SIGHUP ? on_uv_sighup : on_uv_signal, signums[i]);
-  }
   nf_send_init(nf);
   nf_queue_init(nf);
   nf_purge_init(nf);
@@ -529,15 +520,13 @@ static int clients_start(notifier *nf, const kpi_smtp_config *sc) {
 
 int nf_service_start(notifier *nf) {
   start_config sc;
-  if (load_config(nf, &sc) != 0) return 2;
+  if (load_config(nf, &sc) != 0) return KPI_EXIT_CONFIG;
   init_handles(nf);
   if (http_start(nf, sc.host, sc.port) != 0 || clients_start(nf, &sc.smtp) != 0) {
     /* Start-up failed after handles existed: close them through the normal path. */
-    nf->exit_code = 1;
-    nf->draining = true;
-    finish_shutdown(nf);
+    kpi_shutdown_drained(&nf->shutdown);
     uv_run(nf->loop, UV_RUN_DEFAULT);
-    return 1;
+    return KPI_EXIT_START;
   }
   kpi_log(KPI_LOG_INFO, "started",
           "listening on %s:%d; SMTP %s (%d connections); from %s; group wait %lld ms; catalog %s "

@@ -19,6 +19,7 @@
 #include "kpi_mail.h"
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
+#include "kpi_shutdown.h"
 #include "kpi_smtp.h"
 #include "nf_rules.h"
 
@@ -108,14 +109,11 @@ typedef struct notifier {
   uv_timer_t purge_timer;
   bool purge_inflight;
 
-  /* Shutdown. */
-  uv_signal_t sigterm, sigint, sighup;
-  uv_timer_t drain_timer;
-  bool draining;   /* SIGTERM: no new work, in-flight work finishes */
+  /* Shutdown: signals, the drain deadline and the exit code; shutdown.stopping from SIGTERM
+   * on (no new work, in-flight work finishes). */
+  kpi_shutdown shutdown;
   bool stopping;   /* closing everything: callbacks only release */
   bool http_inited;
-  uint64_t drain_deadline;
-  int exit_code;
 } notifier;
 
 /* nf_service.c: configuration, start-up, health and metrics, signals, the drain. */
@@ -124,6 +122,9 @@ typedef struct notifier {
  * NF->loop (NF zeroed, with loop set). Returns 0, or the process's exit code after logging
  * why: 2 when the configuration or catalog is invalid, 1 when a part failed to start (its
  * handles are then closed and the loop run until they are). */
+/* Reads the notifier's environment (docs/notifier.md) into C, once at start. Returns 0, or -1
+ * with ERR naming the variable at fault. */
+int nf_config_load(nf_config *c, char *err, size_t errsz);
 int nf_service_start(notifier *nf);
 /* After uv_run returned (or nf_service_start failed): closes the loop and frees NF. */
 void nf_service_free(notifier *nf);

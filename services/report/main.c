@@ -14,29 +14,29 @@ int main(void) {
   uv_loop_t *loop = malloc(sizeof(*loop));
   if (!ctx || !loop || uv_loop_init(loop) != 0) {
     fprintf(stderr, "kpi-report: out of memory\n");
-    return 1;
+    return KPI_EXIT_START;
   }
   ctx->loop = loop;
   char err[512];
   int rc = 0;
   if (report_config_load(&ctx->cfg, err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
-    rc = 1;
+    rc = KPI_EXIT_CONFIG;
   } else if (report_catalog_load(ctx, err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "catalog_invalid", "%s", err);
-    rc = 2;
+    rc = KPI_EXIT_CONFIG;
   } else if (report_metrics_init(ctx) != 0) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "metrics registry");
-    rc = 1;
+    rc = KPI_EXIT_START;
   } else if (report_http_start(ctx) != 0) {
-    rc = 1;
+    rc = KPI_EXIT_START;
   } else {
     report_signals_start(ctx);
     kpi_log(KPI_LOG_INFO, "listening", "http://%s:%d; catalog %s (%zu measures)",
             ctx->cfg.listen_host, kpi_http_server_port(&ctx->http), ctx->cfg.catalog_path,
             ctx->catalog->n_measures);
     uv_run(loop, UV_RUN_DEFAULT);
-    rc = ctx->exit_code;
+    rc = ctx->shutdown.exit_code;
     kpi_log(KPI_LOG_INFO, "exit", "code %d", rc);
   }
   if (uv_loop_close(loop) != 0) kpi_log(KPI_LOG_WARN, "loop_close", "handles left open");

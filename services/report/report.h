@@ -10,6 +10,7 @@
 #include "kpi_http.h"
 #include "kpi_metrics.h"
 #include "kpi_pgasync.h"
+#include "kpi_shutdown.h"
 #include "report_format.h"
 
 typedef struct report_config {
@@ -23,17 +24,17 @@ typedef struct report_config {
 
 /* Pages, for metric labels and the route table (same order). */
 typedef enum {
-  RP_EP_INDEX = 0,
-  RP_EP_MEASURE,
-  RP_EP_CSV,
-  RP_EP_STATIC,
-  RP_EP_HEALTHZ,
-  RP_EP_READYZ,
-  RP_EP_METRICS,
-  RP_EP_COUNT
+  REPORT_EP_INDEX = 0,
+  REPORT_EP_MEASURE,
+  REPORT_EP_CSV,
+  REPORT_EP_STATIC,
+  REPORT_EP_HEALTHZ,
+  REPORT_EP_READYZ,
+  REPORT_EP_METRICS,
+  REPORT_EP_COUNT
 } report_endpoint;
 
-extern const kpi_http_route report_http_routes[RP_EP_COUNT];
+extern const kpi_http_route report_http_routes[REPORT_EP_COUNT];
 
 /* The one context of the process, reached from callbacks through handle->data and the
  * request's user slot. Loop thread only. */
@@ -48,15 +49,11 @@ typedef struct report_ctx {
 
   kpi_http_server http;
   kpi_pgasync *db;
-  uv_signal_t sig_term, sig_int, sig_hup;
-  uv_timer_t drain_timer;
-  uint64_t drain_started;
-  int stopping;
-  int exit_code;
+  kpi_shutdown shutdown; /* signals, drain deadline, exit code (report_service.c) */
   int64_t pending;
 
   kpi_metrics *metrics;
-  kpi_metric *m_duration[RP_EP_COUNT];
+  kpi_metric *m_duration[REPORT_EP_COUNT];
   kpi_metric *m_db_errors;
   kpi_metric *m_rejected;
 } report_ctx;
@@ -67,6 +64,10 @@ int report_config_load(report_config *cfg, char *err, size_t errsz);
  * unchanged). */
 int report_catalog_load(report_ctx *ctx, char *err, size_t errsz);
 void report_catalog_free(report_ctx *ctx);
+/* Initializes ctx->shutdown (SIGTERM/SIGINT drain, SIGHUP catalog reload), opens the database
+ * connection and starts the HTTP server. On failure logs why, closes what it opened, runs the
+ * loop until the closes are done and returns -1. report_signals_start then watches the
+ * signals. */
 int report_http_start(report_ctx *ctx);
 void report_signals_start(report_ctx *ctx);
 

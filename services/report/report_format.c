@@ -42,26 +42,27 @@ static const unit_words units[] = {
     {"facility", "施設", " facilities"}, {"percent", "%", "%"},
 };
 
-void report_value(const kpi_measure *m, double v, rp_lang lang, char *buf, size_t size) {
+void report_value(const kpi_measure *m, double v, report_lang lang, char *buf, size_t size) {
   if (m->kind == KPI_KIND_MILESTONE) {
     bool done = v >= 1 - KPI_ATTAINMENT_EPS;
     snprintf(buf, size, "%s",
-             lang == RP_LANG_EN ? (done ? "done" : "not yet") : (done ? "策定済み" : "未策定"));
+             lang == REPORT_LANG_EN ? (done ? "done" : "not yet") : (done ? "策定済み" : "未策定"));
     return;
   }
   char num[48];
   report_num(v, num, sizeof(num));
   const char *suffix = "";
   for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-    if (strcmp(m->unit, units[i].unit) == 0) suffix = lang == RP_LANG_EN ? units[i].en : units[i].ja;
+    if (strcmp(m->unit, units[i].unit) == 0)
+      suffix = lang == REPORT_LANG_EN ? units[i].en : units[i].ja;
   snprintf(buf, size, "%s%s", num, suffix);
 }
 
-const char *report_status_word(kpi_status s, rp_lang lang) {
+const char *report_status_word(kpi_status s, report_lang lang) {
   static const char *const ja[] = {"未報告", "順調", "遅れ", "達成", "未達成"};
   static const char *const en[] = {"No data", "On track", "Lagging", "Achieved", "Not achieved"};
   if ((unsigned)s > KPI_STATUS_FAILED) return "";
-  return lang == RP_LANG_EN ? en[s] : ja[s];
+  return lang == REPORT_LANG_EN ? en[s] : ja[s];
 }
 
 const char *report_status_symbol(kpi_status s) {
@@ -78,8 +79,8 @@ char report_grade(const kpi_attainment *a) {
   return 'D';
 }
 
-const char *report_grade_meaning(char grade, rp_lang lang) {
-  bool en = lang == RP_LANG_EN;
+const char *report_grade_meaning(char grade, report_lang lang) {
+  bool en = lang == REPORT_LANG_EN;
   switch (grade) {
   case 'A': return en ? "target reached" : "目標を達成";
   case 'B': return en ? "half of the way or more" : "目標に向け進捗率50%以上";

@@ -8,7 +8,7 @@
 #include "kpi_attainment.h"
 #include "kpi_catalog.h"
 
-typedef enum { RP_LANG_JA = 0, RP_LANG_EN } rp_lang;
+typedef enum { REPORT_LANG_JA = 0, REPORT_LANG_EN } report_lang;
 
 /* The short era form the plan prints beside its columns: "R4", "R元" (FY2019), "H30", and
  * "FY1985" before Heisei. Writes at most SIZE bytes like snprintf; 16 bytes suffice. */
@@ -20,11 +20,11 @@ void report_num(double v, char *buf, size_t size);
 
 /* V with the measure's unit the way the plan writes it: "24名", "12.4%", "3校", a milestone
  * as "策定済み"/"未策定" ("done"/"not yet" in English). 64 bytes suffice. */
-void report_value(const kpi_measure *m, double v, rp_lang lang, char *buf, size_t size);
+void report_value(const kpi_measure *m, double v, report_lang lang, char *buf, size_t size);
 
 /* The status in words ("順調", "On track") and as a symbol (◎ ○ △ ✕ －), so that a page never
  * tells it by colour alone. */
-const char *report_status_word(kpi_status s, rp_lang lang);
+const char *report_status_word(kpi_status s, report_lang lang);
 const char *report_status_symbol(kpi_status s);
 
 /* The evaluation grade (評価) of an attainment, from its progress p as municipal KPI reviews
@@ -33,6 +33,6 @@ const char *report_status_symbol(kpi_status s);
  * holds, so it is A or, below, graded by how close it stays. */
 char report_grade(const kpi_attainment *a);
 /* What the grade means, for the legend and the CSV's readers. */
-const char *report_grade_meaning(char grade, rp_lang lang);
+const char *report_grade_meaning(char grade, report_lang lang);
 
 #endif

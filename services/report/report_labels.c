@@ -79,13 +79,14 @@ static const struct {
     {"notice_resolved", "解消", "Resolved"},
 };
 
-const char *report_label(const char *key, rp_lang lang) {
+const char *report_label(const char *key, report_lang lang) {
   for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
-    if (strcmp(labels[i].key, key) == 0) return lang == RP_LANG_EN ? labels[i].en : labels[i].ja;
+    if (strcmp(labels[i].key, key) == 0)
+      return lang == REPORT_LANG_EN ? labels[i].en : labels[i].ja;
   return "";
 }
 
-void report_labels_set(rp_view *v, rp_lang lang) {
+void report_labels_set(report_view *v, report_lang lang) {
   for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
-    rp_set(v, labels[i].key, lang == RP_LANG_EN ? labels[i].en : labels[i].ja);
+    report_set(v, labels[i].key, lang == REPORT_LANG_EN ? labels[i].en : labels[i].ja);
 }

@@ -6,9 +6,9 @@
 #include "report_tmpl.h"
 
 /* Sets every label (l_*, h_*) of LANG on view V, for the templates to use anywhere. */
-void report_labels_set(rp_view *v, rp_lang lang);
+void report_labels_set(report_view *v, report_lang lang);
 
 /* One label by key, or "" (for text composed in C, such as the chart's legend). */
-const char *report_label(const char *key, rp_lang lang);
+const char *report_label(const char *key, report_lang lang);
 
 #endif

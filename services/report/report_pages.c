@@ -31,18 +31,18 @@
 #define NO_STORE "Cache-Control: no-store\r\n"
 #define HTML_TYPE "text/html; charset=utf-8"
 
-const kpi_http_route report_http_routes[RP_EP_COUNT] = {
-    [RP_EP_INDEX] = {"/", KPI_HTTP_GET | KPI_HTTP_HEAD},
-    [RP_EP_MEASURE] = {"/measures/*", KPI_HTTP_GET | KPI_HTTP_HEAD},
-    [RP_EP_CSV] = {"/report.csv", KPI_HTTP_GET | KPI_HTTP_HEAD},
-    [RP_EP_STATIC] = {"/static/*", KPI_HTTP_GET | KPI_HTTP_HEAD},
-    [RP_EP_HEALTHZ] = {"/healthz", KPI_HTTP_GET | KPI_HTTP_HEAD},
-    [RP_EP_READYZ] = {"/readyz", KPI_HTTP_GET | KPI_HTTP_HEAD},
-    [RP_EP_METRICS] = {"/metrics", KPI_HTTP_GET | KPI_HTTP_HEAD},
+const kpi_http_route report_http_routes[REPORT_EP_COUNT] = {
+    [REPORT_EP_INDEX] = {"/", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [REPORT_EP_MEASURE] = {"/measures/*", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [REPORT_EP_CSV] = {"/report.csv", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [REPORT_EP_STATIC] = {"/static/*", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [REPORT_EP_HEALTHZ] = {"/healthz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [REPORT_EP_READYZ] = {"/readyz", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    [REPORT_EP_METRICS] = {"/metrics", KPI_HTTP_GET | KPI_HTTP_HEAD},
 };
 
-static const char *const ep_names[RP_EP_COUNT] = {"index",   "measure", "csv",    "static",
-                                                   "healthz", "readyz",  "metrics"};
+static const char *const ep_names[REPORT_EP_COUNT] = {
+    "index", "measure", "csv", "static", "healthz", "readyz", "metrics"};
 
 /* ---- SQL ---- */
 
@@ -102,7 +102,7 @@ typedef struct page {
   report_ctx *ctx;
   kpi_http_request *http;
   report_endpoint ep;
-  rp_lang lang;
+  report_lang lang;
   bool has_as_of;  /* ?as_of given: recompute; else the evaluator's current rows */
   kpi_day as_of;   /* the date asked for, or today (Japan) */
   uint64_t start_ns;
@@ -119,7 +119,7 @@ int report_metrics_init(report_ctx *ctx) {
                                   0.1,   0.25,   0.5,   1,    2.5,   5};
   kpi_metrics *m = ctx->metrics = kpi_metrics_new();
   if (!m) return -1;
-  for (int e = 0; e < RP_EP_COUNT; e++) {
+  for (int e = 0; e < REPORT_EP_COUNT; e++) {
     char labels[64];
     snprintf(labels, sizeof(labels), "endpoint=\"%s\"", ep_names[e]);
     ctx->m_duration[e] = kpi_metrics_histogram(m, "kpi_report_request_duration_seconds", labels,
@@ -191,21 +191,21 @@ static void respond_html(page *pg, int status, kpi_buf *b) {
 
 /* A small page in the site's layout for 400/404/503: the reason in words. */
 static void respond_error(page *pg, int status, const char *msg) {
-  rp_view *v = rp_view_new();
+  report_view *v = report_view_new();
   kpi_buf body = KPI_BUF_INIT, out = KPI_BUF_INIT;
   const report_asset *t = report_asset_find("error.html");
   const report_asset *l = report_asset_find("layout.html");
   int rc = -1;
   if (v && t && l) {
     report_labels_set(v, pg->lang);
-    rp_set(v, "lang", pg->lang == RP_LANG_EN ? "en" : "ja");
-    rp_setf(v, "title", "%d %s", status, kpi_http_reason(status));
-    rp_set(v, "message", msg);
-    rp_set(v, "home", pg->lang == RP_LANG_EN ? "/?lang=en" : "/");
-    rc = rp_render(t->data, t->len, v, &body, NULL, 0);
+    report_set(v, "lang", pg->lang == REPORT_LANG_EN ? "en" : "ja");
+    report_setf(v, "title", "%d %s", status, kpi_http_reason(status));
+    report_set(v, "message", msg);
+    report_set(v, "home", pg->lang == REPORT_LANG_EN ? "/?lang=en" : "/");
+    rc = report_render(t->data, t->len, v, &body, NULL, 0);
     if (rc == 0) {
-      rp_set_raw(v, "content", kpi_buf_str(&body));
-      rc = rp_render(l->data, l->len, v, &out, NULL, 0);
+      report_set_raw(v, "content", kpi_buf_str(&body));
+      rc = report_render(l->data, l->len, v, &out, NULL, 0);
     }
   }
   if (rc == 0)
@@ -217,19 +217,19 @@ static void respond_error(page *pg, int status, const char *msg) {
                      SECURITY_HEADERS);
   kpi_buf_free(&body);
   kpi_buf_free(&out);
-  rp_view_free(v);
+  report_view_free(v);
 }
 
 /* Renders page template NAME into the layout and answers 200; 500 when a template fails
  * (logged: that is a bug), 503 when out of memory. Frees nothing of V. */
-static void respond_page(page *pg, const char *name, rp_view *v) {
+static void respond_page(page *pg, const char *name, report_view *v) {
   const report_asset *t = report_asset_find(name), *l = report_asset_find("layout.html");
   kpi_buf body = KPI_BUF_INIT, out = KPI_BUF_INIT;
   char err[160] = "";
-  int rc = t && l ? rp_render(t->data, t->len, v, &body, err, sizeof(err)) : -1;
+  int rc = t && l ? report_render(t->data, t->len, v, &body, err, sizeof(err)) : -1;
   if (rc == 0) {
-    rp_set_raw(v, "content", kpi_buf_str(&body));
-    rc = rp_render(l->data, l->len, v, &out, err, sizeof(err));
+    report_set_raw(v, "content", kpi_buf_str(&body));
+    rc = report_render(l->data, l->len, v, &out, err, sizeof(err));
   }
   if (rc == 0) respond_html(pg, 200, &out);
   else {
@@ -242,40 +242,41 @@ static void respond_page(page *pg, const char *name, rp_view *v) {
 
 /* ---- shared pieces of the pages ---- */
 
-static const char *lang_code(rp_lang l) { return l == RP_LANG_EN ? "en" : "ja"; }
+static const char *lang_code(report_lang l) { return l == REPORT_LANG_EN ? "en" : "ja"; }
 
 /* The query string that keeps LANG and AS_OF in links: "", "?lang=en", "?as_of=…&lang=en". */
 static void link_query(const page *pg, bool with_as_of, char *buf, size_t size) {
   char d[16] = "";
   if (with_as_of && pg->has_as_of) kpi_day_format(pg->as_of, d, sizeof(d));
-  snprintf(buf, size, "%s%s%s%s%s", (*d || pg->lang == RP_LANG_EN) ? "?" : "", *d ? "as_of=" : "",
-           d, (*d && pg->lang == RP_LANG_EN) ? "&" : "", pg->lang == RP_LANG_EN ? "lang=en" : "");
+  bool en = pg->lang == REPORT_LANG_EN;
+  snprintf(buf, size, "%s%s%s%s%s", (*d || en) ? "?" : "", *d ? "as_of=" : "", d,
+           (*d && en) ? "&" : "", en ? "lang=en" : "");
 }
 
-static void set_common(page *pg, rp_view *v, const char *title) {
+static void set_common(page *pg, report_view *v, const char *title) {
   report_ctx *ctx = pg->ctx;
   report_labels_set(v, pg->lang);
-  rp_set(v, "lang", lang_code(pg->lang));
-  rp_set(v, "title", title);
-  rp_set(v, "plan_name", ctx->catalog->plan_name);
+  report_set(v, "lang", lang_code(pg->lang));
+  report_set(v, "title", title);
+  report_set(v, "plan_name", ctx->catalog->plan_name);
   char q[64], d[16];
   link_query(pg, true, q, sizeof(q));
-  rp_setf(v, "home", "/%s", q);
-  rp_setf(v, "csv_href", "/report.csv%s", q);
+  report_setf(v, "home", "/%s", q);
+  report_setf(v, "csv_href", "/report.csv%s", q);
   /* The other language, same page and date. */
   page other = *pg;
-  other.lang = pg->lang == RP_LANG_EN ? RP_LANG_JA : RP_LANG_EN;
+  other.lang = pg->lang == REPORT_LANG_EN ? REPORT_LANG_JA : REPORT_LANG_EN;
   link_query(&other, true, q, sizeof(q));
-  rp_setf(v, "other_lang_href", "%s%s", pg->ep == RP_EP_MEASURE ? "" : "/", q);
-  rp_set(v, "other_lang", lang_code(other.lang));
-  rp_set_bool(v, "en", pg->lang == RP_LANG_EN);
+  report_setf(v, "other_lang_href", "%s%s", pg->ep == REPORT_EP_MEASURE ? "" : "/", q);
+  report_set(v, "other_lang", lang_code(other.lang));
+  report_set_bool(v, "en", pg->lang == REPORT_LANG_EN);
   kpi_day_format(pg->as_of, d, sizeof(d));
-  rp_set(v, "as_of", d);
-  rp_set_bool(v, "has_as_of", pg->has_as_of);
+  report_set(v, "as_of", d);
+  report_set_bool(v, "has_as_of", pg->has_as_of);
 }
 
 /* The as_of selector: the end of every FY of the plan, and "latest". */
-static void set_as_of_options(page *pg, rp_view *v) {
+static void set_as_of_options(page *pg, report_view *v) {
   const kpi_catalog *cat = pg->ctx->catalog;
   int from = 9999, to = 0;
   for (size_t i = 0; i < cat->n_measures; i++) {
@@ -284,11 +285,11 @@ static void set_as_of_options(page *pg, rp_view *v) {
     if (f < from) from = f;
     if (m->target_fy > to) to = m->target_fy;
   }
-  rp_view *o = rp_add(v, "as_of_options");
+  report_view *o = report_add(v, "as_of_options");
   if (o) {
-    rp_set(o, "value", "");
-    rp_set(o, "label", report_label("l_latest", pg->lang));
-    rp_set_bool(o, "selected", !pg->has_as_of);
+    report_set(o, "value", "");
+    report_set(o, "label", report_label("l_latest", pg->lang));
+    report_set_bool(o, "selected", !pg->has_as_of);
   }
   bool listed = false;
   for (int fy = from; fy <= to && fy - from < 50; fy++) {
@@ -296,23 +297,23 @@ static void set_as_of_options(page *pg, rp_view *v) {
     char d[16], era[16];
     kpi_day_format(end, d, sizeof(d));
     report_era_short(fy, era, sizeof(era));
-    o = rp_add(v, "as_of_options");
+    o = report_add(v, "as_of_options");
     if (!o) return;
-    rp_set(o, "value", d);
-    if (pg->lang == RP_LANG_EN) rp_setf(o, "label", "End of FY%d (%s): %s", fy, era, d);
-    else rp_setf(o, "label", "%s年度末（%s）", era, d);
+    report_set(o, "value", d);
+    if (pg->lang == REPORT_LANG_EN) report_setf(o, "label", "End of FY%d (%s): %s", fy, era, d);
+    else report_setf(o, "label", "%s年度末（%s）", era, d);
     bool sel = pg->has_as_of && pg->as_of == end;
     listed = listed || sel;
-    rp_set_bool(o, "selected", sel);
+    report_set_bool(o, "selected", sel);
   }
   if (pg->has_as_of && !listed) {
     char d[16];
     kpi_day_format(pg->as_of, d, sizeof(d));
-    o = rp_add(v, "as_of_options");
+    o = report_add(v, "as_of_options");
     if (!o) return;
-    rp_set(o, "value", d);
-    rp_set(o, "label", d);
-    rp_set_bool(o, "selected", true);
+    report_set(o, "value", d);
+    report_set(o, "label", d);
+    report_set_bool(o, "selected", true);
   }
 }
 
@@ -396,11 +397,11 @@ static void row_fill(const page *pg, const kpi_measure *m, const kpi_attainment 
   t->grade[1] = '\0';
 }
 
-static void set_status(rp_view *v, const page *pg, const kpi_attainment *a) {
-  rp_set(v, "status", kpi_status_name(a->status));
-  rp_set(v, "status_word", report_status_word(a->status, pg->lang));
-  rp_set(v, "symbol", report_status_symbol(a->status));
-  rp_set_bool(v, "stale", a->stale);
+static void set_status(report_view *v, const page *pg, const kpi_attainment *a) {
+  report_set(v, "status", kpi_status_name(a->status));
+  report_set(v, "status_word", report_status_word(a->status, pg->lang));
+  report_set(v, "symbol", report_status_symbol(a->status));
+  report_set_bool(v, "stale", a->stale);
 }
 
 /* ---- GET / and GET /report.csv ---- */
@@ -409,7 +410,7 @@ static void render_csv(page *pg, const PGresult *res, const int *row_of) {
   report_ctx *ctx = pg->ctx;
   kpi_buf b = KPI_BUF_INIT;
   kpi_buf_adds(&b, REPORT_CSV_BOM);
-  bool en = pg->lang == RP_LANG_EN;
+  bool en = pg->lang == REPORT_LANG_EN;
   const char *head_ja[] = {"基本目標", "基本目標名", "事業", "具体的な施策", "指標", "単位",
                            "基準値年度", "基準値", "目標値年度", "目標値", "実績値", "観測日",
                            "進捗率(%)", "期待ペース(%)", "状況", "評価", "最終報告日",
@@ -449,9 +450,62 @@ static void render_csv(page *pg, const PGresult *res, const int *row_of) {
   kpi_buf_free(&b);
 }
 
+/* One row of the KPI table: measure M's numbers at the page's date (row R of RES) and its
+ * link, which keeps the page's query Q. */
+static void set_index_row(page *pg, report_view *row, const kpi_measure *m,
+                          const kpi_attainment *a, bool has_last, kpi_day last,
+                          const PGresult *res, int r, const char *q) {
+  row_text t;
+  row_fill(pg, m, a, has_last, last, res, r, &t);
+  report_set(row, "id", m->id);
+  report_setf(row, "href", "/measures/%s%s", m->id, q);
+  report_set(row, "program", m->program);
+  report_set(row, "name", m->name);
+  report_set(row, "indicator", m->indicator);
+  report_set(row, "baseline", t.baseline);
+  report_set(row, "baseline_fy", t.baseline_fy);
+  report_set(row, "target", t.target);
+  report_set(row, "target_fy", t.target_fy);
+  report_set(row, "actual", t.actual);
+  report_set(row, "observed", t.observed);
+  report_set(row, "progress", t.progress);
+  report_set(row, "expected", t.expected);
+  report_set(row, "grade", t.grade);
+  report_set(row, "last", t.last);
+  set_status(row, pg, a);
+}
+
+/* How many measures have each status, best first, no data last. */
+static void set_status_counts(page *pg, report_view *v, const size_t *counts) {
+  for (int s = KPI_STATUS_ACHIEVED;; s = s == KPI_STATUS_ACHIEVED ? KPI_STATUS_ON_TRACK
+                                        : s == KPI_STATUS_ON_TRACK ? KPI_STATUS_LAGGING
+                                        : s == KPI_STATUS_LAGGING  ? KPI_STATUS_FAILED
+                                        : s == KPI_STATUS_FAILED   ? KPI_STATUS_NO_DATA
+                                                                   : -1) {
+    if (s < 0) break;
+    report_view *c = report_add(v, "counts");
+    if (!c) break;
+    report_set(c, "status", kpi_status_name((kpi_status)s));
+    report_set(c, "word", report_status_word((kpi_status)s, pg->lang));
+    report_set(c, "symbol", report_status_symbol((kpi_status)s));
+    report_setf(c, "n", "%zu", counts[s]);
+  }
+}
+
+/* The grades' meanings, the table's legend. */
+static void set_grades(page *pg, report_view *v) {
+  for (char g = 'A'; g <= 'E'; g++) {
+    report_view *gv = report_add(v, "grades");
+    if (!gv) break;
+    char gs[2] = {g == 'E' ? '-' : g, 0};
+    report_set(gv, "grade", gs);
+    report_set(gv, "meaning", report_grade_meaning(gs[0], pg->lang));
+  }
+}
+
 static void render_index(page *pg, const PGresult *res, const int *row_of) {
   report_ctx *ctx = pg->ctx;
-  rp_view *v = rp_view_new();
+  report_view *v = report_view_new();
   if (!v) {
     respond_error(pg, 503, "out of memory");
     return;
@@ -461,11 +515,11 @@ static void render_index(page *pg, const PGresult *res, const int *row_of) {
   char q[64];
   link_query(pg, true, q, sizeof(q));
   size_t counts[KPI_STATUS_FAILED + 1] = {0}, n_stale = 0;
-  rp_view *goal = NULL;
+  report_view *goal = NULL;
   int cur_goal = -1;
   kpi_day evaluated = 0;
   bool mixed = false, any_row = false;
-  rp_set_list(v, "goals");
+  report_set_list(v, "goals");
   for (size_t i = 0; i < ctx->n_order; i++) {
     const kpi_measure *m = ctx->order[i];
     int r = row_of[m - ctx->catalog->measures];
@@ -481,61 +535,26 @@ static void render_index(page *pg, const PGresult *res, const int *row_of) {
     counts[a.status]++;
     n_stale += a.stale;
     if (!goal || m->goal != cur_goal) {
-      goal = rp_add(v, "goals");
+      goal = report_add(v, "goals");
       if (!goal) break;
       cur_goal = m->goal;
-      rp_setf(goal, "goal_label", pg->lang == RP_LANG_EN ? "Basic goal %d" : "基本目標%d",
-              m->goal);
-      rp_set(goal, "goal_name", m->goal_name ? m->goal_name : "");
+      report_setf(goal, "goal_label", pg->lang == REPORT_LANG_EN ? "Basic goal %d" : "基本目標%d",
+                  m->goal);
+      report_set(goal, "goal_name", m->goal_name ? m->goal_name : "");
     }
-    rp_view *row = rp_add(goal, "rows");
+    report_view *row = report_add(goal, "rows");
     if (!row) break;
-    row_text t;
-    row_fill(pg, m, &a, has_last, last, res, r, &t);
-    rp_set(row, "id", m->id);
-    rp_setf(row, "href", "/measures/%s%s", m->id, q);
-    rp_set(row, "program", m->program);
-    rp_set(row, "name", m->name);
-    rp_set(row, "indicator", m->indicator);
-    rp_set(row, "baseline", t.baseline);
-    rp_set(row, "baseline_fy", t.baseline_fy);
-    rp_set(row, "target", t.target);
-    rp_set(row, "target_fy", t.target_fy);
-    rp_set(row, "actual", t.actual);
-    rp_set(row, "observed", t.observed);
-    rp_set(row, "progress", t.progress);
-    rp_set(row, "expected", t.expected);
-    rp_set(row, "grade", t.grade);
-    rp_set(row, "last", t.last);
-    set_status(row, pg, &a);
+    set_index_row(pg, row, m, &a, has_last, last, res, r, q);
   }
-  for (int s = KPI_STATUS_ACHIEVED;; s = s == KPI_STATUS_ACHIEVED ? KPI_STATUS_ON_TRACK
-                                        : s == KPI_STATUS_ON_TRACK ? KPI_STATUS_LAGGING
-                                        : s == KPI_STATUS_LAGGING  ? KPI_STATUS_FAILED
-                                        : s == KPI_STATUS_FAILED   ? KPI_STATUS_NO_DATA
-                                                                   : -1) {
-    if (s < 0) break;
-    rp_view *c = rp_add(v, "counts");
-    if (!c) break;
-    rp_set(c, "status", kpi_status_name((kpi_status)s));
-    rp_set(c, "word", report_status_word((kpi_status)s, pg->lang));
-    rp_set(c, "symbol", report_status_symbol((kpi_status)s));
-    rp_setf(c, "n", "%zu", counts[s]);
-  }
-  rp_setf(v, "n_stale", "%zu", n_stale);
+  set_status_counts(pg, v, counts);
+  report_setf(v, "n_stale", "%zu", n_stale);
   char d[16] = "";
   if (any_row) fmt_day(evaluated, d, sizeof(d));
-  rp_set(v, "evaluated_on", d);
-  rp_set_bool(v, "evaluated_mixed", mixed);
-  for (char g = 'A'; g <= 'E'; g++) {
-    rp_view *gv = rp_add(v, "grades");
-    if (!gv) break;
-    char gs[2] = {g == 'E' ? '-' : g, 0};
-    rp_set(gv, "grade", gs);
-    rp_set(gv, "meaning", report_grade_meaning(gs[0], pg->lang));
-  }
+  report_set(v, "evaluated_on", d);
+  report_set_bool(v, "evaluated_mixed", mixed);
+  set_grades(pg, v);
   respond_page(pg, "index.html", v);
-  rp_view_free(v);
+  report_view_free(v);
 }
 
 static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg);
@@ -589,7 +608,7 @@ static void db_failed(page *pg, const PGresult *res, const char *what) {
   kpi_metrics_inc(pg->ctx->m_db_errors);
   kpi_log(KPI_LOG_WARN, "query_failed", "%s: %s", what,
           res ? PQresultErrorMessage(res) : "connection lost");
-  respond_error(pg, 503, pg->lang == RP_LANG_EN ? "The database is unavailable; try again."
+  respond_error(pg, 503, pg->lang == REPORT_LANG_EN ? "The database is unavailable; try again."
                                                 : "データベースに接続できません。しばらくしてから再度お試しください。");
 }
 
@@ -602,7 +621,7 @@ static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
     page_done(pg);
     return;
   }
-  if (pg->ep == RP_EP_MEASURE) {
+  if (pg->ep == REPORT_EP_MEASURE) {
     const kpi_measure *m = kpi_catalog_measure(ctx->catalog, pg->measure_id);
     if (!m) {
       ctx->pending--;
@@ -643,7 +662,7 @@ static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
     const kpi_measure *m = kpi_catalog_measure(ctx->catalog, PQgetvalue(res, r, c_id));
     if (m) row_of[m - ctx->catalog->measures] = r;
   }
-  if (pg->ep == RP_EP_CSV) render_csv(pg, res, row_of);
+  if (pg->ep == REPORT_EP_CSV) render_csv(pg, res, row_of);
   else render_index(pg, res, row_of);
   free(row_of);
   page_done(pg);
@@ -666,7 +685,7 @@ static const char *jstr(const cJSON *o, const char *k) {
  * the window for cumulative; one point per FY (at its end, or the evaluation date in the
  * current FY) for ratio. Returns the number of points written to PTS (at most CAP). */
 static size_t chart_points(const page *pg, const kpi_measure *m, const cJSON *doc,
-                           rp_point *pts, size_t cap) {
+                           report_point *pts, size_t cap) {
   size_t n = 0;
   const cJSON *it;
   if (m->kind == KPI_KIND_RATIO) {
@@ -696,12 +715,12 @@ static size_t chart_points(const page *pg, const kpi_measure *m, const cJSON *do
   return n;
 }
 
-static void set_chart(page *pg, rp_view *v, const kpi_measure *m, const cJSON *doc) {
+static void set_chart(page *pg, report_view *v, const kpi_measure *m, const cJSON *doc) {
   size_t cap = 1000;
-  rp_point *pts = malloc(cap * sizeof(*pts));
+  report_point *pts = malloc(cap * sizeof(*pts));
   if (!pts) return;
   size_t n = chart_points(pg, m, doc, pts, cap);
-  rp_lang l = pg->lang;
+  report_lang l = pg->lang;
   char unit[32];
   report_value(m, 0, l, unit, sizeof(unit)); /* "0名": keep what follows the number */
   const char *suffix = m->kind == KPI_KIND_MILESTONE ? "" : unit + 1;
@@ -710,11 +729,11 @@ static void set_chart(page *pg, rp_view *v, const kpi_measure *m, const cJSON *d
                        : m->kind == KPI_KIND_RATIO    ? report_label("l_ratio", l)
                                                       : report_label("l_actual", l);
   snprintf(desc, sizeof(desc),
-           l == RP_LANG_EN ? "%s (%zu points) against the straight expected pace from the "
+           l == REPORT_LANG_EN ? "%s (%zu points) against the straight expected pace from the "
                              "baseline to the target."
                            : "%s（%zu 点）と、基準値から目標値までの期待ペース（直線）。",
            series, n);
-  rp_chart_spec spec = {
+  report_chart_spec spec = {
       .title = m->indicator,
       .desc = desc,
       .points = pts,
@@ -732,84 +751,84 @@ static void set_chart(page *pg, rp_view *v, const kpi_measure *m, const cJSON *d
       .l_pace = report_label("l_pace", l),
       .l_actual = series,
       .l_as_of = report_label("l_as_of", l),
-      .era_labels_en = l == RP_LANG_EN,
+      .era_labels_en = l == REPORT_LANG_EN,
   };
   kpi_buf svg = KPI_BUF_INIT;
-  if (rp_chart_svg(&spec, &svg) == 0) rp_set_raw(v, "chart", kpi_buf_str(&svg));
+  if (report_chart_svg(&spec, &svg) == 0) report_set_raw(v, "chart", kpi_buf_str(&svg));
   kpi_buf_free(&svg);
   free(pts);
 }
 
-static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
-  report_ctx *ctx = pg->ctx;
-  rp_view *v = rp_view_new();
-  if (!v) {
-    respond_error(pg, 503, "out of memory");
-    return;
-  }
-  rp_lang l = pg->lang;
+/* The measure's identity, its numbers at the page's date and its status. */
+static void set_measure_head(page *pg, report_view *v, const kpi_measure *m) {
+  report_lang l = pg->lang;
   set_common(pg, v, m->name);
   set_as_of_options(pg, v);
-  rp_setf(v, "form_action", "/measures/%s", m->id);
-  rp_setf(v, "goal_label", l == RP_LANG_EN ? "Basic goal %d" : "基本目標%d", m->goal);
-  rp_set(v, "goal_name", m->goal_name ? m->goal_name : "");
-  rp_set(v, "program", m->program);
-  rp_set(v, "name", m->name);
-  rp_set(v, "indicator", m->indicator);
-  rp_set(v, "id", m->id);
+  report_setf(v, "form_action", "/measures/%s", m->id);
+  report_setf(v, "goal_label", l == REPORT_LANG_EN ? "Basic goal %d" : "基本目標%d", m->goal);
+  report_set(v, "goal_name", m->goal_name ? m->goal_name : "");
+  report_set(v, "program", m->program);
+  report_set(v, "name", m->name);
+  report_set(v, "indicator", m->indicator);
+  report_set(v, "id", m->id);
   char key[32];
   snprintf(key, sizeof(key), "kind_%s", kpi_kind_name(m->kind));
-  rp_set(v, "kind", report_label(key, l));
-  rp_set(v, "owner", m->owner_dept && m->owner_dept->name ? m->owner_dept->name : m->owner);
+  report_set(v, "kind", report_label(key, l));
+  report_set(v, "owner", m->owner_dept && m->owner_dept->name ? m->owner_dept->name : m->owner);
   row_text t;
   row_fill(pg, m, &pg->att, pg->has_last, pg->last_day, NULL, -1, &t);
-  rp_set(v, "baseline", t.baseline);
-  rp_set(v, "baseline_fy", t.baseline_fy);
-  rp_set(v, "target", t.target);
-  rp_set(v, "target_fy", t.target_fy);
-  rp_set(v, "actual", t.actual);
-  rp_set(v, "progress", t.progress);
-  rp_set(v, "expected", t.expected);
-  rp_set(v, "grade", t.grade);
-  rp_set(v, "grade_meaning", report_grade_meaning(t.grade[0], l));
-  rp_set(v, "last", t.last);
+  report_set(v, "baseline", t.baseline);
+  report_set(v, "baseline_fy", t.baseline_fy);
+  report_set(v, "target", t.target);
+  report_set(v, "target_fy", t.target_fy);
+  report_set(v, "actual", t.actual);
+  report_set(v, "progress", t.progress);
+  report_set(v, "expected", t.expected);
+  report_set(v, "grade", t.grade);
+  report_set(v, "grade_meaning", report_grade_meaning(t.grade[0], l));
+  report_set(v, "last", t.last);
   char d[16];
   fmt_day(pg->att.due, d, sizeof(d));
-  rp_set(v, "due", d);
+  report_set(v, "due", d);
   fmt_day(pg->evaluated_on, d, sizeof(d));
-  rp_set(v, "evaluated_on", d);
+  report_set(v, "evaluated_on", d);
   set_status(v, pg, &pg->att);
-  rp_set_raw(v, "chart", "");
-  set_chart(pg, v, m, doc);
+}
 
-  /* Readings, newest first, as people read a ledger of reports. */
-  rp_set_list(v, "readings");
-  const cJSON *rs = cJSON_GetObjectItemCaseSensitive(doc, "readings");
+/* Readings, newest first, as people read a ledger of reports. */
+static void set_readings(page *pg, report_view *v, const kpi_measure *m, const cJSON *rs) {
+  report_ctx *ctx = pg->ctx;
+  report_lang l = pg->lang;
+  char d[16];
+  report_set_list(v, "readings");
   for (int i = cJSON_GetArraySize(rs) - 1; i >= 0; i--) {
     const cJSON *it = cJSON_GetArrayItem(rs, i);
-    rp_view *r = rp_add(v, "readings");
+    report_view *r = report_add(v, "readings");
     if (!r) break;
     fmt_day((kpi_day)jnum(it, "day", NULL), d, sizeof(d));
-    rp_set(r, "observed", d);
+    report_set(r, "observed", d);
     char val[64];
     if (m->kind == KPI_KIND_RATIO) report_num(jnum(it, "value", NULL), val, sizeof(val));
     else report_value(m, jnum(it, "value", NULL), l, val, sizeof(val));
-    rp_set(r, "value", val);
+    report_set(r, "value", val);
     const char *comp = jstr(it, "component");
-    rp_set(r, "component", strcmp(comp, "numerator") == 0     ? report_label("l_numerator", l)
+    report_set(r, "component", strcmp(comp, "numerator") == 0     ? report_label("l_numerator", l)
                            : strcmp(comp, "denominator") == 0 ? report_label("l_denominator", l)
                                                               : "");
     const kpi_department *dep = kpi_catalog_department(ctx->catalog, jstr(it, "department"));
-    rp_set(r, "department", dep && dep->name ? dep->name : jstr(it, "department"));
-    rp_set(r, "received", jstr(it, "received"));
-    rp_set(r, "note", jstr(it, "note"));
+    report_set(r, "department", dep && dep->name ? dep->name : jstr(it, "department"));
+    report_set(r, "received", jstr(it, "received"));
+    report_set(r, "note", jstr(it, "note"));
   }
-  rp_set_bool(v, "is_ratio", m->kind == KPI_KIND_RATIO);
+}
 
-  rp_set_list(v, "history");
+/* The attainment history, as the evaluator recorded it day by day. */
+static void set_history(page *pg, report_view *v, const kpi_measure *m, const cJSON *doc) {
+  report_lang l = pg->lang;
   const cJSON *it;
+  report_set_list(v, "history");
   cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "history")) {
-    rp_view *h = rp_add(v, "history");
+    report_view *h = report_add(v, "history");
     if (!h) break;
     kpi_attainment a;
     memset(&a, 0, sizeof(a));
@@ -822,22 +841,28 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
     if (kpi_status_parse(jstr(it, "status"), &a.status) != 0) a.status = KPI_STATUS_NO_DATA;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(it, "stale");
     a.stale = cJSON_IsTrue(st);
-    rp_set(h, "as_of", jstr(it, "as_of"));
+    report_set(h, "as_of", jstr(it, "as_of"));
     char val[64] = "—", p[16], e[16];
     if (hv) report_value(m, a.value, l, val, sizeof(val));
     fmt_pct(hp, a.progress, p, sizeof(p));
     fmt_pct(true, a.expected, e, sizeof(e));
-    rp_set(h, "value", val);
-    rp_set(h, "progress", p);
-    rp_set(h, "expected", e);
+    report_set(h, "value", val);
+    report_set(h, "progress", p);
+    report_set(h, "expected", e);
     set_status(h, pg, &a);
   }
+}
 
-  rp_set_list(v, "notices");
+/* The alerts sent about the measure and how far their mails got. */
+static void set_notices(page *pg, report_view *v, const cJSON *doc) {
+  report_lang l = pg->lang;
+  char key[32];
+  const cJSON *it;
+  report_set_list(v, "notices");
   cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "notices")) {
-    rp_view *nv = rp_add(v, "notices");
+    report_view *nv = report_add(v, "notices");
     if (!nv) break;
-    rp_set(nv, "when", jstr(it, "created"));
+    report_set(nv, "when", jstr(it, "created"));
     snprintf(key, sizeof(key), "notice_%s", jstr(it, "alert_type"));
     const char *type = report_label(key, l);
     kpi_status st;
@@ -845,21 +870,37 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
                           ? report_status_word(st, l)
                           : (strcmp(jstr(it, "status"), "stale") == 0 ? report_label("l_stale", l)
                                                                        : jstr(it, "status"));
-    rp_setf(nv, "notice", "%s（%s）", *type ? type : jstr(it, "alert_type"), stw);
+    report_setf(nv, "notice", "%s（%s）", *type ? type : jstr(it, "alert_type"), stw);
     int recipients = (int)jnum(it, "recipients", NULL), sent = (int)jnum(it, "sent", NULL),
         dead = (int)jnum(it, "dead", NULL);
-    rp_setf(nv, "delivery", "%s %d/%d%s%s",
-            report_label(sent == recipients ? "l_delivered" : "l_pending", l), sent, recipients,
-            dead ? ", " : "", dead ? report_label("l_dead", l) : "");
-    rp_set_bool(nv, "delivered", sent == recipients);
+    report_setf(nv, "delivery", "%s %d/%d%s%s",
+                report_label(sent == recipients ? "l_delivered" : "l_pending", l), sent, recipients,
+                dead ? ", " : "", dead ? report_label("l_dead", l) : "");
+    report_set_bool(nv, "delivered", sent == recipients);
   }
-  rp_set_bool(v, "has_readings", cJSON_GetArraySize(rs) > 0);
-  rp_set_bool(v, "has_history",
-              cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "history")) > 0);
-  rp_set_bool(v, "has_notices",
-              cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "notices")) > 0);
+}
+
+static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
+  report_view *v = report_view_new();
+  if (!v) {
+    respond_error(pg, 503, "out of memory");
+    return;
+  }
+  set_measure_head(pg, v, m);
+  report_set_raw(v, "chart", "");
+  set_chart(pg, v, m, doc);
+  const cJSON *rs = cJSON_GetObjectItemCaseSensitive(doc, "readings");
+  set_readings(pg, v, m, rs);
+  report_set_bool(v, "is_ratio", m->kind == KPI_KIND_RATIO);
+  set_history(pg, v, m, doc);
+  set_notices(pg, v, doc);
+  report_set_bool(v, "has_readings", cJSON_GetArraySize(rs) > 0);
+  report_set_bool(v, "has_history",
+                  cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "history")) > 0);
+  report_set_bool(v, "has_notices",
+                  cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "notices")) > 0);
   respond_page(pg, "measure.html", v);
-  rp_view_free(v);
+  report_view_free(v);
 }
 
 static void on_db_detail(kpi_pgasync *db, const PGresult *res, void *arg) {
@@ -902,7 +943,7 @@ static int read_params(page *pg) {
   const char *q = kpi_http_request_query(pg->http);
   char val[32];
   int n = report_query_param(q, "lang", val, sizeof(val));
-  pg->lang = n > 0 && strcmp(val, "en") == 0 ? RP_LANG_EN : RP_LANG_JA;
+  pg->lang = n > 0 && strcmp(val, "en") == 0 ? REPORT_LANG_EN : REPORT_LANG_JA;
   if (n == -2 || (n >= 0 && strcmp(val, "en") != 0 && strcmp(val, "ja") != 0 && n != 0)) {
     respond_error(pg, 400, "lang: expected ja or en");
     return -1;
@@ -914,7 +955,7 @@ static int read_params(page *pg) {
   int y, mo, dd;
   if (n != 10 || kpi_time_parse(val, NULL, &d) != 0 || (kpi_day_to_ymd(d, &y, &mo, &dd), y < 2000) ||
       y > 2100) {
-    respond_error(pg, 400, pg->lang == RP_LANG_EN
+    respond_error(pg, 400, pg->lang == REPORT_LANG_EN
                                ? "as_of: expected a date YYYY-MM-DD between 2000 and 2100"
                                : "as_of は 2000〜2100 年の YYYY-MM-DD 形式の日付で指定してください。");
     return -1;
@@ -937,15 +978,15 @@ void report_on_http_request(kpi_http_request *req, void *opaque) {
   pg->start_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
   pg->ctx = ctx;
   pg->http = req;
-  pg->ep = route >= 0 && route < RP_EP_COUNT ? (report_endpoint)route : RP_EP_INDEX;
+  pg->ep = route >= 0 && route < REPORT_EP_COUNT ? (report_endpoint)route : REPORT_EP_INDEX;
   switch (pg->ep) {
-  case RP_EP_HEALTHZ:
+  case REPORT_EP_HEALTHZ:
     kpi_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     page_done(pg);
     return;
-  case RP_EP_READYZ: {
+  case REPORT_EP_READYZ: {
     int db = ctx->db && kpi_pgasync_is_up(ctx->db);
-    int ready = db && !ctx->stopping;
+    int ready = db && !ctx->shutdown.stopping;
     char body[96];
     int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"database\":%s}",
                      ready ? "ready" : "not_ready", db ? "true" : "false");
@@ -954,11 +995,11 @@ void report_on_http_request(kpi_http_request *req, void *opaque) {
     page_done(pg);
     return;
   }
-  case RP_EP_METRICS:
+  case REPORT_EP_METRICS:
     kpi_http_respond_metrics(req, &ctx->http, ctx->metrics);
     page_done(pg);
     return;
-  case RP_EP_STATIC:
+  case REPORT_EP_STATIC:
     serve_static(pg);
     page_done(pg);
     return;
@@ -970,11 +1011,11 @@ void report_on_http_request(kpi_http_request *req, void *opaque) {
     return;
   }
   const kpi_measure *one = NULL;
-  if (pg->ep == RP_EP_MEASURE) {
+  if (pg->ep == REPORT_EP_MEASURE) {
     const char *id = kpi_http_request_path(req) + strlen("/measures/");
     one = kpi_json_id_valid(id) ? kpi_catalog_measure(ctx->catalog, id) : NULL;
     if (!one) {
-      respond_error(pg, 404, pg->lang == RP_LANG_EN ? "No such measure in the plan."
+      respond_error(pg, 404, pg->lang == REPORT_LANG_EN ? "No such measure in the plan."
                                                     : "この施策は計画にありません。");
       page_done(pg);
       return;

@@ -1,7 +1,6 @@
 /* report_service.c: the report's configuration and life cycle: catalog (and its plan order),
  * HTTP listener, signals (SIGHUP reloads the catalog) and the drain on SIGTERM. */
 #include <cjson/cJSON.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,24 +10,15 @@
 #include "kpi_pg.h"
 #include "report.h"
 
-#define DRAIN_TICK_MS 50
 /* Pages wait for one query each; past this, the drain gives up on them. */
 #define DRAIN_MAX_MS 10000
 
 int report_config_load(report_config *cfg, char *err, size_t errsz) {
-  const char *listen = kpi_env_str("KPI_REPORT_LISTEN", "127.0.0.1:8083");
-  if (kpi_env_split_hostport(listen, cfg->listen_host, sizeof(cfg->listen_host),
-                             &cfg->listen_port) != 0) {
-    snprintf(err, errsz, "KPI_REPORT_LISTEN: expected host:port, got \"%s\"", listen);
-    return -1;
-  }
-  const char *cat = kpi_env_str("KPI_CATALOG", "config/catalog.json");
-  if (strlen(cat) >= sizeof(cfg->catalog_path)) {
-    snprintf(err, errsz, "KPI_CATALOG: path too long");
-    return -1;
-  }
-  snprintf(cfg->catalog_path, sizeof(cfg->catalog_path), "%s", cat);
-  if (kpi_env_int("KPI_REPORT_MAX_PENDING", 64, 1, 10000, &cfg->max_pending, err, errsz) ||
+  if (kpi_env_listen("KPI_REPORT_LISTEN", "127.0.0.1:8083", cfg->listen_host,
+                     sizeof(cfg->listen_host), &cfg->listen_port, err, errsz) ||
+      kpi_env_path("KPI_CATALOG", "config/catalog.json", cfg->catalog_path,
+                   sizeof(cfg->catalog_path), err, errsz) ||
+      kpi_env_int("KPI_REPORT_MAX_PENDING", 64, 1, 10000, &cfg->max_pending, err, errsz) ||
       kpi_env_double("KPI_LAG_RATIO", KPI_LAG_RATIO_DEFAULT, 0.01, 1, &cfg->lag_ratio, err,
                      errsz))
     return -1;
@@ -104,45 +94,33 @@ static void on_http_closed(kpi_http_server *srv) {
   kpi_log(KPI_LOG_INFO, "http_closed", "every connection closed");
 }
 
-static void close_all(report_ctx *ctx) {
-  uv_close((uv_handle_t *)&ctx->sig_term, NULL);
-  uv_close((uv_handle_t *)&ctx->sig_int, NULL);
-  uv_close((uv_handle_t *)&ctx->sig_hup, NULL);
+/* Pages already asked for are answered (each waits for one query), then every handle is
+ * closed so that uv_run returns. */
+static bool on_shutdown_is_drained(kpi_shutdown *sd) {
+  const report_ctx *ctx = sd->data;
+  return ctx->pending == 0;
+}
+
+static void on_shutdown_drained(kpi_shutdown *sd) {
+  report_ctx *ctx = sd->data;
+  kpi_log(KPI_LOG_INFO, "drained", "%lld page(s) still waiting", (long long)ctx->pending);
   if (ctx->db) kpi_pgasync_close(ctx->db, NULL, NULL);
   ctx->db = NULL;
   kpi_http_server_close(&ctx->http, on_http_closed);
 }
 
-/* Draining: pages already asked for are answered (each waits for one query, bounded by
- * DRAIN_MAX_MS), then every handle is closed so that uv_run returns. */
-static void on_uv_drain_tick(uv_timer_t *t) {
-  report_ctx *ctx = t->data;
-  if (ctx->pending > 0 && uv_now(ctx->loop) - ctx->drain_started < DRAIN_MAX_MS) return;
-  uv_close((uv_handle_t *)t, NULL);
-  kpi_log(KPI_LOG_INFO, "drained", "%lld page(s) still waiting", (long long)ctx->pending);
-  close_all(ctx);
-}
-
-static void begin_shutdown(report_ctx *ctx, int code) {
-  if (ctx->stopping) return;
-  ctx->stopping = 1;
-  ctx->exit_code = code;
+static void on_shutdown_begin(kpi_shutdown *sd) {
+  report_ctx *ctx = sd->data;
   kpi_log(KPI_LOG_INFO, "shutdown", "stop accepting; %lld page(s) in progress",
           (long long)ctx->pending);
   kpi_http_server_stop_accepting(&ctx->http);
-  ctx->drain_started = uv_now(ctx->loop);
-  uv_timer_start(&ctx->drain_timer, on_uv_drain_tick, 0, DRAIN_TICK_MS);
 }
 
-static void on_uv_signal(uv_signal_t *s, int signum) {
-  report_ctx *ctx = s->data;
-  if (signum != SIGHUP) {
-    begin_shutdown(ctx, 0);
-    return;
-  }
-  /* Pages are rendered within one callback, so swapping the catalog between callbacks is
-   * safe; a query in flight carries the measure id it asked for, never a pointer. A broken
-   * file keeps the old catalog in force. */
+/* SIGHUP. Pages are rendered within one callback, so swapping the catalog between callbacks is
+ * safe; a query in flight carries the measure id it asked for, never a pointer. A broken file
+ * keeps the old catalog in force. */
+static void on_shutdown_reload(kpi_shutdown *sd) {
+  report_ctx *ctx = sd->data;
   char err[512];
   if (report_catalog_load(ctx, err, sizeof(err)) != 0) {
     kpi_log(KPI_LOG_ERROR, "catalog_reload_failed", "%s; keeping the previous catalog", err);
@@ -152,6 +130,19 @@ static void on_uv_signal(uv_signal_t *s, int signum) {
           ctx->cfg.catalog_path, ctx->catalog->version, ctx->catalog->n_measures);
 }
 
+/* No on_expired: past DRAIN_MAX_MS (or at a second signal) the pages still waiting are given
+ * up and everything closes (kpi_shutdown_drained). */
+static const kpi_shutdown_ops shutdown_ops = {.on_begin = on_shutdown_begin,
+                                              .on_reload = on_shutdown_reload,
+                                              .is_drained = on_shutdown_is_drained,
+                                              .on_drained = on_shutdown_drained};
+
+static void shutdown_init(report_ctx *ctx) {
+  kpi_shutdown_init(ctx->loop, &ctx->shutdown, &shutdown_ops, DRAIN_MAX_MS, ctx);
+}
+
+void report_signals_start(report_ctx *ctx) { kpi_shutdown_start(&ctx->shutdown); }
+
 static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
   (void)pg;
   (void)arg;
@@ -160,16 +151,19 @@ static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
 }
 
 int report_http_start(report_ctx *ctx) {
+  shutdown_init(ctx);
   char err[256];
   ctx->db = kpi_pgasync_new(ctx->loop, kpi_pg_conninfo(), on_pg_state, ctx, err, sizeof(err));
   if (!ctx->db) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "%s", err);
+    kpi_shutdown_close(&ctx->shutdown);
+    uv_run(ctx->loop, UV_RUN_DEFAULT);
     return -1;
   }
   ctx->http.data = ctx;
   int hrc = kpi_http_server_init(&ctx->http, ctx->loop, &ctx->cfg.http, report_on_http_request,
                                  ctx);
-  if (hrc == 0) hrc = kpi_http_server_set_routes(&ctx->http, report_http_routes, RP_EP_COUNT);
+  if (hrc == 0) hrc = kpi_http_server_set_routes(&ctx->http, report_http_routes, REPORT_EP_COUNT);
   if (hrc == 0) hrc = kpi_http_server_start(&ctx->http, ctx->cfg.listen_host, ctx->cfg.listen_port);
   if (hrc != 0) {
     kpi_log(KPI_LOG_ERROR, "listen_failed", "%s:%d: %s", ctx->cfg.listen_host,
@@ -177,20 +171,9 @@ int report_http_start(report_ctx *ctx) {
     kpi_pgasync_close(ctx->db, NULL, NULL);
     ctx->db = NULL;
     kpi_http_server_close(&ctx->http, NULL);
+    kpi_shutdown_close(&ctx->shutdown);
     uv_run(ctx->loop, UV_RUN_DEFAULT);
     return -1;
   }
   return 0;
-}
-
-void report_signals_start(report_ctx *ctx) {
-  uv_timer_init(ctx->loop, &ctx->drain_timer);
-  ctx->drain_timer.data = ctx;
-  uv_signal_t *sigs[] = {&ctx->sig_term, &ctx->sig_int, &ctx->sig_hup};
-  int signums[] = {SIGTERM, SIGINT, SIGHUP};
-  for (int i = 0; i < 3; i++) {
-    uv_signal_init(ctx->loop, sigs[i]);
-    sigs[i]->data = ctx;
-    uv_signal_start(sigs[i], on_uv_signal, signums[i]);
-  }
 }

@@ -14,20 +14,20 @@ typedef struct entry {
   v_type type;
   const char *s;
   bool on;
-  rp_view **items;
+  report_view **items;
   size_t n, cap;
 } entry;
 
-/* Arena block: every allocation of a page lives until rp_view_free. */
+/* Arena block: every allocation of a page lives until report_view_free. */
 typedef struct block {
   struct block *next;
   size_t used, cap;
   max_align_t data[];
 } block;
 
-struct rp_view {
-  rp_view *root;
-  const rp_view *parent;
+struct report_view {
+  report_view *root;
+  const report_view *parent;
   entry *e;
   size_t n, cap;
   /* root only */
@@ -37,7 +37,7 @@ struct rp_view {
 
 #define BLOCK_MIN (16 * 1024)
 
-static void *arena_alloc(rp_view *root, size_t n) {
+static void *arena_alloc(report_view *root, size_t n) {
   if (root->oom) return NULL;
   n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
   block *b = root->blocks;
@@ -58,20 +58,20 @@ static void *arena_alloc(rp_view *root, size_t n) {
   return p;
 }
 
-static const char *arena_strdup(rp_view *root, const char *s) {
+static const char *arena_strdup(report_view *root, const char *s) {
   size_t n = strlen(s);
   char *p = arena_alloc(root, n + 1);
   if (p) memcpy(p, s, n + 1);
   return p;
 }
 
-rp_view *rp_view_new(void) {
-  rp_view *v = calloc(1, sizeof(*v));
+report_view *report_view_new(void) {
+  report_view *v = calloc(1, sizeof(*v));
   if (v) v->root = v;
   return v;
 }
 
-void rp_view_free(rp_view *root) {
+void report_view_free(report_view *root) {
   if (!root) return;
   block *b = root->blocks;
   while (b) {
@@ -83,7 +83,7 @@ void rp_view_free(rp_view *root) {
 }
 
 /* The entry NAME of V, created when missing; NULL when out of memory. */
-static entry *slot(rp_view *v, const char *name) {
+static entry *slot(report_view *v, const char *name) {
   for (size_t i = 0; i < v->n; i++)
     if (strcmp(v->e[i].name, name) == 0) return &v->e[i];
   if (v->n == v->cap) {
@@ -102,7 +102,7 @@ static entry *slot(rp_view *v, const char *name) {
   return e;
 }
 
-static void set_str(rp_view *v, const char *name, const char *s, v_type type) {
+static void set_str(report_view *v, const char *name, const char *s, v_type type) {
   entry *e = slot(v, name);
   if (!e) return;
   const char *copy = arena_strdup(v->root, s ? s : "");
@@ -111,9 +111,11 @@ static void set_str(rp_view *v, const char *name, const char *s, v_type type) {
   e->s = copy;
 }
 
-void rp_set(rp_view *v, const char *name, const char *text) { set_str(v, name, text, V_TEXT); }
+void report_set(report_view *v, const char *name, const char *text) {
+  set_str(v, name, text, V_TEXT);
+}
 
-void rp_setf(rp_view *v, const char *name, const char *fmt, ...) {
+void report_setf(report_view *v, const char *name, const char *fmt, ...) {
   char small[256];
   va_list ap;
   va_start(ap, fmt);
@@ -138,18 +140,18 @@ void rp_setf(rp_view *v, const char *name, const char *fmt, ...) {
   e->s = big;
 }
 
-void rp_set_raw(rp_view *v, const char *name, const char *markup) {
+void report_set_raw(report_view *v, const char *name, const char *markup) {
   set_str(v, name, markup, V_RAW);
 }
 
-void rp_set_bool(rp_view *v, const char *name, bool on) {
+void report_set_bool(report_view *v, const char *name, bool on) {
   entry *e = slot(v, name);
   if (!e) return;
   e->type = V_BOOL;
   e->on = on;
 }
 
-void rp_set_list(rp_view *v, const char *name) {
+void report_set_list(report_view *v, const char *name) {
   entry *e = slot(v, name);
   if (e && e->type != V_LIST) {
     e->type = V_LIST;
@@ -157,19 +159,19 @@ void rp_set_list(rp_view *v, const char *name) {
   }
 }
 
-rp_view *rp_add(rp_view *v, const char *name) {
-  rp_set_list(v, name);
+report_view *report_add(report_view *v, const char *name) {
+  report_set_list(v, name);
   entry *e = slot(v, name);
   if (!e) return NULL;
   if (e->n == e->cap) {
     size_t cap = e->cap ? e->cap * 2 : 8;
-    rp_view **items = arena_alloc(v->root, cap * sizeof(*items));
+    report_view **items = arena_alloc(v->root, cap * sizeof(*items));
     if (!items) return NULL;
     if (e->n) memcpy(items, e->items, e->n * sizeof(*items));
     e->items = items;
     e->cap = cap;
   }
-  rp_view *c = arena_alloc(v->root, sizeof(*c));
+  report_view *c = arena_alloc(v->root, sizeof(*c));
   if (!c) return NULL;
   memset(c, 0, sizeof(*c));
   c->root = v->root;
@@ -178,7 +180,7 @@ rp_view *rp_add(rp_view *v, const char *name) {
   return c;
 }
 
-void rp_escape(kpi_buf *out, const char *s, size_t n) {
+void report_escape(kpi_buf *out, const char *s, size_t n) {
   size_t run = 0;
   for (size_t i = 0; i < n; i++) {
     const char *rep;
@@ -197,7 +199,7 @@ void rp_escape(kpi_buf *out, const char *s, size_t n) {
   kpi_buf_add(out, s + run, n - run);
 }
 
-static const entry *lookup(const rp_view *v, const char *name, size_t len) {
+static const entry *lookup(const report_view *v, const char *name, size_t len) {
   for (; v; v = v->parent)
     for (size_t i = 0; i < v->n; i++)
       if (strlen(v->e[i].name) == len && memcmp(v->e[i].name, name, len) == 0) return &v->e[i];
@@ -246,7 +248,7 @@ static const char *find_close(const char *p, const char *end, const char *name, 
   return NULL;
 }
 
-static int render(rctx *c, const char *p, const char *end, const rp_view *v) {
+static int render(rctx *c, const char *p, const char *end, const report_view *v) {
   if (++c->depth > 32) return fail(c, "sections nested too deep at %.*s", "", 0);
   while (p < end) {
     const char *o = memmem(p, (size_t)(end - p), "{{", 2);
@@ -290,15 +292,15 @@ static int render(rctx *c, const char *p, const char *end, const rp_view *v) {
     if (e->type == V_LIST || e->type == V_BOOL)
       return fail(c, "%.*s is a list or flag, not text", name, len);
     if (raw && e->type == V_RAW) kpi_buf_adds(c->out, e->s);
-    else rp_escape(c->out, e->s, strlen(e->s));
+    else report_escape(c->out, e->s, strlen(e->s));
     p = after;
   }
   c->depth--;
   return 0;
 }
 
-int rp_render(const char *tmpl, size_t len, const rp_view *v, kpi_buf *out, char *err,
-              size_t err_size) {
+int report_render(const char *tmpl, size_t len, const report_view *v, kpi_buf *out, char *err,
+                  size_t err_size) {
   char dummy[1];
   rctx c = {out, err ? err : dummy, err ? err_size : sizeof(dummy), 0};
   if (v->root->oom) return -2;

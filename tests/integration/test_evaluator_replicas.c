@@ -2,7 +2,7 @@
  * flow through both, each distinct record is stored once and the sums are exact. Both replicas
  * sweep every 100 ms while the other commits batches, and the test watches the reported sum of
  * a cumulative measure fed only positive amounts: it must never go down. Without the per-measure
- * advisory locks (txn.c, SQL_LOCK) a sweep that aggregated before the other replica's COMMIT
+ * advisory locks (ev_txn.c, SQL_LOCK) a sweep that aggregated before the other replica's COMMIT
  * overwrote the fresher attainment row with its older sum, hundreds of times per run. */
 #include <setjmp.h>
 #include <stdarg.h>

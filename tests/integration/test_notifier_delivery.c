@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "test_notifier_util.h"
+#include "kpi_json.h"
 
 static nf_it T;
 

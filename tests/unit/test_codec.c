@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kpi_codec.h"
+#include "kpi_json.h"
 
 #define SHIPPED KPI_SOURCE_DIR "/config/catalog.json"
 
@@ -377,7 +378,7 @@ static const struct {
 static void test_utf8(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++)
-    if (kpi_utf8_valid(utf8_cases[i].s, strlen(utf8_cases[i].s)) != utf8_cases[i].ok)
+    if (kpi_json_utf8_valid(utf8_cases[i].s, strlen(utf8_cases[i].s)) != utf8_cases[i].ok)
       fail_msg("utf8 case %zu", i);
 }
 
@@ -514,7 +515,7 @@ static void test_long_field_name_stays_utf8(void **state) {
   assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), -1);
   assert_int_equal(errs.n, 1);
   assert_string_equal(errs.items[0].code, "unknown_field");
-  assert_true(kpi_utf8_valid(errs.items[0].field, strlen(errs.items[0].field)));
+  assert_true(kpi_json_utf8_valid(errs.items[0].field, strlen(errs.items[0].field)));
   assert_true(strlen(errs.items[0].field) == 30); /* ten 3-byte characters fit in 31 bytes */
 }
 

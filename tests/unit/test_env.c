@@ -67,6 +67,34 @@ static void test_split_hostport(void **state) {
   }
 }
 
+/* A listen address and a path: the default when unset, the variable named in every error. */
+static void test_listen_and_path(void **state) {
+  (void)state;
+  char host[16], path[10], err[128];
+  int port = 0;
+  unsetenv("KPI_TEST_LISTEN");
+  assert_int_equal(kpi_env_listen("KPI_TEST_LISTEN", "127.0.0.1:8080", host, sizeof(host), &port,
+                                  err, sizeof(err)),
+                   0);
+  assert_string_equal(host, "127.0.0.1");
+  assert_int_equal(port, 8080);
+  setenv("KPI_TEST_LISTEN", "nowhere", 1);
+  assert_int_equal(kpi_env_listen("KPI_TEST_LISTEN", "127.0.0.1:8080", host, sizeof(host), &port,
+                                  err, sizeof(err)),
+                   -1);
+  assert_string_equal(err, "KPI_TEST_LISTEN: expected host:port, got \"nowhere\"");
+  unsetenv("KPI_TEST_LISTEN");
+
+  unsetenv("KPI_TEST_PATH");
+  assert_int_equal(kpi_env_path("KPI_TEST_PATH", "a/b.json", path, sizeof(path), err, sizeof(err)),
+                   0);
+  assert_string_equal(path, "a/b.json");
+  setenv("KPI_TEST_PATH", "a/bcd.json", 1); /* 10 bytes and a NUL do not fit in 10 */
+  assert_int_equal(kpi_env_path("KPI_TEST_PATH", "x", path, sizeof(path), err, sizeof(err)), -1);
+  assert_string_equal(err, "KPI_TEST_PATH: path too long");
+  unsetenv("KPI_TEST_PATH");
+}
+
 static void test_topics_and_kafka_passthrough(void **state) {
   (void)state;
   char err[256];
@@ -161,6 +189,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_env_int),
       cmocka_unit_test(test_split_hostport),
+      cmocka_unit_test(test_listen_and_path),
       cmocka_unit_test(test_topics_and_kafka_passthrough),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

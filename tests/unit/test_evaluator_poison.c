@@ -150,7 +150,7 @@ static bool db_refuses(const ev_batch *b, const size_t *idx, size_t n, bool offs
   return false;
 }
 
-/* Runs the search as txn.c does; returns the transactions run, -1 for "not in the rows". */
+/* Runs the search as ev_txn.c does; returns the transactions run, -1 for "not in the rows". */
 static int simulate(ev_batch *b, const size_t *bad, bool always) {
   size_t idx[64];
   for (int txns = 1; txns < 1000; txns++) {

@@ -18,6 +18,7 @@ typedef struct {
   int delivered;
   int wakes;
   int closed;
+  int late; /* delivery reports served after the waker closed */
 } ctx;
 
 static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
@@ -86,7 +87,77 @@ static void test_delivery_reports_wake_the_loop(void **state) {
   rd_kafka_destroy(c.rk);
 }
 
+/* kpi_kafka_waker_serve as the waker's callback: the delivery callback it runs closes the
+ * waker at the tenth report; serving stops after the reports of that poll, and the queue handle
+ * librdkafka is still reading is destroyed only then (this crashed before it was deferred). */
+static void on_kafka_delivery_close_at_ten(rd_kafka_t *rk, const rd_kafka_message_t *msg,
+                                           void *opaque) {
+  (void)rk;
+  ctx *c = opaque;
+  assert_int_equal(msg->err, RD_KAFKA_RESP_ERR_NO_ERROR);
+  if (!c->waker.queue) {
+    c->late++;
+    return;
+  }
+  if (++c->delivered == 10) {
+    kpi_kafka_waker_close(&c->waker, on_waker_closed);
+    uv_close((uv_handle_t *)&c->guard, NULL);
+  }
+}
+
+static void test_serve_runs_callbacks_until_closed(void **state) {
+  (void)state;
+  ctx c = {0};
+  char err[256];
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  assert_int_equal(rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof(err)),
+                   RD_KAFKA_CONF_OK);
+  assert_int_equal(rd_kafka_conf_set(conf, "linger.ms", "1", err, sizeof(err)), RD_KAFKA_CONF_OK);
+  rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery_close_at_ten);
+  rd_kafka_conf_set_opaque(conf, &c);
+  c.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(c.rk);
+
+  c.waker.data = &c;
+  assert_int_equal(kpi_kafka_waker_init(&loop, &c.waker, rd_kafka_queue_get_main(c.rk),
+                                        kpi_kafka_waker_serve),
+                   0);
+  /* An empty queue: serving returns at once and leaves the waker open. */
+  kpi_kafka_waker_serve(&c.waker);
+  assert_non_null(c.waker.queue);
+  assert_int_equal(c.delivered, 0);
+
+  uv_timer_init(&loop, &c.guard);
+  uv_timer_start(&c.guard, on_uv_guard, 20000, 0);
+  /* Twelve records: the last two are reported after the waker closed. */
+  for (int i = 0; i < 12; i++) {
+    char v[16];
+    snprintf(v, sizeof(v), "m%d", i);
+    assert_int_equal(rd_kafka_producev(c.rk, RD_KAFKA_V_TOPIC("waker-serve-test"),
+                                       RD_KAFKA_V_VALUE(v, strlen(v)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(c.delivered, 10);
+  assert_int_equal(c.closed, 1);
+  assert_null(c.waker.queue);
+  assert_null(c.waker.retired);
+  /* Serving a closed waker does nothing. */
+  int late = c.late;
+  kpi_kafka_waker_serve(&c.waker);
+  assert_int_equal(c.late, late);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  /* Reports the closing poll had not taken are served by the flush, off the loop. */
+  assert_int_equal(rd_kafka_flush(c.rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  assert_int_equal(c.delivered + c.late, 12);
+  rd_kafka_destroy(c.rk);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_delivery_reports_wake_the_loop)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_delivery_reports_wake_the_loop),
+                                     cmocka_unit_test(test_serve_runs_callbacks_until_closed)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "kpi_json.h"
 #include "kpi_mail.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -249,7 +250,7 @@ static void test_encoded_words(void **state) {
       assert_true(strlen("Subject: ") + wlen <= 76);
       char *part = b64_decode(p + 10, (size_t)(end - p - 10));
       assert_true(strlen(part) <= KPI_MAIL_WORD_BYTES);
-      assert_true(kpi_utf8_valid(part, strlen(part)));
+      assert_true(kpi_json_utf8_valid(part, strlen(part)));
       assert_null(strpbrk(part, "\r\n"));
       free(part);
       words++;
@@ -347,7 +348,7 @@ static void test_single_alert_headers_and_body(void **state) {
     if (!strstr(text, expected_lines[i])) fail_msg("body lacks line %zu: %s\n%s", i, expected_lines[i], text);
   /* Japanese first, English after. */
   assert_true(strstr(text, "状況: 遅れ") < strstr(text, "Status: lagging"));
-  assert_true(kpi_utf8_valid(text, strlen(text)));
+  assert_true(kpi_json_utf8_valid(text, strlen(text)));
   free(text);
   free(headers);
   free(msg);
@@ -601,7 +602,7 @@ static void test_text_clean(void **state) {
     if (strcmp(out, cases[i].want) != 0)
       fail_msg("case %zu: \"%s\", want \"%s\"", i, out, cases[i].want);
     assert_int_equal(n, strlen(cases[i].want));
-    assert_true(kpi_utf8_valid(out, n));
+    assert_true(kpi_json_utf8_valid(out, n));
   }
   /* Every byte value, every length: always valid UTF-8 without control characters. */
   unsigned char all[256];
@@ -610,7 +611,7 @@ static void test_text_clean(void **state) {
     char out[64];
     size_t n = kpi_mail_text_clean((const char *)all, sizeof(all), out, size);
     assert_true(n < size);
-    assert_true(kpi_utf8_valid(out, n));
+    assert_true(kpi_json_utf8_valid(out, n));
     for (size_t k = 0; k < n; k++) assert_true((unsigned char)out[k] >= 0x20 && out[k] != 0x7F);
   }
 }

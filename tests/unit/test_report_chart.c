@@ -22,23 +22,23 @@ static kpi_day ymd(int y, int m, int d) {
 
 static void test_map(void **state) {
   (void)state;
-  rp_chart_map m;
+  report_chart_map m;
   kpi_day a = ymd(2023, 4, 1), b = ymd(2025, 4, 1);
-  rp_chart_map_init(&m, a, b, 0, 100, 720, 320);
+  report_chart_map_init(&m, a, b, 0, 100, 720, 320);
   assert_true(m.left > 0 && m.right < 720 && m.top > 0 && m.bottom < 320);
-  assert_float_equal(rp_chart_x(&m, a), m.left, 1e-9);
-  assert_float_equal(rp_chart_x(&m, b), m.right, 1e-9);
-  assert_float_equal(rp_chart_y(&m, 0), m.bottom, 1e-9);   /* y grows downwards in SVG */
-  assert_float_equal(rp_chart_y(&m, 100), m.top, 1e-9);
-  assert_float_equal(rp_chart_y(&m, 50), (m.top + m.bottom) / 2, 1e-9);
+  assert_float_equal(report_chart_x(&m, a), m.left, 1e-9);
+  assert_float_equal(report_chart_x(&m, b), m.right, 1e-9);
+  assert_float_equal(report_chart_y(&m, 0), m.bottom, 1e-9);   /* y grows downwards in SVG */
+  assert_float_equal(report_chart_y(&m, 100), m.top, 1e-9);
+  assert_float_equal(report_chart_y(&m, 50), (m.top + m.bottom) / 2, 1e-9);
   kpi_day mid = a + (b - a) / 2;
-  assert_float_equal(rp_chart_x(&m, mid), (m.left + m.right) / 2, 1.0);
+  assert_float_equal(report_chart_x(&m, mid), (m.left + m.right) / 2, 1.0);
   /* Negative values (a decrease below zero) map below the zero line. */
-  rp_chart_map_init(&m, a, b, -50, 50, 720, 320);
-  assert_true(rp_chart_y(&m, -50) > rp_chart_y(&m, 0));
+  report_chart_map_init(&m, a, b, -50, 50, 720, 320);
+  assert_true(report_chart_y(&m, -50) > report_chart_y(&m, 0));
   /* An empty domain is widened, never a division by zero. */
-  rp_chart_map_init(&m, a, a, 5, 5, 720, 320);
-  assert_true(isfinite(rp_chart_x(&m, a)) && isfinite(rp_chart_y(&m, 5)));
+  report_chart_map_init(&m, a, a, 5, 5, 720, 320);
+  assert_true(isfinite(report_chart_x(&m, a)) && isfinite(report_chart_y(&m, 5)));
 }
 
 static void test_nice(void **state) {
@@ -46,7 +46,7 @@ static void test_nice(void **state) {
   static const double in[] = {0.8, 1, 1.3, 2.2, 3, 52.5, 190, 260, 0};
   static const double want[] = {1, 1, 2, 2.5, 5, 100, 200, 500, 1};
   for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
-    assert_float_equal(rp_chart_nice(in[i]), want[i], 1e-9);
+    assert_float_equal(report_chart_nice(in[i]), want[i], 1e-9);
 }
 
 static int count(const char *s, const char *what) {
@@ -57,8 +57,8 @@ static int count(const char *s, const char *what) {
 
 static void test_svg(void **state) {
   (void)state;
-  rp_point pts[] = {{ymd(2023, 9, 30), 30}, {ymd(2024, 2, 29), 34}};
-  rp_chart_spec s = {
+  report_point pts[] = {{ymd(2023, 9, 30), 30}, {ymd(2024, 2, 29), 34}};
+  report_chart_spec s = {
       .title = "登録者数 <b>",
       .desc = "実績と期待ペース",
       .points = pts,
@@ -76,7 +76,7 @@ static void test_svg(void **state) {
       .l_as_of = "基準日",
   };
   kpi_buf b = KPI_BUF_INIT;
-  assert_int_equal(rp_chart_svg(&s, &b), 0);
+  assert_int_equal(report_chart_svg(&s, &b), 0);
   const char *svg = kpi_buf_str(&b);
   assert_int_equal(strncmp(svg, "<svg ", 5), 0);
   assert_non_null(strstr(svg, "role=\"img\""));
@@ -103,7 +103,7 @@ static void test_svg(void **state) {
 
   /* No readings: still a chart with the pace line, no series. */
   s.n_points = 0;
-  assert_int_equal(rp_chart_svg(&s, &b), 0);
+  assert_int_equal(report_chart_svg(&s, &b), 0);
   assert_int_equal(count(kpi_buf_str(&b), "<circle"), 0);
   assert_non_null(strstr(kpi_buf_str(&b), "class=\"pace\""));
   kpi_buf_free(&b);

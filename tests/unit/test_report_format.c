@@ -54,27 +54,29 @@ static void test_values_and_words(void **state) {
   char buf[64];
   m.kind = KPI_KIND_LEVEL;
   m.unit = "person";
-  report_value(&m, 24, RP_LANG_JA, buf, sizeof(buf));
+  report_value(&m, 24, REPORT_LANG_JA, buf, sizeof(buf));
   assert_string_equal(buf, "24名");
-  report_value(&m, 24, RP_LANG_EN, buf, sizeof(buf));
+  report_value(&m, 24, REPORT_LANG_EN, buf, sizeof(buf));
   assert_string_equal(buf, "24 people");
   m.unit = "percent";
-  report_value(&m, 12.4, RP_LANG_JA, buf, sizeof(buf));
+  report_value(&m, 12.4, REPORT_LANG_JA, buf, sizeof(buf));
   assert_string_equal(buf, "12.4%");
   m.kind = KPI_KIND_MILESTONE;
   m.unit = "plan";
-  report_value(&m, 0, RP_LANG_JA, buf, sizeof(buf));
+  report_value(&m, 0, REPORT_LANG_JA, buf, sizeof(buf));
   assert_string_equal(buf, "未策定");
-  report_value(&m, 1, RP_LANG_EN, buf, sizeof(buf));
+  report_value(&m, 1, REPORT_LANG_EN, buf, sizeof(buf));
   assert_string_equal(buf, "done");
   /* Every status has distinct words and a distinct symbol: never colour alone. */
   for (int a = 0; a <= KPI_STATUS_FAILED; a++)
     for (int b = a + 1; b <= KPI_STATUS_FAILED; b++) {
       assert_string_not_equal(report_status_symbol(a), report_status_symbol(b));
-      assert_string_not_equal(report_status_word(a, RP_LANG_JA), report_status_word(b, RP_LANG_JA));
-      assert_string_not_equal(report_status_word(a, RP_LANG_EN), report_status_word(b, RP_LANG_EN));
+      assert_string_not_equal(report_status_word(a, REPORT_LANG_JA),
+                              report_status_word(b, REPORT_LANG_JA));
+      assert_string_not_equal(report_status_word(a, REPORT_LANG_EN),
+                              report_status_word(b, REPORT_LANG_EN));
     }
-  assert_string_equal(report_status_word(KPI_STATUS_LAGGING, RP_LANG_JA), "遅れ");
+  assert_string_equal(report_status_word(KPI_STATUS_LAGGING, REPORT_LANG_JA), "遅れ");
 }
 
 static void test_grades(void **state) {
@@ -91,7 +93,7 @@ static void test_grades(void **state) {
     a.has_progress = a.has_value = cases[i].has;
     a.progress = cases[i].p;
     assert_int_equal(report_grade(&a), cases[i].want);
-    assert_true(report_grade_meaning(cases[i].want, RP_LANG_JA)[0] != '\0');
+    assert_true(report_grade_meaning(cases[i].want, REPORT_LANG_JA)[0] != '\0');
   }
 }
 

@@ -1,4 +1,4 @@
-/* config.c: the evaluator's configuration, read from the environment in one place
+/* ev_config.c: the evaluator's configuration, read from the environment in one place
  * (docs/evaluator.md "Configuration"). */
 #include <stdio.h>
 #include <string.h>
@@ -39,8 +39,9 @@ static int load_numbers(ev_config *cfg, char *err, size_t errsize) {
 int ev_config_load(ev_config *cfg, char *err, size_t errsize) {
   memset(cfg, 0, sizeof(*cfg));
   err[0] = '\0';
-  snprintf(cfg->catalog_path, sizeof(cfg->catalog_path), "%s",
-           kpi_env_str("KPI_CATALOG", "config/catalog.json"));
+  if (kpi_env_path("KPI_CATALOG", "config/catalog.json", cfg->catalog_path,
+                   sizeof(cfg->catalog_path), err, errsize))
+    return -1;
   snprintf(cfg->group, sizeof(cfg->group), "%s", kpi_env_str("KPI_EVALUATOR_GROUP", "evaluator"));
   if (kpi_topics_from_env(cfg->topics, err, errsize)) return -1;
   if (load_numbers(cfg, err, errsize)) return -1;
@@ -54,12 +55,9 @@ int ev_config_load(ev_config *cfg, char *err, size_t errsize) {
     cfg->fixed_date = true;
     cfg->eval_date = day;
   }
-  const char *listen = kpi_env_str("KPI_EVALUATOR_LISTEN", "127.0.0.1:8081");
-  if (kpi_env_split_hostport(listen, cfg->listen_host, sizeof(cfg->listen_host),
-                             &cfg->listen_port) != 0) {
-    snprintf(err, errsize, "KPI_EVALUATOR_LISTEN: expected host:port, got \"%s\"", listen);
+  if (kpi_env_listen("KPI_EVALUATOR_LISTEN", "127.0.0.1:8081", cfg->listen_host,
+                     sizeof(cfg->listen_host), &cfg->listen_port, err, errsize))
     return -1;
-  }
   kpi_http_config_defaults(&cfg->http);
   cfg->http.max_body_bytes = KPI_HTTP_SMALL_BODY; /* GET only */
   if (kpi_http_config_from_env(&cfg->http) != 0) return -1; /* logged there */

@@ -1,4 +1,4 @@
-/* sched.c: the evaluator's scheduler. ev_kick starts the next piece of work on the DB
+/* ev_sched.c: the evaluator's scheduler. ev_kick starts the next piece of work on the DB
  * connection (catalog mirror, a batch, the sweep) when none runs; the retry and sweep timers
  * and the database state callback live here. The other modules report up to it only through
  * the callbacks registered in ev_sched_init, so no module calls back into its caller. */

@@ -1,4 +1,4 @@
-/* mirror.c: the catalog mirrored into the measures table: once at start (blocking, after the
+/* ev_mirror.c: the catalog mirrored into the measures table: once at start (blocking, after the
  * migrations) and after each SIGHUP reload (on DB, between transactions). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -69,7 +69,7 @@ static char *mirror_json(const kpi_catalog *cat) {
   return s;
 }
 
-static void on_db_mirror(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_mirror(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   evaluator *ev = arg;
   ev_mirror_done_cb on_done = ev->on_mirrored;
@@ -104,7 +104,7 @@ int ev_mirror_reload(evaluator *ev, ev_mirror_done_cb on_done) {
   snprintf(version, sizeof(version), "%d", cat->version);
   const char *vals[2] = {json, version};
   ev->on_mirrored = on_done;
-  int rc = kpi_pgasync_query(ev->db, SQL_MIRROR, 2, vals, on_db_mirror, ev);
+  int rc = kpi_pgasync_query(ev->db, SQL_MIRROR, 2, vals, on_pg_mirror, ev);
   free(json);
   return rc == 0 ? 0 : -1;
 }

@@ -1,4 +1,4 @@
-/* batch.c: the records of one batch: rows, next offsets per partition, the raw records kept for
+/* ev_batch.c: the records of one batch: rows, next offsets per partition, the raw records kept for
  * their DLQ copies, and forgetting revoked partitions. Pure bookkeeping, no I/O. */
 #include <stdlib.h>
 #include <string.h>

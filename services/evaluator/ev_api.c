@@ -1,4 +1,4 @@
-/* api.c: the evaluator's read API (GET /v1/attainment[/{id}]), health, readiness and metrics. */
+/* ev_api.c: the evaluator's read API (GET /v1/attainment[/{id}]), health, readiness and metrics. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +29,7 @@ static const char SQL_ONE[] =
     " FROM attainment a LEFT JOIN measures m ON m.id = a.measure_id"
     " WHERE a.measure_id = $1) x";
 
-static void on_db_read(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_read(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   kpi_http_request *req = arg;
   evaluator *ev = kpi_http_request_get_user(req);
@@ -113,7 +113,7 @@ void ev_on_http_request(kpi_http_request *req, void *opaque) {
   }
   kpi_http_request_set_user(req, ev);
   const char *vals[1] = {list ? ev->cat->plan_id : id};
-  int rc = kpi_pgasync_query(ev->api_db, list ? SQL_LIST : SQL_ONE, 1, vals, on_db_read, req);
+  int rc = kpi_pgasync_query(ev->api_db, list ? SQL_LIST : SQL_ONE, 1, vals, on_pg_read, req);
   if (rc == 0) ev->api.pending++;
   else
     kpi_http_respond_problem_ex(req, 503, NULL, NULL, "the database is unavailable", NULL,

@@ -1,23 +1,13 @@
-/* drain.c: the evaluator's draining shutdown: after SIGTERM the transaction under way may
+/* ev_drain.c: the evaluator's draining shutdown: after SIGTERM the transaction under way may
  * finish, then the consumer leaves the group, the producer is flushed and the last deliveries
- * are marked, all within KPI_DRAIN_TIMEOUT_MS (a timer of its own). */
+ * are marked, each phase within KPI_DRAIN_TIMEOUT_MS (kpi_shutdown's deadline, re-armed for the
+ * marks). */
 #include "evaluator.h"
 #include "kpi_log.h"
 
-static void on_drain_timeout(uv_timer_t *h);
-
-void ev_drain_init(evaluator *ev) {
-  uv_timer_init(ev->loop, &ev->life.drain_timer);
-  ev->life.drain_timer.data = ev;
-}
-
-void ev_drain_begin(evaluator *ev) {
-  uv_timer_start(&ev->life.drain_timer, on_drain_timeout, (uint64_t)ev->cfg.drain_timeout_ms, 0);
-}
-
 static void drained(evaluator *ev) {
   if (ev->life.closed) return;
-  ev->life.on_drained(ev);
+  kpi_shutdown_drained(&ev->life.shutdown);
 }
 
 static void on_last_mark(evaluator *ev) {
@@ -34,11 +24,11 @@ void ev_finish(evaluator *ev) {
   ev->outbox.on_marked = on_last_mark;
   ev_outbox_mark_flush(ev);
   if (!ev->outbox.mark_busy) drained(ev);
-  else ev_drain_begin(ev); /* a fresh timeout for the marks */
+  else kpi_shutdown_rearm(&ev->life.shutdown); /* a fresh timeout for the marks */
 }
 
-static void on_drain_timeout(uv_timer_t *h) {
-  evaluator *ev = h->data;
+void ev_drain_expired(kpi_shutdown *sd) {
+  evaluator *ev = sd->data;
   if (ev->life.finishing) {
     /* Unmarked alerts are published again at the next start, with the same alert_id. */
     kpi_log(KPI_LOG_WARN, "drain_timeout", "delivered alerts not marked as sent in %lld ms",
@@ -52,8 +42,4 @@ static void on_drain_timeout(uv_timer_t *h) {
    * scheduler ignores them from now on (finishing). */
   ev->sched.txn_busy = false;
   ev_finish(ev);
-}
-
-void ev_drain_close(evaluator *ev, uv_close_cb on_closed) {
-  uv_close((uv_handle_t *)&ev->life.drain_timer, on_closed);
 }

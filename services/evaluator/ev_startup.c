@@ -1,11 +1,11 @@
-/* startup.c: waits during start-up (database, broker) that end at once on SIGTERM or SIGINT,
+/* ev_startup.c: waits during start-up (database, broker) that end at once on SIGTERM or SIGINT,
  * before the loop can deliver signals. */
 #include <signal.h>
 
 #include "evaluator.h"
 
 /* A stop asked for while start-up waits is remembered here: the waits end at once, and a stop
- * that arrives after them is handed on to the loop just before it starts (service.c). */
+ * that arrives after them is handed on to the loop just before it starts (ev_service.c). */
 static volatile sig_atomic_t startup_stop;
 
 static void on_startup_signal(int signum) {

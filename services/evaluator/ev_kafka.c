@@ -1,5 +1,5 @@
-/* kafka.c: the evaluator's Kafka side: the consumer (assignment at offsets kept in PostgreSQL,
- * records into batches, poison records to the DLQ) and the producer (DLQ copies; outbox.c
+/* ev_kafka.c: the evaluator's Kafka side: the consumer (assignment at offsets kept in PostgreSQL,
+ * records into batches, poison records to the DLQ) and the producer (DLQ copies; ev_outbox.c
  * publishes the alerts on it). Reports up only through ev_kafka.on_records / on_dlq_acked. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -61,11 +61,11 @@ static int on_kafka_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) 
 
 /* ---- assignment at the offsets stored with the data --------------------------------- */
 
-/* The group's next offsets as the batch transactions stored them (txn.c, SQL_OFFSETS). */
+/* The group's next offsets as the batch transactions stored them (ev_txn.c, SQL_OFFSETS). */
 static const char SQL_STORED_OFFSETS[] =
     "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2";
 
-static void on_db_offsets(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_offsets(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   evaluator *ev = arg;
   ev->kafka.assign_busy = false;
@@ -105,7 +105,7 @@ void ev_offsets_fetch(evaluator *ev) {
   if (!ev->kafka.want_assign || ev->kafka.assign_busy || ev->life.stopping) return;
   const char *params[2] = {ev->cfg.group, ev->cfg.topics[KPI_TOPIC_MEASUREMENTS].name};
   /* The callback never runs inside kpi_pgasync_query (kpi_pgasync.h): busy once queued. */
-  if (kpi_pgasync_query(ev->aux, SQL_STORED_OFFSETS, 2, params, on_db_offsets, ev) == 0)
+  if (kpi_pgasync_query(ev->aux, SQL_STORED_OFFSETS, 2, params, on_pg_offsets, ev) == 0)
     ev->kafka.assign_busy = true;
 }
 

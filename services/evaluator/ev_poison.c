@@ -1,5 +1,5 @@
-/* poison.c: the poison search's range bookkeeping on a batch (docs/evaluator.md "Records the
- * database refuses"). Pure: the transaction (txn.c) writes the ranges and sends the rows found
+/* ev_poison.c: the poison search's range bookkeeping on a batch (docs/evaluator.md "Records the
+ * database refuses"). Pure: the transaction (ev_txn.c) writes the ranges and sends the rows found
  * poison to the DLQ. */
 #include <stdlib.h>
 

@@ -1,4 +1,4 @@
-/* txn.c: one evaluator transaction on the DB connection. A batch's transaction writes its
+/* ev_txn.c: one evaluator transaction on the DB connection. A batch's transaction writes its
  * measurements, the next Kafka offsets, the attainment of every affected measure, its history
  * and the outbox alerts; a poison-search range writes rows only; the sweep runs the same
  * evaluation for every measure. The outcome goes to the scheduler's ev_txn_done_cb. */
@@ -253,7 +253,7 @@ static void sweep_data_error(ev_txn *t) {
 
 /* A failed transaction whose cause lies in the data rather than in the database: rows found
  * reused (redo at once without them), or a data error, which either names a poison row (the
- * only row written) or splits the rows written into two halves (poison.c). Returns true when
+ * only row written) or splits the rows written into two halves (ev_poison.c). Returns true when
  * handled; the next transaction then starts at once, without backoff. */
 static bool txn_poison(ev_txn *t) {
   bool data_error = !t->lost && ev_sqlstate_is_data_error(t->sqlstate);

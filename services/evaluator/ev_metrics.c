@@ -1,4 +1,4 @@
-/* metrics.c: the evaluator's metric registry (served at /metrics by api.c). */
+/* ev_metrics.c: the evaluator's metric registry (served at /metrics by ev_api.c). */
 #include "evaluator.h"
 
 int ev_metrics_init(ev_metrics *em) {

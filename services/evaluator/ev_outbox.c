@@ -1,4 +1,4 @@
-/* outbox.c: the evaluator's outbox alerts after their COMMIT: publishing them, their delivery
+/* ev_outbox.c: the evaluator's outbox alerts after their COMMIT: publishing them, their delivery
  * reports, marking them sent, re-publishing what was left unsent, and purging old sent rows.
  * Everything on the AUX connection, so none of it slips into a batch transaction. */
 #include <stdio.h>
@@ -108,7 +108,7 @@ void ev_outbox_on_delivery(evaluator *ev, ev_outmsg *om, rd_kafka_resp_err_t err
   ev_outbox_mark_flush(ev);
 }
 
-static void on_db_rescan(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_rescan(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   evaluator *ev = arg;
   ev_outbox *ob = &ev->outbox;
@@ -132,14 +132,14 @@ void ev_outbox_rescan(evaluator *ev) {
   ev_outbox *ob = &ev->outbox;
   if (ob->rescan_busy || ev->life.stopping) return;
   ob->rescan_due = false;
-  if (kpi_pgasync_query(ev->aux, SQL_RESCAN, 0, NULL, on_db_rescan, ev) != 0) {
+  if (kpi_pgasync_query(ev->aux, SQL_RESCAN, 0, NULL, on_pg_rescan, ev) != 0) {
     ob->rescan_due = true;
     return;
   }
   ob->rescan_busy = true;
 }
 
-static void on_db_marked(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_marked(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   evaluator *ev = arg;
   ev_outbox *ob = &ev->outbox;
@@ -168,14 +168,14 @@ void ev_outbox_mark_flush(evaluator *ev) {
   const char *vals[1] = {kpi_buf_str(&ids)};
   /* The result callback never runs inside kpi_pgasync_query (kpi_pgasync.h), so the flags may
    * be set once the query is queued. */
-  if (!ids.oom && kpi_pgasync_query(ev->aux, SQL_MARK, 1, vals, on_db_marked, ev) == 0) {
+  if (!ids.oom && kpi_pgasync_query(ev->aux, SQL_MARK, 1, vals, on_pg_marked, ev) == 0) {
     ob->mark_busy = true;
     ob->n_marking = ob->n_sent;
   }
   kpi_buf_free(&ids);
 }
 
-static void on_db_purged(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_purged(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   evaluator *ev = arg;
   ev->outbox.purge_busy = false;
@@ -198,6 +198,6 @@ void ev_outbox_purge(evaluator *ev) {
   snprintf(days, sizeof(days), "%d", ev->cfg.outbox_retention_days);
   snprintf(limit, sizeof(limit), "%d", PURGE_BATCH);
   const char *vals[2] = {days, limit};
-  if (kpi_pgasync_query(ev->aux, SQL_PURGE, 2, vals, on_db_purged, ev) == 0)
+  if (kpi_pgasync_query(ev->aux, SQL_PURGE, 2, vals, on_pg_purged, ev) == 0)
     ev->outbox.purge_busy = true;
 }

@@ -1,4 +1,4 @@
-/* service.c: the evaluator's start-up (configuration in hand: catalog, database, broker,
+/* ev_service.c: the evaluator's start-up (configuration in hand: catalog, database, broker,
  * connections, read API), its signals, and closing every handle once drained. */
 #include <signal.h>
 #include <stdio.h>
@@ -26,8 +26,10 @@ static int startup_abort(evaluator *ev, int code) {
   return code;
 }
 
-/* Once drained: closes the connections, the read API and every handle. */
-static void close_all(evaluator *ev) {
+/* Once drained: closes the connections, the read API and every handle (kpi_shutdown closes
+ * its own after this). */
+static void on_shutdown_drained(kpi_shutdown *sd) {
+  evaluator *ev = sd->data;
   if (ev->life.closed) return;
   ev->life.closed = true;
   kpi_log(KPI_LOG_INFO, "stopped", "drained; closing");
@@ -37,42 +39,30 @@ static void close_all(evaluator *ev) {
   ev->db = ev->aux = ev->api_db = NULL;
   if (ev->api.inited) kpi_http_server_close(&ev->api.http, NULL);
   ev_sched_close(ev, NULL);
-  ev_drain_close(ev, NULL);
-  uv_close((uv_handle_t *)&ev->life.sig_term, NULL);
-  uv_close((uv_handle_t *)&ev->life.sig_int, NULL);
-  uv_close((uv_handle_t *)&ev->life.sig_hup, NULL);
 }
 
-static void on_uv_signal(uv_signal_t *h, int signum) {
-  evaluator *ev = h->data;
-  if (signum == SIGHUP) {
-    kpi_log(KPI_LOG_INFO, "catalog_reload", "SIGHUP: reloading %s", ev->cfg.catalog_path);
-    ev->sched.reload_due = true;
-    ev_kick(ev);
-    return;
-  }
-  if (ev->life.stopping) return;
-  ev->life.stopping = true;
-  kpi_log(KPI_LOG_INFO, "stopping", "signal %d: finishing the transaction under way", signum);
-  if (ev->api.inited) kpi_http_server_stop_accepting(&ev->api.http);
-  ev_sched_stop(ev);
-  ev_drain_begin(ev);
+static void on_shutdown_reload(kpi_shutdown *sd) {
+  evaluator *ev = sd->data;
+  kpi_log(KPI_LOG_INFO, "catalog_reload", "SIGHUP: reloading %s", ev->cfg.catalog_path);
+  ev->sched.reload_due = true;
   ev_kick(ev);
 }
 
-static void signals_init(evaluator *ev) {
-  uv_signal_init(ev->loop, &ev->life.sig_term);
-  uv_signal_init(ev->loop, &ev->life.sig_int);
-  uv_signal_init(ev->loop, &ev->life.sig_hup);
-  ev->life.sig_term.data = ev->life.sig_int.data = ev->life.sig_hup.data = ev;
+/* The first SIGTERM/SIGINT: the transaction under way may finish (ev_kick hands over to
+ * ev_finish once idle), within the drain deadline kpi_shutdown starts after this. */
+static void on_shutdown_begin(kpi_shutdown *sd) {
+  evaluator *ev = sd->data;
+  ev->life.stopping = true;
+  kpi_log(KPI_LOG_INFO, "stopping", "finishing the transaction under way");
+  if (ev->api.inited) kpi_http_server_stop_accepting(&ev->api.http);
+  ev_sched_stop(ev);
+  ev_kick(ev);
 }
 
-/* From here on libuv owns the signals (its handlers replace the start-up ones). */
-static void signals_start(evaluator *ev) {
-  uv_signal_start(&ev->life.sig_term, on_uv_signal, SIGTERM);
-  uv_signal_start(&ev->life.sig_int, on_uv_signal, SIGINT);
-  uv_signal_start(&ev->life.sig_hup, on_uv_signal, SIGHUP);
-}
+static const kpi_shutdown_ops shutdown_ops = {.on_begin = on_shutdown_begin,
+                                              .on_reload = on_shutdown_reload,
+                                              .on_expired = ev_drain_expired,
+                                              .on_drained = on_shutdown_drained};
 
 static int connections_open(evaluator *ev, const char *conninfo) {
   char err[512];
@@ -119,18 +109,18 @@ static int startup_blocking(evaluator *ev, const char *conninfo) {
   int prep = ev_db_prepare(ev, conninfo);
   if (prep != 0) {
     if (prep > 0) kpi_log(KPI_LOG_INFO, "stopped", "stop requested while waiting for the database");
-    return startup_abort(ev, prep > 0 ? 0 : 1);
+    return startup_abort(ev, prep > 0 ? KPI_EXIT_OK : KPI_EXIT_START);
   }
-  ev_drain_init(ev);
-  signals_init(ev);
+  kpi_shutdown_init(ev->loop, &ev->life.shutdown, &shutdown_ops,
+                    (uint64_t)ev->cfg.drain_timeout_ms, ev);
   char err[512];
   if (ev_kafka_start(ev, err, sizeof(err)) != 0) {
     if (ev->life.stopping) {
       kpi_log(KPI_LOG_INFO, "stopped", "%s", err);
-      return startup_abort(ev, 0);
+      return startup_abort(ev, KPI_EXIT_OK);
     }
     kpi_log(KPI_LOG_ERROR, "kafka_setup_failed", "%s", err);
-    return startup_abort(ev, 1);
+    return startup_abort(ev, KPI_EXIT_START);
   }
   return -1;
 }
@@ -139,24 +129,23 @@ int ev_service_start(evaluator *ev, uv_loop_t *loop, const ev_config *cfg) {
   memset(ev, 0, sizeof(*ev));
   ev->cfg = *cfg;
   ev->loop = loop;
-  ev->life.on_drained = close_all;
   char err[512];
   ev->cat = kpi_catalog_load(ev->cfg.catalog_path, err, sizeof(err));
   if (!ev->cat) {
     kpi_log(KPI_LOG_ERROR, "catalog_invalid", "%s", err);
     uv_loop_close(loop); /* nothing on it yet */
-    return 2;
+    return KPI_EXIT_CONFIG;
   }
   if (ev_sched_init(ev) != 0 || ev_metrics_init(&ev->m) != 0) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "at start");
-    return 1;
+    return KPI_EXIT_START;
   }
   ev_startup_signals();
   const char *conninfo = kpi_pg_conninfo();
   int rc = startup_blocking(ev, conninfo);
   if (rc >= 0) return rc;
-  signals_start(ev);
-  if (connections_open(ev, conninfo) != 0 || http_start(ev) != 0) return 1;
+  kpi_shutdown_start(&ev->life.shutdown); /* libuv's handlers replace the start-up ones */
+  if (connections_open(ev, conninfo) != 0 || http_start(ev) != 0) return KPI_EXIT_START;
   /* Evaluate every measure once at start, then every KPI_SWEEP_INTERVAL_MS. */
   ev_sched_start(ev);
   log_started(ev);

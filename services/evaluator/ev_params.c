@@ -1,4 +1,4 @@
-/* params.c: the named array parameters of the evaluator's statements (SQL in txn.c), built as
+/* ev_params.c: the named array parameters of the evaluator's statements (SQL in ev_txn.c), built as
  * PostgreSQL array literals with kpi_buf. Pure: no I/O, unit-tested in
  * tests/unit/test_evaluator_params.c. */
 #include <math.h>
