@@ -88,6 +88,7 @@ int report_catalog_load(report_ctx *ctx, char *err, size_t errsz) {
   ctx->catalog = cat;
   ctx->order = order;
   ctx->n_order = n;
+  ctx->catalog_gen++;
   return 0;
 }
 
@@ -108,8 +109,7 @@ static void close_all(report_ctx *ctx) {
   uv_close((uv_handle_t *)&ctx->sig_term, NULL);
   uv_close((uv_handle_t *)&ctx->sig_int, NULL);
   uv_close((uv_handle_t *)&ctx->sig_hup, NULL);
-  if (ctx->db) kpi_pgasync_close(ctx->db, NULL, NULL);
-  ctx->db = NULL;
+  report_db_close(ctx);
   kpi_http_server_close(&ctx->http, on_http_closed);
 }
 
@@ -152,20 +152,8 @@ static void on_uv_signal(uv_signal_t *s, int signum) {
           ctx->cfg.catalog_path, ctx->catalog->version, ctx->catalog->n_measures);
 }
 
-static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
-  (void)pg;
-  (void)arg;
-  kpi_log(up ? KPI_LOG_INFO : KPI_LOG_WARN, up ? "db_up" : "db_down",
-          up ? "connected to PostgreSQL" : "PostgreSQL connection lost; reconnecting");
-}
-
 int report_http_start(report_ctx *ctx) {
-  char err[256];
-  ctx->db = kpi_pgasync_new(ctx->loop, kpi_pg_conninfo(), on_pg_state, ctx, err, sizeof(err));
-  if (!ctx->db) {
-    kpi_log(KPI_LOG_ERROR, "out_of_memory", "%s", err);
-    return -1;
-  }
+  if (report_db_open(ctx) != 0) return -1;
   ctx->http.data = ctx;
   int hrc = kpi_http_server_init(&ctx->http, ctx->loop, &ctx->cfg.http, report_on_http_request,
                                  ctx);
@@ -174,8 +162,7 @@ int report_http_start(report_ctx *ctx) {
   if (hrc != 0) {
     kpi_log(KPI_LOG_ERROR, "listen_failed", "%s:%d: %s", ctx->cfg.listen_host,
             ctx->cfg.listen_port, kpi_http_strerror(hrc));
-    kpi_pgasync_close(ctx->db, NULL, NULL);
-    ctx->db = NULL;
+    report_db_close(ctx);
     kpi_http_server_close(&ctx->http, NULL);
     uv_run(ctx->loop, UV_RUN_DEFAULT);
     return -1;
