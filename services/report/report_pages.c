@@ -1,7 +1,9 @@
 /* report_pages.c: the report's HTTP endpoints: the KPI table (HTML and CSV), one page per
  * measure, the stylesheet, health, readiness and metrics. Every page is one or two
- * parameterised queries on the read-only connection, evaluated with kpi_attainment (the
- * evaluator's own rules) and filled into an embedded template. */
+ * parameterised queries on the least busy of the read-only connections (report_db.c),
+ * evaluated with kpi_attainment (the evaluator's own rules) and filled into an embedded
+ * template; the latest table (the evaluator's rows) is cached per language while they do not
+ * change. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
