@@ -10,10 +10,11 @@
 #          (-t1 -c$CONNS -d$DURATION --latency, keep-alive, loopback): GET /, GET /?as_of=$AS_OF,
 #          GET /report.csv, GET /measures/<one>; p50/p99 of each, and the peak RSS (VmHWM);
 #   (a)    pgbench -M extended (an unnamed statement with parameters, as the service sends
-#          it), same connections and duration: the service's own table query (SQL_TABLE of
-#          report_pages.c around KPI_AGGREGATE_SQL, extracted from the sources) for every
-#          measure, at today's date with the evaluator's rows (what / and the CSV ask) and at
-#          $AS_OF (what the past page asks): the database's share of each page;
+#          it), same connections and duration, the service's own queries extracted from
+#          report_pages.c for every measure: SQL_LATEST, the evaluator's rows at today's date
+#          (what / and the CSV ask when the cache cannot answer), and SQL_TABLE around
+#          KPI_AGGREGATE_SQL at $AS_OF (what the past page asks): the database's share of
+#          each page;
 #   (b)    nginx-light serving the rendered / page as a static file, wrk at the same settings:
 #          the cost of HTTP and of the bytes alone.
 # Prints a table: p50/p99 per page, the baselines, ratio = service p99 / baseline p99, the
@@ -31,9 +32,10 @@
 #   NO_NGINX=1               skip baseline (b) (also skipped when nginx is not installed)
 #   KEEP=1                   keep the work directory (catalog, records, logs, pages) and, on
 #                            a given stack, the database (dropped otherwise)
-#   PGOPTIONS='-c jit=off'   libpq's own variable, seen by kpi-report and pgbench alike: the
-#                            table query's estimated cost is above jit_above_cost, and JIT
-#                            compilation is about 40% of its time at 1,000 measures
+#   PGOPTIONS='-c jit=off'   libpq's own variable, for pgbench: kpi-report starts every
+#                            session with jit=off itself (docs/report.md); the as_of query's
+#                            estimated cost is above jit_above_cost, and JIT compilation is
+#                            about 40% of its time at 1,000 measures
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -268,7 +270,7 @@ RP_PID=
 
 # (a) the service's table query through pgbench, as the service sends it: an unnamed
 # extended-protocol statement with the same nine parameters for every measure.
-log "pgbench -M extended: the report's table query for $MEASURES measures"
+log "pgbench -M extended: the report's latest and table queries for $MEASURES measures"
 "$PY" - "$ROOT" "$CATALOG" "$AS_OF" "$WORK" <<'EOF'
 import datetime, json, re, sys
 root, catalog, as_of, work = sys.argv[1:5]
@@ -284,6 +286,8 @@ sql = "".join(literals(agg) if part == "KPI_AGGREGATE_SQL" else literals(part)
               for part in re.split(r"\b(KPI_AGGREGATE_SQL)\b", body))
 sql = re.sub(r"\$(\d)", r":p\1", sql)
 open(work + "/table.sql", "w").write(sql + ";\n")
+body = re.search(r"static const char SQL_LATEST\[\] =(.*?);\n", src, re.S).group(1)
+open(work + "/latest.sql", "w").write(re.sub(r"\$(\d)", r":p\1", literals(body)) + ";\n")
 
 def fy(y, m):
     return y if m >= 4 else y - 1
@@ -305,18 +309,19 @@ def bounds(d, latest):
     return [ids, wf, wt, str(fy(d.year, d.month)), z(end), z(mstart), ratio, month.isoformat(),
             "t" if latest else "f"]
 today = datetime.datetime.now(jst).date()
-for name, vals in (("latest", bounds(today, True)),
+tomorrow = datetime.datetime(today.year, today.month, today.day, tzinfo=jst) + datetime.timedelta(days=1)
+for name, vals in (("latest", [ids, tomorrow.isoformat()]),
                    ("asof", bounds(datetime.date.fromisoformat(as_of), False))):
     with open("%s/pgb-%s.args" % (work, name), "w") as f:
         for i, v in enumerate(vals, 1):
             f.write("p%d=%s\n" % (i, v))
 EOF
-# pgbench_run NAME: p50 p99 (ms) and transactions/s into $WORK/pg-NAME.txt
+# pgbench_run NAME SQL: p50 p99 (ms) and transactions/s into $WORK/pg-NAME.txt
 pgbench_run() {
   local args=() line
   while IFS= read -r line; do args+=(-D "$line"); done <"$WORK/pgb-$1.args"
   (cd "$WORK" && pgbench -n -M extended -c "$CONNS" -j 1 -T "${DURATION%s}" -l \
-    --log-prefix="pgb-$1" "${args[@]}" -f "$WORK/table.sql" "$DB" >"$WORK/pg-$1.out" 2>&1) ||
+    --log-prefix="pgb-$1" "${args[@]}" -f "$WORK/$2" "$DB" >"$WORK/pg-$1.out" 2>&1) ||
     { log "pgbench failed"; tail -5 "$WORK/pg-$1.out" >&2; exit 1; }
   if grep -q 'number of failed transactions: [1-9]' "$WORK/pg-$1.out"; then
     log "pgbench: failed transactions"; cat "$WORK/pg-$1.out" >&2; exit 1
@@ -327,8 +332,8 @@ pgbench_run() {
           printf "%.2f %.2f %.0f\n", v[i50], v[i99], NR / d > out }'
   log "pgbench $1: p50 $(cut -d' ' -f1 "$WORK/pg-$1.txt") ms, p99 $(cut -d' ' -f2 "$WORK/pg-$1.txt") ms"
 }
-pgbench_run latest
-pgbench_run asof
+pgbench_run latest latest.sql
+pgbench_run asof table.sql
 
 # (b) nginx serving the rendered / as a static file.
 if [ -n "$NGINX" ]; then
@@ -392,11 +397,11 @@ awk -v m="$MEASURES" -v n="$N" -v asof="$AS_OF" -v conns="$CONNS" -v dur="$DURAT
   printf "load: wrk -t1 -c%s -d%s --latency; pgbench -M extended -c%s -j1 -T%s (loopback)\n\n", conns, dur, conns, dur;
   printf "%-26s %7s %9s %9s %7s   %-34s %9s %7s %-17s\n", "page", "KiB", "p50 ms", "p99 ms", "req/s", "baseline (p50 / p99 ms)", "", "ratio", "goal";
   printf "%-26s %7s %9.2f %9.2f %7d   %-34s %9s %7.1f %-17s\n", "GET /", ikb, i50, i99, irps,
-    "pgbench table query, latest", pl50 " / " pl99, i99 / pl99, "p99<=100 " (i99 <= 100 ? ok : miss);
+    "pgbench latest rows query", pl50 " / " pl99, i99 / pl99, "p99<=100 " (i99 <= 100 ? ok : miss);
   printf "%-26s %7s %9.2f %9.2f %7d   %-34s %9s %7.1f %-17s\n", "GET /?as_of=" asof, akb, a50, a99, arps,
     "pgbench table query, as_of", pa50 " / " pa99, a99 / pa99, "p99<=300 " (a99 <= 300 ? ok : miss);
   printf "%-26s %7s %9.2f %9.2f %7d   %-34s %9s %7.1f %-17s\n", "GET /report.csv", ckb, c50, c99, crps,
-    "pgbench table query, latest", pl50 " / " pl99, c99 / pl99, "p99<=100 " (c99 <= 100 ? ok : miss);
+    "pgbench latest rows query", pl50 " / " pl99, c99 / pl99, "p99<=100 " (c99 <= 100 ? ok : miss);
   printf "%-26s %7s %9.2f %9.2f %7d   %-34s %9s %7s %-17s\n", "GET /measures/<one>", mkb, m50, m99, mrps,
     "-", "", "-", "-";
   if (nx99 != "-")

@@ -2,6 +2,7 @@
 #ifndef REPORT_H
 #define REPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -34,6 +35,9 @@ typedef enum {
   REPORT_EP_COUNT
 } report_endpoint;
 
+/* At most this many database connections (KPI_REPORT_DB_CONNECTIONS). */
+#define REPORT_DB_MAX 16
+
 extern const kpi_http_route report_http_routes[REPORT_EP_COUNT];
 
 /* The one context of the process, reached from callbacks through handle->data and the
@@ -46,9 +50,12 @@ typedef struct report_ctx {
    * 施策); kpi_catalog keeps its measures sorted by id for lookups. Owned. */
   const kpi_measure **order;
   size_t n_order;
+  unsigned catalog_gen; /* bumped by every load: keys the latest table's cache */
 
   kpi_http_server http;
-  kpi_pgasync *db;
+  /* The pool (report_db.c): pages go to the least busy connection that is up. */
+  kpi_pgasync *db[REPORT_DB_MAX];
+  int n_db;
   kpi_shutdown shutdown; /* signals, drain deadline, exit code (report_service.c) */
   int64_t pending;
 
@@ -70,6 +77,21 @@ void report_catalog_free(report_ctx *ctx);
  * signals. */
 int report_http_start(report_ctx *ctx);
 void report_signals_start(report_ctx *ctx);
+
+/* report_db.c */
+/* Opens KPI_REPORT_DB_CONNECTIONS connections to DATABASE_URL (report_db_conninfo). Returns 0,
+ * or -1 after logging why (bad setting, out of memory). */
+int report_db_open(report_ctx *ctx);
+/* Closes every connection; their queued pages get their callbacks with a NULL result. */
+void report_db_close(report_ctx *ctx);
+/* The connection that is up with the fewest queries queued or running, or NULL when none is
+ * up. */
+kpi_pgasync *report_db_pick(report_ctx *ctx);
+bool report_db_up(const report_ctx *ctx);
+/* CONNINFO (key=value or URI) rebuilt as key=value with the report's session options (jit =
+ * off) in front of its own `options` or PGOPTIONS. Malloc'd; NULL with ERR filled when
+ * CONNINFO does not parse or out of memory. */
+char *report_db_conninfo(const char *conninfo, char *err, size_t errsz);
 
 /* report_pages.c */
 int report_metrics_init(report_ctx *ctx);

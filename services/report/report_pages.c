@@ -1,7 +1,9 @@
 /* report_pages.c: the report's HTTP endpoints: the KPI table (HTML and CSV), one page per
  * measure, the stylesheet, health, readiness and metrics. Every page is one or two
- * parameterised queries on the read-only connection, evaluated with kpi_attainment (the
- * evaluator's own rules) and filled into an embedded template. */
+ * parameterised queries on the least busy of the read-only connections (report_db.c),
+ * evaluated with kpi_attainment (the evaluator's own rules) and filled into an embedded
+ * template; the latest table (the evaluator's rows) is cached per language while they do not
+ * change. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -61,6 +63,36 @@ static const char SQL_TABLE[] =
     "   WHERE x.measure_id = g.id AND x.observed_at < $5::timestamptz) lx ON true"
     " LEFT JOIN attainment a ON $9::bool AND a.measure_id = g.id";
 
+/* The latest page and CSV (no as_of): the evaluator's current attainment rows of the
+ * measures $1, each with the two columns of the reading side that SQL_TABLE gives too, cut at
+ * the instant $2 (00:00 JST of tomorrow): the latest reading's observation date (ties on
+ * observed_at share it, so a backward index scan of one entry) and the latest received_at
+ * among the readings counted. No aggregate: the statuses, values, progress and pace are the
+ * evaluator's, exactly what SQL_TABLE's $9 join put over its recomputation, so a page costs
+ * two index lookups per measure instead of the whole aggregate (on_db_latest falls back to
+ * SQL_TABLE when a measure has no row yet, as the page then recomputes it). */
+static const char SQL_LATEST[] =
+    "SELECT a.measure_id AS id,"
+    " (lr.observed_day - DATE '1970-01-01') AS latest_day,"
+    " ((lx.last_received AT TIME ZONE 'Asia/Tokyo')::date - DATE '1970-01-01') AS last_day,"
+    " a.value AS row_value, a.progress AS row_progress, a.expected AS row_expected,"
+    " a.status AS row_status, a.stale AS row_stale, (a.as_of - DATE '1970-01-01') AS row_as_of"
+    " FROM attainment a"
+    " LEFT JOIN LATERAL (SELECT x.observed_day FROM measurements x"
+    "   WHERE x.measure_id = a.measure_id AND x.observed_at < $2::timestamptz"
+    "   ORDER BY x.observed_at DESC LIMIT 1) lr ON true"
+    " LEFT JOIN LATERAL (SELECT max(x.received_at) AS last_received FROM measurements x"
+    "   WHERE x.measure_id = a.measure_id AND x.observed_at < $2::timestamptz) lx ON true"
+    " WHERE a.measure_id = ANY($1::text[])";
+
+/* The version of the evaluator's rows the latest page is made of: it changes with every
+ * attainment write (updated_at = now(), events = the measure's readings stored, which also
+ * moves the page's observation and last-report dates). Read before SQL_LATEST, so a cached
+ * page is never older than the version it is stored under. */
+static const char SQL_VERSION[] =
+    "SELECT coalesce(max(updated_at)::text, '') || '/' || count(*) || '/' ||"
+    " coalesce(sum(events), 0) FROM attainment";
+
 /* One measure's details as one JSON document: its latest 1000 readings (with the running
  * total of the amounts inside the cumulative window $3..$4, computed over all of them), the
  * ratio of each FY, its attainment history up to the date $6, and the notices about it,
@@ -112,6 +144,10 @@ typedef struct page {
   kpi_day evaluated_on;
   bool has_last;
   kpi_day last_day;
+  /* Latest / and CSV: the version of the evaluator's rows read before the page (SQL_VERSION),
+   * kept with the rendered answer in the cache when set. */
+  bool cache_store;
+  char version[96];
 } page;
 
 int report_metrics_init(report_ctx *ctx) {
@@ -220,6 +256,8 @@ static void respond_error(page *pg, int status, const char *msg) {
   report_view_free(v);
 }
 
+static void cache_put(const page *pg, const char *body, size_t len);
+
 /* Renders page template NAME into the layout and answers 200; 500 when a template fails
  * (logged: that is a bug), 503 when out of memory. Frees nothing of V. */
 static void respond_page(page *pg, const char *name, report_view *v) {
@@ -231,14 +269,81 @@ static void respond_page(page *pg, const char *name, report_view *v) {
     report_set_raw(v, "content", kpi_buf_str(&body));
     rc = report_render(l->data, l->len, v, &out, err, sizeof(err));
   }
-  if (rc == 0) respond_html(pg, 200, &out);
-  else {
+  if (rc == 0) {
+    cache_put(pg, out.s, out.len);
+    respond_html(pg, 200, &out);
+  } else {
     kpi_log(KPI_LOG_ERROR, "template_failed", "%s: %s", name, rc == -2 ? "out of memory" : err);
     respond_error(pg, rc == -2 ? 503 : 500, "the page could not be rendered");
   }
   kpi_buf_free(&body);
   kpi_buf_free(&out);
 }
+
+/* ---- the latest table's cache ---- */
+
+/* The rendered latest / and CSV per language. Rendering the 1,000-row table costs more than
+ * its query, and one loop thread renders every page: with several visitors the pages
+ * queued behind each other's rendering. An entry is served while all of these hold: same
+ * catalog load, same Japan date (the page shows it and cuts readings at its end), the same
+ * SQL_VERSION text (asked before every hit, on the least busy connection: ~0.3 ms), and
+ * younger than CACHE_MAX_AGE_MS. The age bound covers the one change the version can miss:
+ * two evaluator replicas committing out of the order of their now(). Past dates and measure
+ * pages are not cached. */
+#define CACHE_MAX_AGE_MS 2000
+
+typedef struct {
+  const report_ctx *ctx;
+  unsigned catalog_gen;
+  kpi_day day;
+  char version[96];
+  uint64_t stored_ms;
+  char *body; /* NULL: empty */
+  size_t len;
+} cache_entry;
+
+static cache_entry latest_cache[2][REPORT_LANG_EN + 1]; /* [csv][lang] */
+
+static cache_entry *cache_slot(const page *pg) {
+  return &latest_cache[pg->ep == REPORT_EP_CSV][pg->lang == REPORT_LANG_EN ? REPORT_LANG_EN : REPORT_LANG_JA];
+}
+
+/* The cached answer of PG's page, or NULL. */
+static const cache_entry *cache_get(const page *pg) {
+  const cache_entry *e = cache_slot(pg);
+  if (!e->body || e->ctx != pg->ctx || e->catalog_gen != pg->ctx->catalog_gen ||
+      e->day != pg->as_of || strcmp(e->version, pg->version) != 0 ||
+      uv_now(pg->ctx->loop) - e->stored_ms >= CACHE_MAX_AGE_MS)
+    return NULL;
+  return e;
+}
+
+/* Keeps BODY (LEN bytes) as PG's page when PG asked to store it. */
+static void cache_put(const page *pg, const char *body, size_t len) {
+  if (!pg->cache_store) return;
+  cache_entry *e = cache_slot(pg);
+  char *copy = malloc(len ? len : 1);
+  if (!copy) return;
+  memcpy(copy, body, len);
+  free(e->body);
+  e->body = copy;
+  e->len = len;
+  e->ctx = pg->ctx;
+  e->catalog_gen = pg->ctx->catalog_gen;
+  e->day = pg->as_of;
+  snprintf(e->version, sizeof(e->version), "%s", pg->version);
+  e->stored_ms = uv_now(pg->ctx->loop);
+}
+
+/* The CSV's headers: the file name carries its date. */
+static void csv_headers(const page *pg, char *buf, size_t size) {
+  char d[16];
+  kpi_day_format(pg->as_of, d, sizeof(d));
+  snprintf(buf, size, "Content-Disposition: attachment; filename=\"kpi-%s.csv\"\r\n" NO_STORE,
+           d);
+}
+
+#define CSV_TYPE "text/csv; charset=utf-8; header=present"
 
 /* ---- shared pieces of the pages ---- */
 
@@ -441,11 +546,10 @@ static void render_csv(page *pg, const PGresult *res, const int *row_of) {
   }
   if (b.oom) respond_error(pg, 503, "out of memory");
   else {
-    char disp[160], d[16];
-    fmt_day(pg->as_of, d, sizeof(d));
-    snprintf(disp, sizeof(disp),
-             "Content-Disposition: attachment; filename=\"kpi-%s.csv\"\r\n" NO_STORE, d);
-    kpi_http_respond(pg->http, 200, "text/csv; charset=utf-8; header=present", b.s, b.len, disp);
+    char disp[160];
+    csv_headers(pg, disp, sizeof(disp));
+    cache_put(pg, b.s, b.len);
+    kpi_http_respond(pg->http, 200, CSV_TYPE, b.s, b.len, disp);
   }
   kpi_buf_free(&b);
 }
@@ -558,6 +662,37 @@ static void render_index(page *pg, const PGresult *res, const int *row_of) {
 }
 
 static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg);
+static void on_db_latest(kpi_pgasync *db, const PGresult *res, void *arg);
+
+/* Sends a query on the least busy connection of the pool (report_db.c). */
+static int db_query(report_ctx *ctx, const char *sql, int n, const char *const *vals,
+                    kpi_pgasync_result_cb cb, void *arg) {
+  kpi_pgasync *db = report_db_pick(ctx);
+  return db ? kpi_pgasync_query(db, sql, n, vals, cb, arg) : KPI_PGASYNC_EDOWN;
+}
+
+/* SQL_LATEST for the whole catalog. */
+static int query_latest_rows(page *pg) {
+  report_ctx *ctx = pg->ctx;
+  kpi_buf ids = KPI_BUF_INIT;
+  kpi_buf_arr_begin(&ids);
+  for (size_t i = 0; i < ctx->catalog->n_measures; i++)
+    kpi_buf_arr_str(&ids, ctx->catalog->measures[i].id);
+  kpi_buf_arr_end(&ids);
+  char bound[40];
+  day_start(pg->as_of + 1, bound, sizeof(bound));
+  const char *vals[2] = {ids.s, bound};
+  int rc = ids.oom ? KPI_PGASYNC_ENOMEM : db_query(ctx, SQL_LATEST, 2, vals, on_db_latest, pg);
+  kpi_buf_free(&ids);
+  return rc;
+}
+
+static void on_db_version(kpi_pgasync *db, const PGresult *res, void *arg);
+
+/* The latest / or CSV: the version first (SQL_VERSION), then the cache or SQL_LATEST. */
+static int query_latest(page *pg) {
+  return db_query(pg->ctx, SQL_VERSION, 0, NULL, on_db_version, pg);
+}
 
 /* The arrays of SQL_TABLE for the whole catalog, or for one measure M. */
 static int query_table(page *pg, const kpi_measure *one) {
@@ -594,7 +729,7 @@ static int query_table(page *pg, const kpi_measure *one) {
                          pg->has_as_of ? "f" : "t"};
   int rc = ids.oom || wf.oom || wt.oom || ratio.oom
                ? KPI_PGASYNC_ENOMEM
-               : kpi_pgasync_query(ctx->db, SQL_TABLE, 9, vals, on_db_table, pg);
+               : db_query(ctx, SQL_TABLE, 9, vals, on_db_table, pg);
   kpi_buf_free(&ids);
   kpi_buf_free(&wf);
   kpi_buf_free(&wt);
@@ -612,7 +747,38 @@ static void db_failed(page *pg, const PGresult *res, const char *what) {
                                                 : "データベースに接続できません。しばらくしてから再度お試しください。");
 }
 
+/* Maps each catalog measure to its row of RES (-1: none, as for a measure added by a reload
+ * between the query and its answer) and renders the table or the CSV. With MISSING (the
+ * latest rows), renders nothing and returns 0 with *MISSING set when a measure has no row.
+ * Returns -1 after answering 503 when out of memory. Leaves PG to the caller. */
+static int render_table(page *pg, const PGresult *res, bool *missing) {
+  report_ctx *ctx = pg->ctx;
+  size_t n = ctx->catalog->n_measures;
+  int *row_of = malloc((n ? n : 1) * sizeof(int));
+  if (!row_of) {
+    respond_error(pg, 503, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) row_of[i] = -1;
+  int c_id = PQfnumber(res, "id");
+  for (int r = 0; r < PQntuples(res); r++) {
+    const kpi_measure *m = kpi_catalog_measure(ctx->catalog, PQgetvalue(res, r, c_id));
+    if (m) row_of[m - ctx->catalog->measures] = r;
+  }
+  if (missing) {
+    *missing = false;
+    for (size_t i = 0; i < n && !*missing; i++) *missing = row_of[i] < 0;
+  }
+  if (!missing || !*missing) {
+    if (pg->ep == REPORT_EP_CSV) render_csv(pg, res, row_of);
+    else render_index(pg, res, row_of);
+  }
+  free(row_of);
+  return 0;
+}
+
 static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
+  (void)db;
   page *pg = arg;
   report_ctx *ctx = pg->ctx;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -639,7 +805,7 @@ static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
     }
     fmt_day(pg->as_of, d, sizeof(d));
     const char *vals[5] = {m->id, bound, *wf ? wf : NULL, *wt ? wt : NULL, d};
-    if (kpi_pgasync_query(db, SQL_DETAIL, 5, vals, on_db_detail, pg) != 0) {
+    if (db_query(ctx, SQL_DETAIL, 5, vals, on_db_detail, pg) != 0) {
       ctx->pending--;
       db_failed(pg, NULL, "detail");
       page_done(pg);
@@ -647,24 +813,64 @@ static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
     return;
   }
   ctx->pending--;
-  /* Row of each catalog measure in the result (-1: none, as for a measure added by a reload
-   * between the query and its answer). */
-  size_t n = ctx->catalog->n_measures;
-  int *row_of = malloc((n ? n : 1) * sizeof(int));
-  if (!row_of) {
-    respond_error(pg, 503, "out of memory");
+  render_table(pg, res, NULL);
+  page_done(pg);
+}
+
+static void on_db_version(kpi_pgasync *db, const PGresult *res, void *arg) {
+  (void)db;
+  page *pg = arg;
+  report_ctx *ctx = pg->ctx;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    ctx->pending--;
+    db_failed(pg, res, "version");
     page_done(pg);
     return;
   }
-  for (size_t i = 0; i < n; i++) row_of[i] = -1;
-  int c_id = PQfnumber(res, "id");
-  for (int r = 0; r < PQntuples(res); r++) {
-    const kpi_measure *m = kpi_catalog_measure(ctx->catalog, PQgetvalue(res, r, c_id));
-    if (m) row_of[m - ctx->catalog->measures] = r;
+  snprintf(pg->version, sizeof(pg->version), "%s", PQgetvalue(res, 0, 0));
+  const cache_entry *e = cache_get(pg);
+  if (e) {
+    ctx->pending--;
+    if (pg->ep == REPORT_EP_CSV) {
+      char disp[160];
+      csv_headers(pg, disp, sizeof(disp));
+      kpi_http_respond(pg->http, 200, CSV_TYPE, e->body, e->len, disp);
+    } else {
+      kpi_http_respond(pg->http, 200, HTML_TYPE, e->body, e->len, SECURITY_HEADERS NO_STORE);
+    }
+    page_done(pg);
+    return;
   }
-  if (pg->ep == REPORT_EP_CSV) render_csv(pg, res, row_of);
-  else render_index(pg, res, row_of);
-  free(row_of);
+  /* A version longer than the buffer is cut: never stored (it could not be compared). */
+  pg->cache_store = strlen(PQgetvalue(res, 0, 0)) < sizeof(pg->version);
+  int rc = query_latest_rows(pg);
+  if (rc != 0) {
+    ctx->pending--;
+    db_failed(pg, NULL, kpi_pgasync_strerror(rc));
+    page_done(pg);
+  }
+}
+
+/* The latest page's rows. A catalog measure without an attainment row (never evaluated yet,
+ * e.g. just added by a reload) is computed at today's date on that page: then, and only then,
+ * the page is asked again through SQL_TABLE, which recomputes what has no row. */
+static void on_db_latest(kpi_pgasync *db, const PGresult *res, void *arg) {
+  (void)db;
+  page *pg = arg;
+  report_ctx *ctx = pg->ctx;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    ctx->pending--;
+    db_failed(pg, res, "latest");
+    page_done(pg);
+    return;
+  }
+  bool missing = false;
+  if (render_table(pg, res, &missing) == 0 && missing) {
+    int rc = query_table(pg, NULL);
+    if (rc == 0) return; /* still pending */
+    db_failed(pg, NULL, kpi_pgasync_strerror(rc));
+  }
+  ctx->pending--;
   page_done(pg);
 }
 
@@ -985,7 +1191,7 @@ void report_on_http_request(kpi_http_request *req, void *opaque) {
     page_done(pg);
     return;
   case REPORT_EP_READYZ: {
-    int db = ctx->db && kpi_pgasync_is_up(ctx->db);
+    int db = report_db_up(ctx);
     int ready = db && !ctx->shutdown.stopping;
     char body[96];
     int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"database\":%s}",
@@ -1030,7 +1236,7 @@ void report_on_http_request(kpi_http_request *req, void *opaque) {
     page_done(pg);
     return;
   }
-  int rc = ctx->db ? query_table(pg, one) : KPI_PGASYNC_EDOWN;
+  int rc = one || pg->has_as_of ? query_table(pg, one) : query_latest(pg);
   if (rc != 0) {
     db_failed(pg, NULL, kpi_pgasync_strerror(rc));
     page_done(pg);

@@ -78,6 +78,7 @@ int report_catalog_load(report_ctx *ctx, char *err, size_t errsz) {
   ctx->catalog = cat;
   ctx->order = order;
   ctx->n_order = n;
+  ctx->catalog_gen++;
   return 0;
 }
 
@@ -104,8 +105,7 @@ static bool on_shutdown_is_drained(kpi_shutdown *sd) {
 static void on_shutdown_drained(kpi_shutdown *sd) {
   report_ctx *ctx = sd->data;
   kpi_log(KPI_LOG_INFO, "drained", "%lld page(s) still waiting", (long long)ctx->pending);
-  if (ctx->db) kpi_pgasync_close(ctx->db, NULL, NULL);
-  ctx->db = NULL;
+  report_db_close(ctx);
   kpi_http_server_close(&ctx->http, on_http_closed);
 }
 
@@ -143,19 +143,9 @@ static void shutdown_init(report_ctx *ctx) {
 
 void report_signals_start(report_ctx *ctx) { kpi_shutdown_start(&ctx->shutdown); }
 
-static void on_pg_state(kpi_pgasync *pg, int up, void *arg) {
-  (void)pg;
-  (void)arg;
-  kpi_log(up ? KPI_LOG_INFO : KPI_LOG_WARN, up ? "db_up" : "db_down",
-          up ? "connected to PostgreSQL" : "PostgreSQL connection lost; reconnecting");
-}
-
 int report_http_start(report_ctx *ctx) {
   shutdown_init(ctx);
-  char err[256];
-  ctx->db = kpi_pgasync_new(ctx->loop, kpi_pg_conninfo(), on_pg_state, ctx, err, sizeof(err));
-  if (!ctx->db) {
-    kpi_log(KPI_LOG_ERROR, "out_of_memory", "%s", err);
+  if (report_db_open(ctx) != 0) {
     kpi_shutdown_close(&ctx->shutdown);
     uv_run(ctx->loop, UV_RUN_DEFAULT);
     return -1;
@@ -168,8 +158,7 @@ int report_http_start(report_ctx *ctx) {
   if (hrc != 0) {
     kpi_log(KPI_LOG_ERROR, "listen_failed", "%s:%d: %s", ctx->cfg.listen_host,
             ctx->cfg.listen_port, kpi_http_strerror(hrc));
-    kpi_pgasync_close(ctx->db, NULL, NULL);
-    ctx->db = NULL;
+    report_db_close(ctx);
     kpi_http_server_close(&ctx->http, NULL);
     kpi_shutdown_close(&ctx->shutdown);
     uv_run(ctx->loop, UV_RUN_DEFAULT);

@@ -200,6 +200,17 @@ static void test_report(void **state) {
   free(page);
   free(resp);
 
+  /* The latest CSV is read from the evaluator's rows, the past one recomputed: on the
+   * evaluator's date they are the same file, byte for byte (the second latest one comes from
+   * the cache). */
+  for (int i = 0; i < 2; i++) {
+    char *latest = get(port, "/report.csv"), *past = get(port, "/report.csv?as_of=2024-03-01");
+    assert_non_null(strstr(latest, "HTTP/1.1 200"));
+    assert_string_equal(body_of(latest), body_of(past));
+    free(latest);
+    free(past);
+  }
+
   /* The measure page: the note as text, the chart, the notice without its address. */
   resp = get(port, "/measures/" SUPPORTERS "?as_of=2024-03-01");
   html = body_of(resp);
@@ -228,6 +239,23 @@ static void test_report(void **state) {
   free(resp);
   resp = get(port, "/metrics");
   assert_non_null(strstr(resp, "kpi_report_request_duration_seconds"));
+  free(resp);
+
+  /* A new reading changes the evaluator's rows: the cached latest page gives way at once. */
+  resp = get(port, "/");
+  row_status(body_of(resp), "g3-kosodate-8-school-lunch", st, sizeof(st));
+  assert_string_equal(st, "no_data");
+  free(resp);
+  evw_produce_reading(&w, "g3-kosodate-8-school-lunch", "kyoiku", "2024-02-15", 3, "school",
+                      NULL);
+  evw_flush(&w);
+  evw_expect_sql_within(&w,
+                        "SELECT status FROM attainment WHERE measure_id = "
+                        "'g3-kosodate-8-school-lunch'",
+                        "achieved", 30000);
+  resp = get(port, "/");
+  row_status(body_of(resp), "g3-kosodate-8-school-lunch", st, sizeof(st));
+  assert_string_equal(st, "achieved");
   free(resp);
 
   int s = kpi_it_stop(rp, SIGTERM, 20000);
