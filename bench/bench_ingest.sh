@@ -81,8 +81,11 @@ PORT=$(/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",
 
 log "starting kpi-ingest on :$PORT, topic $TOPIC, broker $BROKER"
 # shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
+# wrk is one peer address: the per-peer connection cap (KPI_HTTP_MAX_CONNECTIONS_PER_PEER, 64
+# by default, docs/http.md) would refuse most of its 256 connections with 503.
 (cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$BROKER" KPI_INGEST_LISTEN="127.0.0.1:$PORT" \
-  KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=warn KPI_INGEST_MAX_BATCH="$BATCH" $INGEST_ENV \
+  KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=warn KPI_INGEST_MAX_BATCH="$BATCH" \
+  KPI_HTTP_MAX_CONNECTIONS_PER_PEER=1024 $INGEST_ENV \
   "$BUILD_DIR/services/ingest/kpi-ingest") 2>"$WORK/ingest.log" &
 INGEST_PID=$!
 for _ in $(seq 300); do
