@@ -199,7 +199,7 @@ void ev_txn_free(ev_txn *t) {
   free(t);
 }
 
-static void on_db_rollback(kpi_pgasync *pg, const PGresult *res, void *arg);
+static void on_pg_rollback(kpi_pgasync *pg, const PGresult *res, void *arg);
 
 /* ---- failure and outcome ---------------------------------------------------------------- */
 
@@ -346,13 +346,13 @@ static void txn_done(ev_txn *t, bool ok) {
 /* Queues ROLLBACK after a failure on a live connection; the ROLLBACK's callback ends the
  * transaction. On a lost connection (or when even that cannot be queued) it ends here. */
 static void txn_abort(ev_txn *t) {
-  if (t->lost || kpi_pgasync_query(t->ev->db, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0)
+  if (t->lost || kpi_pgasync_query(t->ev->db, "ROLLBACK", 0, NULL, on_pg_rollback, t) != 0)
     txn_done(t, false);
 }
 
 /* ---- statement callbacks ---------------------------------------------------------------- */
 
-static void on_db_step(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_step(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
   if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK &&
@@ -360,13 +360,13 @@ static void on_db_step(kpi_pgasync *pg, const PGresult *res, void *arg) {
     txn_fail(t, res, "statement");
 }
 
-static void on_db_rollback(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_rollback(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   (void)res;
   txn_done(arg, false);
 }
 
-static void on_db_commit(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_commit(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
 #ifdef KPI_TEST_HOOKS
@@ -410,7 +410,7 @@ static bool out_add(ev_txn *t, const PGresult *res, int r, int c_id, int c_topic
   return true;
 }
 
-static void on_db_outbox(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_outbox(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -423,7 +423,7 @@ static void on_db_outbox(kpi_pgasync *pg, const PGresult *res, void *arg) {
     if (!out_add(t, res, r, c_id, c_topic, c_key, c_payload)) return;
 }
 
-static void on_db_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -629,20 +629,20 @@ static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
 static int queue_writes(ev_txn *t, kpi_pgasync *pg) {
   const char *vals[EV_ATTAINMENT_NPARAMS];
   int rc = kpi_pgasync_query(pg, SQL_ATTAINMENT, EV_ATTAINMENT_NPARAMS,
-                             ev_params_values(t->p.att.v, EV_ATTAINMENT_NPARAMS, vals), on_db_step,
+                             ev_params_values(t->p.att.v, EV_ATTAINMENT_NPARAMS, vals), on_pg_step,
                              t);
   if (!rc && t->n_hist)
     rc = kpi_pgasync_query(pg, SQL_HISTORY, EV_HISTORY_NPARAMS,
-                           ev_params_values(t->p.hist.v, EV_HISTORY_NPARAMS, vals), on_db_step, t);
+                           ev_params_values(t->p.hist.v, EV_HISTORY_NPARAMS, vals), on_pg_step, t);
   if (!rc && t->n_alerts)
     rc = kpi_pgasync_query(pg, SQL_OUTBOX, EV_OUTBOX_NPARAMS,
-                           ev_params_values(t->p.out.v, EV_OUTBOX_NPARAMS, vals), on_db_outbox, t);
-  if (!rc) rc = kpi_pgasync_query(pg, "COMMIT", 0, NULL, on_db_commit, t);
+                           ev_params_values(t->p.out.v, EV_OUTBOX_NPARAMS, vals), on_pg_outbox, t);
+  if (!rc) rc = kpi_pgasync_query(pg, "COMMIT", 0, NULL, on_pg_commit, t);
   return rc;
 }
 
 /* The aggregates are in: evaluate every measure, then queue the writes and COMMIT. */
-static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
+static void on_pg_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
   ev_txn *t = arg;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) txn_fail(t, res, "aggregate");
   if (t->failed) {
@@ -665,7 +665,7 @@ static void on_db_aggregate(kpi_pgasync *pg, const PGresult *res, void *arg) {
   if (!oom && !t->failed && queue_writes(t, pg) == 0) return;
   /* Statements already queued run first; the ROLLBACK (or the lost connection) ends it. */
   txn_fail(t, NULL, "queueing");
-  if (kpi_pgasync_query(pg, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0) txn_done(t, false);
+  if (kpi_pgasync_query(pg, "ROLLBACK", 0, NULL, on_pg_rollback, t) != 0) txn_done(t, false);
 }
 
 /* ---- start: rows, affected measures, statements ----------------------------------------- */
@@ -739,9 +739,9 @@ static int queue_rows(ev_txn *t) {
   if (ev_params_oom(t->p.ins.v, EV_INSERT_NPARAMS)) return -1;
   const char *vals[EV_INSERT_NPARAMS];
   ev_params_values(t->p.ins.v, EV_INSERT_NPARAMS, vals);
-  int rc = kpi_pgasync_query(t->ev->db, SQL_REUSED, 3, vals, on_db_reused, t);
+  int rc = kpi_pgasync_query(t->ev->db, SQL_REUSED, 3, vals, on_pg_reused, t);
   if (!rc)
-    rc = kpi_pgasync_query(t->ev->db, SQL_INSERT, EV_INSERT_NPARAMS, vals, on_db_step, t);
+    rc = kpi_pgasync_query(t->ev->db, SQL_INSERT, EV_INSERT_NPARAMS, vals, on_pg_step, t);
   return rc;
 }
 
@@ -752,19 +752,19 @@ static int queue_offsets(ev_txn *t) {
   if (ev_params_oom(t->p.offs.v, EV_OFFSET_NARRAYS)) return -1;
   const char *vals[4] = {ev->cfg.group, ev->cfg.topics[KPI_TOPIC_MEASUREMENTS].name,
                          kpi_buf_str(&t->p.offs.partition), kpi_buf_str(&t->p.offs.next_offset)};
-  return kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, vals, on_db_step, t);
+  return kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, vals, on_pg_step, t);
 }
 
-/* The locks of the measures to evaluate, then their aggregates (on_db_aggregate goes on). */
+/* The locks of the measures to evaluate, then their aggregates (on_pg_aggregate goes on). */
 static int queue_aggregate(ev_txn *t) {
   evaluator *ev = t->ev;
   ev_aggregate_params_build(&t->p.agg, ev->cat, t->seen, t->n_seen, t->as_of);
   if (ev_params_oom(t->p.agg.v, EV_AGGREGATE_NPARAMS)) return -1;
   const char *vals[EV_AGGREGATE_NPARAMS];
   ev_params_values(t->p.agg.v, EV_AGGREGATE_NPARAMS, vals);
-  int rc = kpi_pgasync_query(ev->db, SQL_LOCK, 1, vals, on_db_step, t);
+  int rc = kpi_pgasync_query(ev->db, SQL_LOCK, 1, vals, on_pg_step, t);
   if (!rc)
-    rc = kpi_pgasync_query(ev->db, SQL_AGGREGATE, EV_AGGREGATE_NPARAMS, vals, on_db_aggregate, t);
+    rc = kpi_pgasync_query(ev->db, SQL_AGGREGATE, EV_AGGREGATE_NPARAMS, vals, on_pg_aggregate, t);
   return rc;
 }
 
@@ -773,7 +773,7 @@ void ev_txn_start(ev_txn *t, ev_batch *batch) {
   txn_reset(t, batch);
   select_rows(t);
   select_measures(t);
-  if (kpi_pgasync_query(ev->db, "BEGIN", 0, NULL, on_db_step, t) != 0) {
+  if (kpi_pgasync_query(ev->db, "BEGIN", 0, NULL, on_pg_step, t) != 0) {
     txn_fail(t, NULL, "BEGIN");
     txn_done(t, false);
     return;
@@ -783,7 +783,7 @@ void ev_txn_start(ev_txn *t, ev_batch *batch) {
   if (!rc) rc = queue_aggregate(t);
   if (rc != 0) {
     txn_fail(t, NULL, "queueing");
-    if (kpi_pgasync_query(ev->db, "ROLLBACK", 0, NULL, on_db_rollback, t) != 0)
+    if (kpi_pgasync_query(ev->db, "ROLLBACK", 0, NULL, on_pg_rollback, t) != 0)
       txn_done(t, false);
   }
 }

@@ -69,7 +69,7 @@ static const char SQL_TABLE[] =
  * observed_at share it, so a backward index scan of one entry) and the latest received_at
  * among the readings counted. No aggregate: the statuses, values, progress and pace are the
  * evaluator's, exactly what SQL_TABLE's $9 join put over its recomputation, so a page costs
- * two index lookups per measure instead of the whole aggregate (on_db_latest falls back to
+ * two index lookups per measure instead of the whole aggregate (on_pg_latest falls back to
  * SQL_TABLE when a measure has no row yet, as the page then recomputes it). */
 static const char SQL_LATEST[] =
     "SELECT a.measure_id AS id,"
@@ -661,8 +661,8 @@ static void render_index(page *pg, const PGresult *res, const int *row_of) {
   report_view_free(v);
 }
 
-static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg);
-static void on_db_latest(kpi_pgasync *db, const PGresult *res, void *arg);
+static void on_pg_table(kpi_pgasync *db, const PGresult *res, void *arg);
+static void on_pg_latest(kpi_pgasync *db, const PGresult *res, void *arg);
 
 /* Sends a query on the least busy connection of the pool (report_db.c). */
 static int db_query(report_ctx *ctx, const char *sql, int n, const char *const *vals,
@@ -682,16 +682,16 @@ static int query_latest_rows(page *pg) {
   char bound[40];
   day_start(pg->as_of + 1, bound, sizeof(bound));
   const char *vals[2] = {ids.s, bound};
-  int rc = ids.oom ? KPI_PGASYNC_ENOMEM : db_query(ctx, SQL_LATEST, 2, vals, on_db_latest, pg);
+  int rc = ids.oom ? KPI_PGASYNC_ENOMEM : db_query(ctx, SQL_LATEST, 2, vals, on_pg_latest, pg);
   kpi_buf_free(&ids);
   return rc;
 }
 
-static void on_db_version(kpi_pgasync *db, const PGresult *res, void *arg);
+static void on_pg_version(kpi_pgasync *db, const PGresult *res, void *arg);
 
 /* The latest / or CSV: the version first (SQL_VERSION), then the cache or SQL_LATEST. */
 static int query_latest(page *pg) {
-  return db_query(pg->ctx, SQL_VERSION, 0, NULL, on_db_version, pg);
+  return db_query(pg->ctx, SQL_VERSION, 0, NULL, on_pg_version, pg);
 }
 
 /* The arrays of SQL_TABLE for the whole catalog, or for one measure M. */
@@ -729,7 +729,7 @@ static int query_table(page *pg, const kpi_measure *one) {
                          pg->has_as_of ? "f" : "t"};
   int rc = ids.oom || wf.oom || wt.oom || ratio.oom
                ? KPI_PGASYNC_ENOMEM
-               : db_query(ctx, SQL_TABLE, 9, vals, on_db_table, pg);
+               : db_query(ctx, SQL_TABLE, 9, vals, on_pg_table, pg);
   kpi_buf_free(&ids);
   kpi_buf_free(&wf);
   kpi_buf_free(&wt);
@@ -737,7 +737,7 @@ static int query_table(page *pg, const kpi_measure *one) {
   return rc;
 }
 
-static void on_db_detail(kpi_pgasync *db, const PGresult *res, void *arg);
+static void on_pg_detail(kpi_pgasync *db, const PGresult *res, void *arg);
 
 static void db_failed(page *pg, const PGresult *res, const char *what) {
   kpi_metrics_inc(pg->ctx->m_db_errors);
@@ -777,7 +777,7 @@ static int render_table(page *pg, const PGresult *res, bool *missing) {
   return 0;
 }
 
-static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
+static void on_pg_table(kpi_pgasync *db, const PGresult *res, void *arg) {
   (void)db;
   page *pg = arg;
   report_ctx *ctx = pg->ctx;
@@ -805,7 +805,7 @@ static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
     }
     fmt_day(pg->as_of, d, sizeof(d));
     const char *vals[5] = {m->id, bound, *wf ? wf : NULL, *wt ? wt : NULL, d};
-    if (db_query(ctx, SQL_DETAIL, 5, vals, on_db_detail, pg) != 0) {
+    if (db_query(ctx, SQL_DETAIL, 5, vals, on_pg_detail, pg) != 0) {
       ctx->pending--;
       db_failed(pg, NULL, "detail");
       page_done(pg);
@@ -817,7 +817,7 @@ static void on_db_table(kpi_pgasync *db, const PGresult *res, void *arg) {
   page_done(pg);
 }
 
-static void on_db_version(kpi_pgasync *db, const PGresult *res, void *arg) {
+static void on_pg_version(kpi_pgasync *db, const PGresult *res, void *arg) {
   (void)db;
   page *pg = arg;
   report_ctx *ctx = pg->ctx;
@@ -854,7 +854,7 @@ static void on_db_version(kpi_pgasync *db, const PGresult *res, void *arg) {
 /* The latest page's rows. A catalog measure without an attainment row (never evaluated yet,
  * e.g. just added by a reload) is computed at today's date on that page: then, and only then,
  * the page is asked again through SQL_TABLE, which recomputes what has no row. */
-static void on_db_latest(kpi_pgasync *db, const PGresult *res, void *arg) {
+static void on_pg_latest(kpi_pgasync *db, const PGresult *res, void *arg) {
   (void)db;
   page *pg = arg;
   report_ctx *ctx = pg->ctx;
@@ -1109,7 +1109,7 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
   report_view_free(v);
 }
 
-static void on_db_detail(kpi_pgasync *db, const PGresult *res, void *arg) {
+static void on_pg_detail(kpi_pgasync *db, const PGresult *res, void *arg) {
   (void)db;
   page *pg = arg;
   report_ctx *ctx = pg->ctx;
