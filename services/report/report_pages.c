@@ -747,6 +747,16 @@ static void db_failed(page *pg, const PGresult *res, const char *what) {
                                                 : "データベースに接続できません。しばらくしてから再度お試しください。");
 }
 
+/* A failed query ends its page: the error answer, the page freed. Returns whether RES holds
+ * rows to render. */
+static bool page_result_ok(page *pg, const PGresult *res, const char *what) {
+  if (res && PQresultStatus(res) == PGRES_TUPLES_OK) return true;
+  pg->ctx->pending--;
+  db_failed(pg, res, what);
+  page_done(pg);
+  return false;
+}
+
 /* Maps each catalog measure to its row of RES (-1: none, as for a measure added by a reload
  * between the query and its answer) and renders the table or the CSV. With MISSING (the
  * latest rows), renders nothing and returns 0 with *MISSING set when a measure has no row.
@@ -781,12 +791,7 @@ static void on_pg_table(kpi_pgasync *db, const PGresult *res, void *arg) {
   (void)db;
   page *pg = arg;
   report_ctx *ctx = pg->ctx;
-  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-    ctx->pending--;
-    db_failed(pg, res, "table");
-    page_done(pg);
-    return;
-  }
+  if (!page_result_ok(pg, res, "table")) return;
   if (pg->ep == REPORT_EP_MEASURE) {
     const kpi_measure *m = kpi_catalog_measure(ctx->catalog, pg->measure_id);
     if (!m) {
@@ -858,12 +863,7 @@ static void on_pg_latest(kpi_pgasync *db, const PGresult *res, void *arg) {
   (void)db;
   page *pg = arg;
   report_ctx *ctx = pg->ctx;
-  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-    ctx->pending--;
-    db_failed(pg, res, "latest");
-    page_done(pg);
-    return;
-  }
+  if (!page_result_ok(pg, res, "latest")) return;
   bool missing = false;
   if (render_table(pg, res, &missing) == 0 && missing) {
     int rc = query_table(pg, NULL);
