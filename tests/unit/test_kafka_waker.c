@@ -72,21 +72,26 @@ static void producer_with_waker(ctx *c, uv_loop_t *loop,
                    0);
 }
 
+/* Arms C's 20 s guard on LOOP and produces N records "m0".."m<N-1>" to TOPIC. */
+static void guard_and_produce(ctx *c, uv_loop_t *loop, const char *topic, int n) {
+  uv_timer_init(loop, &c->guard);
+  uv_timer_start(&c->guard, on_uv_guard, 20000, 0);
+  for (int i = 0; i < n; i++) {
+    char v[16];
+    snprintf(v, sizeof(v), "m%d", i);
+    assert_int_equal(rd_kafka_producev(c->rk, RD_KAFKA_V_TOPIC(topic),
+                                       RD_KAFKA_V_VALUE(v, strlen(v)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+}
+
 static void test_delivery_reports_wake_the_loop(void **state) {
   (void)state;
   ctx c = {0};
   uv_loop_t loop;
   producer_with_waker(&c, &loop, on_kafka_delivery, on_waker_ready);
-  uv_timer_init(&loop, &c.guard);
-  uv_timer_start(&c.guard, on_uv_guard, 20000, 0);
-  for (int i = 0; i < 10; i++) {
-    char v[16];
-    snprintf(v, sizeof(v), "m%d", i);
-    assert_int_equal(rd_kafka_producev(c.rk, RD_KAFKA_V_TOPIC("waker-test"),
-                                       RD_KAFKA_V_VALUE(v, strlen(v)),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                     RD_KAFKA_RESP_ERR_NO_ERROR);
-  }
+  guard_and_produce(&c, &loop, "waker-test", 10);
   /* Runs until the waker and guard are closed: nothing else keeps the loop alive. */
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.delivered, 10);
@@ -124,17 +129,8 @@ static void test_serve_runs_callbacks_until_closed(void **state) {
   assert_non_null(c.waker.queue);
   assert_int_equal(c.delivered, 0);
 
-  uv_timer_init(&loop, &c.guard);
-  uv_timer_start(&c.guard, on_uv_guard, 20000, 0);
   /* Twelve records: the last two are reported after the waker closed. */
-  for (int i = 0; i < 12; i++) {
-    char v[16];
-    snprintf(v, sizeof(v), "m%d", i);
-    assert_int_equal(rd_kafka_producev(c.rk, RD_KAFKA_V_TOPIC("waker-serve-test"),
-                                       RD_KAFKA_V_VALUE(v, strlen(v)),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                     RD_KAFKA_RESP_ERR_NO_ERROR);
-  }
+  guard_and_produce(&c, &loop, "waker-serve-test", 12);
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.delivered, 10);
   assert_int_equal(c.closed, 1);
