@@ -15,20 +15,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report_browser import Page, check, start_chromium, stop_chromium  # noqa: E402
+from cdp import (check, check_no_csp_violations, open_page, run, start_chromium,  # noqa: E402
+                 stop_chromium, wait_js)
 
 MEASURE = "g2-uiturn-4-supporters"  # 企画課, persons, level
 NOTE = "窓口集計（２月末）・芦別"
-
-
-def wait_js(p, expr, what, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = p.js(expr)
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timeout waiting for {what}")
 
 
 def main():
@@ -46,13 +37,7 @@ def main():
 
     chrome, profile, page_ws = start_chromium()
     try:
-        p = Page(page_ws)
-        p.call("Page.enable")
-        p.call("Runtime.enable")
-        p.call("Log.enable")
-        p.call("DOM.enable")
-        p.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
-               deviceScaleFactor=1, mobile=False)
+        p = open_page(page_ws, "DOM")
 
         p.goto(ingest + "/entry")
         check(p.js("document.documentElement.lang") == "ja", "lang is not ja")
@@ -109,9 +94,7 @@ def main():
         p.screenshot(os.path.join(out, "entry-csv-result.png"))
         axe_entry = p.axe(axe_src, "/entry (after the CSV)")
 
-        csp = [e for e in p.events if e.get("method") == "Log.entryAdded"
-               and "Content Security Policy" in e["params"]["entry"].get("text", "")]
-        check(not csp, f"CSP violations: {csp}")
+        check_no_csp_violations(p)
 
         # The evaluator stores both readings; the report's measure page shows the note.
         deadline = time.time() + 45
@@ -133,8 +116,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # the test's log says why
-        print(f"entry_browser: FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main, "entry_browser")

@@ -7,123 +7,15 @@ run inside each page (no critical or serious violations).
 
 Run by tests/integration/test_report_browser.c with the project venv's python (it needs
 websocket-client). Exit 0 when every check passed; the reason on stderr otherwise."""
-import base64
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
-import websocket
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cdp import (check, check_no_csp_violations, open_page, run, start_chromium,  # noqa: E402
+                 stop_chromium)
 
 MEASURE = "g2-uiturn-4-supporters"
-
-
-class Page:
-    def __init__(self, ws_url):
-        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
-        self.next_id = 0
-        self.events = []
-
-    def call(self, method, **params):
-        self.next_id += 1
-        mid = self.next_id
-        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == mid:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def wait_event(self, name, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            for i, e in enumerate(self.events):
-                if e.get("method") == name:
-                    del self.events[: i + 1]
-                    return e
-            self.events.append(json.loads(self.ws.recv()))
-        raise RuntimeError(f"timeout waiting for {name}")
-
-    def js(self, expr, await_promise=False):
-        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True,
-                      awaitPromise=await_promise)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"{expr[:60]}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def goto(self, url):
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_event("Page.loadEventFired")
-
-    def load_after(self, expr):
-        """Runs EXPR (which navigates, e.g. a form submit) and waits for the new page."""
-        self.events.clear()
-        self.js(expr)
-        self.wait_event("Page.loadEventFired")
-
-    def screenshot(self, path):
-        h = self.js("Math.ceil(document.documentElement.scrollHeight)")
-        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=int(h),
-                  deviceScaleFactor=1, mobile=False)
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        with open(path, "wb") as f:
-            f.write(base64.b64decode(data))
-        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
-                  deviceScaleFactor=1, mobile=False)
-
-    def axe(self, axe_src, where):
-        self.js(axe_src)
-        out = self.js("axe.run(document, {resultTypes: ['violations']}).then(r => "
-                      "JSON.stringify(r.violations.map(v => ({id: v.id, impact: v.impact, "
-                      "n: v.nodes.length, help: v.help}))))", await_promise=True)
-        bad = [v for v in json.loads(out) if v["impact"] in ("critical", "serious")]
-        if bad:
-            raise AssertionError(f"axe on {where}: {bad}")
-        return json.loads(out)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-def start_chromium():
-    """Starts headless chromium on a fresh profile: (process, profile dir, page websocket)."""
-    profile = tempfile.mkdtemp(prefix="kpi-chromium-")
-    chrome = subprocess.Popen(
-        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-extensions", "--remote-debugging-port=0", "--remote-allow-origins=*",
-         f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        port = None
-        deadline = time.time() + 20
-        while port is None and time.time() < deadline:
-            line = chrome.stderr.readline()
-            m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            if m:
-                port = int(m.group(1))
-        check(port, "chromium did not open its DevTools port")
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
-        page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        return chrome, profile, page_ws
-    except BaseException:
-        stop_chromium(chrome, profile)
-        raise
-
-
-def stop_chromium(chrome, profile):
-    chrome.kill()
-    chrome.wait()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def main():
@@ -132,12 +24,7 @@ def main():
     axe_src = open(axe_path, encoding="utf-8").read()
     chrome, profile, page_ws = start_chromium()
     try:
-        p = Page(page_ws)
-        p.call("Page.enable")
-        p.call("Runtime.enable")
-        p.call("Log.enable")
-        p.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
-               deviceScaleFactor=1, mobile=False)
+        p = open_page(page_ws)
 
         # The table, as the evaluator left it.
         p.goto(base + "/")
@@ -181,9 +68,7 @@ def main():
         p.screenshot(os.path.join(out, "report-measure-en.png"))
 
         # Nothing the strict CSP had to block: the pages need nothing it forbids.
-        csp = [e for e in p.events if e.get("method") == "Log.entryAdded"
-               and "Content Security Policy" in e["params"]["entry"].get("text", "")]
-        check(not csp, f"CSP violations: {csp}")
+        check_no_csp_violations(p)
         print(json.dumps({"axe_index": axe_index, "axe_measure": axe_measure}))
         return 0
     finally:
@@ -191,8 +76,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # the test's log says why
-        print(f"report_browser: FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main, "report_browser")

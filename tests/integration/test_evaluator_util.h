@@ -155,6 +155,21 @@ EVW_FN void evw_produce_reading(evw *w, const char *measure, const char *dept, c
   if (event_id) memcpy(event_id, id, sizeof(id));
 }
 
+/* Produces one kpi.measurement/1 record received on 1 March 2024 with a fresh event_id and
+ * NOTE_JSON (already escaped for a JSON string) to the world's measurements topic, keyed by
+ * MEASURE; does not flush. */
+EVW_FN void evw_produce_noted(evw *w, const char *measure, const char *dept, const char *day,
+                              double value, const char *unit, const char *note_json) {
+  char rec[2048], id[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v4(id);
+  snprintf(rec, sizeof(rec),
+           "{\"schema\":\"kpi.measurement/1\",\"event_id\":\"%s\",\"measure_id\":\"%s\","
+           "\"department\":\"%s\",\"observed_at\":\"%s\",\"value\":%.17g,\"unit\":\"%s\","
+           "\"note\":\"%s\",\"received_at\":\"2024-03-01T00:00:00Z\"}",
+           id, measure, dept, day, value, unit, note_json);
+  evw_produce(w, w->t_meas, measure, rec);
+}
+
 /* One message read back from a topic. */
 typedef struct {
   char *key;

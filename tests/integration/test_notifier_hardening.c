@@ -287,9 +287,7 @@ static void test_user_defaults_to_require(void **state) {
                          NULL};
   nf_it_start(t, "it_nf_require", extra);
   char owner[128];
-  snprintf(owner, sizeof(owner), "require.%s@city.example", t->tag);
-  const char *rc[] = {owner, NULL};
-  nf_it_produce_alert(t, "it-require", "暗号化必須の施策", rc);
+  nf_it_alert_owner(t, "require", "it-require", "暗号化必須の施策", owner, sizeof(owner));
 
   /* STARTTLS missing is the relay's state, not the mail's fault: the row waits with its
    * attempts untouched while the relay is probed (issue 13). */

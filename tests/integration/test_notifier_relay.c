@@ -324,9 +324,7 @@ static void test_5xx_still_dead_at_once(void **state) {
   nf_it *t = &fx.nf;
   nf_it_start(t, "it_nf_relay_5xx", extra);
   char owner[128];
-  snprintf(owner, sizeof(owner), "refused.%s@city.example", t->tag);
-  const char *rc[] = {owner, NULL};
-  nf_it_produce_alert(t, "it-5xx", "拒否される施策", rc);
+  nf_it_alert_owner(t, "refused", "it-5xx", "拒否される施策", owner, sizeof(owner));
   long dead = kpi_it_wait_pg_long(t->pg, "SELECT count(*) FROM notifications WHERE state = "
                                          "'dead' AND attempts = 1 AND last_error LIKE '%550 5.1.1%'",
                                   NULL, 1, 20000);
@@ -354,9 +352,7 @@ static void test_4xx_counts_attempts(void **state) {
   nf_it *t = &fx.nf;
   nf_it_start(t, "it_nf_relay_4xx", extra);
   char owner[128];
-  snprintf(owner, sizeof(owner), "later.%s@city.example", t->tag);
-  const char *rc[] = {owner, NULL};
-  nf_it_produce_alert(t, "it-4xx", "一時エラーの施策", rc);
+  nf_it_alert_owner(t, "later", "it-4xx", "一時エラーの施策", owner, sizeof(owner));
   long dead = kpi_it_wait_pg_long(t->pg, "SELECT count(*) FROM notifications WHERE state = "
                                          "'dead' AND attempts = 3 AND last_error LIKE '%451 4.3.0%'",
                                   NULL, 1, 20000);

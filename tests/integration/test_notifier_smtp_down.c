@@ -152,9 +152,7 @@ static void test_refused_connections_never_kill_a_mail(void **state) {
   nf_it t;
   nf_it_start(&t, "it_nf_dead", extra);
   char owner[128];
-  snprintf(owner, sizeof(owner), "dead.%s@city.example", t.tag);
-  const char *rc[] = {owner, NULL};
-  nf_it_produce_alert(&t, "it-dead-measure", "配達不能の施策", rc);
+  nf_it_alert_owner(&t, "dead", "it-dead-measure", "配達不能の施策", owner, sizeof(owner));
   long waiting = kpi_it_wait_pg_long(t.pg, "SELECT count(*) FROM notifications WHERE state = "
                                             "'pending' AND last_error LIKE 'relay: %'",
                                      NULL, 1, 20000);

@@ -389,9 +389,7 @@ static void test_untrusted_certificate_no_delivery(void **state) {
   nf_it_start(t, "it_nf_tls_untrusted", extra);
 
   char owner[128];
-  snprintf(owner, sizeof(owner), "untrusted.%s@city.example", t->tag);
-  const char *rc[] = {owner, NULL};
-  nf_it_produce_alert(t, "it-tls-untrusted", "証明書不信の施策", rc);
+  nf_it_alert_owner(t, "untrusted", "it-tls-untrusted", "証明書不信の施策", owner, sizeof(owner));
 
   expect_retried_rows(t, "last_error ILIKE '%certificate%'", 1);
   char *err = kpi_it_pg_value(t->pg, "SELECT last_error FROM notifications LIMIT 1");
@@ -433,9 +431,7 @@ static void test_starttls_required_is_retried(void **state) {
   nf_it_start(t, "it_nf_tls_530", extra);
 
   char owner[128];
-  snprintf(owner, sizeof(owner), "plain.%s@city.example", t->tag);
-  const char *rc[] = {owner, NULL};
-  nf_it_produce_alert(t, "it-tls-530", "平文送信の施策", rc);
+  nf_it_alert_owner(t, "plain", "it-tls-530", "平文送信の施策", owner, sizeof(owner));
 
   expect_retried_rows(t, "TRUE", 1);
   assert_int_equal(nf_it_sql_long(t->pg, "SELECT count(*) FROM notifications WHERE state = "

@@ -345,6 +345,15 @@ static inline void nf_it_produce_alert(nf_it *t, const char *measure_id, const c
   nf_it_alert_free(a);
 }
 
+/* Produces an alert about MEASURE_ID (NAME) for one owner, "LOCAL.<tag>@city.example",
+ * written to OWNER (SIZE bytes). */
+static inline void nf_it_alert_owner(nf_it *t, const char *local, const char *measure_id,
+                                     const char *name, char *owner, size_t size) {
+  snprintf(owner, size, "%s.%s@city.example", local, t->tag);
+  const char *rc[] = {owner, NULL};
+  nf_it_produce_alert(t, measure_id, name, rc);
+}
+
 /* The measure "<MID><I>" of a numbered series and its N_PER (at most 7) recipients
  * "r<I>.<K>.<TAG>@city.example", written to M_ID, EMAILS[0..N_PER) and RC (NULL-terminated). */
 static inline void nf_it_numbered(const char *tag, int i, const char *mid, int n_per,

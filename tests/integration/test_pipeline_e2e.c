@@ -14,8 +14,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "kpi_it.h"
-#include "kpi_pg.h"
+#include "kpi_it_pipeline.h"
 
 #define KIKAKU_TOKEN "sample-kikaku-token-do-not-use-in-production"
 #define MEASURE "g2-uiturn-4-supporters"
@@ -132,63 +131,27 @@ static int wait_mails(const char *addr, int want, int timeout_ms, char **all) {
 
 static void test_pipeline(void **state) {
   (void)state;
-  char tag[64], db[64], conninfo[512], domain[96], catalog[256];
-  kpi_it_unique("e2e", tag, sizeof(tag));
-  snprintf(db, sizeof(db), "%s", tag);
-  assert_int_equal(kpi_it_create_db(db, conninfo, sizeof(conninfo)), 0);
-  snprintf(domain, sizeof(domain), "%s.example", tag);
-  for (char *p = domain; *p; p++)
-    if (*p == '_') *p = '-';
-  snprintf(catalog, sizeof(catalog), "%s/%s-catalog.json", getenv("KPI_STACK_DIR"), tag);
-  write_catalog(catalog, domain);
-
   /* As in a deployment (docs/database.md): the owner migrates, each service logs in with its
    * own least-privilege role. */
-  char err[512], sql[256], ev_conninfo[600], nf_conninfo[600];
-  PGconn *owner_pg = kpi_pg_connect(conninfo, err, sizeof(err));
-  if (!owner_pg || kpi_pg_migrate(owner_pg, err, sizeof(err)) < 0) fail_msg("%s", err);
-  snprintf(sql, sizeof(sql), "CREATE ROLE %s_ev LOGIN IN ROLE kpi_evaluator", tag);
-  assert_int_equal(kpi_pg_exec(owner_pg, sql, err, sizeof(err)), 0);
-  snprintf(sql, sizeof(sql), "CREATE ROLE %s_nf LOGIN IN ROLE kpi_notifier", tag);
-  assert_int_equal(kpi_pg_exec(owner_pg, sql, err, sizeof(err)), 0);
-  PQfinish(owner_pg);
-  snprintf(ev_conninfo, sizeof(ev_conninfo), "%s user=%s_ev", conninfo, tag);
-  snprintf(nf_conninfo, sizeof(nf_conninfo), "%s user=%s_nf", conninfo, tag);
+  kpi_it_pipeline pl;
+  kpi_it_pipeline_init(&pl, "e2e",
+                       KPI_IT_SVC(KPI_IT_INGEST) | KPI_IT_SVC(KPI_IT_EVALUATOR) |
+                           KPI_IT_SVC(KPI_IT_NOTIFIER));
+  char domain[96], catalog[256];
+  snprintf(domain, sizeof(domain), "%s.example", pl.tag);
+  for (char *p = domain; *p; p++)
+    if (*p == '_') *p = '-';
+  snprintf(catalog, sizeof(catalog), "%s/%s-catalog.json", getenv("KPI_STACK_DIR"), pl.tag);
+  write_catalog(catalog, domain);
 
-  int p_ing = kpi_it_free_port(), p_ev = kpi_it_free_port(), p_nf = kpi_it_free_port();
-  kpi_it_env e = {0};
-  kpi_it_env_add(&e, "KPI_CATALOG=%s", catalog);
-  kpi_it_env_add(&e, "KPI_TOPIC_MEASUREMENTS=%s_m", tag);
-  kpi_it_env_add(&e, "KPI_TOPIC_ALERTS=%s_a", tag);
-  kpi_it_env_add(&e, "KPI_TOPIC_MEASUREMENTS_DLQ=%s_md", tag);
-  kpi_it_env_add(&e, "KPI_TOPIC_ALERTS_DLQ=%s_ad", tag);
-  kpi_it_env_add(&e, "KPI_INGEST_LISTEN=127.0.0.1:%d", p_ing);
-  kpi_it_env_add(&e, "KPI_EVALUATOR_LISTEN=127.0.0.1:%d", p_ev);
-  kpi_it_env_add(&e, "KPI_NOTIFIER_LISTEN=127.0.0.1:%d", p_nf);
-  kpi_it_env_add(&e, "KPI_EVALUATOR_GROUP=%s_ev", tag);
-  kpi_it_env_add(&e, "KPI_NOTIFIER_GROUP=%s_nf", tag);
   /* 1 March 2024: e = 336/731 of the way from 31 March 2023 to 31 March 2025, nothing stale. */
   static const char *const fixed[] = {"KPI_EVAL_DATE=2024-03-01", "KPI_SWEEP_INTERVAL_MS=1000",
                                       "KPI_NOTIFY_GROUP_WAIT_MS=1000", "KPI_NOTIFY_POLL_MS=200",
                                       /* Links go to the report's measure page (trailing
                                        * slash dropped), not the catalog's dashboard. */
                                       "KPI_REPORT_BASE_URL=http://127.0.0.1:8083/", NULL};
-  kpi_it_env_extend(&e, fixed);
-  kpi_it_env e_ev = e, e_nf = e;
-  kpi_it_env_set(&e_ev, "DATABASE_URL", ev_conninfo);
-  kpi_it_env_set(&e_nf, "DATABASE_URL", nf_conninfo);
-  const char *const *env = kpi_it_env_list(&e);
-  char log_ing[256], log_ev[256], log_nf[256];
-  snprintf(log_ing, sizeof(log_ing), "%s/%s-ingest.log", getenv("KPI_STACK_DIR"), tag);
-  snprintf(log_ev, sizeof(log_ev), "%s/%s-evaluator.log", getenv("KPI_STACK_DIR"), tag);
-  snprintf(log_nf, sizeof(log_nf), "%s/%s-notifier.log", getenv("KPI_STACK_DIR"), tag);
-  pid_t ev = kpi_it_spawn("services/evaluator/kpi-evaluator", kpi_it_env_list(&e_ev), log_ev);
-  pid_t nf = kpi_it_spawn("services/notifier/kpi-notifier", kpi_it_env_list(&e_nf), log_nf);
-  pid_t ing = kpi_it_spawn("services/ingest/kpi-ingest", env, log_ing);
-  if (kpi_it_wait_http(p_ing, "/readyz", 200, 30000) ||
-      kpi_it_wait_http(p_ev, "/healthz", 200, 30000) ||
-      kpi_it_wait_http(p_nf, "/healthz", 200, 30000))
-    fail_msg("services did not come up; logs: %s %s %s", log_ing, log_ev, log_nf);
+  kpi_it_pipeline_start(&pl, catalog, fixed);
+  int p_ing = pl.port[KPI_IT_INGEST], p_ev = pl.port[KPI_IT_EVALUATOR];
 
   char url[256], *body = NULL;
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/measurements", p_ing);
@@ -228,7 +191,7 @@ static void test_pipeline(void **state) {
   /* The same measurement again (same Idempotency-Key) is stored once. */
   st = http("POST", url, lagging, idem, NULL);
   assert_int_equal(st, 202);
-  PGconn *pg = kpi_it_pg(conninfo);
+  PGconn *pg = kpi_it_pg(pl.conninfo);
   kpi_it_sleep_ms(2000);
   char *count = kpi_it_pg_value(pg, "SELECT count(*) FROM measurements");
   assert_string_equal(count, "1");
@@ -253,12 +216,7 @@ static void test_pipeline(void **state) {
   snprintf(other, sizeof(other), "kankyo@%s", domain);
   assert_int_equal(mails_to(other, NULL), 0);
 
-  int s1 = kpi_it_stop(ing, SIGTERM, 20000);
-  int s2 = kpi_it_stop(ev, SIGTERM, 20000);
-  int s3 = kpi_it_stop(nf, SIGTERM, 40000);
-  assert_true(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
-  assert_true(WIFEXITED(s2) && WEXITSTATUS(s2) == 0);
-  assert_true(WIFEXITED(s3) && WEXITSTATUS(s3) == 0);
+  kpi_it_pipeline_stop(&pl);
 }
 
 int main(void) {

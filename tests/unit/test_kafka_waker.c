@@ -49,35 +49,49 @@ static void on_uv_guard(uv_timer_t *t) {
   fail_msg("no delivery report reached the loop in 20 s");
 }
 
-static void test_delivery_reports_wake_the_loop(void **state) {
-  (void)state;
-  ctx c = {0};
+/* A producer on librdkafka's mock cluster (one broker, linger 1 ms) whose delivery reports go
+ * to ON_DELIVERY with C as opaque, and C's waker on LOOP (initialised here) serving its main
+ * queue with ON_READY. */
+static void producer_with_waker(ctx *c, uv_loop_t *loop,
+                                void (*on_delivery)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                    void *),
+                                kpi_kafka_waker_cb on_ready) {
   char err[256];
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(uv_loop_init(loop), 0);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   assert_int_equal(rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof(err)),
                    RD_KAFKA_CONF_OK);
   assert_int_equal(rd_kafka_conf_set(conf, "linger.ms", "1", err, sizeof(err)), RD_KAFKA_CONF_OK);
-  rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery);
-  rd_kafka_conf_set_opaque(conf, &c);
-  c.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  assert_non_null(c.rk);
+  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+  rd_kafka_conf_set_opaque(conf, c);
+  c->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(c->rk);
 
-  c.waker.data = &c;
-  assert_int_equal(kpi_kafka_waker_init(&loop, &c.waker, rd_kafka_queue_get_main(c.rk),
-                                        on_waker_ready),
+  c->waker.data = c;
+  assert_int_equal(kpi_kafka_waker_init(loop, &c->waker, rd_kafka_queue_get_main(c->rk), on_ready),
                    0);
-  uv_timer_init(&loop, &c.guard);
-  uv_timer_start(&c.guard, on_uv_guard, 20000, 0);
-  for (int i = 0; i < 10; i++) {
+}
+
+/* Arms C's 20 s guard on LOOP and produces N records "m0".."m<N-1>" to TOPIC. */
+static void guard_and_produce(ctx *c, uv_loop_t *loop, const char *topic, int n) {
+  uv_timer_init(loop, &c->guard);
+  uv_timer_start(&c->guard, on_uv_guard, 20000, 0);
+  for (int i = 0; i < n; i++) {
     char v[16];
     snprintf(v, sizeof(v), "m%d", i);
-    assert_int_equal(rd_kafka_producev(c.rk, RD_KAFKA_V_TOPIC("waker-test"),
+    assert_int_equal(rd_kafka_producev(c->rk, RD_KAFKA_V_TOPIC(topic),
                                        RD_KAFKA_V_VALUE(v, strlen(v)),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
   }
+}
+
+static void test_delivery_reports_wake_the_loop(void **state) {
+  (void)state;
+  ctx c = {0};
+  uv_loop_t loop;
+  producer_with_waker(&c, &loop, on_kafka_delivery, on_waker_ready);
+  guard_and_produce(&c, &loop, "waker-test", 10);
   /* Runs until the waker and guard are closed: nothing else keeps the loop alive. */
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.delivered, 10);
@@ -108,38 +122,15 @@ static void on_kafka_delivery_close_at_ten(rd_kafka_t *rk, const rd_kafka_messag
 static void test_serve_runs_callbacks_until_closed(void **state) {
   (void)state;
   ctx c = {0};
-  char err[256];
   uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  assert_int_equal(rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof(err)),
-                   RD_KAFKA_CONF_OK);
-  assert_int_equal(rd_kafka_conf_set(conf, "linger.ms", "1", err, sizeof(err)), RD_KAFKA_CONF_OK);
-  rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery_close_at_ten);
-  rd_kafka_conf_set_opaque(conf, &c);
-  c.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  assert_non_null(c.rk);
-
-  c.waker.data = &c;
-  assert_int_equal(kpi_kafka_waker_init(&loop, &c.waker, rd_kafka_queue_get_main(c.rk),
-                                        kpi_kafka_waker_serve),
-                   0);
+  producer_with_waker(&c, &loop, on_kafka_delivery_close_at_ten, kpi_kafka_waker_serve);
   /* An empty queue: serving returns at once and leaves the waker open. */
   kpi_kafka_waker_serve(&c.waker);
   assert_non_null(c.waker.queue);
   assert_int_equal(c.delivered, 0);
 
-  uv_timer_init(&loop, &c.guard);
-  uv_timer_start(&c.guard, on_uv_guard, 20000, 0);
   /* Twelve records: the last two are reported after the waker closed. */
-  for (int i = 0; i < 12; i++) {
-    char v[16];
-    snprintf(v, sizeof(v), "m%d", i);
-    assert_int_equal(rd_kafka_producev(c.rk, RD_KAFKA_V_TOPIC("waker-serve-test"),
-                                       RD_KAFKA_V_VALUE(v, strlen(v)),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                     RD_KAFKA_RESP_ERR_NO_ERROR);
-  }
+  guard_and_produce(&c, &loop, "waker-serve-test", 12);
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.delivered, 10);
   assert_int_equal(c.closed, 1);
