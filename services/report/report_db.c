@@ -38,11 +38,9 @@ char *report_db_conninfo(const char *conninfo, char *err, size_t errsz) {
   char *perr = NULL;
   PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
   if (!opts) {
-    snprintf(err, errsz, "DATABASE_URL: %s", perr ? perr : "out of memory");
-    if (perr) {
-      size_t n = strlen(err);
-      while (n > 0 && err[n - 1] == '\n') err[--n] = '\0';
-    }
+    /* libpq's message may quote a piece of the string, a password included: not logged. */
+    snprintf(err, errsz, "DATABASE_URL: %s",
+             perr ? "not a valid connection string (key=value or URI)" : "out of memory");
     PQfreemem(perr);
     return NULL;
   }

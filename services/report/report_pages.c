@@ -372,7 +372,12 @@ static void set_common(page *pg, report_view *v, const char *title) {
   page other = *pg;
   other.lang = pg->lang == REPORT_LANG_EN ? REPORT_LANG_JA : REPORT_LANG_EN;
   link_query(&other, true, q, sizeof(q));
-  report_setf(v, "other_lang_href", "%s%s", pg->ep == REPORT_EP_MEASURE ? "" : "/", q);
+  /* A measure page links to itself by path: an empty href (Japanese, no as_of) would reload
+   * the current URL, ?lang=en included. Ids are [A-Za-z0-9._-], safe in a path. */
+  if (pg->ep == REPORT_EP_MEASURE)
+    report_setf(v, "other_lang_href", "/measures/%s%s", pg->measure_id, q);
+  else
+    report_setf(v, "other_lang_href", "/%s", q);
   report_set(v, "other_lang", lang_code(other.lang));
   report_set_bool(v, "en", pg->lang == REPORT_LANG_EN);
   kpi_day_format(pg->as_of, d, sizeof(d));

@@ -146,6 +146,11 @@ static void test_report(void **state) {
   row_status(body_of(resp), LED, st, sizeof(st));
   assert_string_equal(st, "failed");
   free(resp);
+  /* A measure page in English links back to the same page in Japanese by its path (an empty
+   * href would reload ?lang=en). */
+  resp = get(port, "/measures/" SUPPORTERS "?lang=en");
+  assert_non_null(strstr(body_of(resp), "<a href=\"/measures/" SUPPORTERS "\" lang=\"ja\""));
+  free(resp);
   resp = get(port, "/?as_of=2024-02-30");
   assert_non_null(strstr(resp, "HTTP/1.1 400"));
   free(resp);
