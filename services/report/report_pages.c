@@ -516,6 +516,25 @@ static void set_status(report_view *v, const page *pg, const kpi_attainment *a) 
 
 /* ---- GET / and GET /report.csv ---- */
 
+/* One line of the table (GET / and the CSV): the catalog's I-th measure in the plan's order,
+ * its result row R (-1: none) and its attainment as row_attainment reads it. */
+typedef struct {
+  const kpi_measure *m;
+  int r;
+  kpi_attainment a;
+  bool from_row, has_last;
+  kpi_day ev_on, last;
+} table_row;
+
+static void table_row_at(page *pg, const PGresult *res, const int *row_of, size_t i,
+                         table_row *out) {
+  report_ctx *ctx = pg->ctx;
+  out->m = ctx->order[i];
+  out->r = row_of[out->m - ctx->catalog->measures];
+  row_attainment(pg, out->m, res, out->r, &out->a, &out->from_row, &out->ev_on, &out->has_last,
+                 &out->last);
+}
+
 static void render_csv(page *pg, const PGresult *res, const int *row_of) {
   report_ctx *ctx = pg->ctx;
   kpi_buf b = KPI_BUF_INIT;
@@ -531,22 +550,20 @@ static void render_csv(page *pg, const PGresult *res, const int *row_of) {
                            "Last report", "Report overdue", "As of", "Measure ID"};
   report_csv_row(&b, en ? head_en : head_ja, 20);
   for (size_t i = 0; i < ctx->n_order; i++) {
-    const kpi_measure *m = ctx->order[i];
-    int r = row_of[m - ctx->catalog->measures];
-    kpi_attainment a;
-    bool from_row, has_last;
-    kpi_day ev_on, last;
-    row_attainment(pg, m, res, r, &a, &from_row, &ev_on, &has_last, &last);
+    table_row tr;
+    table_row_at(pg, res, row_of, i, &tr);
+    const kpi_measure *m = tr.m;
+    const kpi_attainment *a = &tr.a;
     row_text t;
-    row_fill(pg, m, &a, has_last, last, res, r, &t);
+    row_fill(pg, m, a, tr.has_last, tr.last, res, tr.r, &t);
     char prog[32] = "", exp[32], asof[16];
-    if (a.has_progress) snprintf(prog, sizeof(prog), "%.1f", a.progress * 100);
-    snprintf(exp, sizeof(exp), "%.1f", a.expected * 100);
-    fmt_day(ev_on, asof, sizeof(asof));
+    if (a->has_progress) snprintf(prog, sizeof(prog), "%.1f", a->progress * 100);
+    snprintf(exp, sizeof(exp), "%.1f", a->expected * 100);
+    fmt_day(tr.ev_on, asof, sizeof(asof));
     const char *f[20] = {t.goal, m->goal_name, m->program, m->name, m->indicator, m->unit,
                          t.baseline_fy, t.baseline_num, t.target_fy, t.target_num, t.actual_num,
-                         t.observed, prog, exp, report_status_word(a.status, pg->lang),
-                         t.grade, t.last, a.stale ? (en ? "yes" : "あり") : "", asof, m->id};
+                         t.observed, prog, exp, report_status_word(a->status, pg->lang),
+                         t.grade, t.last, a->stale ? (en ? "yes" : "あり") : "", asof, m->id};
     report_csv_row(&b, f, 20);
   }
   if (b.oom) respond_error(pg, 503, "out of memory");
@@ -630,19 +647,16 @@ static void render_index(page *pg, const PGresult *res, const int *row_of) {
   bool mixed = false, any_row = false;
   report_set_list(v, "goals");
   for (size_t i = 0; i < ctx->n_order; i++) {
-    const kpi_measure *m = ctx->order[i];
-    int r = row_of[m - ctx->catalog->measures];
-    kpi_attainment a;
-    bool from_row, has_last;
-    kpi_day ev_on, last;
-    row_attainment(pg, m, res, r, &a, &from_row, &ev_on, &has_last, &last);
-    if (from_row) {
-      if (any_row && ev_on != evaluated) mixed = true;
-      if (!any_row || ev_on > evaluated) evaluated = ev_on;
+    table_row tr;
+    table_row_at(pg, res, row_of, i, &tr);
+    const kpi_measure *m = tr.m;
+    if (tr.from_row) {
+      if (any_row && tr.ev_on != evaluated) mixed = true;
+      if (!any_row || tr.ev_on > evaluated) evaluated = tr.ev_on;
       any_row = true;
     }
-    counts[a.status]++;
-    n_stale += a.stale;
+    counts[tr.a.status]++;
+    n_stale += tr.a.stale;
     if (!goal || m->goal != cur_goal) {
       goal = report_add(v, "goals");
       if (!goal) break;
@@ -653,7 +667,7 @@ static void render_index(page *pg, const PGresult *res, const int *row_of) {
     }
     report_view *row = report_add(goal, "rows");
     if (!row) break;
-    set_index_row(pg, row, m, &a, has_last, last, res, r, q);
+    set_index_row(pg, row, m, &tr.a, tr.has_last, tr.last, res, tr.r, q);
   }
   set_status_counts(pg, v, counts);
   report_setf(v, "n_stale", "%zu", n_stale);
