@@ -34,10 +34,10 @@ for tool in kcat psql curl; do
   command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
 done
 BIN=$BUILD_DIR/services/evaluator/kpi-evaluator
-if [ ! -x "$BIN" ]; then
+if [ ! -x "$BIN" ] || [ ! -x "$BUILD_DIR/tools/kpi-admin" ]; then
   log "building Release into $BUILD_DIR"
   cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j2 --target kpi-evaluator >/dev/null
+  cmake --build "$BUILD_DIR" -j2 --target kpi-evaluator kpi-admin >/dev/null
 fi
 
 WORK=$(mktemp -d /tmp/kpi-evbench.XXXXXX)
@@ -53,18 +53,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -n "${BENCH_STACK_ENV:-}" ]; then
-  STACK_ENV=$BENCH_STACK_ENV
-else
-  STACK_DIR=$WORK/stack
-  log "starting a stack in $STACK_DIR"
-  "$ROOT/scripts/stack.sh" start "$STACK_DIR" >&2
-  STACK_ENV=$STACK_DIR/stack.env
-fi
-set -a
-# shellcheck disable=SC1090
-. "$STACK_ENV"
-set +a
+# shellcheck source=bench/bench_lib.sh
+. "$ROOT/bench/bench_lib.sh"
+bench_stack_up
+bench_stack_env_load
 
 TAG=evbench_$$_$(date +%s)
 DB_EV=${TAG}_ev
@@ -118,7 +110,8 @@ kcat -b "$KPI_KAFKA_BOOTSTRAP" -P -t "$TOPIC" -K $'\t' -X enable.idempotence=tru
 copy_once() {
   local db=$1 c0 c1 rows
   psql -qX -d postgres -c "CREATE DATABASE $db" >/dev/null
-  for f in "$ROOT"/db/migrations/*.sql; do psql -qX -v ON_ERROR_STOP=1 -d "$db" -f "$f" >/dev/null; done
+  # The schema as the services get it (kpi-admin applies the embedded migrations).
+  DATABASE_URL="dbname=$db" "$BUILD_DIR/tools/kpi-admin" migrate >/dev/null
   c0=$(now)
   psql -qX -v ON_ERROR_STOP=1 -d "$db" -c "\\copy measurements (event_id, measure_id, department, observed_at, observed_day, fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset) FROM '$WORK/records.csv' WITH (FORMAT csv)" >/dev/null
   c1=$(now)

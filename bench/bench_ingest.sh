@@ -65,14 +65,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -n "${BENCH_STACK_ENV:-}" ]; then
-  STACK_ENV=$BENCH_STACK_ENV
-else
-  STACK_DIR=$WORK/stack
-  log "starting a stack in $STACK_DIR (Kafka with G1)"
-  STACK_KAFKA_JVM_OPTS=${STACK_KAFKA_JVM_OPTS:--XX:+UseG1GC} "$ROOT/scripts/stack.sh" start "$STACK_DIR" >&2
-  STACK_ENV=$STACK_DIR/stack.env
-fi
+# shellcheck source=bench/bench_lib.sh
+. "$ROOT/bench/bench_lib.sh"
+STACK_KAFKA_JVM_OPTS=${STACK_KAFKA_JVM_OPTS:--XX:+UseG1GC} bench_stack_up "Kafka with G1"
 BROKER=$(sed -n 's/^KPI_KAFKA_BOOTSTRAP=//p' "$STACK_ENV")
 # shellcheck disable=SC1091
 TOKEN=$(. "$ROOT/config/sample-tokens.env" && echo "$KPI_TOKEN_KANKYO")

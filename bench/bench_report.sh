@@ -93,18 +93,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -n "${BENCH_STACK_ENV:-}" ]; then
-  STACK_ENV=$BENCH_STACK_ENV
-else
-  STACK_DIR=$WORK/stack
-  log "starting a stack in $STACK_DIR"
-  "$ROOT/scripts/stack.sh" start "$STACK_DIR" >&2
-  STACK_ENV=$STACK_DIR/stack.env
-fi
-set -a
-# shellcheck disable=SC1090
-. "$STACK_ENV"
-set +a
+# shellcheck source=bench/bench_lib.sh
+. "$ROOT/bench/bench_lib.sh"
+bench_stack_up
+bench_stack_env_load
 
 TAG=rpbench_$$_$(date +%s)
 DB=$TAG
