@@ -1,5 +1,5 @@
-# Dockerfile: builds the four services on Debian 12 (the libraries design.md names, from
-# Debian's packages) and gives each its own small runtime image: targets ingest, evaluator,
+# Dockerfile: builds the four services on Debian 12 (the libraries docs/architecture.md names,
+# from Debian's packages) and gives each its own small runtime image: targets ingest, evaluator,
 # notifier, report (docker-compose.yml uses them).
 FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bootstrap.sh: installs what the build, the tests and the local stack need.
-#   1. Debian packages (only when one is missing: apt-get update + install);
+#   1. Debian packages (only when one is missing: apt-get update + install); nginx-light and
+#      prometheus are there for `nginx -t` and `promtool` on deploy/ (config.nginx,
+#      config.prometheus), not to run them;
 #   2. Apache Kafka jars from Maven Central (scripts/kafka/pom.xml) into .cache/kafka/libs,
 #      skipped when the stamp matches the pom's sha256;
 #   3. the pinned schemathesis in .cache/venv (scripts/schemathesis.sh), for the contract test.
@@ -18,6 +20,7 @@ packages=(
   kcat wrk curl openssl ca-certificates
   clang libfuzzer-14-dev libclang-rt-14-dev
   chromium fonts-noto-cjk
+  nginx-light prometheus
 )
 
 sudo_cmd=()

@@ -7,7 +7,7 @@
 #   scripts/schemathesis.sh run SCHEMA --url URL ...   any `schemathesis` arguments
 #
 # The venv is made with the first python3 on PATH that is not Debian's /usr/bin/python3
-# (Debian's is kept for the system's own tools such as aiosmtpd; see design.md §2), and falls
+# (Debian's is kept for the system's own tools such as aiosmtpd; see docs/stack.md), and falls
 # back to it only when nothing else is there. Env:
 #   KPI_VENV=DIR                 venv location (default .cache/venv)
 #   KPI_SCHEMATHESIS_VERSION=V   pinned version (default below)

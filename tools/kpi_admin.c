@@ -15,6 +15,7 @@
 #include "kpi_kafka.h"
 #include "kpi_log.h"
 #include "kpi_pg.h"
+#include "kpi_shutdown.h"
 
 static int usage(void) {
   fprintf(stderr,
@@ -72,7 +73,7 @@ static int cmd_check_catalog(const char *path) {
   kpi_catalog *cat = kpi_catalog_load(path, err, sizeof(err));
   if (!cat) {
     fprintf(stderr, "kpi-admin check-catalog: %s\n", err);
-    return 1;
+    return KPI_EXIT_CONFIG; /* an invalid catalog is bad configuration, as in every service */
   }
   printf("%s: plan %s, %zu departments, %zu measures\n", path, cat->plan_id,
          cat->n_departments, cat->n_measures);

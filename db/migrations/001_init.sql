@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS measurements (
 CREATE INDEX IF NOT EXISTS measurements_measure_time
     ON measurements (measure_id, observed_at, received_at);
 
--- The current attainment of each measure (design.md §4).
+-- The current attainment of each measure (docs/evaluator.md).
 CREATE TABLE IF NOT EXISTS attainment (
     measure_id       text PRIMARY KEY,
     as_of            date NOT NULL,

@@ -168,7 +168,7 @@ static void dlq_send(evaluator *ev, const void *key, size_t key_len, const void 
                   value_len, hdrs) != 0) {
     /* Never skip a record silently: without its DLQ copy it must be read again. */
     kpi_log(KPI_LOG_ERROR, "dlq_unavailable", "exiting so the record is re-read after restart");
-    exit(1);
+    exit(KPI_EXIT_FATAL); /* a fatal error after start: the supervisor restarts us */
   }
   kpi_metrics_inc(ev->m.dlq);
 }
@@ -285,7 +285,7 @@ static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, voi
       ev->kafka.dlq_inflight--;
       if (dlq_produce(ev, rd_kafka_topic_name(msg->rkt), msg->key, msg->key_len, msg->payload,
                       msg->len, copy ? copy : rd_kafka_headers_new(1)) != 0)
-        exit(1);
+        exit(KPI_EXIT_FATAL);
       return;
     }
     ev->kafka.dlq_inflight--;

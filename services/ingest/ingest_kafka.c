@@ -132,7 +132,7 @@ int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size) {
   size_t n_defaults = sizeof(producer_defaults) / sizeof(producer_defaults[0]);
   defaults[n_defaults - 1] = (kpi_kafka_prop){"message.timeout.ms", timeout};
   defaults[n_defaults] = (kpi_kafka_prop){NULL, NULL};
-  /* The delivery contract (design.md §5) rests on these: a 202 promises the record is durably
+  /* The delivery contract (docs/ingest.md) rests on these: a 202 promises the record is durably
    * in Kafka. An operator variable that names one of them stops the service at start. */
   static const kpi_kafka_prop fixed[] = {
       {"enable.idempotence", "true"}, {"acks", "all"}, {"log.queue", "true"}, {NULL, NULL}};

@@ -435,6 +435,40 @@ bool nf_consume_idle(const notifier *nf) { return nf->batch == NULL; }
 
 static void on_kafka_consumer_ready(kpi_kafka_waker *w) { consume_more(w->data); }
 
+int64_t nf_consume_stats_lag(const char *json, size_t len, const char *topic) {
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return -1;
+  }
+  const cJSON *topics = cJSON_GetObjectItemCaseSensitive(root, "topics");
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(topics, topic);
+  const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
+  int64_t lag = 0;
+  const cJSON *p;
+  cJSON_ArrayForEach(p, parts) {
+    /* "desired": assigned to this member; the internal partition "-1" and partitions of
+     * other members are listed too. consumer_lag is -1 until both offsets are known. */
+    const cJSON *desired = cJSON_GetObjectItemCaseSensitive(p, "desired");
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(p, "consumer_lag");
+    if (cJSON_IsTrue(desired) && cJSON_IsNumber(l) && l->valuedouble > 0)
+      lag += (int64_t)l->valuedouble;
+  }
+  cJSON_Delete(root);
+  return lag;
+}
+
+/* librdkafka statistics, served by rd_kafka_consumer_poll like every other event of the
+ * consumer queue: while a batch is in flight they wait for the next poll, so the gauge may be
+ * a few seconds old, never wrong in the alerting sense (docs/notifier.md, "Metrics"). */
+static int on_kafka_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  notifier *nf = opaque;
+  (void)rk;
+  int64_t lag = nf_consume_stats_lag(json, len, nf->topics[KPI_TOPIC_ALERTS].name);
+  if (lag >= 0) kpi_metrics_set(nf->m.consumer_lag, (double)lag);
+  return 0; /* librdkafka frees JSON */
+}
+
 /* librdkafka callbacks, all served on the loop through the consumer queue -------------- */
 
 static void on_kafka_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -459,6 +493,7 @@ int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size) {
     kpi_log(KPI_LOG_WARN, "topics_not_ensured", "%s (continuing: the broker may create them)", err);
 
   static const kpi_kafka_prop consumer_defaults[] = {{"auto.offset.reset", "earliest"},
+                                                      {"statistics.interval.ms", "5000"},
                                                       {NULL, NULL}};
   /* Offsets are stored by hand, after the rows are committed: never automatically. */
   const kpi_kafka_prop consumer_fixed[] = {{"group.id", nf->cfg.group},
@@ -469,6 +504,8 @@ int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size) {
   rd_kafka_conf_t *cconf = nf_kafka_conf(consumer_defaults, consumer_fixed, errstr, errstr_size);
   if (!cconf) return -1;
   rd_kafka_conf_set_offset_commit_cb(cconf, on_kafka_commit);
+  rd_kafka_conf_set_stats_cb(cconf, on_kafka_stats);
+  rd_kafka_conf_set_opaque(cconf, nf);
   nf->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, err, sizeof(err));
   if (!nf->consumer) {
     rd_kafka_conf_destroy(cconf);

@@ -340,6 +340,8 @@ static const metric_def METRICS[] = {
          "Age of the oldest pending notification row (refreshed every 5 s)."),
     NF_M(expired, NF_COUNTER, "kpi_notifier_expired_total",
          "Rows given up after the queue lifetime (KPI_NOTIFY_MAX_AGE)."),
+    NF_M(consumer_lag, NF_GAUGE, "kpi_notifier_consumer_lag",
+         "Alert records in assigned partitions not yet committed (statistics, every 5 s)."),
 };
 #undef NF_M
 

@@ -81,6 +81,7 @@ typedef struct notifier {
     kpi_metric *dlq_published, *dlq_failed, *queue_depth, *inflight, *send_seconds, *db_up;
     kpi_metric *db_errors, *ignored, *purged;
     kpi_metric *relay_up, *relay_deferred, *relay_probes, *queue_oldest, *expired;
+    kpi_metric *consumer_lag;
   } m;
 
   /* Consumer side: at most one batch of records in flight (insert + dead letters). */
@@ -136,6 +137,11 @@ void nf_consume_init(notifier *nf);   /* the retry timer; before anything can fa
 int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size);
 void nf_consume_kick(notifier *nf);   /* serve the consumer queue (db became ready...) */
 bool nf_consume_idle(const notifier *nf);
+/* The consumer lag of TOPIC in a librdkafka statistics document (JSON of LEN bytes): the sum,
+ * over the partitions assigned to us, of records not yet committed (librdkafka's
+ * "consumer_lag"; unknown partitions count 0). Returns -1 when JSON is not a statistics
+ * document. Pure: unit-tested in tests/unit/test_notifier_lag.c. */
+int64_t nf_consume_stats_lag(const char *json, size_t len, const char *topic);
 void nf_consume_stop(notifier *nf);   /* stops the retry timer */
 /* At exit, after the database was closed: closes the consumer and its handles. */
 void nf_consume_close(notifier *nf);

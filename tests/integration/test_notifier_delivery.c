@@ -279,6 +279,10 @@ static void test_metrics_and_health(void **state) {
   (void)state;
   assert_int_equal(kpi_it_wait_http(T.port, "/healthz", 200, 5000), 0);
   assert_int_equal(kpi_it_wait_http(T.port, "/metrics", 200, 5000), 0);
+  /* The consumer lag that deploy/prometheus/kpi-alerts.yml alerts on is exported (-1: no such
+   * series); its computation is tested in tests/unit/test_notifier_lag.c. */
+  double lag = nf_it_metric(&T, "kpi_notifier_consumer_lag");
+  assert_true(lag >= 0);
   assert_true(nf_it_alive(&T));
   /* SIGHUP reloads the catalog; it neither stops nor disturbs the service. */
   kill(T.pid, SIGHUP);

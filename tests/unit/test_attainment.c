@@ -109,7 +109,7 @@ static const eval_case eval_cases[] = {
      366.0 / 731, KPI_STATUS_NO_DATA, 0},
     {"level: reading of 31 March before the baseline FY is not data", L_INC, 30, 2022, 3, 31, 0,
      0, -1, 2024, 3, 31, 0, 0.8, 1, 30, 6.0 / 26, 366.0 / 731, KPI_STATUS_NO_DATA, 1},
-    /* design.md §3: the baseline is the reading at the end of its FY, so a reading on that very
+    /* docs/evaluator.md ("no_data"): the baseline is the reading at the end of its FY, so a reading on that very
      * day (or earlier in the baseline FY) is not news; the next day is. */
     {"level: reading at the end of the baseline FY is not data", L_INC, 30, 2023, 3, 31, 0, 0, -1,
      2024, 3, 31, 0, 0.8, 1, 30, 6.0 / 26, 366.0 / 731, KPI_STATUS_NO_DATA, 0},
