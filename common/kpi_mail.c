@@ -320,7 +320,7 @@ static void add_change_figure(kpi_buf *b, const kpi_alert *a, const char *field,
   else add_quantity(b, a, v, ja);
 }
 
-/* The note of a catalog change (docs/notifier.md "Catalog changes"), one line in the language
+/* The note of a catalog change (docs/evaluator.md "Catalog versions"), one line in the language
  * JA: "  計画の変更: 目標値が 80% から 90% に変更されました（カタログ v1 → v2）" or "  Plan
  * change: Target changed from 80% to 90% (catalog v1 → v2)". Nothing without a change. */
 static void add_catalog_change(kpi_buf *b, const kpi_alert *a, bool ja) {
