@@ -312,6 +312,44 @@ static void add_url(kpi_buf *b, const kpi_alert *a) {
   buf_add_clean(b, a->measure_id, "");
 }
 
+/* A figure of a catalog change, as the mail shows it: a fiscal year in both notations, a
+ * quantity with its unit. */
+static void add_change_figure(kpi_buf *b, const kpi_alert *a, const char *field, double v,
+                              bool ja) {
+  if (strstr(field, "_fy")) add_fy(b, isfinite(v) && fabs(v) < 1e6 ? (int)v : 0);
+  else add_quantity(b, a, v, ja);
+}
+
+/* The note of a catalog change (docs/evaluator.md "Catalog versions"), one line in the language
+ * JA: "  計画の変更: 目標値が 80% から 90% に変更されました（カタログ v1 → v2）" or "  Plan
+ * change: Target changed from 80% to 90% (catalog v1 → v2)". Nothing without a change. */
+static void add_catalog_change(kpi_buf *b, const kpi_alert *a, bool ja) {
+  static const struct {
+    const char *field, *ja, *en;
+  } labels[] = {{"target", "目標値", "Target"},
+                {"target_fy", "目標年度", "Target year"},
+                {"baseline", "基準値", "Baseline"},
+                {"baseline_fy", "基準年度", "Baseline year"}};
+  const kpi_catalog_change *c = &a->catalog_change;
+  if (!c->present || c->n_changes == 0) return;
+  kpi_buf_adds(b, ja ? "\n  計画の変更: " : "\n  Plan change: ");
+  for (size_t i = 0; i < c->n_changes && i < KPI_CATALOG_CHANGES_MAX; i++) {
+    const kpi_catalog_field_change *fc = &c->changes[i];
+    const char *label = fc->field;
+    for (size_t k = 0; k < sizeof(labels) / sizeof(labels[0]); k++)
+      if (strcmp(fc->field, labels[k].field) == 0) label = ja ? labels[k].ja : labels[k].en;
+    if (i > 0) kpi_buf_adds(b, ja ? "、" : "; ");
+    kpi_buf_adds(b, label);
+    kpi_buf_adds(b, ja ? "が " : " changed from ");
+    add_change_figure(b, a, fc->field, fc->from, ja);
+    kpi_buf_adds(b, ja ? " から " : " to ");
+    add_change_figure(b, a, fc->field, fc->to, ja);
+    if (ja) kpi_buf_adds(b, " に");
+  }
+  kpi_buf_addf(b, ja ? "変更されました（カタログ v%d → v%d）" : " (catalog v%d → v%d)",
+               c->previous_version, c->version);
+}
+
 /* One language's words of the body, so that both languages go through one renderer and
  * differ only in data. Members ending in _fmt are printf formats with the arguments noted. */
 typedef struct {
@@ -418,6 +456,7 @@ static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *a, size_
     kpi_buf_addf(b, w->no_change_fmt, w->status(a->status));
   else
     kpi_buf_addf(b, w->change_fmt, w->status(a->previous_status), w->status(a->status));
+  add_catalog_change(b, a, w->ja);
   kpi_buf_adds(b, w->indicator_label);
   buf_add_clean(b, a->indicator, "-");
   kpi_buf_adds(b, w->baseline_label);

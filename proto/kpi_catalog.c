@@ -394,6 +394,17 @@ static int parse_measures(load_ctx *lc, const cJSON *root, kpi_catalog *cat) {
   return 0;
 }
 
+/* The canonical bytes are cJSON's unformatted print of the parsed file: re-indenting the file
+ * or writing 90.0 for 90 is not a change that needs a new version; any other edit, a token or
+ * a mailbox included, is (docs/evaluator.md "Catalog versions"). */
+static int catalog_hash(load_ctx *lc, const cJSON *root, kpi_catalog *cat) {
+  char *canon = cJSON_PrintUnformatted(root);
+  if (!canon) return fail(lc, "catalog", "out of memory");
+  SHA256((const unsigned char *)canon, strlen(canon), cat->sha256);
+  free(canon);
+  return 0;
+}
+
 kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_t errstr_size) {
   load_ctx lc = {.errstr = errstr, .size = errstr_size};
   kpi_catalog *cat = calloc(1, sizeof(*cat));
@@ -404,7 +415,7 @@ kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_
     fail(&lc, "catalog", "not valid JSON (near byte %ld)",
          cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - json) : -1L);
   } else if (parse_header(&lc, root, cat) == 0 && parse_departments(&lc, root, cat) == 0 &&
-             parse_measures(&lc, root, cat) == 0) {
+             parse_measures(&lc, root, cat) == 0 && catalog_hash(&lc, root, cat) == 0) {
     cJSON_Delete(root);
     return cat;
   }
@@ -574,4 +585,39 @@ const kpi_department *kpi_catalog_authenticate(const kpi_catalog *cat, const cha
     if (eq && d->has_token && !found) found = d;
   }
   return found;
+}
+
+void kpi_catalog_sha256_hex(const kpi_catalog *cat, char *out) {
+  for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", cat->sha256[i]);
+}
+
+bool kpi_catalog_version_ok(kpi_catalog_version_verdict v) {
+  return v == KPI_CATALOG_VERSION_NEW || v == KPI_CATALOG_VERSION_SAME;
+}
+
+kpi_catalog_version_verdict kpi_catalog_version_check(int version, const char *sha_hex,
+                                                      bool has_latest, int latest,
+                                                      const char *recorded_hex, char *errstr,
+                                                      size_t errstr_size) {
+  if (errstr_size) errstr[0] = '\0';
+  if (!has_latest || (!recorded_hex && version > latest)) return KPI_CATALOG_VERSION_NEW;
+  /* A lower version is refused even when its content is the one recorded: rolling back to an
+   * older file would make the history say that the older figures came after the newer ones.
+   * The way back is a copy of the old file with a new version. */
+  if (version < latest) {
+    snprintf(errstr, errstr_size,
+             "catalog version %d is older than version %d already run (%s); a catalog that "
+             "changes, even back to earlier figures, needs a higher version: set \"version\": %d",
+             version, latest,
+             recorded_hex && strcmp(recorded_hex, sha_hex) == 0 ? "a rollback to an earlier file"
+                                                                  : "unknown content",
+             latest + 1);
+    return KPI_CATALOG_VERSION_OLDER;
+  }
+  if (recorded_hex && strcmp(recorded_hex, sha_hex) == 0) return KPI_CATALOG_VERSION_SAME;
+  snprintf(errstr, errstr_size,
+           "catalog version %d was run with other content (sha256 %.12s…, this file %.12s…); "
+           "a changed catalog needs a higher version: set \"version\": %d",
+           version, recorded_hex ? recorded_hex : "?", sha_hex, latest + 1);
+  return KPI_CATALOG_VERSION_CHANGED;
 }

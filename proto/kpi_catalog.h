@@ -65,6 +65,10 @@ typedef struct kpi_catalog {
   char *plan_name;
   char *dashboard_url; /* may be NULL */
   int version;
+  /* SHA-256 of the canonical bytes of the file (cJSON's unformatted print of the parsed text:
+   * whitespace and number spelling do not count, everything else does). What the evaluator
+   * records with the version (docs/evaluator.md "Catalog versions"). */
+  uint8_t sha256[32];
   kpi_department *departments;
   size_t n_departments;
   kpi_measure *measures; /* sorted by id, for bsearch */
@@ -112,6 +116,30 @@ const kpi_department *kpi_catalog_department(const kpi_catalog *cat, const char 
  * taken says nothing about which hash or how many bytes matched. */
 const kpi_department *kpi_catalog_authenticate(const kpi_catalog *cat, const char *token,
                                                size_t token_len);
+
+/* Catalog versions (docs/evaluator.md "Catalog versions"): a catalog whose content changed
+ * must carry a higher `version` than every catalog run before it. */
+typedef enum {
+  KPI_CATALOG_VERSION_NEW = 0, /* nothing recorded yet, or higher than the latest: record it */
+  KPI_CATALOG_VERSION_SAME,    /* the latest version, recorded with this very content */
+  KPI_CATALOG_VERSION_CHANGED, /* this version was recorded with other content: refused */
+  KPI_CATALOG_VERSION_OLDER    /* below the latest recorded (a rollback to an older file,
+                                * known or not): refused */
+} kpi_catalog_version_verdict;
+
+/* Judges a catalog of VERSION whose canonical SHA-256 is SHA_HEX (64 lower-case hex digits)
+ * against what was recorded: HAS_LATEST and LATEST, the highest version recorded, and
+ * RECORDED_HEX, the hash recorded with VERSION itself (NULL when VERSION was never recorded).
+ * A refusal writes to ERRSTR what happened and which version to set instead (LATEST + 1);
+ * otherwise ERRSTR is the empty string. Pure. */
+kpi_catalog_version_verdict kpi_catalog_version_check(int version, const char *sha_hex,
+                                                      bool has_latest, int latest,
+                                                      const char *recorded_hex, char *errstr,
+                                                      size_t errstr_size);
+/* True for the verdicts under which the catalog may run (NEW, SAME). */
+bool kpi_catalog_version_ok(kpi_catalog_version_verdict v);
+/* CAT's sha256 as 64 lower-case hex digits into OUT (at least 65 bytes). */
+void kpi_catalog_sha256_hex(const kpi_catalog *cat, char *out);
 
 const char *kpi_kind_name(kpi_kind kind);
 const char *kpi_direction_name(kpi_direction dir);

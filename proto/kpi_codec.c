@@ -432,6 +432,31 @@ static void add_opt_string(cJSON *o, const char *name, const char *v) {
   else cJSON_AddNullToObject(o, name);
 }
 
+static const char *const catalog_change_fields[] = {"baseline", "baseline_fy", "target",
+                                                    "target_fy", NULL};
+
+bool kpi_catalog_change_field_known(const char *field) {
+  for (int i = 0; catalog_change_fields[i]; i++)
+    if (strcmp(field, catalog_change_fields[i]) == 0) return true;
+  return false;
+}
+
+static void add_catalog_change(cJSON *o, const kpi_catalog_change *c) {
+  cJSON *co = cJSON_AddObjectToObject(o, "catalog_change");
+  if (!co) return;
+  cJSON_AddNumberToObject(co, "version", c->version);
+  cJSON_AddNumberToObject(co, "previous_version", c->previous_version);
+  cJSON *arr = cJSON_AddArrayToObject(co, "changes");
+  for (size_t i = 0; arr && i < c->n_changes && i < KPI_CATALOG_CHANGES_MAX; i++) {
+    cJSON *it = cJSON_CreateObject();
+    if (!it) break;
+    cJSON_AddStringToObject(it, "field", c->changes[i].field);
+    cJSON_AddNumberToObject(it, "from", c->changes[i].from);
+    cJSON_AddNumberToObject(it, "to", c->changes[i].to);
+    cJSON_AddItemToArray(arr, it);
+  }
+}
+
 char *kpi_alert_encode(const kpi_alert *a, size_t *len) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
@@ -473,6 +498,7 @@ char *kpi_alert_encode(const kpi_alert *a, size_t *len) {
     cJSON_AddItemToArray(rs, r);
   }
   cJSON_AddStringToObject(o, "created_at", a->created_at);
+  if (a->catalog_change.present) add_catalog_change(o, &a->catalog_change);
   char *s = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   if (s && len) *len = strlen(s);
@@ -627,6 +653,37 @@ static void alert_recipients(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
   }
 }
 
+/* The optional "catalog_change": absent or null is none; present, it must be whole. */
+static void alert_catalog_change(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
+  const cJSON *co = cJSON_GetObjectItemCaseSensitive(o, "catalog_change");
+  if (!co || cJSON_IsNull(co)) return;
+  kpi_catalog_change *c = &a->catalog_change;
+  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(co, "changes");
+  if (!cJSON_IsObject(co) || !cJSON_IsArray(arr) || cJSON_GetArraySize(arr) < 1 ||
+      cJSON_GetArraySize(arr) > KPI_CATALOG_CHANGES_MAX) {
+    kpi_errors_add(errs, "catalog_change", "type",
+                   "must be an object with 1 to %d changes", KPI_CATALOG_CHANGES_MAX);
+    return;
+  }
+  if (take_int(co, "version", 0, 1000000000, &c->version, errs) != 1 ||
+      take_int(co, "previous_version", 0, 1000000000, &c->previous_version, errs) != 1)
+    kpi_errors_add(errs, "catalog_change", "missing", "version and previous_version required");
+  const cJSON *it;
+  cJSON_ArrayForEach(it, arr) {
+    kpi_catalog_field_change *fc = &c->changes[c->n_changes];
+    if (take_string(it, "field", fc->field, sizeof(fc->field), errs) != 1 ||
+        !kpi_catalog_change_field_known(fc->field) ||
+        take_number(it, "from", &fc->from, true, errs) != 1 ||
+        take_number(it, "to", &fc->to, true, errs) != 1) {
+      kpi_errors_add(errs, "catalog_change", "value",
+                     "each change needs a known field, from and to");
+      return;
+    }
+    c->n_changes++;
+  }
+  c->present = true;
+}
+
 int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs) {
   memset(a, 0, sizeof(*a));
   size_t before = errs->n;
@@ -640,6 +697,7 @@ int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *err
   alert_reading(o, a, errs);
   alert_measure(o, a, errs);
   alert_recipients(o, a, errs);
+  alert_catalog_change(o, a, errs);
   cJSON_Delete(o);
   if (errs->n != before) {
     kpi_alert_clear(a);

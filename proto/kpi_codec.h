@@ -91,6 +91,27 @@ typedef struct {
   char *email;
 } kpi_recipient;
 
+/* A figure of the measure changed by a catalog reload: "baseline", "baseline_fy", "target" or
+ * "target_fy" (the deadline is the end of target_fy), from one value to another. */
+typedef struct {
+  char field[16];
+  double from, to;
+} kpi_catalog_field_change;
+
+#define KPI_CATALOG_CHANGES_MAX 4
+/* The optional "catalog_change" of an alert (docs/evaluator.md "Catalog versions"): the first
+ * alert about a measure after a reload changed its figures says so, once. */
+typedef struct {
+  bool present;
+  int version;          /* the catalog the alert was evaluated with */
+  int previous_version; /* the catalog whose figures the previous alert stated */
+  size_t n_changes;
+  kpi_catalog_field_change changes[KPI_CATALOG_CHANGES_MAX];
+} kpi_catalog_change;
+
+/* True for the field names of kpi_catalog_field_change. */
+bool kpi_catalog_change_field_known(const char *field);
+
 typedef struct {
   char alert_id[KPI_UUID_STRLEN + 1];
   char measure_id[KPI_ID_MAX + 1];
@@ -119,6 +140,7 @@ typedef struct {
   kpi_recipient *recipients;    /* owners' mailboxes first, then watchers */
   size_t n_recipients;
   char created_at[32];
+  kpi_catalog_change catalog_change; /* encoded only when present */
 } kpi_alert;
 
 /* Returns a malloc'd JSON string of the kpi.alert/1 record, or NULL. */

@@ -36,6 +36,9 @@ int ev_metrics_init(ev_metrics *em) {
       "Read API requests answered 503 because KPI_EVALUATOR_API_MAX_PENDING were pending.");
   em->purged = kpi_metrics_counter(m, "kpi_evaluator_outbox_purged_total", NULL,
                                      "Sent outbox rows deleted after the retention period.");
+  em->catalog_refused = kpi_metrics_counter(
+      m, "kpi_evaluator_catalog_refused_total", NULL,
+      "Catalog reloads refused because the file changed without a higher version.");
   return 0;
 }
 

@@ -149,7 +149,8 @@ void ev_aggregate_params_build(ev_aggregate_params *p, const kpi_catalog *cat,
 
 void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, kpi_day as_of,
                               const kpi_attainment *a, const char *last_observed_at,
-                              const char *events, const kpi_alert_track *next) {
+                              const char *events, const kpi_alert_track *next, int cv,
+                              int noted) {
   kpi_buf_arr_str(&p->measure_id, measure_id);
   ev_arr_day(&p->as_of, as_of);
   ev_arr_double(&p->value, a->has_value, a->value);
@@ -164,10 +165,12 @@ void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, k
   if (next->has_last_alert) ev_arr_day(&p->last_alert_on, next->last_alert_on);
   else kpi_buf_arr_null(&p->last_alert_on);
   ev_arr_int(&p->reminders, next->reminders);
+  ev_arr_int(&p->catalog_version, cv);
+  ev_arr_int(&p->noted_catalog_version, noted);
 }
 
 void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day as_of,
-                           const kpi_attainment *a) {
+                           const kpi_attainment *a, int cv) {
   kpi_buf_arr_str(&p->measure_id, measure_id);
   ev_arr_day(&p->as_of, as_of);
   ev_arr_double(&p->value, a->has_value, a->value);
@@ -175,6 +178,7 @@ void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day
   ev_arr_double(&p->expected, true, a->expected);
   kpi_buf_arr_str(&p->status, kpi_status_name(a->status));
   kpi_buf_arr_raw(&p->stale, a->stale ? "true" : "false");
+  ev_arr_int(&p->catalog_version, cv);
 }
 
 void ev_outbox_params_add(ev_outbox_params *p, const char *alert_id, const char *topic,

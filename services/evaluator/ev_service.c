@@ -109,7 +109,10 @@ static int startup_blocking(evaluator *ev, const char *conninfo) {
   int prep = ev_db_prepare(ev, conninfo);
   if (prep != 0) {
     if (prep > 0) kpi_log(KPI_LOG_INFO, "stopped", "stop requested while waiting for the database");
-    return startup_abort(ev, prep > 0 ? KPI_EXIT_OK : KPI_EXIT_START);
+    /* A catalog whose version is refused is bad configuration (docs/evaluator.md "Catalog
+     * versions"): exit 2, like a file that does not parse. */
+    return startup_abort(ev, prep > 0 ? KPI_EXIT_OK
+                             : prep == -2 ? KPI_EXIT_CONFIG : KPI_EXIT_START);
   }
   kpi_shutdown_init(ev->loop, &ev->life.shutdown, &shutdown_ops,
                     (uint64_t)ev->cfg.drain_timeout_ms, ev);
@@ -160,4 +163,6 @@ void ev_service_free(evaluator *ev) {
   ev_metrics_free(&ev->m);
   kpi_catalog_free(ev->cat);
   ev->cat = NULL;
+  kpi_catalog_free(ev->reloading);
+  ev->reloading = NULL;
 }

@@ -76,9 +76,15 @@ static const char SQL_AGGREGATE[] =
     " a.status AS prev_status, a.stale AS prev_stale, a.value AS prev_value,"
     " a.progress AS prev_progress, (a.as_of - DATE '1970-01-01') AS prev_as_of,"
     " a.alert_state, a.episode, a.reminders,"
-    " (a.last_alert_on - DATE '1970-01-01') AS last_alert_on"
+    " (a.last_alert_on - DATE '1970-01-01') AS last_alert_on,"
+    " a.catalog_version AS prev_catalog_version, a.noted_catalog_version,"
+    " mc.baseline_fy AS noted_baseline_fy, mc.baseline AS noted_baseline,"
+    " mc.target_fy AS noted_target_fy, mc.target AS noted_target"
     " FROM (" KPI_AGGREGATE_SQL ") g"
     " LEFT JOIN attainment a ON a.measure_id = g.id"
+    /* The figures the alerts last stated, for the catalog change note (ev_catalog_note). */
+    " LEFT JOIN measure_catalog mc ON mc.measure_id = g.id"
+    "  AND mc.catalog_version = a.noted_catalog_version"
     " ORDER BY g.id";
 
 /* Serialises the evaluation of each measure across connections: a transaction takes these
@@ -97,22 +103,25 @@ static const char SQL_LOCK[] =
 /* Every evaluated measure's attainment and alert bookkeeping (ev_attainment_params). */
 static const char SQL_ATTAINMENT[] =
     "INSERT INTO attainment AS a (measure_id, as_of, value, progress, expected, status, stale,"
-    "  last_observed_at, events, alert_state, episode, last_alert_on, reminders, updated_at)"
+    "  last_observed_at, events, alert_state, episode, last_alert_on, reminders,"
+    "  catalog_version, noted_catalog_version, updated_at)"
     " SELECT u.*, now() FROM unnest($1::text[], $2::date[], $3::float8[], $4::float8[],"
     "  $5::float8[], $6::text[], $7::bool[], $8::timestamptz[], $9::bigint[], $10::text[],"
-    "  $11::int[], $12::date[], $13::int[]) AS u"
+    "  $11::int[], $12::date[], $13::int[], $14::int[], $15::int[]) AS u"
     " ON CONFLICT (measure_id) DO UPDATE SET as_of = excluded.as_of, value = excluded.value,"
     "  progress = excluded.progress, expected = excluded.expected, status = excluded.status,"
     "  stale = excluded.stale, last_observed_at = excluded.last_observed_at,"
     "  events = excluded.events, alert_state = excluded.alert_state,"
     "  episode = excluded.episode, last_alert_on = excluded.last_alert_on,"
-    "  reminders = excluded.reminders, updated_at = now()";
+    "  reminders = excluded.reminders, catalog_version = excluded.catalog_version,"
+    "  noted_catalog_version = excluded.noted_catalog_version, updated_at = now()";
 
-/* The measures whose figures changed (ev_history_params). */
+/* The measures whose figures changed, or that a newer catalog evaluated (ev_history_params). */
 static const char SQL_HISTORY[] =
-    "INSERT INTO attainment_history (measure_id, as_of, value, progress, expected, status, stale)"
+    "INSERT INTO attainment_history (measure_id, as_of, value, progress, expected, status, stale,"
+    "  catalog_version)"
     " SELECT * FROM unnest($1::text[], $2::date[], $3::float8[], $4::float8[], $5::float8[],"
-    "  $6::text[], $7::bool[])";
+    "  $6::text[], $7::bool[], $8::int[])";
 
 /* The alerts decided (ev_outbox_params); an alert_id already stored (a retry after a lost
  * COMMIT) returns nothing and is published by the outbox rescan. */
@@ -456,9 +465,10 @@ static void on_pg_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
 /* Builds the kpi.alert/1 record of one action. Returns a malloc'd JSON string or NULL. */
 static char *alert_payload(const evaluator *ev, const kpi_measure *m, const kpi_attainment *a,
                            kpi_alert_action act, const char *alert_id, const char *prev_status,
-                           int episode, kpi_day as_of) {
+                           int episode, kpi_day as_of, const kpi_catalog_change *change) {
   kpi_alert al;
   memset(&al, 0, sizeof(al));
+  al.catalog_change = *change;
   snprintf(al.alert_id, sizeof(al.alert_id), "%s", alert_id);
   snprintf(al.measure_id, sizeof(al.measure_id), "%s", m->id);
   snprintf(al.type, sizeof(al.type), "%s", kpi_alert_action_type(act));
@@ -508,6 +518,8 @@ typedef struct {
   int id, latest, latest_day, latest_at, events, window_sum, num, den;
   int prev_status, prev_stale, prev_value, prev_progress, prev_as_of;
   int alert_state, episode, reminders, last_alert_on;
+  int prev_catalog_version, noted_version, noted_baseline_fy, noted_baseline, noted_target_fy,
+      noted_target;
 } agg_cols;
 
 static agg_cols agg_cols_find(const PGresult *res) {
@@ -529,6 +541,12 @@ static agg_cols agg_cols_find(const PGresult *res) {
       .episode = PQfnumber(res, "episode"),
       .reminders = PQfnumber(res, "reminders"),
       .last_alert_on = PQfnumber(res, "last_alert_on"),
+      .prev_catalog_version = PQfnumber(res, "prev_catalog_version"),
+      .noted_version = PQfnumber(res, "noted_catalog_version"),
+      .noted_baseline_fy = PQfnumber(res, "noted_baseline_fy"),
+      .noted_baseline = PQfnumber(res, "noted_baseline"),
+      .noted_target_fy = PQfnumber(res, "noted_target_fy"),
+      .noted_target = PQfnumber(res, "noted_target"),
   };
   return c;
 }
@@ -565,11 +583,30 @@ static kpi_alert_track row_alert_track(const PGresult *res, int r, const agg_col
   return prev;
 }
 
-/* A history row is written when anything shown differs from the stored attainment. */
+/* The catalog version and figures the alerts about the measure last stated. */
+static ev_noted row_noted(const PGresult *res, int r, const agg_cols *c) {
+  ev_noted n;
+  memset(&n, 0, sizeof(n));
+  n.has_version = !PQgetisnull(res, r, c->noted_version);
+  n.version = getint(res, r, c->noted_version, 0);
+  n.has_figures = n.has_version && !PQgetisnull(res, r, c->noted_target);
+  if (n.has_figures) {
+    n.figures.baseline_fy = getint(res, r, c->noted_baseline_fy, 0);
+    n.figures.baseline = strtod(PQgetvalue(res, r, c->noted_baseline), NULL);
+    n.figures.target_fy = getint(res, r, c->noted_target_fy, 0);
+    n.figures.target = strtod(PQgetvalue(res, r, c->noted_target), NULL);
+  }
+  return n;
+}
+
+/* A history row is written when anything shown differs from the stored attainment, or when a
+ * newer catalog than the stored attainment's evaluated it (the record says from when on the
+ * new figures counted, even when the status stayed). */
 static bool row_changed(const PGresult *res, int r, const agg_cols *c, const kpi_attainment *a,
-                        kpi_day as_of) {
+                        kpi_day as_of, int catalog_version) {
   if (PQgetisnull(res, r, c->prev_status)) return true;
-  return strcmp(PQgetvalue(res, r, c->prev_status), kpi_status_name(a->status)) != 0 ||
+  return getint(res, r, c->prev_catalog_version, catalog_version) < catalog_version ||
+         strcmp(PQgetvalue(res, r, c->prev_status), kpi_status_name(a->status)) != 0 ||
          (PQgetvalue(res, r, c->prev_stale)[0] == 't') != a->stale ||
          getint(res, r, c->prev_as_of, -1) != as_of ||
          !same_double(!PQgetisnull(res, r, c->prev_value),
@@ -582,11 +619,12 @@ static bool row_changed(const PGresult *res, int r, const agg_cols *c, const kpi
 /* Adds the alert ACT of measure M to the outbox parameters. Returns false when out of memory. */
 static bool add_alert(ev_txn *t, const kpi_measure *m, const kpi_attainment *a,
                       kpi_alert_action act, const char *name, const char *prev_status,
-                      int episode) {
+                      int episode, const kpi_catalog_change *change) {
   evaluator *ev = t->ev;
   char alert_id[KPI_UUID_STRLEN + 1];
   kpi_alert_id(name, alert_id);
-  char *payload = alert_payload(ev, m, a, act, alert_id, prev_status, episode, t->as_of);
+  char *payload =
+      alert_payload(ev, m, a, act, alert_id, prev_status, episode, t->as_of, change);
   if (!payload) return false;
   ev_outbox_params_add(&t->p.out, alert_id, ev->cfg.topics[KPI_TOPIC_ALERTS].name, m->id,
                        payload);
@@ -615,13 +653,20 @@ static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
                                           name, sizeof(name));
   const char *latest_at = PQgetisnull(res, r, c->latest_at) ? NULL
                                                              : PQgetvalue(res, r, c->latest_at);
+  /* The change note rides on this alert and is marked stated by the same attainment row, in
+   * the same transaction as the outbox row: once, even across a lost COMMIT's retry. */
+  int cv = ev->cat->version;
+  ev_noted noted = row_noted(res, r, c);
+  kpi_catalog_change change;
+  int noted_next = ev_catalog_note(m, cv, &noted, act != KPI_ALERT_NONE, &change);
   ev_attainment_params_add(&t->p.att, m->id, t->as_of, &a, latest_at,
-                           PQgetvalue(res, r, c->events), &next);
-  if (row_changed(res, r, c, &a, t->as_of)) {
-    ev_history_params_add(&t->p.hist, m->id, t->as_of, &a);
+                           PQgetvalue(res, r, c->events), &next, cv, noted_next);
+  if (row_changed(res, r, c, &a, t->as_of, cv)) {
+    ev_history_params_add(&t->p.hist, m->id, t->as_of, &a, cv);
     t->n_hist++;
   }
-  if (act != KPI_ALERT_NONE && !add_alert(t, m, &a, act, name, prev_status, next.episode))
+  if (act != KPI_ALERT_NONE &&
+      !add_alert(t, m, &a, act, name, prev_status, next.episode, &change))
     txn_fail(t, res, "alert encoding: out of memory");
 }
 

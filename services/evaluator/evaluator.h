@@ -200,19 +200,20 @@ typedef union {
   kpi_buf v[EV_AGGREGATE_NPARAMS];
 } ev_aggregate_params;
 
-#define EV_ATTAINMENT_NPARAMS 13
+#define EV_ATTAINMENT_NPARAMS 15
 typedef union {
   struct {
     kpi_buf measure_id, as_of, value, progress, expected, status, stale, last_observed_at,
         events, alert_state, episode, last_alert_on, reminders;
+    kpi_buf catalog_version, noted_catalog_version; /* docs/evaluator.md "Catalog versions" */
   };
   kpi_buf v[EV_ATTAINMENT_NPARAMS];
 } ev_attainment_params;
 
-#define EV_HISTORY_NPARAMS 7
+#define EV_HISTORY_NPARAMS 8
 typedef union {
   struct {
-    kpi_buf measure_id, as_of, value, progress, expected, status, stale;
+    kpi_buf measure_id, as_of, value, progress, expected, status, stale, catalog_version;
   };
   kpi_buf v[EV_HISTORY_NPARAMS];
 } ev_history_params;
@@ -246,15 +247,45 @@ void ev_offset_params_build(ev_offset_params *p, const ev_batch *b);
 void ev_aggregate_params_build(ev_aggregate_params *p, const kpi_catalog *cat,
                                const unsigned char *seen, size_t n_seen, kpi_day as_of);
 /* One element per array (after ev_params_begin): measure M's new attainment A at AS_OF, its
- * latest observation instant (NULL when none), its event count (a decimal integer) and the
- * alert bookkeeping NEXT. */
+ * latest observation instant (NULL when none), its event count (a decimal integer), the alert
+ * bookkeeping NEXT, the catalog version CV it was computed with and NOTED, the version whose
+ * figures the alerts have stated (ev_catalog_note). */
 void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, kpi_day as_of,
                               const kpi_attainment *a, const char *last_observed_at,
-                              const char *events, const kpi_alert_track *next);
+                              const char *events, const kpi_alert_track *next, int cv,
+                              int noted);
 void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day as_of,
-                           const kpi_attainment *a);
+                           const kpi_attainment *a, int cv);
 void ev_outbox_params_add(ev_outbox_params *p, const char *alert_id, const char *topic,
                           const char *key, const char *payload);
+
+/* ---- ev_catalog.c: catalog versions and the change note of alerts (pure) -------------- */
+
+/* A measure's figures as recorded for one catalog version (table measure_catalog). */
+typedef struct {
+  int baseline_fy;
+  double baseline;
+  int target_fy;
+  double target;
+} ev_figures;
+
+/* What the attainment row says the alerts about a measure last stated. */
+typedef struct {
+  bool has_version; /* attainment.noted_catalog_version is set */
+  int version;
+  bool has_figures; /* measure_catalog holds that version's figures of the measure */
+  ev_figures figures;
+} ev_noted;
+
+/* Measure M evaluated under catalog VERSION, after the alerts stated the figures of NOTED.
+ * When ALERTING (an alert about M is written in this transaction) and M's figures differ from
+ * NOTED's, fills OUT (present) with the differences; else OUT is not present. Returns the
+ * version to store as noted: VERSION once nothing is left to state (stated now, or nothing
+ * changed, or nothing noted before); NOTED's version while a change waits for the next alert,
+ * or when NOTED is newer than VERSION (a replica still running an older catalog neither
+ * states the change backwards nor forgets it). docs/evaluator.md "Catalog versions". */
+int ev_catalog_note(const kpi_measure *m, int version, const ev_noted *noted, bool alerting,
+                    kpi_catalog_change *out);
 
 /* ---- ev_kafka.c ----------------------------------------------------------------------- */
 
@@ -361,15 +392,18 @@ void ev_txn_start(ev_txn *t, ev_batch *batch);
 
 /* ---- ev_mirror.c ---------------------------------------------------------------------- */
 
-/* Blocking, at start: connects, migrates, mirrors the catalog. Returns 0 when ready, 1 when a
- * stop was requested while waiting for the database (logged by the caller), -1 on an error
- * that needs a person (logged here). */
+/* Blocking, at start: connects, migrates, checks the catalog's version against those recorded
+ * and records and mirrors it. Returns 0 when ready, 1 when a stop was requested while waiting
+ * for the database (logged by the caller), -1 on an error that needs a person (logged here),
+ * -2 when the catalog's version is refused (logged here: exit KPI_EXIT_CONFIG). */
 int ev_db_prepare(evaluator *ev, const char *conninfo);
 
 typedef void (*ev_mirror_done_cb)(evaluator *ev, bool ok);
-/* Reloads the catalog file (SIGHUP) and mirrors it on DB. Returns 0 when the mirror query is
- * queued (ON_DONE follows), 1 when the file is unusable (logged; the running catalog is kept),
- * -1 when the query could not be queued (try again later). */
+/* Reloads the catalog file (SIGHUP), checks its version and records and mirrors it on DB, in
+ * one transaction; the new catalog replaces the running one once that commits. A refused
+ * version keeps the running catalog (logged, counted) and calls ON_DONE with true: nothing to
+ * retry. Returns 0 when the queries are queued (ON_DONE follows), 1 when the file is unusable
+ * (logged; the running catalog is kept), -1 when they could not be queued (try again later). */
 int ev_mirror_reload(evaluator *ev, ev_mirror_done_cb on_done);
 
 /* ---- ev_sched.c ----------------------------------------------------------------------- */
@@ -446,7 +480,7 @@ extern const kpi_http_route ev_http_routes[EV_HTTP_N_ROUTES];
 typedef struct {
   kpi_metrics *reg;
   kpi_metric *records, *batches, *rows, *dlq, *commit, *txn_fail, *outbox, *alerts, *lag,
-      *sweeps, *assign, *api_rejected, *purged;
+      *sweeps, *assign, *api_rejected, *purged, *catalog_refused;
 } ev_metrics;
 
 int ev_metrics_init(ev_metrics *m);
@@ -476,6 +510,8 @@ struct evaluator {
   ev_kafka kafka;
   ev_sched sched;
   ev_mirror_done_cb on_mirrored; /* ev_mirror.c: the callback of the reload under way */
+  kpi_catalog *reloading;        /* ev_mirror.c: the file read on SIGHUP, until recorded */
+  bool reload_failed;            /* ev_mirror.c: a statement of that reload failed */
   ev_outbox outbox;
   ev_api api;
   ev_metrics m;

@@ -154,14 +154,14 @@ static void test_attainment_history_outbox_params(void **state) {
   next.has_last_alert = true;
   next.last_alert_on = day(2024, 5, 1);
   ev_attainment_params_add(&att, "m1", day(2024, 5, 1), &a, "2024-04-30 10:00:00+00", "42",
-                           &next);
+                           &next, 1, 1);
   kpi_attainment none;
   memset(&none, 0, sizeof(none));
   none.stale = true;
   kpi_alert_track quiet;
   memset(&quiet, 0, sizeof(quiet));
-  ev_attainment_params_add(&att, "m2", day(2024, 5, 1), &none, NULL, "0", &quiet);
-  ev_history_params_add(&hist, "m1", day(2024, 5, 1), &a);
+  ev_attainment_params_add(&att, "m2", day(2024, 5, 1), &none, NULL, "0", &quiet, 2, 1);
+  ev_history_params_add(&hist, "m1", day(2024, 5, 1), &a, 2);
   ev_outbox_params_add(&out, "id-1", "alerts", "m1", "{\"k\":1}");
   ev_params_end(att.v, EV_ATTAINMENT_NPARAMS);
   ev_params_end(hist.v, EV_HISTORY_NPARAMS);
@@ -179,6 +179,9 @@ static void test_attainment_history_outbox_params(void **state) {
   assert_string_equal(kpi_buf_str(&att.episode), "{2,0}");
   assert_string_equal(kpi_buf_str(&att.last_alert_on), "{2024-05-01,NULL}");
   assert_string_equal(kpi_buf_str(&att.reminders), "{0,0}");
+  assert_string_equal(kpi_buf_str(&att.catalog_version), "{1,2}");
+  assert_string_equal(kpi_buf_str(&att.noted_catalog_version), "{1,1}");
+  assert_string_equal(kpi_buf_str(&hist.catalog_version), "{2}");
   assert_string_equal(kpi_buf_str(&hist.value), "{35.700000000000003}");
   assert_string_equal(kpi_buf_str(&hist.status), "{\"lagging\"}");
   assert_string_equal(kpi_buf_str(&out.payload), "{\"{\\\"k\\\":1}\"}");

@@ -417,9 +417,19 @@ static void test_alert_record(void **state) {
   (void)state;
   const cJSON *doc = schema_doc(ALERT_SCHEMA);
   assert_true(enum_has(doc, property(doc, doc, "schema"), KPI_ALERT_SCHEMA));
-  for (int variant = 0; variant < 2; variant++) {
+  for (int variant = 0; variant < 3; variant++) {
     kpi_alert a;
     full_alert(&a);
+    if (variant == 2) { /* the optional catalog_change present */
+      a.catalog_change.present = true;
+      a.catalog_change.version = 2;
+      a.catalog_change.previous_version = 1;
+      a.catalog_change.n_changes = 1;
+      snprintf(a.catalog_change.changes[0].field, sizeof(a.catalog_change.changes[0].field),
+               "target");
+      a.catalog_change.changes[0].from = 1;
+      a.catalog_change.changes[0].to = 2;
+    }
     if (variant == 1) { /* the nullable members null */
       a.previous_status[0] = '\0';
       a.has_value = false;
@@ -439,6 +449,16 @@ static void test_alert_record(void **state) {
     const cJSON *r;
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(rec, "recipients")) {
       check_object(doc, item_schema, r, "alert.recipients[]");
+    }
+    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(rec, "catalog_change");
+    assert_int_equal(cc != NULL, variant == 2);
+    if (cc) {
+      const cJSON *cc_schema = property(doc, doc, "catalog_change");
+      check_object(doc, cc_schema, cc, "alert.catalog_change");
+      const cJSON *ch_schema = resolve(
+          doc, cJSON_GetObjectItemCaseSensitive(property(doc, cc_schema, "changes"), "items"));
+      check_object(doc, ch_schema, cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cc, "changes"), 0),
+                   "alert.catalog_change.changes[]");
     }
     /* What the decoder insists on, the schema requires too. */
     const cJSON *it;
