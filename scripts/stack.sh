@@ -135,6 +135,8 @@ ports_free() {
 import socket, sys
 for p in sys.argv[1:]:
     s = socket.socket()
+    # As the servers bind: a port whose old connections are in TIME_WAIT is free for them.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", int(p)))
     except OSError:
