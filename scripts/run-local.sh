@@ -11,7 +11,8 @@
 #   run-local.sh reset   [--demo]   stop and remove the run directory (data, logs, Maildir)
 #   run-local.sh reload  [--demo]   kpi-admin check-catalog, then SIGHUP to every service
 #   run-local.sh status  [--demo]   what runs
-#   run-local.sh mail [N] [--demo]  the latest N mails (default 1), decoded
+#   run-local.sh mail [N] [TO] [--demo]  the latest N mails (default 1), decoded; TO: only
+#                                   those whose To contains it (e.g. kikaku)
 #
 # --demo: a separate run (./run-demo, ports 8090-8093) that replays config/demo/*.ndjson once
 # through the batch endpoint and evaluates at KPI_DEMO_EVAL_DATE (2024-12-31), inside the plan.
@@ -30,14 +31,14 @@ cd "$ROOT"
 SERVICES=(ingest evaluator notifier report)
 DEPARTMENTS=(kikaku kosodate kyoiku shimin kankyo)
 
-CMD=start DEMO=0 WAIT=1 MAIL_N=1
+CMD=start DEMO=0 WAIT=1 MAIL_N=1 MAIL_TO=
 for a in "$@"; do
   case $a in
     start | stop | reset | reload | status | mail) CMD=$a ;;
     --demo) DEMO=1 ;;
     --no-wait) WAIT=0 ;;
     [0-9]*) MAIL_N=$a ;;
-    *) sed -n '7,14p' "$0" >&2; exit 2 ;;
+    *) if [ "$CMD" = mail ]; then MAIL_TO=$a; else sed -n '7,15p' "$0" >&2; exit 2; fi ;;
   esac
 done
 if [ "$DEMO" = 1 ]; then RUN=${KPI_RUN_DIR:-$ROOT/run-demo}; else RUN=${KPI_RUN_DIR:-$ROOT/run}; fi
@@ -283,7 +284,7 @@ case $CMD in
   reset) do_reset; exit 0 ;;
   reload) do_reload; exit ;;
   status) do_status; exit ;;
-  mail) load_run_env; exec bash scripts/read-mail.sh "$KPI_MAILDIR" "$MAIL_N" ;;
+  mail) load_run_env; exec bash scripts/read-mail.sh "$KPI_MAILDIR" "$MAIL_N" "$MAIL_TO" ;;
 esac
 
 do_start
