@@ -4,11 +4,17 @@
 #
 #   scripts/stack.sh start  DIR   start everything in DIR, write DIR/stack.env when ready
 #   scripts/stack.sh stop   DIR   stop what DIR's pid files name, remove data, keep logs
+#                                 (a durable DIR keeps its data)
 #   scripts/stack.sh status DIR   show what runs (exit 0 when all up, 3 otherwise)
+#   scripts/stack.sh wipe   DIR   stop, then remove DIR and its data (durable or not)
 #
 # Ports are picked free at start, so several stacks can run at once. Env:
 #   STACK_TIMEOUT=60        seconds each component may take to answer
 #   STACK_PG_FAST=1         fsync/synchronous_commit/full_page_writes off (throwaway data)
+#   STACK_DURABLE=1         at start: DIR becomes durable (marker DIR/durable): stop keeps
+#                           PostgreSQL's cluster, Kafka's log dirs and the Maildir, the next
+#                           start reuses them (no initdb, same cluster id, same ports when
+#                           free), fsync on whatever STACK_PG_FAST says; only wipe removes them
 #   STACK_PG_BIN=...        PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   STACK_KAFKA_HEAP=512m   broker heap
 #   STACK_KAFKA_JVM_OPTS=   extra/override JVM flags for the broker
@@ -32,7 +38,7 @@ now() { echo "${EPOCHREALTIME/,/.}"; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 usage() {
-  echo "usage: $0 start|stop|status DIR" >&2
+  echo "usage: $0 start|stop|status|wipe DIR" >&2
   exit 2
 }
 
@@ -120,6 +126,26 @@ pg_root() {
   if [ -s "$DIR/pg.root" ]; then cat "$DIR/pg.root"; else echo "$DIR"; fi
 }
 
+# A durable DIR (STACK_DURABLE=1 at its first start) keeps its data across stop/start.
+durable() { [ -f "$DIR/durable" ]; }
+
+# ports_free PORT...: every PORT can be bound on 127.0.0.1 right now.
+ports_free() {
+  "$PY" - "$@" <<'EOF'
+import socket, sys
+for p in sys.argv[1:]:
+    s = socket.socket()
+    # As the servers bind: a port whose old connections are in TIME_WAIT is free for them.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", int(p)))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+EOF
+}
+
 do_stop() {
   local pgr pgpid
   [ -d "$DIR" ] || return 0
@@ -128,15 +154,19 @@ do_stop() {
   pgr=$(pg_root)
   if [ -f "$pgr/pg/postmaster.pid" ]; then
     pgpid=$(head -n1 "$pgr/pg/postmaster.pid")
-    as_pg "$PG_BIN/pg_ctl" -D "$pgr/pg" -m immediate -w -t 30 stop >>"$DIR/pg-ctl.log" 2>&1 || true
+    # Throwaway data needs no checkpoint; a durable cluster gets a clean shutdown.
+    local mode=immediate
+    durable && mode=fast
+    as_pg "$PG_BIN/pg_ctl" -D "$pgr/pg" -m "$mode" -w -t 30 stop >>"$DIR/pg-ctl.log" 2>&1 || true
     if [[ $pgpid =~ ^[0-9]+$ ]] && kill -0 "$pgpid" 2>/dev/null; then
       kill -KILL "$pgpid" 2>/dev/null || true
       sleep 0.5
     fi
     log "postgres stopped (pid $pgpid)"
   fi
-  # Data goes; logs stay unless big.
   rm -f "$DIR/stack.env"
+  # A durable DIR keeps everything; a throwaway one loses its data and keeps its logs.
+  if durable; then return 0; fi
   rm -rf "$pgr/pg" "$pgr/pg-sock" "$DIR/kafka/data" "$DIR/maildir"
   if [ "$pgr" != "$DIR" ]; then
     if [ -L "$DIR/pg.log" ] && [ -f "$pgr/pg.log" ]; then
@@ -145,6 +175,17 @@ do_stop() {
     rm -rf "$pgr"; rm -f "$DIR/pg.root"
   fi
   find "$DIR" -maxdepth 2 -name '*.log' -size +50M -delete 2>/dev/null || true
+}
+
+# do_wipe: stop, then remove the data (the cluster's root in /tmp too) and DIR, naming each.
+do_wipe() {
+  local pgr
+  [ -d "$DIR" ] || { log "nothing to remove: $DIR does not exist"; return 0; }
+  do_stop
+  pgr=$(pg_root)
+  if [ "$pgr" != "$DIR" ] && [ -d "$pgr" ]; then rm -rf "$pgr"; log "removed $pgr"; fi
+  rm -rf "$DIR"
+  log "removed $DIR"
 }
 
 # fail COMPONENT MESSAGE LOGFILE...: report (with the tail of each non-empty log), stop what
@@ -207,6 +248,60 @@ kafka_probe() {
   kcat -b "127.0.0.1:$1" -L -m 3 2>/dev/null | grep -q 'broker 1 at 127.0.0.1'
 }
 
+# pg_prepare PORT: sets the caller's pgr (the cluster's root) and pg_log, makes the cluster
+# (initdb) unless a durable one is there already, and (re)writes its settings file
+# stack.conf, which postgresql.conf includes: port, socket and fsync follow every start.
+pg_prepare() {
+  local pg_port=$1 fresh=1
+  pgr=$DIR pg_log=$DIR/pg.log
+  if durable && [ -s "$DIR/pg.root" ]; then
+    pgr=$(cat "$DIR/pg.root") pg_log=$pgr/pg.log
+  # postgres must be able to enter DIR, and the socket path must fit sun_path (107 bytes);
+  # else the cluster lives in /tmp and DIR/pg.log links to its log (copied back at stop).
+  elif [ ${#DIR} -gt 70 ] || ! as_pg test -x "$DIR" 2>/dev/null; then
+    pgr=$(mktemp -d /tmp/kpi-pg.XXXXXX)
+    echo "$pgr" >"$DIR/pg.root"
+    pg_log=$pgr/pg.log
+    ln -sfn "$pg_log" "$DIR/pg.log"
+    durable && log "postgres: $DIR is too long or closed to user postgres; the durable cluster lives in $pgr"
+  fi
+  if durable && [ -f "$pgr/pg/PG_VERSION" ]; then fresh=0; fi
+  [ "$fresh" = 1 ] && rm -f "$pg_log"
+  mkdir -p "$pgr/pg" "$pgr/pg-sock"
+  chmod 700 "$pgr/pg"
+  touch "$pg_log"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$pgr/pg" "$pgr/pg-sock" "$pg_log"
+    [ "$pgr" = "$DIR" ] || chown postgres: "$pgr"
+  fi
+  as_pg test -x "$pgr/pg" || fail postgres "user postgres cannot enter $pgr" "$DIR/pg.log"
+  if [ "$fresh" = 1 ]; then
+    local nosync=--no-sync
+    durable && nosync=
+    # shellcheck disable=SC2086  # nosync is one flag or none
+    as_pg "$PG_BIN/initdb" -D "$pgr/pg" -A trust -U postgres $nosync -E UTF8 \
+      --locale=C.UTF-8 >"$DIR/pg-initdb.log" 2>&1 ||
+      fail postgres "initdb failed" "$DIR/pg-initdb.log"
+    printf '%s\n' "# added by scripts/stack.sh" "include = 'stack.conf'" >>"$pgr/pg/postgresql.conf"
+  fi
+  {
+    echo "# written by scripts/stack.sh at every start"
+    echo "listen_addresses = '127.0.0.1'"
+    echo "port = $pg_port"
+    echo "unix_socket_directories = '$pgr/pg-sock'"
+    echo "max_connections = 200"
+    echo "shared_buffers = 128MB"
+    echo "logging_collector = off"
+    echo "log_min_messages = warning"
+    if [ "$PG_FAST" = 1 ]; then
+      echo "fsync = off"
+      echo "synchronous_commit = off"
+      echo "full_page_writes = off"
+    fi
+  } >"$pgr/pg/stack.conf"
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$pgr/pg/stack.conf"
+}
+
 do_start() {
   local t_all t_pg t_k t_s k_started s_started
   t_all=$(now)
@@ -214,9 +309,12 @@ do_start() {
   exec 9>&2
   trap on_signal INT TERM
 
-  # A previous stack here (stale pid files or data) goes first.
+  # A previous stack here (stale pid files or data) goes first; a durable one keeps its data.
   do_stop
   mkdir -p "$DIR" "$DIR/kafka"
+  [ "${STACK_DURABLE:-0}" = 1 ] && : >"$DIR/durable"
+  # Durable data is fsync'ed whatever STACK_PG_FAST says.
+  if durable; then PG_FAST=0; fi
 
   if ! compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null; then
     err "kafka: no Kafka jars in $KAFKA_LIBS; run scripts/bootstrap.sh first"
@@ -228,13 +326,25 @@ do_start() {
     [ -n "$alt" ] && [ -z "${STACK_PG_BIN:-}" ] && PG_BIN=$alt
   fi
 
-  local pg_port k_port k_cport s_port k_sport
-  read -r pg_port k_port k_cport s_port k_sport <<<"$(free_ports 5)"
+  local pg_port k_port k_cport s_port k_sport ports=
+  # A durable stack keeps its ports while they are free, so its addresses stay the same.
+  if durable && [ -s "$DIR/ports" ] && ports_free $(cat "$DIR/ports"); then ports=$(cat "$DIR/ports"); fi
+  [ -n "$ports" ] || ports=$(free_ports 5)
+  read -r pg_port k_port k_cport s_port k_sport <<<"$ports"
   [ -n "$s_port" ] || { err "could not find free ports"; exit 1; }
+  echo "$ports" >"$DIR/ports"
 
   # ---- Kafka: format + run in one detached process (in parallel with PostgreSQL) ----
-  local kdir=$DIR/kafka cluster_id
-  cluster_id=$("$PY" -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')
+  local kdir=$DIR/kafka cluster_id retention_h=24
+  # A durable stack's log dirs are formatted once, with the cluster id it keeps.
+  if durable && [ -s "$kdir/cluster.id" ]; then
+    cluster_id=$(cat "$kdir/cluster.id")
+  else
+    cluster_id=$("$PY" -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')
+  fi
+  echo "$cluster_id" >"$kdir/cluster.id"
+  # Kafka's own default (7 days) for a durable stack; a test's records live a day.
+  durable && retention_h=168
   cat >"$kdir/server.properties" <<EOF
 # generated by scripts/stack.sh
 process.roles=broker,controller
@@ -258,7 +368,7 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=6
 group.initial.rebalance.delay.ms=0
-log.retention.hours=24
+log.retention.hours=$retention_h
 log.segment.bytes=67108864
 EOF
   : >"$kdir/server.log"
@@ -270,7 +380,7 @@ EOF
   t_k=$(now) k_started=$SECONDS
   # shellcheck disable=SC2016  # expanded by the inner sh
   launch "$DIR/kafka.pid" "$kdir/stdout.log" sh -c \
-    'c=$0 p=$1; shift; "$@" kafka.tools.StorageTool format -t "$c" -c "$p" && exec "$@" kafka.Kafka "$p"' \
+    'c=$0 p=$1; shift; "$@" kafka.tools.StorageTool format --ignore-formatted -t "$c" -c "$p" && exec "$@" kafka.Kafka "$p"' \
     "$cluster_id" "$kdir/server.properties" "${java_cmd[@]}" ||
     fail kafka "could not launch" "$kdir/stdout.log"
 
@@ -287,42 +397,7 @@ EOF
     pg_msg="postgres: external (${PGHOST:+PGHOST=$PGHOST}${PGHOST:+ }${DATABASE_URL:+DATABASE_URL}), not started; PG*/DATABASE_URL passed through"
   else
     t_pg=$(now)
-    pgr=$DIR pg_log=$DIR/pg.log
-    # postgres must be able to enter DIR, and the socket path must fit sun_path (107 bytes);
-    # else the cluster lives in /tmp and DIR/pg.log links to its log (copied back at stop).
-    if [ ${#DIR} -gt 70 ] || ! as_pg test -x "$DIR" 2>/dev/null; then
-      pgr=$(mktemp -d /tmp/kpi-pg.XXXXXX)
-      echo "$pgr" >"$DIR/pg.root"
-      pg_log=$pgr/pg.log
-      ln -sfn "$pg_log" "$DIR/pg.log"
-    fi
-    rm -f "$pg_log"
-    mkdir -p "$pgr/pg" "$pgr/pg-sock"
-    chmod 700 "$pgr/pg"
-    : >"$pg_log"
-    if [ "$(id -u)" -eq 0 ]; then
-      chown postgres: "$pgr/pg" "$pgr/pg-sock" "$pg_log"
-      [ "$pgr" = "$DIR" ] || chown postgres: "$pgr"
-    fi
-    as_pg test -x "$pgr/pg" || fail postgres "user postgres cannot enter $pgr" "$DIR/pg.log"
-    as_pg "$PG_BIN/initdb" -D "$pgr/pg" -A trust -U postgres --no-sync -E UTF8 \
-      --locale=C.UTF-8 >"$DIR/pg-initdb.log" 2>&1 ||
-      fail postgres "initdb failed" "$DIR/pg-initdb.log"
-    {
-      echo "# added by scripts/stack.sh"
-      echo "listen_addresses = '127.0.0.1'"
-      echo "port = $pg_port"
-      echo "unix_socket_directories = '$pgr/pg-sock'"
-      echo "max_connections = 200"
-      echo "shared_buffers = 128MB"
-      echo "logging_collector = off"
-      echo "log_min_messages = warning"
-      if [ "$PG_FAST" = 1 ]; then
-        echo "fsync = off"
-        echo "synchronous_commit = off"
-        echo "full_page_writes = off"
-      fi
-    } >>"$pgr/pg/postgresql.conf"
+    pg_prepare "$pg_port"
     "${CLOSEFDS_EXEC[@]}" bash "$ROOT/scripts/stack.sh" pg_ctl_start "$PG_BIN/pg_ctl" "$pgr/pg" "$pg_log" \
       </dev/null >"$DIR/pg-ctl.log" 2>&1 ||
       fail postgres "pg_ctl start failed or timed out after ${TIMEOUT}s" "$DIR/pg.log" "$DIR/pg-ctl.log"
@@ -410,6 +485,7 @@ if [ -z "$DIR" ] || [ "$DIR" = / ]; then err "refusing DIR=/"; exit 2; fi
 case $cmd in
   start) do_start ;;
   stop) do_stop; log "stopped $DIR" ;;
+  wipe) do_wipe ;;
   status) if do_status; then exit 0; else exit 3; fi ;;
   *) usage ;;
 esac
