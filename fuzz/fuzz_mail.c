@@ -17,7 +17,7 @@
  *            fields separated by TAB, in the order of raw_fields below, which reach the
  *            composer with values the decoder would refuse (no status, NaN, FY 0...). */
 #define MAX_ALERTS 8
-#define MAX_FIELDS 24
+#define MAX_FIELDS 26
 
 
 /* Splits [P, END) at SEP into at most MAX NUL-terminated copies (caller frees each). */
