@@ -185,47 +185,123 @@ void kpi_mail_date(int64_t ms, char *out, size_t out_size) {
 
 /* Labels ------------------------------------------------------------------------------ */
 
+/* The one wording of every state a mail names (docs/notifier.md "The mail"): the five
+ * statuses, the stale flag and a recovery. The subject, the status line, the "previously"
+ * line and the change line all take their words from this table, so that a state reads the
+ * same everywhere in a mail and each language has one word for it. The words are the report
+ * pages' (docs/report.md), in lower case in English because they stand inside sentences. */
 static const struct {
-  const char *status, *ja, *en;
-} status_labels[] = {
-    {"lagging", "遅れ", "lagging"},
-    {"failed", "未達成（期限切れ）", "failed (deadline passed)"},
-    {"no_data", "報告なし", "no data reported"},
+  const char *state, *ja, *en;
+} state_labels[] = {
+    {"no_data", "未報告", "no data"},
     {"on_track", "順調", "on track"},
+    {"lagging", "遅れ", "lagging"},
     {"achieved", "達成", "achieved"},
+    {"failed", "未達成", "not achieved"},
+    {"stale", "報告遅延", "report overdue"},
+    {"resolved", "回復", "resolved"},
 };
 
-static int status_index(const char *status) {
-  for (size_t i = 0; status && i < sizeof(status_labels) / sizeof(status_labels[0]); i++)
-    if (strcmp(status, status_labels[i].status) == 0) return (int)i;
+/* What the mail shows where there is no value (no reading, no progress, no fiscal year). */
+static const char NONE[] = "—";
+
+static int state_index(const char *state) {
+  for (size_t i = 0; state && i < sizeof(state_labels) / sizeof(state_labels[0]); i++)
+    if (strcmp(state, state_labels[i].state) == 0) return (int)i;
   return -1;
 }
 
 const char *kpi_mail_status_ja(const char *status) {
-  int i = status_index(status);
-  return i >= 0 ? status_labels[i].ja : (status ? status : "");
+  int i = state_index(status);
+  return i >= 0 ? state_labels[i].ja : (status ? status : "");
 }
 
 const char *kpi_mail_status_en(const char *status) {
-  int i = status_index(status);
-  return i >= 0 ? status_labels[i].en : (status ? status : "");
+  int i = state_index(status);
+  return i >= 0 ? state_labels[i].en : (status ? status : "");
 }
 
 static bool is_resolved(const kpi_alert *a) { return strcmp(a->type, "resolved") == 0; }
 static bool is_reminder(const kpi_alert *a) { return strcmp(a->type, "reminder") == 0; }
 
-/* The one-word headline of an alert, as in the subject: 回復 for a recovery, 報告なし when
- * the measure is only stale, else the status. */
-static const char *headline_ja(const kpi_alert *a) {
-  if (is_resolved(a)) return "回復";
-  if (a->stale && strcmp(a->status, "lagging") && strcmp(a->status, "failed")) return "報告なし";
-  return kpi_mail_status_ja(a->status);
+/* The state an alert is mainly about, the one its subject names: "resolved" for a recovery,
+ * "stale" when the measure is only overdue (neither lagging nor failed), else its status. */
+static const char *headline_state(const kpi_alert *a) {
+  if (is_resolved(a)) return "resolved";
+  if (a->stale && strcmp(a->status, "lagging") != 0 && strcmp(a->status, "failed") != 0)
+    return "stale";
+  return a->status;
 }
 
-static const char *headline_en(const kpi_alert *a) {
-  if (is_resolved(a)) return "resolved";
-  if (a->stale && strcmp(a->status, "lagging") && strcmp(a->status, "failed")) return "stale";
-  return kpi_mail_status_en(a->status);
+/* Digest entries ------------------------------------------------------------------------ */
+
+/* The alerts of one mail as entries, one per measure (docs/notifier.md "Grouping"): ORDER
+ * holds the alerts grouped by entry, entries in the order their measure first appears, and
+ * each entry's alerts in the order they were raised, so entry I is ORDER[START[I] ..
+ * START[I] + COUNT[I]) and its last alert is the measure's latest state. */
+typedef struct {
+  size_t n;
+  size_t *start, *count;
+  const kpi_alert **order;
+} mail_entries;
+
+/* True when A was raised before B: a lower episode (episodes only grow), else an earlier
+ * created_at (the evaluator's clock). Equal or unreadable keys keep the claim order, which
+ * follows the measure's Kafka partition. */
+static bool raised_before(const kpi_alert *a, const kpi_alert *b) {
+  if (a->episode != b->episode) return a->episode < b->episode;
+  int64_t ta, tb;
+  if (kpi_time_parse(a->created_at, &ta, NULL) != 0 ||
+      kpi_time_parse(b->created_at, &tb, NULL) != 0)
+    return false;
+  return ta < tb;
+}
+
+static void entries_free(mail_entries *e) {
+  free(e->start);
+  free(e->count);
+  free(e->order);
+  memset(e, 0, sizeof(*e));
+}
+
+/* Groups ALERTS[0..N) into E (release with entries_free). Returns 0, or -1 out of memory. */
+static int entries_build(mail_entries *e, const kpi_alert *const *alerts, size_t n) {
+  memset(e, 0, sizeof(*e));
+  size_t *entry_of = malloc(n * sizeof(*entry_of)), *first = malloc(n * sizeof(*first));
+  e->start = calloc(n, sizeof(*e->start));
+  e->count = calloc(n, sizeof(*e->count));
+  e->order = calloc(n, sizeof(*e->order));
+  if (!entry_of || !first || !e->start || !e->count || !e->order) {
+    free(entry_of);
+    free(first);
+    entries_free(e);
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    size_t k = 0;
+    while (k < e->n && strcmp(alerts[first[k]]->measure_id, alerts[i]->measure_id) != 0) k++;
+    if (k == e->n) first[e->n++] = i;
+    entry_of[i] = k;
+    e->count[k]++;
+  }
+  for (size_t k = 1; k < e->n; k++) e->start[k] = e->start[k - 1] + e->count[k - 1];
+  size_t *filled = first; /* reused: alerts placed so far per entry */
+  memset(filled, 0, n * sizeof(*filled));
+  for (size_t i = 0; i < n; i++) {
+    size_t k = entry_of[i], lo = e->start[k], j = lo + filled[k]++;
+    while (j > lo && raised_before(alerts[i], e->order[j - 1])) {
+      e->order[j] = e->order[j - 1];
+      j--;
+    }
+    e->order[j] = alerts[i];
+  }
+  free(entry_of);
+  free(first);
+  return 0;
+}
+
+static const kpi_alert *entry_latest(const mail_entries *e, size_t k) {
+  return e->order[e->start[k] + e->count[k] - 1];
 }
 
 /* Units: Japanese counters follow the number ("24人"); English gets a word ("24 persons"). */
@@ -239,7 +315,7 @@ static const struct {
 
 static void add_number(kpi_buf *b, double v) {
   if (!isfinite(v)) {
-    kpi_buf_adds(b, "-");
+    kpi_buf_adds(b, NONE);
     return;
   }
   char buf[64];
@@ -283,7 +359,7 @@ static void add_quantity(kpi_buf *b, const kpi_alert *a, double v, bool ja) {
 static void add_fy(kpi_buf *b, int fy) {
   char buf[40];
   if (fy <= 0) {
-    kpi_buf_adds(b, "-");
+    kpi_buf_adds(b, NONE);
     return;
   }
   kpi_fy_format(fy, buf, sizeof(buf));
@@ -292,7 +368,7 @@ static void add_fy(kpi_buf *b, int fy) {
 
 static void add_percent(kpi_buf *b, double ratio) {
   if (!isfinite(ratio)) {
-    kpi_buf_adds(b, "-");
+    kpi_buf_adds(b, NONE);
     return;
   }
   kpi_buf_addf(b, "%.1f%%", ratio * 100.0);
@@ -354,61 +430,57 @@ static void add_catalog_change(kpi_buf *b, const kpi_alert *a, bool ja) {
  * differ only in data. Members ending in _fmt are printf formats with the arguments noted. */
 typedef struct {
   bool ja;                          /* Japanese counters and milestone words (add_quantity) */
-  const char *(*headline)(const kpi_alert *a);
-  const char *(*status)(const char *status);
+  const char *(*label)(const char *state); /* kpi_mail_status_ja or _en */
   const char *intro;                /* opening line(s) of the language's part */
   const char *count_fmt;            /* %zu: measures, when more than one */
   const char *bullet;               /* before the name of a lone measure */
   const char *unnamed;              /* a measure without a name */
   bool show_id;                     /* " [measure_id]" after the name */
-  const char *status_label;
-  const char *stale_headline;       /* the headline that already says "stale" */
-  const char *open, *close;         /* parentheses around asides */
-  const char *stale_note;
+  const char *status_label, *previously_label;
+  const char *open, *sep, *close;   /* parentheses around asides, and between two of them */
   const char *reminder;
   const char *since_label, *first_notice;
   const char *no_change_fmt;        /* %s: status */
-  const char *change_fmt;           /* %s, %s: previous and current status */
+  const char *arrow;                /* between two states of a change */
   const char *indicator_label, *baseline_label, *target_label, *deadline_label;
   bool ja_date;                     /* 2025年3月31日 rather than 2025-03-31 */
-  const char *current_label, *nothing_reported;
-  const char *as_of_open, *as_of_close;
+  const char *current_label;
+  const char *observed_fmt, *evaluated_fmt; /* %s: a date */
   const char *progress_label, *pace_open;
   const char *details_label;
   const char *footer;
 } mail_words;
 
 static const mail_words words_ja = {
-    .ja = true, .headline = headline_ja, .status = kpi_mail_status_ja,
+    .ja = true, .label = kpi_mail_status_ja,
     .intro = "KPI 進捗のお知らせ（English follows）\n\n",
     .count_fmt = "%zu件の施策についてお知らせします。\n\n",
     .bullet = "■ ", .unnamed = "(名称なし)", .show_id = false,
-    .status_label = "\n  状況: ", .stale_headline = "報告なし", .open = "（", .close = "）",
-    .stale_note = "・最新の報告が古くなっています", .reminder = "［再通知］",
+    .status_label = "\n  状況: ", .previously_label = "\n  前回: ",
+    .open = "（", .sep = "・", .close = "）", .reminder = "［再通知］",
     .since_label = "\n  前回の通知からの変化: ", .first_notice = "初めての通知です",
-    .no_change_fmt = "変化なし（%s のまま）", .change_fmt = "%s → %s",
+    .no_change_fmt = "変化なし（%s のまま）", .arrow = " → ",
     .indicator_label = "\n  指標: ", .baseline_label = "\n  基準値: ",
     .target_label = "\n  目標値: ", .deadline_label = "\n  期限: ", .ja_date = true,
-    .current_label = "\n  現在値: ", .nothing_reported = "報告なし",
-    .as_of_open = "（", .as_of_close = " 時点）",
+    .current_label = "\n  現在値: ", .observed_fmt = "%s 観測", .evaluated_fmt = "%s 評価",
     .progress_label = "\n  進捗率: ", .pace_open = "（期待されるペース: ",
     .details_label = "  詳細: ",
     .footer = "このメールは KPI 進捗管理システムから自動送信されています。返信はできません。\n",
 };
 
 static const mail_words words_en = {
-    .ja = false, .headline = headline_en, .status = kpi_mail_status_en,
+    .ja = false, .label = kpi_mail_status_en,
     .intro = "KPI progress notice\n\n",
     .count_fmt = "This notice covers %zu measures.\n\n",
     .bullet = "* ", .unnamed = "(unnamed)", .show_id = true,
-    .status_label = "\n  Status: ", .stale_headline = "stale", .open = " (", .close = ")",
-    .stale_note = "; the latest report is overdue", .reminder = " [reminder]",
+    .status_label = "\n  Status: ", .previously_label = "\n  Previously: ",
+    .open = " (", .sep = ", ", .close = ")", .reminder = " [reminder]",
     .since_label = "\n  Since the last notice: ", .first_notice = "first notice",
-    .no_change_fmt = "no change (still %s)", .change_fmt = "%s -> %s",
+    .no_change_fmt = "no change (still %s)", .arrow = " -> ",
     .indicator_label = "\n  Indicator: ", .baseline_label = "\n  Baseline: ",
     .target_label = "\n  Target: ", .deadline_label = "\n  Deadline: ", .ja_date = false,
-    .current_label = "\n  Current value: ", .nothing_reported = "nothing reported",
-    .as_of_open = " (as of ", .as_of_close = ")",
+    .current_label = "\n  Current value: ", .observed_fmt = "observed %s",
+    .evaluated_fmt = "evaluated %s",
     .progress_label = "\n  Progress: ", .pace_open = " (expected pace: ",
     .details_label = "  Details: ",
     .footer = "This message was sent automatically by the KPI tracking system; replies are not "
@@ -428,9 +500,115 @@ static void add_quantity_fy(kpi_buf *b, const mail_words *w, const kpi_alert *a,
   kpi_buf_adds(b, w->close);
 }
 
-/* One measure's block of the body, in the language of W. */
-static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *a, size_t index,
-                      size_t n) {
+/* A date in W's notation ("2025年3月31日", "2025-03-31"), "—" when Y is 0. */
+static void add_ymd(kpi_buf *b, const mail_words *w, int y, int m, int d) {
+  if (!y) kpi_buf_adds(b, NONE);
+  else if (w->ja_date) kpi_buf_addf(b, "%d年%d月%d日", y, m, d);
+  else kpi_buf_addf(b, "%04d-%02d-%02d", y, m, d);
+}
+
+/* The "YYYY-MM-DD" date YMD (checked by the decoder) in W's notation, put through FMT. */
+static void add_day(kpi_buf *b, const mail_words *w, const char *fmt, const char *ymd) {
+  int y = 0, m = 0, d = 0;
+  if (sscanf(ymd, "%4d-%2d-%2d", &y, &m, &d) != 3) y = 0;
+  kpi_buf day = KPI_BUF_INIT;
+  add_ymd(&day, w, y, m, d);
+  kpi_buf_addf(b, fmt, day.s ? day.s : NONE);
+  if (day.oom) b->oom = 1;
+  free(day.s);
+}
+
+/* An alert's state in W's words: its headline state, then in parentheses what else holds
+ * (the status a recovery reached, an overdue report), each word once: "未達成（報告遅延）",
+ * "回復（順調）", "report overdue (on track)". */
+static void add_state(kpi_buf *b, const mail_words *w, const kpi_alert *a) {
+  const char *head = headline_state(a), *aside[2];
+  size_t n = 0;
+  if (strcmp(head, a->status) != 0) aside[n++] = a->status;
+  if (a->stale && strcmp(head, "stale") != 0) aside[n++] = "stale";
+  kpi_buf_adds(b, w->label(head));
+  for (size_t i = 0; i < n; i++) {
+    kpi_buf_adds(b, i ? w->sep : w->open);
+    kpi_buf_adds(b, w->label(aside[i]));
+  }
+  if (n) kpi_buf_adds(b, w->close);
+}
+
+/* What changed since the last notice, for an entry's alerts ITEMS[0..K) in the order raised:
+ * the status before the first of them, then each status they reached, repeats dropped
+ * ("順調 → 未達成 → 順調"); one status alone is the first notice or "no change". */
+static void add_since(kpi_buf *b, const mail_words *w, const kpi_alert *const *items, size_t k) {
+  const char *first = items[0]->previous_status[0] ? items[0]->previous_status : NULL;
+  const char *last = first;
+  size_t steps = first ? 1 : 0;
+  for (size_t i = 0; i < k; i++) {
+    if (last && strcmp(last, items[i]->status) == 0) continue;
+    last = items[i]->status;
+    steps++;
+  }
+  kpi_buf_adds(b, w->since_label);
+  if (steps == 1 && !first) {
+    kpi_buf_adds(b, w->first_notice);
+    return;
+  }
+  if (steps == 1) {
+    kpi_buf_addf(b, w->no_change_fmt, w->label(first));
+    return;
+  }
+  last = first;
+  if (first) kpi_buf_adds(b, w->label(first));
+  for (size_t i = 0; i < k; i++) {
+    if (last && strcmp(last, items[i]->status) == 0) continue;
+    if (last) kpi_buf_adds(b, w->arrow);
+    last = items[i]->status;
+    kpi_buf_adds(b, w->label(last));
+  }
+}
+
+/* The current value with the date it was observed and the date it was evaluated:
+ * "31人（2024年3月31日 観測・2026年11月30日 評価）"; "—" without a value, and no observation
+ * date when the record carries none. */
+static void add_current(kpi_buf *b, const mail_words *w, const kpi_alert *a) {
+  kpi_buf_adds(b, w->current_label);
+  if (a->has_value) add_quantity(b, a, a->value, w->ja);
+  else kpi_buf_adds(b, NONE);
+  kpi_buf_adds(b, w->open);
+  if (a->last_observed_day[0]) {
+    add_day(b, w, w->observed_fmt, a->last_observed_day);
+    kpi_buf_adds(b, w->sep);
+  }
+  add_day(b, w, w->evaluated_fmt, a->as_of);
+  kpi_buf_adds(b, w->close);
+}
+
+/* The measure's numbers, from its latest alert A: indicator, baseline, target, deadline,
+ * current value, progress (the record's progress is 0 without a value, so "—" then; the
+ * evaluator's has_progress is has_value) and the expected pace. */
+static void add_figures(kpi_buf *b, const mail_words *w, const kpi_alert *a) {
+  kpi_buf_adds(b, w->indicator_label);
+  buf_add_clean(b, a->indicator, NONE);
+  kpi_buf_adds(b, w->baseline_label);
+  add_quantity_fy(b, w, a, a->baseline, a->baseline_fy);
+  kpi_buf_adds(b, w->target_label);
+  add_quantity_fy(b, w, a, a->target, a->target_fy);
+  int y, m, d;
+  due_ymd(a, &y, &m, &d);
+  kpi_buf_adds(b, w->deadline_label);
+  add_ymd(b, w, y, m, d);
+  add_current(b, w, a);
+  kpi_buf_adds(b, w->progress_label);
+  if (a->has_value) add_percent(b, a->progress);
+  else kpi_buf_adds(b, NONE);
+  kpi_buf_adds(b, w->pace_open);
+  add_percent(b, a->expected);
+  kpi_buf_adds(b, w->close);
+}
+
+/* One measure's block of the body, in the language of W: the entry ITEMS[0..K) (its alerts
+ * in the order raised) shown by its latest state, the one before it as "previously". */
+static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *const *items, size_t k,
+                      size_t index, size_t n) {
+  const kpi_alert *a = items[k - 1];
   if (n > 1) kpi_buf_addf(b, "%zu. ", index + 1);
   else kpi_buf_adds(b, w->bullet);
   buf_add_clean(b, a->measure_name, w->unnamed);
@@ -439,47 +617,16 @@ static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *a, size_
     buf_add_clean(b, a->measure_id, "");
     kpi_buf_adds(b, "]");
   }
-  const char *headline = w->headline(a);
   kpi_buf_adds(b, w->status_label);
-  kpi_buf_adds(b, headline);
-  if (is_resolved(a) || (a->stale && strcmp(headline, w->stale_headline) != 0)) {
-    kpi_buf_adds(b, w->open);
-    kpi_buf_adds(b, w->status(a->status));
-    if (a->stale) kpi_buf_adds(b, w->stale_note);
-    kpi_buf_adds(b, w->close);
-  }
+  add_state(b, w, a);
   if (is_reminder(a)) kpi_buf_adds(b, w->reminder);
-  kpi_buf_adds(b, w->since_label);
-  if (!a->previous_status[0])
-    kpi_buf_adds(b, w->first_notice);
-  else if (strcmp(a->previous_status, a->status) == 0)
-    kpi_buf_addf(b, w->no_change_fmt, w->status(a->status));
-  else
-    kpi_buf_addf(b, w->change_fmt, w->status(a->previous_status), w->status(a->status));
+  if (k > 1) {
+    kpi_buf_adds(b, w->previously_label);
+    add_state(b, w, items[k - 2]);
+  }
+  add_since(b, w, items, k);
   add_catalog_change(b, a, w->ja);
-  kpi_buf_adds(b, w->indicator_label);
-  buf_add_clean(b, a->indicator, "-");
-  kpi_buf_adds(b, w->baseline_label);
-  add_quantity_fy(b, w, a, a->baseline, a->baseline_fy);
-  kpi_buf_adds(b, w->target_label);
-  add_quantity_fy(b, w, a, a->target, a->target_fy);
-  int y, m, d;
-  due_ymd(a, &y, &m, &d);
-  kpi_buf_adds(b, w->deadline_label);
-  if (!y) kpi_buf_adds(b, "-");
-  else if (w->ja_date) kpi_buf_addf(b, "%d年%d月%d日", y, m, d);
-  else kpi_buf_addf(b, "%04d-%02d-%02d", y, m, d);
-  kpi_buf_adds(b, w->current_label);
-  if (a->has_value) add_quantity(b, a, a->value, w->ja);
-  else kpi_buf_adds(b, w->nothing_reported);
-  kpi_buf_adds(b, w->as_of_open);
-  buf_add_clean(b, a->as_of, "");
-  kpi_buf_adds(b, w->as_of_close);
-  kpi_buf_adds(b, w->progress_label);
-  add_percent(b, a->progress);
-  kpi_buf_adds(b, w->pace_open);
-  add_percent(b, a->expected);
-  kpi_buf_adds(b, w->close);
+  add_figures(b, w, a);
   kpi_buf_adds(b, "\n");
   if (a->dashboard_url && *a->dashboard_url) {
     kpi_buf_adds(b, w->details_label);
@@ -489,11 +636,12 @@ static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *a, size_
   kpi_buf_adds(b, "\n");
 }
 
-/* One language's part of the body: intro, a block per alert, footer. */
-static void add_part(kpi_buf *b, const mail_words *w, const kpi_alert *const *alerts, size_t n) {
+/* One language's part of the body: intro, a block per entry, footer. */
+static void add_part(kpi_buf *b, const mail_words *w, const mail_entries *e) {
   kpi_buf_adds(b, w->intro);
-  if (n > 1) kpi_buf_addf(b, w->count_fmt, n);
-  for (size_t i = 0; i < n; i++) add_block(b, w, alerts[i], i, n);
+  if (e->n > 1) kpi_buf_addf(b, w->count_fmt, e->n);
+  for (size_t i = 0; i < e->n; i++)
+    add_block(b, w, e->order + e->start[i], e->count[i], i, e->n);
   kpi_buf_adds(b, w->footer);
 }
 
@@ -507,38 +655,43 @@ static const char *plan_of(const kpi_alert *const *alerts, size_t n) {
 }
 
 char *kpi_mail_subject(const kpi_alert *const *alerts, size_t n) {
-  if (n == 0 || !alerts) return NULL;
+  mail_entries e;
+  if (n == 0 || !alerts || entries_build(&e, alerts, n) != 0) return NULL;
   kpi_buf b = KPI_BUF_INIT;
-  if (n == 1) {
-    const kpi_alert *a = alerts[0];
-    kpi_buf_addf(&b, "【KPI %s / %s", headline_ja(a), headline_en(a));
+  if (e.n == 1) {
+    const kpi_alert *a = entry_latest(&e, 0);
+    const char *head = headline_state(a);
+    kpi_buf_addf(&b, "【KPI %s / %s", kpi_mail_status_ja(head), kpi_mail_status_en(head));
     if (is_reminder(a)) kpi_buf_adds(&b, "・再通知 / reminder");
     kpi_buf_adds(&b, "】");
     buf_add_clean(&b, a->measure_name, a->measure_id);
   } else {
     size_t alerting = 0, resolved = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (is_resolved(alerts[i])) resolved++;
+    for (size_t k = 0; k < e.n; k++) {
+      if (is_resolved(entry_latest(&e, k))) resolved++;
       else alerting++;
     }
     kpi_buf_addf(&b, "【KPI】施策%zu件のお知らせ（要対応%zu件・回復%zu件）/ KPI notice: %zu measures "
                 "(%zu need attention, %zu resolved)",
-                n, alerting, resolved, n, alerting, resolved);
+                e.n, alerting, resolved, e.n, alerting, resolved);
   }
+  entries_free(&e);
   return kpi_buf_detach(&b, NULL);
 }
 
 char *kpi_mail_body_text(const kpi_alert *const *alerts, size_t n) {
-  if (n == 0 || !alerts) return NULL;
+  mail_entries e;
+  if (n == 0 || !alerts || entries_build(&e, alerts, n) != 0) return NULL;
   kpi_buf b = KPI_BUF_INIT;
   const char *plan = plan_of(alerts, n);
   if (plan) {
     buf_add_clean(&b, plan, "");
     kpi_buf_adds(&b, "\n");
   }
-  add_part(&b, &words_ja, alerts, n);
+  add_part(&b, &words_ja, &e);
   kpi_buf_adds(&b, "\n----------------------------------------------------------------\n\n");
-  add_part(&b, &words_en, alerts, n);
+  add_part(&b, &words_en, &e);
+  entries_free(&e);
   return kpi_buf_detach(&b, NULL);
 }
 

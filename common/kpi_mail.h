@@ -51,15 +51,23 @@ int kpi_mail_message_id(const char *uuid, const char *from, char *out, size_t ou
  * 32 bytes. */
 void kpi_mail_date(int64_t ms, char *out, size_t out_size);
 
-/* The UTF-8 subject (before encoding) of a mail about the N alerts in ALERTS: one alert gives
+/* A mail has one entry per measure: alerts for the same measure_id (several may fall in one
+ * group wait, e.g. stale then failed, or failed then resolved a second later) are one entry,
+ * shown by the latest of them in the order raised (episode, then created_at, then the order
+ * given), with the one before it as "previously" (前回) and the change line running through
+ * all of them (docs/notifier.md "Grouping"). Every alert still belongs to the mail.
+ *
+ * The UTF-8 subject (before encoding) of a mail about the N alerts in ALERTS: one entry gives
  * "【KPI 遅れ / lagging】<measure name>", several give a digest subject naming their count.
  * Returns a malloc'd string (caller frees) or NULL when out of memory or N is 0. */
 char *kpi_mail_subject(const kpi_alert *const *alerts, size_t n);
 
-/* The UTF-8 text body, Japanese first, English after: for every alert the plan, measure and
- * indicator, baseline and target with their fiscal years in 令和 and Western notation, the
- * deadline, the current value with its unit, progress and expected pace in percent, the
- * status, what changed since the last notice and the dashboard address. Lines end in "\n".
+/* The UTF-8 text body, Japanese first, English after: for every entry the plan, measure and
+ * indicator, its state (one wording per state, kpi_mail_status_ja/_en) and the previous one
+ * when several alerts were merged, what changed since the last notice, baseline and target
+ * with their fiscal years in 令和 and Western notation, the deadline, the current value with
+ * its unit, its observation date and the evaluation date, progress and expected pace in
+ * percent ("—" where there is no value), and the dashboard address. Lines end in "\n".
  * Returns a malloc'd string (caller frees) or NULL when out of memory or N is 0. */
 char *kpi_mail_body_text(const kpi_alert *const *alerts, size_t n);
 
@@ -73,8 +81,10 @@ char *kpi_mail_body_text(const kpi_alert *const *alerts, size_t n);
 int kpi_mail_compose(const kpi_mail_params *p, const kpi_alert *const *alerts, size_t n,
                      char **out, size_t *out_len);
 
-/* Japanese and English labels of a status ("lagging" -> "遅れ", "lagging"); unknown statuses
- * get the status itself for both. Never NULL. */
+/* The one Japanese and English wording of a state, used wherever a mail names one: the
+ * statuses no_data, on_track, lagging, achieved, failed ("failed" -> "未達成", "not
+ * achieved"), the flag "stale" ("報告遅延", "report overdue") and "resolved" ("回復").
+ * Unknown states get the state itself for both. Never NULL. */
 const char *kpi_mail_status_ja(const char *status);
 const char *kpi_mail_status_en(const char *status);
 

@@ -17,7 +17,7 @@
  *            fields separated by TAB, in the order of raw_fields below, which reach the
  *            composer with values the decoder would refuse (no status, NaN, FY 0...). */
 #define MAX_ALERTS 8
-#define MAX_FIELDS 24
+#define MAX_FIELDS 26
 
 
 /* Splits [P, END) at SEP into at most MAX NUL-terminated copies (caller frees each). */
@@ -48,7 +48,7 @@ static char *take(char **f, size_t n, size_t i) {
 
 /* Raw alert: type status previous stale name indicator unit kind direction plan url due
  * as_of measure_id alert_id has_value value progress expected baseline target baseline_fy
- * target_fy episode. Numbers go through strtod/strtol, so "nan", "inf", "-1e308" occur. */
+ * target_fy episode last_observed_day created_at. Numbers go through strtod/strtol, so "nan", "inf", "-1e308" occur. */
 static void raw_alert(const char *p, const char *end, kpi_alert *a) {
   char *f[MAX_FIELDS] = {0};
   size_t n = split(p, end, '\t', f, MAX_FIELDS);
@@ -75,6 +75,8 @@ static void raw_alert(const char *p, const char *end, kpi_alert *a) {
   int *ints[] = {&a->baseline_fy, &a->target_fy, &a->episode};
   for (size_t i = 0; i < 3; i++)
     if (21 + i < n) *ints[i] = (int)strtol(f[21 + i], NULL, 10);
+  copy_fixed(a->last_observed_day, sizeof a->last_observed_day, n > 24 ? f[24] : NULL);
+  copy_fixed(a->created_at, sizeof a->created_at, n > 25 ? f[25] : NULL);
   for (size_t i = 0; i < n; i++) free(f[i]);
 }
 
@@ -103,6 +105,7 @@ static void check_alert_round_trip(const kpi_alert *a) {
             strcmp(a->previous_status, b.previous_status) == 0 && a->stale == b.stale &&
             a->episode == b.episode && a->has_value == b.has_value &&
             strcmp(a->as_of, b.as_of) == 0 && strcmp(a->due, b.due) == 0 &&
+            strcmp(a->last_observed_day, b.last_observed_day) == 0 &&
             strcmp(a->created_at, b.created_at) == 0,
         "fixed fields changed: %s", json);
   CHECK(same_str(a->measure_name, b.measure_name) && same_str(a->indicator, b.indicator) &&

@@ -473,6 +473,7 @@ char *kpi_alert_encode(const kpi_alert *a, size_t *len) {
   cJSON_AddNumberToObject(o, "progress", a->progress);
   cJSON_AddNumberToObject(o, "expected", a->expected);
   cJSON_AddStringToObject(o, "as_of", a->as_of);
+  add_opt_string(o, "last_observed_day", a->last_observed_day[0] ? a->last_observed_day : NULL);
   cJSON *mo = cJSON_AddObjectToObject(o, "measure");
   if (mo) {
     add_opt_string(mo, "name", a->measure_name);
@@ -597,6 +598,12 @@ static void alert_reading(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
   if (take_string(o, "as_of", a->as_of, sizeof(a->as_of), errs) != 1 ||
       kpi_time_parse(a->as_of, NULL, NULL) != 0)
     kpi_errors_add(errs, "as_of", "format", "must be a date");
+  /* Optional: records written before the field existed lack it, and the mail then shows the
+   * evaluation date alone. */
+  if (take_string(o, "last_observed_day", a->last_observed_day, sizeof(a->last_observed_day),
+                  errs) == 1 &&
+      (strlen(a->last_observed_day) != 10 || kpi_time_parse(a->last_observed_day, NULL, NULL) != 0))
+    kpi_errors_add(errs, "last_observed_day", "format", "must be a date");
   /* Required like the fields below (the schema says so): absent, the struct would hold ""
    * or 0, which kpi_alert_encode writes out and this decoder then refuses. */
   if (take_string(o, "created_at", a->created_at, sizeof(a->created_at), errs) == 0)

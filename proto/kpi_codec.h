@@ -125,6 +125,10 @@ typedef struct {
   double progress;
   double expected;
   char as_of[11]; /* YYYY-MM-DD */
+  /* The Japan calendar date of the latest reading (YYYY-MM-DD), "" when there is none or the
+   * record predates the field; the mail shows it beside the evaluation date (docs/notifier.md
+   * "The mail"). */
+  char last_observed_day[11];
   char *measure_name;
   char *indicator;
   char *unit;

@@ -462,10 +462,12 @@ static void on_pg_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
 
 /* ---- evaluation: one row of SQL_AGGREGATE ----------------------------------------------- */
 
-/* Builds the kpi.alert/1 record of one action. Returns a malloc'd JSON string or NULL. */
+/* Builds the kpi.alert/1 record of one action; AGG gives the latest reading's date, which the
+ * mail shows beside the evaluation date. Returns a malloc'd JSON string or NULL. */
 static char *alert_payload(const evaluator *ev, const kpi_measure *m, const kpi_attainment *a,
-                           kpi_alert_action act, const char *alert_id, const char *prev_status,
-                           int episode, kpi_day as_of, const kpi_catalog_change *change) {
+                           const kpi_aggregate *agg, kpi_alert_action act, const char *alert_id,
+                           const char *prev_status, int episode, kpi_day as_of,
+                           const kpi_catalog_change *change) {
   kpi_alert al;
   memset(&al, 0, sizeof(al));
   al.catalog_change = *change;
@@ -481,6 +483,8 @@ static char *alert_payload(const evaluator *ev, const kpi_measure *m, const kpi_
   al.progress = a->has_progress ? a->progress : 0;
   al.expected = a->expected;
   kpi_day_format(as_of, al.as_of, sizeof(al.as_of));
+  if (agg->has_latest)
+    kpi_day_format(agg->latest_day, al.last_observed_day, sizeof(al.last_observed_day));
   al.measure_name = m->name;
   al.indicator = m->indicator;
   al.unit = m->unit;
@@ -618,13 +622,13 @@ static bool row_changed(const PGresult *res, int r, const agg_cols *c, const kpi
 
 /* Adds the alert ACT of measure M to the outbox parameters. Returns false when out of memory. */
 static bool add_alert(ev_txn *t, const kpi_measure *m, const kpi_attainment *a,
-                      kpi_alert_action act, const char *name, const char *prev_status,
-                      int episode, const kpi_catalog_change *change) {
+                      const kpi_aggregate *agg, kpi_alert_action act, const char *name,
+                      const char *prev_status, int episode, const kpi_catalog_change *change) {
   evaluator *ev = t->ev;
   char alert_id[KPI_UUID_STRLEN + 1];
   kpi_alert_id(name, alert_id);
   char *payload =
-      alert_payload(ev, m, a, act, alert_id, prev_status, episode, t->as_of, change);
+      alert_payload(ev, m, a, agg, act, alert_id, prev_status, episode, t->as_of, change);
   if (!payload) return false;
   ev_outbox_params_add(&t->p.out, alert_id, ev->cfg.topics[KPI_TOPIC_ALERTS].name, m->id,
                        payload);
@@ -666,7 +670,7 @@ static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
     t->n_hist++;
   }
   if (act != KPI_ALERT_NONE &&
-      !add_alert(t, m, &a, act, name, prev_status, next.episode, &change))
+      !add_alert(t, m, &a, &agg, act, name, prev_status, next.episode, &change))
     txn_fail(t, res, "alert encoding: out of memory");
 }
 

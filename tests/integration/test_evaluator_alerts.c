@@ -28,6 +28,11 @@ static void test_alerts(void **state) {
   evw_alert_sent_sql(LEVEL "/lagging/1", sql, sizeof(sql), lag1);
   evw_expect_sql(&w, sql, "t");
   evw_expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "lagging");
+  /* The record carries the latest reading's Japan date beside as_of, for the mail. */
+  snprintf(sql, sizeof(sql),
+           "SELECT payload::json->>'last_observed_day' || ' ' || (payload::json->>'as_of') "
+           "FROM outbox WHERE alert_id = '%s'", lag1);
+  evw_expect_sql(&w, sql, "2024-05-01 2024-06-01");
 
   /* Still lagging: no second alert (a reminder is due only after 7 days). */
   evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-02", 31, "person", NULL);

@@ -87,7 +87,7 @@ static void test_alert_becomes_mail_per_recipient(void **state) {
         "基準値: 24人（令和4年度 (FY2022)）",
         "目標値: 50人（令和6年度 (FY2024)）",
         "期限: 2025年3月31日",
-        "現在値: 30人（2024-10-01 時点）",
+        "現在値: 30人（2024年10月1日 評価）",
         "進捗率: 23.1%（期待されるペース: 60.0%）",
         "詳細: " NF_IT_DASHBOARD "/it-measure-single",
         "Status: lagging",
@@ -222,7 +222,7 @@ static void test_digest_three_alerts_one_mail(void **state) {
     if (!strstr(body, line)) fail_msg("digest lacks \"%s\":\n%s", line, body);
     if (!strstr(body, ids[i])) fail_msg("digest lacks %s", ids[i]);
   }
-  assert_non_null(strstr(body, "状況: 未達成（期限切れ）"));
+  assert_non_null(strstr(body, "状況: 未達成\r\n"));
   free(body);
   nf_it_mails_free(mails, n);
   /* All three rows are sent under the one Message-ID. */
@@ -236,6 +236,110 @@ static void test_digest_three_alerts_one_mail(void **state) {
                                         "AND state = 'sent'",
                                   like),
                    3);
+}
+
+/* Produces, for the measure MID (catalog owner OWNER), an alert of TYPE reaching STATUS from
+ * PREV, raised at CREATED (the evaluator's clock), observed on 2024-03-31. */
+static void produce_state(const char *mid, const char *name, const char *owner, const char *type,
+                          const char *status, const char *prev, bool stale,
+                          const char *created) {
+  const char *emails[] = {owner, NULL};
+  kpi_alert *a = nf_it_alert(mid, name, emails);
+  snprintf(a->type, sizeof(a->type), "%s", type);
+  snprintf(a->status, sizeof(a->status), "%s", status);
+  snprintf(a->previous_status, sizeof(a->previous_status), "%s", prev);
+  a->stale = stale;
+  snprintf(a->created_at, sizeof(a->created_at), "%s", created);
+  strcpy(a->as_of, "2026-11-30");
+  strcpy(a->last_observed_day, "2024-03-31");
+  a->value = 31;
+  nf_it_produce(&T, a);
+  nf_it_alert_free(a);
+}
+
+/* The one mail to OWNER (TAG) as decoded text, its subject in *SUBJECT; both freed by the
+ * caller. Every row of OWNER is sent under that mail's one Message-ID, none is left. */
+static char *only_mail(const char *tag, const char *owner, int rows, char **subject) {
+  assert_int_equal(settle_count(tag, 1, 30000), 1);
+  int n;
+  nf_it_mail *mails = nf_it_mails_for(nf_it_maildir, tag, &n);
+  assert_int_equal(n, 1);
+  char *raw = nf_it_header(&mails[0], "Subject");
+  *subject = nf_it_decode_words(raw);
+  free(raw);
+  assert_null(nf_it_header(&mails[0], "X-KPI-Alert-ID")); /* it carries two alerts */
+  char *body = nf_it_b64(mails[0].body, strlen(mails[0].body));
+  nf_it_mails_free(mails, n);
+  assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(*) FROM notifications WHERE recipient = $1 "
+                                        "AND state = 'sent' AND message_id IS NOT NULL",
+                                  owner),
+                   rows);
+  assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(DISTINCT message_id) FROM notifications "
+                                        "WHERE recipient = $1",
+                                  owner),
+                   1);
+  assert_int_equal(nf_it_sql_long(T.pg, "SELECT count(*) FROM notifications WHERE recipient = $1 "
+                                        "AND state <> 'sent'",
+                                  owner),
+                   0);
+  return body;
+}
+
+/* Two alerts for one measure in one group wait (stale, then failed) make one mail with one
+ * entry: the latest state, the earlier one as 前回/Previously; both rows are sent. */
+static void test_two_alerts_one_measure_one_entry(void **state) {
+  (void)state;
+  char owner[128], tag[128];
+  snprintf(tag, sizeof(tag), "twice.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.twice");
+  const char *emails[] = {owner, NULL};
+  const char *mid = "it-twice", *name = "二度通知される施策";
+  nf_it_catalog_set(&T, mid, emails, NULL);
+  produce_state(mid, name, owner, "alert", "lagging", "lagging", true, "2026-11-30T00:00:00.000Z");
+  produce_state(mid, name, owner, "alert", "failed", "lagging", true, "2026-11-30T00:00:01.000Z");
+  char *subject;
+  char *body = only_mail(tag, owner, 2, &subject);
+  assert_string_equal(subject, "【KPI 未達成 / not achieved】二度通知される施策");
+  static const char *const expected[] = {
+      "■ 二度通知される施策\r\n  状況: 未達成（報告遅延）\r\n  前回: 遅れ（報告遅延）\r\n"
+      "  前回の通知からの変化: 遅れ → 未達成\r\n",
+      "  現在値: 31人（2024年3月31日 観測・2026年11月30日 評価）\r\n",
+      "* 二度通知される施策 [it-twice]\r\n  Status: not achieved (report overdue)\r\n"
+      "  Previously: lagging (report overdue)\r\n  Since the last notice: lagging -> not achieved\r\n",
+      "  Current value: 31 persons (observed 2024-03-31, evaluated 2026-11-30)\r\n",
+  };
+  for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++)
+    if (!strstr(body, expected[i])) fail_msg("mail lacks \"%s\":\n%s", expected[i], body);
+  assert_null(strstr(body, "1. ")); /* not a digest of two entries */
+  free(body);
+  free(subject);
+}
+
+/* A failed value corrected a second later: one entry, resolved, previously not achieved. The
+ * entry follows the alerts' sequence, not their arrival: the resolution is produced first. */
+static void test_failed_then_resolved_one_entry(void **state) {
+  (void)state;
+  char owner[128], tag[128];
+  snprintf(tag, sizeof(tag), "corrected.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.corrected");
+  const char *emails[] = {owner, NULL};
+  const char *mid = "it-corrected", *name = "訂正された施策";
+  nf_it_catalog_set(&T, mid, emails, NULL);
+  produce_state(mid, name, owner, "resolved", "on_track", "failed", false,
+                "2026-11-30T00:00:01.000Z");
+  produce_state(mid, name, owner, "alert", "failed", "on_track", false, "2026-11-30T00:00:00.000Z");
+  char *subject;
+  char *body = only_mail(tag, owner, 2, &subject);
+  assert_string_equal(subject, "【KPI 回復 / resolved】訂正された施策");
+  static const char *const expected[] = {
+      "  状況: 回復（順調）\r\n  前回: 未達成\r\n  前回の通知からの変化: 順調 → 未達成 → 順調\r\n",
+      "  Status: resolved (on track)\r\n  Previously: not achieved\r\n"
+      "  Since the last notice: on track -> not achieved -> on track\r\n",
+  };
+  for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++)
+    if (!strstr(body, expected[i])) fail_msg("mail lacks \"%s\":\n%s", expected[i], body);
+  free(body);
+  free(subject);
 }
 
 /* The dead letter whose value is the string ARG, checked for its reason. */
@@ -314,6 +418,8 @@ int main(void) {
       cmocka_unit_test(test_same_alert_twice_one_mail),
       cmocka_unit_test(test_crlf_in_measure_name_cannot_inject),
       cmocka_unit_test(test_digest_three_alerts_one_mail),
+      cmocka_unit_test(test_two_alerts_one_measure_one_entry),
+      cmocka_unit_test(test_failed_then_resolved_one_entry),
       cmocka_unit_test(test_undecodable_alert_to_dlq),
       cmocka_unit_test(test_metrics_and_health),
   };

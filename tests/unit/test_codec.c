@@ -395,6 +395,7 @@ static void fill_alert(kpi_alert *a) {
   a->progress = 0.2307;
   a->expected = 0.5;
   strcpy(a->as_of, "2024-03-31");
+  strcpy(a->last_observed_day, "2024-03-30");
   a->measure_name = strdup("「星の降る里あしべつ応援団」事業の推進");
   a->indicator = strdup("登録者数");
   a->unit = strdup("person");
@@ -435,6 +436,7 @@ static void test_alert_round_trip(void **state) {
   assert_true(fabs(b.progress - 0.2307) < 1e-12);
   assert_int_equal(b.target_fy, 2024);
   assert_string_equal(b.due, "2025-03-31");
+  assert_string_equal(b.last_observed_day, "2024-03-30");
   free(json);
   kpi_alert_clear(&b);
   kpi_alert_clear(&a);
@@ -451,6 +453,8 @@ static const struct {
     {"\"type\":\"alert\"", "\"type\":\"page\"", "type"},
     {"\"progress\":0.2307", "\"progress\":\"low\"", "progress"},
     {"\"as_of\":\"2024-03-31\"", "\"as_of\":\"soon\"", "as_of"},
+    {"\"last_observed_day\":\"2024-03-30\"", "\"last_observed_day\":\"2024-03-30T00:00:00Z\"",
+     "last_observed_day"},
     {"\"email\":\"kikaku@ashibetsu-city.example\"", "\"email\":\"a@b\\r\\nBcc: x@y\"",
      "recipients"},
     {"\"episode\":1", "\"episode\":1e30", "episode"},

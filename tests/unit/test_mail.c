@@ -332,7 +332,7 @@ static void test_single_alert_headers_and_body(void **state) {
       "  基準値: 24人（令和4年度 (FY2022)）\r\n",
       "  目標値: 50人（令和6年度 (FY2024)）\r\n",
       "  期限: 2025年3月31日\r\n",
-      "  現在値: 30人（2024-10-01 時点）\r\n",
+      "  現在値: 30人（2024年10月1日 評価）\r\n",
       "  進捗率: 23.1%（期待されるペース: 60.0%）\r\n",
       "  詳細: http://localhost:8081/v1/attainment/g2-uiturn-4-supporters\r\n",
       "  Status: lagging\r\n",
@@ -340,7 +340,7 @@ static void test_single_alert_headers_and_body(void **state) {
       "  Baseline: 24 persons (令和4年度 (FY2022))\r\n",
       "  Target: 50 persons (令和6年度 (FY2024))\r\n",
       "  Deadline: 2025-03-31\r\n",
-      "  Current value: 30 persons (as of 2024-10-01)\r\n",
+      "  Current value: 30 persons (evaluated 2024-10-01)\r\n",
       "  Progress: 23.1% (expected pace: 60.0%)\r\n",
       "  Details: http://localhost:8081/v1/attainment/g2-uiturn-4-supporters\r\n",
   };
@@ -354,6 +354,8 @@ static void test_single_alert_headers_and_body(void **state) {
   free(msg);
 }
 
+/* Every state's status line, exact, in both languages, with the subject it gives: one
+ * wording per state (the label table), no state named twice on a line. */
 static void test_status_labels(void **state) {
   (void)state;
   static const struct {
@@ -362,16 +364,29 @@ static void test_status_labels(void **state) {
     const char *subject_prefix;
     const char *ja_line, *en_line;
   } cases[] = {
-      {"alert", "lagging", "on_track", false, "【KPI 遅れ / lagging】", "状況: 遅れ\r\n", "Status: lagging\r\n"},
-      {"alert", "failed", "lagging", false, "【KPI 未達成（期限切れ） / failed (deadline passed)】",
-       "変化: 遅れ → 未達成（期限切れ）", "lagging -> failed (deadline passed)"},
-      {"alert", "on_track", "on_track", true, "【KPI 報告なし / stale】", "状況: 報告なし\r\n",
-       "Status: stale\r\n"},
-      {"resolved", "on_track", "lagging", false, "【KPI 回復 / resolved】", "状況: 回復（順調）",
-       "Status: resolved (on track)"},
+      {"alert", "lagging", "on_track", false, "【KPI 遅れ / lagging】", "\n  状況: 遅れ\n",
+       "\n  Status: lagging\n"},
+      {"alert", "failed", "lagging", false, "【KPI 未達成 / not achieved】", "\n  状況: 未達成\n",
+       "\n  Status: not achieved\n"},
+      /* Was "未達成（期限切れ）（未達成（期限切れ）・最新の報告が古くなっています）". */
+      {"alert", "failed", "lagging", true, "【KPI 未達成 / not achieved】",
+       "\n  状況: 未達成（報告遅延）\n", "\n  Status: not achieved (report overdue)\n"},
+      {"alert", "lagging", "lagging", true, "【KPI 遅れ / lagging】", "\n  状況: 遅れ（報告遅延）\n",
+       "\n  Status: lagging (report overdue)\n"},
+      {"alert", "on_track", "on_track", true, "【KPI 報告遅延 / report overdue】",
+       "\n  状況: 報告遅延（順調）\n", "\n  Status: report overdue (on track)\n"},
+      {"alert", "achieved", "achieved", true, "【KPI 報告遅延 / report overdue】",
+       "\n  状況: 報告遅延（達成）\n", "\n  Status: report overdue (achieved)\n"},
+      {"alert", "no_data", "", true, "【KPI 報告遅延 / report overdue】",
+       "\n  状況: 報告遅延（未報告）\n", "\n  Status: report overdue (no data)\n"},
+      {"resolved", "on_track", "lagging", false, "【KPI 回復 / resolved】",
+       "\n  状況: 回復（順調）\n", "\n  Status: resolved (on track)\n"},
+      {"resolved", "achieved", "failed", false, "【KPI 回復 / resolved】",
+       "\n  状況: 回復（達成）\n", "\n  Status: resolved (achieved)\n"},
       {"reminder", "lagging", "lagging", false, "【KPI 遅れ / lagging・再通知 / reminder】",
-       "変化なし（遅れ のまま）", "no change (still lagging)"},
-      {"alert", "lagging", "", false, "【KPI 遅れ / lagging】", "初めての通知です", "first notice"},
+       "\n  状況: 遅れ［再通知］\n", "\n  Status: lagging [reminder]\n"},
+      {"reminder", "failed", "failed", true, "【KPI 未達成 / not achieved・再通知 / reminder】",
+       "\n  状況: 未達成（報告遅延）［再通知］\n", "\n  Status: not achieved (report overdue) [reminder]\n"},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     kpi_alert a = sample_alert(ID1, "m1", "施策A");
@@ -383,17 +398,173 @@ static void test_status_labels(void **state) {
     char *subject = kpi_mail_subject(list, 1);
     if (strncmp(subject, cases[i].subject_prefix, strlen(cases[i].subject_prefix)) != 0)
       fail_msg("case %zu subject %s", i, subject);
-    char *crlf = compose(list, 1, "o@x.example");
-    const char *body;
-    char *h = split_headers(crlf, &body);
-    char *decoded = b64_decode(body, strlen(body));
-    if (!strstr(decoded, cases[i].ja_line)) fail_msg("case %zu lacks %s:\n%s", i, cases[i].ja_line, decoded);
-    if (!strstr(decoded, cases[i].en_line)) fail_msg("case %zu lacks %s:\n%s", i, cases[i].en_line, decoded);
-    free(decoded);
-    free(h);
-    free(crlf);
+    char *text = kpi_mail_body_text(list, 1);
+    if (!strstr(text, cases[i].ja_line)) fail_msg("case %zu lacks %s:\n%s", i, cases[i].ja_line, text);
+    if (!strstr(text, cases[i].en_line)) fail_msg("case %zu lacks %s:\n%s", i, cases[i].en_line, text);
+    /* The old words for the same states are gone. */
+    assert_null(strstr(text, "報告なし"));
+    assert_null(strstr(text, "期限切れ"));
+    assert_null(strstr(text, "stale"));
+    free(text);
     free(subject);
   }
+  /* The change line uses the same words. */
+  static const struct {
+    const char *type, *status, *prev, *ja, *en;
+  } since[] = {
+      {"alert", "failed", "lagging", "\n  前回の通知からの変化: 遅れ → 未達成\n",
+       "\n  Since the last notice: lagging -> not achieved\n"},
+      {"reminder", "lagging", "lagging", "\n  前回の通知からの変化: 変化なし（遅れ のまま）\n",
+       "\n  Since the last notice: no change (still lagging)\n"},
+      {"alert", "lagging", "", "\n  前回の通知からの変化: 初めての通知です\n",
+       "\n  Since the last notice: first notice\n"},
+      {"alert", "lagging", "no_data", "\n  前回の通知からの変化: 未報告 → 遅れ\n",
+       "\n  Since the last notice: no data -> lagging\n"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(since); i++) {
+    kpi_alert a = sample_alert(ID1, "m1", "施策A");
+    strcpy(a.type, since[i].type);
+    strcpy(a.status, since[i].status);
+    strcpy(a.previous_status, since[i].prev);
+    const kpi_alert *list[] = {&a};
+    char *text = kpi_mail_body_text(list, 1);
+    if (!strstr(text, since[i].ja)) fail_msg("since %zu lacks %s:\n%s", i, since[i].ja, text);
+    if (!strstr(text, since[i].en)) fail_msg("since %zu lacks %s:\n%s", i, since[i].en, text);
+    free(text);
+  }
+}
+
+/* A measure without a value shows "—" for the value and the progress (the API's null), never
+ * "0.0%"; the current value carries its observation date beside the evaluation date. */
+static void test_no_value_and_dates(void **state) {
+  (void)state;
+  static const struct {
+    bool has_value;
+    double value, progress;
+    const char *observed, *as_of;
+    const char *ja_value, *ja_progress, *en_value, *en_progress;
+  } cases[] = {
+      {true, 31, 0.2692, "2024-03-31", "2026-11-30",
+       "\n  現在値: 31人（2024年3月31日 観測・2026年11月30日 評価）\n",
+       "\n  進捗率: 26.9%（期待されるペース: 60.0%）\n",
+       "\n  Current value: 31 persons (observed 2024-03-31, evaluated 2026-11-30)\n",
+       "\n  Progress: 26.9% (expected pace: 60.0%)\n"},
+      /* No reading at all: the record's progress is 0, the mail says nothing instead. */
+      {false, 0, 0, "", "2024-10-01", "\n  現在値: —（2024年10月1日 評価）\n",
+       "\n  進捗率: —（期待されるペース: 60.0%）\n", "\n  Current value: — (evaluated 2024-10-01)\n",
+       "\n  Progress: — (expected pace: 60.0%)\n"},
+      /* Readings, but no value (a ratio without a denominator): the last report's date. */
+      {false, 0, 0, "2024-09-30", "2024-10-01",
+       "\n  現在値: —（2024年9月30日 観測・2024年10月1日 評価）\n",
+       "\n  進捗率: —（期待されるペース: 60.0%）\n",
+       "\n  Current value: — (observed 2024-09-30, evaluated 2024-10-01)\n",
+       "\n  Progress: — (expected pace: 60.0%)\n"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    kpi_alert a = sample_alert(ID1, "m1", "施策");
+    a.has_value = cases[i].has_value;
+    a.value = cases[i].value;
+    a.progress = cases[i].progress;
+    strcpy(a.last_observed_day, cases[i].observed);
+    strcpy(a.as_of, cases[i].as_of);
+    if (!a.has_value) {
+      strcpy(a.status, "no_data");
+      a.stale = true;
+    }
+    const kpi_alert *list[] = {&a};
+    char *text = kpi_mail_body_text(list, 1);
+    const char *want[] = {cases[i].ja_value, cases[i].ja_progress, cases[i].en_value,
+                          cases[i].en_progress};
+    for (size_t j = 0; j < ARRAY_LEN(want); j++)
+      if (!strstr(text, want[j])) fail_msg("case %zu lacks %s:\n%s", i, want[j], text);
+    if (!a.has_value) assert_null(strstr(text, "0.0%（"));
+    free(text);
+  }
+}
+
+/* Counts the occurrences of NEEDLE in HAY. */
+static size_t count_of(const char *hay, const char *needle) {
+  size_t n = 0;
+  for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) n++;
+  return n;
+}
+
+/* Two alerts for one measure in one group wait are one entry: its latest state (by episode
+ * and created_at, whatever order they come in), the one before as 前回/Previously, the
+ * change line through both. */
+static void test_digest_merges_measure(void **state) {
+  (void)state;
+  kpi_alert stale = sample_alert(ID1, "m-one", "施策その一");
+  stale.stale = true;
+  strcpy(stale.previous_status, "lagging");
+  strcpy(stale.created_at, "2024-10-01T00:00:00.000Z");
+  kpi_alert failed = sample_alert(ID2, "m-one", "施策その一");
+  strcpy(failed.status, "failed");
+  strcpy(failed.previous_status, "lagging");
+  strcpy(failed.created_at, "2024-10-01T00:00:00.900Z");
+  failed.value = 31;
+  kpi_alert other = sample_alert(ID3, "m-two", "施策その二");
+  const kpi_alert *orders[][3] = {{&stale, &failed, &other}, {&failed, &other, &stale}};
+  for (size_t o = 0; o < ARRAY_LEN(orders); o++) {
+    char *subject = kpi_mail_subject(orders[o], 3);
+    assert_string_equal(subject, "【KPI】施策2件のお知らせ（要対応2件・回復0件）/ KPI notice: 2 "
+                                 "measures (2 need attention, 0 resolved)");
+    free(subject);
+    char *text = kpi_mail_body_text(orders[o], 3);
+    static const char *const expected[] = {
+        "2件の施策についてお知らせします。",
+        "\n  状況: 未達成\n  前回: 遅れ（報告遅延）\n  前回の通知からの変化: 遅れ → 未達成\n",
+        "\n  現在値: 31人（",
+        "This notice covers 2 measures.",
+        "\n  Status: not achieved\n  Previously: lagging (report overdue)\n"
+        "  Since the last notice: lagging -> not achieved\n",
+        "\n  Current value: 31 persons (",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(expected); i++)
+      if (!strstr(text, expected[i])) fail_msg("order %zu lacks %s:\n%s", o, expected[i], text);
+    assert_int_equal(count_of(text, "施策その一"), 2); /* once per language */
+    assert_int_equal(count_of(text, "施策その二"), 2);
+    assert_int_equal(count_of(text, "前回: "), 1);
+    assert_int_equal(count_of(text, "Previously: "), 1);
+    free(text);
+  }
+  /* A value corrected a second later: failed, then resolved. The entry says resolved,
+   * previously failed; the pair does not cancel out. */
+  kpi_alert bad = sample_alert(ID1, "m-one", "施策その一");
+  strcpy(bad.status, "failed");
+  strcpy(bad.previous_status, "on_track");
+  strcpy(bad.created_at, "2024-10-01T00:00:00.000Z");
+  kpi_alert fixed = sample_alert(ID2, "m-one", "施策その一");
+  strcpy(fixed.type, "resolved");
+  strcpy(fixed.status, "on_track");
+  strcpy(fixed.previous_status, "failed");
+  strcpy(fixed.created_at, "2024-10-01T00:00:01.000Z");
+  const kpi_alert *pair[] = {&fixed, &bad};
+  char *subject = kpi_mail_subject(pair, 2);
+  assert_string_equal(subject, "【KPI 回復 / resolved】施策その一");
+  free(subject);
+  char *text = kpi_mail_body_text(pair, 2);
+  static const char *const expected[] = {
+      "■ 施策その一\n  状況: 回復（順調）\n  前回: 未達成\n"
+      "  前回の通知からの変化: 順調 → 未達成 → 順調\n",
+      "* 施策その一 [m-one]\n  Status: resolved (on track)\n  Previously: not achieved\n"
+      "  Since the last notice: on track -> not achieved -> on track\n",
+  };
+  for (size_t i = 0; i < ARRAY_LEN(expected); i++)
+    if (!strstr(text, expected[i])) fail_msg("pair lacks %s:\n%s", expected[i], text);
+  free(text);
+  /* Same created_at: a later episode wins; same episode too: the order given. */
+  strcpy(fixed.created_at, bad.created_at);
+  fixed.episode = 2;
+  bad.episode = 1;
+  subject = kpi_mail_subject(pair, 2);
+  assert_string_equal(subject, "【KPI 回復 / resolved】施策その一");
+  free(subject);
+  fixed.episode = bad.episode = 1;
+  const kpi_alert *given[] = {&fixed, &bad};
+  subject = kpi_mail_subject(given, 2);
+  assert_string_equal(subject, "【KPI 未達成 / not achieved】施策その一");
+  free(subject);
 }
 
 /* Data with CR/LF in every field that reaches a header or the body cannot add a header or a
@@ -492,7 +663,7 @@ static void test_digest(void **state) {
       "1. 施策その一\r\n",
       "2. 施策その二\r\n",
       "3. 施策その三\r\n",
-      "  状況: 未達成（期限切れ）\r\n",
+      "  状況: 未達成\r\n",
       "  状況: 回復（達成）\r\n",
       "/v1/attainment/m-one\r\n",
       "/v1/attainment/m-two\r\n",
@@ -525,7 +696,7 @@ static void test_values_and_units(void **state) {
       {"facility", "level", 3.25, true, "現在値: 3.25施設（", "Current value: 3.25 facilities ("},
       {"plan", "milestone", 0, true, "現在値: 未完了（", "Current value: not done ("},
       {"plan", "milestone", 1, true, "現在値: 完了（", "Current value: done ("},
-      {"person", "level", 0, false, "現在値: 報告なし（", "Current value: nothing reported ("},
+      {"person", "level", 0, false, "現在値: —（", "Current value: — ("},
       {"widgets\r\nX: 1", "level", 5, true, "現在値: 5 widgets  X: 1（", "Current value: 5 widgets  X: 1 ("},
       /* Past 1e15 the value is shown in exponent form; it used to be cut to 63 characters of
        * "%.2f" and then stripped of its "trailing zeros", so 1e300 read "1". */
@@ -564,7 +735,8 @@ static void test_date_and_message_id(void **state) {
   assert_int_equal(kpi_mail_message_id(ID1, "kpi@city.example\r\n", id, sizeof(id)),
                    KPI_MAIL_EINVAL);
   assert_string_equal(kpi_mail_status_ja("lagging"), "遅れ");
-  assert_string_equal(kpi_mail_status_en("failed"), "failed (deadline passed)");
+  assert_string_equal(kpi_mail_status_en("failed"), "not achieved");
+  assert_string_equal(kpi_mail_status_ja("stale"), "報告遅延");
   assert_string_equal(kpi_mail_status_ja("weird"), "weird");
   assert_null(kpi_mail_subject(NULL, 0));
   assert_null(kpi_mail_body_text(NULL, 0));
@@ -653,6 +825,8 @@ int main(void) {
       cmocka_unit_test(test_status_labels),
       cmocka_unit_test(test_header_injection),
       cmocka_unit_test(test_digest),
+      cmocka_unit_test(test_no_value_and_dates),
+      cmocka_unit_test(test_digest_merges_measure),
       cmocka_unit_test(test_values_and_units),
       cmocka_unit_test(test_date_and_message_id),
       cmocka_unit_test(test_text_clean),

@@ -240,6 +240,7 @@ static void full_alert(kpi_alert *a) {
   a->progress = 0;
   a->expected = 0.8;
   snprintf(a->as_of, sizeof(a->as_of), "2024-11-01");
+  snprintf(a->last_observed_day, sizeof(a->last_observed_day), "2024-03-31");
   a->measure_name = "ゼロカーボンシティの推進";
   a->indicator = "芦別市ゼロカーボン実行計画（区域施策編）の策定";
   a->unit = "plan";
@@ -432,6 +433,7 @@ static void test_alert_record(void **state) {
     }
     if (variant == 1) { /* the nullable members null */
       a.previous_status[0] = '\0';
+      a.last_observed_day[0] = '\0';
       a.has_value = false;
       a.dashboard_url = NULL;
       a.n_recipients = 1;
