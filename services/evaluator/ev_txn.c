@@ -15,7 +15,9 @@
 /* Measurements of the batch, and the running totals of the rows that were really inserted:
  * a replayed event_id inserts nothing and adds nothing. A measurement whose retraction came
  * first (pending, same measure and department) is stored already marked and never counted,
- * and its retraction applied; a pending retraction of another measure or department is
+ * (its month's totals row made all the same, with nothing added: the rows are then those of
+ * the other order, counted then taken back, so a replay gives the same rows whatever the
+ * batch bounds), and its retraction applied; a pending retraction of another measure or department is
  * refused instead, and the measurement counted (docs/corrections.md). SQL_RETRACT_INSERT runs
  * before, so a retraction earlier in the same batch is pending by now. */
 static const char SQL_INSERT[] =
@@ -42,8 +44,9 @@ static const char SQL_INSERT[] =
     "   FROM ins WHERE ins.retraction_id IS NULL AND r.retracts = ins.event_id"
     "   AND r.state = 'pending')"
     " INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component, events, total)"
-    " SELECT measure_id, month, fiscal_year, component, count(*), sum(value) FROM ins"
-    " WHERE retraction_id IS NULL"
+    " SELECT measure_id, month, fiscal_year, component,"
+    "   count(*) FILTER (WHERE retraction_id IS NULL),"
+    "   coalesce(sum(value) FILTER (WHERE retraction_id IS NULL), 0) FROM ins"
     " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4"
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
     " SET events = t.events + excluded.events, total = t.total + excluded.total";
