@@ -169,18 +169,20 @@ static void test_retraction_before_measurement(void **state) {
   produce_retraction(&w, e, CUMUL, "kosodate", "誤送信", rid);
   sql_of(sql, sizeof(sql), "SELECT state FROM retractions WHERE event_id = '%s'", rid);
   evw_expect_sql(&w, sql, "pending");
-  produce_reading_id(&w, e, CUMUL, "kosodate", "2024-05-10", 100, "case", NULL);
+  /* Both in the evaluation date's month, which is read from `measurements`: the mark alone
+   * keeps the 100 out. */
+  produce_reading_id(&w, e, CUMUL, "kosodate", "2024-06-01", 100, "case", NULL);
   produce_reading_id(&w, f, CUMUL, "kosodate", "2024-06-01", 10, "case", NULL);
   evw_expect_offsets(&w, NULL, 3, 30000);
   evw_expect_sql(&w, sql, "applied");
   sql_of(sql, sizeof(sql),
          "SELECT retraction_id FROM measurements WHERE event_id = '%s'", e);
   evw_assert_sql(&w, sql, rid);
-  /* Never counted: May's total holds nothing, the attainment only the 10. */
+  /* Never counted: June's total holds the 10 only, and so does the attainment. */
   evw_assert_sql(&w,
                  "SELECT string_agg(events || ' ' || total, ',') FROM measure_totals"
-                 " WHERE month = '2024-05-01'",
-                 "0 0");
+                 " WHERE month = '2024-06-01'",
+                 "1 10");
   evw_expect_sql(&w, "SELECT value || ' ' || events FROM attainment WHERE measure_id = '" CUMUL "'",
                  "10 1");
   evw_assert_sql(&w, "SELECT count(*) FROM attainment_history WHERE measure_id = '" CUMUL "' AND value >= 100", "0");
@@ -244,11 +246,13 @@ static void test_atomic_correction(void **state) {
   char x[KPI_UUID_STRLEN + 1], c[KPI_UUID_STRLEN + 1], sql[400];
   kpi_uuid_v4(x);
   kpi_uuid_v4(c);
-  /* 45 on 1 May is on track; 30 on 2 May lags (lagging/1). Without the 30 (the state between
-   * the two halves of a correction) the figure would be 45 and on track again. */
+  /* 45 on 1 May is on track; 30 on 3 May lags (lagging/1). The correction says 31 on 2 May:
+   * only the retraction mark keeps the 30, still the latest reading, out. Without the 30 (the
+   * state between the two halves of a correction) the figure would be 45 and on track
+   * again. */
   evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-01", 45, "person", NULL);
   evw_expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "on_track");
-  produce_reading_id(&w, x, LEVEL, "kikaku", "2024-05-02", 30, "person", NULL);
+  produce_reading_id(&w, x, LEVEL, "kikaku", "2024-05-03", 30, "person", NULL);
   evw_expect_sql(&w, "SELECT status FROM attainment WHERE measure_id = '" LEVEL "'", "lagging");
   produce_reading_id(&w, c, LEVEL, "kikaku", "2024-05-02", 31, "person", x);
   evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" LEVEL "'", "31");
