@@ -11,7 +11,9 @@
  * $5 (00:00 JST of the day after the date D asked for). Whole months before D's month are read
  * from the evaluator's monthly `measure_totals` (month < $8, the first day of D's month);
  * D's own month from `measurements` (observed_at >= $6, 00:00 JST of that day), counted in
- * D's FY $4 (a month never straddles two FYs: they start on 1 April).
+ * D's FY $4 (a month never straddles two FYs: they start on 1 April). Retracted readings
+ * (`retracted_at` set, docs/corrections.md) count nowhere: not in "latest", not in D's month;
+ * the evaluator takes them out of `measure_totals` when it marks them.
  *
  * Columns: id, latest (the latest reading's value; ties on observed_at go to the later
  * received, then the larger event_id), latest_day (its Japan date, days since 1970-01-01),
@@ -27,6 +29,7 @@
   " FROM unnest($1::text[], $2::int[], $3::int[], $7::bool[]) AS m(id, wfrom, wto, is_ratio)" \
   " LEFT JOIN LATERAL (SELECT x.value, x.observed_day, x.observed_at FROM measurements x"    \
   "   WHERE x.measure_id = m.id AND x.observed_at < $5::timestamptz"                         \
+  "     AND x.retracted_at IS NULL"                                                          \
   "   ORDER BY x.observed_at DESC, x.received_at DESC, x.event_id DESC LIMIT 1) lr ON true"  \
   " LEFT JOIN LATERAL (SELECT sum(s.v) AS total FROM ("                                      \
   "   SELECT t.total AS v FROM measure_totals t WHERE m.wfrom IS NOT NULL"                   \
@@ -35,7 +38,8 @@
   "   UNION ALL"                                                                             \
   "   SELECT x.value FROM measurements x WHERE m.wfrom IS NOT NULL"                          \
   "     AND $4::int BETWEEN m.wfrom AND m.wto AND x.measure_id = m.id"                       \
-  "     AND x.observed_at >= $6::timestamptz AND x.observed_at < $5::timestamptz) s) cw"     \
+  "     AND x.observed_at >= $6::timestamptz AND x.observed_at < $5::timestamptz"            \
+  "     AND x.retracted_at IS NULL) s) cw"                                                   \
   "   ON true"                                                                               \
   " LEFT JOIN LATERAL (SELECT s.fy, sum(s.num) AS num, sum(s.den) AS den FROM ("             \
   "   SELECT t.fiscal_year AS fy,"                                                           \
@@ -48,7 +52,7 @@
   "     CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END"                       \
   "   FROM measurements x WHERE m.is_ratio AND x.measure_id = m.id"                          \
   "     AND x.component IS NOT NULL AND x.observed_at >= $6::timestamptz"                    \
-  "     AND x.observed_at < $5::timestamptz) s"                                              \
+  "     AND x.observed_at < $5::timestamptz AND x.retracted_at IS NULL) s"                   \
   "   GROUP BY s.fy HAVING sum(s.den) > 0 ORDER BY s.fy DESC LIMIT 1) rt ON true"
 
 /* The date-dependent parameters of KPI_AGGREGATE_SQL for the Japan date AS_OF. */

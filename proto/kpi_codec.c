@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kpi_json.h"
 
@@ -96,12 +97,13 @@ enum {
   F_UNIT,
   F_COMPONENT,
   F_NOTE,
+  F_CORRECTS,
   F_RECEIVED_AT,
   F_COUNT
 };
 static const char *const field_names[F_COUNT] = {
-    "schema", "event_id", "measure_id", "department", "observed_at",
-    "value",  "unit",     "component",  "note",       "received_at"};
+    "schema", "event_id", "measure_id", "department", "observed_at", "value",
+    "unit",   "component", "note",      "corrects",   "received_at"};
 
 /* Index of member name S in field_names, or -1. One pass over the object with this replaces
  * a lookup (a strcmp walk over every member) per field. */
@@ -115,7 +117,7 @@ static int field_index(const char *s) {
     case 'o': i = F_OBSERVED_AT; break;
     case 'v': i = F_VALUE; break;
     case 'u': i = F_UNIT; break;
-    case 'c': i = F_COMPONENT; break;
+    case 'c': i = s[1] == 'o' && s[2] == 'r' ? F_CORRECTS : F_COMPONENT; break;
     case 'n': i = F_NOTE; break;
     case 'r': i = F_RECEIVED_AT; break;
     default: return -1;
@@ -200,6 +202,47 @@ static void measurement_reading(const cJSON *const f[F_COUNT], kpi_measurement *
   }
 }
 
+int kpi_take_text(const cJSON *obj, const char *name, const char *field, char *dst,
+                     size_t size, kpi_errors *errs) {
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!it || cJSON_IsNull(it)) return 0;
+  size_t n = cJSON_IsString(it) ? strlen(it->valuestring) : 0;
+  if (!cJSON_IsString(it)) kpi_errors_add(errs, field, "type", "must be a string");
+  else if (n == 0) kpi_errors_add(errs, field, "empty", "must not be empty");
+  else if (n >= size) kpi_errors_add(errs, field, "too_long", "longer than %zu bytes", size - 1);
+  else if (!kpi_json_utf8_valid(it->valuestring, n))
+    kpi_errors_add(errs, field, "encoding", "must be valid UTF-8");
+  else {
+    memcpy(dst, it->valuestring, n + 1);
+    return 1;
+  }
+  return -1;
+}
+
+/* The optional `corrects` object of a correction: {"event_id": uuid, "reason": text}. */
+static void measurement_corrects(const cJSON *c, kpi_measurement *m, kpi_errors *errs) {
+  if (!c || cJSON_IsNull(c)) return;
+  if (!cJSON_IsObject(c)) {
+    kpi_errors_add(errs, "corrects", "type", "must be an object {\"event_id\", \"reason\"}");
+    return;
+  }
+  const cJSON *it;
+  cJSON_ArrayForEach(it, c) {
+    if (!it->string || (strcmp(it->string, "event_id") != 0 && strcmp(it->string, "reason") != 0))
+      kpi_errors_add(errs, "corrects", "unknown_field", "only event_id and reason");
+  }
+  int r = kpi_take_text(c, "event_id", "corrects.event_id", m->corrects, sizeof(m->corrects), errs);
+  if (r == 0) kpi_errors_add(errs, "corrects.event_id", "missing", "required");
+  if (r == 1 && (strlen(m->corrects) != KPI_UUID_STRLEN || kpi_uuid_parse(m->corrects, NULL) != 0))
+    kpi_errors_add(errs, "corrects.event_id", "format", "must be a UUID");
+  r = kpi_take_text(c, "reason", "corrects.reason", m->corrects_reason, sizeof(m->corrects_reason),
+                errs);
+  if (r == 0) kpi_errors_add(errs, "corrects.reason", "missing", "required");
+  if (m->event_id[0] && strcasecmp(m->event_id, m->corrects) == 0)
+    kpi_errors_add(errs, "corrects.event_id", "value", "a measurement cannot correct itself");
+  m->has_corrects = true;
+}
+
 /* The optional note (<= KPI_NOTE_MAX bytes of UTF-8) and, in a record, received_at. */
 static void measurement_extras(const cJSON *const f[F_COUNT], kpi_parse_mode mode,
                                kpi_measurement *m, kpi_errors *errs) {
@@ -217,6 +260,7 @@ static void measurement_extras(const cJSON *const f[F_COUNT], kpi_parse_mode mod
       m->has_note = true;
     }
   }
+  measurement_corrects(f[F_CORRECTS], m, errs);
   if (mode != KPI_PARSE_RECORD) return;
   int r = take_string_item(f[F_RECEIVED_AT], "received_at", m->received_at,
                            sizeof(m->received_at), errs);
@@ -390,7 +434,11 @@ char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
                json_escaped_len(m->measure_id) + json_escaped_len(m->department) +
                json_escaped_len(m->observed_at) + json_escaped_len(m->unit) +
                (component ? json_escaped_len(component) : 0) +
-               (m->has_note ? json_escaped_len(m->note) : 0) + json_escaped_len(m->received_at);
+               (m->has_note ? json_escaped_len(m->note) : 0) + json_escaped_len(m->received_at) +
+               (m->has_corrects ? sizeof(",\"corrects\":{\"event_id\":\"\",\"reason\":}") +
+                                      json_escaped_len(m->corrects) +
+                                      json_escaped_len(m->corrects_reason) + 2
+                                : 0);
   char *out = malloc(cap);
   if (!out) return NULL;
   char *o = out;
@@ -416,6 +464,13 @@ char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
   if (m->has_note) {
     PUT_LIT(o, ",\"note\":");
     o = json_put_string(o, m->note);
+  }
+  if (m->has_corrects) {
+    PUT_LIT(o, ",\"corrects\":{\"event_id\":");
+    o = json_put_string(o, m->corrects);
+    PUT_LIT(o, ",\"reason\":");
+    o = json_put_string(o, m->corrects_reason);
+    *o++ = '}';
   }
   PUT_LIT(o, ",\"received_at\":");
   o = json_put_string(o, m->received_at);

@@ -14,6 +14,7 @@
 #define KPI_MEASUREMENT_SCHEMA "kpi.measurement/1"
 #define KPI_ALERT_SCHEMA "kpi.alert/1"
 #define KPI_NOTE_MAX 1024
+#define KPI_REASON_MAX 500 /* a retraction's or correction's reason, bytes of UTF-8 */
 
 /* One problem with one field of a record, as reported in problem+json `errors`. */
 typedef struct {
@@ -50,6 +51,11 @@ typedef struct {
   char note[KPI_NOTE_MAX + 1];
   char received_at[32]; /* RFC 3339 UTC; "" when not yet received */
   int64_t received_ms;
+  /* A correction (docs/corrections.md): this measurement replaces event CORRECTS, which the
+   * evaluator retracts in the same transaction, for CORRECTS_REASON. */
+  bool has_corrects;
+  char corrects[KPI_UUID_STRLEN + 1];
+  char corrects_reason[KPI_REASON_MAX + 1];
 } kpi_measurement;
 
 typedef enum {
@@ -155,6 +161,12 @@ char *kpi_alert_encode(const kpi_alert *a, size_t *len);
 int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs);
 
 void kpi_alert_clear(kpi_alert *a);
+
+/* Copies string member NAME of OBJ, 1..SIZE-1 bytes of valid UTF-8, into DST. Returns 1 when
+ * present and valid, 0 when absent (or null), -1 when wrong (error added under FIELD). Shared
+ * by the record codecs (kpi_records.c). */
+int kpi_take_text(const struct cJSON *obj, const char *name, const char *field, char *dst,
+                  size_t size, kpi_errors *errs);
 
 /* Converts ERRS to a cJSON array of {"field","code","message"} (caller owns). */
 struct cJSON *kpi_errors_to_json(const kpi_errors *errs);

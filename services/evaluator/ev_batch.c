@@ -5,8 +5,13 @@
 
 #include "evaluator.h"
 
+static void row_free(ev_row *r) {
+  free(r->note);
+  free(r->reason);
+}
+
 void ev_batch_clear(ev_batch *b) {
-  for (size_t i = 0; i < b->n_rows; i++) free(b->rows[i].note);
+  for (size_t i = 0; i < b->n_rows; i++) row_free(&b->rows[i]);
   b->n_rows = 0;
   b->n_offs = 0;
   b->n_records = 0;
@@ -76,6 +81,11 @@ void ev_batch_keep_raw(ev_batch *b, ev_row *r, const void *key, size_t key_len,
   b->raw_len += need;
 }
 
+void ev_batch_drop_last(ev_batch *b) {
+  if (b->n_rows == 0) return;
+  row_free(&b->rows[--b->n_rows]);
+}
+
 static int in_list(const rd_kafka_topic_partition_list_t *parts, int32_t partition) {
   for (int i = 0; parts && i < parts->cnt; i++)
     if (parts->elems[i].partition == partition) return 1;
@@ -86,7 +96,7 @@ void ev_batch_drop_partitions(ev_batch *b, const rd_kafka_topic_partition_list_t
   size_t w = 0;
   for (size_t i = 0; i < b->n_rows; i++) {
     if (in_list(parts, b->rows[i].partition)) {
-      free(b->rows[i].note);
+      row_free(&b->rows[i]);
       continue;
     }
     b->rows[w++] = b->rows[i];
@@ -97,4 +107,29 @@ void ev_batch_drop_partitions(ev_batch *b, const rd_kafka_topic_partition_list_t
     if (!in_list(parts, b->offs[i].partition)) b->offs[w++] = b->offs[i];
   b->n_offs = w;
   if (b->n_rows == 0 && b->n_offs == 0) b->n_records = 0;
+}
+
+bool ev_row_retracts(const ev_row *r) {
+  return r->kind == EV_ROW_RETRACTION || (r->kind == EV_ROW_MEASUREMENT && r->has_corrects);
+}
+
+ev_cause ev_row_cause(const ev_row *r) {
+  return ev_row_retracts(r) ? EV_CAUSE_RETRACTION : EV_CAUSE_MEASUREMENT;
+}
+
+/* docs/evaluator.md "History causes": one history row per measure and transaction, so a batch
+ * that both adds and takes back figures of a measure names the retraction, the rarer and more
+ * telling of the two. */
+ev_cause ev_cause_merge(ev_cause a, ev_cause b) {
+  return a == EV_CAUSE_RETRACTION || b == EV_CAUSE_RETRACTION ? EV_CAUSE_RETRACTION : a;
+}
+
+const char *ev_cause_name(ev_cause c) {
+  switch (c) {
+    case EV_CAUSE_RETRACTION: return "retraction";
+    case EV_CAUSE_SWEEP: return "sweep";
+    case EV_CAUSE_CATALOG_RELOAD: return "catalog_reload";
+    case EV_CAUSE_MEASUREMENT: break;
+  }
+  return "measurement";
 }

@@ -9,6 +9,7 @@
 #include "evaluator.h"
 #include "kpi_env.h"
 #include "kpi_log.h"
+#include "kpi_records.h"
 
 /* Distinguishes DLQ messages from outbox messages in the delivery report. */
 static char dlq_tag;
@@ -201,6 +202,94 @@ static void errors_text(const kpi_errors *errs, char *out, size_t size) {
   }
 }
 
+/* A measurement (a correction when it carries `corrects`) into a new row of B; on a refusal,
+ * REASON is set and no row is added. */
+static void decode_measurement(evaluator *ev, ev_batch *b, const rd_kafka_message_t *msg,
+                               char *reason, size_t size) {
+  kpi_measurement m;
+  kpi_errors errs;
+  errs.n = 0;
+  char text[400];
+  if (kpi_measurement_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &m, &errs) != 0) {
+    errors_text(&errs, text, sizeof(text));
+    snprintf(reason, size, "decode: %s", text);
+    return;
+  }
+  /* Catalog rules too (unknown measure, wrong unit, component…): such a record would corrupt
+   * the figures. "In the future" is not checked: the ingest did, at receipt. */
+  if (!kpi_measurement_check(&m, ev->cat, INT64_MAX / 4, &errs)) {
+    errors_text(&errs, text, sizeof(text));
+    snprintf(reason, size, "catalog: %s", text);
+    return;
+  }
+  ev_row *r = ev_batch_add_row(b);
+  memset(r, 0, sizeof(*r));
+  r->kind = EV_ROW_MEASUREMENT;
+  memcpy(r->event_id, m.event_id, sizeof(r->event_id));
+  memcpy(r->measure_id, m.measure_id, sizeof(r->measure_id));
+  memcpy(r->department, m.department, sizeof(r->department));
+  memcpy(r->unit, m.unit, sizeof(r->unit));
+  r->observed_ms = m.observed_ms;
+  r->received_ms = m.received_ms;
+  r->observed_day = m.observed_day;
+  r->value = m.value;
+  r->component = m.component;
+  r->note = m.has_note ? strdup(m.note) : NULL;
+  if (m.has_corrects) {
+    r->has_corrects = true;
+    memcpy(r->retracts, m.corrects, sizeof(r->retracts));
+    r->reason = strdup(m.corrects_reason);
+    if (!r->reason) abort(); /* as for the rows: re-read after the restart */
+  }
+}
+
+/* A retraction or an acknowledgement of a measure the catalog must know (docs/corrections.md);
+ * the other checks need the stored measurement and happen in the transaction (ev_txn.c). */
+static void decode_other(evaluator *ev, ev_batch *b, const rd_kafka_message_t *msg,
+                         kpi_record_type type, char *reason, size_t size) {
+  static kpi_retraction rt; /* large; the loop is single-threaded */
+  static kpi_ack ack;
+  kpi_errors errs;
+  errs.n = 0;
+  char text[400];
+  bool ok = type == KPI_RECORD_RETRACTION
+                ? kpi_retraction_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &rt, &errs) == 0
+                : kpi_ack_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &ack, &errs) == 0;
+  if (!ok) {
+    errors_text(&errs, text, sizeof(text));
+    snprintf(reason, size, "decode: %s", text);
+    return;
+  }
+  const char *measure = type == KPI_RECORD_RETRACTION ? rt.measure_id : ack.measure_id;
+  if (!kpi_catalog_measure(ev->cat, measure)) {
+    snprintf(reason, size, "catalog: measure_id unknown: no measure %s in the catalog", measure);
+    return;
+  }
+  ev_row *r = ev_batch_add_row(b);
+  memset(r, 0, sizeof(*r));
+  if (type == KPI_RECORD_RETRACTION) {
+    r->kind = EV_ROW_RETRACTION;
+    memcpy(r->event_id, rt.event_id, sizeof(r->event_id));
+    memcpy(r->retracts, rt.retracts, sizeof(r->retracts));
+    memcpy(r->measure_id, rt.measure_id, sizeof(r->measure_id));
+    memcpy(r->department, rt.department, sizeof(r->department));
+    r->received_ms = rt.received_ms;
+    r->reason = strdup(rt.reason);
+    if (!r->reason) abort();
+  } else {
+    r->kind = EV_ROW_ACK;
+    memcpy(r->event_id, ack.event_id, sizeof(r->event_id));
+    memcpy(r->measure_id, ack.measure_id, sizeof(r->measure_id));
+    memcpy(r->department, ack.department, sizeof(r->department));
+    r->received_ms = ack.received_ms;
+    r->until_day = ack.until_day;
+    r->note = strdup(ack.note);
+    if (!r->note) abort();
+  }
+}
+
+/* The one dispatch on the record type (docs/corrections.md "Record types"): each type decodes
+ * into a batch row; what cannot be decoded goes to the DLQ with its reason. */
 static void handle_message(evaluator *ev, rd_kafka_message_t *msg) {
   if (msg->err) {
     if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -209,40 +298,34 @@ static void handle_message(evaluator *ev, rd_kafka_message_t *msg) {
   }
   kpi_metrics_inc(ev->m.records);
   ev_batch *b = ev->sched.pending;
-  kpi_measurement m;
-  kpi_errors errs;
-  errs.n = 0;
   char reason[512];
   reason[0] = '\0';
+  size_t before = b->n_rows;
   if (!msg->payload || msg->len == 0) {
     snprintf(reason, sizeof(reason), "decode: empty record");
-  } else if (kpi_measurement_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &m, &errs) != 0) {
-    char text[400];
-    errors_text(&errs, text, sizeof(text));
-    snprintf(reason, sizeof(reason), "decode: %s", text);
   } else {
-    /* Catalog rules too (unknown measure, wrong unit, component…): such a record would corrupt
-     * the figures. "In the future" is not checked: the ingest did, at receipt. */
-    if (!kpi_measurement_check(&m, ev->cat, INT64_MAX / 4, &errs)) {
-      char text[400];
-      errors_text(&errs, text, sizeof(text));
-      snprintf(reason, sizeof(reason), "catalog: %s", text);
+    kpi_record_type type = kpi_record_type_of(msg->payload, msg->len);
+    switch (type) {
+      case KPI_RECORD_RETRACTION:
+      case KPI_RECORD_ACK:
+        decode_other(ev, b, msg, type, reason, sizeof(reason));
+        break;
+      case KPI_RECORD_MEASUREMENT:
+      case KPI_RECORD_UNKNOWN:
+        /* An unknown type is parsed as a measurement for its errors (not JSON, no or an
+         * unknown schema), which name what is wrong. */
+        decode_measurement(ev, b, msg, reason, sizeof(reason));
+        if (type == KPI_RECORD_UNKNOWN && !reason[0]) {
+          snprintf(reason, sizeof(reason), "decode: unknown record type");
+          if (b->n_rows > before) ev_batch_drop_last(b);
+        }
+        break;
     }
   }
   if (reason[0]) {
     to_dlq(ev, msg, reason);
-  } else {
-    ev_row *r = ev_batch_add_row(b);
-    memcpy(r->event_id, m.event_id, sizeof(r->event_id));
-    memcpy(r->measure_id, m.measure_id, sizeof(r->measure_id));
-    memcpy(r->department, m.department, sizeof(r->department));
-    memcpy(r->unit, m.unit, sizeof(r->unit));
-    r->observed_ms = m.observed_ms;
-    r->received_ms = m.received_ms;
-    r->observed_day = m.observed_day;
-    r->value = m.value;
-    r->component = m.component;
-    r->note = m.has_note ? strdup(m.note) : NULL;
+  } else if (b->n_rows > before) {
+    ev_row *r = &b->rows[b->n_rows - 1];
     r->partition = msg->partition;
     r->offset = msg->offset;
     r->poison = false;

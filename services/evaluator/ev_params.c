@@ -5,12 +5,15 @@
 #include <stdio.h>
 
 #include "evaluator.h"
+#include "kpi_records.h"
 
 /* The unions overlay their named members on V: the members must be exactly V's elements. */
 _Static_assert(sizeof(ev_insert_params) == sizeof(kpi_buf[EV_INSERT_NPARAMS]), "insert");
 _Static_assert(sizeof(ev_offset_params) == sizeof(kpi_buf[EV_OFFSET_NARRAYS]), "offsets");
 _Static_assert(sizeof(ev_aggregate_params) == sizeof(kpi_buf[EV_AGGREGATE_NPARAMS]), "agg");
 _Static_assert(sizeof(ev_attainment_params) == sizeof(kpi_buf[EV_ATTAINMENT_NPARAMS]), "att");
+_Static_assert(sizeof(ev_retract_params) == sizeof(kpi_buf[EV_RETRACT_NPARAMS]), "retract");
+_Static_assert(sizeof(ev_ack_params) == sizeof(kpi_buf[EV_ACK_NPARAMS]), "ack");
 _Static_assert(sizeof(ev_history_params) == sizeof(kpi_buf[EV_HISTORY_NPARAMS]), "history");
 _Static_assert(sizeof(ev_outbox_params) == sizeof(kpi_buf[EV_OUTBOX_NPARAMS]), "outbox");
 
@@ -86,8 +89,55 @@ void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t
     kpi_buf_arr_str(&p->received_at, s);
     ev_arr_int(&p->partition, r->partition);
     ev_arr_int(&p->offset, r->offset);
+    arr_str_or_null(&p->corrects, r->has_corrects ? r->retracts : NULL);
   }
   ev_params_end(p->v, EV_INSERT_NPARAMS);
+}
+
+/* A correction's retraction half (docs/corrections.md): its id is kpi_retraction_id of the
+ * corrected event, its department and measure the correction's, received with it. */
+void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size_t *idx,
+                             size_t n) {
+  ev_params_begin(p->v, EV_RETRACT_NPARAMS);
+  char s[40], rid[KPI_UUID_STRLEN + 1];
+  for (size_t k = 0; k < n; k++) {
+    const ev_row *r = &b->rows[idx[k]];
+    if (r->kind == EV_ROW_MEASUREMENT) ev_arr_int(&p->m_pos, (long long)k + 1);
+    if (!ev_row_retracts(r)) continue;
+    bool correction = r->kind == EV_ROW_MEASUREMENT;
+    if (correction) kpi_retraction_id(r->retracts, rid);
+    kpi_buf_arr_str(&p->event_id, correction ? rid : r->event_id);
+    kpi_buf_arr_str(&p->retracts, r->retracts);
+    kpi_buf_arr_str(&p->measure_id, r->measure_id);
+    kpi_buf_arr_str(&p->department, r->department);
+    kpi_buf_arr_str(&p->reason, r->reason ? r->reason : "");
+    kpi_time_format_utc(r->received_ms, s, sizeof(s));
+    kpi_buf_arr_str(&p->received_at, s);
+    arr_str_or_null(&p->correction, correction ? r->event_id : NULL);
+    ev_arr_int(&p->partition, r->partition);
+    ev_arr_int(&p->offset, r->offset);
+    ev_arr_int(&p->pos, (long long)k + 1);
+  }
+  ev_params_end(p->v, EV_RETRACT_NPARAMS);
+}
+
+void ev_ack_params_build(ev_ack_params *p, const ev_batch *b, const size_t *idx, size_t n) {
+  ev_params_begin(p->v, EV_ACK_NPARAMS);
+  char s[40];
+  for (size_t k = 0; k < n; k++) {
+    const ev_row *r = &b->rows[idx[k]];
+    if (r->kind != EV_ROW_ACK) continue;
+    kpi_buf_arr_str(&p->event_id, r->event_id);
+    kpi_buf_arr_str(&p->measure_id, r->measure_id);
+    kpi_buf_arr_str(&p->department, r->department);
+    kpi_buf_arr_str(&p->note, r->note ? r->note : "");
+    ev_arr_day(&p->until, r->until_day);
+    kpi_time_format_utc(r->received_ms, s, sizeof(s));
+    kpi_buf_arr_str(&p->received_at, s);
+    ev_arr_int(&p->partition, r->partition);
+    ev_arr_int(&p->offset, r->offset);
+  }
+  ev_params_end(p->v, EV_ACK_NPARAMS);
 }
 
 void ev_offset_params_build(ev_offset_params *p, const ev_batch *b) {
@@ -170,7 +220,7 @@ void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, k
 }
 
 void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day as_of,
-                           const kpi_attainment *a, int cv) {
+                           const kpi_attainment *a, int cv, ev_cause cause) {
   kpi_buf_arr_str(&p->measure_id, measure_id);
   ev_arr_day(&p->as_of, as_of);
   ev_arr_double(&p->value, a->has_value, a->value);
@@ -179,6 +229,7 @@ void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day
   kpi_buf_arr_str(&p->status, kpi_status_name(a->status));
   kpi_buf_arr_raw(&p->stale, a->stale ? "true" : "false");
   ev_arr_int(&p->catalog_version, cv);
+  kpi_buf_arr_str(&p->cause, ev_cause_name(cause));
 }
 
 void ev_outbox_params_add(ev_outbox_params *p, const char *alert_id, const char *topic,

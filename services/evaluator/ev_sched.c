@@ -32,6 +32,7 @@ static void on_txn_done(evaluator *ev, const ev_txn_result *r) {
     return;
   }
   s->backoff_ms = EV_BACKOFF_MIN_MS;
+  if (r->sweep && !r->sweep_again) s->reload_sweep = false; /* the reload's sweep is done */
   if (r->batch_done) s->inflight = NULL;
   ev_kick(ev);
   pull_and_kick(ev);
@@ -46,6 +47,7 @@ static void on_mirror_done(evaluator *ev, bool ok) {
     return;
   }
   s->sweep_due = true; /* targets may have changed */
+  s->reload_sweep = true;
   ev_kick(ev);
 }
 
@@ -165,6 +167,7 @@ void ev_kick(evaluator *ev) {
   }
   if (s->sweep_due) {
     s->sweep_due = false;
+    ev_txn_set_sweep_cause(s->txn, s->reload_sweep ? EV_CAUSE_CATALOG_RELOAD : EV_CAUSE_SWEEP);
     start_txn(ev, NULL);
   }
 }

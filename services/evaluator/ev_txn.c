@@ -13,22 +13,107 @@
 #include "kpi_log.h"
 
 /* Measurements of the batch, and the running totals of the rows that were really inserted:
- * a replayed event_id inserts nothing and adds nothing. */
+ * a replayed event_id inserts nothing and adds nothing. A measurement whose retraction came
+ * first (pending, same measure and department) is stored already marked and never counted,
+ * (its month's totals row made all the same, with nothing added: the rows are then those of
+ * the other order, counted then taken back, so a replay gives the same rows whatever the
+ * batch bounds), and its retraction applied; a pending retraction of another measure or department is
+ * refused instead, and the measurement counted (docs/corrections.md). SQL_RETRACT_INSERT runs
+ * before, so a retraction earlier in the same batch is pending by now. */
 static const char SQL_INSERT[] =
-    "WITH ins AS ("
+    "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],"
+    "   $5::date[], $6::int[], $7::float8[], $8::text[], $9::text[], $10::text[],"
+    "   $11::timestamptz[], $12::int[], $13::bigint[], $14::uuid[])"
+    "   AS u(event_id, measure_id, department, observed_at, observed_day, fiscal_year, value,"
+    "   unit, component, note, received_at, kafka_partition, kafka_offset, corrects)),"
+    " ins AS ("
     " INSERT INTO measurements (event_id, measure_id, department, observed_at, observed_day,"
-    "   fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset)"
-    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[],"
-    "   $6::int[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],"
-    "   $12::int[], $13::bigint[])"
+    "   fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset,"
+    "   corrects, retracted_at, retracted_by, retraction_reason, retraction_id)"
+    " SELECT u.*, r.received_at, r.department, r.reason, r.event_id FROM u"
+    " LEFT JOIN retractions r ON r.retracts = u.event_id AND r.state = 'pending'"
+    "   AND r.measure_id = u.measure_id AND r.department = u.department"
     " ON CONFLICT (event_id) DO NOTHING"
-    " RETURNING measure_id, date_trunc('month', observed_day)::date AS month, fiscal_year,"
-    "   coalesce(component, '') AS component, value)"
+    " RETURNING event_id, measure_id, department, date_trunc('month', observed_day)::date AS month,"
+    "   fiscal_year, coalesce(component, '') AS component, value, retraction_id),"
+    " ap AS (UPDATE retractions r SET state = 'applied', applied_at = now() FROM ins"
+    "   WHERE r.event_id = ins.retraction_id),"
+    " rf AS (UPDATE retractions r SET state = 'refused',"
+    "   refusal = format('event %s is measure %s of department %s', ins.event_id,"
+    "     ins.measure_id, ins.department)"
+    "   FROM ins WHERE ins.retraction_id IS NULL AND r.retracts = ins.event_id"
+    "   AND r.state = 'pending')"
     " INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component, events, total)"
-    " SELECT measure_id, month, fiscal_year, component, count(*), sum(value) FROM ins"
+    " SELECT measure_id, month, fiscal_year, component,"
+    "   count(*) FILTER (WHERE retraction_id IS NULL),"
+    "   coalesce(sum(value) FILTER (WHERE retraction_id IS NULL), 0) FROM ins"
     " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4"
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
     " SET events = t.events + excluded.events, total = t.total + excluded.total";
+
+/* Retractions of the batch ($5 position among the rows written, $6 the event taken back,
+ * $7 measure, $8 department) that name a measurement of another measure or department: stored,
+ * or a measurement row earlier in the batch ($1..$3 as SQL_INSERT's, $4 their positions). They
+ * change nothing and go to the DLQ (`retraction: …`); the transaction is run again without
+ * them, as for SQL_REUSED. A target not known yet is no refusal: the retraction waits
+ * (pending). */
+static const char SQL_RETRACT_CHECK[] =
+    "WITH m AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[])"
+    "   AS m(e, mid, d, pos)),"
+    " r AS (SELECT * FROM unnest($5::int[], $6::uuid[], $7::text[], $8::text[])"
+    "   AS r(pos, target, mid, d))"
+    " SELECT r.pos, o.mid AS measure_id, o.d AS department, o.stored FROM r"
+    " CROSS JOIN LATERAL (SELECT * FROM ("
+    "   SELECT x.measure_id AS mid, x.department AS d, true AS stored, 0 AS pos"
+    "   FROM measurements x WHERE x.event_id = r.target"
+    "   UNION ALL"
+    "   SELECT m.mid, m.d, false, m.pos FROM m WHERE m.e = r.target AND m.pos < r.pos) c"
+    "   ORDER BY c.stored DESC, c.pos LIMIT 1) o"
+    " WHERE o.mid <> r.mid OR o.d <> r.d"
+    " ORDER BY r.pos";
+
+/* Every retraction of the batch, pending until SQL_INSERT or SQL_RETRACT_APPLY applies it.
+ * The id derives from the retracted event: a replay, or a second retraction of the same
+ * measurement, inserts nothing. */
+static const char SQL_RETRACT_INSERT[] =
+    "INSERT INTO retractions (event_id, retracts, measure_id, department, reason, received_at,"
+    "  state, correction, kafka_partition, kafka_offset)"
+    " SELECT u.e, u.x, u.m, u.d, u.r, u.t, 'pending', u.c, u.p, u.o"
+    " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
+    "  $6::timestamptz[], $7::uuid[], $8::int[], $9::bigint[]) AS u(e, x, m, d, r, t, c, p, o)"
+    " ON CONFLICT (event_id) DO NOTHING";
+
+/* The batch's retractions $1 still pending whose measurement is stored (SQL_RETRACT_CHECK
+ * refused the mismatched ones): mark it, take its amount out of the monthly totals (only for a
+ * mark really set: a measurement marked already is not subtracted twice), applied. */
+static const char SQL_RETRACT_APPLY[] =
+    "WITH r AS (SELECT r.event_id, r.retracts, r.measure_id, r.department, r.reason,"
+    "   r.received_at FROM retractions r"
+    "   WHERE r.event_id = ANY($1::uuid[]) AND r.state = 'pending'),"
+    " mk AS (UPDATE measurements x SET retracted_at = r.received_at,"
+    "   retracted_by = r.department, retraction_reason = r.reason, retraction_id = r.event_id"
+    "   FROM r WHERE x.event_id = r.retracts AND x.measure_id = r.measure_id"
+    "   AND x.department = r.department AND x.retracted_at IS NULL"
+    "   RETURNING x.measure_id, date_trunc('month', x.observed_day)::date AS month,"
+    "   coalesce(x.component, '') AS component, x.value),"
+    " ap AS (UPDATE retractions s SET state = 'applied', applied_at = now()"
+    "   FROM r JOIN measurements x ON x.event_id = r.retracts AND x.measure_id = r.measure_id"
+    "   AND x.department = r.department WHERE s.event_id = r.event_id)"
+    " UPDATE measure_totals t SET events = t.events - s.n, total = t.total - s.v"
+    " FROM (SELECT measure_id, month, component, count(*) AS n, sum(value) AS v FROM mk"
+    "   GROUP BY 1, 2, 3) s"
+    " WHERE t.measure_id = s.measure_id AND t.month = s.month AND t.component = s.component";
+
+/* The batch's acknowledgements, with the measure's state as committed before the batch
+ * (docs/corrections.md "Reminders and acknowledgements"); a replay inserts nothing. */
+static const char SQL_ACK[] =
+    "INSERT INTO acknowledgements (event_id, measure_id, department, note, until, received_at,"
+    "  status, stale, kafka_partition, kafka_offset)"
+    " SELECT u.e, u.m, u.d, u.n, u.t, u.r, a.status, coalesce(a.stale, false), u.p, u.o"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[],"
+    "  $6::timestamptz[], $7::int[], $8::bigint[]) AS u(e, m, d, n, t, r, p, o)"
+    " LEFT JOIN attainment a ON a.measure_id = u.m"
+    " ON CONFLICT (event_id) DO NOTHING";
 
 /* Rows of the batch ($1 event_id, $2 measure_id, $3 department, in batch order) whose
  * event_id is already taken by a different measure or department: stored earlier, or, when
@@ -119,9 +204,9 @@ static const char SQL_ATTAINMENT[] =
 /* The measures whose figures changed, or that a newer catalog evaluated (ev_history_params). */
 static const char SQL_HISTORY[] =
     "INSERT INTO attainment_history (measure_id, as_of, value, progress, expected, status, stale,"
-    "  catalog_version)"
+    "  catalog_version, cause)"
     " SELECT * FROM unnest($1::text[], $2::date[], $3::float8[], $4::float8[], $5::float8[],"
-    "  $6::text[], $7::bool[], $8::int[])";
+    "  $6::text[], $7::bool[], $8::int[], $9::text[])";
 
 /* The alerts decided (ev_outbox_params); an alert_id already stored (a retry after a lost
  * COMMIT) returns nothing and is published by the outbox rescan. */
@@ -140,6 +225,8 @@ typedef struct {
 /* Per-statement parameters, kept between transactions for their memory. */
 typedef struct {
   ev_insert_params ins;
+  ev_retract_params ret;
+  ev_ack_params ack;
   ev_offset_params offs;
   ev_aggregate_params agg;
   ev_attainment_params att;
@@ -153,8 +240,11 @@ struct ev_txn {
   ev_batch *batch; /* NULL for the sweep */
   size_t lo, hi;   /* the batch's rows written (poison rows skipped) */
   bool offsets;    /* the batch's offsets are stored: its last transaction */
-  size_t *idx;     /* batch row of each array element of SQL_INSERT / SQL_REUSED */
+  size_t *idx;     /* the live rows written, every kind (the poison search's unit) */
   size_t n_idx, cap_idx;
+  size_t *midx;    /* batch row of each array element of SQL_INSERT / SQL_REUSED */
+  size_t n_midx;
+  size_t n_ret, n_ack; /* retractions (corrections included) and acknowledgements written */
   bool failed;
   bool lost; /* connection lost: outcome unknown */
   bool redo; /* rows were found reused before any write: run again without them at once */
@@ -164,7 +254,9 @@ struct ev_txn {
   uint64_t t0;
   kpi_day as_of;
   unsigned char *seen; /* per catalog measure: affected by this transaction */
+  unsigned char *cause; /* per catalog measure: the ev_cause of its history row */
   size_t n_seen;
+  ev_cause sweep_cause;
   size_t n_affected;
   /* After a data error in the sweep, the sweep runs one measure per transaction, so that the
    * one measure whose figures PostgreSQL refuses is skipped and every other is evaluated. */
@@ -181,8 +273,11 @@ ev_txn *ev_txn_new(evaluator *ev, ev_txn_done_cb on_done) {
   if (!t) return NULL;
   t->ev = ev;
   t->on_done = on_done;
+  t->sweep_cause = EV_CAUSE_SWEEP;
   return t;
 }
+
+void ev_txn_set_sweep_cause(ev_txn *t, ev_cause cause) { t->sweep_cause = cause; }
 
 static void txn_out_clear(ev_txn *t) {
   for (size_t i = 0; i < t->n_out; i++) {
@@ -198,8 +293,12 @@ void ev_txn_free(ev_txn *t) {
   txn_out_clear(t);
   free(t->out);
   free(t->seen);
+  free(t->cause);
   free(t->idx);
+  free(t->midx);
   ev_params_free(t->p.ins.v, EV_INSERT_NPARAMS);
+  ev_params_free(t->p.ret.v, EV_RETRACT_NPARAMS);
+  ev_params_free(t->p.ack.v, EV_ACK_NPARAMS);
   ev_params_free(t->p.offs.v, EV_OFFSET_NARRAYS);
   ev_params_free(t->p.agg.v, EV_AGGREGATE_NPARAMS);
   ev_params_free(t->p.att.v, EV_ATTAINMENT_NPARAMS);
@@ -445,8 +544,8 @@ static void on_pg_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
       c_d = PQfnumber(res, "department"), c_s = PQfnumber(res, "stored");
   for (int r = 0; r < n; r++) {
     size_t i = (size_t)strtoull(PQgetvalue(res, r, c_i), NULL, 10);
-    if (i < 1 || i > t->n_idx) continue;
-    ev_row *row = &t->batch->rows[t->idx[i - 1]];
+    if (i < 1 || i > t->n_midx) continue;
+    ev_row *row = &t->batch->rows[t->midx[i - 1]];
     char reason[300];
     snprintf(reason, sizeof(reason),
              "event_id reused: %s is %s for measure %s, department %s (this record: %s, %s)",
@@ -458,6 +557,39 @@ static void on_pg_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
   /* The INSERT queued behind this check would drop them silently: roll back, go again. */
   t->redo = true;
   txn_fail(t, res, "event_id reused");
+}
+
+/* SQL_RETRACT_CHECK's answer: each retraction (or correction) naming a measurement of
+ * another measure or department goes to the DLQ whole, and the transaction is run again
+ * without it (docs/corrections.md "Evaluator"). */
+static void on_pg_refused(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  ev_txn *t = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    txn_fail(t, res, "retraction check");
+    return;
+  }
+  int n = PQntuples(res);
+  if (n == 0) return;
+  int c_p = PQfnumber(res, "pos"), c_m = PQfnumber(res, "measure_id"),
+      c_d = PQfnumber(res, "department"), c_s = PQfnumber(res, "stored");
+  for (int r = 0; r < n; r++) {
+    size_t pos = (size_t)strtoull(PQgetvalue(res, r, c_p), NULL, 10);
+    if (pos < 1 || pos > t->n_idx) continue;
+    ev_row *row = &t->batch->rows[t->idx[pos - 1]];
+    char reason[400];
+    snprintf(reason, sizeof(reason),
+             "retraction: %s %s is measure %s of department %s%s; this %s is for measure %s "
+             "by department %s",
+             row->kind == EV_ROW_RETRACTION ? "the measurement retracted" : "the corrected event",
+             row->retracts, PQgetvalue(res, r, c_m), PQgetvalue(res, r, c_d),
+             PQgetvalue(res, r, c_s)[0] == 't' ? "" : " (earlier in the batch)",
+             row->kind == EV_ROW_RETRACTION ? "retraction" : "correction", row->measure_id,
+             row->department);
+    ev_dlq_row(t->ev, t->batch, row, reason);
+  }
+  t->redo = true;
+  txn_fail(t, res, "retraction refused");
 }
 
 /* ---- evaluation: one row of SQL_AGGREGATE ----------------------------------------------- */
@@ -666,7 +798,11 @@ static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
   ev_attainment_params_add(&t->p.att, m->id, t->as_of, &a, latest_at,
                            PQgetvalue(res, r, c->events), &next, cv, noted_next);
   if (row_changed(res, r, c, &a, t->as_of, cv)) {
-    ev_history_params_add(&t->p.hist, m->id, t->as_of, &a, cv);
+    size_t i = (size_t)(m - ev->cat->measures);
+    ev_cause cause = t->batch ? (i < t->n_seen && t->cause ? (ev_cause)t->cause[i]
+                                                            : EV_CAUSE_MEASUREMENT)
+                              : t->sweep_cause;
+    ev_history_params_add(&t->p.hist, m->id, t->as_of, &a, cv, cause);
     t->n_hist++;
   }
   if (act != KPI_ALERT_NONE &&
@@ -736,7 +872,7 @@ static void txn_reset(ev_txn *t, ev_batch *batch) {
   t->t0 = uv_hrtime();
   t->as_of = ev_config_today(&t->ev->cfg);
   t->n_affected = 0;
-  t->n_idx = 0;
+  t->n_idx = t->n_midx = t->n_ret = t->n_ack = 0;
   txn_out_clear(t);
 }
 
@@ -751,12 +887,20 @@ static void select_rows(ev_txn *t) {
   }
   if (t->hi - t->lo > t->cap_idx) {
     size_t *idx = realloc(t->idx, (t->hi - t->lo) * sizeof(*idx));
-    if (!idx) abort(); /* nothing is lost: the batch is read again after the restart */
-    t->idx = idx;
+    size_t *midx = realloc(t->midx, (t->hi - t->lo) * sizeof(*midx));
+    if (idx) t->idx = idx;
+    if (midx) t->midx = midx;
+    if (!idx || !midx) abort(); /* nothing is lost: the batch is read again after the restart */
     t->cap_idx = t->hi - t->lo;
   }
-  for (size_t i = t->lo; batch && i < t->hi; i++)
-    if (!batch->rows[i].poison) t->idx[t->n_idx++] = i;
+  for (size_t i = t->lo; batch && i < t->hi; i++) {
+    const ev_row *r = &batch->rows[i];
+    if (r->poison) continue;
+    t->idx[t->n_idx++] = i;
+    if (r->kind == EV_ROW_MEASUREMENT) t->midx[t->n_midx++] = i;
+    if (ev_row_retracts(r)) t->n_ret++;
+    if (r->kind == EV_ROW_ACK) t->n_ack++;
+  }
 }
 
 /* The measures to evaluate: those of the rows written, or every one for the sweep (one at a
@@ -765,14 +909,25 @@ static void select_measures(ev_txn *t) {
   const kpi_catalog *cat = t->ev->cat;
   if (t->n_seen < cat->n_measures) {
     free(t->seen);
+    free(t->cause);
     t->seen = calloc(cat->n_measures, 1);
-    t->n_seen = t->seen ? cat->n_measures : 0;
+    t->cause = calloc(cat->n_measures, 1);
+    t->n_seen = t->seen && t->cause ? cat->n_measures : 0;
   }
-  if (t->seen) memset(t->seen, 0, t->n_seen);
+  if (t->n_seen) {
+    memset(t->seen, 0, t->n_seen);
+    memset(t->cause, EV_CAUSE_MEASUREMENT, t->n_seen);
+  }
   if (t->batch) {
+    /* An acknowledgement changes no figure: it is stored, its measure not evaluated. */
     for (size_t k = 0; k < t->n_idx; k++) {
-      const kpi_measure *m = kpi_catalog_measure(cat, t->batch->rows[t->idx[k]].measure_id);
-      if (m) mark_affected(t, m);
+      const ev_row *r = &t->batch->rows[t->idx[k]];
+      const kpi_measure *m = r->kind == EV_ROW_ACK ? NULL : kpi_catalog_measure(cat, r->measure_id);
+      if (!m) continue;
+      mark_affected(t, m);
+      size_t i = (size_t)(m - cat->measures);
+      if (i < t->n_seen)
+        t->cause[i] = (unsigned char)ev_cause_merge((ev_cause)t->cause[i], ev_row_cause(r));
     }
   } else if (t->sweep_split) {
     if (t->sweep_next < cat->n_measures) mark_affected(t, &cat->measures[t->sweep_next]);
@@ -781,16 +936,56 @@ static void select_measures(ev_txn *t) {
   }
 }
 
-/* The event_id check, then the rows. */
-static int queue_rows(ev_txn *t) {
-  if (!t->batch || !t->n_idx) return 0;
-  ev_insert_params_build(&t->p.ins, t->batch, t->idx, t->n_idx);
-  if (ev_params_oom(t->p.ins.v, EV_INSERT_NPARAMS)) return -1;
+/* The retraction check, the retractions (pending), the measurements, then the pending
+ * retractions whose measurement is stored by now (docs/corrections.md "Evaluator"). */
+static int queue_retractions(ev_txn *t, int (*then)(ev_txn *t)) {
+  kpi_pgasync *db = t->ev->db;
+  const ev_retract_params *r = &t->p.ret;
+  const ev_insert_params *m = &t->p.ins;
+  const char *check[8] = {kpi_buf_str(&m->event_id), kpi_buf_str(&m->measure_id),
+                          kpi_buf_str(&m->department), kpi_buf_str(&r->m_pos),
+                          kpi_buf_str(&r->pos), kpi_buf_str(&r->retracts),
+                          kpi_buf_str(&r->measure_id), kpi_buf_str(&r->department)};
+  const char *vals[EV_RETRACT_NPARAMS];
+  ev_params_values(r->v, EV_RETRACT_NPARAMS, vals);
+  int rc = kpi_pgasync_query(db, SQL_RETRACT_CHECK, 8, check, on_pg_refused, t);
+  if (!rc) rc = kpi_pgasync_query(db, SQL_RETRACT_INSERT, 9, vals, on_pg_step, t);
+  if (!rc) rc = then(t);
+  if (!rc) rc = kpi_pgasync_query(db, SQL_RETRACT_APPLY, 1, vals, on_pg_step, t);
+  return rc;
+}
+
+/* The event_id check and the measurements. */
+static int queue_measurements(ev_txn *t) {
+  if (!t->n_midx) return 0;
   const char *vals[EV_INSERT_NPARAMS];
   ev_params_values(t->p.ins.v, EV_INSERT_NPARAMS, vals);
   int rc = kpi_pgasync_query(t->ev->db, SQL_REUSED, 3, vals, on_pg_reused, t);
   if (!rc)
     rc = kpi_pgasync_query(t->ev->db, SQL_INSERT, EV_INSERT_NPARAMS, vals, on_pg_step, t);
+  return rc;
+}
+
+/* The rows of every kind; the one place a record type's statements are queued. */
+static int queue_rows(ev_txn *t) {
+  if (!t->batch || !t->n_idx) return 0;
+  ev_insert_params_build(&t->p.ins, t->batch, t->midx, t->n_midx);
+  if (ev_params_oom(t->p.ins.v, EV_INSERT_NPARAMS)) return -1;
+  int rc;
+  if (t->n_ret) {
+    ev_retract_params_build(&t->p.ret, t->batch, t->idx, t->n_idx);
+    if (ev_params_oom(t->p.ret.v, EV_RETRACT_NPARAMS)) return -1;
+    rc = queue_retractions(t, queue_measurements);
+  } else {
+    rc = queue_measurements(t);
+  }
+  if (!rc && t->n_ack) {
+    ev_ack_params_build(&t->p.ack, t->batch, t->idx, t->n_idx);
+    if (ev_params_oom(t->p.ack.v, EV_ACK_NPARAMS)) return -1;
+    const char *vals[EV_ACK_NPARAMS];
+    ev_params_values(t->p.ack.v, EV_ACK_NPARAMS, vals);
+    rc = kpi_pgasync_query(t->ev->db, SQL_ACK, EV_ACK_NPARAMS, vals, on_pg_step, t);
+  }
   return rc;
 }
 

@@ -73,8 +73,25 @@ kpi_day ev_config_today(const ev_config *cfg);
 
 /* ---- ev_batch.c ----------------------------------------------------------------------- */
 
-/* One decoded measurement waiting for its transaction. */
+/* What a row of a batch is: a record type of kpi.measurements.v1 (docs/corrections.md). */
+typedef enum {
+  EV_ROW_MEASUREMENT = 0, /* a reading; a correction when has_corrects */
+  EV_ROW_RETRACTION,
+  EV_ROW_ACK
+} ev_row_kind;
+
+/* What made an attainment_history row (its `cause` column, docs/evaluator.md). */
+typedef enum {
+  EV_CAUSE_MEASUREMENT = 0,
+  EV_CAUSE_RETRACTION,
+  EV_CAUSE_SWEEP,
+  EV_CAUSE_CATALOG_RELOAD
+} ev_cause;
+
+/* One decoded record waiting for its transaction. For a retraction event_id is its own id,
+ * measure_id and department its own; for an acknowledgement note is the note. */
 typedef struct {
+  ev_row_kind kind;
   char event_id[KPI_UUID_STRLEN + 1];
   char measure_id[KPI_ID_MAX + 1];
   char department[KPI_ID_MAX + 1];
@@ -85,6 +102,11 @@ typedef struct {
   double value;
   kpi_component component;
   char *note; /* malloc'd or NULL */
+  /* A retraction: the measurement taken back; a correction (has_corrects): corrects.event_id. */
+  bool has_corrects;
+  char retracts[KPI_UUID_STRLEN + 1];
+  char *reason; /* malloc'd: the retraction's reason or corrects.reason; NULL otherwise */
+  kpi_day until_day; /* an acknowledgement's `until` */
   int32_t partition;
   int64_t offset;
   /* The record as read (key then value) in the batch's raw arena, for its DLQ copy should the
@@ -130,6 +152,8 @@ void ev_batch_free(ev_batch *b);
 /* A new row at the end of B (uninitialised). Aborts when out of memory: a record that cannot
  * be kept must be re-read after the restart, never skipped. */
 ev_row *ev_batch_add_row(ev_batch *b);
+/* Removes the last row added (its strings freed). */
+void ev_batch_drop_last(ev_batch *b);
 /* Records NEXT as PARTITION's next offset unless a larger one is recorded (aborts on OOM). */
 void ev_batch_set_offset(ev_batch *b, int32_t partition, int64_t next);
 /* Copies the record's key and value into B's raw arena for R's DLQ copy (aborts on OOM). */
@@ -137,6 +161,14 @@ void ev_batch_keep_raw(ev_batch *b, ev_row *r, const void *key, size_t key_len,
                        const void *value, size_t value_len);
 /* Forgets the records of the partitions in PARTS (revoked): their new owner re-reads them. */
 void ev_batch_drop_partitions(ev_batch *b, const rd_kafka_topic_partition_list_t *parts);
+/* True when R takes a measurement back: a retraction, or a correction's retraction half. */
+bool ev_row_retracts(const ev_row *r);
+/* The cause a batch row gives its measure's history row: retraction for ev_row_retracts. */
+ev_cause ev_row_cause(const ev_row *r);
+/* Two rows of one batch for the same measure: a retraction wins (docs/evaluator.md). */
+ev_cause ev_cause_merge(ev_cause a, ev_cause b);
+/* The `cause` column's text. */
+const char *ev_cause_name(ev_cause c);
 
 /* ---- ev_poison.c: the poison search, pure bookkeeping on ev_batch --------------------- */
 
@@ -169,12 +201,12 @@ bool ev_sqlstate_is_data_error(const char *sqlstate);
 
 /* Each statement's parameters as named kpi_buf members, overlaid on V (in $n order) for
  * kpi_pgasync_query. The buffers are kept between transactions for their memory. */
-#define EV_INSERT_NPARAMS 13
+#define EV_INSERT_NPARAMS 14
 typedef union {
   struct {
     kpi_buf event_id, measure_id, department; /* also SQL_REUSED's $1..$3 */
     kpi_buf observed_at, observed_day, fiscal_year, value, unit, component, note, received_at,
-        partition, offset;
+        partition, offset, corrects;
   };
   kpi_buf v[EV_INSERT_NPARAMS];
 } ev_insert_params;
@@ -210,10 +242,32 @@ typedef union {
   kpi_buf v[EV_ATTAINMENT_NPARAMS];
 } ev_attainment_params;
 
-#define EV_HISTORY_NPARAMS 8
+/* The retractions of a batch's rows: retraction records and the retraction halves of
+ * corrections (ev_row_retracts). POS: each one's 1-based position among the rows written
+ * (t->idx order); M_POS: the same for each measurement row, parallel to ev_insert_params, so
+ * that the refusal check knows which measurement came earlier in the batch. */
+#define EV_RETRACT_NPARAMS 11
 typedef union {
   struct {
-    kpi_buf measure_id, as_of, value, progress, expected, status, stale, catalog_version;
+    kpi_buf event_id, retracts, measure_id, department, reason, received_at, correction,
+        partition, offset; /* SQL_RETRACT_INSERT's $1..$9 */
+    kpi_buf pos, m_pos;
+  };
+  kpi_buf v[EV_RETRACT_NPARAMS];
+} ev_retract_params;
+
+#define EV_ACK_NPARAMS 8
+typedef union {
+  struct {
+    kpi_buf event_id, measure_id, department, note, until, received_at, partition, offset;
+  };
+  kpi_buf v[EV_ACK_NPARAMS];
+} ev_ack_params;
+
+#define EV_HISTORY_NPARAMS 9
+typedef union {
+  struct {
+    kpi_buf measure_id, as_of, value, progress, expected, status, stale, catalog_version, cause;
   };
   kpi_buf v[EV_HISTORY_NPARAMS];
 } ev_history_params;
@@ -241,6 +295,11 @@ void ev_arr_int(kpi_buf *b, long long v);
 
 /* The rows B->rows[IDX[k]], k < N, as SQL_INSERT's arrays (begun and ended). */
 void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t *idx, size_t n);
+/* The retractions among B->rows[IDX[k]], k < N (ev_retract_params; begun and ended). */
+void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size_t *idx,
+                             size_t n);
+/* The acknowledgements among B->rows[IDX[k]], k < N (begun and ended). */
+void ev_ack_params_build(ev_ack_params *p, const ev_batch *b, const size_t *idx, size_t n);
 /* B's next offsets per partition. */
 void ev_offset_params_build(ev_offset_params *p, const ev_batch *b);
 /* The measures CAT->measures[i] with SEEN[i] set (i < N_SEEN), evaluated at AS_OF. */
@@ -255,7 +314,7 @@ void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, k
                               const char *events, const kpi_alert_track *next, int cv,
                               int noted);
 void ev_history_params_add(ev_history_params *p, const char *measure_id, kpi_day as_of,
-                           const kpi_attainment *a, int cv);
+                           const kpi_attainment *a, int cv, ev_cause cause);
 void ev_outbox_params_add(ev_outbox_params *p, const char *alert_id, const char *topic,
                           const char *key, const char *payload);
 
@@ -389,6 +448,9 @@ ev_txn *ev_txn_new(evaluator *ev, ev_txn_done_cb on_done);
 void ev_txn_free(ev_txn *t);
 /* Queues BEGIN, the writes of BATCH (NULL: the sweep) and the evaluation; ON_DONE follows. */
 void ev_txn_start(ev_txn *t, ev_batch *batch);
+/* The cause of the sweep's history rows from now on: EV_CAUSE_SWEEP, or
+ * EV_CAUSE_CATALOG_RELOAD for the evaluation after a catalog reload. */
+void ev_txn_set_sweep_cause(ev_txn *t, ev_cause cause);
 
 /* ---- ev_mirror.c ---------------------------------------------------------------------- */
 
@@ -416,6 +478,7 @@ typedef struct {
   bool txn_busy; /* a transaction or the catalog mirror runs on DB */
   bool sweep_due;
   bool reload_due;
+  bool reload_sweep; /* the sweep due is the one after a catalog reload (its history cause) */
   int backoff_ms;
   uv_timer_t retry_timer;
   uv_timer_t sweep_timer;

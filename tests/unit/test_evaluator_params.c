@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "evaluator.h"
+#include "kpi_records.h"
 
 static kpi_day day(int y, int m, int d) {
   kpi_day out;
@@ -67,6 +68,8 @@ static void test_insert_params(void **state) {
   assert_ptr_equal(vals[0], p.event_id.s);
   assert_ptr_equal(vals[9], p.note.s);
   assert_ptr_equal(vals[12], p.offset.s);
+  assert_ptr_equal(vals[13], p.corrects.s);
+  assert_string_equal(kpi_buf_str(&p.corrects), "{NULL,NULL}");
   /* Rebuilt for the next transaction: nothing of the previous one is left. */
   size_t one[] = {2};
   ev_insert_params_build(&p, &b, one, 1);
@@ -75,6 +78,108 @@ static void test_insert_params(void **state) {
   ev_params_free(p.v, EV_INSERT_NPARAMS);
   b.rows[1].note = NULL; /* not ours to free */
   ev_batch_free(&b);
+}
+
+#define E1 "00000000-0000-4000-8000-000000000001"
+#define E2 "00000000-0000-4000-8000-000000000002"
+#define E3 "00000000-0000-4000-8000-000000000003"
+#define E4 "00000000-0000-4000-8000-000000000004"
+
+/* A batch of a measurement, a retraction, a correction and an acknowledgement: the insert
+ * arrays carry the correction's `corrects`; the retraction arrays hold the retraction and
+ * the correction's retraction half (id derived from the corrected event), with their
+ * positions among the rows written and the measurements' positions; the ack arrays the ack. */
+static void test_retract_ack_params(void **state) {
+  (void)state;
+  ev_batch b;
+  memset(&b, 0, sizeof(b));
+  fill_row(ev_batch_add_row(&b), E1, "m1", 0, 1);
+  ev_row *r = ev_batch_add_row(&b);
+  fill_row(r, E2, "m1", 0, 2);
+  r->kind = EV_ROW_RETRACTION;
+  strcpy(r->retracts, E1);
+  r->reason = "二重計上";
+  r = ev_batch_add_row(&b);
+  fill_row(r, E3, "m1", 0, 3);
+  r->has_corrects = true;
+  strcpy(r->retracts, E4);
+  r->reason = "typo";
+  r = ev_batch_add_row(&b);
+  fill_row(r, E4, "m2", 1, 4);
+  r->kind = EV_ROW_ACK;
+  r->note = "対応方針";
+  r->until_day = day(2024, 7, 1);
+  assert_true(ev_row_retracts(&b.rows[1]));
+  assert_true(ev_row_retracts(&b.rows[2]));
+  assert_false(ev_row_retracts(&b.rows[0]));
+  assert_false(ev_row_retracts(&b.rows[3]));
+
+  size_t idx[] = {0, 1, 2, 3}, midx[] = {0, 2};
+  ev_insert_params ins;
+  memset(&ins, 0, sizeof(ins));
+  ev_insert_params_build(&ins, &b, midx, 2);
+  assert_string_equal(kpi_buf_str(&ins.corrects), "{NULL,\"" E4 "\"}");
+
+  ev_retract_params p;
+  memset(&p, 0, sizeof(p));
+  ev_retract_params_build(&p, &b, idx, 4);
+  assert_false(ev_params_oom(p.v, EV_RETRACT_NPARAMS));
+  char rid[KPI_UUID_STRLEN + 1], want[200];
+  kpi_retraction_id(E4, rid);
+  snprintf(want, sizeof(want), "{\"%s\",\"%s\"}", E2, rid);
+  assert_string_equal(kpi_buf_str(&p.event_id), want);
+  assert_string_equal(kpi_buf_str(&p.retracts), "{\"" E1 "\",\"" E4 "\"}");
+  assert_string_equal(kpi_buf_str(&p.reason), "{\"二重計上\",\"typo\"}");
+  assert_string_equal(kpi_buf_str(&p.correction), "{NULL,\"" E3 "\"}");
+  assert_string_equal(kpi_buf_str(&p.pos), "{2,3}");
+  assert_string_equal(kpi_buf_str(&p.m_pos), "{1,3}");
+  assert_string_equal(kpi_buf_str(&p.offset), "{2,3}");
+  assert_non_null(strstr(kpi_buf_str(&p.received_at), "2024-03-31T00:00:01"));
+  /* SQL_RETRACT_INSERT's $1..$9 are V's first nine. */
+  const char *vals[EV_RETRACT_NPARAMS];
+  ev_params_values(p.v, EV_RETRACT_NPARAMS, vals);
+  assert_ptr_equal(vals[0], p.event_id.s);
+  assert_ptr_equal(vals[8], p.offset.s);
+
+  ev_ack_params a;
+  memset(&a, 0, sizeof(a));
+  ev_ack_params_build(&a, &b, idx, 4);
+  assert_string_equal(kpi_buf_str(&a.event_id), "{\"" E4 "\"}");
+  assert_string_equal(kpi_buf_str(&a.measure_id), "{\"m2\"}");
+  assert_string_equal(kpi_buf_str(&a.note), "{\"対応方針\"}");
+  assert_string_equal(kpi_buf_str(&a.until), "{2024-07-01}");
+  assert_string_equal(kpi_buf_str(&a.partition), "{1}");
+  ev_params_free(ins.v, EV_INSERT_NPARAMS);
+  ev_params_free(p.v, EV_RETRACT_NPARAMS);
+  ev_params_free(a.v, EV_ACK_NPARAMS);
+  for (size_t i = 0; i < b.n_rows; i++) b.rows[i].note = b.rows[i].reason = NULL;
+  ev_batch_free(&b);
+}
+
+/* The history cause: a retraction or correction row makes it `retraction` whatever else the
+ * batch holds for the measure. */
+static void test_causes(void **state) {
+  (void)state;
+  ev_row r;
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(ev_row_cause(&r), EV_CAUSE_MEASUREMENT);
+  r.has_corrects = true;
+  assert_int_equal(ev_row_cause(&r), EV_CAUSE_RETRACTION);
+  r.has_corrects = false;
+  r.kind = EV_ROW_RETRACTION;
+  assert_int_equal(ev_row_cause(&r), EV_CAUSE_RETRACTION);
+  r.kind = EV_ROW_ACK;
+  assert_int_equal(ev_row_cause(&r), EV_CAUSE_MEASUREMENT);
+  assert_int_equal(ev_cause_merge(EV_CAUSE_MEASUREMENT, EV_CAUSE_RETRACTION),
+                   EV_CAUSE_RETRACTION);
+  assert_int_equal(ev_cause_merge(EV_CAUSE_RETRACTION, EV_CAUSE_MEASUREMENT),
+                   EV_CAUSE_RETRACTION);
+  assert_int_equal(ev_cause_merge(EV_CAUSE_MEASUREMENT, EV_CAUSE_MEASUREMENT),
+                   EV_CAUSE_MEASUREMENT);
+  assert_string_equal(ev_cause_name(EV_CAUSE_MEASUREMENT), "measurement");
+  assert_string_equal(ev_cause_name(EV_CAUSE_RETRACTION), "retraction");
+  assert_string_equal(ev_cause_name(EV_CAUSE_SWEEP), "sweep");
+  assert_string_equal(ev_cause_name(EV_CAUSE_CATALOG_RELOAD), "catalog_reload");
 }
 
 static void test_offset_params(void **state) {
@@ -161,7 +266,7 @@ static void test_attainment_history_outbox_params(void **state) {
   kpi_alert_track quiet;
   memset(&quiet, 0, sizeof(quiet));
   ev_attainment_params_add(&att, "m2", day(2024, 5, 1), &none, NULL, "0", &quiet, 2, 1);
-  ev_history_params_add(&hist, "m1", day(2024, 5, 1), &a, 2);
+  ev_history_params_add(&hist, "m1", day(2024, 5, 1), &a, 2, EV_CAUSE_RETRACTION);
   ev_outbox_params_add(&out, "id-1", "alerts", "m1", "{\"k\":1}");
   ev_params_end(att.v, EV_ATTAINMENT_NPARAMS);
   ev_params_end(hist.v, EV_HISTORY_NPARAMS);
@@ -184,6 +289,7 @@ static void test_attainment_history_outbox_params(void **state) {
   assert_string_equal(kpi_buf_str(&hist.catalog_version), "{2}");
   assert_string_equal(kpi_buf_str(&hist.value), "{35.700000000000003}");
   assert_string_equal(kpi_buf_str(&hist.status), "{\"lagging\"}");
+  assert_string_equal(kpi_buf_str(&hist.cause), "{\"retraction\"}");
   assert_string_equal(kpi_buf_str(&out.payload), "{\"{\\\"k\\\":1}\"}");
   assert_string_equal(kpi_buf_str(&out.msg_key), "{\"m1\"}");
   ev_params_free(att.v, EV_ATTAINMENT_NPARAMS);
@@ -208,6 +314,8 @@ static void test_elements(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_insert_params),
+      cmocka_unit_test(test_retract_ack_params),
+      cmocka_unit_test(test_causes),
       cmocka_unit_test(test_offset_params),
       cmocka_unit_test(test_aggregate_params),
       cmocka_unit_test(test_attainment_history_outbox_params),

@@ -17,16 +17,19 @@
 
 #include "kpi_catalog.h"
 #include "kpi_codec.h"
+#include "kpi_records.h"
 
 #define SCHEMA_DIR KPI_SOURCE_DIR "/proto/schemas/"
 #define MEASUREMENT_SCHEMA "kpi.measurement.v1.schema.json"
 #define INPUT_SCHEMA "kpi.measurement-input.v1.schema.json"
 #define ALERT_SCHEMA "kpi.alert.v1.schema.json"
 #define CATALOG_SCHEMA "kpi.catalog.v1.schema.json"
+#define RETRACTION_SCHEMA "kpi.retraction.v1.schema.json"
+#define ACK_SCHEMA "kpi.acknowledgement.v1.schema.json"
 #define SHIPPED_CATALOG KPI_SOURCE_DIR "/config/catalog.json"
 
 static const char *const schema_files[] = {MEASUREMENT_SCHEMA, INPUT_SCHEMA, ALERT_SCHEMA,
-                                           CATALOG_SCHEMA};
+                                           CATALOG_SCHEMA, RETRACTION_SCHEMA, ACK_SCHEMA};
 #define N_SCHEMAS (sizeof(schema_files) / sizeof(schema_files[0]))
 static cJSON *schemas[N_SCHEMAS];
 
@@ -219,6 +222,9 @@ static void full_measurement(kpi_measurement *m) {
   m->has_note = true;
   snprintf(m->note, sizeof(m->note), "5月分 諸証明発行総数");
   snprintf(m->received_at, sizeof(m->received_at), "2024-06-01T00:00:01.234Z");
+  m->has_corrects = true;
+  snprintf(m->corrects, sizeof(m->corrects), "1b6f4a52-3c1e-4d8a-9f3e-2a1b5c7d9e01");
+  snprintf(m->corrects_reason, sizeof(m->corrects_reason), "桁の誤り");
 }
 
 static kpi_recipient recipients[] = {
@@ -316,6 +322,7 @@ static void test_measurement_record(void **state) {
     if (variant == 1) { /* the optional members left out */
       m.component = KPI_COMPONENT_NONE;
       m.has_note = false;
+      m.has_corrects = false;
     }
     size_t len = 0;
     char *text = kpi_measurement_encode(&m, &len);
@@ -380,7 +387,8 @@ static void test_measurement_input(void **state) {
       "{\"schema\":\"kpi.measurement/1\",\"event_id\":\"0b6f4a52-3c1e-4d8a-9f3e-2a1b5c7d9e01\","
       "\"measure_id\":\"g4-digital-1-konbini-issuance\",\"department\":\"shimin\","
       "\"observed_at\":\"2024-05-31\",\"value\":12,\"unit\":\"percent\","
-      "\"component\":\"numerator\",\"note\":\"ok\"}";
+      "\"component\":\"numerator\",\"note\":\"ok\","
+      "\"corrects\":{\"event_id\":\"1b6f4a52-3c1e-4d8a-9f3e-2a1b5c7d9e01\",\"reason\":\"r\"}}";
   cJSON *body = cJSON_Parse(full);
   assert_non_null(body);
   kpi_errors errs = {0};
@@ -589,12 +597,83 @@ static void test_catalog(void **state) {
   cJSON_Delete(cat);
 }
 
+typedef int (*record_parse_fn)(const char *json, size_t len, kpi_parse_mode mode, void *out,
+                               kpi_errors *errs);
+
+static int parse_retraction(const char *json, size_t len, kpi_parse_mode mode, void *out,
+                            kpi_errors *errs) {
+  return kpi_retraction_parse(json, len, mode, out, errs);
+}
+
+static int parse_ack(const char *json, size_t len, kpi_parse_mode mode, void *out,
+                     kpi_errors *errs) {
+  return kpi_ack_parse(json, len, mode, out, errs);
+}
+
+/* TEXT (an encoded record) against schema FILE: declared members, and `required` exactly what
+ * the parser reports missing in record mode. */
+static void check_record(const char *file, const char *schema, const char *text,
+                         record_parse_fn parse, void *out) {
+  const cJSON *doc = schema_doc(file);
+  assert_true(enum_has(doc, property(doc, doc, "schema"), schema));
+  cJSON *rec = cJSON_Parse(text);
+  assert_non_null(rec);
+  check_object(doc, doc, rec, file);
+  const cJSON *it;
+  cJSON_ArrayForEach(it, rec) {
+    cJSON *copy = cJSON_Duplicate(rec, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(copy, it->string);
+    char *t = cJSON_PrintUnformatted(copy);
+    kpi_errors errs = {0};
+    parse(t, strlen(t), KPI_PARSE_RECORD, out, &errs);
+    bool missing = has_error(&errs, it->string, "missing");
+    if (missing != in_required(doc, it->string))
+      fail_msg("%s.%s: codec %s it, schema %s", file, it->string,
+               missing ? "requires" : "does not require",
+               in_required(doc, it->string) ? "requires" : "does not require");
+    free(t);
+    cJSON_Delete(copy);
+  }
+  kpi_errors errs = {0};
+  assert_int_equal(parse(text, strlen(text), KPI_PARSE_RECORD, out, &errs), 0);
+  cJSON_Delete(rec);
+}
+
+static void test_retraction_and_ack_records(void **state) {
+  (void)state;
+  kpi_retraction r = {0};
+  snprintf(r.retracts, sizeof(r.retracts), "0b6f4a52-3c1e-4d8a-9f3e-2a1b5c7d9e01");
+  kpi_retraction_id(r.retracts, r.event_id);
+  snprintf(r.measure_id, sizeof(r.measure_id), "g4-digital-1-konbini-issuance");
+  snprintf(r.department, sizeof(r.department), "shimin");
+  snprintf(r.reason, sizeof(r.reason), "二重計上");
+  snprintf(r.received_at, sizeof(r.received_at), "2024-06-01T00:00:01.234Z");
+  char *text = kpi_retraction_encode(&r, NULL);
+  kpi_retraction rback;
+  check_record(RETRACTION_SCHEMA, KPI_RETRACTION_SCHEMA, text, parse_retraction, &rback);
+  free(text);
+
+  kpi_ack a = {0};
+  snprintf(a.event_id, sizeof(a.event_id), "2b6f4a52-3c1e-4d8a-9f3e-2a1b5c7d9e01");
+  snprintf(a.measure_id, sizeof(a.measure_id), "g4-digital-1-konbini-issuance");
+  snprintf(a.department, sizeof(a.department), "shimin");
+  snprintf(a.note, sizeof(a.note), "対応方針: 周知を強化");
+  snprintf(a.until, sizeof(a.until), "2024-07-01");
+  a.has_until = true;
+  snprintf(a.received_at, sizeof(a.received_at), "2024-06-01T00:00:01.234Z");
+  text = kpi_ack_encode(&a, NULL);
+  kpi_ack aback;
+  check_record(ACK_SCHEMA, KPI_ACK_SCHEMA, text, parse_ack, &aback);
+  free(text);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_schemas_are_json),
       cmocka_unit_test(test_measurement_record),
       cmocka_unit_test(test_measurement_input),
       cmocka_unit_test(test_alert_record),
+      cmocka_unit_test(test_retraction_and_ack_records),
       cmocka_unit_test(test_catalog),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
