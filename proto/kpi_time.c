@@ -347,7 +347,7 @@ int64_t kpi_time_now_ms(void)
 #define WRITTEN_MAX 64   /* longer input is no date anyone writes */
 
 /* Copies S into OUT (SIZE bytes) with the full-width forms an IME produces folded to ASCII:
- * digits ０-９ (EF BC 90..99), ／ (EF BC 8F), － (EF BC 8D), ． (EF BC 8E), and the
+ * U+FF01..U+FF5E (UTF-8 EF BC 81..BF, EF BD 80..9E: ０-９, ／, －, ．, Ｒ, Ｈ…) and the
  * ideographic space (E3 80 80) to ' '. Other bytes (the era and 年月日 kanji) are kept.
  * Returns the length, or -1 when S does not fit. */
 static int fold_width(const char *s, char *out, size_t size)
@@ -355,8 +355,11 @@ static int fold_width(const char *s, char *out, size_t size)
     size_t n = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
         char c;
-        if (p[0] == 0xEF && p[1] == 0xBC && p[2] >= 0x8D && p[2] <= 0x99) {
-            c = (char)(p[2] == 0x8D ? '-' : p[2] == 0x8E ? '.' : p[2] == 0x8F ? '/' : '0' + p[2] - 0x90);
+        if (p[0] == 0xEF && p[1] == 0xBC && p[2] >= 0x81 && p[2] <= 0xBF) {
+            c = (char)(0x21 + (p[2] - 0x81));
+            p += 3;
+        } else if (p[0] == 0xEF && p[1] == 0xBD && p[2] >= 0x80 && p[2] <= 0x9E) {
+            c = (char)(0x60 + (p[2] - 0x80));
             p += 3;
         } else if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80) {
             c = ' ';

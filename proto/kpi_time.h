@@ -68,7 +68,7 @@ int kpi_time_parse(const char *s, int64_t *unix_ms, kpi_day *day);
  *   Western:  "2024/03/31", "2024/3/31", "2024-3-31", "2024.3.31", "2024年3月31日"
  *   Reiwa:    "R6.3.31", "R6/3/31", "R6-3-31", "令和6年3月31日", "令和元年5月1日", "R元.5.1"
  *   Heisei:   "H31.4.30", "平成31年4月30日", "平成元年1月8日"
- * with ASCII or full-width digits and separators (０-９, ／, －, ．) and leading or trailing
+ * with ASCII or full-width digits, letters and separators (０-９, Ｒ, ／, －, ．) and leading or trailing
  * ASCII or ideographic spaces. Era years: 令和 N = 2018+N from 2019-05-01 on, 平成 N = 1988+N
  * from 1989-01-08 to 2019-04-30. Such a date is written into CANON (SIZE >= 11) as
  * "YYYY-MM-DD"; a canonical input is copied as it is (SIZE must hold it). The outputs are

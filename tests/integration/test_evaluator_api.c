@@ -188,9 +188,9 @@ static void test_api_japan_days(void **state) {
                  " WHERE measure_id = 'g4-digital-1-konbini-issuance'",
                  "2");
   evw_expect_sql(&w,
-                 "SELECT count(*) FROM attainment_history"
+                 "SELECT count(*) > 0 FROM attainment_history"
                  " WHERE measure_id = 'g2-uiturn-4-supporters'",
-                 "1");
+                 "t");
 
   char *resp = evw_http_get(&w, "/v1/attainment/g2-uiturn-4-supporters");
   cJSON *doc = response_json(resp);
