@@ -1481,6 +1481,59 @@ int kpi_http_query_flag(const char *query, const char *name, int *out) {
   return 0;
 }
 
+/* Reads the weight of one Accept-Language range from its parameters P (up to END) into *Q,
+ * in thousandths: absent means 1000. Returns -1 when a q parameter is malformed. */
+static int accept_weight(const char *p, const char *end, int *q) {
+  *q = 1000;
+  while (p < end) {
+    while (p < end && (*p == ';' || *p == ' ' || *p == '\t')) p++;
+    if (end - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+      p += 2;
+      int v = 0, digits = 0;
+      if (p < end && (*p == '0' || *p == '1')) v = (*p++ - '0') * 1000;
+      else return -1;
+      if (p < end && *p == '.')
+        for (p++; p < end && *p >= '0' && *p <= '9' && digits < 3; p++, digits++)
+          v += (*p - '0') * (digits == 0 ? 100 : digits == 1 ? 10 : 1);
+      while (p < end && (*p == ' ' || *p == '\t')) p++;
+      if ((p < end && *p != ';') || v > 1000) return -1;
+      *q = v;
+    } else {
+      while (p < end && *p != ';') p++; /* another parameter: not ours */
+    }
+  }
+  return 0;
+}
+
+size_t kpi_http_accept_language(const char *al, const char *const *langs, size_t n) {
+  size_t best = 0;
+  int best_q = 0;
+  for (const char *p = al; p && *p;) {
+    const char *comma = strchr(p, ',');
+    const char *end = comma ? comma : p + strlen(p);
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    const char *semi = p;
+    while (semi < end && *semi != ';') semi++;
+    const char *rend = semi;
+    while (rend > p && (rend[-1] == ' ' || rend[-1] == '\t')) rend--;
+    size_t rl = (size_t)(rend - p);
+    int q;
+    if (rl > 0 && accept_weight(semi, end, &q) == 0) {
+      for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(langs[i]);
+        bool match = (rl == 1 && *p == '*') ||
+                     (rl >= tl && strncasecmp(p, langs[i], tl) == 0 && (rl == tl || p[tl] == '-'));
+        if (match && q > best_q) {
+          best = i;
+          best_q = q;
+        }
+      }
+    }
+    p = comma ? comma + 1 : end;
+  }
+  return best;
+}
+
 /* RFC 7235 token68: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/", then "=" padding. */
 static bool is_token68(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

@@ -239,6 +239,14 @@ bool kpi_http_media_type_charset(const char *ct, const char *type, char *charset
  * when the value is anything else (the caller answers 400). The first occurrence wins. */
 int kpi_http_query_flag(const char *query, const char *name, int *out);
 
+/* Picks the language of an answer from an Accept-Language header value (RFC 9110 12.5.4):
+ * the index in LANGS (N primary tags such as {"en", "ja"}, the default first) of the one the
+ * client prefers most. A range matches a tag when equal to it or to it followed by '-'
+ * ("ja-JP" matches "ja"), case-insensitively; "*" matches every tag. The highest q wins, an
+ * earlier range on a tie; q=0 means "not this one"; a range with a malformed q is skipped.
+ * Returns 0 (the default) when AL is NULL or names none of LANGS. */
+size_t kpi_http_accept_language(const char *al, const char *const *langs, size_t n);
+
 /* Extracts the token of an `Authorization: Bearer <token>` header value (scheme matched
  * case-insensitively, one or more spaces, token68 characters only). Returns 0 and points
  * *TOKEN into AUTH (length *LEN), or -1 when AUTH is NULL, another scheme, or malformed. */

@@ -301,12 +301,142 @@ static int load_measure_people(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   return 0;
 }
 
+/* ---- units (docs/ingest.md "Units") ---- */
+
+#define UNIT_MAX 31 /* bytes, as a record's unit (kpi.measurement/1) */
+
+/* Copies S into OUT (SIZE bytes) with full-width ASCII forms (U+FF01..U+FF5E: UTF-8 EF BC
+ * 81..BF and EF BD 80..9E) folded to ASCII and the ideographic space to ' ', trimming ASCII
+ * spaces at both ends. Returns 0, or -1 when the result does not fit. */
+static int fold_unit(const char *s, char *out, size_t size) {
+  size_t n = 0;
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p == ' ') p++;
+  while (*p) {
+    unsigned c = *p++;
+    if (c == 0xEF && p[0] == 0xBC && p[1] >= 0x81 && p[1] <= 0xBF) {
+      c = 0x21 + (p[1] - 0x81);
+      p += 2;
+    } else if (c == 0xEF && p[0] == 0xBD && p[1] >= 0x80 && p[1] <= 0x9E) {
+      c = 0x60 + (p[1] - 0x80);
+      p += 2;
+    } else if (c == 0xE3 && p[0] == 0x80 && p[1] == 0x80) {
+      c = ' ';
+      p += 2;
+    }
+    if (n + 1 >= size) return -1;
+    out[n++] = (char)c;
+  }
+  while (n > 0 && out[n - 1] == ' ') n--;
+  out[n] = '\0';
+  return 0;
+}
+
+const kpi_unit *kpi_catalog_unit(const kpi_catalog *cat, const char *name) {
+  for (size_t i = 0; i < cat->n_units; i++)
+    if (strcmp(cat->units[i].name, name) == 0) return &cat->units[i];
+  return NULL;
+}
+
+/* Whether folded text F names unit U (its name or a label). */
+static bool unit_names(const kpi_unit *u, const char *name, const char *f) {
+  char g[4 * (UNIT_MAX + 1)];
+  if (fold_unit(name, g, sizeof(g)) == 0 && strcmp(g, f) == 0) return true;
+  for (size_t i = 0; u && i < u->n_labels; i++)
+    if (fold_unit(u->labels[i], g, sizeof(g)) == 0 && strcmp(g, f) == 0) return true;
+  return false;
+}
+
+bool kpi_catalog_unit_matches(const kpi_catalog *cat, const char *unit, const char *given) {
+  char f[4 * (UNIT_MAX + 1)];
+  if (!unit || !given || fold_unit(given, f, sizeof(f)) != 0) return false;
+  return unit_names(kpi_catalog_unit(cat, unit), unit, f);
+}
+
+const char *kpi_catalog_unit_lookup(const kpi_catalog *cat, const char *given) {
+  char f[4 * (UNIT_MAX + 1)];
+  if (!given || fold_unit(given, f, sizeof(f)) != 0) return NULL;
+  for (size_t i = 0; i < cat->n_units; i++)
+    if (unit_names(&cat->units[i], cat->units[i].name, f)) return cat->units[i].name;
+  return NULL;
+}
+
+/* A ratio measure's optional `component_unit`: the count its two amounts are reported in. A
+ * percentage would make 100·Σnum/Σden meaningless, so it is refused here. */
+static int load_component_unit(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
+  if (get_string(lc, obj, "component_unit", true, &m->component_unit)) return -1;
+  if (!m->component_unit) return 0;
+  if (m->kind != KPI_KIND_RATIO)
+    return fail(lc, "component_unit", "only a ratio measure takes component_unit");
+  if (strlen(m->component_unit) > UNIT_MAX)
+    return fail(lc, "component_unit", "longer than %d bytes", UNIT_MAX);
+  if (strcmp(m->component_unit, "percent") == 0)
+    return fail(lc, "component_unit",
+                "a numerator or denominator is a count (case, person...), not percent");
+  return 0;
+}
+
 static int load_measure(load_ctx *lc, const cJSON *obj, kpi_measure *m) {
   if (!cJSON_IsObject(obj)) return fail(lc, "", "must be an object");
   if (load_measure_names(lc, obj, m) || load_measure_goal(lc, obj, m) ||
-      load_measure_window(lc, obj, m) || load_measure_people(lc, obj, m))
+      load_measure_window(lc, obj, m) || load_measure_people(lc, obj, m) ||
+      load_component_unit(lc, obj, m))
     return -1;
   return load_max(lc, obj, m);
+}
+
+/* One `units` member: NAME and its {"labels": [...]}. */
+static int load_unit(load_ctx *lc, const cJSON *it, kpi_unit *u) {
+  size_t n = strlen(it->string);
+  if (n == 0 || n > UNIT_MAX || !kpi_json_utf8_valid(it->string, n))
+    return fail(lc, "", "a unit name is 1-%d bytes of UTF-8", UNIT_MAX);
+  if (!(u->name = strdup(it->string))) return fail(lc, "", "out of memory");
+  const cJSON *labels = cJSON_GetObjectItemCaseSensitive(it, "labels");
+  if (!cJSON_IsObject(it) || !cJSON_IsArray(labels))
+    return fail(lc, "labels", "must be an array of strings");
+  size_t count = (size_t)cJSON_GetArraySize(labels);
+  if (count && !(u->labels = calloc(count, sizeof(char *)))) return fail(lc, "labels", "out of memory");
+  const cJSON *l;
+  cJSON_ArrayForEach(l, labels) {
+    size_t ln = cJSON_IsString(l) ? strlen(l->valuestring) : 0;
+    if (ln == 0 || ln > UNIT_MAX || !kpi_json_utf8_valid(l->valuestring, ln))
+      return fail(lc, "labels", "[%zu] must be 1-%d bytes of UTF-8", u->n_labels, UNIT_MAX);
+    if (!(u->labels[u->n_labels] = strdup(l->valuestring))) return fail(lc, "labels", "out of memory");
+    u->n_labels++;
+  }
+  return 0;
+}
+
+/* A name or label of unit U that another unit loaded before it also answers to: one word
+ * would then mean two units, and a report in it would depend on the measure. */
+static int check_unit_unique(load_ctx *lc, const kpi_catalog *cat, const kpi_unit *u) {
+  for (size_t j = 0; j <= u->n_labels; j++) {
+    const char *w = j == 0 ? u->name : u->labels[j - 1];
+    char f[4 * (UNIT_MAX + 1)];
+    if (fold_unit(w, f, sizeof(f)) != 0) continue;
+    for (size_t i = 0; i + 1 < cat->n_units; i++)
+      if (unit_names(&cat->units[i], cat->units[i].name, f))
+        return fail(lc, "labels", "\"%s\" already names unit \"%s\"", w, cat->units[i].name);
+  }
+  return 0;
+}
+
+/* The optional top-level `units`: {"person": {"labels": ["人", "名"]}, ...}. */
+static int parse_units(load_ctx *lc, const cJSON *root, kpi_catalog *cat) {
+  const cJSON *units = cJSON_GetObjectItemCaseSensitive(root, "units");
+  lc->where[0] = '\0';
+  if (!units) return 0;
+  if (!cJSON_IsObject(units)) return fail(lc, "units", "must be an object of unit names");
+  size_t n = (size_t)cJSON_GetArraySize(units);
+  if (n && !(cat->units = calloc(n, sizeof(kpi_unit)))) return fail(lc, "units", "out of memory");
+  const cJSON *it;
+  cJSON_ArrayForEach(it, units) {
+    snprintf(lc->where, sizeof(lc->where), "units.%.40s", it->string);
+    kpi_unit *u = &cat->units[cat->n_units++];
+    if (load_unit(lc, it, u) || check_unit_unique(lc, cat, u)) return -1;
+  }
+  lc->where[0] = '\0';
+  return 0;
 }
 
 static int cmp_measure(const void *a, const void *b) {
@@ -415,7 +545,8 @@ kpi_catalog *kpi_catalog_parse(const char *json, size_t len, char *errstr, size_
     fail(&lc, "catalog", "not valid JSON (near byte %ld)",
          cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - json) : -1L);
   } else if (parse_header(&lc, root, cat) == 0 && parse_departments(&lc, root, cat) == 0 &&
-             parse_measures(&lc, root, cat) == 0 && catalog_hash(&lc, root, cat) == 0) {
+             parse_measures(&lc, root, cat) == 0 && parse_units(&lc, root, cat) == 0 &&
+             catalog_hash(&lc, root, cat) == 0) {
     cJSON_Delete(root);
     return cat;
   }
@@ -552,8 +683,14 @@ void kpi_catalog_free(kpi_catalog *cat) {
     free(m->indicator);
     free(m->unit);
     free(m->owner);
+    free(m->component_unit);
     free_strings(m->watchers, m->n_watchers);
   }
+  for (size_t i = 0; i < cat->n_units; i++) {
+    free(cat->units[i].name);
+    free_strings(cat->units[i].labels, cat->units[i].n_labels);
+  }
+  free(cat->units);
   free(cat->departments);
   free(cat->measures);
   free(cat->plan_id);

@@ -58,7 +58,17 @@ typedef struct kpi_measure {
   bool has_max;     /* the catalog gave `max` */
   double value_max; /* the largest value one measurement may carry: the catalog's `max`, else
                      * the bound of the measure's kind and unit (KPI_VALUE_MAX_*) */
+  char *component_unit; /* ratio only: the count unit of its numerator and denominator
+                         * amounts (`component_unit`, e.g. "case"); NULL when not given */
 } kpi_measure;
+
+/* A unit of the catalog's `units` and the labels people write for it (人, 件, ％…), which
+ * the ingest accepts in its place (docs/ingest.md "Units"). */
+typedef struct kpi_unit {
+  char *name; /* canonical: what records carry */
+  char **labels;
+  size_t n_labels;
+} kpi_unit;
 
 typedef struct kpi_catalog {
   char *plan_id;
@@ -73,6 +83,8 @@ typedef struct kpi_catalog {
   size_t n_departments;
   kpi_measure *measures; /* sorted by id, for bsearch */
   size_t n_measures;
+  kpi_unit *units; /* the optional `units` member, in catalog order */
+  size_t n_units;
 } kpi_catalog;
 
 /* Parses and validates a catalog. Returns NULL and writes the first problem to ERRSTR, naming
@@ -140,6 +152,18 @@ kpi_catalog_version_verdict kpi_catalog_version_check(int version, const char *s
 bool kpi_catalog_version_ok(kpi_catalog_version_verdict v);
 /* CAT's sha256 as 64 lower-case hex digits into OUT (at least 65 bytes). */
 void kpi_catalog_sha256_hex(const kpi_catalog *cat, char *out);
+
+/* The unit NAME of the catalog's `units`, or NULL when the catalog gives it no labels. */
+const kpi_unit *kpi_catalog_unit(const kpi_catalog *cat, const char *name);
+
+/* Whether GIVEN, as a department wrote it, names canonical unit UNIT: UNIT itself or one of
+ * its labels, compared after folding full-width ASCII forms (U+FF01..U+FF5E, so "％" is "%")
+ * and trimming ASCII spaces. */
+bool kpi_catalog_unit_matches(const kpi_catalog *cat, const char *unit, const char *given);
+
+/* The canonical unit that GIVEN names among all the catalog's units (by name or label, as
+ * kpi_catalog_unit_matches compares), or NULL. */
+const char *kpi_catalog_unit_lookup(const kpi_catalog *cat, const char *given);
 
 const char *kpi_kind_name(kpi_kind kind);
 const char *kpi_direction_name(kpi_direction dir);

@@ -173,15 +173,42 @@ static void measurement_ids(const cJSON *const f[F_COUNT], kpi_parse_mode mode,
     kpi_errors_add(errs, "department", "format", "only letters, digits, '-', '_', '.'");
 }
 
-/* observed_at, value, unit, component: what was measured. */
-static void measurement_reading(const cJSON *const f[F_COUNT], kpi_measurement *m,
-                                kpi_errors *errs) {
-  int r = take_string_item(f[F_OBSERVED_AT], "observed_at", m->observed_at,
-                           sizeof(m->observed_at), errs);
+/* observed_at: a record carries a canonical date or RFC 3339 timestamp; an input may also
+ * carry a date as clerks write it (2024/3/31, R6.3.31, 令和6年3月31日: kpi_time_parse_input),
+ * which becomes the canonical "YYYY-MM-DD" here, so that the record on the topic never
+ * holds another form (docs/ingest.md "Dates"). */
+static void measurement_observed_at(const cJSON *it, kpi_parse_mode mode, kpi_measurement *m,
+                                    kpi_errors *errs) {
+  char given[64];
+  size_t size = mode == KPI_PARSE_INPUT ? sizeof(given) : sizeof(m->observed_at);
+  int r = take_string_item(it, "observed_at", given, size, errs);
   if (r == 0) kpi_errors_add(errs, "observed_at", "missing", "required");
-  if (r == 1 && kpi_time_parse(m->observed_at, &m->observed_ms, &m->observed_day) != 0)
-    kpi_errors_add(errs, "observed_at", "format",
-                   "must be a date (YYYY-MM-DD) or an RFC 3339 timestamp with offset");
+  if (r != 1) return;
+  if (mode == KPI_PARSE_RECORD) {
+    memcpy(m->observed_at, given, strlen(given) + 1);
+    if (kpi_time_parse(m->observed_at, &m->observed_ms, &m->observed_day) != 0)
+      kpi_errors_add(errs, "observed_at", "format",
+                     "must be a date (YYYY-MM-DD) or an RFC 3339 timestamp with offset");
+    return;
+  }
+  if (strlen(given) >= sizeof(m->observed_at) && kpi_time_parse(given, NULL, NULL) == 0) {
+    kpi_errors_add(errs, "observed_at", "too_long", "longer than %zu bytes",
+                   sizeof(m->observed_at) - 1);
+    return;
+  }
+  int rc = kpi_time_parse_input(given, m->observed_at, sizeof(m->observed_at), &m->observed_ms,
+                                &m->observed_day);
+  if (rc != 0) {
+    m->observed_at[0] = '\0';
+    kpi_errors_add(errs, "observed_at", "format", "%s", kpi_time_input_strerror(rc));
+  }
+}
+
+/* observed_at, value, unit, component: what was measured. */
+static void measurement_reading(const cJSON *const f[F_COUNT], kpi_parse_mode mode,
+                                kpi_measurement *m, kpi_errors *errs) {
+  int r;
+  measurement_observed_at(f[F_OBSERVED_AT], mode, m, errs);
 
   const cJSON *v = f[F_VALUE];
   if (!v || cJSON_IsNull(v)) kpi_errors_add(errs, "value", "missing", "required");
@@ -282,7 +309,7 @@ int kpi_measurement_from_json(const cJSON *obj, kpi_parse_mode mode, kpi_measure
   const cJSON *f[F_COUNT] = {0};
   measurement_members(obj, mode, f, errs);
   measurement_ids(f, mode, m, errs);
-  measurement_reading(f, m, errs);
+  measurement_reading(f, mode, m, errs);
   measurement_extras(f, mode, m, errs);
   return errs->n == before ? 0 : -1;
 }
@@ -304,6 +331,36 @@ int kpi_measurement_parse(const char *json, size_t len, kpi_parse_mode mode, kpi
   return rc;
 }
 
+/* Whether GIVEN says "percent" for the catalog: the name, one of its labels, or "%" (also
+ * full-width) when the catalog lists no labels for it. */
+static bool says_percent(const kpi_catalog *cat, const char *given) {
+  return kpi_catalog_unit_matches(cat, "percent", given) ||
+         kpi_catalog_unit_matches(cat, "%", given);
+}
+
+int kpi_measurement_normalize(kpi_measurement *m, const kpi_catalog *cat, kpi_errors *errs) {
+  const kpi_measure *ms = kpi_catalog_measure(cat, m->measure_id);
+  if (!ms || !m->unit[0]) return 0; /* kpi_measurement_check reports it */
+  const char *canon = NULL;
+  if (ms->kind == KPI_KIND_RATIO && m->component != KPI_COMPONENT_NONE) {
+    if (says_percent(cat, m->unit)) {
+      kpi_errors_add(errs, "unit", "component_unit",
+                     "a %s is a count in \"%s\", not a percentage",
+                     kpi_component_name(m->component),
+                     ms->component_unit ? ms->component_unit : "a count unit");
+      return -1;
+    }
+    canon = ms->component_unit ? (kpi_catalog_unit_matches(cat, ms->component_unit, m->unit)
+                                      ? ms->component_unit
+                                      : NULL)
+                               : kpi_catalog_unit_lookup(cat, m->unit);
+  } else if (kpi_catalog_unit_matches(cat, ms->unit, m->unit)) {
+    canon = ms->unit;
+  }
+  if (canon) snprintf(m->unit, sizeof(m->unit), "%s", canon);
+  return 0;
+}
+
 const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_catalog *cat,
                                          int64_t now_ms, kpi_errors *errs) {
   size_t before = errs->n;
@@ -313,8 +370,18 @@ const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_cat
                    m->measure_id);
     return NULL;
   }
-  if (strcmp(m->unit, ms->unit) != 0)
+  /* A ratio's amounts are counts in its component_unit. A record that says the measure's own
+   * unit (percent) was written before component_unit existed; the evaluator still counts it,
+   * while kpi_measurement_normalize keeps the ingest from writing new ones. */
+  if (ms->kind == KPI_KIND_RATIO && m->component != KPI_COMPONENT_NONE) {
+    if (ms->component_unit && strcmp(m->unit, ms->component_unit) != 0 &&
+        strcmp(m->unit, ms->unit) != 0)
+      kpi_errors_add(errs, "unit", "unit_mismatch",
+                     "a numerator or denominator of this measure is a count in \"%s\"",
+                     ms->component_unit);
+  } else if (strcmp(m->unit, ms->unit) != 0) {
     kpi_errors_add(errs, "unit", "unit_mismatch", "this measure is reported in \"%s\"", ms->unit);
+  }
   if (!isfinite(m->value)) kpi_errors_add(errs, "value", "range", "must be a finite number");
   if (m->value < 0)
     kpi_errors_add(errs, "value", "range", "must not be negative");

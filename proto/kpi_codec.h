@@ -77,13 +77,24 @@ int kpi_measurement_from_json(const struct cJSON *obj, kpi_parse_mode mode, kpi_
                               kpi_errors *errs);
 
 /* Checks a parsed measurement against the catalog at instant NOW_MS: known measure, matching
- * unit, finite value, kind rules (count >= 0, percent <= 100, milestone 0/1, component only and
- * always for ratio; code `range`), the value at most the measure's value_max (a count at most
+ * unit (a ratio's numerator or denominator: its component_unit, or the measure's own unit as
+ * records written before component_unit carry; without component_unit any unit), finite
+ * value, kind rules (count >= 0, percent <= 100, milestone 0/1, component only and always
+ * for ratio; code `range`), the value at most the measure's value_max (a count at most
  * KPI_VALUE_MAX_COUNT, or the catalog's `max`; code `out_of_range`), observed_at not in the
  * future (KPI_CLOCK_SKEW_MS of slack). Returns the measure, or NULL with ERRS filled. */
 #define KPI_CLOCK_SKEW_MS (5 * 60 * 1000)
 const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_catalog *cat,
                                          int64_t now_ms, kpi_errors *errs);
+
+/* Rewrites an input's unit to the canonical one the catalog names (docs/ingest.md "Units"):
+ * a label of the measure's unit (人 for person, ％ for percent), or for a ratio's numerator
+ * or denominator a label of its component_unit (件 for case; without component_unit, of any
+ * catalog unit). A ratio component that says percent is refused (field `unit`, code
+ * `component_unit`): its amounts are counts. Anything else is left for kpi_measurement_check
+ * to judge. Returns 0, or -1 with ERRS filled. The ingest calls it before the check; the
+ * evaluator does not, records being canonical already. */
+int kpi_measurement_normalize(kpi_measurement *m, const kpi_catalog *cat, kpi_errors *errs);
 
 /* Encodes a full kpi.measurement/1 record. Returns a malloc'd NUL-terminated string (caller
  * frees) and its length in *LEN, or NULL when out of memory. */

@@ -336,3 +336,160 @@ int64_t kpi_time_now_ms(void)
         return 0;
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+/* ---- dates as people write them ------------------------------------------------------ */
+
+/* The first day of 令和 and the first day of 平成 (the last of 平成 is the day before 令和). */
+#define REIWA_FIRST_Y 2019
+#define REIWA_FIRST_M 5
+#define HEISEI_FIRST_Y 1989
+#define HEISEI_FIRST_D 8 /* 1989-01-08 */
+#define WRITTEN_MAX 64   /* longer input is no date anyone writes */
+
+/* Copies S into OUT (SIZE bytes) with the full-width forms an IME produces folded to ASCII:
+ * U+FF01..U+FF5E (UTF-8 EF BC 81..BF, EF BD 80..9E: ０-９, ／, －, ．, Ｒ, Ｈ…) and the
+ * ideographic space (E3 80 80) to ' '. Other bytes (the era and 年月日 kanji) are kept.
+ * Returns the length, or -1 when S does not fit. */
+static int fold_width(const char *s, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        char c;
+        if (p[0] == 0xEF && p[1] == 0xBC && p[2] >= 0x81 && p[2] <= 0xBF) {
+            c = (char)(0x21 + (p[2] - 0x81));
+            p += 3;
+        } else if (p[0] == 0xEF && p[1] == 0xBD && p[2] >= 0x80 && p[2] <= 0x9E) {
+            c = (char)(0x60 + (p[2] - 0x80));
+            p += 3;
+        } else if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80) {
+            c = ' ';
+            p += 3;
+        } else {
+            c = (char)*p++;
+        }
+        if (n + 1 >= size)
+            return -1;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+/* Reads the month and day after the year: "M月D日" when KANJI, else "M<sep>D" with the
+ * separator SEP the year was followed by. Returns 0, or -1 when the rest is not that form. */
+static int written_month_day(const char **p, const char *end, int kanji, char sep, int *m, int *d)
+{
+    *m = eat_number(p, end, 1, 2);
+    if (*m < 0)
+        return -1;
+    if (kanji ? !eat(p, end, "月") : (*p >= end || **p != sep))
+        return -1;
+    if (!kanji)
+        (*p)++;
+    *d = eat_number(p, end, 1, 2);
+    if (*d < 0 || (kanji && !eat(p, end, "日")))
+        return -1;
+    return *p == end ? 0 : -1;
+}
+
+/* The year and what follows it: an era name and year (元 or 1-2 digits), or 4 Western digits;
+ * then 年 or one of . / -. Sets *BASE to the era's base year (0 for Western). */
+static int written_year(const char **p, const char *end, int *base, int *y, int *kanji, char *sep)
+{
+    *base = 0;
+    if (eat(p, end, "令和") || eat(p, end, "R") || eat(p, end, "r"))
+        *base = REIWA_BASE;
+    else if (eat(p, end, "平成") || eat(p, end, "H") || eat(p, end, "h"))
+        *base = HEISEI_BASE;
+    if (*base)
+        *y = eat(p, end, "元") ? 1 : eat_number(p, end, 1, 2);
+    else
+        *y = eat_number(p, end, 4, 4);
+    if (*y < 0)
+        return -1;
+    *kanji = eat(p, end, "年");
+    if (!*kanji) {
+        if (*p >= end || (**p != '.' && **p != '/' && **p != '-'))
+            return -1;
+        *sep = *(*p)++;
+    }
+    return 0;
+}
+
+/* Parses a written date (kpi_time_parse_input) into *OUT. */
+static int written_date(const char *s, kpi_day *out)
+{
+    char buf[WRITTEN_MAX];
+    int n = fold_width(s, buf, sizeof(buf));
+    if (n < 0)
+        return KPI_TIME_EFORM;
+    const char *p = buf, *end = buf + n;
+    while (p < end && *p == ' ')
+        p++;
+    while (end > p && end[-1] == ' ')
+        end--;
+
+    int base, y, m, d, kanji;
+    char sep = 0;
+    if (written_year(&p, end, &base, &y, &kanji, &sep) != 0 ||
+        written_month_day(&p, end, kanji, sep, &m, &d) != 0)
+        return KPI_TIME_EFORM;
+    if (base && y == 0)
+        return KPI_TIME_EERA;
+    kpi_day day;
+    if (kpi_day_from_ymd(base + y, m, d, &day) != 0)
+        return KPI_TIME_EDATE;
+    /* An era year names a day only while the era lasted: 令和元年4月30日 was 平成31年. */
+    kpi_day reiwa_first = (kpi_day)days_from_civil(REIWA_FIRST_Y, REIWA_FIRST_M, 1);
+    if (base == REIWA_BASE && day < reiwa_first)
+        return KPI_TIME_EERA;
+    if (base == HEISEI_BASE &&
+        (day >= reiwa_first || day < (kpi_day)days_from_civil(HEISEI_FIRST_Y, 1, HEISEI_FIRST_D)))
+        return KPI_TIME_EERA;
+    *out = day;
+    return 0;
+}
+
+int kpi_time_parse_input(const char *s, char *canon, size_t size, int64_t *unix_ms, kpi_day *day)
+{
+    if (s == NULL)
+        return KPI_TIME_EFORM;
+    int64_t ms;
+    kpi_day date;
+    if (kpi_time_parse(s, &ms, &date) == 0) {
+        if (canon && strlen(s) >= size)
+            return KPI_TIME_EFORM;
+        if (canon)
+            memcpy(canon, s, strlen(s) + 1);
+    } else {
+        int rc = written_date(s, &date);
+        if (rc != 0)
+            return rc;
+        if (canon && size < 11)
+            return KPI_TIME_EFORM;
+        if (canon)
+            kpi_day_format(date, canon, size);
+        ms = (int64_t)date * MS_PER_DAY - TZ_OFFSET_MS;
+    }
+    if (unix_ms)
+        *unix_ms = ms;
+    if (day)
+        *day = date;
+    return 0;
+}
+
+const char *kpi_time_input_strerror(int rc)
+{
+    switch (rc) {
+    case 0:
+        return "ok";
+    case KPI_TIME_EDATE:
+        return "no such day: the month must be 1-12 and the day within the month";
+    case KPI_TIME_EERA:
+        return "not a day of that era: 令和 began on 2019-05-01 (令和元年5月1日), 平成 ran from "
+               "1989-01-08 to 2019-04-30";
+    default:
+        return "must be a date (2024-03-31, 2024/3/31, R6.3.31, 令和6年3月31日) or an RFC 3339 "
+               "timestamp with offset";
+    }
+}

@@ -58,6 +58,27 @@ int kpi_fy_format(int fy, char *buf, size_t size);
  * Returns 0, or -1 on invalid input with both outputs untouched. */
 int kpi_time_parse(const char *s, int64_t *unix_ms, kpi_day *day);
 
+/* Results of kpi_time_parse_input besides 0. */
+#define KPI_TIME_EFORM (-1)  /* not a form of date or timestamp that is accepted */
+#define KPI_TIME_EDATE (-2)  /* a date's form, but no such day (2024-2-30, R6.13.1) */
+#define KPI_TIME_EERA (-3)   /* a day outside its era (令和 before 2019-05-01, 平成 after 2019-04-30) */
+
+/* Parses an observed_at value as people write it (docs/ingest.md "Dates"). First the
+ * canonical forms of kpi_time_parse, kept as given; then a Japan calendar date written
+ *   Western:  "2024/03/31", "2024/3/31", "2024-3-31", "2024.3.31", "2024年3月31日"
+ *   Reiwa:    "R6.3.31", "R6/3/31", "R6-3-31", "令和6年3月31日", "令和元年5月1日", "R元.5.1"
+ *   Heisei:   "H31.4.30", "平成31年4月30日", "平成元年1月8日"
+ * with ASCII or full-width digits, letters and separators (０-９, Ｒ, ／, －, ．) and leading or trailing
+ * ASCII or ideographic spaces. Era years: 令和 N = 2018+N from 2019-05-01 on, 平成 N = 1988+N
+ * from 1989-01-08 to 2019-04-30. Such a date is written into CANON (SIZE >= 11) as
+ * "YYYY-MM-DD"; a canonical input is copied as it is (SIZE must hold it). The outputs are
+ * those of kpi_time_parse; any pointer but S may be NULL. Returns 0, or KPI_TIME_EFORM,
+ * KPI_TIME_EDATE or KPI_TIME_EERA with the outputs untouched. */
+int kpi_time_parse_input(const char *s, char *canon, size_t size, int64_t *unix_ms, kpi_day *day);
+
+/* A message for a result of kpi_time_parse_input (English, for errors[].message). */
+const char *kpi_time_input_strerror(int rc);
+
 /* Formats an instant as RFC 3339 UTC with milliseconds, "2024-05-01T03:04:05.123Z".
  * BUF should hold at least 32 bytes; shorter output is truncated like snprintf. */
 void kpi_time_format_utc(int64_t unix_ms, char *buf, size_t size);

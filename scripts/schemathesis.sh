@@ -41,4 +41,6 @@ if [ ! -e "$stamp" ]; then
   touch "$stamp"
 fi
 if [ "${1:-}" = --install-only ]; then exit 0; fi
-exec "$VENV/bin/schemathesis" "$@"
+# Through the interpreter, not the console script: a script's #! line holds the path the venv
+# was made at, which breaks when the folder is reached through another path (a symlink).
+exec "$VENV/bin/python" -m schemathesis.cli "$@"

@@ -7,25 +7,35 @@
 #include "kpi_log.h"
 
 /* JSON is assembled by PostgreSQL (json_agg/json_build_object), so values keep their exact
- * numeric text and no hand-written JSON is needed here. */
+ * numeric text and no hand-written JSON is needed here.
+ *
+ * Each instant also comes as its Japan calendar day (last_observed_day, updated_day,
+ * recorded_day: "YYYY-MM-DD" at UTC+09:00, docs/evaluator.md "Read API"), because the instant
+ * of a report dated 2024-03-31 is 2024-03-30T15:00:00Z and a reader would take it for the
+ * 30th. AT TIME ZONE with an interval is a fixed offset (ISO sign: +09:00 is east of UTC), so
+ * the answer does not depend on the server's time zone data; Japan has no DST. */
+#define EV_JST_DAY(col) "to_char(" col " AT TIME ZONE INTERVAL '+09:00', 'YYYY-MM-DD')"
 static const char SQL_LIST[] =
     "SELECT json_build_object('plan', $1::text, 'measures',"
     " coalesce(json_agg(x ORDER BY x.measure_id), '[]'::json))::text FROM ("
     " SELECT a.measure_id, m.name, m.indicator, m.unit, m.kind, m.direction, m.owner,"
     "  m.baseline_fy, m.baseline, m.target_fy, m.target, a.as_of, a.value, a.progress,"
-    "  a.expected, a.status, a.stale, a.last_observed_at, a.events, a.alert_state,"
-    "  a.updated_at"
+    "  a.expected, a.status, a.stale, a.last_observed_at,"
+    "  " EV_JST_DAY("a.last_observed_at") " AS last_observed_day, a.events, a.alert_state,"
+    "  a.updated_at, " EV_JST_DAY("a.updated_at") " AS updated_day"
     " FROM attainment a LEFT JOIN measures m ON m.id = a.measure_id) x";
 
 static const char SQL_ONE[] =
     "SELECT (to_jsonb(x) || jsonb_build_object('history', coalesce((SELECT json_agg(h)"
-    "  FROM (SELECT id, as_of, value, progress, expected, status, stale, recorded_at"
+    "  FROM (SELECT id, as_of, value, progress, expected, status, stale, recorded_at,"
+    "   " EV_JST_DAY("recorded_at") " AS recorded_day"
     "   FROM attainment_history WHERE measure_id = $1 ORDER BY id DESC LIMIT 500) h),"
     "  '[]'::json)))::text FROM ("
     " SELECT a.measure_id, m.name, m.indicator, m.unit, m.kind, m.direction, m.owner,"
     "  m.baseline_fy, m.baseline, m.target_fy, m.target, a.as_of, a.value, a.progress,"
-    "  a.expected, a.status, a.stale, a.last_observed_at, a.events, a.alert_state,"
-    "  a.episode, a.updated_at"
+    "  a.expected, a.status, a.stale, a.last_observed_at,"
+    "  " EV_JST_DAY("a.last_observed_at") " AS last_observed_day, a.events, a.alert_state,"
+    "  a.episode, a.updated_at, " EV_JST_DAY("a.updated_at") " AS updated_day"
     " FROM attainment a LEFT JOIN measures m ON m.id = a.measure_id"
     " WHERE a.measure_id = $1) x";
 

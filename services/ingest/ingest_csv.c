@@ -189,20 +189,6 @@ static int is_decimal(const char *s) {
   return *s == '\0';
 }
 
-/* Excel on Japanese Windows writes dates as 2024/5/31: rewritten to 2024-05-31 into OUT
- * (11 bytes) when S has exactly that shape, so that the codec's one date rule applies. */
-static int excel_date(const char *s, char out[11]) {
-  unsigned y, m, d;
-  int n = 0;
-  if (sscanf(s, "%4u/%2u/%2u%n", &y, &m, &d, &n) != 3 || s[n] != '\0' || y < 1000 || m > 12 ||
-      d > 31)
-    return 0;
-  for (const char *p = s; *p; p++)
-    if (!(*p == '/' || (*p >= '0' && *p <= '9'))) return 0;
-  snprintf(out, 11, "%04u-%02u-%02u", y % 10000, m % 100, d % 100);
-  return 1;
-}
-
 static void row_error(ingest_csv_row *r, const char *field, const char *code, const char *fmt,
                       ...) __attribute__((format(printf, 4, 5)));
 static void row_error(ingest_csv_row *r, const char *field, const char *code, const char *fmt,
@@ -242,10 +228,10 @@ static int data_row(csv_state *st, ingest_csv_row *r) {
                 r->row, i + 1);
       return 0;
     }
+    /* observed_at goes to the codec as written: Excel's 2024/5/31 and the other forms clerks
+     * type are read by the one date parser (kpi_time_parse_input, docs/ingest.md "Dates"). */
     cJSON *item;
-    char date[11];
     if (c == C_VALUE && is_decimal(v)) item = cJSON_CreateNumber(strtod(v, NULL));
-    else if (c == C_OBSERVED_AT && excel_date(v, date)) item = cJSON_CreateString(date);
     else item = cJSON_CreateString(v);
     if (!item) return -1;
     cJSON_AddItemToObject(r->obj, column_names[c], item);

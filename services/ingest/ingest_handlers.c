@@ -10,6 +10,7 @@
 
 #include "ingest.h"
 #include "ingest_csv.h"
+#include "ingest_i18n.h"
 #include "ingest_web.h"
 #include "kpi_batch.h"
 #include "kpi_buf.h"
@@ -109,11 +110,28 @@ static void count_response(ingest_ctx *ctx, ingest_endpoint ep, int status, uint
 
 /* ---- small answers ---- */
 
+/* The language REQ asked for (Accept-Language; docs/http.md "Languages"). */
+static ingest_lang request_lang(kpi_http_request *req) {
+  return ingest_lang_of(kpi_http_header(req, "Accept-Language"));
+}
+
+/* EXTRA's header lines and the Content-Language of a problem in LANG, into OUT. */
+static const char *problem_headers(ingest_lang lang, const char *extra, char *out, size_t size) {
+  snprintf(out, size, "Content-Language: %s\r\n%s", ingest_lang_tag(lang), extra ? extra : "");
+  return out;
+}
+
+/* A problem in the request's language: title and detail from the message table, field names
+ * and codes (ERRORS) as they are. */
 static void answer_problem(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep,
                            uint64_t t0, int status, const char *detail, cJSON *errors,
                            const char *extra) {
+  ingest_lang lang = request_lang(req);
+  char headers[256];
   count_response(ctx, ep, status, t0);
-  kpi_http_respond_problem_ex(req, status, NULL, NULL, detail, errors, extra);
+  kpi_http_respond_problem_ex(req, status, NULL, ingest_title(lang, status),
+                              ingest_text(lang, detail), errors,
+                              problem_headers(lang, extra, headers, sizeof(headers)));
 }
 
 static void answer_json(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep, uint64_t t0,
@@ -244,12 +262,12 @@ static void put_results(kpi_buf *b, const ingest_request *r, int only_bad) {
 }
 
 /* Appends the RFC 9457 members of a problem, every string escaped; CODE NULL: no `errors`. */
-static void put_problem_head(kpi_buf *b, int status, const char *detail, const char *field,
-                            const char *code, const char *message) {
+static void put_problem_head(kpi_buf *b, ingest_lang lang, int status, const char *detail,
+                             const char *field, const char *code, const char *message) {
   kpi_buf_adds(b, "\"type\":\"about:blank\",\"title\":");
-  kpi_json_buf_string(b, kpi_http_reason(status));
+  kpi_json_buf_string(b, ingest_title(lang, status));
   kpi_buf_addf(b, ",\"status\":%d,\"detail\":", status);
-  kpi_json_buf_string(b, detail);
+  kpi_json_buf_string(b, ingest_text(lang, detail));
   kpi_buf_addc(b, ',');
   if (code) {
     kpi_buf_adds(b, "\"errors\":[{\"field\":");
@@ -267,10 +285,12 @@ static void answer_buf(ingest_ctx *ctx, ingest_request *r, int status, kpi_buf *
                        const char *content_type, const char *extra) {
   if (b->oom) {
     kpi_buf_free(b);
-    count_response(ctx, r->ep, 500, r->start_ns);
-    kpi_http_respond_problem(r->http, 500, NULL, "out of memory", NULL);
+    answer_problem(ctx, r->http, r->ep, r->start_ns, 500, "out of memory", NULL, NULL);
     return;
   }
+  char headers[256];
+  if (strcmp(content_type, "application/problem+json") == 0)
+    extra = problem_headers(request_lang(r->http), extra, headers, sizeof(headers));
   count_response(ctx, r->ep, status, r->start_ns);
   kpi_http_respond(r->http, status, content_type, b->s, b->len, extra);
   kpi_buf_free(b);
@@ -310,14 +330,15 @@ static void finish_batch(ingest_ctx *ctx, ingest_request *r) {
   kpi_buf b = KPI_BUF_INIT;
   kpi_buf_reserve(&b, 256 + r->n_items * 160);
   kpi_buf_add(&b, "{", 1);
+  ingest_lang lang = request_lang(r->http);
   if (status == 403)
-    put_problem_head(&b, 403, "every item is a measure owned by another department",
+    put_problem_head(&b, lang, 403, "every item is a measure owned by another department",
                      "measure_id", "forbidden", "owned by another department");
   else if (status == 429)
-    put_problem_head(&b, 429, "the producer queue is full; nothing was published", "",
+    put_problem_head(&b, lang, 429, "the producer queue is full; nothing was published", "",
                      "queue_full", "retry the items shortly");
   else if (status == 503)
-    put_problem_head(&b, 503, "the records were not acknowledged by Kafka in time", "",
+    put_problem_head(&b, lang, 503, "the records were not acknowledged by Kafka in time", "",
                      "unavailable", "retry the items later, with the same event_id");
   kpi_buf_addf(&b, "\"accepted\":%zu,\"rejected\":%zu,", t.accepted, t.items - t.accepted);
   put_results(&b, r, 0);
@@ -390,6 +411,7 @@ static int item_check(ingest_ctx *ctx, const cJSON *obj, const kpi_department *d
     return 403;
   }
   if (rc != 0) return 422;
+  if (kpi_measurement_normalize(m, ctx->catalog, errs) != 0) return 422;
   if (!kpi_measurement_check(m, ctx->catalog, now, errs)) return 422;
   snprintf(m->department, sizeof(m->department), "%s", d->id);
   return 0;
@@ -583,15 +605,18 @@ static void batch_iter_free(batch_iter *bi) {
 /* Atomic batch refused, nothing published: STATUS (ingest_atomic_status: 422, or 403 when
  * every item is another department's measure) whose `results` list the bad items. */
 static void answer_atomic_rejected(ingest_ctx *ctx, ingest_request *r, int status, size_t bad) {
-  char detail[128];
-  snprintf(detail, sizeof(detail), "%zu of %zu items %s invalid; nothing was published "
-           "(atomic=true)", bad, r->n_items, bad == 1 ? "is" : "are");
+  char detail[160];
+  ingest_lang lang = request_lang(r->http);
+  snprintf(detail, sizeof(detail),
+           ingest_text(lang, "invalid items: %zu of %zu; nothing was published (atomic=true)"),
+           bad, r->n_items);
   kpi_buf b = KPI_BUF_INIT;
   kpi_buf_add(&b, "{", 1);
   if (status == 403)
-    put_problem_head(&b, 403, detail, "measure_id", "forbidden", "owned by another department");
+    put_problem_head(&b, lang, 403, detail, "measure_id", "forbidden",
+                     "owned by another department");
   else
-    put_problem_head(&b, 422, detail, NULL, NULL, NULL);
+    put_problem_head(&b, lang, 422, detail, NULL, NULL, NULL);
   put_results(&b, r, 1);
   kpi_buf_add(&b, "}", 1);
   answer_buf(ctx, r, status, &b, "application/problem+json", NULL);
@@ -675,7 +700,8 @@ static int batch_open(batch_job *j) {
   }
   if (j->n > max) {
     char detail[96];
-    snprintf(detail, sizeof(detail), "a batch holds at most %zu items", max);
+    snprintf(detail, sizeof(detail),
+             ingest_text(request_lang(j->req), "a batch holds at most %zu items"), max);
     return batch_fail(j, 413, detail, NULL, NULL);
   }
   if (j->n == 0)
@@ -833,9 +859,39 @@ static const kpi_department *authenticate(ingest_ctx *ctx, kpi_http_request *req
 
 /* ---- GET /v1/me ---- */
 
+/* The words accepted for canonical unit UNIT: itself, then its catalog labels (docs/ingest.md
+ * "Units"). */
+static cJSON *me_unit_words(const kpi_catalog *cat, const char *unit) {
+  cJSON *a = cJSON_CreateArray();
+  if (!a) return NULL;
+  cJSON_AddItemToArray(a, cJSON_CreateString(unit));
+  const kpi_unit *u = kpi_catalog_unit(cat, unit);
+  for (size_t i = 0; u && i < u->n_labels; i++)
+    cJSON_AddItemToArray(a, cJSON_CreateString(u->labels[i]));
+  return a;
+}
+
+/* The units a measurement of MS may carry: `units` for its value, and for a ratio the
+ * `component_unit` of its amounts and the words accepted for it (null and [] when the catalog
+ * names none: then any count unit but percent is taken as written). */
+static void me_units(cJSON *o, const kpi_catalog *cat, const kpi_measure *ms) {
+  if (ms->kind != KPI_KIND_RATIO) {
+    cJSON_AddItemToObject(o, "units", me_unit_words(cat, ms->unit));
+    return;
+  }
+  cJSON_AddItemToObject(o, "units", cJSON_CreateArray());
+  if (ms->component_unit) {
+    cJSON_AddStringToObject(o, "component_unit", ms->component_unit);
+    cJSON_AddItemToObject(o, "component_units", me_unit_words(cat, ms->component_unit));
+  } else {
+    cJSON_AddNullToObject(o, "component_unit");
+    cJSON_AddItemToObject(o, "component_units", cJSON_CreateArray());
+  }
+}
+
 /* A measure as the entry page needs it: names, unit, kind and the rules a value must keep
  * (the codec's, stated so the page can guide the user; the server still checks them all). */
-static cJSON *me_measure(const kpi_measure *ms) {
+static cJSON *me_measure(const kpi_catalog *cat, const kpi_measure *ms) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
   cJSON_AddStringToObject(o, "id", ms->id);
@@ -866,6 +922,7 @@ static cJSON *me_measure(const kpi_measure *ms) {
     cJSON_AddItemToArray(comps, cJSON_CreateString("denominator"));
   }
   cJSON_AddBoolToObject(o, "component_required", ms->kind == KPI_KIND_RATIO);
+  me_units(o, cat, ms);
   return o;
 }
 
@@ -883,7 +940,7 @@ static void handle_me(ingest_ctx *ctx, kpi_http_request *req, const kpi_departme
     for (size_t i = 0; i < ctx->catalog->n_measures && ok; i++) {
       const kpi_measure *ms = &ctx->catalog->measures[i];
       if (strcmp(ms->owner, d->id) != 0) continue;
-      cJSON *o = me_measure(ms);
+      cJSON *o = me_measure(ctx->catalog, ms);
       ok = o != NULL;
       if (o) cJSON_AddItemToArray(list, o);
     }

@@ -2,14 +2,17 @@
  * KPI_EVALUATOR_API_MAX_PENDING=2 and the API's queries held up by a lock, a burst of reads gets
  * 503 problem+json with Retry-After at once beyond the bound (none hangs), and the consumer is
  * unaffected: a rebalance (a second replica leaves) still reads its offsets and every record is
- * stored within seconds. Once the lock goes, the two held reads are answered 200. */
+ * stored within seconds. Once the lock goes, the two held reads are answered 200. The read
+ * API's instants also come as Japan calendar days (test_api_japan_days). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <cjson/cJSON.h>
 #include <poll.h>
 
+#include "kpi_time.h"
 #include "test_evaluator_util.h"
 
 #define BURST 10
@@ -141,8 +144,104 @@ static void test_api_bound(void **state) {
   evw_close(&w);
 }
 
+/* The body of an HTTP response RESP (after the blank line), parsed. */
+static cJSON *response_json(const char *resp) {
+  const char *body = resp ? strstr(resp, "\r\n\r\n") : NULL;
+  if (!body) fail_msg("no HTTP body: %s", resp ? resp : "(no answer)");
+  cJSON *doc = cJSON_Parse(body + 4);
+  if (!doc) fail_msg("not JSON: %s", body + 4);
+  return doc;
+}
+
+static const char *member_string(const cJSON *o, const char *name) {
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+  if (!cJSON_IsString(it)) fail_msg("%s is not a string", name);
+  return it->valuestring;
+}
+
+/* Instants also as Japan calendar days (docs/evaluator.md "Read API"): a value reported for
+ * 2024-03-31 has last_observed_at 2024-03-30T15:00:00Z, and last_observed_day 2024-03-31. Ratio
+ * amounts in their count unit and, from older records, in percent are both stored. */
+static void test_api_japan_days(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_evday", "2024-06-01");
+  evw_start(&w, NULL);
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  evw_produce_reading(&w, "g2-uiturn-4-supporters", "kikaku", "2024-03-31", 31, "person", NULL);
+  char rec[1024], id[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v4(id);
+  evw_measurement(rec, sizeof(rec), id, "g4-digital-1-konbini-issuance", "shimin", "2024-05-31",
+                  12, "case", "numerator");
+  evw_produce(&w, w.t_meas, "g4-digital-1-konbini-issuance", rec);
+  kpi_uuid_v4(id);
+  evw_measurement(rec, sizeof(rec), id, "g4-digital-1-konbini-issuance", "shimin", "2024-05-31",
+                  100, "percent", "denominator");
+  evw_produce(&w, w.t_meas, "g4-digital-1-konbini-issuance", rec);
+  evw_flush(&w);
+  evw_expect_sql(&w,
+                 "SELECT last_observed_at IS NOT NULL FROM attainment"
+                 " WHERE measure_id = 'g2-uiturn-4-supporters'",
+                 "t");
+  evw_expect_sql(&w,
+                 "SELECT count(*) FROM measurements"
+                 " WHERE measure_id = 'g4-digital-1-konbini-issuance'",
+                 "2");
+  evw_expect_sql(&w,
+                 "SELECT count(*) > 0 FROM attainment_history"
+                 " WHERE measure_id = 'g2-uiturn-4-supporters'",
+                 "t");
+
+  char *resp = evw_http_get(&w, "/v1/attainment/g2-uiturn-4-supporters");
+  cJSON *doc = response_json(resp);
+  free(resp);
+  /* The instant is the JST midnight, which in UTC is still the 30th. */
+  int64_t ms;
+  assert_int_equal(kpi_time_parse(member_string(doc, "last_observed_at"), &ms, NULL), 0);
+  assert_true(ms == INT64_C(1711810800000)); /* 2024-03-30T15:00:00Z */
+  assert_string_equal(member_string(doc, "last_observed_day"), "2024-03-31");
+  kpi_day day;
+  assert_int_equal(kpi_time_parse(member_string(doc, "updated_at"), &ms, NULL), 0);
+  assert_int_equal(kpi_time_parse(member_string(doc, "updated_day"), NULL, &day), 0);
+  assert_int_equal(day, kpi_day_of_ms(ms));
+  const cJSON *h0 = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "history"), 0);
+  assert_non_null(h0);
+  assert_int_equal(kpi_time_parse(member_string(h0, "recorded_at"), &ms, NULL), 0);
+  assert_int_equal(kpi_time_parse(member_string(h0, "recorded_day"), NULL, &day), 0);
+  assert_int_equal(day, kpi_day_of_ms(ms));
+  cJSON_Delete(doc);
+
+  /* The list too; a measure with no data has null for both. */
+  resp = evw_http_get(&w, "/v1/attainment");
+  doc = response_json(resp);
+  free(resp);
+  const cJSON *m;
+  int seen = 0;
+  cJSON_ArrayForEach(m, cJSON_GetObjectItem(doc, "measures")) {
+    const char *mid = member_string(m, "measure_id");
+    const cJSON *lod = cJSON_GetObjectItem(m, "last_observed_day");
+    if (strcmp(mid, "g2-uiturn-4-supporters") == 0) {
+      assert_string_equal(lod->valuestring, "2024-03-31");
+      seen++;
+    } else if (strcmp(mid, "g4-digital-1-konbini-issuance") == 0) {
+      assert_string_equal(lod->valuestring, "2024-05-31");
+      seen++;
+    } else if (strcmp(mid, "g4-carbon-1-zero-carbon-plan") == 0) {
+      assert_true(cJSON_IsNull(lod));
+      assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "last_observed_at")));
+      seen++;
+    }
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(m, "updated_day")));
+  }
+  assert_int_equal(seen, 3);
+  cJSON_Delete(doc);
+  evw_stop(&w);
+  evw_close(&w);
+}
+
 int main(void) {
   kpi_it_init();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_api_bound)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_api_bound),
+                                     cmocka_unit_test(test_api_japan_days)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -753,6 +753,160 @@ static void test_sigterm_drains(void **state) {
   tc_records_free(recs, n);
 }
 
+/* ---- input as clerks write it (docs/ingest.md "Dates", "Units"; docs/http.md "Languages") ---- */
+
+#define JA "Accept-Language: ja\r\n"
+
+/* Posts BODY as DEPT with EXTRA header lines. */
+static void post_ex(const char *path, const char *dept, const char *ct, const char *extra,
+                    const char *body, tc_resp *r) {
+  if (tc_request(svc.port, "POST", path, hdrs3(tc_auth(dept), ct, extra), body, r) != 0)
+    fail_msg("no answer to POST %s", path);
+}
+
+/* The record of EVENT_ID on the topic, parsed. */
+static void read_record(const char *event_id, kpi_measurement *m) {
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  const tc_record *rec = tc_find_event(recs, n, event_id);
+  if (!rec) fail_msg("no record %s", event_id);
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(rec->value, strlen(rec->value), KPI_PARSE_RECORD, m,
+                                         &errs), 0);
+  tc_records_free(recs, n);
+}
+
+static void test_clerk_dates_and_units(void **state) {
+  (void)state;
+  tc_resp r;
+  kpi_measurement m;
+  /* JSON: a Reiwa date in full-width digits and the label 人 become 2024-03-31 and person. */
+  post("/v1/measurements", "KIKAKU", JSON_CT,
+       "{\"event_id\":\"5c1e0000-0000-4000-8000-000000000001\",\"measure_id\":\""
+       MEASURE_SUPPORTERS "\",\"observed_at\":\"令和６年３月３１日\",\"value\":31,\"unit\":\"人\"}",
+       &r);
+  if (r.status != 202) fail_msg("%d: %s", r.status, r.body);
+  tc_resp_free(&r);
+  read_record("5c1e0000-0000-4000-8000-000000000001", &m);
+  assert_string_equal(m.observed_at, "2024-03-31");
+  assert_string_equal(m.unit, "person");
+
+  /* A ratio's numerator in 件 is a count in case; in percent it is refused, naming unit. */
+  post("/v1/measurements", "SHIMIN", JSON_CT,
+       "{\"event_id\":\"5c1e0000-0000-4000-8000-000000000002\",\"measure_id\":\"" MEASURE_KONBINI
+       "\",\"observed_at\":\"R6.3.31\",\"value\":12,\"unit\":\"件\",\"component\":\"numerator\"}",
+       &r);
+  if (r.status != 202) fail_msg("%d: %s", r.status, r.body);
+  tc_resp_free(&r);
+  read_record("5c1e0000-0000-4000-8000-000000000002", &m);
+  assert_string_equal(m.observed_at, "2024-03-31");
+  assert_string_equal(m.unit, "case");
+  post("/v1/measurements", "SHIMIN", JSON_CT,
+       "{\"measure_id\":\"" MEASURE_KONBINI "\",\"observed_at\":\"2024-03-31\",\"value\":12,"
+       "\"unit\":\"percent\",\"component\":\"denominator\"}",
+       &r);
+  tc_expect_problem(&r, 422, "unit", "component_unit");
+  tc_resp_free(&r);
+
+  /* NDJSON and CSV go through the same parser: 2024/3/31, ２０２４／３／３１, 平成31年4月30日, ％. */
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n",
+       "{\"event_id\":\"5c1e0000-0000-4000-8000-000000000003\",\"measure_id\":\"" MEASURE_LED
+       "\",\"observed_at\":\"2024/3/31\",\"value\":20,\"unit\":\"％\"}\n"
+       "{\"event_id\":\"5c1e0000-0000-4000-8000-000000000004\",\"measure_id\":\"" MEASURE_LED
+       "\",\"observed_at\":\"２０２４／３／３１\",\"value\":21,\"unit\":\"%\"}\n",
+       &r);
+  if (r.status != 202) fail_msg("%d: %s", r.status, r.body);
+  tc_resp_free(&r);
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: text/csv\r\n",
+       "measure_id,observed_at,value,unit,event_id\n" MEASURE_LED ",平成31年4月30日,19,パーセント,"
+       "5c1e0000-0000-4000-8000-000000000005\n" MEASURE_LED ",2024-2-30,19,percent,"
+       "5c1e0000-0000-4000-8000-000000000006\n",
+       &r);
+  assert_int_equal(r.status, 207);
+  cJSON *doc = cJSON_Parse(r.body);
+  assert_int_equal(item_status(doc, 0), 202);
+  assert_int_equal(item_status(doc, 1), 422);
+  assert_true(tc_has_error(cJSON_GetObjectItem(batch_item(doc, 1), "errors"), "observed_at",
+                           "format"));
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+  read_record("5c1e0000-0000-4000-8000-000000000003", &m);
+  assert_string_equal(m.observed_at, "2024-03-31");
+  assert_string_equal(m.unit, "percent");
+  read_record("5c1e0000-0000-4000-8000-000000000004", &m);
+  assert_string_equal(m.observed_at, "2024-03-31");
+  read_record("5c1e0000-0000-4000-8000-000000000005", &m);
+  assert_string_equal(m.observed_at, "2019-04-30");
+  assert_string_equal(m.unit, "percent");
+
+  /* A day that does not exist: the existing 422 on observed_at, saying why. */
+  post("/v1/measurements", "KIKAKU", JSON_CT,
+       "{\"measure_id\":\"" MEASURE_SUPPORTERS "\",\"observed_at\":\"R6.13.1\",\"value\":31,"
+       "\"unit\":\"人\"}",
+       &r);
+  tc_expect_problem(&r, 422, "observed_at", "format");
+  assert_non_null(strstr(r.body, "no such day"));
+  tc_resp_free(&r);
+}
+
+/* Problem details in Japanese on Accept-Language: ja; codes and fields unchanged. */
+static void test_problem_language(void **state) {
+  (void)state;
+  const char *bad = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-2-30\","
+                    "\"value\":1,\"unit\":\"percent\"}";
+  tc_resp r;
+  post_ex("/v1/measurements", "KANKYO", JSON_CT, JA, bad, &r);
+  cJSON *doc = tc_problem(&r, 422);
+  assert_string_equal(cJSON_GetObjectItem(doc, "title")->valuestring, "入力内容に誤りがあります");
+  assert_non_null(strstr(cJSON_GetObjectItem(doc, "detail")->valuestring, "errors"));
+  assert_true(tc_has_error(doc, "observed_at", "format"));
+  assert_string_equal(tc_header(&r, "content-language"), "ja");
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+
+  /* English stays the default, and wins when preferred. */
+  static const char *const english[] = {NULL, "Accept-Language: en-US,en;q=0.9,ja;q=0.8\r\n",
+                                        "Accept-Language: fr\r\n"};
+  for (size_t i = 0; i < sizeof(english) / sizeof(english[0]); i++) {
+    post_ex("/v1/measurements", "KANKYO", JSON_CT, english[i], bad, &r);
+    doc = tc_problem(&r, 422);
+    assert_string_equal(cJSON_GetObjectItem(doc, "title")->valuestring, "Unprocessable Content");
+    assert_string_equal(cJSON_GetObjectItem(doc, "detail")->valuestring,
+                        "the measurement breaks the schema or the catalog");
+    assert_string_equal(tc_header(&r, "content-language"), "en");
+    cJSON_Delete(doc);
+    tc_resp_free(&r);
+  }
+  /* Japanese preferred by q-value; other answers too: 401, 415, an atomic batch. */
+  if (tc_request(svc.port, "POST", "/v1/measurements",
+                 hdrs3("Accept-Language: en;q=0.3, ja;q=0.7\r\n", JSON_CT, NULL), bad, &r) != 0)
+    fail_msg("no answer");
+  doc = tc_problem(&r, 401);
+  assert_string_equal(cJSON_GetObjectItem(doc, "title")->valuestring, "認証が必要です");
+  assert_string_equal(cJSON_GetObjectItem(doc, "detail")->valuestring,
+                      "アクセストークン（Bearer）が必要です");
+  assert_non_null(tc_header(&r, "www-authenticate"));
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+  post_ex("/v1/measurements", "KANKYO", "Content-Type: text/plain\r\n", JA, bad, &r);
+  doc = tc_problem(&r, 415);
+  assert_string_equal(cJSON_GetObjectItem(doc, "detail")->valuestring,
+                      "Content-Type は application/json にしてください");
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+  post_ex("/v1/measurements:batch?atomic=true", "KANKYO", JSON_CT, JA,
+          "[{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":1,"
+          "\"unit\":\"percent\"},{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"x\","
+          "\"value\":1,\"unit\":\"percent\"}]",
+          &r);
+  doc = tc_problem(&r, 422);
+  assert_string_equal(cJSON_GetObjectItem(doc, "title")->valuestring, "入力内容に誤りがあります");
+  assert_non_null(strstr(cJSON_GetObjectItem(doc, "detail")->valuestring, "誤りのある項目: 1 件"));
+  assert_string_equal(tc_header(&r, "content-language"), "ja");
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+}
+
 int main(void) {
   kpi_it_init();
   const struct CMUnitTest tests[] = {
@@ -768,6 +922,8 @@ int main(void) {
       cmocka_unit_test(test_chunked_and_continue),
       cmocka_unit_test(test_slow_client_408),
       cmocka_unit_test(test_sighup_reloads_catalog),
+      cmocka_unit_test(test_clerk_dates_and_units),
+      cmocka_unit_test(test_problem_language),
       cmocka_unit_test(test_sigterm_drains),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -108,6 +108,11 @@ static void test_me(void **state) {
   assert_true(cJSON_IsString(cJSON_GetObjectItem(m1, "indicator")));
   assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(m1, "components")), 0);
   assert_true(cJSON_IsFalse(cJSON_GetObjectItem(m1, "component_required")));
+  /* The units a clerk may write: the canonical one first, then the catalog's labels. */
+  char *units = cJSON_PrintUnformatted(cJSON_GetObjectItem(m1, "units"));
+  assert_string_equal(units, "[\"percent\",\"%\",\"パーセント\"]");
+  free(units);
+  assert_null(cJSON_GetObjectItem(m1, "component_unit"));
   cJSON_Delete(doc);
   tc_resp_free(&r);
 
@@ -126,6 +131,12 @@ static void test_me(void **state) {
   assert_string_equal(cJSON_GetArrayItem(comps, 0)->valuestring, "numerator");
   assert_string_equal(cJSON_GetArrayItem(comps, 1)->valuestring, "denominator");
   assert_true(cJSON_IsTrue(cJSON_GetObjectItem(m0, "component_required")));
+  /* A ratio is reported as counts: its component_unit and the words for it, no percent. */
+  assert_string_equal(cJSON_GetObjectItem(m0, "component_unit")->valuestring, "case");
+  char *cu = cJSON_PrintUnformatted(cJSON_GetObjectItem(m0, "component_units"));
+  assert_string_equal(cu, "[\"case\",\"件\"]");
+  free(cu);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(m0, "units")), 0);
   cJSON_Delete(doc);
   tc_resp_free(&r);
 
@@ -186,7 +197,7 @@ static void test_csv_utf8_accepted(void **state) {
 static void test_csv_shift_jis(void **state) {
   (void)state;
   const char *body = "measure_id,observed_at,value,unit,component,note,event_id\r\n"
-                     KONBINI ",2024-05-31,412,percent,denominator,"
+                     KONBINI ",2024-05-31,412,\x8c\x8f,denominator," /* 件 */
                      "\x88\xb0\x95\xca\x20\x35\x8c\x8e\x95\xaa\x87\x40," /* 芦別 5月分① */
                      "6b0a7c1e-2222-4a2b-8c3d-000000000001\r\n";
   tc_resp r;
@@ -197,6 +208,7 @@ static void test_csv_shift_jis(void **state) {
   read_back("6b0a7c1e-2222-4a2b-8c3d-000000000001", &m);
   assert_string_equal(m.note, "芦別 5月分①");
   assert_int_equal(m.component, KPI_COMPONENT_DENOMINATOR);
+  assert_string_equal(m.unit, "case"); /* 件 in CP932: a ratio's amount is a count */
   assert_true(m.value == 412);
 
   /* The same bytes declared as UTF-8: 400, naming the encoding, nothing published. */

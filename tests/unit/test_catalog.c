@@ -237,7 +237,72 @@ static const struct {
      "measures[0].target.value: above the largest value the measure accepts (100)"},
     /* A ratio's max bounds its numerator and denominator amounts, which are counts. */
     {CATALOG(DEPT, PERCENT_MEASURE("ratio", ",\"max\":5000", "0", "20")), NULL},
+    /* component_unit: a ratio's amounts are counts (docs/ingest.md "Units"). */
+    {CATALOG(DEPT, PERCENT_MEASURE("ratio", ",\"component_unit\":\"case\"", "0", "20")), NULL},
+    {CATALOG(DEPT, PERCENT_MEASURE("ratio", ",\"component_unit\":\"percent\"", "0", "20")),
+     "measures[0].component_unit: a numerator or denominator is a count"},
+    {CATALOG(DEPT, MEASURE("level", ",\"component_unit\":\"case\"", "1", "5")),
+     "measures[0].component_unit: only a ratio measure takes component_unit"},
+    {CATALOG(DEPT, PERCENT_MEASURE("ratio", ",\"component_unit\":5", "0", "20")),
+     "measures[0].component_unit: must be a string"},
+    /* units: labels per canonical unit, one word naming one unit. */
+    {"{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":["
+     DEPT "],\"measures\":[" MEASURE("level", "", "1", "5") "],\"units\":{\"person\":{\"labels\":"
+     "[\"人\",\"名\"]},\"case\":{\"labels\":[\"件\"]}}}",
+     NULL},
+    {"{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":["
+     DEPT "],\"measures\":[" MEASURE("level", "", "1", "5") "],\"units\":{\"person\":{\"labels\":"
+     "[\"人\"]},\"case\":{\"labels\":[\"件\",\"人\"]}}}",
+     "units.case.labels: \"人\" already names unit \"person\""},
+    {"{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":["
+     DEPT "],\"measures\":[" MEASURE("level", "", "1", "5") "],\"units\":{\"percent\":{\"labels\":"
+     "[\"%\"]},\"pct\":{\"labels\":[\"％\"]}}}",
+     "units.pct.labels: \"％\" already names unit \"percent\""},
+    {"{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":["
+     DEPT "],\"measures\":[" MEASURE("level", "", "1", "5") "],\"units\":{\"person\":{\"labels\":"
+     "[\"\"]}}}",
+     "units.person.labels: [0] must be 1-31 bytes"},
+    {"{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":["
+     DEPT "],\"measures\":[" MEASURE("level", "", "1", "5") "],\"units\":[]}",
+     "units: must be an object of unit names"},
+    {"{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},\"departments\":["
+     DEPT "],\"measures\":[" MEASURE("level", "", "1", "5") "],\"units\":{\"person\":[\"人\"]}}",
+     "units.person.labels: must be an array of strings"},
 };
+
+/* The shipped catalog's units: each unit its measures use has its Japanese labels (seed:
+ * 人, 件, 校, 施設, %), and the ratio measure reports its amounts in 件 (case). */
+static void test_shipped_units(void **state) {
+  (void)state;
+  char err[512];
+  kpi_catalog *cat = kpi_catalog_load_flags(SHIPPED, KPI_CATALOG_ALLOW_SAMPLE, err, sizeof(err));
+  if (!cat) fail_msg("%s", err);
+  static const struct {
+    const char *unit, *label;
+  } labels[] = {{"person", "人"},   {"case", "件"},     {"school", "校"},
+                {"facility", "施設"}, {"percent", "%"},   {"percent", "％"},
+                {"plan", "計画"},    {"person", " 名 "}};
+  for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+    if (!kpi_catalog_unit_matches(cat, labels[i].unit, labels[i].label))
+      fail_msg("%s should answer to \"%s\"", labels[i].unit, labels[i].label);
+    assert_string_equal(kpi_catalog_unit_lookup(cat, labels[i].label), labels[i].unit);
+  }
+  assert_false(kpi_catalog_unit_matches(cat, "person", "件"));
+  assert_null(kpi_catalog_unit_lookup(cat, "世帯"));
+  /* Every measure's unit has labels; every ratio names its component_unit, never percent. */
+  for (size_t i = 0; i < cat->n_measures; i++) {
+    const kpi_measure *m = &cat->measures[i];
+    if (!kpi_catalog_unit(cat, m->unit)) fail_msg("%s: unit %s has no labels", m->id, m->unit);
+    if (m->kind == KPI_KIND_RATIO) {
+      assert_non_null(m->component_unit);
+      assert_string_not_equal(m->component_unit, "percent");
+      assert_non_null(kpi_catalog_unit(cat, m->component_unit));
+    } else {
+      assert_null(m->component_unit);
+    }
+  }
+  kpi_catalog_free(cat);
+}
 
 static void test_broken_catalogs(void **state) {
   (void)state;
@@ -364,6 +429,7 @@ int main(void) {
       cmocka_unit_test(test_value_bounds),
       cmocka_unit_test(test_sample_departments_refused),
       cmocka_unit_test(test_missing_file),
+      cmocka_unit_test(test_shipped_units),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

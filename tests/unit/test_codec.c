@@ -51,7 +51,7 @@ static const char *const valid_inputs[] = {
     "\"value\":31,\"unit\":\"person\",\"note\":\"応援団の登録者数（年度末）\"}",
     "{\"event_id\":\"0b5f4a52-6f4e-4b6e-9b1a-2f0c3c3d4e5f\",\"measure_id\":"
     "\"g4-digital-1-konbini-issuance\",\"observed_at\":\"2024-05-01\",\"value\":12,"
-    "\"unit\":\"percent\",\"component\":\"numerator\"}",
+    "\"unit\":\"case\",\"component\":\"numerator\"}",
     "{\"measure_id\":\"g4-carbon-1-zero-carbon-plan\",\"observed_at\":\"2024-05-01\","
     "\"value\":1,\"unit\":\"plan\",\"department\":\"kankyo\",\"schema\":\"kpi.measurement/1\"}",
     "{\"measure_id\":\"g4-carbon-2-led-rate\",\"observed_at\":\"2024-05-01\",\"value\":100,"
@@ -211,6 +211,176 @@ static void test_catalog_rules(void **state) {
     assert_null(kpi_measurement_check(&m, cat, now_ms, &errs));
     expect_error(&errs, catalog_violations[i].field, catalog_violations[i].code, in);
   }
+}
+
+/* Dates as clerks write them become the canonical date in the record (docs/ingest.md
+ * "Dates"); a record itself must already be canonical. */
+static void test_input_dates_canonical(void **state) {
+  (void)state;
+  static const struct {
+    const char *given, *canon;
+  } cases[] = {
+      {"2024/03/31", "2024-03-31"},       {"2024-3-31", "2024-03-31"},
+      {"R6.3.31", "2024-03-31"},          {"令和6年3月31日", "2024-03-31"},
+      {"令和６年３月３１日", "2024-03-31"}, {"２０２４／３／３１", "2024-03-31"},
+      {"令和元年5月1日", "2019-05-01"},    {"平成31年4月30日", "2019-04-30"},
+      {"2024-03-31T10:00:00+09:00", "2024-03-31T10:00:00+09:00"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char in[256];
+    snprintf(in, sizeof(in),
+             "{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"%s\",\"value\":3,"
+             "\"unit\":\"person\"}",
+             cases[i].given);
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    if (kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs) != 0)
+      fail_msg("%s: %s", cases[i].given, errs.items[0].message);
+    assert_string_equal(m.observed_at, cases[i].canon);
+    strcpy(m.event_id, "0b5f4a52-6f4e-4b6e-9b1a-2f0c3c3d4e5f");
+    strcpy(m.department, "kikaku");
+    strcpy(m.received_at, "2024-04-01T00:00:00.000Z");
+    size_t len;
+    char *rec = kpi_measurement_encode(&m, &len);
+    assert_non_null(rec);
+    char want[64];
+    snprintf(want, sizeof(want), "\"observed_at\":\"%s\"", cases[i].canon);
+    assert_non_null(strstr(rec, want));
+    /* The record reads back strictly. */
+    kpi_measurement back;
+    assert_int_equal(kpi_measurement_parse(rec, len, KPI_PARSE_RECORD, &back, &errs), 0);
+    assert_int_equal(back.observed_day, m.observed_day);
+    free(rec);
+  }
+  /* Refusals say why, on observed_at with the existing code. */
+  static const struct {
+    const char *given, *says;
+  } bad[] = {
+      {"2024-2-30", "no such day"},
+      {"R6.13.1", "no such day"},
+      {"令和元年4月30日", "2019-05-01"},
+      {"31.3.2024", "R6.3.31"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char in[256];
+    snprintf(in, sizeof(in),
+             "{\"measure_id\":\"g2-uiturn-4-supporters\",\"observed_at\":\"%s\",\"value\":3,"
+             "\"unit\":\"person\"}",
+             bad[i].given);
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), -1);
+    expect_error(&errs, "observed_at", "format", in);
+    assert_non_null(strstr(errs.items[0].message, bad[i].says));
+  }
+  /* A record on the topic must be canonical: kpi.measurement/1 does not change. */
+  const char *rec =
+      "{\"schema\":\"kpi.measurement/1\",\"event_id\":\"0b5f4a52-6f4e-4b6e-9b1a-2f0c3c3d4e5f\","
+      "\"measure_id\":\"g2-uiturn-4-supporters\",\"department\":\"kikaku\","
+      "\"observed_at\":\"2024/03/31\",\"value\":3,\"unit\":\"person\","
+      "\"received_at\":\"2024-04-01T00:00:00.000Z\"}";
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(rec, strlen(rec), KPI_PARSE_RECORD, &m, &errs), -1);
+  expect_error(&errs, "observed_at", "format", rec);
+}
+
+/* Units as people write them, and a ratio's amounts as counts (docs/ingest.md "Units"). */
+static void test_units_normalized(void **state) {
+  (void)state;
+  static const struct {
+    const char *measure, *unit, *component;
+    const char *canon;       /* the unit after normalize, when it passes */
+    const char *code;        /* the error on `unit`, else NULL */
+  } cases[] = {
+      {"g2-uiturn-4-supporters", "人", NULL, "person", NULL},
+      {"g2-uiturn-4-supporters", "名", NULL, "person", NULL},
+      {"g2-uiturn-4-supporters", " 人 ", NULL, "person", NULL},
+      {"g2-uiturn-4-supporters", "ｐｅｒｓｏｎ", NULL, "person", NULL},
+      {"g2-uiturn-4-supporters", "件", NULL, "件", "unit_mismatch"},
+      {"g3-kosodate-8-school-lunch", "校", NULL, "school", NULL},
+      {"g4-digital-2-signage", "施設", NULL, "facility", NULL},
+      {"g4-carbon-2-led-rate", "%", NULL, "percent", NULL},
+      {"g4-carbon-2-led-rate", "％", NULL, "percent", NULL},
+      {"g4-carbon-1-zero-carbon-plan", "計画", NULL, "plan", NULL},
+      {"g4-digital-1-konbini-issuance", "件", "numerator", "case", NULL},
+      {"g4-digital-1-konbini-issuance", "case", "denominator", "case", NULL},
+      {"g4-digital-1-konbini-issuance", "percent", "numerator", NULL, "component_unit"},
+      {"g4-digital-1-konbini-issuance", "％", "denominator", NULL, "component_unit"},
+      {"g4-digital-1-konbini-issuance", "パーセント", "denominator", NULL, "component_unit"},
+      {"g4-digital-1-konbini-issuance", "人", "numerator", "人", "unit_mismatch"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char in[320];
+    snprintf(in, sizeof(in),
+             "{\"measure_id\":\"%s\",\"observed_at\":\"2024-05-01\",\"value\":1,\"unit\":\"%s\""
+             "%s%s%s}",
+             cases[i].measure, cases[i].unit, cases[i].component ? ",\"component\":\"" : "",
+             cases[i].component ? cases[i].component : "", cases[i].component ? "\"" : "");
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), 0);
+    int rc = kpi_measurement_normalize(&m, cat, &errs);
+    const kpi_measure *ms = rc == 0 ? kpi_measurement_check(&m, cat, now_ms, &errs) : NULL;
+    if (cases[i].code) {
+      assert_null(ms);
+      expect_error(&errs, "unit", cases[i].code, in);
+    } else if (!ms) {
+      fail_msg("%s: %s %s", in, errs.items[0].code, errs.items[0].message);
+    }
+    if (cases[i].canon) assert_string_equal(m.unit, cases[i].canon);
+  }
+  /* A ratio amount in percent written to the topic before component_unit existed still
+   * counts in the evaluator (the check alone), so an old record is not poison. */
+  const char *old = "{\"measure_id\":\"g4-digital-1-konbini-issuance\",\"observed_at\":"
+                    "\"2024-05-01\",\"value\":1,\"unit\":\"percent\",\"component\":\"numerator\"}";
+  kpi_measurement m;
+  kpi_errors errs = {0};
+  assert_int_equal(kpi_measurement_parse(old, strlen(old), KPI_PARSE_INPUT, &m, &errs), 0);
+  assert_non_null(kpi_measurement_check(&m, cat, now_ms, &errs));
+}
+
+/* A catalog without `units` or `component_unit` (written before them): only canonical units
+ * match, and a ratio's amounts take any unit but percent. */
+#define OLD_CATALOG                                                                             \
+  "{\"schema\":\"kpi.catalog/1\",\"plan\":{\"id\":\"p\",\"name\":\"P\"},"                     \
+  "\"departments\":[{\"id\":\"d\",\"name\":\"D\",\"mailboxes\":[\"d@x.example\"]}],"            \
+  "\"measures\":[{\"id\":\"r\",\"goal\":1,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","   \
+  "\"unit\":\"percent\",\"kind\":\"ratio\",\"direction\":\"increase\",\"baseline\":{\"fy\":2022,"     \
+  "\"value\":0},\"target\":{\"fy\":2024,\"value\":20},\"owner\":\"d\"},"                         \
+  "{\"id\":\"l\",\"goal\":1,\"program\":\"p\",\"name\":\"n\",\"indicator\":\"i\","               \
+  "\"unit\":\"person\",\"kind\":\"level\",\"direction\":\"increase\",\"baseline\":{\"fy\":2022,"     \
+  "\"value\":0},\"target\":{\"fy\":2024,\"value\":20},\"owner\":\"d\"}]}"
+
+static void test_units_without_catalog_labels(void **state) {
+  (void)state;
+  char err[256];
+  kpi_catalog *old = kpi_catalog_parse(OLD_CATALOG, strlen(OLD_CATALOG), err, sizeof(err));
+  if (!old) fail_msg("%s", err);
+  static const struct {
+    const char *measure, *unit, *component;
+    bool ok;
+  } cases[] = {
+      {"l", "person", NULL, true},  {"l", "人", NULL, false},
+      {"r", "case", "numerator", true}, {"r", "件", "numerator", true},
+      {"r", "percent", "numerator", false}, {"r", "％", "denominator", false},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char in[320];
+    snprintf(in, sizeof(in),
+             "{\"measure_id\":\"%s\",\"observed_at\":\"2024-05-01\",\"value\":1,\"unit\":\"%s\""
+             "%s%s%s}",
+             cases[i].measure, cases[i].unit, cases[i].component ? ",\"component\":\"" : "",
+             cases[i].component ? cases[i].component : "", cases[i].component ? "\"" : "");
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    assert_int_equal(kpi_measurement_parse(in, strlen(in), KPI_PARSE_INPUT, &m, &errs), 0);
+    bool ok = kpi_measurement_normalize(&m, old, &errs) == 0 &&
+              kpi_measurement_check(&m, old, now_ms, &errs) != NULL;
+    if (ok != cases[i].ok) fail_msg("%s: %s", in, ok ? "accepted" : errs.items[0].message);
+    if (ok) assert_string_equal(m.unit, cases[i].unit); /* as written: no labels to map */
+  }
+  kpi_catalog_free(old);
 }
 
 /* Magnitude bounds by kind and unit (shipped catalog, no max) and by a catalog max. NULL
@@ -580,6 +750,9 @@ int main(void) {
       cmocka_unit_test(test_record_field_formats),
       cmocka_unit_test(test_long_field_name_stays_utf8),
       cmocka_unit_test(test_alert_required_members),
+      cmocka_unit_test(test_input_dates_canonical),
+      cmocka_unit_test(test_units_normalized),
+      cmocka_unit_test(test_units_without_catalog_labels),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

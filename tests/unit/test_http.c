@@ -1095,6 +1095,42 @@ static void test_max_connections_per_peer(void **state) {
 }
 
 /* One table of reason phrases, RFC 9110's names. */
+/* Accept-Language: the preferred supported language, the default (index 0) otherwise. */
+static void test_accept_language(void **state) {
+  (void)state;
+  static const char *const langs[] = {"en", "ja"};
+  static const struct {
+    const char *al;
+    size_t want;
+  } cases[] = {
+      {NULL, 0},
+      {"", 0},
+      {"ja", 1},
+      {"JA-jp", 1},
+      {"en", 0},
+      {"ja, en", 1},
+      {"en, ja", 0},
+      {"en;q=0.5, ja", 1},
+      {"ja;q=0.5, en;q=0.9", 0},
+      {"ja;q=0.9, en;q=0.5", 1},
+      {"en-US,en;q=0.9,ja;q=0.8", 0},
+      {"ja-JP,ja;q=0.9,en-US;q=0.8,en;q=0.7", 1},
+      {"fr, ja;q=0.3", 1},
+      {"fr", 0},
+      {"ja;q=0", 0},
+      {"ja;q=bad, en;q=0.1", 0},
+      {"ja;q=2", 0},
+      {"*", 0},
+      {"jav", 0},
+      {" ja ; q=1.000 ", 1},
+      {"de;q=0.9, ja;level=1;q=0.8", 1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    size_t got = kpi_http_accept_language(cases[i].al, langs, 2);
+    if (got != cases[i].want) fail_msg("\"%s\": got %zu, want %zu", cases[i].al ? cases[i].al : "(null)", got, cases[i].want);
+  }
+}
+
 static void test_reason_phrases(void **state) {
   (void)state;
   assert_string_equal(kpi_http_reason(422), "Unprocessable Content");
@@ -1223,6 +1259,7 @@ int main(void) {
       cmocka_unit_test(test_zero_body_limit),
       cmocka_unit_test(test_max_connections_per_peer),
       cmocka_unit_test(test_reason_phrases),
+      cmocka_unit_test(test_accept_language),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,10 +68,10 @@ static const csv_case cases[] = {
           "\"component\":\"denominator\"}"},
       {3, "{\"measure_id\":\"" KONBINI "\",\"observed_at\":\"2024-05-31\",\"value\":3,\"unit\":\"percent\","
           "\"component\":\"numerator\",\"note\":\"5月分\"}"}}},
-    {"values that are not numbers stay strings; Excel dates; spaces trimmed", H "\n" LED
+    {"values that are not numbers stay strings; dates as written (the codec reads them); spaces trimmed", H "\n" LED
      ", 2024/5/1 ,abc,percent\n" LED ",2024/13/1,-1.5e1,percent\n" LED ",2024-05-01,nan,percent\n",
      0, INGEST_CHARSET_UTF8, 0, NULL, NULL,
-     {{2, "{\"measure_id\":\"" LED "\",\"observed_at\":\"2024-05-01\",\"value\":\"abc\",\"unit\":\"percent\"}"},
+     {{2, "{\"measure_id\":\"" LED "\",\"observed_at\":\"2024/5/1\",\"value\":\"abc\",\"unit\":\"percent\"}"},
       {3, "{\"measure_id\":\"" LED "\",\"observed_at\":\"2024/13/1\",\"value\":-15,\"unit\":\"percent\"}"},
       {4, "{\"measure_id\":\"" LED "\",\"observed_at\":\"2024-05-01\",\"value\":\"nan\",\"unit\":\"percent\"}"}}},
     {"cp932: 芦別 and a Japanese note", H ",note\r\n" LED ",2024-05-01,1,percent," SJIS_ASHIBETSU

@@ -418,6 +418,147 @@ static void test_time_parse_truncated(void **state)
     }
 }
 
+/* ---- dates as people write them (kpi_time_parse_input, docs/ingest.md "Dates") ---------- */
+
+/* Every accepted form and the canonical text the record carries. */
+static const struct {
+    const char *in;
+    const char *canon;
+} written_ok[] = {
+    {"2024-03-31", "2024-03-31"},
+    {"2024-03-31T10:00:00+09:00", "2024-03-31T10:00:00+09:00"}, /* RFC 3339: kept as given */
+    {"2024-03-30T15:00:00Z", "2024-03-30T15:00:00Z"},
+    {"2024/03/31", "2024-03-31"},
+    {"2024/3/31", "2024-03-31"},
+    {"2024-3-31", "2024-03-31"},
+    {"2024-3-1", "2024-03-01"},
+    {"2024.3.31", "2024-03-31"},
+    {"2024年3月31日", "2024-03-31"},
+    {"2024年03月31日", "2024-03-31"},
+    {"R6.3.31", "2024-03-31"},
+    {"r6.3.31", "2024-03-31"},
+    {"R6/3/31", "2024-03-31"},
+    {"R6-3-31", "2024-03-31"},
+    {"R06.03.31", "2024-03-31"},
+    {"令和6年3月31日", "2024-03-31"},
+    {"令和６年３月３１日", "2024-03-31"},
+    {"２０２４／３／３１", "2024-03-31"},
+    {"２０２４－０３－３１", "2024-03-31"},
+    {"Ｒ６．３．３１", "2024-03-31"},
+    {"Ｈ３１／４／３０", "2019-04-30"},
+    {"令和元年5月1日", "2019-05-01"},
+    {"R元.5.1", "2019-05-01"},
+    {"R1.5.1", "2019-05-01"},
+    {"令和元年12月31日", "2019-12-31"},
+    {"H31.4.30", "2019-04-30"},
+    {"平成31年4月30日", "2019-04-30"},
+    {"平成30年3月31日", "2018-03-31"},
+    {"平成元年1月8日", "1989-01-08"},
+    {"H1.1.8", "1989-01-08"},
+    {"h30.3.31", "2018-03-31"},
+    {"R6.2.29", "2024-02-29"},
+    {"  2024/3/31  ", "2024-03-31"},
+    {"\xe3\x80\x80令和6年3月31日\xe3\x80\x80", "2024-03-31"}, /* ideographic spaces */
+};
+
+/* Refusals and the reason each gets. */
+static const struct {
+    const char *in;
+    int rc;
+} written_bad[] = {
+    {"２０２４／２／３０", KPI_TIME_EDATE},
+    {"2024-2-30", KPI_TIME_EDATE},
+    {"2023/2/29", KPI_TIME_EDATE},
+    {"R6.13.1", KPI_TIME_EDATE},
+    {"R6.0.1", KPI_TIME_EDATE},
+    {"令和6年4月31日", KPI_TIME_EDATE},
+    {"2024/3/0", KPI_TIME_EDATE},
+    {"1899/12/31", KPI_TIME_EDATE},
+    {"令和元年4月30日", KPI_TIME_EERA}, /* still 平成31年 */
+    {"R1.1.1", KPI_TIME_EERA},
+    {"R0.5.1", KPI_TIME_EERA},
+    {"H31.5.1", KPI_TIME_EERA},          /* already 令和元年 */
+    {"平成32年1月1日", KPI_TIME_EERA},
+    {"H1.1.7", KPI_TIME_EERA},           /* 昭和64年 */
+    {"H0.1.8", KPI_TIME_EERA},
+    {"2024/3-31", KPI_TIME_EFORM},       /* mixed separators */
+    {"2024/3/31/", KPI_TIME_EFORM},
+    {"2024年3月31", KPI_TIME_EFORM},
+    {"2024年3/31", KPI_TIME_EFORM},
+    {"24/3/31", KPI_TIME_EFORM},
+    {"R6.3", KPI_TIME_EFORM},
+    {"R123.1.1", KPI_TIME_EFORM},
+    {"2024/003/31", KPI_TIME_EFORM},
+    {"2024-03-31T10:00:00", KPI_TIME_EFORM}, /* no offset: not an instant */
+    {"S64.1.7", KPI_TIME_EFORM},             /* 昭和 is not read */
+    {"31/3/2024", KPI_TIME_EFORM},
+    {"", KPI_TIME_EFORM},
+    {"令和", KPI_TIME_EFORM},
+};
+
+static void test_time_parse_input(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(written_ok); i++) {
+        char canon[40] = "";
+        int64_t ms = 0, ms_canon = 0;
+        kpi_day day = 0, day_canon = 0;
+        int rc = kpi_time_parse_input(written_ok[i].in, canon, sizeof(canon), &ms, &day);
+        if (rc != 0 || strcmp(canon, written_ok[i].canon) != 0)
+            fail_msg("\"%s\": rc %d, \"%s\", want \"%s\"", written_ok[i].in, rc, canon,
+                     written_ok[i].canon);
+        /* The canonical text means the same instant and day as the input. */
+        assert_int_equal(kpi_time_parse(canon, &ms_canon, &day_canon), 0);
+        assert_true(ms == ms_canon);
+        assert_int_equal(day, day_canon);
+    }
+    for (size_t i = 0; i < ARRAY_LEN(written_bad); i++) {
+        char canon[40] = "untouched";
+        kpi_day day = 42;
+        int rc = kpi_time_parse_input(written_bad[i].in, canon, sizeof(canon), NULL, &day);
+        if (rc != written_bad[i].rc)
+            fail_msg("\"%s\": rc %d, want %d", written_bad[i].in, rc, written_bad[i].rc);
+        assert_string_equal(canon, "untouched");
+        assert_int_equal(day, 42);
+        assert_non_null(strstr(kpi_time_input_strerror(rc), rc == KPI_TIME_EERA ? "2019-05-01"
+                                                          : rc == KPI_TIME_EDATE ? "no such day"
+                                                                                 : "R6.3.31"));
+    }
+    /* A date's instant is that day's 00:00 JST, whichever way it was written. */
+    int64_t ms;
+    assert_int_equal(kpi_time_parse_input("令和6年3月31日", NULL, 0, &ms, NULL), 0);
+    assert_true(ms == INT64_C(1711810800000)); /* 2024-03-30T15:00:00Z */
+    /* A canonical value that does not fit CANON is refused rather than cut. */
+    char small[11];
+    assert_int_equal(kpi_time_parse_input("2024-03-31T10:00:00+09:00", small, sizeof(small), NULL,
+                                          NULL),
+                     KPI_TIME_EFORM);
+    assert_int_equal(kpi_time_parse_input(NULL, NULL, 0, NULL, NULL), KPI_TIME_EFORM);
+}
+
+/* Every prefix of every accepted form, from an exact-size heap copy (AddressSanitizer sees a
+ * read past the NUL): never a crash, and a cut multi-byte character is never a date. */
+static void test_time_parse_input_truncated(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(written_ok); i++) {
+        size_t n = strlen(written_ok[i].in);
+        for (size_t k = 0; k < n; k++) {
+            char *copy = malloc(k + 1);
+            assert_non_null(copy);
+            memcpy(copy, written_ok[i].in, k);
+            copy[k] = '\0';
+            char canon[40];
+            kpi_day day;
+            int rc = kpi_time_parse_input(copy, canon, sizeof(canon), NULL, &day);
+            /* A shorter prefix may still be a date (2024/3/3 of 2024/3/31); then it parses
+             * as exactly that. */
+            if (rc == 0) assert_int_equal(kpi_time_parse(canon, NULL, NULL), 0);
+            free(copy);
+        }
+    }
+}
+
 static void test_day_of_ms(void **state)
 {
     (void)state;
@@ -503,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_time_parse_valid),   cmocka_unit_test(test_time_parse_invalid),
         cmocka_unit_test(test_time_parse_truncated), cmocka_unit_test(test_day_of_ms),
         cmocka_unit_test(test_time_format),        cmocka_unit_test(test_now),
+        cmocka_unit_test(test_time_parse_input),   cmocka_unit_test(test_time_parse_input_truncated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

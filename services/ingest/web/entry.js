@@ -34,7 +34,7 @@
     type: '形式が正しくありません（数値で入力してください）。',
     empty: '空にはできません。',
     too_long: '長すぎます（備考は 1 KiB＝全角約 340 文字まで）。',
-    format: '書式が正しくありません（日付は YYYY-MM-DD）。',
+    format: '書式が正しくありません（日付は 2024-03-31、2024/3/31、R6.3.31、令和6年3月31日 など。実在する日付で）。',
     range: '値が範囲外です（負の数、100 を超える百分率、0/1 以外の達成状況など）。',
     out_of_range: '値が大きすぎます（この指標の上限を超えています）。',
     value: '使用できない値です。',
@@ -43,6 +43,7 @@
     syntax: '書式（JSON / CSV）が正しくありません。',
     unknown_measure: '登録されていない施策です。',
     unit_mismatch: '単位が指標の単位と一致しません。',
+    component_unit: '比率の分子・分母は件数で報告します（％は使えません）。',
     not_allowed: 'この指標では指定できません（比率の指標のみ）。',
     future: '未来の日付は登録できません。',
     forbidden: '他の課が担当する施策です。',
@@ -96,7 +97,8 @@
   // ---- HTTP ----
 
   async function call(method, path, body, contentType) {
-    const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json' };
+    // Accept-Language: the server's problem titles and details come back in Japanese too.
+    const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json', 'Accept-Language': 'ja' };
     if (contentType) headers['Content-Type'] = contentType;
     let res;
     try {
@@ -169,10 +171,14 @@
     if (!m) return;
     const unit = UNIT_LABELS[m.unit] || m.unit;
     const ratio = m.component_required;
-    $('unit-label').textContent = ratio ? '（件数）' : '（' + unit + '）';
+    // The words the server accepts for the unit (GET /v1/me: units, component_units).
+    const accepted = (ratio ? m.component_units : m.units) || [];
+    const countUnit = ratio && accepted.length > 1 ? accepted[1] : '件数';
+    $('unit-label').textContent = ratio ? '（' + countUnit + '）' : '（' + unit + '）';
     $('measure-info').textContent = '種類：' + (KIND_LABELS[m.kind] || m.kind) + '。基準値 ' +
       m.baseline.value + '（' + m.baseline.fy + '年度）→ 目標 ' + m.target.value + '（' +
-      m.target.fy + '年度）。単位：' + unit + '。';
+      m.target.fy + '年度）。単位：' + unit + '。' +
+      (accepted.length ? (ratio ? '分子・分母の単位' : 'CSV で使える単位') + '：' + accepted.join('・') + '。' : '');
     $('component-fieldset').hidden = !ratio;
     const v = $('value');
     v.min = String(m.value_min);
@@ -213,6 +219,7 @@
 
   function showProblem(area, r) {
     area.appendChild(el('p', r.status === 0 ? 'サーバーに接続できません。' : statusText(r.status), 'error'));
+    if (r.doc && typeof r.doc.detail === 'string') area.appendChild(el('p', r.doc.detail));
     const errors = (r.doc && Array.isArray(r.doc.errors)) ? r.doc.errors : [];
     if (errors.length) {
       const ul = el('ul');
@@ -229,7 +236,9 @@
     clearFieldErrors();
     const m = currentMeasure();
     if (!m) return;
-    const body = { measure_id: m.id, unit: m.unit };
+    // A ratio's numerator and denominator are counts in its component_unit, never percent.
+    const unit = m.component_required ? (m.component_unit || '件') : m.unit;
+    const body = { measure_id: m.id, unit };
     const date = $('observed-at').value;
     if (date) body.observed_at = date;
     const raw = $('value').value.trim();
