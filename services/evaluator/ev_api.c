@@ -219,13 +219,13 @@ int ev_api_history_page(const char *query, ev_api_page *page, char *err, size_t 
     return -1;
   }
   if (rc > 0) kpi_time_format_utc(ms, page->after, sizeof(page->after));
+  /* A cursor's event id means nothing without its instant: alone it is checked, then ignored. */
   rc = ev_api_query_value(query, "after_event_id", v, sizeof(v));
-  if (rc < 0 || (rc > 0 && (!page->after[0] || strlen(v) != KPI_UUID_STRLEN ||
-                            kpi_uuid_parse(v, NULL) != 0))) {
-    snprintf(err, errsize, "after_event_id must be a UUID, given with after");
+  if (rc < 0 || (rc > 0 && (strlen(v) != KPI_UUID_STRLEN || kpi_uuid_parse(v, NULL) != 0))) {
+    snprintf(err, errsize, "after_event_id must be a UUID");
     return -1;
   }
-  if (rc > 0) memcpy(page->after_event_id, v, KPI_UUID_STRLEN + 1);
+  if (rc > 0 && page->after[0]) memcpy(page->after_event_id, v, KPI_UUID_STRLEN + 1);
   return 0;
 }
 

@@ -560,8 +560,8 @@ int ev_api_audit_path(const char *path, char id[KPI_ID_MAX + 1], ev_api_audit *w
  * into OUT (SIZE bytes; a bare NAME gives ""). Returns 1 when present (the first occurrence),
  * 0 when absent, -1 when its encoding is bad, it holds a NUL or does not fit. */
 int ev_api_query_value(const char *query, const char *name, char *out, size_t size);
-/* Reads ?limit=, ?after= and ?after_event_id= of QUERY into PAGE. Returns 0, or -1 with ERR
- * saying which is wrong (answered 400). */
+/* Reads ?limit=, ?after= and ?after_event_id= (ignored without after) of QUERY into PAGE.
+ * Returns 0, or -1 with ERR saying which is wrong (answered 400). */
 int ev_api_history_page(const char *query, ev_api_page *page, char *err, size_t errsize);
 /* The Authorization header value AUTH (NULL: absent) for the notifications API: 1 when it is
  * `Bearer <the operator token>` (its SHA-256 compared in constant time with CFG's), 0 when

@@ -185,7 +185,7 @@ static void check_history(void) {
 
   long st;
   static const char *const bad[] = {"?limit=0", "?limit=10001", "?limit=x", "?after=yesterday",
-                                     "?after_event_id=" M1};
+                                     "?after=2024-01-01T00:00:00Z&after_event_id=x"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     snprintf(path, sizeof(path), "/v1/measures/" MEASURE "/history%s", bad[i]);
     cJSON_Delete(ev_get(path, NULL, &st, NULL));
