@@ -1,5 +1,6 @@
 /* ev_config.c: the evaluator's configuration, read from the environment in one place
  * (docs/evaluator.md "Configuration"). */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +37,26 @@ static int load_numbers(ev_config *cfg, char *err, size_t errsize) {
   return 0;
 }
 
+/* KPI_OPERATOR_TOKEN_SHA256: 64 hex digits (either case), or unset (docs/evaluator.md). */
+static int load_operator(ev_config *cfg, char *err, size_t errsize) {
+  const char *hex = kpi_env_str("KPI_OPERATOR_TOKEN_SHA256", NULL);
+  if (!hex) return 0;
+  bool ok = strlen(hex) == 64;
+  for (int i = 0; ok && i < 32; i++) {
+    unsigned byte = 0;
+    ok = isxdigit((unsigned char)hex[2 * i]) && isxdigit((unsigned char)hex[2 * i + 1]) &&
+         sscanf(hex + 2 * i, "%2x", &byte) == 1;
+    cfg->operator_sha256[i] = (uint8_t)byte;
+  }
+  if (!ok) {
+    snprintf(err, errsize, "KPI_OPERATOR_TOKEN_SHA256: expected 64 hex digits (SHA-256 of the "
+                           "operator token)");
+    return -1;
+  }
+  cfg->operator_set = true;
+  return 0;
+}
+
 int ev_config_load(ev_config *cfg, char *err, size_t errsize) {
   memset(cfg, 0, sizeof(*cfg));
   err[0] = '\0';
@@ -44,7 +65,7 @@ int ev_config_load(ev_config *cfg, char *err, size_t errsize) {
     return -1;
   snprintf(cfg->group, sizeof(cfg->group), "%s", kpi_env_str("KPI_EVALUATOR_GROUP", "evaluator"));
   if (kpi_topics_from_env(cfg->topics, err, errsize)) return -1;
-  if (load_numbers(cfg, err, errsize)) return -1;
+  if (load_numbers(cfg, err, errsize) || load_operator(cfg, err, errsize)) return -1;
   const char *date = kpi_env_str("KPI_EVAL_DATE", NULL);
   if (date) {
     kpi_day day;

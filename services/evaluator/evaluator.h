@@ -60,6 +60,10 @@ typedef struct {
   char listen_host[64];
   int listen_port;
   int api_max_pending; /* read API queries queued or running on API; beyond: 503 */
+  /* KPI_OPERATOR_TOKEN_SHA256: the operator token's digest, which shows mail addresses in
+   * GET /v1/measures/{id}/notifications; unset: addresses are never shown. */
+  bool operator_set;
+  uint8_t operator_sha256[32];
   int outbox_retention_days;
   int64_t drain_timeout_ms;
   kpi_http_config http;
@@ -535,9 +539,38 @@ typedef struct {
 /* A read may be queued while fewer than MAX are pending; beyond, it is answered 503. */
 bool ev_api_admit(int pending, int max);
 bool ev_api_valid_id(const char *s);
+
+/* The audit read API (docs/evaluator.md "Audit read API"): its two resources of a measure. */
+typedef enum { EV_API_HISTORY = 0, EV_API_NOTIFICATIONS } ev_api_audit;
+#define EV_API_HISTORY_LIMIT 1000      /* entries per page by default */
+#define EV_API_HISTORY_LIMIT_MAX 10000 /* ?limit= at most */
+
+/* One page of a history: at most LIMIT entries received after AFTER (RFC 3339 UTC, "" from the
+ * start) and, at that instant, after event AFTER_EVENT_ID ("": after every event then). */
+typedef struct {
+  int limit;
+  char after[32];
+  char after_event_id[KPI_UUID_STRLEN + 1];
+} ev_api_page;
+
+/* Splits PATH "/v1/measures/{id}/history" or ".../notifications" into ID (not yet checked
+ * against the id syntax) and WHICH. Returns 0, or -1 for any other path. */
+int ev_api_audit_path(const char *path, char id[KPI_ID_MAX + 1], ev_api_audit *which);
+/* The percent-decoded value of query parameter NAME (QUERY: the text after '?', may be NULL)
+ * into OUT (SIZE bytes; a bare NAME gives ""). Returns 1 when present (the first occurrence),
+ * 0 when absent, -1 when its encoding is bad, it holds a NUL or does not fit. */
+int ev_api_query_value(const char *query, const char *name, char *out, size_t size);
+/* Reads ?limit=, ?after= and ?after_event_id= (ignored without after) of QUERY into PAGE.
+ * Returns 0, or -1 with ERR saying which is wrong (answered 400). */
+int ev_api_history_page(const char *query, ev_api_page *page, char *err, size_t errsize);
+/* The Authorization header value AUTH (NULL: absent) for the notifications API: 1 when it is
+ * `Bearer <the operator token>` (its SHA-256 compared in constant time with CFG's), 0 when
+ * absent, -1 otherwise (answered 401), also whenever no operator token is configured. */
+int ev_api_operator(const char *auth, const ev_config *cfg);
+
 void ev_on_http_request(kpi_http_request *req, void *opaque);
 /* The read API's resources, for kpi_http_server_set_routes. */
-#define EV_HTTP_N_ROUTES 5
+#define EV_HTTP_N_ROUTES 6
 extern const kpi_http_route ev_http_routes[EV_HTTP_N_ROUTES];
 
 typedef struct {

@@ -25,6 +25,8 @@ typedef enum {
   INGEST_EP_ENTRY,     /* the entry page and its files: /entry, /entry.js, /entry.css */
   INGEST_EP_ENTRY_JS,
   INGEST_EP_ENTRY_CSS,
+  INGEST_EP_RETRACT,   /* POST /v1/measurements/{event_id}:retract (docs/corrections.md) */
+  INGEST_EP_ACK,       /* POST /v1/measures/{id}/acknowledgements */
   INGEST_EP_OTHER,
   INGEST_EP_COUNT
 } ingest_endpoint;

@@ -1,5 +1,6 @@
 /* ingest_handlers.c: ingest's HTTP endpoints; records are answered from their delivery reports. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <http_parser.h>
 #include <inttypes.h>
 #include <openssl/rand.h>
@@ -17,6 +18,7 @@
 #include "kpi_codec.h"
 #include "kpi_json.h"
 #include "kpi_log.h"
+#include "kpi_records.h"
 
 #define RETRY_AFTER_START "Retry-After: 2\r\n"
 /* Plain `Bearer`, as proto/openapi.yaml fixes it: no realm to configure, and an error
@@ -35,6 +37,8 @@ typedef struct ingest_item {
   const char *detail;    /* static text of a failed delivery, else NULL */
   char event_id[KPI_UUID_STRLEN + 1];
   char measure_id[KPI_ID_MAX + 1];
+  /* A retraction: the retracted event id; an acknowledgement: its `until`; else "". */
+  char ref[KPI_UUID_STRLEN + 1];
 } ingest_item;
 
 /* A request held until the delivery reports of its records came back. */
@@ -51,7 +55,8 @@ typedef struct ingest_request {
 
 static const char *const ep_names[INGEST_EP_COUNT] = {
     "measurements", "batch", "healthz", "readyz",    "metrics",
-    "me",           "entry", "entry_js", "entry_css", "other"};
+    "me",           "entry", "entry_js", "entry_css", "retract",
+    "acknowledgements", "other"};
 
 /* ---- metrics ---- */
 
@@ -296,12 +301,18 @@ static void answer_buf(ingest_ctx *ctx, ingest_request *r, int status, kpi_buf *
   kpi_buf_free(b);
 }
 
+/* The answer to a request of one record: a measurement, a retraction (with `retracts`) or an
+ * acknowledgement (with `until`), 202 once the broker acknowledged it, else its problem. */
 static void finish_single(ingest_ctx *ctx, ingest_request *r) {
   ingest_item *it = &r->items[0];
   if (it->status == 202) {
     kpi_buf b = KPI_BUF_INIT;
     kpi_buf_adds(&b, "{\"event_id\":");
     kpi_json_buf_string(&b, it->event_id);
+    if (r->ep == INGEST_EP_RETRACT || r->ep == INGEST_EP_ACK) {
+      kpi_buf_adds(&b, r->ep == INGEST_EP_RETRACT ? ",\"retracts\":" : ",\"until\":");
+      kpi_json_buf_string(&b, it->ref);
+    }
     kpi_buf_adds(&b, ",\"measure_id\":");
     kpi_json_buf_string(&b, it->measure_id);
     kpi_buf_addf(&b, ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}", it->partition,
@@ -350,8 +361,8 @@ static void finish_batch(ingest_ctx *ctx, ingest_request *r) {
 
 static void request_finish(ingest_request *r) {
   ingest_ctx *ctx = r->ctx;
-  if (r->ep == INGEST_EP_SINGLE) finish_single(ctx, r);
-  else finish_batch(ctx, r);
+  if (r->ep == INGEST_EP_BATCH) finish_batch(ctx, r);
+  else finish_single(ctx, r);
   request_free(r);
   ctx->inflight--;
 }
@@ -957,6 +968,223 @@ static void handle_me(ingest_ctx *ctx, kpi_http_request *req, const kpi_departme
   cJSON_free(text);
 }
 
+/* ---- retractions and acknowledgements (docs/corrections.md "HTTP (ingest)") ---- */
+
+#define RETRACT_PREFIX "/v1/measurements/"
+#define RETRACT_SUFFIX ":retract"
+#define ACK_PREFIX "/v1/measures/"
+#define ACK_SUFFIX "/acknowledgements"
+
+/* Copies the segment of PATH between PREFIX and SUFFIX into OUT (SIZE bytes). Returns 0, or -1
+ * when PATH is not PREFIX + one non-empty segment (no '/') + SUFFIX, or the segment does not
+ * fit: such a path names no resource (404). */
+static int path_segment(const char *path, const char *prefix, const char *suffix, char *out,
+                        size_t size) {
+  size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(path);
+  if (n <= pl + sl || strncmp(path, prefix, pl) != 0 || strcmp(path + n - sl, suffix) != 0)
+    return -1;
+  size_t len = n - pl - sl;
+  if (len >= size || memchr(path + pl, '/', len)) return -1;
+  memcpy(out, path + pl, len);
+  out[len] = '\0';
+  return 0;
+}
+
+/* True when the route's path has the shape of its resource (the table matches prefixes). */
+static bool path_is_resource(kpi_http_request *req, ingest_endpoint ep) {
+  char seg[KPI_UUID_STRLEN + KPI_ID_MAX + 2];
+  const char *path = kpi_http_request_path(req);
+  return ep == INGEST_EP_RETRACT
+             ? path_segment(path, RETRACT_PREFIX, RETRACT_SUFFIX, seg, sizeof(seg)) == 0
+             : path_segment(path, ACK_PREFIX, ACK_SUFFIX, seg, sizeof(seg)) == 0;
+}
+
+/* A body whose only error is at the body level (not UTF-8, not JSON) earns 400, like a
+ * measurement's; field errors earn 422. */
+static int body_status(const kpi_errors *errs) {
+  if (errs->n == 1 && errs->items[0].field[0] == '\0' &&
+      (strcmp(errs->items[0].code, "encoding") == 0 || strcmp(errs->items[0].code, "syntax") == 0))
+    return 400;
+  return 422;
+}
+
+/* Publishes PAYLOAD (takes ownership; NULL: out of memory) of a one-record request for EP, its
+ * item carrying EVENT_ID, MEASURE_ID and REF (ingest_item.ref): the same producer, opaque and delivery report as a measurement's, so the 202 comes after the
+ * broker's ack (finish_single). */
+static void produce_one(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep, uint64_t t0,
+                        const char *event_id, const char *measure_id, const char *ref,
+                        char *payload, size_t len) {
+  if (!payload) {
+    answer_problem(ctx, req, ep, t0, 500, "out of memory", NULL, NULL);
+    return;
+  }
+  ingest_request *r = request_new(ctx, req, ep, t0, 1);
+  if (!r) {
+    free(payload);
+    answer_problem(ctx, req, ep, t0, 500, "out of memory", NULL, NULL);
+    return;
+  }
+  ingest_item *it = &r->items[0];
+  snprintf(it->event_id, sizeof(it->event_id), "%s", event_id);
+  snprintf(it->measure_id, sizeof(it->measure_id), "%s", measure_id);
+  snprintf(it->ref, sizeof(it->ref), "%s", ref);
+  item_produce(ctx, it, payload, len);
+  if (r->pending == 0) request_finish(r);
+}
+
+/* 415 unless the body is declared JSON. Returns 0 to go on. */
+static int record_preflight(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep,
+                            uint64_t t0) {
+  if (!kpi_http_media_type_is(kpi_http_header(req, "Content-Type"), "application/json")) {
+    answer_problem(ctx, req, ep, t0, 415, "Content-Type must be application/json", NULL, NULL);
+    return -1;
+  }
+  return 0;
+}
+
+/* 503 while the broker's topic is not known yet (as for measurements). Returns 0 to go on. */
+static int broker_ready(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep,
+                        uint64_t t0) {
+  if (ctx->topics_ok && !ctx->fatal) return 0;
+  answer_problem(ctx, req, ep, t0, 503, "the broker is not reachable yet", NULL,
+                 RETRY_AFTER_START);
+  return -1;
+}
+
+/* Checks a retraction request's measure for department D: 403 when another department owns
+ * it (before any field error: a department learns nothing about others' measures), 422 when
+ * the body's fields are wrong or the measure is unknown. Returns 0 when it may be published. */
+static int retraction_check(ingest_ctx *ctx, const kpi_department *d, int rc,
+                            kpi_retraction *rt, kpi_errors *errs) {
+  const kpi_measure *ms = rt->measure_id[0] ? kpi_catalog_measure(ctx->catalog, rt->measure_id)
+                                            : NULL;
+  if (ms && strcmp(ms->owner, d->id) != 0) {
+    errs->n = 0;
+    kpi_errors_add(errs, "measure_id", "forbidden",
+                   "measure \"%s\" is not owned by department \"%s\"", rt->measure_id, d->id);
+    return 403;
+  }
+  if (rc != 0) return body_status(errs);
+  if (!ms) {
+    kpi_errors_add(errs, "measure_id", "unknown_measure", "no measure \"%s\" in the catalog",
+                   rt->measure_id);
+    return 422;
+  }
+  return 0;
+}
+
+/* POST /v1/measurements/{event_id}:retract: publishes kpi.retraction/1 keyed by the measure,
+ * its event id derived from the retracted one (a retried request is the same record). */
+static void handle_retract(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
+                           uint64_t t0) {
+  const ingest_endpoint ep = INGEST_EP_RETRACT;
+  char id[KPI_UUID_STRLEN + KPI_ID_MAX + 2];
+  path_segment(kpi_http_request_path(req), RETRACT_PREFIX, RETRACT_SUFFIX, id, sizeof(id));
+  if (strlen(id) != KPI_UUID_STRLEN || kpi_uuid_parse(id, NULL) != 0) {
+    answer_problem(ctx, req, ep, t0, 400, "the event_id in the path must be a UUID",
+                   one_error("event_id", "format", "must be a UUID"), NULL);
+    return;
+  }
+  if (record_preflight(ctx, req, ep, t0)) return;
+  size_t len;
+  const char *body = kpi_http_request_body(req, &len);
+  kpi_retraction rt;
+  kpi_errors errs = {0};
+  int rc = kpi_retraction_parse(body, len, KPI_PARSE_INPUT, &rt, &errs);
+  int status = retraction_check(ctx, d, rc, &rt, &errs);
+  if (status) {
+    kpi_metrics_inc(ctx->m_records_rejected);
+    answer_problem(ctx, req, ep, t0, status,
+                   status == 403   ? "only the measure's owner may retract its measurements"
+                   : status == 400 ? (strcmp(errs.items[0].code, "syntax") == 0
+                                          ? "the body is not valid JSON"
+                                          : "the body is not valid UTF-8")
+                                   : "the retraction breaks the schema or the catalog",
+                   kpi_errors_to_json(&errs), NULL);
+    return;
+  }
+  if (broker_ready(ctx, req, ep, t0)) return;
+  for (size_t i = 0; i < KPI_UUID_STRLEN; i++) rt.retracts[i] = (char)tolower((unsigned char)id[i]);
+  rt.retracts[KPI_UUID_STRLEN] = '\0';
+  kpi_retraction_id(rt.retracts, rt.event_id);
+  snprintf(rt.department, sizeof(rt.department), "%s", d->id);
+  rt.received_ms = kpi_time_now_ms();
+  kpi_time_format_utc(rt.received_ms, rt.received_at, sizeof(rt.received_at));
+  size_t plen = 0;
+  char *payload = kpi_retraction_encode(&rt, &plen);
+  produce_one(ctx, req, ep, t0, rt.event_id, rt.measure_id, rt.retracts, payload, plen);
+}
+
+/* The measure of an acknowledgement path for department D: 404 when the catalog has none,
+ * 403 when another department owns it. Returns it, or NULL when answered. */
+static const kpi_measure *ack_measure(ingest_ctx *ctx, kpi_http_request *req,
+                                      const kpi_department *d, uint64_t t0) {
+  char id[KPI_UUID_STRLEN + KPI_ID_MAX + 2];
+  path_segment(kpi_http_request_path(req), ACK_PREFIX, ACK_SUFFIX, id, sizeof(id));
+  const kpi_measure *ms = kpi_catalog_measure(ctx->catalog, id);
+  if (!ms) {
+    answer_problem(ctx, req, INGEST_EP_ACK, t0, 404, "no such measure in the catalog", NULL,
+                   NULL);
+    return NULL;
+  }
+  if (strcmp(ms->owner, d->id) != 0) {
+    kpi_metrics_inc(ctx->m_records_rejected);
+    answer_problem(ctx, req, INGEST_EP_ACK, t0, 403, "only the measure's owner may acknowledge it",
+                   one_error("measure_id", "forbidden", "owned by another department"), NULL);
+    return NULL;
+  }
+  return ms;
+}
+
+/* POST /v1/measures/{id}/acknowledgements: the owner's note, published as
+ * kpi.acknowledgement/1 keyed by the measure; `until` defaults to 28 days (kpi_ack_check). */
+static void handle_ack(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
+                       uint64_t t0) {
+  const ingest_endpoint ep = INGEST_EP_ACK;
+  const kpi_measure *ms = ack_measure(ctx, req, d, t0);
+  if (!ms || record_preflight(ctx, req, ep, t0)) return;
+  uint8_t key[16];
+  int has_key = idempotency_key(req, key);
+  if (has_key < 0) {
+    answer_problem(ctx, req, ep, t0, 400, "Idempotency-Key must be a UUID",
+                   one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
+    return;
+  }
+  size_t len;
+  const char *body = kpi_http_request_body(req, &len);
+  kpi_ack a;
+  kpi_errors errs = {0};
+  int rc = kpi_ack_parse(body, len, KPI_PARSE_INPUT, &a, &errs);
+  a.received_ms = kpi_time_now_ms(); /* `until` is checked against the day received */
+  kpi_time_format_utc(a.received_ms, a.received_at, sizeof(a.received_at));
+  if (rc == 0) rc = kpi_ack_check(&a, &errs);
+  if (rc != 0) {
+    int status = body_status(&errs);
+    kpi_metrics_inc(ctx->m_records_rejected);
+    answer_problem(ctx, req, ep, t0, status,
+                   status == 400 ? (strcmp(errs.items[0].code, "syntax") == 0
+                                        ? "the body is not valid JSON"
+                                        : "the body is not valid UTF-8")
+                                 : "the acknowledgement breaks the schema",
+                   kpi_errors_to_json(&errs), NULL);
+    return;
+  }
+  if (broker_ready(ctx, req, ep, t0)) return;
+  if (!a.event_id[0]) {
+    if (has_key) kpi_uuid_format(key, a.event_id);
+    else if (kpi_uuid_v4(a.event_id) != 0) a.event_id[0] = '\0';
+  }
+  if (!a.event_id[0]) {
+    answer_problem(ctx, req, ep, t0, 500, "no random bytes for an event_id", NULL, NULL);
+    return;
+  }
+  snprintf(a.measure_id, sizeof(a.measure_id), "%s", ms->id);
+  snprintf(a.department, sizeof(a.department), "%s", d->id);
+  size_t plen = 0;
+  char *payload = kpi_ack_encode(&a, &plen);
+  produce_one(ctx, req, ep, t0, a.event_id, a.measure_id, a.until, payload, plen);
+}
+
 /* ---- the entry page's files ---- */
 
 static void handle_page(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep,
@@ -992,17 +1220,27 @@ const kpi_http_route ingest_http_routes[INGEST_EP_OTHER] = {
     [INGEST_EP_ENTRY] = {"/entry", KPI_HTTP_GET | KPI_HTTP_HEAD},
     [INGEST_EP_ENTRY_JS] = {"/entry.js", KPI_HTTP_GET | KPI_HTTP_HEAD},
     [INGEST_EP_ENTRY_CSS] = {"/entry.css", KPI_HTTP_GET | KPI_HTTP_HEAD},
+    /* Prefixes: the handlers answer 404 for paths of another shape (path_is_resource). */
+    [INGEST_EP_RETRACT] = {"/v1/measurements/*", KPI_HTTP_POST},
+    [INGEST_EP_ACK] = {"/v1/measures/*", KPI_HTTP_POST},
 };
 
 void ingest_on_http_request(kpi_http_request *req, void *opaque) {
   ingest_ctx *ctx = opaque;
   uint64_t t0 = uv_hrtime();
   ingest_endpoint ep = (ingest_endpoint)kpi_http_request_route(req);
-  if (ep == INGEST_EP_SINGLE || ep == INGEST_EP_BATCH || ep == INGEST_EP_ME) {
+  if ((ep == INGEST_EP_RETRACT || ep == INGEST_EP_ACK) && !path_is_resource(req, ep)) {
+    answer_problem(ctx, req, ep, t0, 404, "no such resource", NULL, NULL);
+    return;
+  }
+  if (ep == INGEST_EP_SINGLE || ep == INGEST_EP_BATCH || ep == INGEST_EP_ME ||
+      ep == INGEST_EP_RETRACT || ep == INGEST_EP_ACK) {
     const kpi_department *d = authenticate(ctx, req, ep, t0);
     if (!d) return;
     if (ep == INGEST_EP_SINGLE) handle_single(ctx, req, d, t0);
     else if (ep == INGEST_EP_BATCH) handle_batch(ctx, req, d, t0);
+    else if (ep == INGEST_EP_RETRACT) handle_retract(ctx, req, d, t0);
+    else if (ep == INGEST_EP_ACK) handle_ack(ctx, req, d, t0);
     else handle_me(ctx, req, d, t0);
     return;
   }

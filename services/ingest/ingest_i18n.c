@@ -89,6 +89,18 @@ static const struct {
     {"out of memory", "サーバーのメモリが足りません"},
     {"the page was not built into this binary", "このサーバーには入力ページが入っていません"},
     {"shutting down", "停止中です"},
+    {"no such resource", "このアドレスには何もありません"},
+    {"the event_id in the path must be a UUID",
+     "アドレスの event_id は UUID で指定してください"},
+    {"only the measure's owner may retract its measurements",
+     "この指標の報告を取り消せるのは、指標を担当する部署だけです"},
+    {"the retraction breaks the schema or the catalog",
+     "取消の内容に誤りがあります。errors の各項目（field）を直して送り直してください"},
+    {"no such measure in the catalog", "この指標は指標一覧（カタログ）にありません"},
+    {"only the measure's owner may acknowledge it",
+     "対応方針を登録できるのは、指標を担当する部署だけです"},
+    {"the acknowledgement breaks the schema",
+     "対応方針の内容に誤りがあります。errors の各項目（field）を直して送り直してください"},
 };
 
 const char *ingest_text(ingest_lang lang, const char *en) {
