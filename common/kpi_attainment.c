@@ -217,3 +217,22 @@ kpi_alert_action kpi_alert_decide(const char *measure_id, const kpi_alert_track 
            next->reminders);
   return KPI_ALERT_REMIND;
 }
+
+/* Acknowledgements --------------------------------------------------------------------- */
+
+bool kpi_ack_quiets(const kpi_ack_hold *ack, const kpi_attainment *now, kpi_day as_of) {
+  if (!ack || !ack->present || !ack->has_status || ack->changed_since) return false;
+  if (as_of > ack->until) return false;
+  /* The state it was written for, unchanged: a change either way is a transition. */
+  return now->status == ack->status && now->stale == ack->stale;
+}
+
+kpi_alert_action kpi_alert_apply_ack(kpi_alert_action act, const kpi_ack_hold *ack,
+                                     const kpi_attainment *now, kpi_day as_of,
+                                     const kpi_alert_track *prev, kpi_alert_track *next,
+                                     char *name, size_t name_size) {
+  if (act != KPI_ALERT_REMIND || !kpi_ack_quiets(ack, now, as_of)) return act;
+  *next = *prev;
+  if (name_size) name[0] = '\0';
+  return KPI_ALERT_NONE;
+}

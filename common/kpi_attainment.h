@@ -119,6 +119,39 @@ kpi_alert_action kpi_alert_decide(const char *measure_id, const kpi_alert_track 
                                   const kpi_attainment *now, kpi_day as_of, int repeat_days,
                                   kpi_alert_track *next, char *name, size_t name_size);
 
+/* Acknowledgements (docs/corrections.md "Reminders and acknowledgements") ---------------- */
+
+/* The measure's latest acknowledgement, as the reminder decision needs it. STATUS and STALE:
+ * the measure's state committed when the evaluator stored it (HAS_STATUS false: the measure had
+ * no attainment yet, so there is no state it was written for). CHANGED_SINCE: an attainment
+ * history row recorded since then shows another status or stale flag (a transition after it). */
+typedef struct {
+  bool present;
+  kpi_day until; /* the last day of the quiet period */
+  bool has_status;
+  kpi_status status;
+  bool stale;
+  bool changed_since;
+} kpi_ack_hold;
+
+/* True when ACK quiets a reminder about the measure evaluated as NOW at AS_OF: it is present,
+ * AS_OF <= until, no transition was recorded since it was stored, and NOW has the status and
+ * stale flag it was written for. Any change (worse: lagging -> failed, stale added; or better)
+ * is a transition, which notifies on its own and ends the quiet period; a newer
+ * acknowledgement starts a new one. ACK may be NULL (false). */
+bool kpi_ack_quiets(const kpi_ack_hold *ack, const kpi_attainment *now, kpi_day as_of);
+
+/* Applies ACK to the decision ACT of kpi_alert_decide (PREV, NEXT and NAME as given to it): a
+ * reminder that ACK quiets becomes KPI_ALERT_NONE with NEXT = PREV and NAME "", so the
+ * reminder count and last_alert_on stay those of the last notice really sent. The first
+ * evaluation after the quiet period then finds a reminder due at once, numbered after the last
+ * one sent: the same inputs give the same alert_id on every replay. Any other action is
+ * returned unchanged. */
+kpi_alert_action kpi_alert_apply_ack(kpi_alert_action act, const kpi_ack_hold *ack,
+                                     const kpi_attainment *now, kpi_day as_of,
+                                     const kpi_alert_track *prev, kpi_alert_track *next,
+                                     char *name, size_t name_size);
+
 /* The namespace UUID of every alert_id. */
 extern const uint8_t kpi_alert_namespace[16];
 

@@ -448,6 +448,9 @@ typedef struct {
   const char *observed_fmt, *evaluated_fmt; /* %s: a date */
   const char *progress_label, *pace_open;
   const char *details_label;
+  const char *ack_label;     /* before the acknowledgement's writer and date */
+  const char *ack_open, *ack_sep, *ack_close; /* around "企画課, 2024-12-01" */
+  const char *ack_until_fmt; /* %s: the last day of the quiet period */
   const char *footer;
 } mail_words;
 
@@ -465,6 +468,8 @@ static const mail_words words_ja = {
     .current_label = "\n  現在値: ", .observed_fmt = "%s 観測", .evaluated_fmt = "%s 評価",
     .progress_label = "\n  進捗率: ", .pace_open = "（期待されるペース: ",
     .details_label = "  詳細: ",
+    .ack_label = "\n  対応方針", .ack_open = "（", .ack_sep = ", ", .ack_close = "）: ",
+    .ack_until_fmt = "（%s まで督促を停止）",
     .footer = "このメールは KPI 進捗管理システムから自動送信されています。返信はできません。\n",
 };
 
@@ -483,6 +488,8 @@ static const mail_words words_en = {
     .evaluated_fmt = "evaluated %s",
     .progress_label = "\n  Progress: ", .pace_open = " (expected pace: ",
     .details_label = "  Details: ",
+    .ack_label = "\n  Response plan", .ack_open = " (", .ack_sep = ", ", .ack_close = "): ",
+    .ack_until_fmt = " (reminders paused until %s)",
     .footer = "This message was sent automatically by the KPI tracking system; replies are not "
               "read.\n",
 };
@@ -604,6 +611,36 @@ static void add_figures(kpi_buf *b, const mail_words *w, const kpi_alert *a) {
   kpi_buf_adds(b, w->close);
 }
 
+/* The measure's latest acknowledgement, from the latest of the entry's alerts ITEMS[0..K)
+ * that carries one (docs/corrections.md "Reminders and acknowledgements"): who wrote it (the
+ * department's name, else its id), the Japan date it was received, the note on the same line
+ * (data never starts a line) and the quiet period asked for:
+ * "  対応方針（企画課, 2024-12-01）: …（2025-01-31 まで督促を停止）",
+ * "  Response plan (企画課, 2024-12-01): … (reminders paused until 2025-01-31)".
+ * Nothing when none carries one. */
+static void add_acknowledgement(kpi_buf *b, const mail_words *w, const kpi_alert *const *items,
+                                size_t k) {
+  const kpi_alert_ack *ack = NULL;
+  for (size_t i = k; i-- > 0 && !ack;)
+    if (items[i]->acknowledgement.present) ack = &items[i]->acknowledgement;
+  if (!ack) return;
+  int64_t ms = 0;
+  char day[16] = "";
+  if (kpi_time_parse(ack->acknowledged_at, &ms, NULL) == 0)
+    kpi_day_format(kpi_day_of_ms(ms), day, sizeof(day));
+  kpi_buf_adds(b, w->ack_label);
+  kpi_buf_adds(b, w->ack_open);
+  buf_add_clean(b, ack->department_name && *ack->department_name ? ack->department_name
+                                                                  : ack->department, "");
+  if (day[0]) {
+    kpi_buf_adds(b, w->ack_sep);
+    kpi_buf_adds(b, day);
+  }
+  kpi_buf_adds(b, w->ack_close);
+  buf_add_clean(b, ack->note, "");
+  kpi_buf_addf(b, w->ack_until_fmt, ack->until);
+}
+
 /* One measure's block of the body, in the language of W: the entry ITEMS[0..K) (its alerts
  * in the order raised) shown by its latest state, the one before it as "previously". */
 static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *const *items, size_t k,
@@ -626,6 +663,7 @@ static void add_block(kpi_buf *b, const mail_words *w, const kpi_alert *const *i
   }
   add_since(b, w, items, k);
   add_catalog_change(b, a, w->ja);
+  add_acknowledgement(b, w, items, k);
   add_figures(b, w, a);
   kpi_buf_adds(b, "\n");
   if (a->dashboard_url && *a->dashboard_url) {

@@ -579,6 +579,21 @@ static void add_catalog_change(cJSON *o, const kpi_catalog_change *c) {
   }
 }
 
+/* "acknowledgement": the measure's latest acknowledgement, or null. */
+static void add_acknowledgement(cJSON *o, const kpi_alert_ack *k) {
+  if (!k->present) {
+    cJSON_AddNullToObject(o, "acknowledgement");
+    return;
+  }
+  cJSON *ko = cJSON_AddObjectToObject(o, "acknowledgement");
+  if (!ko) return;
+  cJSON_AddStringToObject(ko, "note", k->note ? k->note : "");
+  cJSON_AddStringToObject(ko, "department", k->department);
+  add_opt_string(ko, "department_name", k->department_name);
+  cJSON_AddStringToObject(ko, "acknowledged_at", k->acknowledged_at);
+  cJSON_AddStringToObject(ko, "until", k->until);
+}
+
 char *kpi_alert_encode(const kpi_alert *a, size_t *len) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
@@ -622,6 +637,7 @@ char *kpi_alert_encode(const kpi_alert *a, size_t *len) {
   }
   cJSON_AddStringToObject(o, "created_at", a->created_at);
   if (a->catalog_change.present) add_catalog_change(o, &a->catalog_change);
+  add_acknowledgement(o, &a->acknowledgement);
   char *s = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   if (s && len) *len = strlen(s);
@@ -642,6 +658,8 @@ void kpi_alert_clear(kpi_alert *a) {
     free(a->recipients[i].email);
   }
   free(a->recipients);
+  free(a->acknowledgement.note);
+  free(a->acknowledgement.department_name);
   memset(a, 0, sizeof(*a));
 }
 
@@ -813,6 +831,35 @@ static void alert_catalog_change(const cJSON *o, kpi_alert *a, kpi_errors *errs)
   c->present = true;
 }
 
+/* The "acknowledgement": absent or null is none (records written before it existed lack it);
+ * present, note, department, acknowledged_at and until are required. */
+static void alert_acknowledgement(const cJSON *o, kpi_alert *a, kpi_errors *errs) {
+  const cJSON *ko = cJSON_GetObjectItemCaseSensitive(o, "acknowledgement");
+  if (!ko || cJSON_IsNull(ko)) return;
+  kpi_alert_ack *k = &a->acknowledgement;
+  if (!cJSON_IsObject(ko)) {
+    kpi_errors_add(errs, "acknowledgement", "type", "must be an object or null");
+    return;
+  }
+  const cJSON *note = cJSON_GetObjectItemCaseSensitive(ko, "note");
+  size_t n = cJSON_IsString(note) ? strlen(note->valuestring) : 0;
+  if (n == 0 || n > KPI_ALERT_ACK_NOTE_MAX || !kpi_json_utf8_valid(note->valuestring, n))
+    kpi_errors_add(errs, "acknowledgement.note", "value",
+                   "1 to %d bytes of UTF-8 required", KPI_ALERT_ACK_NOTE_MAX);
+  else k->note = strdup(note->valuestring);
+  if (kpi_take_text(ko, "department", "acknowledgement.department", k->department,
+                    sizeof(k->department), errs) == 0)
+    kpi_errors_add(errs, "acknowledgement.department", "missing", "required");
+  if (kpi_take_text(ko, "acknowledged_at", "acknowledgement.acknowledged_at", k->acknowledged_at,
+                    sizeof(k->acknowledged_at), errs) == 0)
+    kpi_errors_add(errs, "acknowledgement.acknowledged_at", "missing", "required");
+  if (kpi_take_text(ko, "until", "acknowledgement.until", k->until, sizeof(k->until), errs) != 1 ||
+      strlen(k->until) != 10 || kpi_time_parse(k->until, NULL, NULL) != 0)
+    kpi_errors_add(errs, "acknowledgement.until", "format", "must be a date");
+  k->department_name = dup_member(ko, "department_name");
+  k->present = true;
+}
+
 int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *errs) {
   memset(a, 0, sizeof(*a));
   size_t before = errs->n;
@@ -827,6 +874,7 @@ int kpi_alert_decode(const char *json, size_t len, kpi_alert *a, kpi_errors *err
   alert_measure(o, a, errs);
   alert_recipients(o, a, errs);
   alert_catalog_change(o, a, errs);
+  alert_acknowledgement(o, a, errs);
   cJSON_Delete(o);
   if (errs->n != before) {
     kpi_alert_clear(a);

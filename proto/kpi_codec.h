@@ -129,6 +129,20 @@ typedef struct {
 /* True for the field names of kpi_catalog_field_change. */
 bool kpi_catalog_change_field_known(const char *field);
 
+/* The optional "acknowledgement" of an alert (docs/corrections.md "Reminders and
+ * acknowledgements"): the measure's latest acknowledgement (kpi.acknowledgement/1), which the
+ * mail shows with who wrote it. NOTE and DEPARTMENT_NAME are owned by the decoded record
+ * (kpi_alert_clear frees them) and borrowed by the encoder. */
+#define KPI_ALERT_ACK_NOTE_MAX 2048 /* bytes of UTF-8, KPI_ACK_NOTE_MAX */
+typedef struct {
+  bool present;
+  char *note;                       /* 1..KPI_ALERT_ACK_NOTE_MAX bytes */
+  char department[KPI_ID_MAX + 1];  /* who wrote it (department id) */
+  char *department_name;            /* the catalog's name of it, may be NULL */
+  char acknowledged_at[32];         /* its received_at, RFC 3339 UTC */
+  char until[11];                   /* YYYY-MM-DD, the last day of the quiet period */
+} kpi_alert_ack;
+
 typedef struct {
   char alert_id[KPI_UUID_STRLEN + 1];
   char measure_id[KPI_ID_MAX + 1];
@@ -162,6 +176,7 @@ typedef struct {
   size_t n_recipients;
   char created_at[32];
   kpi_catalog_change catalog_change; /* encoded only when present */
+  kpi_alert_ack acknowledgement;     /* encoded always, null when not present */
 } kpi_alert;
 
 /* Returns a malloc'd JSON string of the kpi.alert/1 record, or NULL. */

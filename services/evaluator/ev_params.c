@@ -121,25 +121,6 @@ void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size
   ev_params_end(p->v, EV_RETRACT_NPARAMS);
 }
 
-void ev_ack_params_build(ev_ack_params *p, const ev_batch *b, const size_t *idx, size_t n) {
-  ev_params_begin(p->v, EV_ACK_NPARAMS);
-  char s[40];
-  for (size_t k = 0; k < n; k++) {
-    const ev_row *r = &b->rows[idx[k]];
-    if (r->kind != EV_ROW_ACK) continue;
-    kpi_buf_arr_str(&p->event_id, r->event_id);
-    kpi_buf_arr_str(&p->measure_id, r->measure_id);
-    kpi_buf_arr_str(&p->department, r->department);
-    kpi_buf_arr_str(&p->note, r->note ? r->note : "");
-    ev_arr_day(&p->until, r->until_day);
-    kpi_time_format_utc(r->received_ms, s, sizeof(s));
-    kpi_buf_arr_str(&p->received_at, s);
-    ev_arr_int(&p->partition, r->partition);
-    ev_arr_int(&p->offset, r->offset);
-  }
-  ev_params_end(p->v, EV_ACK_NPARAMS);
-}
-
 void ev_offset_params_build(ev_offset_params *p, const ev_batch *b) {
   ev_params_begin(p->v, EV_OFFSET_NARRAYS);
   for (size_t i = 0; i < b->n_offs; i++) {

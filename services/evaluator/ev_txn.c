@@ -104,17 +104,6 @@ static const char SQL_RETRACT_APPLY[] =
     "   GROUP BY 1, 2, 3) s"
     " WHERE t.measure_id = s.measure_id AND t.month = s.month AND t.component = s.component";
 
-/* The batch's acknowledgements, with the measure's state as committed before the batch
- * (docs/corrections.md "Reminders and acknowledgements"); a replay inserts nothing. */
-static const char SQL_ACK[] =
-    "INSERT INTO acknowledgements (event_id, measure_id, department, note, until, received_at,"
-    "  status, stale, kafka_partition, kafka_offset)"
-    " SELECT u.e, u.m, u.d, u.n, u.t, u.r, a.status, coalesce(a.stale, false), u.p, u.o"
-    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[],"
-    "  $6::timestamptz[], $7::int[], $8::bigint[]) AS u(e, m, d, n, t, r, p, o)"
-    " LEFT JOIN attainment a ON a.measure_id = u.m"
-    " ON CONFLICT (event_id) DO NOTHING";
-
 /* Rows of the batch ($1 event_id, $2 measure_id, $3 department, in batch order) whose
  * event_id is already taken by a different measure or department: stored earlier, or, when
  * not stored, by an earlier row of this batch. ON CONFLICT (event_id) DO NOTHING would drop
@@ -164,9 +153,11 @@ static const char SQL_AGGREGATE[] =
     " (a.last_alert_on - DATE '1970-01-01') AS last_alert_on,"
     " a.catalog_version AS prev_catalog_version, a.noted_catalog_version,"
     " mc.baseline_fy AS noted_baseline_fy, mc.baseline AS noted_baseline,"
-    " mc.target_fy AS noted_target_fy, mc.target AS noted_target"
+    " mc.target_fy AS noted_target_fy, mc.target AS noted_target, ack.*"
     " FROM (" KPI_AGGREGATE_SQL ") g"
     " LEFT JOIN attainment a ON a.measure_id = g.id"
+    /* The latest acknowledgement: quiets reminders, rides on the alerts (ev_ack.c). */
+    EV_ACK_LATEST_SQL
     /* The figures the alerts last stated, for the catalog change note (ev_catalog_note). */
     " LEFT JOIN measure_catalog mc ON mc.measure_id = g.id"
     "  AND mc.catalog_version = a.noted_catalog_version"
@@ -599,10 +590,11 @@ static void on_pg_refused(kpi_pgasync *pg, const PGresult *res, void *arg) {
 static char *alert_payload(const evaluator *ev, const kpi_measure *m, const kpi_attainment *a,
                            const kpi_aggregate *agg, kpi_alert_action act, const char *alert_id,
                            const char *prev_status, int episode, kpi_day as_of,
-                           const kpi_catalog_change *change) {
+                           const kpi_catalog_change *change, const kpi_alert_ack *ack) {
   kpi_alert al;
   memset(&al, 0, sizeof(al));
   al.catalog_change = *change;
+  al.acknowledgement = *ack;
   snprintf(al.alert_id, sizeof(al.alert_id), "%s", alert_id);
   snprintf(al.measure_id, sizeof(al.measure_id), "%s", m->id);
   snprintf(al.type, sizeof(al.type), "%s", kpi_alert_action_type(act));
@@ -656,6 +648,7 @@ typedef struct {
   int alert_state, episode, reminders, last_alert_on;
   int prev_catalog_version, noted_version, noted_baseline_fy, noted_baseline, noted_target_fy,
       noted_target;
+  ev_ack_cols ack;
 } agg_cols;
 
 static agg_cols agg_cols_find(const PGresult *res) {
@@ -683,6 +676,7 @@ static agg_cols agg_cols_find(const PGresult *res) {
       .noted_baseline = PQfnumber(res, "noted_baseline"),
       .noted_target_fy = PQfnumber(res, "noted_target_fy"),
       .noted_target = PQfnumber(res, "noted_target"),
+      .ack = ev_ack_cols_find(res),
   };
   return c;
 }
@@ -755,12 +749,13 @@ static bool row_changed(const PGresult *res, int r, const agg_cols *c, const kpi
 /* Adds the alert ACT of measure M to the outbox parameters. Returns false when out of memory. */
 static bool add_alert(ev_txn *t, const kpi_measure *m, const kpi_attainment *a,
                       const kpi_aggregate *agg, kpi_alert_action act, const char *name,
-                      const char *prev_status, int episode, const kpi_catalog_change *change) {
+                      const char *prev_status, int episode, const kpi_catalog_change *change,
+                      const kpi_alert_ack *ack) {
   evaluator *ev = t->ev;
   char alert_id[KPI_UUID_STRLEN + 1];
   kpi_alert_id(name, alert_id);
   char *payload =
-      alert_payload(ev, m, a, agg, act, alert_id, prev_status, episode, t->as_of, change);
+      alert_payload(ev, m, a, agg, act, alert_id, prev_status, episode, t->as_of, change, ack);
   if (!payload) return false;
   ev_outbox_params_add(&t->p.out, alert_id, ev->cfg.topics[KPI_TOPIC_ALERTS].name, m->id,
                        payload);
@@ -787,6 +782,10 @@ static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
   char name[160];
   kpi_alert_action act = kpi_alert_decide(m->id, &prev, &a, t->as_of, ev->cfg.repeat_days, &next,
                                           name, sizeof(name));
+  /* An acknowledgement quiets the reminders of the state it was written for. */
+  kpi_ack_hold hold;
+  ev_ack_hold_read(res, r, &c->ack, &hold);
+  act = kpi_alert_apply_ack(act, &hold, &a, t->as_of, &prev, &next, name, sizeof(name));
   const char *latest_at = PQgetisnull(res, r, c->latest_at) ? NULL
                                                              : PQgetvalue(res, r, c->latest_at);
   /* The change note rides on this alert and is marked stated by the same attainment row, in
@@ -805,8 +804,10 @@ static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
     ev_history_params_add(&t->p.hist, m->id, t->as_of, &a, cv, cause);
     t->n_hist++;
   }
-  if (act != KPI_ALERT_NONE &&
-      !add_alert(t, m, &a, &agg, act, name, prev_status, next.episode, &change))
+  if (act == KPI_ALERT_NONE) return;
+  kpi_alert_ack ack;
+  ev_ack_alert_read(res, r, &c->ack, ev->cat, &ack);
+  if (!add_alert(t, m, &a, &agg, act, name, prev_status, next.episode, &change, &ack))
     txn_fail(t, res, "alert encoding: out of memory");
 }
 
@@ -984,7 +985,7 @@ static int queue_rows(ev_txn *t) {
     if (ev_params_oom(t->p.ack.v, EV_ACK_NPARAMS)) return -1;
     const char *vals[EV_ACK_NPARAMS];
     ev_params_values(t->p.ack.v, EV_ACK_NPARAMS, vals);
-    rc = kpi_pgasync_query(t->ev->db, SQL_ACK, EV_ACK_NPARAMS, vals, on_pg_step, t);
+    rc = kpi_pgasync_query(t->ev->db, ev_ack_sql_insert, EV_ACK_NPARAMS, vals, on_pg_step, t);
   }
   return rc;
 }

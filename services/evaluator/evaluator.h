@@ -15,6 +15,8 @@
  *   ev_kafka.c    consumer (assignment at stored offsets, records into batches), DLQ producer.
  *   ev_outbox.c   outbox alerts: publish, delivery reports, marking sent, rescan, purge (AUX).
  *   ev_api.c      the read API; ev_metrics.c the metric registry.
+ *   ev_ack.c      acknowledgements: their statement and parameters, the latest one of a
+ *                 measure read for the reminder decision and the alert record (pure).
  *   ev_params.c   the statements' named array parameters (pure); ev_batch.c the batch
  *                 bookkeeping (pure); ev_poison.c the poison-search range bookkeeping (pure);
  *                 ev_config.c the environment; ev_startup.c the signal-aware waits before the
@@ -302,8 +304,6 @@ void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t
 /* The retractions among B->rows[IDX[k]], k < N (ev_retract_params; begun and ended). */
 void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size_t *idx,
                              size_t n);
-/* The acknowledgements among B->rows[IDX[k]], k < N (begun and ended). */
-void ev_ack_params_build(ev_ack_params *p, const ev_batch *b, const size_t *idx, size_t n);
 /* B's next offsets per partition. */
 void ev_offset_params_build(ev_offset_params *p, const ev_batch *b);
 /* The measures CAT->measures[i] with SEEN[i] set (i < N_SEEN), evaluated at AS_OF. */
@@ -424,6 +424,44 @@ void ev_outbox_rescan(evaluator *ev);
 void ev_outbox_mark_flush(evaluator *ev);
 /* Deletes outbox rows sent more than outbox_retention_days ago, in bounded batches, on AUX. */
 void ev_outbox_purge(evaluator *ev);
+
+/* ---- ev_ack.c: acknowledgements (docs/corrections.md "Reminders and acknowledgements") -- */
+
+/* The batch's acknowledgements (ev_ack_params), stored with the measure's committed state. */
+extern const char ev_ack_sql_insert[];
+
+/* The acknowledgements among B->rows[IDX[k]], k < N (begun and ended). */
+void ev_ack_params_build(ev_ack_params *p, const ev_batch *b, const size_t *idx, size_t n);
+
+/* A LATERAL join of the aggregate (the measure's id is g.id): the measure's latest
+ * acknowledgement (latest received_at) as the columns ack_note, ack_department, ack_at (its
+ * received_at, RFC 3339 UTC), ack_until (days since the epoch), ack_status, ack_stale, and
+ * ack_changed: an attainment history row recorded since it was stored (the history row of its
+ * own transaction included) shows another status or stale flag, a transition after it. All NULL
+ * when the measure has none. */
+#define EV_ACK_LATEST_SQL                                                                        \
+  " LEFT JOIN LATERAL (SELECT k.note AS ack_note, k.department AS ack_department,"               \
+  "   to_char(k.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ack_at,"   \
+  "   (k.until - DATE '1970-01-01') AS ack_until, k.status AS ack_status, k.stale AS ack_stale,"   \
+  "   EXISTS (SELECT 1 FROM attainment_history h WHERE h.measure_id = k.measure_id"               \
+  "     AND h.recorded_at >= k.stored_at"                                                        \
+  "     AND (h.status IS DISTINCT FROM k.status OR h.stale <> k.stale)) AS ack_changed"           \
+  "   FROM acknowledgements k WHERE k.measure_id = g.id"                                         \
+  "   ORDER BY k.received_at DESC, k.event_id DESC LIMIT 1) ack ON true"
+
+/* The columns of EV_ACK_LATEST_SQL in a result (-1 when absent). */
+typedef struct {
+  int note, department, at, until, status, stale, changed;
+} ev_ack_cols;
+ev_ack_cols ev_ack_cols_find(const PGresult *res);
+
+/* Row R's latest acknowledgement as the reminder decision needs it (not present when none). */
+void ev_ack_hold_read(const PGresult *res, int r, const ev_ack_cols *c, kpi_ack_hold *out);
+
+/* Row R's latest acknowledgement for the alert record, the department's name from CAT. The
+ * strings are borrowed from RES and CAT: valid while both are. */
+void ev_ack_alert_read(const PGresult *res, int r, const ev_ack_cols *c, const kpi_catalog *cat,
+                       kpi_alert_ack *out);
 
 /* ---- ev_txn.c ------------------------------------------------------------------------- */
 

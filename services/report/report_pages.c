@@ -60,7 +60,8 @@ static const char SQL_TABLE[] =
     " a.status AS row_status, a.stale AS row_stale, (a.as_of - DATE '1970-01-01') AS row_as_of"
     " FROM (" KPI_AGGREGATE_SQL ") g"
     " LEFT JOIN LATERAL (SELECT max(x.received_at) AS last_received FROM measurements x"
-    "   WHERE x.measure_id = g.id AND x.observed_at < $5::timestamptz) lx ON true"
+    "   WHERE x.measure_id = g.id AND x.observed_at < $5::timestamptz"
+    "   AND x.retracted_at IS NULL) lx ON true"
     " LEFT JOIN attainment a ON $9::bool AND a.measure_id = g.id";
 
 /* The latest page and CSV (no as_of): the evaluator's current attainment rows of the
@@ -80,9 +81,10 @@ static const char SQL_LATEST[] =
     " FROM attainment a"
     " LEFT JOIN LATERAL (SELECT x.observed_day FROM measurements x"
     "   WHERE x.measure_id = a.measure_id AND x.observed_at < $2::timestamptz"
-    "   ORDER BY x.observed_at DESC LIMIT 1) lr ON true"
+    "   AND x.retracted_at IS NULL ORDER BY x.observed_at DESC LIMIT 1) lr ON true"
     " LEFT JOIN LATERAL (SELECT max(x.received_at) AS last_received FROM measurements x"
-    "   WHERE x.measure_id = a.measure_id AND x.observed_at < $2::timestamptz) lx ON true"
+    "   WHERE x.measure_id = a.measure_id AND x.observed_at < $2::timestamptz"
+    "   AND x.retracted_at IS NULL) lx ON true"
     " WHERE a.measure_id = ANY($1::text[])";
 
 /* The version of the evaluator's rows the latest page is made of: it changes with every
@@ -96,23 +98,38 @@ static const char SQL_VERSION[] =
 /* One measure's details as one JSON document: its latest 1000 readings (with the running
  * total of the amounts inside the cumulative window $3..$4, computed over all of them), the
  * ratio of each FY, its attainment history up to the date $6, and the notices about it,
- * one per alert: never the recipients' addresses, only how many were delivered. */
+ * one per alert: never the recipients' addresses, only how many were delivered. A retracted
+ * reading is listed, marked with when, by whom and why, and counts for no figure at any date
+ * (as in the shared aggregate, common/kpi_aggregate.h): not in the running total, the ratios,
+ * the chart or the last report date; a correction is marked as one (docs/corrections.md). `ack`: the measure's latest acknowledgement received
+ * before $2, or null (docs/report.md "Measure page"). */
 static const char SQL_DETAIL[] =
     "SELECT json_build_object("
     " 'readings', coalesce((SELECT json_agg(r ORDER BY r.o, r.rc, r.event_id) FROM ("
     "   SELECT * FROM (SELECT x.event_id, x.observed_at AS o, x.received_at AS rc,"
     "     (x.observed_day - DATE '1970-01-01') AS day, x.value, x.component, x.department,"
     "     to_char(x.received_at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM-DD HH24:MI') AS received,"
-    "     x.note, sum(CASE WHEN x.fiscal_year BETWEEN $3::int AND $4::int THEN x.value"
+    "     x.note, x.retracted_at IS NOT NULL AS retracted, x.retracted_by,"
+    "     x.retraction_reason,"
+    "     to_char(x.retracted_at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM-DD HH24:MI') AS retracted_on,"
+    "     x.corrects IS NOT NULL AS correction,"
+    "     sum(CASE WHEN x.fiscal_year BETWEEN $3::int AND $4::int"
+    "       AND x.retracted_at IS NULL THEN x.value"
     "       ELSE 0 END) OVER (ORDER BY x.observed_at, x.received_at, x.event_id) AS running"
     "     FROM measurements x WHERE x.measure_id = $1 AND x.observed_at < $2::timestamptz) y"
     "   ORDER BY y.o DESC, y.rc DESC, y.event_id DESC LIMIT 1000) r), '[]'::json),"
+    " 'ack', (SELECT json_build_object('note', k.note, 'department', k.department,"
+    "     'on', to_char(k.received_at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM-DD'),"
+    "     'until', k.until::text)"
+    "   FROM acknowledgements k WHERE k.measure_id = $1 AND k.received_at < $2::timestamptz"
+    "   ORDER BY k.received_at DESC, k.event_id DESC LIMIT 1),"
     " 'ratios', coalesce((SELECT json_agg(f ORDER BY f.fy) FROM ("
     "   SELECT x.fiscal_year AS fy,"
     "     100 * sum(CASE WHEN x.component = 'numerator' THEN x.value ELSE 0 END)"
     "     / sum(CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END) AS ratio"
     "   FROM measurements x WHERE x.measure_id = $1 AND x.component IS NOT NULL"
-    "   AND x.observed_at < $2::timestamptz GROUP BY x.fiscal_year"
+    "   AND x.observed_at < $2::timestamptz"
+    "   AND x.retracted_at IS NULL GROUP BY x.fiscal_year"
     "   HAVING sum(CASE WHEN x.component = 'denominator' THEN x.value ELSE 0 END) > 0) f),"
     "   '[]'::json),"
     " 'history', coalesce((SELECT json_agg(h ORDER BY h.id DESC) FROM ("
@@ -927,6 +944,7 @@ static size_t chart_points(const page *pg, const kpi_measure *m, const cJSON *do
   bool window = kpi_attainment_window(m, pg->as_of, &from, &to);
   cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "readings")) {
     if (n == cap) break;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "retracted"))) continue;
     kpi_day day = (kpi_day)jnum(it, "day", NULL);
     if (m->kind == KPI_KIND_CUMULATIVE) {
       if (!window || day < from || day > to) continue;
@@ -1020,9 +1038,43 @@ static void set_measure_head(page *pg, report_view *v, const kpi_measure *m) {
   set_status(v, pg, &pg->att);
 }
 
+/* The name of department ID in the catalog, else the id. */
+static const char *dept_name(const page *pg, const char *id) {
+  const kpi_department *dep = kpi_catalog_department(pg->ctx->catalog, id);
+  return dep && dep->name ? dep->name : id;
+}
+
+/* A reading's marks (docs/corrections.md): a retracted one is struck through with "取消:
+ * reason（department, when）", a correction says so. The record is public: a retracted reading
+ * is shown, never hidden. */
+static void set_reading_marks(const page *pg, report_view *r, const cJSON *it) {
+  report_lang l = pg->lang;
+  bool retracted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "retracted"));
+  report_set_bool(r, "retracted", retracted);
+  report_set_bool(r, "correction",
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "correction")));
+  if (retracted)
+    report_setf(r, "retraction", "%s: %s%s%s, %s%s", report_label("l_retracted", l),
+                jstr(it, "retraction_reason"), l == REPORT_LANG_EN ? " (" : "（",
+                dept_name(pg, jstr(it, "retracted_by")), jstr(it, "retracted_on"),
+                l == REPORT_LANG_EN ? ")" : "）");
+}
+
+/* The measure's latest acknowledgement (docs/report.md "Measure page"): the note, who wrote it,
+ * when, and the last day of the quiet period it asked for. */
+static void set_ack(page *pg, report_view *v, const cJSON *doc) {
+  const cJSON *ack = cJSON_GetObjectItemCaseSensitive(doc, "ack");
+  bool has = cJSON_IsObject(ack);
+  report_set_bool(v, "has_ack", has);
+  if (!has) return;
+  report_set(v, "ack_note", jstr(ack, "note"));
+  report_set(v, "ack_department", dept_name(pg, jstr(ack, "department")));
+  report_set(v, "ack_on", jstr(ack, "on"));
+  report_set(v, "ack_until", jstr(ack, "until"));
+}
+
 /* Readings, newest first, as people read a ledger of reports. */
 static void set_readings(page *pg, report_view *v, const kpi_measure *m, const cJSON *rs) {
-  report_ctx *ctx = pg->ctx;
   report_lang l = pg->lang;
   char d[16];
   report_set_list(v, "readings");
@@ -1040,10 +1092,10 @@ static void set_readings(page *pg, report_view *v, const kpi_measure *m, const c
     report_set(r, "component", strcmp(comp, "numerator") == 0     ? report_label("l_numerator", l)
                            : strcmp(comp, "denominator") == 0 ? report_label("l_denominator", l)
                                                               : "");
-    const kpi_department *dep = kpi_catalog_department(ctx->catalog, jstr(it, "department"));
-    report_set(r, "department", dep && dep->name ? dep->name : jstr(it, "department"));
+    report_set(r, "department", dept_name(pg, jstr(it, "department")));
     report_set(r, "received", jstr(it, "received"));
     report_set(r, "note", jstr(it, "note"));
+    set_reading_marks(pg, r, it);
   }
 }
 
@@ -1119,6 +1171,7 @@ static void render_measure(page *pg, const kpi_measure *m, const cJSON *doc) {
   report_set_bool(v, "is_ratio", m->kind == KPI_KIND_RATIO);
   set_history(pg, v, m, doc);
   set_notices(pg, v, doc);
+  set_ack(pg, v, doc);
   report_set_bool(v, "has_readings", cJSON_GetArraySize(rs) > 0);
   report_set_bool(v, "has_history",
                   cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "history")) > 0);

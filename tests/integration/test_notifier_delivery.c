@@ -412,6 +412,44 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* The mail states the measure's latest acknowledgement the alert carries, who wrote it and the
+ * quiet period it asked for, in both languages (docs/notifier.md "The mail"). */
+static void test_acknowledgement_in_mail(void **state) {
+  (void)state;
+  char owner[128], tag[128];
+  snprintf(tag, sizeof(tag), "ack.%s", T.tag);
+  addr(owner, sizeof(owner), "owner.ack");
+  const char *emails[] = {owner, NULL};
+  nf_it_catalog_set(&T, "it-measure-ack", emails, NULL);
+  kpi_alert *a = nf_it_alert("it-measure-ack", "応援団事業", emails);
+  strcpy(a->type, "reminder");
+  strcpy(a->previous_status, "lagging");
+  a->acknowledgement.present = true;
+  a->acknowledgement.note = strdup("12月に説明会を開催し、登録を呼びかけます。");
+  strcpy(a->acknowledgement.department, "kikaku");
+  a->acknowledgement.department_name = strdup("企画課");
+  strcpy(a->acknowledgement.acknowledged_at, "2024-12-01T00:00:00.000Z");
+  strcpy(a->acknowledgement.until, "2025-01-31");
+  nf_it_produce(&T, a);
+  nf_it_alert_free(a);
+  assert_int_equal(settle_count(tag, 1, 30000), 1);
+  int n;
+  nf_it_mail *mails = nf_it_mails_for(nf_it_maildir, tag, &n);
+  assert_int_equal(n, 1);
+  char *body = nf_it_b64(mails[0].body, strlen(mails[0].body));
+  static const char *const lines[] = {
+      "  状況: 遅れ［再通知］\r\n",
+      "  対応方針（企画課, 2024-12-01）: 12月に説明会を開催し、登録を呼びかけます。"
+      "（2025-01-31 まで督促を停止）\r\n",
+      "  Response plan (企画課, 2024-12-01): 12月に説明会を開催し、登録を呼びかけます。"
+      " (reminders paused until 2025-01-31)\r\n",
+  };
+  for (size_t k = 0; k < sizeof(lines) / sizeof(lines[0]); k++)
+    if (!strstr(body, lines[k])) fail_msg("body lacks \"%s\":\n%s", lines[k], body);
+  free(body);
+  nf_it_mails_free(mails, n);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_alert_becomes_mail_per_recipient),
@@ -422,6 +460,7 @@ int main(void) {
       cmocka_unit_test(test_failed_then_resolved_one_entry),
       cmocka_unit_test(test_undecodable_alert_to_dlq),
       cmocka_unit_test(test_metrics_and_health),
+      cmocka_unit_test(test_acknowledgement_in_mail),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "kpi_it_pipeline.h"
+#include "kpi_records.h"
 #include "test_evaluator_util.h"
 
 #define SUPPORTERS "g2-uiturn-4-supporters"
@@ -251,8 +252,93 @@ static void test_report(void **state) {
   evw_close(&w);
 }
 
+/* docs/report.md "Measure page": a retracted reading stays on the page, struck through with
+ * its reason, who and when, and a correction is marked; neither the retracted reading nor
+ * the corrected one counts for the latest observation date (latest CSV), the chart or the
+ * figures. The latest acknowledgement is shown with its writer, date and until. */
+static void test_report_retractions_and_ack(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_report_ack", "2024-03-01");
+  evw_start(&w, NULL);
+  if (evw_wait_ready(&w, 60000) != 0) fail_msg("evaluator not ready; log %s", w.log);
+  char a[KPI_UUID_STRLEN + 1], b[KPI_UUID_STRLEN + 1], c[KPI_UUID_STRLEN + 1], rec[2048];
+  evw_produce_reading(&w, SUPPORTERS, "kikaku", "2024-02-20", 40, "person", a);
+  evw_produce_reading(&w, SUPPORTERS, "kikaku", "2024-02-29", 26, "person", b);
+  /* B retracted; A corrected by C (the same day, 41). */
+  kpi_retraction r;
+  memset(&r, 0, sizeof(r));
+  kpi_retraction_id(b, r.event_id);
+  snprintf(r.retracts, sizeof(r.retracts), "%s", b);
+  snprintf(r.measure_id, sizeof(r.measure_id), SUPPORTERS);
+  snprintf(r.department, sizeof(r.department), "kikaku");
+  snprintf(r.reason, sizeof(r.reason), "二重計上のため取消");
+  kpi_time_parse("2024-02-29T03:00:00.000Z", &r.received_ms, NULL);
+  kpi_time_format_utc(r.received_ms, r.received_at, sizeof(r.received_at));
+  char *json = kpi_retraction_encode(&r, NULL);
+  assert_non_null(json);
+  evw_produce(&w, w.t_meas, SUPPORTERS, json);
+  free(json);
+  kpi_uuid_v4(c);
+  evw_measurement(rec, sizeof(rec), c, SUPPORTERS, "kikaku", "2024-02-20", 41, "person", NULL);
+  snprintf(rec + strlen(rec) - 1, sizeof(rec) - strlen(rec) + 1,
+           ",\"corrects\":{\"event_id\":\"%s\",\"reason\":\"入力誤り\"}}", a);
+  evw_produce(&w, w.t_meas, SUPPORTERS, rec);
+  char k[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v4(k);
+  snprintf(rec, sizeof(rec),
+           "{\"schema\":\"kpi.acknowledgement/1\",\"event_id\":\"%s\",\"measure_id\":\""
+           SUPPORTERS "\",\"department\":\"kikaku\",\"note\":\"<i>広報</i>を強化します\","
+           "\"until\":\"2024-03-27\",\"received_at\":\"2024-02-28T00:00:00.000Z\"}", k);
+  evw_produce(&w, w.t_meas, SUPPORTERS, rec);
+  evw_flush(&w);
+  evw_expect_sql(&w, "SELECT value || ' ' || (SELECT count(*) FROM acknowledgements)"
+                     " FROM attainment WHERE measure_id = '" SUPPORTERS "'", "41 1");
+
+  int port;
+  char log[256];
+  pid_t rp = kpi_it_report_start(w.pg, w.conninfo, w.name, &port, log, sizeof(log));
+  /* The latest CSV's observation date: C's day, not the retracted B's 2024-02-29. */
+  char *resp = get(port, "/report.csv");
+  const char *csv = body_of(resp);
+  const char *row = strstr(csv, SUPPORTERS);
+  assert_non_null(row);
+  while (row > csv && row[-1] != '\n') row--;
+  char line[1024];
+  snprintf(line, sizeof(line), "%.*s", (int)strcspn(row, "\r\n"), row);
+  if (!strstr(line, "\"41\",\"2024-02-20\",") || strstr(line, "2024-02-29"))
+    fail_msg("latest CSV row: %s", line);
+  free(resp);
+
+  resp = get(port, "/measures/" SUPPORTERS);
+  const char *html = body_of(resp);
+  /* Three readings listed: two struck through with their reasons, one correction. */
+  assert_non_null(strstr(html, "<del>26"));
+  assert_non_null(strstr(html, "<del>40"));
+  assert_non_null(strstr(html, "取消: 二重計上のため取消（企画課（サンプル）, 2024-02-29 12:00）"));
+  assert_non_null(strstr(html, "取消: 入力誤り（企画課（サンプル）, "));
+  assert_non_null(strstr(html, "<span class=\"mark correction\">訂正</span>"));
+  /* The chart counts the one reading that stands. */
+  assert_non_null(strstr(html, "実績（1 点）"));
+  /* The acknowledgement, its note as text. */
+  assert_non_null(strstr(html, "<h2 id=\"ack-h\">対応方針</h2>"));
+  assert_non_null(strstr(html, "&lt;i&gt;広報&lt;/i&gt;を強化します"));
+  assert_non_null(strstr(html, "企画課（サンプル）, <time datetime=\"2024-02-28\">"));
+  assert_non_null(strstr(html, "<time datetime=\"2024-03-27\">2024-03-27</time>まで"));
+  free(resp);
+  /* Before the acknowledgement was received: not on the page as it stood then. */
+  resp = get(port, "/measures/" SUPPORTERS "?as_of=2024-02-27");
+  assert_null(strstr(body_of(resp), "ack-h"));
+  free(resp);
+
+  int s = kpi_it_stop(rp, SIGTERM, 20000);
+  assert_true(WIFEXITED(s) && WEXITSTATUS(s) == 0);
+  evw_close(&w);
+}
+
 int main(void) {
   kpi_it_init();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_report)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_report),
+                                     cmocka_unit_test(test_report_retractions_and_ack)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -420,11 +420,105 @@ static void test_alert_id(void **state) {
   assert_int_equal(kpi_uuid_parse(a, NULL), 0);
 }
 
+/* kpi_ack_quiets: states x acknowledgement x dates (docs/corrections.md "Reminders and
+ * acknowledgements"). The acknowledgement was written while lagging (not stale), until
+ * 2025-01-31. */
+static void test_ack_quiets_table(void **state) {
+  (void)state;
+  enum { LAG = KPI_STATUS_LAGGING, FAIL = KPI_STATUS_FAILED, OK = KPI_STATUS_ON_TRACK,
+         ND = KPI_STATUS_NO_DATA };
+  static const struct {
+    const char *what;
+    bool present, has_status;
+    int ack_status;
+    bool ack_stale, changed_since;
+    int now_status;
+    bool now_stale;
+    int y, m, d;
+    bool quiet;
+  } rows[] = {
+      {"same state, inside the period", true, true, LAG, false, false, LAG, false, 2024, 12, 8, true},
+      {"same state, on until", true, true, LAG, false, false, LAG, false, 2025, 1, 31, true},
+      {"same state, the day after until", true, true, LAG, false, false, LAG, false, 2025, 2, 1, false},
+      {"no acknowledgement", false, true, LAG, false, false, LAG, false, 2024, 12, 8, false},
+      {"worse: lagging -> failed", true, true, LAG, false, false, FAIL, false, 2024, 12, 8, false},
+      {"worse: stale added", true, true, LAG, false, false, LAG, true, 2024, 12, 8, false},
+      {"better: stale gone (a transition)", true, true, LAG, true, false, LAG, false, 2024, 12, 8, false},
+      {"better: failed -> lagging (a transition)", true, true, FAIL, false, false, LAG, false, 2024, 12, 8, false},
+      {"stale on track, unchanged", true, true, OK, true, false, OK, true, 2024, 12, 8, true},
+      {"stale, status moved (no_data)", true, true, OK, true, false, ND, true, 2024, 12, 8, false},
+      {"a transition since, back to the same state", true, true, LAG, false, true, LAG, false, 2024, 12, 8, false},
+      {"written before any attainment", true, false, ND, false, false, LAG, false, 2024, 12, 8, false},
+      {"failed acknowledged, still failed", true, true, FAIL, false, false, FAIL, false, 2025, 1, 1, true},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
+    kpi_ack_hold ack = {.present = rows[i].present, .until = ymd(2025, 1, 31),
+                        .has_status = rows[i].has_status, .status = (kpi_status)rows[i].ack_status,
+                        .stale = rows[i].ack_stale, .changed_since = rows[i].changed_since};
+    kpi_attainment now;
+    memset(&now, 0, sizeof(now));
+    now.status = (kpi_status)rows[i].now_status;
+    now.stale = rows[i].now_stale;
+    bool got = kpi_ack_quiets(&ack, &now, ymd(rows[i].y, rows[i].m, rows[i].d));
+    if (got != rows[i].quiet) fail_msg("%s: quiet %d, expected %d", rows[i].what, got, rows[i].quiet);
+  }
+  kpi_attainment now = {.status = KPI_STATUS_LAGGING};
+  assert_false(kpi_ack_quiets(NULL, &now, ymd(2024, 12, 8)));
+}
+
+/* kpi_alert_apply_ack over a lagging episode with weekly reminders: quiet reminders leave the
+ * bookkeeping alone, the day after until the next reminder (numbered after the last one sent)
+ * is due at once, and a move to failed raises at once. */
+static void test_ack_reminders(void **state) {
+  (void)state;
+  kpi_ack_hold ack = {.present = true, .until = ymd(2024, 12, 31), .has_status = true,
+                      .status = KPI_STATUS_LAGGING};
+  kpi_alert_track track = {.state = "lagging", .episode = 1, .reminders = 1, .has_last_alert = true,
+                           .last_alert_on = ymd(2024, 11, 27)};
+  static const struct {
+    int m, d;
+    kpi_status status;
+    kpi_alert_action action;
+    const char *name;
+  } steps[] = {
+      {12, 4, KPI_STATUS_LAGGING, KPI_ALERT_NONE, ""},   /* due, quiet */
+      {12, 11, KPI_STATUS_LAGGING, KPI_ALERT_NONE, ""},  /* due, quiet */
+      {12, 31, KPI_STATUS_LAGGING, KPI_ALERT_NONE, ""},  /* until: still quiet */
+      {1, 1, KPI_STATUS_LAGGING, KPI_ALERT_REMIND, "m/lagging/1/reminder-2"},
+      {1, 2, KPI_STATUS_LAGGING, KPI_ALERT_NONE, ""},    /* the weekly pace again */
+      {1, 8, KPI_STATUS_LAGGING, KPI_ALERT_REMIND, "m/lagging/1/reminder-3"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(steps); i++) {
+    kpi_attainment a = {.status = steps[i].status};
+    kpi_day day = ymd(steps[i].m == 12 ? 2024 : 2025, steps[i].m, steps[i].d);
+    kpi_alert_track next;
+    char name[64];
+    kpi_alert_action act = kpi_alert_decide("m", &track, &a, day, 7, &next, name, sizeof(name));
+    act = kpi_alert_apply_ack(act, &ack, &a, day, &track, &next, name, sizeof(name));
+    if (act != steps[i].action || strcmp(name, steps[i].name) != 0)
+      fail_msg("step %zu: got %s \"%s\"", i, kpi_alert_action_type(act), name);
+    if (act == KPI_ALERT_NONE && steps[i].m == 12) assert_int_equal(next.reminders, 1);
+    track = next;
+  }
+  /* During the period, a move to failed is a new episode at once. */
+  kpi_alert_track lag = {.state = "lagging", .episode = 1, .has_last_alert = true,
+                         .last_alert_on = ymd(2024, 11, 27)};
+  kpi_attainment failed = {.status = KPI_STATUS_FAILED};
+  kpi_alert_track next;
+  char name[64];
+  kpi_alert_action act =
+      kpi_alert_decide("m", &lag, &failed, ymd(2024, 12, 10), 7, &next, name, sizeof(name));
+  act = kpi_alert_apply_ack(act, &ack, &failed, ymd(2024, 12, 10), &lag, &next, name, sizeof(name));
+  assert_int_equal(act, KPI_ALERT_RAISE);
+  assert_string_equal(name, "m/failed/2");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_eval_table),   cmocka_unit_test(test_fiscal_bounds),
       cmocka_unit_test(test_window),       cmocka_unit_test(test_status_names),
       cmocka_unit_test(test_alert_sequence), cmocka_unit_test(test_alert_id),
+      cmocka_unit_test(test_ack_quiets_table), cmocka_unit_test(test_ack_reminders),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -612,6 +612,70 @@ static void test_alert_round_trip(void **state) {
   kpi_alert_clear(&a);
 }
 
+/* The "acknowledgement" member (docs/corrections.md): round trip, null when none, absent in
+ * older records, and each of its members checked. */
+static void test_alert_ack_round_trip(void **state) {
+  (void)state;
+  kpi_alert a, b;
+  fill_alert(&a);
+  kpi_errors errs = {0};
+  char *json = kpi_alert_encode(&a, NULL);
+  assert_non_null(strstr(json, "\"acknowledgement\":null"));
+  assert_int_equal(kpi_alert_decode(json, strlen(json), &b, &errs), 0);
+  assert_false(b.acknowledgement.present);
+  kpi_alert_clear(&b);
+  free(json);
+
+  a.acknowledgement.present = true;
+  a.acknowledgement.note = strdup("対応方針: 説明会を\n開催 \"PR\"");
+  strcpy(a.acknowledgement.department, "kikaku");
+  a.acknowledgement.department_name = strdup("企画課");
+  strcpy(a.acknowledgement.acknowledged_at, "2024-12-01T00:00:00.000Z");
+  strcpy(a.acknowledgement.until, "2025-01-31");
+  json = kpi_alert_encode(&a, NULL);
+  assert_non_null(json);
+  if (kpi_alert_decode(json, strlen(json), &b, &errs) != 0)
+    fail_msg("%s: %s", errs.items[0].field, errs.items[0].message);
+  assert_true(b.acknowledgement.present);
+  assert_string_equal(b.acknowledgement.note, a.acknowledgement.note);
+  assert_string_equal(b.acknowledgement.department, "kikaku");
+  assert_string_equal(b.acknowledgement.department_name, "企画課");
+  assert_string_equal(b.acknowledgement.acknowledged_at, "2024-12-01T00:00:00.000Z");
+  assert_string_equal(b.acknowledgement.until, "2025-01-31");
+  /* Encoding the decoded record gives the same bytes. */
+  char *again = kpi_alert_encode(&b, NULL);
+  assert_string_equal(again, json);
+  free(again);
+  kpi_alert_clear(&b);
+
+  static const struct {
+    const char *from, *to, *field;
+  } breaks[] = {
+      {"\"until\":\"2025-01-31\"", "\"until\":\"soon\"", "acknowledgement.until"},
+      {"\"until\":\"2025-01-31\"", "\"x\":1", "acknowledgement.until"},
+      {"\"department\":\"kikaku\",\"department_name\"", "\"department_name\"",
+       "acknowledgement.department"},
+      {"\"note\":\"", "\"note\":\"\",\"n\":\"", "acknowledgement.note"},
+      {"\"acknowledged_at\":\"2024-12-01T00:00:00.000Z\"", "\"acknowledged_at\":7",
+       "acknowledgement.acknowledged_at"},
+  };
+  for (size_t i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
+    char *at = strstr(json, breaks[i].from);
+    if (!at) fail_msg("case %zu: pattern not in %s", i, json);
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(at - json), json, breaks[i].to,
+             at + strlen(breaks[i].from));
+    kpi_errors e2 = {0};
+    assert_int_equal(kpi_alert_decode(buf, strlen(buf), &b, &e2), -1);
+    int found = 0;
+    for (size_t j = 0; j < e2.n; j++) found |= strcmp(e2.items[j].field, breaks[i].field) == 0;
+    if (!found) fail_msg("case %zu: no error on %s", i, breaks[i].field);
+    assert_null(b.acknowledgement.note);
+  }
+  free(json);
+  kpi_alert_clear(&a);
+}
+
 static const struct {
   const char *from; /* substring of the valid record to replace */
   const char *to;
@@ -747,6 +811,7 @@ int main(void) {
       cmocka_unit_test(test_record_round_trip),
       cmocka_unit_test(test_truncated_bodies_rejected), cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_alert_round_trip),   cmocka_unit_test(test_alert_errors),
+      cmocka_unit_test(test_alert_ack_round_trip),
       cmocka_unit_test(test_record_field_formats),
       cmocka_unit_test(test_long_field_name_stays_utf8),
       cmocka_unit_test(test_alert_required_members),

@@ -817,6 +817,62 @@ static void test_redact_addresses(void **state) {
   }
 }
 
+/* The acknowledgement block (docs/notifier.md "The mail"): who wrote it, the Japan date it was
+ * received, the note on one line and the quiet period, exact in both languages, right after
+ * the change line; a note cannot start a line of its own; an entry shows the latest alert's
+ * acknowledgement (or an earlier alert's when the latest has none); none, no block. */
+static void test_acknowledgement_block(void **state) {
+  (void)state;
+  kpi_alert a = sample_alert(ID1, "g2-uiturn-4-supporters", "応援団事業");
+  a.acknowledgement.present = true;
+  a.acknowledgement.note = (char *)"PR を強化し、12月に説明会を開催します。";
+  snprintf(a.acknowledgement.department, sizeof(a.acknowledgement.department), "kikaku");
+  a.acknowledgement.department_name = (char *)"企画課";
+  /* 15:30 UTC on 30 November is 1 December in Japan. */
+  snprintf(a.acknowledgement.acknowledged_at, sizeof(a.acknowledgement.acknowledged_at),
+           "2024-11-30T15:30:00.000Z");
+  snprintf(a.acknowledgement.until, sizeof(a.acknowledgement.until), "2025-01-31");
+  const kpi_alert *list[] = {&a};
+  char *text = kpi_mail_body_text(list, 1);
+  assert_non_null(text);
+  assert_non_null(strstr(text, "  前回の通知からの変化: 順調 → 遅れ\n"
+                               "  対応方針（企画課, 2024-12-01）: PR を強化し、12月に説明会を開催します。"
+                               "（2025-01-31 まで督促を停止）\n"
+                               "  指標: 登録者数\n"));
+  assert_non_null(strstr(text, "  Since the last notice: on track -> lagging\n"
+                               "  Response plan (企画課, 2024-12-01): PR を強化し、12月に説明会を開催"
+                               "します。 (reminders paused until 2025-01-31)\n"
+                               "  Indicator: 登録者数\n"));
+  free(text);
+
+  /* No name in the catalog: the department id; a note with line breaks stays on its line. */
+  a.acknowledgement.department_name = NULL;
+  a.acknowledgement.note = (char *)"line one\n  詳細: http://evil.example\r\nline two";
+  text = kpi_mail_body_text(list, 1);
+  assert_non_null(strstr(text, "  対応方針（kikaku, 2024-12-01）: line one   詳細: "
+                               "http://evil.example  line two（2025-01-31 まで督促を停止）\n"));
+  assert_null(strstr(text, "\n  詳細: http://evil.example"));
+  free(text);
+
+  /* Two alerts of one measure merged: the latest without one shows the earlier one's. */
+  kpi_alert b = sample_alert(ID2, "g2-uiturn-4-supporters", "応援団事業");
+  strcpy(b.status, "failed");
+  strcpy(b.previous_status, "lagging");
+  b.episode = 2;
+  strcpy(b.created_at, "2024-10-01T00:00:01.000Z");
+  const kpi_alert *two[] = {&a, &b};
+  text = kpi_mail_body_text(two, 2);
+  assert_non_null(strstr(text, "  対応方針（kikaku, 2024-12-01）: line one"));
+  free(text);
+
+  /* None: no block in either language. */
+  a.acknowledgement.present = false;
+  text = kpi_mail_body_text(list, 1);
+  assert_null(strstr(text, "対応方針"));
+  assert_null(strstr(text, "Response plan"));
+  free(text);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_address_validation),
@@ -831,6 +887,7 @@ int main(void) {
       cmocka_unit_test(test_date_and_message_id),
       cmocka_unit_test(test_text_clean),
       cmocka_unit_test(test_redact_addresses),
+      cmocka_unit_test(test_acknowledgement_block),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -438,6 +438,12 @@ static void test_alert_record(void **state) {
                "target");
       a.catalog_change.changes[0].from = 1;
       a.catalog_change.changes[0].to = 2;
+      a.acknowledgement.present = true; /* and an acknowledgement */
+      a.acknowledgement.note = "対応方針: 説明会を開催";
+      snprintf(a.acknowledgement.department, sizeof(a.acknowledgement.department), "kankyo");
+      snprintf(a.acknowledgement.acknowledged_at, sizeof(a.acknowledgement.acknowledged_at),
+               "2024-12-01T00:00:00.000Z");
+      snprintf(a.acknowledgement.until, sizeof(a.acknowledgement.until), "2025-01-31");
     }
     if (variant == 1) { /* the nullable members null */
       a.previous_status[0] = '\0';
@@ -469,6 +475,14 @@ static void test_alert_record(void **state) {
           doc, cJSON_GetObjectItemCaseSensitive(property(doc, cc_schema, "changes"), "items"));
       check_object(doc, ch_schema, cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cc, "changes"), 0),
                    "alert.catalog_change.changes[]");
+    }
+    const cJSON *ack = cJSON_GetObjectItemCaseSensitive(rec, "acknowledgement");
+    assert_non_null(ack); /* always written: null when none */
+    assert_int_equal(cJSON_IsObject(ack), variant == 2);
+    if (cJSON_IsObject(ack)) {
+      const cJSON *ack_schema = cJSON_GetArrayItem(
+          cJSON_GetObjectItemCaseSensitive(property(doc, doc, "acknowledgement"), "anyOf"), 0);
+      check_object(doc, ack_schema, ack, "alert.acknowledgement");
     }
     /* What the decoder insists on, the schema requires too. */
     const cJSON *it;
