@@ -34,9 +34,13 @@ static int usage(void) {
 static int cmd_topics(void) {
   char err[512];
   kpi_topic_spec specs[KPI_TOPIC_COUNT];
+  /* A KPI_TOPIC_* or KPI_KAFKA_PROP_* refused is bad configuration, as in every service
+   * (docs/architecture.md "Start and stop"); the client or the broker failing is not. */
+  int code = KPI_EXIT_CONFIG;
   if (kpi_topics_from_env(specs, err, sizeof(err))) goto fail;
   rd_kafka_conf_t *conf = kpi_kafka_conf_new("kpi-admin", NULL, NULL, err, sizeof(err));
   if (!conf) goto fail;
+  code = KPI_EXIT_START;
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
   if (!rk) {
     rd_kafka_conf_destroy(conf);
@@ -51,7 +55,7 @@ static int cmd_topics(void) {
   return 0;
 fail:
   fprintf(stderr, "kpi-admin topics: %s\n", err);
-  return 1;
+  return code;
 }
 
 static int cmd_migrate(void) {

@@ -387,7 +387,7 @@ static int producer_start(evaluator *ev, char *errstr, size_t errstr_size) {
       {"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "5"}, {NULL, NULL}};
   rd_kafka_conf_t *pconf =
       kpi_kafka_conf_new("kpi-evaluator", producer_defaults, NULL, errstr, errstr_size);
-  if (!pconf) return -1;
+  if (!pconf) return -2; /* a KPI_KAFKA_PROP_* refused: bad configuration */
   rd_kafka_conf_set_opaque(pconf, ev);
   rd_kafka_conf_set_dr_msg_cb(pconf, on_kafka_delivery);
   rd_kafka_conf_set_error_cb(pconf, on_kafka_error);
@@ -433,7 +433,7 @@ static int consumer_start(evaluator *ev, char *errstr, size_t errstr_size) {
                                            {NULL, NULL}};
   rd_kafka_conf_t *cconf = kpi_kafka_conf_new("kpi-evaluator", consumer_defaults, consumer_fixed,
                                               errstr, errstr_size);
-  if (!cconf) return -1;
+  if (!cconf) return -2; /* a KPI_KAFKA_PROP_* refused or naming a fixed property */
   rd_kafka_conf_set_opaque(cconf, ev);
   rd_kafka_conf_set_rebalance_cb(cconf, on_kafka_rebalance);
   rd_kafka_conf_set_error_cb(cconf, on_kafka_error);
@@ -470,9 +470,11 @@ static int wakers_start(evaluator *ev, char *errstr, size_t errstr_size) {
 }
 
 int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size) {
-  if (producer_start(ev, errstr, errstr_size) || topics_wait(ev, errstr, errstr_size) ||
-      consumer_start(ev, errstr, errstr_size) || wakers_start(ev, errstr, errstr_size))
-    return -1;
+  int rc = producer_start(ev, errstr, errstr_size);
+  if (rc == 0) rc = topics_wait(ev, errstr, errstr_size);
+  if (rc == 0) rc = consumer_start(ev, errstr, errstr_size);
+  if (rc == 0) rc = wakers_start(ev, errstr, errstr_size);
+  if (rc != 0) return rc;
   rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(sub, ev->cfg.topics[KPI_TOPIC_MEASUREMENTS].name,
                                     RD_KAFKA_PARTITION_UA);

@@ -117,13 +117,15 @@ static int startup_blocking(evaluator *ev, const char *conninfo) {
   kpi_shutdown_init(ev->loop, &ev->life.shutdown, &shutdown_ops,
                     (uint64_t)ev->cfg.drain_timeout_ms, ev);
   char err[512];
-  if (ev_kafka_start(ev, err, sizeof(err)) != 0) {
+  int krc = ev_kafka_start(ev, err, sizeof(err));
+  if (krc != 0) {
     if (ev->life.stopping) {
       kpi_log(KPI_LOG_INFO, "stopped", "%s", err);
       return startup_abort(ev, KPI_EXIT_OK);
     }
     kpi_log(KPI_LOG_ERROR, "kafka_setup_failed", "%s", err);
-    return startup_abort(ev, KPI_EXIT_START);
+    /* A refused KPI_KAFKA_PROP_* is bad configuration: a restart cannot fix it. */
+    return startup_abort(ev, krc == -2 ? KPI_EXIT_CONFIG : KPI_EXIT_START);
   }
   return -1;
 }

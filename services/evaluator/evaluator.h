@@ -369,7 +369,9 @@ typedef struct {
 } ev_kafka;
 
 /* Creates the producer (and the topics), then the consumer, and subscribes. Blocking while the
- * broker is away (ev_startup_wait between attempts). Returns 0, or -1 with ERRSTR (and
+ * broker is away (ev_startup_wait between attempts). Returns 0; -2 with ERRSTR when a client
+ * configuration is refused (a KPI_KAFKA_PROP_* librdkafka rejects or one naming a fixed
+ * property: bad configuration, docs/architecture.md "Start and stop"); or -1 with ERRSTR (and
  * ev->life.stopping set when a stop was asked for meanwhile). */
 int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size);
 /* Pulls records into the pending batch while it has room. Returns false (nothing done) when

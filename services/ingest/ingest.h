@@ -124,6 +124,9 @@ int ingest_atomic_status(size_t items, size_t bad, size_t forbidden);
 const char *ingest_retry_after(int status);
 
 /* ingest_kafka.c */
+/* Creates the producer, its waker and the probe timer. Returns 0, -2 with ERRSTR when the
+ * client configuration is refused (a KPI_KAFKA_PROP_* librdkafka rejects or one naming a fixed
+ * property: bad configuration, docs/architecture.md "Start and stop"), or -1 with ERRSTR. */
 int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size);
 void ingest_kafka_probe_now(ingest_ctx *ctx);
 void ingest_kafka_close(ingest_ctx *ctx);

@@ -137,7 +137,7 @@ int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size) {
   static const kpi_kafka_prop fixed[] = {
       {"enable.idempotence", "true"}, {"acks", "all"}, {"log.queue", "true"}, {NULL, NULL}};
   rd_kafka_conf_t *conf = kpi_kafka_conf_new("kpi-ingest", defaults, fixed, errstr, errstr_size);
-  if (!conf) return -1;
+  if (!conf) return -2; /* a KPI_KAFKA_PROP_* refused: bad configuration */
   rd_kafka_conf_set_opaque(conf, ctx);
   rd_kafka_conf_set_dr_msg_cb(conf, ingest_on_kafka_delivery);
   rd_kafka_conf_set_error_cb(conf, on_kafka_error);

@@ -25,9 +25,10 @@ static int start_services(ingest_ctx *ctx) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "metrics registry");
     return KPI_EXIT_START;
   }
-  if (ingest_kafka_start(ctx, err, sizeof(err)) != 0) {
+  int rc = ingest_kafka_start(ctx, err, sizeof(err));
+  if (rc != 0) {
     kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
-    return KPI_EXIT_START;
+    return rc == -2 ? KPI_EXIT_CONFIG : KPI_EXIT_START;
   }
   return 0;
 }

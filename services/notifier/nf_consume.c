@@ -502,7 +502,7 @@ int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size) {
                                            {"log.queue", "true"},
                                            {NULL, NULL}};
   rd_kafka_conf_t *cconf = nf_kafka_conf(consumer_defaults, consumer_fixed, errstr, errstr_size);
-  if (!cconf) return -1;
+  if (!cconf) return -2; /* a KPI_KAFKA_PROP_* refused or naming a fixed property */
   rd_kafka_conf_set_offset_commit_cb(cconf, on_kafka_commit);
   rd_kafka_conf_set_stats_cb(cconf, on_kafka_stats);
   rd_kafka_conf_set_opaque(cconf, nf);

@@ -124,7 +124,7 @@ int nf_dlq_start(notifier *nf, char *errstr, size_t errstr_size) {
   static const kpi_kafka_prop defaults[] = {{"enable.idempotence", "true"}, {NULL, NULL}};
   static const kpi_kafka_prop fixed[] = {{"log.queue", "true"}, {NULL, NULL}};
   rd_kafka_conf_t *conf = nf_kafka_conf(defaults, fixed, errstr, errstr_size);
-  if (!conf) return -1;
+  if (!conf) return -2; /* a KPI_KAFKA_PROP_* refused: bad configuration */
   rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery);
   nf->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
   if (!nf->producer) {

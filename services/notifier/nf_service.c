@@ -499,7 +499,8 @@ static void init_handles(notifier *nf) {
   nf_purge_init(nf);
 }
 
-/* SMTP, PostgreSQL and Kafka. Returns 0, or -1 after logging why. */
+/* SMTP, PostgreSQL and Kafka. Returns 0, or after logging why -2 (a Kafka client
+ * configuration refused: bad configuration) or -1. */
 static int clients_start(notifier *nf, const kpi_smtp_config *sc) {
   char err[512];
   nf->smtp = kpi_smtp_new(nf->loop, sc, err, sizeof(err));
@@ -513,9 +514,11 @@ static int clients_start(notifier *nf, const kpi_smtp_config *sc) {
     kpi_log(KPI_LOG_ERROR, "db_init_failed", "%s", err);
     return -1;
   }
-  if (nf_dlq_start(nf, err, sizeof(err)) != 0 || nf_consume_start(nf, err, sizeof(err)) != 0) {
+  int rc = nf_dlq_start(nf, err, sizeof(err));
+  if (rc == 0) rc = nf_consume_start(nf, err, sizeof(err));
+  if (rc != 0) {
     kpi_log(KPI_LOG_ERROR, "kafka_init_failed", "%s", err);
-    return -1;
+    return rc;
   }
   return 0;
 }
@@ -524,11 +527,12 @@ int nf_service_start(notifier *nf) {
   start_config sc;
   if (load_config(nf, &sc) != 0) return KPI_EXIT_CONFIG;
   init_handles(nf);
-  if (http_start(nf, sc.host, sc.port) != 0 || clients_start(nf, &sc.smtp) != 0) {
+  int rc = http_start(nf, sc.host, sc.port) != 0 ? -1 : clients_start(nf, &sc.smtp);
+  if (rc != 0) {
     /* Start-up failed after handles existed: close them through the normal path. */
     kpi_shutdown_drained(&nf->shutdown);
     uv_run(nf->loop, UV_RUN_DEFAULT);
-    return KPI_EXIT_START;
+    return rc == -2 ? KPI_EXIT_CONFIG : KPI_EXIT_START;
   }
   kpi_log(KPI_LOG_INFO, "started",
           "listening on %s:%d; SMTP %s (%d connections); from %s; group wait %lld ms; catalog %s "

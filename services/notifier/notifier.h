@@ -133,7 +133,9 @@ void nf_service_free(notifier *nf);
 /* nf_consume.c: alerts topic -> notifications rows -> offsets. */
 void nf_consume_init(notifier *nf);   /* the retry timer; before anything can fail */
 /* Creates the consumer (after nf_dlq_start: it makes sure the topics exist through the
- * producer) and subscribes. Returns 0 or -1 with ERRSTR filled. */
+ * producer) and subscribes. Returns 0; -2 with ERRSTR when the client configuration is refused
+ * (a KPI_KAFKA_PROP_* librdkafka rejects or one naming a fixed property: bad configuration,
+ * docs/architecture.md "Start and stop"); or -1 with ERRSTR. */
 int nf_consume_start(notifier *nf, char *errstr, size_t errstr_size);
 void nf_consume_kick(notifier *nf);   /* serve the consumer queue (db became ready...) */
 bool nf_consume_idle(const notifier *nf);
@@ -147,6 +149,8 @@ void nf_consume_stop(notifier *nf);   /* stops the retry timer */
 void nf_consume_close(notifier *nf);
 
 /* nf_dlq.c: the dead-letter producer (kpi.alerts.dlq.v1). */
+/* Creates the producer and its waker. Returns 0, -2 with ERRSTR when the client configuration
+ * is refused (as for nf_consume_start), or -1 with ERRSTR. */
 int nf_dlq_start(notifier *nf, char *errstr, size_t errstr_size);
 /* A librdkafka configuration for this service (shared error callback), NULL with ERRSTR. */
 rd_kafka_conf_t *nf_kafka_conf(const kpi_kafka_prop *defaults, const kpi_kafka_prop *fixed,

@@ -697,19 +697,48 @@ static void test_max_connections(void **state) {
   fixture_free(fx);
 }
 
-/* The handler answers 300 ms later; meanwhile the client vanished (RST, or FIN). */
+/* Loop-side reads for the main thread (through fixture_call, so no race on the counters). */
+static int seen_snapshot;
+static void cmd_seen(fixture *fx) {
+  seen_snapshot = fx->requests_seen;
+  stats_snapshot = fx->srv.stats;
+}
+static void cmd_answer_held(fixture *fx) {
+  for (int i = 0; i < fx->n_held; i++) {
+    if (kpi_http_request_orphaned(fx->held[i])) fx->orphaned_answers++;
+    answer(fx->held[i]);
+  }
+  fx->n_held = 0;
+  fx->mode = MODE_ECHO;
+}
+
+/* Waits (up to 3 s) until the loop has seen N requests and has at most ACTIVE connections. */
+static void wait_loop(fixture *fx, int n, uint64_t active) {
+  double t0 = now_ms();
+  do {
+    fixture_call(fx, cmd_seen);
+    if (seen_snapshot >= n && stats_snapshot.connections_active <= active) return;
+    usleep(5 * 1000);
+  } while (now_ms() - t0 < 3000);
+}
+
+/* The handler answers later; meanwhile the client vanished (RST, or FIN). The answer is given
+ * only once the server has seen the requests and the reset, so the order does not depend on
+ * how fast the machine is. */
 static void test_client_gone_before_async_answer(void **state) {
   (void)state;
-  fixture *fx = fixture_start(NULL, MODE_DELAYED);
+  fixture *fx = fixture_start(NULL, MODE_HOLD);
   client *c = client_open(fx->port);
   client_sends(c, "GET /gone HTTP/1.1\r\nHost: t\r\n\r\n");
-  usleep(50 * 1000);
+  wait_loop(fx, 1, 1);
   client_abort(c);
+  wait_loop(fx, 1, 0); /* the reset is seen: the request is an orphan now */
   c = client_open(fx->port);
   client_sends(c, "GET /halfgone HTTP/1.1\r\nHost: t\r\n\r\n");
-  usleep(50 * 1000);
+  wait_loop(fx, 2, 1);
   client_close(c);
-  /* The server keeps serving: this one gets its delayed answer. */
+  fixture_call(fx, cmd_answer_held);
+  /* The server keeps serving: this one gets its answer. */
   c = client_open(fx->port);
   client_sends(c, "GET /alive HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_response(c, 200, "GET /alive ");
