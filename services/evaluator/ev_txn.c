@@ -56,8 +56,8 @@ static const char SQL_INSERT[] =
     " rf AS (UPDATE retractions r SET state = 'refused',"
     "   refusal = format('event %s is measure %s of department %s', ins.event_id,"
     "     ins.measure_id, ins.department)"
-    "   FROM ins WHERE ins.retraction_id IS NULL AND r.retracts = ins.event_id"
-    "   AND r.state = 'pending'),"
+    "   FROM ins WHERE r.retracts = ins.event_id AND r.state = 'pending'"
+    "   AND r.event_id IS DISTINCT FROM ins.retraction_id),"
     " tot AS (INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component,"
     "   events, total)"
     " SELECT measure_id, month, fiscal_year, component,"
@@ -99,8 +99,9 @@ static const char SQL_RETRACT_CHECK[] =
     " ORDER BY r.pos";
 
 /* Every retraction of the batch, pending until SQL_INSERT or SQL_RETRACT_APPLY applies it.
- * The id derives from the retracted event: a replay, or a second retraction of the same
- * measurement, inserts nothing. */
+ * The id derives from the retracted event, measure and department: a replay, or the same
+ * department retracting the same measurement again, inserts nothing; a mistaken retraction by
+ * another department has another id, so it can never stand in for the owner's. */
 static const char SQL_RETRACT_INSERT[] =
     "INSERT INTO retractions (event_id, retracts, measure_id, department, reason, received_at,"
     "  state, correction, kafka_partition, kafka_offset)"

@@ -1106,8 +1106,8 @@ static void handle_retract(ingest_ctx *ctx, kpi_http_request *req, const kpi_dep
   if (broker_ready(ctx, req, ep, t0)) return;
   for (size_t i = 0; i < KPI_UUID_STRLEN; i++) rt.retracts[i] = (char)tolower((unsigned char)id[i]);
   rt.retracts[KPI_UUID_STRLEN] = '\0';
-  kpi_retraction_id(rt.retracts, rt.event_id);
   snprintf(rt.department, sizeof(rt.department), "%s", d->id);
+  kpi_retraction_id(rt.retracts, rt.measure_id, rt.department, rt.event_id);
   rt.received_ms = kpi_time_now_ms();
   kpi_time_format_utc(rt.received_ms, rt.received_at, sizeof(rt.received_at));
   size_t plen = 0;

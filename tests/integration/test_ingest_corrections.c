@@ -109,7 +109,7 @@ static void test_retract_by_owner(void **state) {
   const char *target = "0A1B2C3D-4E5F-4a6b-8c7d-9e0f1a2b3c4d"; /* upper case: kept canonical */
   char path[128], want_id[KPI_UUID_STRLEN + 1];
   snprintf(path, sizeof(path), "/v1/measurements/%s:retract", target);
-  kpi_retraction_id("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", want_id);
+  kpi_retraction_id("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", MEASURE_LED, "kankyo", want_id);
   tc_resp r;
   post(path, "KANKYO", NULL,
        "{\"measure_id\":\"" MEASURE_LED "\",\"reason\":\"二重計上のため取消\"}", &r);
