@@ -241,6 +241,15 @@ static void test_correction_on_topic(void **state) {
        &r);
   tc_expect_problem(&r, 422, "corrects.reason", NULL);
   tc_resp_free(&r);
+  /* Nor may a correction take the id it corrects from its Idempotency-Key (the evaluator
+   * would refuse it after a 202). */
+  post("/v1/measurements", "KANKYO", "Idempotency-Key: 0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\r\n",
+       "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":30,"
+       "\"unit\":\"percent\",\"corrects\":{\"event_id\":\"0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\","
+       "\"reason\":\"r\"}}",
+       &r);
+  tc_expect_problem(&r, 422, "corrects.event_id", "value");
+  tc_resp_free(&r);
   assert_int_equal(topic_count(), before);
 
   tc_record *recs;
