@@ -29,14 +29,32 @@ kpi_record_type kpi_record_type_of(const char *json, size_t len) {
   return t;
 }
 
+static void scoped_id(const uint8_t ns[16], const char *id, const char *measure_id,
+                      const char *department, char out[KPI_UUID_STRLEN + 1]);
+
 void kpi_retraction_id(const char *retracts, const char *measure_id, const char *department,
                        char out[KPI_UUID_STRLEN + 1]) {
+  scoped_id(retraction_namespace, retracts, measure_id, department, out);
+}
+
+/* "kpi-acknowledge1" */
+static const uint8_t ack_namespace[16] = {0x6b, 0x70, 0x69, 0x2d, 0x61, 0x63, 0x6b, 0x6e,
+                                          0x6f, 0x77, 0x6c, 0x65, 0x64, 0x67, 0x65, 0x31};
+
+/* UUID v5 in NS of "<ID lower-cased>/<MEASURE>/<DEPARTMENT>". */
+static void scoped_id(const uint8_t ns[16], const char *id, const char *measure_id,
+                      const char *department, char out[KPI_UUID_STRLEN + 1]) {
   char name[KPI_UUID_STRLEN + 2 * KPI_ID_MAX + 3];
-  size_t n = strnlen(retracts, KPI_UUID_STRLEN);
-  for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)retracts[i]);
+  size_t n = strnlen(id, KPI_UUID_STRLEN);
+  for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)id[i]);
   int len = snprintf(name + n, sizeof(name) - n, "/%.*s/%.*s", KPI_ID_MAX, measure_id,
                      KPI_ID_MAX, department);
-  kpi_uuid_v5(retraction_namespace, name, n + (size_t)len, out);
+  kpi_uuid_v5(ns, name, n + (size_t)len, out);
+}
+
+void kpi_ack_id(const char *client_id, const char *measure_id, const char *department,
+                char out[KPI_UUID_STRLEN + 1]) {
+  scoped_id(ack_namespace, client_id, measure_id, department, out);
 }
 
 /* Refuses members of OBJ not named in ALLOWED (NULL-terminated). */

@@ -69,6 +69,14 @@ typedef struct {
   int64_t received_ms;
 } kpi_ack;
 
+/* The acknowledgement's event id when the client named one (body `event_id` or
+ * Idempotency-Key, CLIENT_ID): UUID v5 of "<client id, lower-cased>/<measure>/<department>".
+ * A retry is the same acknowledgement; another department's or measure's acknowledgement that
+ * happens to use the same client id is another one, never silently taken for a replay by the
+ * evaluator's `ON CONFLICT (event_id) DO NOTHING` (docs/corrections.md). */
+void kpi_ack_id(const char *client_id, const char *measure_id, const char *department,
+                char out[KPI_UUID_STRLEN + 1]);
+
 /* Parses an acknowledgement. KPI_PARSE_INPUT: a request body {"note", "until"?, "event_id"?}
  * (the measure comes from the path, the department from the token); KPI_PARSE_RECORD: every
  * member required, `until` included. Returns 0, or -1 with ERRS. */

@@ -32,8 +32,8 @@ CREATE INDEX IF NOT EXISTS retractions_retracts ON retractions (retracts);
 CREATE INDEX IF NOT EXISTS retractions_measure ON retractions (measure_id, received_at);
 
 -- The owners' acknowledgements (kpi.acknowledgement/1). status/stale: the measure's state
--- when the evaluator stored it — reminders stay quiet while the state is no worse than this
--- and the evaluation date is on or before `until`.
+-- when the evaluator stored it — reminders stay quiet while the measure is still in this
+-- state and the evaluation date is on or before `until` (docs/corrections.md).
 CREATE TABLE IF NOT EXISTS acknowledgements (
     event_id        uuid PRIMARY KEY,
     measure_id      text NOT NULL,

@@ -213,6 +213,9 @@ int ev_api_history_page(const char *query, ev_api_page *page, char *err, size_t 
     page->limit = (int)n;
   }
   rc = ev_api_query_value(query, "after", v, sizeof(v));
+  /* A cursor pasted unencoded: its offset's '+' arrived as a space (form decoding). */
+  size_t vl = rc > 0 ? strlen(v) : 0;
+  if (vl > 6 && v[vl - 6] == ' ' && v[vl - 3] == ':') v[vl - 6] = '+';
   int64_t ms;
   if (rc < 0 || (rc > 0 && (strlen(v) <= 10 || kpi_time_parse(v, &ms, NULL) != 0))) {
     snprintf(err, errsize, "after must be an RFC 3339 timestamp with its offset");

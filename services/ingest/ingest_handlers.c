@@ -1182,16 +1182,17 @@ static void handle_ack(ingest_ctx *ctx, kpi_http_request *req, const kpi_departm
     return;
   }
   if (broker_ready(ctx, req, ep, t0)) return;
-  if (!a.event_id[0]) {
-    if (has_key) kpi_uuid_format(key, a.event_id);
-    else if (kpi_uuid_v4(a.event_id) != 0) a.event_id[0] = '\0';
-  }
-  if (!a.event_id[0]) {
+  snprintf(a.measure_id, sizeof(a.measure_id), "%s", ms->id);
+  snprintf(a.department, sizeof(a.department), "%s", d->id);
+  /* A client's id (the body's wins over the key) is scoped to the measure and department. */
+  char client[KPI_UUID_STRLEN + 1] = "";
+  if (a.event_id[0]) memcpy(client, a.event_id, sizeof(client));
+  else if (has_key) kpi_uuid_format(key, client);
+  if (client[0]) kpi_ack_id(client, a.measure_id, a.department, a.event_id);
+  else if (kpi_uuid_v4(a.event_id) != 0) {
     answer_problem(ctx, req, ep, t0, 500, "no random bytes for an event_id", NULL, NULL);
     return;
   }
-  snprintf(a.measure_id, sizeof(a.measure_id), "%s", ms->id);
-  snprintf(a.department, sizeof(a.department), "%s", d->id);
   size_t plen = 0;
   char *payload = kpi_ack_encode(&a, &plen);
   produce_one(ctx, req, ep, t0, a.event_id, a.measure_id, a.until, payload, plen);

@@ -302,16 +302,19 @@ static void test_ack_by_owner(void **state) {
   assert_string_equal(a.until, want_until);
   assert_string_equal(until, want_until);
 
-  /* The Idempotency-Key is the event id; an explicit `until` is kept. */
+  /* The Idempotency-Key, scoped to the measure and department, makes the event id; an
+   * explicit `until` is kept. */
   char later[16], body[160];
   kpi_day_format(kpi_day_of_ms(kpi_time_now_ms()) + 2, later, sizeof(later));
   snprintf(body, sizeof(body), "{\"note\":\"再掲\",\"until\":\"%s\"}", later);
   post("/v1/measures/" MEASURE_GRANTS "/acknowledgements", "KOSODATE",
        "Idempotency-Key: 9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d\r\n", body, &r);
   assert_int_equal(r.status, 202);
-  assert_non_null(strstr(r.body, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"));
+  char scoped[KPI_UUID_STRLEN + 1];
+  kpi_ack_id("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", MEASURE_GRANTS, "kosodate", scoped);
+  assert_non_null(strstr(r.body, scoped));
   tc_resp_free(&r);
-  assert_int_equal(find_ack("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", &a, key, sizeof(key)), 1);
+  assert_int_equal(find_ack(scoped, &a, key, sizeof(key)), 1);
   assert_string_equal(a.until, later);
 }
 

@@ -59,6 +59,10 @@ static void test_history_page(void **state) {
   assert_int_equal(p.limit, 10000);
   assert_string_equal(p.after, "2024-05-01T03:04:05.123Z");
   assert_string_equal(p.after_event_id, "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D");
+  /* The same cursor pasted unencoded: its '+' arrives as a space. */
+  assert_int_equal(ev_api_history_page("after=2024-05-01T12:04:05.123+09:00", &p, err,
+                                       sizeof(err)), 0);
+  assert_string_equal(p.after, "2024-05-01T03:04:05.123Z");
   /* An event id without its instant is ignored. */
   assert_int_equal(ev_api_history_page("after_event_id=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", &p,
                                        err, sizeof(err)),

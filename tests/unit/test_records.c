@@ -61,6 +61,22 @@ static void test_retraction_id(void **state) {
   assert_int_equal(a[14], '5');       /* version 5 */
 }
 
+static void test_ack_id(void **state) {
+  (void)state;
+  char a[KPI_UUID_STRLEN + 1], b[KPI_UUID_STRLEN + 1], c[KPI_UUID_STRLEN + 1];
+  char d[KPI_UUID_STRLEN + 1], r[KPI_UUID_STRLEN + 1];
+  kpi_ack_id(EV, "g1-a", "kikaku", a);
+  kpi_ack_id("0B6F3F3E-6A39-4C3E-9F5E-1D2C3B4A5F60", "g1-a", "kikaku", b);
+  kpi_ack_id(EV, "g1-b", "kikaku", c);
+  kpi_ack_id(EV, "g1-a", "kankyo", d);
+  kpi_retraction_id(EV, "g1-a", "kikaku", r);
+  assert_string_equal(a, b);     /* a retry is the same acknowledgement */
+  assert_string_not_equal(a, c); /* the same client id on another measure is another one */
+  assert_string_not_equal(a, d); /* and of another department */
+  assert_string_not_equal(a, r); /* never a retraction's id */
+  assert_string_not_equal(a, EV);
+}
+
 static void test_retraction_input(void **state) {
   (void)state;
   kpi_retraction r;
@@ -293,6 +309,7 @@ static void test_measurement_corrects(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_type_of),          cmocka_unit_test(test_retraction_id),
+      cmocka_unit_test(test_ack_id),
       cmocka_unit_test(test_retraction_input), cmocka_unit_test(test_retraction_round_trip),
       cmocka_unit_test(test_ack_input_and_until), cmocka_unit_test(test_ack_round_trip),
       cmocka_unit_test(test_measurement_corrects),
