@@ -115,11 +115,12 @@ static const char SQL_HISTORY[] =
  * left out (and masked in the SMTP texts, EV_MASK) and only its department in the alert's
  * recipients (or "watcher") is said. */
 /* An SMTP reply quotes the address it is about ("451 4.3.0 <a@b.example>: …"): outside the
- * operator's view every address in COL is replaced by "(address)", so that no mail address
- * leaves the service in a public answer. */
+ * operator's view every address in COL — a quoted local part ("john doe"@b.example) included
+ * — is replaced by "(address)", so that no mail address leaves the service in a public
+ * answer. */
 #define EV_MASK(col)                                                                         \
   "CASE WHEN $2::boolean THEN " col " ELSE regexp_replace(" col                              \
-  ", '[^[:space:]<>(),;:\"]+@[^[:space:]<>(),;:\"]+', '(address)', 'g') END"
+  ", '(\"[^\"]*\"|[^[:space:]<>(),;:\"]+)@[^[:space:]<>(),;:\"]+', '(address)', 'g') END"
 static const char SQL_NOTIFICATIONS[] =
     "SELECT json_build_object('measure_id', $1::text, 'alerts',"
     " coalesce(json_agg(x.doc ORDER BY x.created_at, x.alert_id), '[]'::json))::text FROM ("
