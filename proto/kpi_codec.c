@@ -846,7 +846,8 @@ static void alert_acknowledgement(const cJSON *o, kpi_alert *a, kpi_errors *errs
   if (n == 0 || n > KPI_ALERT_ACK_NOTE_MAX || !kpi_json_utf8_valid(note->valuestring, n))
     kpi_errors_add(errs, "acknowledgement.note", "value",
                    "1 to %d bytes of UTF-8 required", KPI_ALERT_ACK_NOTE_MAX);
-  else k->note = strdup(note->valuestring);
+  else if (!(k->note = strdup(note->valuestring)))
+    kpi_errors_add(errs, "acknowledgement.note", "memory", "out of memory");
   if (kpi_take_text(ko, "department", "acknowledgement.department", k->department,
                     sizeof(k->department), errs) == 0)
     kpi_errors_add(errs, "acknowledgement.department", "missing", "required");

@@ -235,6 +235,7 @@ static void decode_measurement(evaluator *ev, ev_batch *b, const rd_kafka_messag
   r->value = m.value;
   r->component = m.component;
   r->note = m.has_note ? strdup(m.note) : NULL;
+  if (m.has_note && !r->note) abort(); /* as for the rows: re-read after the restart */
   if (m.has_corrects) {
     r->has_corrects = true;
     memcpy(r->retracts, m.corrects, sizeof(r->retracts));
@@ -243,49 +244,62 @@ static void decode_measurement(evaluator *ev, ev_batch *b, const rd_kafka_messag
   }
 }
 
-/* A retraction or an acknowledgement of a measure the catalog must know (docs/corrections.md);
- * the other checks need the stored measurement and happen in the transaction (ev_txn.c). */
-static void decode_other(evaluator *ev, ev_batch *b, const rd_kafka_message_t *msg,
-                         kpi_record_type type, char *reason, size_t size) {
-  static kpi_retraction rt; /* large; the loop is single-threaded */
-  static kpi_ack ack;
+/* Whether MEASURE is in the catalog; else REASON says so (the record goes to the DLQ). */
+static bool known_measure(const evaluator *ev, const char *measure, char *reason, size_t size) {
+  if (kpi_catalog_measure(ev->cat, measure)) return true;
+  snprintf(reason, size, "catalog: measure_id unknown: no measure %s in the catalog", measure);
+  return false;
+}
+
+/* A retraction of a measure the catalog knows (docs/corrections.md); the checks that need the
+ * stored measurement happen in the transaction (ev_txn.c). */
+static void decode_retraction(evaluator *ev, ev_batch *b, const rd_kafka_message_t *msg,
+                              char *reason, size_t size) {
+  kpi_retraction rt;
   kpi_errors errs;
   errs.n = 0;
-  char text[400];
-  bool ok = type == KPI_RECORD_RETRACTION
-                ? kpi_retraction_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &rt, &errs) == 0
-                : kpi_ack_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &ack, &errs) == 0;
-  if (!ok) {
+  if (kpi_retraction_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &rt, &errs) != 0) {
+    char text[400];
     errors_text(&errs, text, sizeof(text));
     snprintf(reason, size, "decode: %s", text);
     return;
   }
-  const char *measure = type == KPI_RECORD_RETRACTION ? rt.measure_id : ack.measure_id;
-  if (!kpi_catalog_measure(ev->cat, measure)) {
-    snprintf(reason, size, "catalog: measure_id unknown: no measure %s in the catalog", measure);
-    return;
-  }
+  if (!known_measure(ev, rt.measure_id, reason, size)) return;
   ev_row *r = ev_batch_add_row(b);
   memset(r, 0, sizeof(*r));
-  if (type == KPI_RECORD_RETRACTION) {
-    r->kind = EV_ROW_RETRACTION;
-    memcpy(r->event_id, rt.event_id, sizeof(r->event_id));
-    memcpy(r->retracts, rt.retracts, sizeof(r->retracts));
-    memcpy(r->measure_id, rt.measure_id, sizeof(r->measure_id));
-    memcpy(r->department, rt.department, sizeof(r->department));
-    r->received_ms = rt.received_ms;
-    r->reason = strdup(rt.reason);
-    if (!r->reason) abort();
-  } else {
-    r->kind = EV_ROW_ACK;
-    memcpy(r->event_id, ack.event_id, sizeof(r->event_id));
-    memcpy(r->measure_id, ack.measure_id, sizeof(r->measure_id));
-    memcpy(r->department, ack.department, sizeof(r->department));
-    r->received_ms = ack.received_ms;
-    r->until_day = ack.until_day;
-    r->note = strdup(ack.note);
-    if (!r->note) abort();
+  r->kind = EV_ROW_RETRACTION;
+  memcpy(r->event_id, rt.event_id, sizeof(r->event_id));
+  memcpy(r->retracts, rt.retracts, sizeof(r->retracts));
+  memcpy(r->measure_id, rt.measure_id, sizeof(r->measure_id));
+  memcpy(r->department, rt.department, sizeof(r->department));
+  r->received_ms = rt.received_ms;
+  r->reason = strdup(rt.reason);
+  if (!r->reason) abort(); /* as for the rows: re-read after the restart */
+}
+
+/* An acknowledgement of a measure the catalog knows, stored by the transaction (ev_ack.c). */
+static void decode_ack(evaluator *ev, ev_batch *b, const rd_kafka_message_t *msg, char *reason,
+                       size_t size) {
+  kpi_ack ack;
+  kpi_errors errs;
+  errs.n = 0;
+  if (kpi_ack_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &ack, &errs) != 0) {
+    char text[400];
+    errors_text(&errs, text, sizeof(text));
+    snprintf(reason, size, "decode: %s", text);
+    return;
   }
+  if (!known_measure(ev, ack.measure_id, reason, size)) return;
+  ev_row *r = ev_batch_add_row(b);
+  memset(r, 0, sizeof(*r));
+  r->kind = EV_ROW_ACK;
+  memcpy(r->event_id, ack.event_id, sizeof(r->event_id));
+  memcpy(r->measure_id, ack.measure_id, sizeof(r->measure_id));
+  memcpy(r->department, ack.department, sizeof(r->department));
+  r->received_ms = ack.received_ms;
+  r->until_day = ack.until_day;
+  r->note = strdup(ack.note);
+  if (!r->note) abort();
 }
 
 /* The one dispatch on the record type (docs/corrections.md "Record types"): each type decodes
@@ -307,8 +321,10 @@ static void handle_message(evaluator *ev, rd_kafka_message_t *msg) {
     kpi_record_type type = kpi_record_type_of(msg->payload, msg->len);
     switch (type) {
       case KPI_RECORD_RETRACTION:
+        decode_retraction(ev, b, msg, reason, sizeof(reason));
+        break;
       case KPI_RECORD_ACK:
-        decode_other(ev, b, msg, type, reason, sizeof(reason));
+        decode_ack(ev, b, msg, reason, sizeof(reason));
         break;
       case KPI_RECORD_MEASUREMENT:
       case KPI_RECORD_UNKNOWN:
