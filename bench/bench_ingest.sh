@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# bench/bench_ingest.sh: kpi-ingest throughput against the native baseline, on one broker:
+# bench/bench_ingest.sh: kpi-ingest throughput against native baselines, on one broker:
 #   (a) kcat -P producing N copies of a measurement record from a file (same producer
 #       settings as the service: idempotent, acks=all, linger.ms=1, murmur2 keys),
-#   (b) NDJSON batch POSTs of BATCH items (wrk, keep-alive),
+#   (b) NDJSON batch POSTs of BATCH items (wrk, keep-alive) until the same N records are
+#       accepted,
 #   (c) single-record POSTs (wrk, keep-alive, CONNS connections, --latency),
-#   (d) the same with HTTP/1.1 pipelining (DEPTH requests in flight per connection),
-# then prints events/s, the ratios to kcat, p50/p99 of single POSTs and the service's peak
-# RSS (VmHWM). Not a test: numbers depend on the machine, and wrk, the broker and the
-# service share its cores.
+#   (e) nginx-light, one worker, `return 202` on the same path, loaded by the very wrk
+#       command of (c): the fair ceiling of one HTTP request per event,
+#   (d) single POSTs with HTTP/1.1 pipelining (DEPTH requests in flight per connection).
+# (a)/(b) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
+# median of the per-round ratios is the figure, with its spread (min-max), because kcat and
+# the shared cores swing from run to run. Then it prints the CPU split of the machine during
+# (c) (service, broker, the rest: wrk and other jobs) and the service's peak RSS (VmHWM).
+# Not a test: numbers depend on the machine, and wrk, the broker and the service share it.
 #
 #   bench/bench_ingest.sh            build dir /tmp/inb-rel (built if missing), own stack
 # Env:
 #   BUILD_DIR=/tmp/inb-rel   a Release build (cmake -DCMAKE_BUILD_TYPE=Release)
 #   BENCH_STACK_ENV=FILE     use a running stack (its stack.env) instead of starting one
-#   N=1000000                records for kcat (large enough that start-up does not count)
+#   N=500000                 records per round for (a) and (b) alike
+#   ROUNDS=3                 interleaved rounds of (a)/(b) and (c)/(e); the median is printed
 #   WARMUP=5                 seconds of untimed load first, so the broker's JIT is warm
-#   DURATION=15              seconds per wrk run
+#   DURATION=10              seconds per wrk run of (c), (e) and (d)
 #   CONNS=256                connections for single POSTs (each waits for its delivery
 #                            report, so throughput is connections / latency)
 #   BATCH=500 BATCH_CONNS=4  items per batch, connections for batches
 #   DEPTH=8 PIPE_CONNS=64    (d): single POSTs with HTTP/1.1 pipelining, DEPTH per connection
 #   WRK_THREADS=1            wrk threads (leave cores to the service and the broker)
+#   INGEST_PROCS=1           kpi-ingest processes on one port (KPI_HTTP_REUSEPORT=1 when > 1;
+#                            docs/http.md "Scale-out")
+#   NO_NGINX=1               skip baseline (e) (also skipped when nginx is not installed)
 #   INGEST_ENV="K=V ..."     extra environment for the service (KPI_KAFKA_PROP_* tuning…)
 set -euo pipefail
 
@@ -29,13 +38,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # unless told this is not a deployment (docs/security.md).
 export KPI_ALLOW_SAMPLE_TOKENS=1
 BUILD_DIR=${BUILD_DIR:-/tmp/inb-rel}
-N=${N:-1000000}
-DURATION=${DURATION:-15}
+N=${N:-500000}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
 CONNS=${CONNS:-256}
 BATCH=${BATCH:-500}
 BATCH_CONNS=${BATCH_CONNS:-4}
 WRK_THREADS=${WRK_THREADS:-1}
 INGEST_ENV=${INGEST_ENV:-}
+INGEST_PROCS=${INGEST_PROCS:-1}
 WARMUP=${WARMUP:-5}
 DEPTH=${DEPTH:-8}
 PIPE_CONNS=${PIPE_CONNS:-64}
@@ -46,6 +57,12 @@ now() { date +%s.%N; }
 for tool in wrk kcat curl; do
   command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
 done
+NGINX=
+if [ -z "${NO_NGINX:-}" ]; then
+  NGINX=$(command -v nginx || true)
+  [ -n "$NGINX" ] || [ ! -x /usr/sbin/nginx ] || NGINX=/usr/sbin/nginx
+  [ -n "$NGINX" ] || log "nginx not found (scripts/bootstrap.sh installs nginx-light): baseline (e) skipped"
+fi
 if [ ! -x "$BUILD_DIR/services/ingest/kpi-ingest" ]; then
   log "building Release into $BUILD_DIR"
   cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -54,12 +71,18 @@ fi
 
 WORK=$(mktemp -d /tmp/kpi-bench.XXXXXX)
 STACK_DIR=
-INGEST_PID=
-cleanup() {
-  if [ -n "$INGEST_PID" ] && kill -0 "$INGEST_PID" 2>/dev/null; then
-    kill -TERM "$INGEST_PID" 2>/dev/null || true
-    wait "$INGEST_PID" 2>/dev/null || true
+INGEST_PIDS=()
+NG_PID=
+stop_child() { # PID: TERM, wait
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
   fi
+}
+cleanup() {
+  local p
+  for p in "${INGEST_PIDS[@]}"; do stop_child "$p"; done
+  stop_child "$NG_PID"
   if [ -n "$STACK_DIR" ]; then "$ROOT/scripts/stack.sh" stop "$STACK_DIR" >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
 }
@@ -69,26 +92,81 @@ trap cleanup EXIT
 . "$ROOT/bench/bench_lib.sh"
 STACK_KAFKA_JVM_OPTS=${STACK_KAFKA_JVM_OPTS:--XX:+UseG1GC} bench_stack_up "Kafka with G1"
 BROKER=$(sed -n 's/^KPI_KAFKA_BOOTSTRAP=//p' "$STACK_ENV")
+BROKER_PID=$(head -n1 "$(dirname "$STACK_ENV")/kafka.pid" 2>/dev/null || true)
 # shellcheck disable=SC1091
 TOKEN=$(. "$ROOT/config/sample-tokens.env" && echo "$KPI_TOKEN_KANKYO")
 TOPIC=bench_measurements_$$
-PORT=$(/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+PORT=$(free_port)
+REUSE=0
+[ "$INGEST_PROCS" -gt 1 ] && REUSE=1
 
-log "starting kpi-ingest on :$PORT, topic $TOPIC, broker $BROKER"
-# shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
+log "starting $INGEST_PROCS kpi-ingest process(es) on :$PORT, topic $TOPIC, broker $BROKER"
 # wrk is one peer address: the per-peer connection cap (KPI_HTTP_MAX_CONNECTIONS_PER_PEER, 64
 # by default, docs/http.md) would refuse most of its 256 connections with 503.
-(cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$BROKER" KPI_INGEST_LISTEN="127.0.0.1:$PORT" \
-  KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=warn KPI_INGEST_MAX_BATCH="$BATCH" \
-  KPI_HTTP_MAX_CONNECTIONS_PER_PEER=1024 $INGEST_ENV \
-  "$BUILD_DIR/services/ingest/kpi-ingest") 2>"$WORK/ingest.log" &
-INGEST_PID=$!
+for i in $(seq "$INGEST_PROCS"); do
+  # shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
+  (cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$BROKER" KPI_INGEST_LISTEN="127.0.0.1:$PORT" \
+    KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=warn KPI_INGEST_MAX_BATCH="$BATCH" \
+    KPI_HTTP_MAX_CONNECTIONS_PER_PEER=1024 KPI_HTTP_REUSEPORT=$REUSE $INGEST_ENV \
+    "$BUILD_DIR/services/ingest/kpi-ingest") 2>"$WORK/ingest$i.log" &
+  INGEST_PIDS+=($!)
+  # One at a time: the first creates the topic, and a second bind must not race it.
+  for _ in $(seq 300); do
+    grep -q '"listening"\|listen_failed' "$WORK/ingest$i.log" 2>/dev/null && break
+    kill -0 "${INGEST_PIDS[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+done
 for _ in $(seq 300); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz")" = 200 ] && break
   sleep 0.1
 done
+for i in $(seq "$INGEST_PROCS"); do
+  kill -0 "${INGEST_PIDS[$((i - 1))]}" 2>/dev/null ||
+    { log "kpi-ingest #$i exited"; cat "$WORK/ingest$i.log" >&2; exit 1; }
+done
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz")" = 200 ] ||
-  { log "kpi-ingest not ready"; cat "$WORK/ingest.log" >&2; exit 1; }
+  { log "kpi-ingest not ready"; cat "$WORK"/ingest*.log >&2; exit 1; }
+
+NG_PORT=
+if [ -n "$NGINX" ]; then
+  # An unprivileged nginx under $WORK (as tools/check_nginx_conf.sh runs it): one worker,
+  # keep-alive without a request cap (ingest has none), no access log (ingest writes none),
+  # `return 202` on the path wrk loads; the request body is read and discarded.
+  NG_PORT=$(free_port)
+  mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
+  cat >"$WORK/nginx/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/tmp/body;
+  proxy_temp_path $WORK/nginx/tmp/proxy;
+  fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+  uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+  scgi_temp_path $WORK/nginx/tmp/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 60s;
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    location = /v1/measurements { return 202; }
+  }
+}
+NGX
+  "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/logs/error.log" -c "$WORK/nginx/nginx.conf" \
+    >"$WORK/nginx/stdout.log" 2>&1 &
+  NG_PID=$!
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -d x "http://127.0.0.1:$NG_PORT/v1/measurements")" = 202 ] && break
+    sleep 0.05
+  done
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -d x "http://127.0.0.1:$NG_PORT/v1/measurements")" = 202 ] ||
+    { log "nginx did not start"; cat "$WORK/nginx/logs/error.log" "$WORK/nginx/stdout.log" >&2; exit 1; }
+fi
 
 MEASURE=g4-carbon-2-led-rate
 BODY='{"measure_id":"g4-carbon-2-led-rate","observed_at":"2024-05-01","value":20.5,"unit":"percent","note":"bench"}'
@@ -112,65 +190,153 @@ kcat_produce() {
 awk -v n="$N" -v k="$MEASURE" -v r="$RECORD" 'BEGIN { for (i = 0; i < n; i++) print k "\t" r }' >"$WORK/records.txt"
 awk -v n="$BATCH" -v b="$BODY" 'BEGIN { for (i = 0; i < n; i++) print b }' >"$WORK/batch.ndjson"
 
+# The per-thread stop of ingest_batch.lua: N records in all, in whole batches.
+STOP_AFTER=$(( (N + WRK_THREADS - 1) / WRK_THREADS ))
+# wrk_batch OUT [DURATION]: batches until N records are accepted (or for DURATION, warm-up).
+wrk_batch() {
+  if [ -n "${2:-}" ]; then
+    BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$WORK/batch.ndjson BENCH_ITEMS=$BATCH \
+      wrk -t"$WRK_THREADS" -c"$BATCH_CONNS" -d"$2s" --timeout 30s \
+      -s "$ROOT/bench/ingest_batch.lua" "http://127.0.0.1:$PORT/v1/measurements:batch" >"$1"
+    return
+  fi
+  rm -f "$WORK"/stop.*
+  BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$WORK/batch.ndjson BENCH_ITEMS=$BATCH \
+    BENCH_STOP_AFTER=$STOP_AFTER BENCH_STOP_FILE=$WORK/stop \
+    wrk -t"$WRK_THREADS" -c"$BATCH_CONNS" -d600s --timeout 30s \
+    -s "$ROOT/bench/ingest_batch.lua" "http://127.0.0.1:$PORT/v1/measurements:batch" >"$1" &
+  local wpid=$!
+  while kill -0 "$wpid" 2>/dev/null; do
+    [ "$(find "$WORK" -maxdepth 1 -name 'stop.*' | wc -l)" -ge "$WRK_THREADS" ] && break
+    sleep 0.01
+  done
+  kill -INT "$wpid" 2>/dev/null || true
+  wait "$wpid" || true
+}
+# wrk_single URL OUT [DURATION]: the one command (c) and (e) share.
+wrk_single() {
+  BENCH_TOKEN=$TOKEN BENCH_BODY=$BODY \
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${3:-$DURATION}s" --timeout 30s --latency \
+    -s "$ROOT/bench/ingest_single.lua" "$1" >"$2"
+}
+# bench_line OUT: "accepted other duration_us p50_us p99_us" from a wrk script's BENCH line.
+bench_line() {
+  sed -n 's/^BENCH accepted=\([0-9]*\) other=\([0-9]*\) duration_us=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\)/\1 \2 \3 \4 \5/p' "$1"
+}
+eps() { awk -v a="$1" -v d="$2" 'BEGIN { printf "%.0f", a / (d / 1e6) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+pass() { awk -v a="$1" -v g="$2" 'BEGIN { print (a >= g ? "ok" : "BELOW GOAL") }'; }
+# stats V...: "median min max" (the lower median for an even count).
+stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%s %s %s\n", v[int((NR + 1) / 2)], v[1], v[NR] }'; }
+# CPU ticks (utime + stime) of PIDs, and the machine's busy and total ticks.
+proc_ticks() { local s=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && s=$((s + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$s"; }
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+
 if [ "$WARMUP" -gt 0 ]; then
   log "warm-up: ${WARMUP}s of each load, untimed"
   head -n 200000 "$WORK/records.txt" >"$WORK/warm.txt"
   kcat_produce "$WORK/warm.txt"
-  BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$WORK/batch.ndjson BENCH_ITEMS=$BATCH \
-    wrk -t1 -c"$BATCH_CONNS" -d"${WARMUP}s" -s "$ROOT/bench/ingest_batch.lua" \
-    "http://127.0.0.1:$PORT/v1/measurements:batch" >/dev/null
-  BENCH_TOKEN=$TOKEN BENCH_BODY=$BODY wrk -t1 -c"$CONNS" -d"${WARMUP}s" \
-    -s "$ROOT/bench/ingest_single.lua" "http://127.0.0.1:$PORT/v1/measurements" >/dev/null
+  wrk_batch "$WORK/warm.out" "$WARMUP"
+  wrk_single "http://127.0.0.1:$PORT/v1/measurements" "$WORK/warm.out" "$WARMUP"
+  [ -z "$NG_PORT" ] || wrk_single "http://127.0.0.1:$NG_PORT/v1/measurements" "$WORK/warm.out" "$WARMUP"
 fi
 
-# ---- (a) kcat -P ----
-log "(a) kcat -P: $N records"
-before=$(topic_end)
-t0=$(now)
-kcat_produce "$WORK/records.txt"
-t1=$(now)
-got=$(( $(topic_end) - before ))
-[ "$got" -eq "$N" ] || { log "kcat: $got of $N records arrived"; exit 1; }
-KCAT_EPS=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
-KCAT_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+KCAT=() BATCHES=() BRATIO=() SINGLES=() NGX=() SRATIO=() B_FAILED=0 S_BAD=0 E_BAD=0
+CPU_SVC=() CPU_BROKER=() CPU_REST=() CPU_BUSY=() CPU_PER=()
+round_kcat() {
+  local before t0 t1 got
+  before=$(topic_end); t0=$(now)
+  kcat_produce "$WORK/records.txt"
+  t1=$(now); got=$(( $(topic_end) - before ))
+  [ "$got" -eq "$N" ] || { log "kcat: $got of $N records arrived"; exit 1; }
+  KCAT+=("$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
+}
+round_batch() {
+  local acc oth dur _p
+  wrk_batch "$WORK/batch.out"
+  read -r acc oth dur _p _p < <(bench_line "$WORK/batch.out")
+  BATCHES+=("$(eps "$acc" "$dur")"); B_FAILED=$((B_FAILED + oth))
+}
+# (c) with the CPU split: service processes, broker, and the rest (wrk, other jobs).
+round_single() {
+  local acc oth dur p50 p99 m0 m1 s0 s1 b0 b1 per=() p
+  read -r m0 t0 < <(machine_ticks); s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID)
+  for p in "${INGEST_PIDS[@]}"; do per+=("$(proc_ticks "$p")"); done
+  wrk_single "http://127.0.0.1:$PORT/v1/measurements" "$WORK/single.out"
+  read -r m1 t1 < <(machine_ticks); s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID)
+  local i=0 split=""
+  for p in "${INGEST_PIDS[@]}"; do
+    split+="$(awk -v a="${per[$i]}" -v b="$(proc_ticks "$p")" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%.0f%%", 100 * n * (b - a) / t }') "
+    i=$((i + 1))
+  done
+  local tot=$((t1 - t0)) nc; nc=$(nproc)
+  CPU_BUSY+=("$(awk -v a=$((m1 - m0)) -v t=$tot -v n="$nc" 'BEGIN { printf "%.0f", 100 * n * a / t }')")
+  CPU_SVC+=("$(awk -v a=$((s1 - s0)) -v t=$tot -v n="$nc" 'BEGIN { printf "%.0f", 100 * n * a / t }')")
+  CPU_BROKER+=("$(awk -v a=$((b1 - b0)) -v t=$tot -v n="$nc" 'BEGIN { printf "%.0f", 100 * n * a / t }')")
+  CPU_REST+=("$(awk -v a=$((m1 - m0 - s1 + s0 - b1 + b0)) -v t=$tot -v n="$nc" 'BEGIN { printf "%.0f", 100 * n * a / t }')")
+  CPU_PER+=("${split% }")
+  read -r acc oth dur p50 p99 < <(bench_line "$WORK/single.out")
+  SINGLES+=("$(eps "$acc" "$dur")"); S_BAD=$((S_BAD + oth)); S_P50=$p50; S_P99=$p99
+}
+round_nginx() {
+  local acc oth dur _p
+  wrk_single "http://127.0.0.1:$NG_PORT/v1/measurements" "$WORK/nginx.out"
+  read -r acc oth dur _p _p < <(bench_line "$WORK/nginx.out")
+  NGX+=("$(eps "$acc" "$dur")"); E_BAD=$((E_BAD + oth))
+}
 
-# ---- (b) batches ----
-log "(b) NDJSON batches of $BATCH, $BATCH_CONNS connections, ${DURATION}s"
-BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$WORK/batch.ndjson BENCH_ITEMS=$BATCH \
-  wrk -t"$WRK_THREADS" -c"$BATCH_CONNS" -d"${DURATION}s" --timeout 30s \
-  -s "$ROOT/bench/ingest_batch.lua" "http://127.0.0.1:$PORT/v1/measurements:batch" >"$WORK/batch.out"
-read -r B_ACC B_OTHER B_DUR B_P50 B_P99 < <(sed -n 's/^BENCH accepted=\([0-9]*\) other=\([0-9]*\) duration_us=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\)/\1 \2 \3 \4 \5/p' "$WORK/batch.out")
-BATCH_EPS=$(awk -v a="$B_ACC" -v d="$B_DUR" 'BEGIN { printf "%.0f", a / (d / 1e6) }')
-
-# ---- (c) single POSTs ----
-log "(c) single POSTs, $CONNS connections, ${DURATION}s"
-BENCH_TOKEN=$TOKEN BENCH_BODY=$BODY \
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s --latency \
-  -s "$ROOT/bench/ingest_single.lua" "http://127.0.0.1:$PORT/v1/measurements" >"$WORK/single.out"
-read -r S_ACC S_OTHER S_DUR S_P50 S_P99 < <(sed -n 's/^BENCH accepted=\([0-9]*\) other=\([0-9]*\) duration_us=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\)/\1 \2 \3 \4 \5/p' "$WORK/single.out")
-SINGLE_EPS=$(awk -v a="$S_ACC" -v d="$S_DUR" 'BEGIN { printf "%.0f", a / (d / 1e6) }')
+for r in $(seq "$ROUNDS"); do
+  log "round $r/$ROUNDS: (a) kcat -P and (b) batches, $N records each; (c) single POSTs${NG_PORT:+ and (e) nginx}, ${DURATION}s each"
+  # The order alternates, so that a drift of the machine's load favours neither side.
+  if [ $((r % 2)) -eq 1 ]; then round_kcat; round_batch; else round_batch; round_kcat; fi
+  BRATIO+=("$(ratio "${BATCHES[-1]}" "${KCAT[-1]}")")
+  if [ -z "$NG_PORT" ]; then round_single
+  elif [ $((r % 2)) -eq 1 ]; then round_single; round_nginx
+  else round_nginx; round_single; fi
+  [ -z "$NG_PORT" ] || SRATIO+=("$(ratio "${SINGLES[-1]}" "${NGX[-1]}")")
+done
 
 # ---- (d) single POSTs, pipelined ----
 log "(d) single POSTs pipelined x$DEPTH, $PIPE_CONNS connections, ${DURATION}s"
 BENCH_TOKEN=$TOKEN BENCH_BODY=$BODY BENCH_DEPTH=$DEPTH \
   wrk -t"$WRK_THREADS" -c"$PIPE_CONNS" -d"${DURATION}s" --timeout 30s \
   -s "$ROOT/bench/ingest_single.lua" "http://127.0.0.1:$PORT/v1/measurements" >"$WORK/pipe.out"
-read -r P_ACC P_OTHER P_DUR _ _ < <(sed -n 's/^BENCH accepted=\([0-9]*\) other=\([0-9]*\) duration_us=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\)/\1 \2 \3 \4 \5/p' "$WORK/pipe.out")
-PIPE_EPS=$(awk -v a="$P_ACC" -v d="$P_DUR" 'BEGIN { printf "%.0f", a / (d / 1e6) }')
+read -r P_ACC P_OTHER P_DUR _ _ < <(bench_line "$WORK/pipe.out")
+PIPE_EPS=$(eps "$P_ACC" "$P_DUR")
 
-HWM_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$INGEST_PID/status")
+HWM_KB=0
+for p in "${INGEST_PIDS[@]}"; do
+  h=$(awk '/^VmHWM/ { print $2 }' "/proc/$p/status")
+  [ "$h" -gt "$HWM_KB" ] && HWM_KB=$h
+done
 METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^kpi_ingest_(records_produced|delivery_failures|queue_full)_total' || true)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-pass() { awk -v a="$1" -v g="$2" 'BEGIN { print (a >= g ? "ok" : "BELOW GOAL") }'; }
-cat <<EOF
+read -r K_MED K_MIN K_MAX < <(stats "${KCAT[@]}")
+read -r B_MED B_MIN B_MAX < <(stats "${BATCHES[@]}")
+read -r BR_MED BR_MIN BR_MAX < <(stats "${BRATIO[@]}")
+read -r S_MED S_MIN S_MAX < <(stats "${SINGLES[@]}")
+read -r SK_MED _ _ < <(stats "$(ratio "$S_MED" "$K_MED")")
+cat <<OUT
 
-kpi-ingest benchmark ($(nproc) cores; broker, service and load generator share them)
-  (a) kcat -P          $N records in ${KCAT_S}s          $KCAT_EPS events/s
-  (b) batch POSTs      $BATCH items x $BATCH_CONNS conns, ${DURATION}s   $BATCH_EPS events/s  ratio $(ratio "$BATCH_EPS" "$KCAT_EPS") (goal >= 0.5: $(pass "$(ratio "$BATCH_EPS" "$KCAT_EPS")" 0.5))  failed batches $B_OTHER  p50 $((B_P50 / 1000)) ms p99 $((B_P99 / 1000)) ms
-  (c) single POSTs     $CONNS conns, ${DURATION}s            $SINGLE_EPS events/s  ratio $(ratio "$SINGLE_EPS" "$KCAT_EPS") (goal >= 0.2: $(pass "$(ratio "$SINGLE_EPS" "$KCAT_EPS")" 0.2))  non-202 $S_OTHER
-      latency p50 $(awk -v u="$S_P50" 'BEGIN { printf "%.2f", u / 1000 }') ms  p99 $(awk -v u="$S_P99" 'BEGIN { printf "%.2f", u / 1000 }') ms
-  (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  ratio $(ratio "$PIPE_EPS" "$KCAT_EPS")  non-202 $P_OTHER
-  peak RSS (VmHWM)     $((HWM_KB / 1024)) MiB ($HWM_KB kB)  (goal <= 32 MiB: $([ "$HWM_KB" -le 32768 ] && echo ok || echo ABOVE GOAL))
+kpi-ingest benchmark ($(nproc) cores; broker, service and load generator share them; $INGEST_PROCS process(es), $ROUNDS rounds, median [min-max])
+  (a) kcat -P          $N records                     $K_MED events/s [$K_MIN-$K_MAX]
+  (b) batch POSTs      $N records, $BATCH items x $BATCH_CONNS conns  $B_MED events/s [$B_MIN-$B_MAX]  failed batches $B_FAILED
+  (c) single POSTs     $CONNS conns, ${DURATION}s            $S_MED events/s [$S_MIN-$S_MAX]  non-202 $S_BAD  (x kcat $SK_MED)
+      latency (last round) p50 $(awk -v u="$S_P50" 'BEGIN { printf "%.2f", u / 1000 }') ms  p99 $(awk -v u="$S_P99" 'BEGIN { printf "%.2f", u / 1000 }') ms
+OUT
+if [ -n "$NG_PORT" ]; then
+  read -r E_MED E_MIN E_MAX < <(stats "${NGX[@]}")
+  read -r SR_MED SR_MIN SR_MAX < <(stats "${SRATIO[@]}")
+  echo "  (e) nginx return 202 same wrk command as (c)       $E_MED requests/s [$E_MIN-$E_MAX]  non-2xx $E_BAD"
+fi
+cat <<OUT
+  (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  non-202 $P_OTHER
+  CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
-EOF
+SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))
+OUT
+if [ -n "$NG_PORT" ]; then
+  echo "SUMMARY single/nginx $SR_MED [$SR_MIN-$SR_MAX] per round: ${SRATIO[*]} (goal >= 0.7: $(pass "$SR_MED" 0.7))"
+fi
+echo "SUMMARY procs $INGEST_PROCS single $S_MED events/s batch $B_MED events/s"
+echo "SUMMARY peak RSS (VmHWM, largest process) $((HWM_KB / 1024)) MiB ($HWM_KB kB) (goal <= 32 MiB: $([ "$HWM_KB" -le 32768 ] && echo ok || echo ABOVE GOAL))"

@@ -1,5 +1,9 @@
 -- bench/ingest_batch.lua: wrk script for bench_ingest.sh: NDJSON batches.
--- Env: BENCH_TOKEN, BENCH_BODY_FILE (the NDJSON body), BENCH_ITEMS (items per body).
+-- Env: BENCH_TOKEN, BENCH_BODY_FILE (the NDJSON body), BENCH_ITEMS (items per body),
+-- BENCH_STOP_AFTER and BENCH_STOP_FILE (optional: a thread that has this many items accepted
+-- stops and creates BENCH_STOP_FILE.<thread number>, so that a run sends a fixed record count,
+-- kcat's; wrk's main thread sleeps for -d whatever its threads do, so bench_ingest.sh waits
+-- for the files and ends wrk with SIGINT, which makes it print its summary at once).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-ndjson"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
@@ -7,13 +11,23 @@ local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.body = f:read("*a")
 f:close()
 local items = tonumber(os.getenv("BENCH_ITEMS"))
+local stop_after = tonumber(os.getenv("BENCH_STOP_AFTER") or "0")
+local stop_file = os.getenv("BENCH_STOP_FILE")
 
 local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) accepted = 0; other = 0 end
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("number", #threads)
+end
+function init(args) accepted = 0; other = 0; stopped = false end
 function response(status, headers, body)
   -- 202: every item is in Kafka; anything else counts as a failed batch.
   if status == 202 then accepted = accepted + items else other = other + 1 end
+  if stop_after > 0 and accepted >= stop_after and not stopped then
+    stopped = true
+    assert(io.open(stop_file .. "." .. number, "w")):close()
+    wrk.thread:stop()
+  end
 end
 function done(summary, latency, requests)
   local a, o = 0, 0

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "kpi_env.h"
 #include "kpi_log.h"
 
 /* One read buffer serves every connection: parser callbacks copy what they keep, so the
@@ -142,6 +145,7 @@ void kpi_http_config_defaults(kpi_http_config *cfg) {
   cfg->idle_timeout_ms = 60000;
   cfg->max_pipelined = 64;
   cfg->write_timeout_ms = 30000;
+  cfg->reuseport = false;
 }
 
 static int env_u64(const char *name, unsigned long long max, unsigned long long *out) {
@@ -179,6 +183,13 @@ int kpi_http_config_from_env(kpi_http_config *cfg) {
   KPI_HTTP_ENV("KPI_HTTP_IDLE_TIMEOUT_MS", ms_max, idle_timeout_ms)
   KPI_HTTP_ENV("KPI_HTTP_WRITE_TIMEOUT_MS", ms_max, write_timeout_ms)
 #undef KPI_HTTP_ENV
+  int64_t reuse = 0;
+  char err[160];
+  if (kpi_env_int("KPI_HTTP_REUSEPORT", cfg->reuseport, 0, 1, &reuse, err, sizeof err) != 0) {
+    kpi_log(KPI_LOG_ERROR, "config_invalid", "%s", err);
+    return -1;
+  }
+  cfg->reuseport = reuse != 0;
   return 0;
 }
 
@@ -1263,6 +1274,20 @@ int kpi_http_server_init(kpi_http_server *srv, uv_loop_t *loop, const kpi_http_c
   return 0;
 }
 
+/* libuv 1.44 has no UV_TCP_REUSEPORT: the listener gets its socket here, with SO_REUSEPORT,
+ * before uv_tcp_bind (which then binds that socket). Linux spreads new connections among the
+ * sockets bound to the port by a hash of the peer's address and port (docs/http.md
+ * "Scale-out"). Every process must set it: a socket bound without it blocks the port. */
+static int listener_reuseport(kpi_http_server *srv, int family) {
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -errno;
+  int one = 1, rc = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) rc = -errno;
+  else rc = uv_tcp_open(&srv->listener, fd);
+  if (rc < 0) close(fd);
+  return rc;
+}
+
 int kpi_http_server_start(kpi_http_server *srv, const char *host, int port) {
   if (srv->listening || srv->listener_closed) return KPI_HTTP_ESTATE;
   if (port < 0 || port > 65535 || !host) return KPI_HTTP_EINVAL;
@@ -1270,6 +1295,7 @@ int kpi_http_server_start(kpi_http_server *srv, const char *host, int port) {
   int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
   if (rc < 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
   if (rc < 0) return KPI_HTTP_EINVAL;
+  if (srv->cfg.reuseport && (rc = listener_reuseport(srv, ss.ss_family)) < 0) return rc;
   if ((rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0)) < 0) return rc;
   if ((rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_uv_connection)) < 0) return rc;
   int len = sizeof ss;

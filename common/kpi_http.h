@@ -34,6 +34,9 @@ typedef struct kpi_http_config {
                                  this long: close (30 s) */
   unsigned max_pipelined;     /* requests parsed but not yet written per connection before
                                  the server stops reading that socket (64) */
+  bool reuseport;             /* bind with SO_REUSEPORT, so that several processes of one
+                                 user can listen on the same port and the kernel spreads
+                                 connections among them (false; docs/http.md "Scale-out") */
 } kpi_http_config;
 
 /* The body limit of a service that only serves GET/HEAD (evaluator, notifier): enough for a
@@ -44,10 +47,10 @@ void kpi_http_config_defaults(kpi_http_config *cfg);
 
 /* Overrides fields of CFG from KPI_HTTP_MAX_BODY, KPI_HTTP_MAX_HEADER_BYTES,
  * KPI_HTTP_MAX_HEADERS, KPI_HTTP_MAX_CONNECTIONS, KPI_HTTP_MAX_CONNECTIONS_PER_PEER,
- * KPI_HTTP_HEADER_TIMEOUT_MS, KPI_HTTP_BODY_TIMEOUT_MS, KPI_HTTP_IDLE_TIMEOUT_MS and
- * KPI_HTTP_WRITE_TIMEOUT_MS when they are set (unset variables
+ * KPI_HTTP_HEADER_TIMEOUT_MS, KPI_HTTP_BODY_TIMEOUT_MS, KPI_HTTP_IDLE_TIMEOUT_MS,
+ * KPI_HTTP_WRITE_TIMEOUT_MS and KPI_HTTP_REUSEPORT when they are set (unset variables
  * leave the field alone, so call kpi_http_config_defaults first). Values are positive
- * decimal integers. Returns 0, or -1 after logging `config_invalid` naming the variable;
+ * decimal integers, except KPI_HTTP_REUSEPORT: 0 or 1. Returns 0, or -1 after logging `config_invalid` naming the variable;
  * CFG may then be partly updated. */
 int kpi_http_config_from_env(kpi_http_config *cfg);
 
@@ -135,8 +138,9 @@ int kpi_http_server_init(kpi_http_server *srv, uv_loop_t *loop, const kpi_http_c
  * KPI_HTTP_EINVAL (an entry with a NULL path or no method). */
 int kpi_http_server_set_routes(kpi_http_server *srv, const kpi_http_route *routes, size_t n);
 
-/* Binds HOST (IPv4 or IPv6 literal) and PORT (0: any free port) and listens. Returns 0 or a
- * negative libuv error (UV_EADDRINUSE…). */
+/* Binds HOST (IPv4 or IPv6 literal) and PORT (0: any free port) and listens, with
+ * SO_REUSEPORT when the config says reuseport. Returns 0 or a negative libuv error
+ * (UV_EADDRINUSE… : without reuseport on both sides, a port another socket holds). */
 int kpi_http_server_start(kpi_http_server *srv, const char *host, int port);
 
 /* The bound port once started, else KPI_HTTP_ESTATE. */
