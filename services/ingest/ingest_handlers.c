@@ -508,6 +508,16 @@ static int idempotency_key(kpi_http_request *req, uint8_t key[16]) {
   return -1;
 }
 
+/* idempotency_key, answering 400 for a key that is not a UUID (then -1: the request is done). */
+static int request_key(ingest_ctx *ctx, kpi_http_request *req, ingest_endpoint ep, uint64_t t0,
+                       uint8_t key[16]) {
+  int has_key = idempotency_key(req, key);
+  if (has_key < 0)
+    answer_problem(ctx, req, ep, t0, 400, "Idempotency-Key must be a UUID",
+                   one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
+  return has_key;
+}
+
 /* ---- POST /v1/measurements ---- */
 
 static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
@@ -518,12 +528,8 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
     return;
   }
   uint8_t keybuf[16];
-  int has_key = idempotency_key(req, keybuf);
-  if (has_key < 0) {
-    answer_problem(ctx, req, ep, t0, 400, "Idempotency-Key must be a UUID",
-                   one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
-    return;
-  }
+  int has_key = request_key(ctx, req, ep, t0, keybuf);
+  if (has_key < 0) return;
   /* The whole body is checked, not just note: any member name or value could otherwise
    * bring bytes that are not UTF-8 into an answer that echoes them. */
   size_t len;
@@ -1020,6 +1026,14 @@ static int body_status(const kpi_errors *errs) {
   return 422;
 }
 
+/* The problem detail of a refused record body: for 400 (body_status) what was wrong with the
+ * body as a whole, else SCHEMA_DETAIL. */
+static const char *body_detail(int status, const kpi_errors *errs, const char *schema_detail) {
+  if (status != 400) return schema_detail;
+  return strcmp(errs->items[0].code, "syntax") == 0 ? "the body is not valid JSON"
+                                                    : "the body is not valid UTF-8";
+}
+
 /* Publishes PAYLOAD (takes ownership; NULL: out of memory) of a one-record request for EP, its
  * item carrying EVENT_ID, MEASURE_ID and REF (ingest_item.ref): the same producer, opaque and delivery report as a measurement's, so the 202 comes after the
  * broker's ack (finish_single). */
@@ -1107,11 +1121,9 @@ static void handle_retract(ingest_ctx *ctx, kpi_http_request *req, const kpi_dep
   if (status) {
     kpi_metrics_inc(ctx->m_records_rejected);
     answer_problem(ctx, req, ep, t0, status,
-                   status == 403   ? "only the measure's owner may retract its measurements"
-                   : status == 400 ? (strcmp(errs.items[0].code, "syntax") == 0
-                                          ? "the body is not valid JSON"
-                                          : "the body is not valid UTF-8")
-                                   : "the retraction breaks the schema or the catalog",
+                   status == 403 ? "only the measure's owner may retract its measurements"
+                                 : body_detail(status, &errs,
+                                               "the retraction breaks the schema or the catalog"),
                    kpi_errors_to_json(&errs), NULL);
     return;
   }
@@ -1156,12 +1168,8 @@ static void handle_ack(ingest_ctx *ctx, kpi_http_request *req, const kpi_departm
   const kpi_measure *ms = ack_measure(ctx, req, d, t0);
   if (!ms || record_preflight(ctx, req, ep, t0)) return;
   uint8_t key[16];
-  int has_key = idempotency_key(req, key);
-  if (has_key < 0) {
-    answer_problem(ctx, req, ep, t0, 400, "Idempotency-Key must be a UUID",
-                   one_error("Idempotency-Key", "format", "must be a UUID"), NULL);
-    return;
-  }
+  int has_key = request_key(ctx, req, ep, t0, key);
+  if (has_key < 0) return;
   size_t len;
   const char *body = kpi_http_request_body(req, &len);
   kpi_ack a;
@@ -1174,10 +1182,7 @@ static void handle_ack(ingest_ctx *ctx, kpi_http_request *req, const kpi_departm
     int status = body_status(&errs);
     kpi_metrics_inc(ctx->m_records_rejected);
     answer_problem(ctx, req, ep, t0, status,
-                   status == 400 ? (strcmp(errs.items[0].code, "syntax") == 0
-                                        ? "the body is not valid JSON"
-                                        : "the body is not valid UTF-8")
-                                 : "the acknowledgement breaks the schema",
+                   body_detail(status, &errs, "the acknowledgement breaks the schema"),
                    kpi_errors_to_json(&errs), NULL);
     return;
   }
