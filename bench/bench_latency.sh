@@ -11,7 +11,7 @@
 #       notes when each measure's `events` grew: an event is reflected when its measure's count
 #       reaches it (bench/latency_report.py says how events are matched). p50/p99 of
 #       202 -> reflected, split at the start of the evaluator's transaction.
-# For each rate of RATES, (a) then (b); then the verdict of issue 12's goal: p99(b) <=
+# For each round and each rate of RATES, (a) then (b); then the verdict of issue 12's goal: p99(b) <=
 # p99(a) + 100 ms. Also the evaluator's batches (records per batch, transaction time from its
 # /metrics) and the peak RSS of both services. Not a test: numbers depend on the machine.
 #
@@ -20,7 +20,8 @@
 #   BUILD_DIR=/tmp/latb-rel  a Release build (cmake -DCMAKE_BUILD_TYPE=Release)
 #   BENCH_STACK_ENV=FILE     use a running stack (its stack.env) instead of starting one
 #   RATES="200 2000"         events/s
-#   DURATION=20              seconds of load per rate and per side
+#   DURATION=15              seconds of load per rate, per side and per round
+#   ROUNDS=2                 rounds of (a)+(b) for every rate, interleaved: the spread
 #   WARMUP=5                 seconds of untimed pipeline load at the first rate first
 #   CONNS=32                 HTTP connections (ingest answers in a few ms: at 2,000/s about
 #                            ten are busy at once; pipelining is counted when all are busy)
@@ -38,7 +39,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export KPI_ALLOW_SAMPLE_TOKENS=1
 BUILD_DIR=${BUILD_DIR:-/tmp/latb-rel}
 RATES=${RATES:-200 2000}
-DURATION=${DURATION:-20}
+DURATION=${DURATION:-15}
+ROUNDS=${ROUNDS:-2}
 WARMUP=${WARMUP:-5}
 CONNS=${CONNS:-32}
 POLL_US=${POLL_US:-1000}
@@ -168,41 +170,50 @@ ev_counters() {
 }
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
-for RATE in $RATES; do
-  log "(a) Kafka only: ${DURATION}s at $RATE/s"
-  "$LOAD" kafka "$KPI_KAFKA_BOOTSTRAP" "$TAG.kafka$RATE" "$RATE" "$DURATION" "$WORK/kafka$RATE.out"
-  /usr/bin/python3 "$ROOT/bench/latency_report.py" kafka "$RATE" "$WORK/kafka$RATE.out" >>"$RESULTS"
+# run_rate RATE ROUND: (a) then (b) at RATE, results appended to $RESULTS.
+run_rate() {
+  local rate=$1 round=$2 id=$1.$2 label="$1 round=$2"
+  log "(a) Kafka only: ${DURATION}s at $rate/s (round $round)"
+  "$LOAD" kafka "$KPI_KAFKA_BOOTSTRAP" "$TAG.kafka$id" "$rate" "$DURATION" "$WORK/kafka$id.out"
+  /usr/bin/python3 "$ROOT/bench/latency_report.py" kafka "$label" "$WORK/kafka$id.out" >>"$RESULTS"
 
-  log "(b) pipeline: ${DURATION}s at $RATE/s, $CONNS connections"
-  "$LOAD" poll "dbname=$DB" "$POLL_US" "$WORK/poll$RATE.out" 2>>"$WORK/poll.log" &
+  log "(b) pipeline: ${DURATION}s at $rate/s, $CONNS connections (round $round)"
+  "$LOAD" poll "dbname=$DB" "$POLL_US" "$WORK/poll$id.out" 2>>"$WORK/poll.log" &
   POLL_PID=$!
   sleep 0.5
   read -r R0 B0 S0 C0 < <(ev_counters)
-  "$LOAD" http "127.0.0.1:$IN_PORT" "$RATE" "$DURATION" "$CONNS" "$WORK/templates.tsv" "$WORK/http$RATE.out"
-  EXPECT=$((EXPECT + $(accepted "$WORK/http$RATE.out")))
+  "$LOAD" http "127.0.0.1:$IN_PORT" "$rate" "$DURATION" "$CONNS" "$WORK/templates.tsv" "$WORK/http$id.out"
+  EXPECT=$((EXPECT + $(accepted "$WORK/http$id.out")))
   wait_reflected "$EXPECT"
   sleep 0.2
   read -r R1 B1 S1 C1 < <(ev_counters)
   stop_pid "$POLL_PID"
   POLL_PID=
-  /usr/bin/python3 "$ROOT/bench/latency_report.py" e2e "$RATE" "$WORK/templates.tsv" \
-    "$WORK/http$RATE.out" "$WORK/poll$RATE.out" >>"$RESULTS"
-  awk -v r="$RATE" -v r0="$R0" -v r1="$R1" -v b0="$B0" -v b1="$B1" -v s0="$S0" -v s1="$S1" \
+  /usr/bin/python3 "$ROOT/bench/latency_report.py" e2e "$label" "$WORK/templates.tsv" \
+    "$WORK/http$id.out" "$WORK/poll$id.out" >>"$RESULTS"
+  awk -v r="$label" -v r0="$R0" -v r1="$R1" -v b0="$B0" -v b1="$B1" -v s0="$S0" -v s1="$S1" \
     -v c0="$C0" -v c1="$C1" 'BEGIN { printf "LAT evaluator rate=%s records=%d batches=%d records_per_batch=%.1f mean_txn_ms=%.2f\n",
       r, r1 - r0, b1 - b0, (b1 > b0 ? (r1 - r0) / (b1 - b0) : 0), (c1 > c0 ? (s1 - s0) / (c1 - c0) * 1000 : 0) }' >>"$RESULTS"
+}
+# Rounds interleave the rates, so a slow minute of the shared machine hits both sides of
+# one round rather than one rate.
+for ROUND in $(seq 1 "$ROUNDS"); do
+  for RATE in $RATES; do run_rate "$RATE" "$ROUND"; done
 done
 EV_HWM=$(bench_hwm_kb "$EV_PID")
 IN_HWM=$(bench_hwm_kb "$IN_PID")
 
-field() { sed -n "s/^LAT $1 rate=$2 .*$3=\([0-9.]*\).*/\1/p" "$RESULTS"; }
+field() { sed -n "s/^LAT $1 rate=$2 round=$3 .* $4=\([-0-9.]*\).*/\1/p" "$RESULTS"; }
 echo
 echo "end-to-end latency ($(nproc) cores; broker, PostgreSQL, services and load share them)"
-for RATE in $RATES; do
-  K50=$(field kafka_produce_consume "$RATE" p50_ms) K99=$(field kafka_produce_consume "$RATE" p99_ms)
-  E50=$(field e2e_202_to_attainment "$RATE" p50_ms) E99=$(field e2e_202_to_attainment "$RATE" p99_ms)
-  VERDICT=$(awk -v e="$E99" -v k="$K99" 'BEGIN { print (e <= k + 100 ? "ok" : "ABOVE GOAL") }')
-  printf '  %5s/s  202->attainment p50 %s ms p99 %s ms | kafka produce->consume p50 %s ms p99 %s ms | p99 - kafka p99 = %s ms (goal <= 100: %s)\n' \
-    "$RATE" "$E50" "$E99" "$K50" "$K99" "$(awk -v e="$E99" -v k="$K99" 'BEGIN { printf "%.1f", e - k }')" "$VERDICT"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  for RATE in $RATES; do
+    K50=$(field kafka_produce_consume "$RATE" "$ROUND" p50_ms) K99=$(field kafka_produce_consume "$RATE" "$ROUND" p99_ms)
+    E50=$(field e2e_202_to_attainment "$RATE" "$ROUND" p50_ms) E99=$(field e2e_202_to_attainment "$RATE" "$ROUND" p99_ms)
+    VERDICT=$(awk -v e="$E99" -v k="$K99" 'BEGIN { print (e <= k + 100 ? "ok" : "ABOVE GOAL") }')
+    printf '  %5s/s r%s  202->attainment p50 %s ms p99 %s ms | kafka produce->consume p50 %s ms p99 %s ms | p99 - kafka p99 = %s ms (goal <= 100: %s)\n' \
+      "$RATE" "$ROUND" "$E50" "$E99" "$K50" "$K99" "$(awk -v e="$E99" -v k="$K99" 'BEGIN { printf "%.1f", e - k }')" "$VERDICT"
+  done
 done
 echo "  peak RSS (VmHWM): kpi-evaluator $((EV_HWM / 1024)) MiB ($EV_HWM kB), kpi-ingest $((IN_HWM / 1024)) MiB ($IN_HWM kB) (goal <= 32 MiB)"
 echo "  poller resolution ${POLL_US} us; details:"
