@@ -162,11 +162,19 @@ fi
 wait_reflected "$EXPECT"
 
 EV_METRICS=http://127.0.0.1:$EV_PORT/metrics
+# The evaluator's PostgreSQL backends (the poller names itself latency_poll).
+pg_backends() {
+  psql -qXtA -d "$DB" -c "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+    AND pid <> pg_backend_pid() AND application_name <> 'latency_poll'"
+}
+# ev_counters: records, batches, transaction seconds (sum, count), then the CPU time in clock
+# ticks of the evaluator and of its backends: how much of a transaction's wall time is work.
 ev_counters() {
   echo "$(bench_metric "$EV_METRICS" kpi_evaluator_records_total)" \
     "$(bench_metric "$EV_METRICS" kpi_evaluator_batches_total)" \
     "$(bench_metric "$EV_METRICS" kpi_evaluator_transaction_seconds_sum)" \
-    "$(bench_metric "$EV_METRICS" kpi_evaluator_transaction_seconds_count)"
+    "$(bench_metric "$EV_METRICS" kpi_evaluator_transaction_seconds_count)" \
+    "$(bench_cpu_ticks "$EV_PID")" "$(bench_cpu_ticks $(pg_backends))"
 }
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
@@ -178,22 +186,25 @@ run_rate() {
   /usr/bin/python3 "$ROOT/bench/latency_report.py" kafka "$label" "$WORK/kafka$id.out" >>"$RESULTS"
 
   log "(b) pipeline: ${DURATION}s at $rate/s, $CONNS connections (round $round)"
-  "$LOAD" poll "dbname=$DB" "$POLL_US" "$WORK/poll$id.out" 2>>"$WORK/poll.log" &
+  "$LOAD" poll "dbname=$DB application_name=latency_poll" "$POLL_US" "$WORK/poll$id.out" 2>>"$WORK/poll.log" &
   POLL_PID=$!
   sleep 0.5
-  read -r R0 B0 S0 C0 < <(ev_counters)
+  read -r R0 B0 S0 C0 E0 P0 < <(ev_counters)
   "$LOAD" http "127.0.0.1:$IN_PORT" "$rate" "$DURATION" "$CONNS" "$WORK/templates.tsv" "$WORK/http$id.out"
   EXPECT=$((EXPECT + $(accepted "$WORK/http$id.out")))
   wait_reflected "$EXPECT"
   sleep 0.2
-  read -r R1 B1 S1 C1 < <(ev_counters)
+  read -r R1 B1 S1 C1 E1 P1 < <(ev_counters)
   stop_pid "$POLL_PID"
   POLL_PID=
   /usr/bin/python3 "$ROOT/bench/latency_report.py" e2e "$label" "$WORK/templates.tsv" \
     "$WORK/http$id.out" "$WORK/poll$id.out" >>"$RESULTS"
   awk -v r="$label" -v r0="$R0" -v r1="$R1" -v b0="$B0" -v b1="$B1" -v s0="$S0" -v s1="$S1" \
-    -v c0="$C0" -v c1="$C1" 'BEGIN { printf "LAT evaluator rate=%s records=%d batches=%d records_per_batch=%.1f mean_txn_ms=%.2f\n",
-      r, r1 - r0, b1 - b0, (b1 > b0 ? (r1 - r0) / (b1 - b0) : 0), (c1 > c0 ? (s1 - s0) / (c1 - c0) * 1000 : 0) }' >>"$RESULTS"
+    -v c0="$C0" -v c1="$C1" -v e0="$E0" -v e1="$E1" -v p0="$P0" -v p1="$P1" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+      b = b1 - b0; if (b < 1) b = 1
+      printf "LAT evaluator rate=%s records=%d batches=%d records_per_batch=%.1f mean_txn_ms=%.2f evaluator_cpu_ms_per_batch=%.2f backends_cpu_ms_per_batch=%.2f\n",
+        r, r1 - r0, b1 - b0, (r1 - r0) / b, (c1 > c0 ? (s1 - s0) / (c1 - c0) * 1000 : 0),
+        (e1 - e0) * 1000 / hz / b, (p1 - p0) * 1000 / hz / b }' >>"$RESULTS"
 }
 # Rounds interleave the rates, so a slow minute of the shared machine hits both sides of
 # one round rather than one rate.

@@ -51,3 +51,14 @@ bench_hwm_kb() {
 bench_metric() {
   curl -fs "$1" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.6f\n", s + 0 }'
 }
+
+# bench_cpu_ticks PID...: user + system CPU time of the processes, in clock ticks
+# (getconf CLK_TCK per second); processes gone meanwhile count 0.
+bench_cpu_ticks() {
+  local pid t=0
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
