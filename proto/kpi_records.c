@@ -29,12 +29,14 @@ kpi_record_type kpi_record_type_of(const char *json, size_t len) {
   return t;
 }
 
-void kpi_retraction_id(const char *retracts, char out[KPI_UUID_STRLEN + 1]) {
-  char lower[KPI_UUID_STRLEN + 1];
+void kpi_retraction_id(const char *retracts, const char *measure_id, const char *department,
+                       char out[KPI_UUID_STRLEN + 1]) {
+  char name[KPI_UUID_STRLEN + 2 * KPI_ID_MAX + 3];
   size_t n = strnlen(retracts, KPI_UUID_STRLEN);
-  for (size_t i = 0; i < n; i++) lower[i] = (char)tolower((unsigned char)retracts[i]);
-  lower[n] = '\0';
-  kpi_uuid_v5(retraction_namespace, lower, n, out);
+  for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)retracts[i]);
+  int len = snprintf(name + n, sizeof(name) - n, "/%.*s/%.*s", KPI_ID_MAX, measure_id,
+                     KPI_ID_MAX, department);
+  kpi_uuid_v5(retraction_namespace, name, n + (size_t)len, out);
 }
 
 /* Refuses members of OBJ not named in ALLOWED (NULL-terminated). */
@@ -126,7 +128,7 @@ int kpi_retraction_parse(const char *json, size_t len, kpi_parse_mode mode, kpi_
     int have_id = take_uuid(o, "event_id", r->event_id, true, errs);
     if (take_uuid(o, "retracts", r->retracts, true, errs) == 1 && have_id == 1) {
       char want[KPI_UUID_STRLEN + 1];
-      kpi_retraction_id(r->retracts, want);
+      kpi_retraction_id(r->retracts, r->measure_id, r->department, want);
       if (strcasecmp(want, r->event_id) != 0)
         kpi_errors_add(errs, "event_id", "value", "must be the retraction id of `retracts`");
     }

@@ -38,9 +38,12 @@ typedef struct {
   int64_t received_ms;
 } kpi_retraction;
 
-/* The retraction's event id: UUID v5 of the retracted event id (lower-cased), so that
- * retracting one measurement twice is one retraction. */
-void kpi_retraction_id(const char *retracts, char out[KPI_UUID_STRLEN + 1]);
+/* The retraction's event id: UUID v5 of "<retracted event id, lower-cased>/<measure>/<department>",
+ * so that one department retracting one measurement twice is one retraction, while a mistaken
+ * retraction of the same event by another department or under another measure (refused by the
+ * evaluator) never takes the id of the owner's real one (docs/corrections.md). */
+void kpi_retraction_id(const char *retracts, const char *measure_id, const char *department,
+                       char out[KPI_UUID_STRLEN + 1]);
 
 /* Parses a retraction. KPI_PARSE_INPUT: a request body {"measure_id", "reason"} (unknown
  * members refused; the caller fills retracts, event_id, department, received_at);

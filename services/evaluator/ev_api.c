@@ -276,6 +276,16 @@ static void audit_query(evaluator *ev, kpi_http_request *req, const char *id,
                                 "Retry-After: 1\r\n");
 }
 
+/* Whether one more read may queue on the API's connection; answers 503 + Retry-After when
+ * KPI_EVALUATOR_API_MAX_PENDING are already waiting (docs/evaluator.md). */
+static bool admitted(evaluator *ev, kpi_http_request *req) {
+  if (ev_api_admit(ev->api.pending, ev->cfg.api_max_pending)) return true;
+  kpi_metrics_inc(ev->m.api_rejected);
+  kpi_http_respond_problem_ex(req, 503, NULL, NULL, "too many read requests in progress", NULL,
+                              "Retry-After: 1\r\n");
+  return false;
+}
+
 /* GET /v1/measures/{id}/history|notifications: 404 for another path or a measure the catalog
  * does not name, 503 past the read bound, else the query. */
 static void audit_request(evaluator *ev, kpi_http_request *req, const char *path) {
@@ -289,12 +299,7 @@ static void audit_request(evaluator *ev, kpi_http_request *req, const char *path
     kpi_http_respond_problem(req, 404, NULL, "no such measure in the catalog", NULL);
     return;
   }
-  if (!ev_api_admit(ev->api.pending, ev->cfg.api_max_pending)) {
-    kpi_metrics_inc(ev->m.api_rejected);
-    kpi_http_respond_problem_ex(req, 503, NULL, NULL, "too many read requests in progress",
-                                NULL, "Retry-After: 1\r\n");
-    return;
-  }
+  if (!admitted(ev, req)) return;
   audit_query(ev, req, id, which);
 }
 
@@ -346,12 +351,7 @@ void ev_on_http_request(kpi_http_request *req, void *opaque) {
     kpi_http_respond_problem(req, 404, NULL, "not a measure id", NULL);
     return;
   }
-  if (!ev_api_admit(ev->api.pending, ev->cfg.api_max_pending)) {
-    kpi_metrics_inc(ev->m.api_rejected);
-    kpi_http_respond_problem_ex(req, 503, NULL, NULL, "too many read requests in progress",
-                                NULL, "Retry-After: 1\r\n");
-    return;
-  }
+  if (!admitted(ev, req)) return;
   kpi_http_request_set_user(req, ev);
   const char *vals[1] = {list ? ev->cat->plan_id : id};
   int rc = kpi_pgasync_query(ev->api_db, list ? SQL_LIST : SQL_ONE, 1, vals, on_pg_read, req);

@@ -421,9 +421,18 @@ static int topics_wait(evaluator *ev, char *errstr, size_t errstr_size) {
 }
 
 static int consumer_start(evaluator *ev, char *errstr, size_t errstr_size) {
+  /* The prefetch is the evaluator's largest memory: a queued record costs about 3.4 times its
+   * payload in RSS (librdkafka's per-message bookkeeping and the fetch buffers it pins). The
+   * queue is bounded in bytes and in records, and one fetch response (which may overshoot the
+   * bound) is capped; librdkafka 2.0 resumes a fetch stopped by these bounds only at its
+   * broker thread's next wake-up (up to 1 s), so the queue must hold about a second of work
+   * or consumption stalls (docs/evaluator.md "Performance"). Operators override any of these
+   * with KPI_KAFKA_PROP_*. */
   static const kpi_kafka_prop consumer_defaults[] = {{"auto.offset.reset", "earliest"},
                                                       {"statistics.interval.ms", "5000"},
                                                       {"queued.max.messages.kbytes", "16384"},
+                                                      {"queued.min.messages", "100000"},
+                                                      {"fetch.max.bytes", "4194304"},
                                                       {"fetch.wait.max.ms", "50"},
                                                       {NULL, NULL}};
   /* Exactly once rests on these: offsets live in PostgreSQL, never in Kafka. */

@@ -95,7 +95,7 @@ void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t
 }
 
 /* A correction's retraction half (docs/corrections.md): its id is kpi_retraction_id of the
- * corrected event, its department and measure the correction's, received with it. */
+ * corrected event under the correction's measure and department, received with it. */
 void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size_t *idx,
                              size_t n) {
   ev_params_begin(p->v, EV_RETRACT_NPARAMS);
@@ -105,7 +105,7 @@ void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size
     if (r->kind == EV_ROW_MEASUREMENT) ev_arr_int(&p->m_pos, (long long)k + 1);
     if (!ev_row_retracts(r)) continue;
     bool correction = r->kind == EV_ROW_MEASUREMENT;
-    if (correction) kpi_retraction_id(r->retracts, rid);
+    if (correction) kpi_retraction_id(r->retracts, r->measure_id, r->department, rid);
     kpi_buf_arr_str(&p->event_id, correction ? rid : r->event_id);
     kpi_buf_arr_str(&p->retracts, r->retracts);
     kpi_buf_arr_str(&p->measure_id, r->measure_id);

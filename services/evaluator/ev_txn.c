@@ -19,18 +19,33 @@
  * the other order, counted then taken back, so a replay gives the same rows whatever the
  * batch bounds), and its retraction applied; a pending retraction of another measure or department is
  * refused instead, and the measurement counted (docs/corrections.md). SQL_RETRACT_INSERT runs
- * before, so a retraction earlier in the same batch is pending by now. */
+ * before, so a retraction earlier in the same batch is pending by now.
+ *
+ * The same statement answers the event_id check: the rows whose event_id is already taken by
+ * a different measure or department, stored earlier or by an earlier row of this batch.
+ * ON CONFLICT (event_id) DO NOTHING would drop such a record silently although it is not a
+ * replay but a client reusing an id (or two clients colliding), so it goes to the DLQ and the
+ * transaction is rolled back and run again without it (on_pg_reused). A true replay (same
+ * event_id, measure and department) is not returned and stays a silent duplicate. Only a row
+ * that was not inserted can be either, so the check (a sort of the batch's ids and a
+ * primary-key lookup per row) runs only when fewer rows were inserted than given ($15, the
+ * arrays' length): a one-time filter, so a batch of new events (the usual case) pays nothing
+ * for it. Every part of the statement sees the snapshot taken before it, so `measurements`
+ * there holds what earlier transactions stored, never this statement's rows. Returns the
+ * 1-based position in the arrays and the event's first owner (docs/evaluator.md). */
 static const char SQL_INSERT[] =
     "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],"
     "   $5::date[], $6::int[], $7::float8[], $8::text[], $9::text[], $10::text[],"
-    "   $11::timestamptz[], $12::int[], $13::bigint[], $14::uuid[])"
+    "   $11::timestamptz[], $12::int[], $13::bigint[], $14::uuid[]) WITH ORDINALITY"
     "   AS u(event_id, measure_id, department, observed_at, observed_day, fiscal_year, value,"
-    "   unit, component, note, received_at, kafka_partition, kafka_offset, corrects)),"
+    "   unit, component, note, received_at, kafka_partition, kafka_offset, corrects, i)),"
     " ins AS ("
     " INSERT INTO measurements (event_id, measure_id, department, observed_at, observed_day,"
     "   fiscal_year, value, unit, component, note, received_at, kafka_partition, kafka_offset,"
     "   corrects, retracted_at, retracted_by, retraction_reason, retraction_id)"
-    " SELECT u.*, r.received_at, r.department, r.reason, r.event_id FROM u"
+    " SELECT u.event_id, u.measure_id, u.department, u.observed_at, u.observed_day,"
+    "   u.fiscal_year, u.value, u.unit, u.component, u.note, u.received_at, u.kafka_partition,"
+    "   u.kafka_offset, u.corrects, r.received_at, r.department, r.reason, r.event_id FROM u"
     " LEFT JOIN retractions r ON r.retracts = u.event_id AND r.state = 'pending'"
     "   AND r.measure_id = u.measure_id AND r.department = u.department"
     " ON CONFLICT (event_id) DO NOTHING"
@@ -41,21 +56,32 @@ static const char SQL_INSERT[] =
     " rf AS (UPDATE retractions r SET state = 'refused',"
     "   refusal = format('event %s is measure %s of department %s', ins.event_id,"
     "     ins.measure_id, ins.department)"
-    "   FROM ins WHERE ins.retraction_id IS NULL AND r.retracts = ins.event_id"
-    "   AND r.state = 'pending')"
-    " INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component, events, total)"
+    "   FROM ins WHERE r.retracts = ins.event_id AND r.state = 'pending'"
+    "   AND r.event_id IS DISTINCT FROM ins.retraction_id),"
+    " tot AS (INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component,"
+    "   events, total)"
     " SELECT measure_id, month, fiscal_year, component,"
     "   count(*) FILTER (WHERE retraction_id IS NULL),"
     "   coalesce(sum(value) FILTER (WHERE retraction_id IS NULL), 0) FROM ins"
     " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4"
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
-    " SET events = t.events + excluded.events, total = t.total + excluded.total";
+    " SET events = t.events + excluded.events, total = t.total + excluded.total),"
+    " w AS (SELECT u.event_id AS e, u.measure_id AS m, u.department AS d, u.i,"
+    "   first_value(u.measure_id) OVER f AS m0, first_value(u.department) OVER f AS d0"
+    "   FROM u WHERE (SELECT count(*) FROM ins) < $15::bigint"
+    "   WINDOW f AS (PARTITION BY u.event_id ORDER BY u.i))"
+    " SELECT w.i, coalesce(x.measure_id, w.m0) AS measure_id,"
+    "   coalesce(x.department, w.d0) AS department, x.event_id IS NOT NULL AS stored"
+    " FROM w LEFT JOIN measurements x ON x.event_id = w.e"
+    " WHERE CASE WHEN x.event_id IS NOT NULL THEN x.measure_id <> w.m OR x.department <> w.d"
+    "   ELSE w.m0 <> w.m OR w.d0 <> w.d END"
+    " ORDER BY w.i";
 
 /* Retractions of the batch ($5 position among the rows written, $6 the event taken back,
  * $7 measure, $8 department) that name a measurement of another measure or department: stored,
  * or a measurement row earlier in the batch ($1..$3 as SQL_INSERT's, $4 their positions). They
  * change nothing and go to the DLQ (`retraction: …`); the transaction is run again without
- * them, as for SQL_REUSED. A target not known yet is no refusal: the retraction waits
+ * them, as for a reused event_id (SQL_INSERT). A target not known yet is no refusal: the retraction waits
  * (pending). */
 static const char SQL_RETRACT_CHECK[] =
     "WITH m AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[])"
@@ -73,8 +99,9 @@ static const char SQL_RETRACT_CHECK[] =
     " ORDER BY r.pos";
 
 /* Every retraction of the batch, pending until SQL_INSERT or SQL_RETRACT_APPLY applies it.
- * The id derives from the retracted event: a replay, or a second retraction of the same
- * measurement, inserts nothing. */
+ * The id derives from the retracted event, measure and department: a replay, or the same
+ * department retracting the same measurement again, inserts nothing; a mistaken retraction by
+ * another department has another id, so it can never stand in for the owner's. */
 static const char SQL_RETRACT_INSERT[] =
     "INSERT INTO retractions (event_id, retracts, measure_id, department, reason, received_at,"
     "  state, correction, kafka_partition, kafka_offset)"
@@ -103,26 +130,6 @@ static const char SQL_RETRACT_APPLY[] =
     " FROM (SELECT measure_id, month, component, count(*) AS n, sum(value) AS v FROM mk"
     "   GROUP BY 1, 2, 3) s"
     " WHERE t.measure_id = s.measure_id AND t.month = s.month AND t.component = s.component";
-
-/* Rows of the batch ($1 event_id, $2 measure_id, $3 department, in batch order) whose
- * event_id is already taken by a different measure or department: stored earlier, or, when
- * not stored, by an earlier row of this batch. ON CONFLICT (event_id) DO NOTHING would drop
- * such a record silently although it is not a replay but a client reusing an id (or two
- * clients colliding), so it goes to the DLQ instead. A true replay (same event_id, measure and
- * department) is not returned and stays a silent duplicate. Runs before SQL_INSERT in the same
- * transaction, so "stored" means committed by an earlier transaction. Returns the 1-based
- * position in the arrays and the event's first owner. */
-static const char SQL_REUSED[] =
-    "WITH u AS (SELECT u.e, u.m, u.d, u.i, first_value(u.m) OVER w AS m0,"
-    "   first_value(u.d) OVER w AS d0"
-    " FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(e, m, d, i)"
-    " WINDOW w AS (PARTITION BY u.e ORDER BY u.i))"
-    " SELECT u.i, coalesce(x.measure_id, u.m0) AS measure_id,"
-    "   coalesce(x.department, u.d0) AS department, x.event_id IS NOT NULL AS stored"
-    " FROM u LEFT JOIN measurements x ON x.event_id = u.e"
-    " WHERE CASE WHEN x.event_id IS NOT NULL THEN x.measure_id <> u.m OR x.department <> u.d"
-    "   ELSE u.m0 <> u.m OR u.d0 <> u.d END"
-    " ORDER BY u.i";
 
 /* Next offsets of the batch's partitions. Never backwards (GREATEST): during a rebalance the
  * previous owner may commit its last batch after the new owner already stored a later offset,
@@ -233,7 +240,7 @@ struct ev_txn {
   bool offsets;    /* the batch's offsets are stored: its last transaction */
   size_t *idx;     /* the live rows written, every kind (the poison search's unit) */
   size_t n_idx, cap_idx;
-  size_t *midx;    /* batch row of each array element of SQL_INSERT / SQL_REUSED */
+  size_t *midx;    /* batch row of each array element of SQL_INSERT */
   size_t n_midx;
   size_t n_ret, n_ack; /* retractions (corrections included) and acknowledgements written */
   bool failed;
@@ -526,7 +533,7 @@ static void on_pg_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   ev_txn *t = arg;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-    txn_fail(t, res, "event_id check");
+    txn_fail(t, res, "measurements");
     return;
   }
   int n = PQntuples(res);
@@ -545,7 +552,7 @@ static void on_pg_reused(kpi_pgasync *pg, const PGresult *res, void *arg) {
              row->department);
     ev_dlq_row(t->ev, t->batch, row, reason);
   }
-  /* The INSERT queued behind this check would drop them silently: roll back, go again. */
+  /* The INSERT dropped them silently: roll back, go again without them. */
   t->redo = true;
   txn_fail(t, res, "event_id reused");
 }
@@ -956,15 +963,15 @@ static int queue_retractions(ev_txn *t, int (*then)(ev_txn *t)) {
   return rc;
 }
 
-/* The event_id check and the measurements. */
+/* The measurements and, in the same statement, the event_id check (SQL_INSERT). */
 static int queue_measurements(ev_txn *t) {
   if (!t->n_midx) return 0;
-  const char *vals[EV_INSERT_NPARAMS];
+  const char *vals[EV_INSERT_NPARAMS + 1];
   ev_params_values(t->p.ins.v, EV_INSERT_NPARAMS, vals);
-  int rc = kpi_pgasync_query(t->ev->db, SQL_REUSED, 3, vals, on_pg_reused, t);
-  if (!rc)
-    rc = kpi_pgasync_query(t->ev->db, SQL_INSERT, EV_INSERT_NPARAMS, vals, on_pg_step, t);
-  return rc;
+  char n_rows[24];
+  snprintf(n_rows, sizeof(n_rows), "%zu", t->n_midx);
+  vals[EV_INSERT_NPARAMS] = n_rows;
+  return kpi_pgasync_query(t->ev->db, SQL_INSERT, EV_INSERT_NPARAMS + 1, vals, on_pg_reused, t);
 }
 
 /* The rows of every kind; the one place a record type's statements are queued. */

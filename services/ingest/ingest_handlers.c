@@ -491,6 +491,14 @@ static char *item_encode(ingest_item *it, kpi_measurement *m, int64_t now, const
   return payload;
 }
 
+/* Whether M, a correction, would get the event id it corrects from the Idempotency-Key KEY
+ * (the codec refuses a body whose own event_id is the corrected one; the evaluator would send
+ * such a record to the DLQ after a 202). */
+static bool corrects_itself(const kpi_measurement *m, const uint8_t key[16]) {
+  uint8_t c[16];
+  return m->has_corrects && kpi_uuid_parse(m->corrects, c) == 0 && memcmp(c, key, 16) == 0;
+}
+
 /* Reads the Idempotency-Key header into KEY. Returns 1 when present, 0 when absent, -1 when
  * it is not a UUID. */
 static int idempotency_key(kpi_http_request *req, uint8_t key[16]) {
@@ -536,6 +544,10 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
   kpi_errors errs = {0};
   int status = item_check(ctx, obj, d, now, &m, &errs);
   cJSON_Delete(obj);
+  if (!status && has_key && !m.event_id[0] && corrects_itself(&m, keybuf)) {
+    kpi_errors_add(&errs, "corrects.event_id", "value", "a measurement cannot correct itself");
+    status = 422;
+  }
   if (status) {
     kpi_metrics_inc(ctx->m_records_rejected);
     answer_problem(ctx, req, ep, t0, status,
@@ -1106,8 +1118,8 @@ static void handle_retract(ingest_ctx *ctx, kpi_http_request *req, const kpi_dep
   if (broker_ready(ctx, req, ep, t0)) return;
   for (size_t i = 0; i < KPI_UUID_STRLEN; i++) rt.retracts[i] = (char)tolower((unsigned char)id[i]);
   rt.retracts[KPI_UUID_STRLEN] = '\0';
-  kpi_retraction_id(rt.retracts, rt.event_id);
   snprintf(rt.department, sizeof(rt.department), "%s", d->id);
+  kpi_retraction_id(rt.retracts, rt.measure_id, rt.department, rt.event_id);
   rt.received_ms = kpi_time_now_ms();
   kpi_time_format_utc(rt.received_ms, rt.received_at, sizeof(rt.received_at));
   size_t plen = 0;

@@ -27,10 +27,10 @@ static void produce_retraction(evw *w, const char *retracts, const char *measure
                                const char *dept, const char *reason, char *rid) {
   static kpi_retraction r;
   memset(&r, 0, sizeof(r));
-  kpi_retraction_id(retracts, r.event_id);
   snprintf(r.retracts, sizeof(r.retracts), "%s", retracts);
   snprintf(r.measure_id, sizeof(r.measure_id), "%s", measure);
   snprintf(r.department, sizeof(r.department), "%s", dept);
+  kpi_retraction_id(retracts, measure, dept, r.event_id);
   snprintf(r.reason, sizeof(r.reason), "%s", reason);
   r.received_ms = RECEIVED_MS;
   kpi_time_format_utc(r.received_ms, r.received_at, sizeof(r.received_at));
@@ -233,6 +233,17 @@ static void test_retractions_refused(void **state) {
   assert_int_equal(other_dept, 1);
   assert_int_equal(other_measure, 1);
   evw_msgs_free(dlq, n);
+  /* The refused ones never stand in for the owner's: its retraction of G (whose mistaken
+   * pending retraction was refused) applies, and its correction of E (retracted by mistake
+   * twice above) replaces E: 100 + 5 -> 0 + 0 + 90. */
+  char own[KPI_UUID_STRLEN + 1], fix[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v4(fix);
+  produce_retraction(&w, g, CUMUL, "kosodate", "重複", own);
+  produce_reading_id(&w, fix, CUMUL, "kosodate", "2024-05-10", 90, "case", e);
+  evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", "90");
+  sql_of(sql, sizeof(sql), "SELECT state FROM retractions WHERE event_id = '%s'", own);
+  evw_assert_sql(&w, sql, "applied");
+  evw_assert_sql(&w, "SELECT count(*) FROM measurements WHERE retracted_by = 'kosodate'", "2");
   evw_stop(&w);
   evw_close(&w);
 }
@@ -263,7 +274,7 @@ static void test_atomic_correction(void **state) {
   /* No resolved notice nor second alert: lagging/1 only. */
   evw_assert_sql(&w, "SELECT count(*) FROM outbox WHERE msg_key = '" LEVEL "'", "1");
   char rid[KPI_UUID_STRLEN + 1], want[200];
-  kpi_retraction_id(x, rid);
+  kpi_retraction_id(x, LEVEL, "kikaku", rid);
   sql_of(sql, sizeof(sql), "SELECT retraction_id FROM measurements WHERE event_id = '%s'", x);
   evw_assert_sql(&w, sql, rid);
   sql_of(sql, sizeof(sql), "SELECT corrects FROM measurements WHERE event_id = '%s'", c);

@@ -109,7 +109,7 @@ static void test_retract_by_owner(void **state) {
   const char *target = "0A1B2C3D-4E5F-4a6b-8c7d-9e0f1a2b3c4d"; /* upper case: kept canonical */
   char path[128], want_id[KPI_UUID_STRLEN + 1];
   snprintf(path, sizeof(path), "/v1/measurements/%s:retract", target);
-  kpi_retraction_id("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", want_id);
+  kpi_retraction_id("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", MEASURE_LED, "kankyo", want_id);
   tc_resp r;
   post(path, "KANKYO", NULL,
        "{\"measure_id\":\"" MEASURE_LED "\",\"reason\":\"二重計上のため取消\"}", &r);
@@ -240,6 +240,15 @@ static void test_correction_on_topic(void **state) {
        "\"unit\":\"percent\",\"corrects\":{\"event_id\":\"0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\"}}",
        &r);
   tc_expect_problem(&r, 422, "corrects.reason", NULL);
+  tc_resp_free(&r);
+  /* Nor may a correction take the id it corrects from its Idempotency-Key (the evaluator
+   * would refuse it after a 202). */
+  post("/v1/measurements", "KANKYO", "Idempotency-Key: 0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\r\n",
+       "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\",\"value\":30,"
+       "\"unit\":\"percent\",\"corrects\":{\"event_id\":\"0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\","
+       "\"reason\":\"r\"}}",
+       &r);
+  tc_expect_problem(&r, 422, "corrects.event_id", "value");
   tc_resp_free(&r);
   assert_int_equal(topic_count(), before);
 

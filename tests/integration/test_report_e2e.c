@@ -268,10 +268,10 @@ static void test_report_retractions_and_ack(void **state) {
   /* B retracted; A corrected by C (the same day, 41). */
   kpi_retraction r;
   memset(&r, 0, sizeof(r));
-  kpi_retraction_id(b, r.event_id);
   snprintf(r.retracts, sizeof(r.retracts), "%s", b);
   snprintf(r.measure_id, sizeof(r.measure_id), SUPPORTERS);
   snprintf(r.department, sizeof(r.department), "kikaku");
+  kpi_retraction_id(b, r.measure_id, r.department, r.event_id);
   snprintf(r.reason, sizeof(r.reason), "二重計上のため取消");
   kpi_time_parse("2024-02-29T03:00:00.000Z", &r.received_ms, NULL);
   kpi_time_format_utc(r.received_ms, r.received_at, sizeof(r.received_at));

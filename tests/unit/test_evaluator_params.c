@@ -125,7 +125,7 @@ static void test_retract_ack_params(void **state) {
   ev_retract_params_build(&p, &b, idx, 4);
   assert_false(ev_params_oom(p.v, EV_RETRACT_NPARAMS));
   char rid[KPI_UUID_STRLEN + 1], want[200];
-  kpi_retraction_id(E4, rid);
+  kpi_retraction_id(E4, "m1", "kikaku", rid);
   snprintf(want, sizeof(want), "{\"%s\",\"%s\"}", E2, rid);
   assert_string_equal(kpi_buf_str(&p.event_id), want);
   assert_string_equal(kpi_buf_str(&p.retracts), "{\"" E1 "\",\"" E4 "\"}");

@@ -46,12 +46,17 @@ static void test_type_of(void **state) {
 static void test_retraction_id(void **state) {
   (void)state;
   char a[KPI_UUID_STRLEN + 1], b[KPI_UUID_STRLEN + 1], c[KPI_UUID_STRLEN + 1];
-  kpi_retraction_id(EV, a);
-  kpi_retraction_id("0B6F3F3E-6A39-4C3E-9F5E-1D2C3B4A5F60", b);
-  kpi_retraction_id("1b6f3f3e-6a39-4c3e-9f5e-1d2c3b4a5f60", c);
+  char d[KPI_UUID_STRLEN + 1], m[KPI_UUID_STRLEN + 1];
+  kpi_retraction_id(EV, "g1-a", "kikaku", a);
+  kpi_retraction_id("0B6F3F3E-6A39-4C3E-9F5E-1D2C3B4A5F60", "g1-a", "kikaku", b);
+  kpi_retraction_id("1b6f3f3e-6a39-4c3e-9f5e-1d2c3b4a5f60", "g1-a", "kikaku", c);
+  kpi_retraction_id(EV, "g1-a", "kankyo", d);
+  kpi_retraction_id(EV, "g1-b", "kikaku", m);
   assert_int_equal(strlen(a), KPI_UUID_STRLEN);
   assert_string_equal(a, b);          /* case does not make another retraction */
   assert_string_not_equal(a, c);      /* another measurement does */
+  assert_string_not_equal(a, d);      /* another department's (refused) one is not the owner's */
+  assert_string_not_equal(a, m);      /* nor one filed under another measure */
   assert_string_not_equal(a, EV);     /* not the measurement's own id */
   assert_int_equal(a[14], '5');       /* version 5 */
 }
@@ -99,9 +104,9 @@ static void test_retraction_round_trip(void **state) {
   (void)state;
   kpi_retraction r = {0}, back;
   strcpy(r.retracts, EV);
-  kpi_retraction_id(r.retracts, r.event_id);
   strcpy(r.measure_id, "g1-a");
   strcpy(r.department, "kikaku");
+  kpi_retraction_id(r.retracts, r.measure_id, r.department, r.event_id);
   strcpy(r.reason, "誤入力 \"quoted\"");
   strcpy(r.received_at, "2024-05-01T03:04:05.123Z");
   size_t len;

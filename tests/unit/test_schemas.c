@@ -657,9 +657,9 @@ static void test_retraction_and_ack_records(void **state) {
   (void)state;
   kpi_retraction r = {0};
   snprintf(r.retracts, sizeof(r.retracts), "0b6f4a52-3c1e-4d8a-9f3e-2a1b5c7d9e01");
-  kpi_retraction_id(r.retracts, r.event_id);
   snprintf(r.measure_id, sizeof(r.measure_id), "g4-digital-1-konbini-issuance");
   snprintf(r.department, sizeof(r.department), "shimin");
+  kpi_retraction_id(r.retracts, r.measure_id, r.department, r.event_id);
   snprintf(r.reason, sizeof(r.reason), "二重計上");
   snprintf(r.received_at, sizeof(r.received_at), "2024-06-01T00:00:01.234Z");
   char *text = kpi_retraction_encode(&r, NULL);
