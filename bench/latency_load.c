@@ -403,6 +403,8 @@ static rd_kafka_t *lat_consumer_new(lat_kafka *k, const char *broker) {
   lat_conf_set(conf, "group.id", group);
   lat_conf_set(conf, "auto.offset.reset", "earliest");
   lat_conf_set(conf, "queued.max.messages.kbytes", "16384");
+  lat_conf_set(conf, "queued.min.messages", "100000");
+  lat_conf_set(conf, "fetch.max.bytes", "4194304");
   lat_conf_set(conf, "fetch.wait.max.ms", "50");
   lat_conf_set(conf, "enable.auto.commit", "false");
   lat_conf_set(conf, "enable.auto.offset.store", "false");
