@@ -23,3 +23,42 @@ bench_stack_env_load() {
   . "$STACK_ENV"
   set +a
 }
+
+# A TCP port free on 127.0.0.1 right now.
+bench_free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# bench_wait_ready URL LOG: waits up to 30 s for URL to answer 200; else shows LOG's tail and
+# fails.
+bench_wait_ready() {
+  local _
+  for _ in $(seq 1 300); do
+    curl -fs -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "$1 did not become ready; see $2"
+  tail -20 "$2" >&2
+  return 1
+}
+
+# bench_hwm_kb PID: the process's peak resident set (VmHWM) in kB.
+bench_hwm_kb() {
+  awk '/^VmHWM/ { print $2 }' "/proc/$1/status"
+}
+
+# bench_metric URL NAME: the sum of NAME's samples (all label sets) at the /metrics URL.
+bench_metric() {
+  curl -fs "$1" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.6f\n", s + 0 }'
+}
+
+# bench_cpu_ticks PID...: user + system CPU time of the processes, in clock ticks
+# (getconf CLK_TCK per second); processes gone meanwhile count 0.
+bench_cpu_ticks() {
+  local pid t=0
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
