@@ -86,7 +86,7 @@ static void ingest_post(const char *path, const char *extra, const char *body) {
 
 /* GET PATH from the evaluator with header H (may be NULL); the parsed body (NULL unless JSON). */
 static cJSON *ev_get(const char *path, const char *h, long *status, char **headers) {
-  char url[512], *out;
+  char url[600], *out;
   snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", pl.port[KPI_IT_EVALUATOR], path);
   *status = http("GET", url, h, NULL, NULL, &out, headers);
   cJSON *doc = cJSON_Parse(out);
