@@ -7,11 +7,13 @@ order, in one write) and counts the messages it accepted; it stores nothing. Its
 to show whether aiosmtpd (which parses, and writes every message to a Maildir) is the limit
 of a run: the same senders against a sink that does almost no work per message.
 
-  smtp_sink.py PORT COUNT_FILE [PROCESSES]
+  smtp_sink.py PORT COUNT_FILE [PROCESSES [MAILDIR]]
 
 PROCESSES (default 1) processes share PORT with SO_REUSEPORT, so the kernel spreads the
 connections over them. On SIGTERM each process adds its count to COUNT_FILE (one line per
-process) and exits. Uses only the standard library.
+process) and exits. With MAILDIR, each process is instead an aiosmtpd server with the
+Mailbox handler into MAILDIR, exactly what scripts/stack.sh runs, only several of them on one
+port (that shows whether one aiosmtpd process, which uses one core, is the limit).
 """
 import asyncio
 import os
@@ -75,14 +77,24 @@ class Sink(asyncio.Protocol):
             self.t.write(b"".join(out))
 
 
-def serve(port, count_file):
+def factory(maildir):
+    if not maildir:
+        return Sink
+    from aiosmtpd.handlers import Mailbox
+    from aiosmtpd.smtp import SMTP
+    handler = Mailbox(maildir)
+    return lambda: SMTP(handler)
+
+
+def serve(port, count_file, maildir):
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(128)
-    server = loop.run_until_complete(loop.create_server(Sink, sock=sock))
+    server = loop.run_until_complete(loop.create_server(factory(maildir), sock=sock))
 
     def stop():
         with open(count_file, "a") as f:
@@ -97,14 +109,15 @@ def serve(port, count_file):
 def main():
     port, count_file = int(sys.argv[1]), sys.argv[2]
     procs = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    maildir = sys.argv[4] if len(sys.argv) > 4 else None
     children = []
     for _ in range(procs - 1):
         pid = os.fork()
         if pid == 0:
-            serve(port, count_file)
+            serve(port, count_file, maildir)
             os._exit(0)
         children.append(pid)
-    serve(port, count_file)
+    serve(port, count_file, maildir)
     for c in children:
         os.kill(c, signal.SIGTERM)
         os.waitpid(c, 0)
