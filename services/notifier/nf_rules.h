@@ -66,6 +66,10 @@ int64_t nf_relay_probe_delay_ms(const nf_relay *r, int64_t base_ms, int64_t max_
  * lease is shorter). */
 #define NF_MAILS_PER_CONNECTION 4
 
+/* How long the first sent mail of a partial batch waits for others before their rows are
+ * marked sent in one statement (nf_send.c, sent_queued). */
+#define NF_SENT_BATCH_WAIT_MS 20
+
 /* Mails in SMTP at once with CONNECTIONS connections. */
 size_t nf_send_capacity(int connections);
 /* Recipients (one mail each) the next claim may take with INFLIGHT mails out of CAPACITY; 0:

@@ -100,6 +100,7 @@ typedef struct nf_mail {
 static void record_outcome(nf_mail *mail);
 static void claim(notifier *nf);
 static void sent_flush(notifier *nf);
+static void sent_queued(notifier *nf);
 
 static nf_mail *mail_new(notifier *nf, const char *recipient) {
   nf_mail *m = calloc(1, sizeof(*m));
@@ -211,7 +212,7 @@ static void on_pg_sent_batch(kpi_pgasync *pg, const PGresult *res, void *arg) {
     if (ok) mail_done(m);
     else outcome_retry_later(m);
   }
-  sent_flush(nf);
+  sent_queued(nf);
 }
 
 /* Sends every waiting "sent" outcome in one statement, unless one is already running (the
@@ -240,6 +241,8 @@ static void sent_flush(notifier *nf) {
   kpi_buf_free(&mids);
   kpi_buf_free(&replies);
   nf->sent_head = nf->sent_tail = NULL;
+  nf->sent_waiting = 0;
+  uv_timer_stop(&nf->sent_timer);
   if (rc == 0) {
     nf->sent_inflight = true;
     return;
@@ -250,6 +253,23 @@ static void sent_flush(notifier *nf) {
     m->next = NULL;
     outcome_retry_later(m);
   }
+}
+
+static void on_uv_sent_timer(uv_timer_t *t) { sent_flush(t->data); }
+
+/* A sent mail joined the batch. Against a relay that answers one mail at a time, writing each
+ * batch as soon as the previous one returned made most batches one mail long; so a batch is
+ * written when it holds half the send capacity, when no other mail is in SMTP (nothing more
+ * is coming soon), or NF_SENT_BATCH_WAIT_MS after its first mail, whichever comes first. The
+ * wait only delays the row update (the duplicate window after a crash), never a send. */
+static void sent_queued(notifier *nf) {
+  if (nf->sent_inflight || !nf->sent_head) return; /* the running batch's return calls again */
+  if (nf->sent_waiting >= nf_send_capacity(nf->smtp_connections) / 2 || nf->mails_smtp == 0) {
+    sent_flush(nf);
+    return;
+  }
+  if (!uv_is_active((uv_handle_t *)&nf->sent_timer))
+    uv_timer_start(&nf->sent_timer, on_uv_sent_timer, NF_SENT_BATCH_WAIT_MS, 0);
 }
 
 /* Writes M's outcome to its rows: the statement nf_rows_action_for chooses. */
@@ -271,7 +291,8 @@ static void record_outcome(nf_mail *m) {
       if (nf->sent_tail) nf->sent_tail->next = m;
       else nf->sent_head = m;
       nf->sent_tail = m;
-      sent_flush(nf);
+      nf->sent_waiting++;
+      sent_queued(nf);
       return;
     case NF_ROWS_RELEASE: {
       const char *p[] = {ids};
@@ -639,6 +660,8 @@ void nf_send_init(notifier *nf) {
   nf->update_retry.data = nf;
   uv_timer_init(nf->loop, &nf->relay_timer);
   nf->relay_timer.data = nf;
+  uv_timer_init(nf->loop, &nf->sent_timer);
+  nf->sent_timer.data = nf;
   nf_relay_init(&nf->relay);
   kpi_metrics_set(nf->m.relay_up, 1);
   uv_timer_start(&nf->claim_timer, on_uv_claim_timer, (uint64_t)nf->cfg.poll_ms,
@@ -666,7 +689,16 @@ void nf_send_close(notifier *nf) {
   }
   /* Each outcome still waiting to be written sees stopping and is dropped. */
   on_uv_update_retry(&nf->update_retry);
+  uv_timer_stop(&nf->sent_timer);
+  while (nf->sent_head) {
+    nf_mail *m = nf->sent_head;
+    nf->sent_head = m->next;
+    mail_done(m);
+  }
+  nf->sent_tail = NULL;
+  nf->sent_waiting = 0;
   close_handle((uv_handle_t *)&nf->claim_timer);
   close_handle((uv_handle_t *)&nf->update_retry);
   close_handle((uv_handle_t *)&nf->relay_timer);
+  close_handle((uv_handle_t *)&nf->sent_timer);
 }

@@ -102,6 +102,8 @@ typedef struct notifier {
   struct nf_mail *sent_head;  /* sent mails whose rows wait for the next batched UPDATE */
   struct nf_mail *sent_tail;
   bool sent_inflight;         /* a batched SQL_SENT_BATCH is running */
+  size_t sent_waiting;        /* mails in sent_head */
+  uv_timer_t sent_timer;      /* writes a partial batch NF_SENT_BATCH_WAIT_MS after its first mail */
   size_t depth_inflight;
   bool expire_inflight;
 
