@@ -16,6 +16,7 @@ Mailbox handler into MAILDIR, exactly what scripts/stack.sh runs, only several o
 port (that shows whether one aiosmtpd process, which uses one core, is the limit).
 """
 import asyncio
+import ctypes
 import os
 import signal
 import socket
@@ -114,6 +115,11 @@ def main():
     for _ in range(procs - 1):
         pid = os.fork()
         if pid == 0:
+            # Stop with the parent whatever happens to it (PR_SET_PDEATHSIG), so that no
+            # sink outlives the bench.
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+            if os.getppid() == 1:
+                os._exit(0)
             serve(port, count_file, maildir)
             os._exit(0)
         children.append(pid)
