@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# bench/bench_notifier.sh: mails per minute from kpi-notifier to a local SMTP server (aiosmtpd ->
-# Maildir) with connection reuse, against a native baseline in the same run: one curl process
-# sending the same number of messages sequentially over one reused connection. Prints both
-# rates, their ratio and the notifier's peak RSS (VmHWM).
+# bench/bench_notifier.sh: mails per minute from kpi-notifier to a local SMTP server with
+# connection reuse, against a native baseline in the same run and against the same server:
+# one curl process sending the same number of messages sequentially over one reused
+# connection. Prints both rates, their ratio, the CPU each party spent per mail (notifier,
+# SMTP server, PostgreSQL) and the notifier's peak RSS (VmHWM), for each SMTP server:
 #
-#   bench/bench_notifier.sh            N=2000 rows, 1 and 4 SMTP connections
-#   N=5000 CONNS="1 4 8" bench/bench_notifier.sh
+#   aiosmtpd    one aiosmtpd process writing a Maildir (what scripts/stack.sh and the tests
+#               run); one Python process, so one core at most
+#   aiosmtpd2   SINK_PROCS (default 2) such processes on one port (SO_REUSEPORT,
+#               bench/smtp_sink.py), into one Maildir: shows whether one aiosmtpd is the limit
+#   null        bench/smtp_sink.py answering every command and storing nothing: the ceiling
+#               of the senders themselves
+#
+#   bench/bench_notifier.sh            N=2000 rows, 1 and 4 SMTP connections, all three sinks
+#   N=5000 CONNS="1 4 8" SINKS=aiosmtpd bench/bench_notifier.sh
 #
 # Env: N (rows/mails, default 2000), CONNS (notifier connection counts, default "1 4"),
+# SINKS (default "aiosmtpd aiosmtpd2 null"), SINK_PROCS (processes of aiosmtpd2, default 2),
 # BUILD_DIR (build dir with services/notifier/kpi-notifier; default: a Release build in
 # build-bench/, configured and built when missing), BENCH_STACK_ENV (an existing stack's
 # stack.env; default: a throwaway stack started and stopped here).
+# The last lines are one summary per figure: "bench_notifier: sink=… conns=… ratio=… …".
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,18 +30,25 @@ export KPI_ALLOW_SAMPLE_TOKENS=1
 PY=/usr/bin/python3
 N=${N:-2000}
 CONNS=${CONNS:-"1 4"}
+SINKS=${SINKS:-"aiosmtpd aiosmtpd2 null"}
+SINK_PROCS=${SINK_PROCS:-2}
 BUILD=${BUILD_DIR:-$ROOT/build-bench}
 WORK=$(mktemp -d /tmp/nfbench.XXXXXX)
 SMTPD_PID=
 NOTIFIER_PID=
 OWN_STACK=
 
+stop_sink() {
+  if [ -n "$SMTPD_PID" ]; then kill "$SMTPD_PID" 2>/dev/null || true; wait "$SMTPD_PID" 2>/dev/null || true; fi
+  SMTPD_PID=
+}
+
 cleanup() {
   local rc=$?
   if [ -n "$NOTIFIER_PID" ]; then kill "$NOTIFIER_PID" 2>/dev/null || true; wait "$NOTIFIER_PID" 2>/dev/null || true; fi
-  if [ -n "$SMTPD_PID" ]; then kill "$SMTPD_PID" 2>/dev/null || true; wait "$SMTPD_PID" 2>/dev/null || true; fi
+  stop_sink
   if [ -n "$OWN_STACK" ]; then "$ROOT/scripts/stack.sh" stop "$WORK/stack" >/dev/null 2>&1 || true; fi
-  [ -n "${KEEP:-}" ] || rm -rf "$WORK/maildir" "$WORK/curl"
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"/maildir_* "$WORK/curl"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -41,6 +58,15 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n * 60 / s }'; }
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 count_mail() { find "$1/new" "$1/cur" -type f 2>/dev/null | wc -l; }
+# CPU time (clock ticks) of a process and of its children: utime stime cutime cstime.
+ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+tree_ticks() {
+  local t c
+  t=$(ticks "$1")
+  for c in $(pgrep -P "$1" || true); do t=$((t + $(ticks "$c"))); done
+  echo "$t"
+}
+ms_per_mail() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t * 1000 / hz / n }'; }
 
 if [ ! -x "$BUILD/services/notifier/kpi-notifier" ]; then
   echo "bench: building kpi-notifier (Release) in $BUILD"
@@ -59,83 +85,159 @@ set -a
 . "$KPI_STACK_ENV"
 set +a
 
-# Our own SMTP server, so that only this run's mails are counted.
-SMTP_PORT=$(free_port)
-"$PY" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$WORK/maildir" \
-  >"$WORK/smtpd.log" 2>&1 &
-SMTPD_PID=$!
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break
-  sleep 0.1
-done
+# The PostgreSQL server's postmaster: its CPU plus that of its children (backends that
+# exited are in its cutime/cstime) is the database's share. Same host only.
+PG_PM=$(head -n1 "$(psql -qAt -d postgres -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null || true)
+pg_ticks() { if [ -n "$PG_PM" ]; then tree_ticks "$PG_PM"; else echo 0; fi; }
+
+# Starts sink $1 on a new port: sets SMTP_PORT, SMTPD_PID, MAILDIR ("" for the null sink).
+start_sink() {
+  SMTP_PORT=$(free_port)
+  MAILDIR=$WORK/maildir_$1
+  case $1 in
+    aiosmtpd)
+      "$PY" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$MAILDIR" \
+        >"$WORK/smtpd_$1.log" 2>&1 & ;;
+    aiosmtpd2)
+      "$PY" "$ROOT/bench/smtp_sink.py" "$SMTP_PORT" "$WORK/count_$1" "$SINK_PROCS" "$MAILDIR" \
+        >"$WORK/smtpd_$1.log" 2>&1 & ;;
+    null)
+      MAILDIR=
+      : >"$WORK/count_$1"
+      "$PY" "$ROOT/bench/smtp_sink.py" "$SMTP_PORT" "$WORK/count_$1" 1 >"$WORK/smtpd_$1.log" 2>&1 & ;;
+    *) echo "bench: unknown sink $1" >&2; exit 2 ;;
+  esac
+  SMTPD_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+}
+
+# Mails the current sink has taken so far (Maildir files; the null sink reports at exit).
+sink_count() { if [ -n "$MAILDIR" ]; then count_mail "$MAILDIR"; else echo 0; fi; }
 
 PAYLOAD='{"schema":"kpi.alert/1","alert_id":"6f1c2a70-3a5e-4c1e-9a3b-0c8d2f3e4a51","measure_id":"g2-uiturn-4-supporters","type":"alert","status":"lagging","previous_status":"on_track","stale":false,"episode":1,"value":30,"progress":0.2307692,"expected":0.6,"as_of":"2024-10-01","measure":{"name":"「星の降る里あしべつ応援団」事業の推進","indicator":"登録者数","unit":"person","kind":"level","direction":"increase","baseline":24,"baseline_fy":2022,"target":50,"target_fy":2024,"due":"2025-03-31","plan":"第2期芦別市まち・ひと・しごと創生総合戦略（改訂版）","url":"http://localhost:8081/v1/attainment"},"recipients":[{"department":"kikaku","name":null,"email":"kikaku@ashibetsu-city.example"}],"created_at":"2024-10-01T00:00:00.000Z"}'
 
-declare -A NF_RATE NF_RSS NF_SECS
-for c in $CONNS; do
-  DB="bench_nf_$$_$c"
-  psql -qAt -d postgres -c "CREATE DATABASE $DB" >/dev/null
-  HTTP_PORT=$(free_port)
-  before=$(count_mail "$WORK/maildir")
-  PGDATABASE=$DB KPI_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT" KPI_SMTP_CONNECTIONS=$c \
-    KPI_NOTIFIER_LISTEN="127.0.0.1:$HTTP_PORT" KPI_NOTIFY_GROUP_WAIT_MS=0 KPI_NOTIFY_POLL_MS=100 \
+# The mail curl sends: one the notifier wrote (same size and shape), made once.
+mkdir -p "$WORK/curl"
+make_curl_message() {
+  [ -s "$WORK/curl/msg.eml" ] && return 0
+  local sample
+  sample=$(find "$1/new" -type f -print -quit)
+  grep -v '^X-Peer:\|^X-MailFrom:\|^X-RcptTo:' "$sample" | sed 's/$/\r/' >"$WORK/curl/msg.eml"
+}
+
+# One notifier run against the current sink with $1 connections: sets SECS, RATE, RSS, CPU_*.
+run_notifier() {
+  local c=$1 db="bench_nf_$$_${SINK}_$1" http_port before n0 p0 s0 t0 t1
+  psql -qAt -d postgres -c "CREATE DATABASE $db" >/dev/null
+  http_port=$(free_port)
+  before=$(sink_count)
+  PGDATABASE=$db KPI_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT" KPI_SMTP_CONNECTIONS=$c \
+    KPI_NOTIFIER_LISTEN="127.0.0.1:$http_port" KPI_NOTIFY_GROUP_WAIT_MS=0 KPI_NOTIFY_POLL_MS=100 \
     KPI_TOPIC_ALERTS="bench_nf_$$_alerts" KPI_TOPIC_ALERTS_DLQ="bench_nf_$$_dlq" \
     KPI_NOTIFIER_GROUP="bench_nf_$$" KPI_LOG_LEVEL=warn KPI_MAIL_FROM=kpi-bench@bench.example \
-    "$BUILD/services/notifier/kpi-notifier" 2>"$WORK/notifier_$c.log" &
+    "$BUILD/services/notifier/kpi-notifier" 2>"$WORK/notifier_${SINK}_$c.log" &
   NOTIFIER_PID=$!
   for _ in $(seq 300); do
-    curl -fs "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 && break
+    curl -fs "http://127.0.0.1:$http_port/readyz" >/dev/null 2>&1 && break
     sleep 0.1
   done
+  n0=$(ticks "$NOTIFIER_PID") p0=$(pg_ticks) s0=$(tree_ticks "$SMTPD_PID")
   # One row per recipient: N single-alert mails, all due at once.
-  psql -qAt -d "$DB" -v payload="$PAYLOAD" -v n="$N" >/dev/null <<'SQL'
+  psql -qAt -d "$db" -v payload="$PAYLOAD" -v n="$N" >/dev/null <<'SQL'
 INSERT INTO notifications (alert_id, recipient, measure_id, alert_type, payload, created_at)
 SELECT gen_random_uuid(), 'bench' || i || '@bench.example', 'g2-uiturn-4-supporters', 'alert',
        :'payload', now() - interval '1 hour'
 FROM generate_series(1, :n) AS i;
 SQL
   t0=$(now)
-  while [ "$(psql -qAt -d "$DB" -c "SELECT count(*) FROM notifications WHERE state = 'sent'")" -lt "$N" ]; do
-    sleep 0.05
+  # Wait on the notifier's own counter (a curl to /metrics), then on the rows: polling the
+  # table with a new psql every 50 ms cost PostgreSQL a backend start each time and slowed
+  # the run it measured.
+  while [ "$(curl -fs "http://127.0.0.1:$http_port/metrics" |
+             awk '/^kpi_notifier_notifications_sent_total / { print int($2) }')" != "$N" ]; do
+    sleep 0.02
+  done
+  while [ "$(psql -qAt -d "$db" -c "SELECT count(*) FROM notifications WHERE state = 'sent'")" -lt "$N" ]; do
+    sleep 0.01
   done
   t1=$(now)
-  NF_RSS[$c]=$(awk '/VmHWM/ { print $2 " " $3 }' "/proc/$NOTIFIER_PID/status")
+  CPU_NF=$(ms_per_mail $(($(ticks "$NOTIFIER_PID") - n0)) "$N")
+  CPU_PG=$(ms_per_mail $(($(pg_ticks) - p0)) "$N")
+  CPU_SINK=$(ms_per_mail $(($(tree_ticks "$SMTPD_PID") - s0)) "$N")
+  RSS=$(awk '/VmHWM/ { print $2 " " $3 }' "/proc/$NOTIFIER_PID/status")
   kill -TERM "$NOTIFIER_PID"
   wait "$NOTIFIER_PID" || { echo "bench: notifier exited with $?" >&2; exit 1; }
   NOTIFIER_PID=
-  got=$(( $(count_mail "$WORK/maildir") - before ))
-  [ "$got" -eq "$N" ] || { echo "bench: expected $N mails in the Maildir, found $got" >&2; exit 1; }
-  NF_SECS[$c]=$(elapsed "$t0" "$t1")
-  NF_RATE[$c]=$(rate "$N" "${NF_SECS[$c]}")
+  if [ -n "$MAILDIR" ]; then
+    local got=$(( $(sink_count) - before ))
+    [ "$got" -eq "$N" ] || { echo "bench: expected $N mails in the Maildir, found $got" >&2; exit 1; }
+    make_curl_message "$MAILDIR"
+  fi
+  psql -qAt -d postgres -c "DROP DATABASE $db" >/dev/null
+  SECS=$(elapsed "$t0" "$t1")
+  RATE=$(rate "$N" "$SECS")
+}
+
+# The baseline against the current sink: sets SECS, RATE, CPU_SINK.
+run_curl() {
+  local before t0 t1 s0
+  [ -s "$WORK/curl/msg.eml" ] || { echo "bench: list a Maildir sink before null in SINKS" >&2; exit 2; }
+  {
+    for _ in $(seq "$N"); do
+      printf 'url = "smtp://127.0.0.1:%s"\nupload-file = "%s"\n' "$SMTP_PORT" "$WORK/curl/msg.eml"
+    done
+  } >"$WORK/curl/curlrc"
+  before=$(sink_count)
+  s0=$(tree_ticks "$SMTPD_PID")
+  t0=$(now)
+  curl -s -K "$WORK/curl/curlrc" --mail-from kpi-bench@bench.example --mail-rcpt baseline@bench.example
+  t1=$(now)
+  CPU_SINK=$(ms_per_mail $(($(tree_ticks "$SMTPD_PID") - s0)) "$N")
+  if [ -n "$MAILDIR" ]; then
+    local got=$(( $(sink_count) - before ))
+    [ "$got" -eq "$N" ] || { echo "bench: curl baseline delivered $got of $N" >&2; exit 1; }
+  fi
+  SECS=$(elapsed "$t0" "$t1")
+  RATE=$(rate "$N" "$SECS")
+}
+
+declare -A OUT
+SUMMARY=()
+for SINK in $SINKS; do
+  start_sink "$SINK"
+  # The notifier first: its first mail is the one curl sends.
+  for c in $CONNS; do
+    run_notifier "$c"
+    OUT[$SINK,$c]="$SECS $RATE $RSS $CPU_NF $CPU_PG $CPU_SINK"
+  done
+  run_curl
+  OUT[$SINK,curl]="$SECS $RATE $CPU_SINK"
+  stop_sink
+  if [ -z "$MAILDIR" ]; then
+    got=$(awk '{ s += $1 } END { print s + 0 }' "$WORK/count_$SINK")
+    want=$(( N * ($(wc -w <<<"$CONNS") + 1) ))
+    [ "$got" -eq "$want" ] || { echo "bench: the null sink took $got mails, expected $want" >&2; exit 1; }
+  fi
 done
 
-# Baseline: one curl process, N transfers over one reused SMTP connection, each uploading a
-# mail the notifier just wrote (same size and shape).
-mkdir -p "$WORK/curl"
-sample=$(find "$WORK/maildir/new" -type f -print -quit)
-grep -v '^X-Peer:\|^X-MailFrom:\|^X-RcptTo:' "$sample" | sed 's/$/\r/' >"$WORK/curl/msg.eml"
-{
-  for i in $(seq "$N"); do
-    printf 'url = "smtp://127.0.0.1:%s"\nupload-file = "%s"\n' "$SMTP_PORT" "$WORK/curl/msg.eml"
+printf '\nkpi-notifier bench: %s mails (%s bytes each); CPU in ms per mail\n' "$N" "$(wc -c <"$WORK/curl/msg.eml")"
+printf '%-10s %-34s %8s %10s %6s %10s %8s %8s %8s\n' "sink" "sender" "seconds" "mails/min" "ratio" \
+  "peak RSS" "cpu nf" "cpu pg" "cpu sink"
+for SINK in $SINKS; do
+  read -r bs br bsink <<<"${OUT[$SINK,curl]}"
+  printf '%-10s %-34s %8s %10s %6s %10s %8s %8s %8s\n' "$SINK" "curl CLI, 1 reused connection" \
+    "$bs" "$br" "1.00" "-" "-" "-" "$bsink"
+  for c in $CONNS; do
+    read -r s r rss rssu nf pg sk <<<"${OUT[$SINK,$c]}"
+    ratio=$(awk -v a="$r" -v b="$br" 'BEGIN { printf "%.2f", a / b }')
+    printf '%-10s %-34s %8s %10s %6s %10s %8s %8s %8s\n' "$SINK" "kpi-notifier, $c connection(s)" \
+      "$s" "$r" "$ratio" "$rss $rssu" "$nf" "$pg" "$sk"
+    SUMMARY+=("bench_notifier: sink=$SINK conns=$c ratio=$ratio notifier=${r}/min curl=${br}/min peak_rss=$rss $rssu")
   done
-} >"$WORK/curl/curlrc"
-before=$(count_mail "$WORK/maildir")
-t0=$(now)
-curl -s -K "$WORK/curl/curlrc" --mail-from kpi-bench@bench.example --mail-rcpt baseline@bench.example
-t1=$(now)
-got=$(( $(count_mail "$WORK/maildir") - before ))
-[ "$got" -eq "$N" ] || { echo "bench: curl baseline delivered $got of $N" >&2; exit 1; }
-BASE_SECS=$(elapsed "$t0" "$t1")
-BASE_RATE=$(rate "$N" "$BASE_SECS")
-
-printf '\nkpi-notifier bench: %s mails (%s bytes each) to aiosmtpd on 127.0.0.1:%s\n' \
-  "$N" "$(wc -c <"$WORK/curl/msg.eml")" "$SMTP_PORT"
-printf '%-44s %10s %12s %10s %12s\n' "sender" "seconds" "mails/min" "ratio" "peak RSS"
-printf '%-44s %10s %12s %10s %12s\n' "curl CLI, 1 process, 1 reused connection" "$BASE_SECS" "$BASE_RATE" "1.00" "-"
-for c in $CONNS; do
-  printf '%-44s %10s %12s %10s %12s\n' "kpi-notifier, $c SMTP connection(s)" "${NF_SECS[$c]}" \
-    "${NF_RATE[$c]}" "$(awk -v a="${NF_RATE[$c]}" -v b="$BASE_RATE" 'BEGIN { printf "%.2f", a / b }')" \
-    "${NF_RSS[$c]}"
 done
 printf '(notifier times run from the commit of %s due rows to the last row marked sent: claim,\n' "$N"
-printf ' render, SMTP and the row update included; logs in %s)\n' "$WORK"
+printf ' render, SMTP and the row update included; cpu pg is the whole PostgreSQL server; logs in %s)\n' "$WORK"
+printf '%s\n' "${SUMMARY[@]}"

@@ -1,63 +1,76 @@
-/* kpi_smtp.c: SMTP over libcurl's multi socket API driven by uv_poll and one uv_timer. */
+/* kpi_smtp.c: SMTP over libcurl easy handles, one worker thread per connection, results handed back to the libuv loop. */
 #include "kpi_smtp.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "kpi_mail.h"
 
-/* One message on its way. Owned by the client from kpi_smtp_send until DONE has run. */
+/* Why threads rather than the multi socket API on the loop (docs/notifier.md, "SMTP client"):
+ * libcurl's SMTP code waits for the reply to the end of the message in a blocking loop, even
+ * under the multi interface (curl issue #8555). On the loop that made the connections take
+ * turns: while one waited for its "250" after the data, no other connection, nor HTTP, Kafka
+ * or PostgreSQL, made progress, so 4 connections sent no faster than 1. Each connection now
+ * has a thread running curl_easy_perform on its own easy handle, which keeps the connection
+ * (and its TLS session) cached between messages; the loop queues jobs under a mutex and gets
+ * the results back through one uv_async. A blocking wait then holds only its own connection. */
+
+/* One message (or probe) on its way. Owned by the client from kpi_smtp_send until DONE has
+ * run and the worker is done with it. */
 typedef struct smtp_job {
-  struct smtp_job *next; /* in the waiting queue, or in the running list */
-  struct smtp_job *prev; /* in the running list */
-  kpi_smtp *smtp;
-  CURL *easy;            /* set while running */
+  struct smtp_job *next; /* in a queue (waiting, probes, done) */
   struct curl_slist *rcpt;
   char *from;
   char *message;
   size_t len;
   size_t pos;            /* bytes handed to libcurl so far */
   uint64_t queued_ns;
-  int probe;             /* kpi_smtp_probe: NOOP instead of a message, own easy handle */
+  int probe;             /* kpi_smtp_probe: NOOP instead of a message, on the probe worker */
   int mail_started;      /* MAIL FROM went out: later replies are about this message */
+  int cancelled;         /* DONE already ran (kpi_smtp_close); the job is only freed; under mu */
   char reply[256];       /* last complete reply line */
   char errbuf[CURL_ERROR_SIZE];
+  kpi_smtp_result result; /* written by the worker, read by the loop after the hand-back */
   kpi_smtp_done_cb done;
   void *arg;
 } smtp_job;
 
-/* One socket libcurl asked us to watch; freed in its uv_close callback. */
-typedef struct smtp_sock {
-  uv_poll_t poll; /* first member: the poll callback finds the smtp_sock from the handle */
-  curl_socket_t fd;
+/* One thread and its easy handle (its cached connection). */
+typedef struct smtp_worker {
   kpi_smtp *smtp;
-  struct smtp_sock *next, *prev; /* every socket not yet being closed */
-} smtp_sock;
+  uv_thread_t thread;
+  int probe_only;        /* serves probes only, so that a probe never waits behind mails */
+  curl_socket_t fd;      /* the handle's current socket, CURL_SOCKET_BAD when none; under mu */
+  smtp_job *job;         /* running; under mu */
+} smtp_worker;
 
 struct kpi_smtp {
   uv_loop_t *loop;
-  CURLM *multi;
-  uv_timer_t timer;
+  uv_async_t async;      /* workers -> loop: results are ready, or a worker exited */
+  uv_mutex_t mu;
+  uv_cond_t cond;        /* loop -> workers: a job was queued, or closing */
   char *url, *user, *password, *ca_file;
   kpi_smtp_tls tls;
   int tls_verify;
   long connect_timeout_ms, timeout_ms;
   int max_connections;
+  smtp_worker *workers;  /* max_connections mail workers, then the probe worker */
+  int n_workers;         /* threads started */
+  atomic_int closing;    /* read by the progress callback without the lock */
+  /* Under mu: */
   smtp_job *wait_head, *wait_tail;
-  size_t n_waiting;
-  smtp_job *running; /* transfers in the multi handle */
-  int n_running;
-  smtp_sock *socks;
-  /* Easy handles kept after use: libcurl keeps the connections in the multi handle's cache,
-   * and reusing the easy handles also keeps their settings and TLS session ids. */
-  CURL **idle;
-  int n_idle;
-  unsigned open_handles; /* uv handles not yet closed (the timer and every socket poll) */
-  int closing;
-  int in_multi;          /* inside curl_multi_socket_action: completions are picked up after */
+  smtp_job *probe_head, *probe_tail;
+  smtp_job *done_head, *done_tail;
+  int n_exited;
+  /* Loop thread only: */
+  size_t n_pending;      /* jobs whose DONE has not run */
+  int close_called, async_closing;
   void (*on_closed)(void *arg);
   void *closed_arg;
 };
@@ -71,87 +84,24 @@ void kpi_smtp_config_defaults(kpi_smtp_config *cfg) {
   cfg->max_connections = 4;
 }
 
-static void start_waiting(kpi_smtp *s);
-static void check_multi_info(kpi_smtp *s);
-static void maybe_finish_close(kpi_smtp *s);
-
-static void on_uv_handle_closed(uv_handle_t *h) {
-  kpi_smtp *s = h->data;
-  if (h != (uv_handle_t *)&s->timer) free(h); /* a smtp_sock: its poll is its first member */
-  s->open_handles--;
-  maybe_finish_close(s);
+static void job_push(smtp_job **head, smtp_job **tail, smtp_job *job) {
+  job->next = NULL;
+  if (*tail) (*tail)->next = job;
+  else *head = job;
+  *tail = job;
 }
 
-static void on_uv_poll(uv_poll_t *h, int status, int events) {
-  smtp_sock *sock = (smtp_sock *)h;
-  kpi_smtp *s = sock->smtp;
-  int flags = 0;
-  if (status < 0) flags = CURL_CSELECT_ERR;
-  if (status == 0 && (events & UV_READABLE)) flags |= CURL_CSELECT_IN;
-  if (status == 0 && (events & UV_WRITABLE)) flags |= CURL_CSELECT_OUT;
-  int running;
-  curl_multi_socket_action(s->multi, sock->fd, flags, &running);
-  check_multi_info(s);
-}
-
-static void sock_close(kpi_smtp *s, smtp_sock *sock) {
-  if (sock->prev) sock->prev->next = sock->next;
-  else s->socks = sock->next;
-  if (sock->next) sock->next->prev = sock->prev;
-  uv_poll_stop(&sock->poll);
-  uv_close((uv_handle_t *)&sock->poll, on_uv_handle_closed);
-}
-
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
-  (void)easy;
-  kpi_smtp *s = userp;
-  smtp_sock *sock = socketp;
-  if (what == CURL_POLL_REMOVE) {
-    if (sock) {
-      if (!s->closing) curl_multi_assign(s->multi, fd, NULL);
-      sock_close(s, sock);
-    }
-    return 0;
+static smtp_job *job_pop(smtp_job **head, smtp_job **tail) {
+  smtp_job *job = *head;
+  if (job) {
+    *head = job->next;
+    if (!*head) *tail = NULL;
+    job->next = NULL;
   }
-  if (!sock) {
-    sock = calloc(1, sizeof(*sock));
-    if (!sock) return -1;
-    if (uv_poll_init_socket(s->loop, &sock->poll, fd) != 0) {
-      free(sock);
-      return -1;
-    }
-    sock->fd = fd;
-    sock->smtp = s;
-    /* The poll handle's data points at the kpi_smtp for the shared close callback; the
-     * poll callback recovers the smtp_sock from the handle's address instead. */
-    sock->poll.data = s;
-    sock->next = s->socks;
-    if (s->socks) s->socks->prev = sock;
-    s->socks = sock;
-    s->open_handles++;
-    curl_multi_assign(s->multi, fd, sock);
-  }
-  int events = 0;
-  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= UV_READABLE;
-  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= UV_WRITABLE;
-  uv_poll_start(&sock->poll, events, on_uv_poll);
-  return 0;
+  return job;
 }
 
-static void on_uv_timer(uv_timer_t *t) {
-  kpi_smtp *s = t->data;
-  int running;
-  curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_multi_info(s);
-}
-
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
-  (void)multi;
-  kpi_smtp *s = userp;
-  if (timeout_ms < 0) uv_timer_stop(&s->timer);
-  else uv_timer_start(&s->timer, on_uv_timer, (uint64_t)timeout_ms, 0);
-  return 0;
-}
+/* Worker side: callbacks run inside curl_easy_perform ----------------------------------- */
 
 static size_t on_curl_read(char *buf, size_t size, size_t nitems, void *userp) {
   smtp_job *job = userp;
@@ -199,19 +149,51 @@ static size_t on_curl_discard(char *buf, size_t size, size_t nitems, void *userp
   return size * nitems;
 }
 
+/* Sockets are opened and closed through these so that kpi_smtp_close can shut down the
+ * socket of a transfer stuck on the server: its blocking wait then ends at once, and a
+ * message cut short is never completed (no end-of-data marker goes out on a dead socket). */
+static curl_socket_t on_curl_open_socket(void *userp, curlsocktype purpose,
+                                         struct curl_sockaddr *addr) {
+  (void)purpose;
+  smtp_worker *w = userp;
+  kpi_smtp *s = w->smtp;
+  curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+  if (fd == CURL_SOCKET_BAD) return fd;
+  uv_mutex_lock(&s->mu);
+  int closing = atomic_load(&s->closing);
+  if (!closing) w->fd = fd;
+  uv_mutex_unlock(&s->mu);
+  if (closing) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  return fd;
+}
+
+static int on_curl_close_socket(void *userp, curl_socket_t fd) {
+  smtp_worker *w = userp;
+  uv_mutex_lock(&w->smtp->mu);
+  if (w->fd == fd) w->fd = CURL_SOCKET_BAD;
+  uv_mutex_unlock(&w->smtp->mu);
+  return close(fd);
+}
+
+/* Ends a transfer (without its end-of-data marker) once the client is closing. */
+static int on_curl_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                            curl_off_t ulnow) {
+  (void)dltotal;
+  (void)dlnow;
+  (void)ultotal;
+  (void)ulnow;
+  smtp_worker *w = userp;
+  return atomic_load(&w->smtp->closing) ? 1 : 0;
+}
+
 static void job_free(smtp_job *job) {
   curl_slist_free_all(job->rcpt);
   free(job->from);
   free(job->message);
   free(job);
-}
-
-static void job_finish(kpi_smtp *s, smtp_job *job, kpi_smtp_result *r) {
-  r->seconds = (double)(uv_hrtime() - job->queued_ns) / 1e9;
-  kpi_smtp_done_cb done = job->done;
-  void *arg = job->arg;
-  job_free(job);
-  done(s, r, arg);
 }
 
 /* Replies that mean our own session set-up is wrong rather than the message or mailbox, even
@@ -247,72 +229,29 @@ static void str_append(char *dst, size_t size, const char *src) {
   dst[used + n] = '\0';
 }
 
-static void running_unlink(kpi_smtp *s, smtp_job *job) {
-  if (job->prev) job->prev->next = job->next;
-  else s->running = job->next;
-  if (job->next) job->next->prev = job->prev;
-  job->next = job->prev = NULL;
-  s->n_running--;
-}
-
-static void check_multi_info(kpi_smtp *s) {
-  CURLMsg *msg;
-  int left;
-  /* A DONE callback may close the client: stop reading the multi handle then. */
-  while (!s->closing && (msg = curl_multi_info_read(s->multi, &left))) {
-    if (msg->msg != CURLMSG_DONE) continue;
-    CURL *easy = msg->easy_handle;
-    CURLcode rc = msg->data.result;
-    smtp_job *job = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&job);
-    kpi_smtp_result r;
-    memset(&r, 0, sizeof(r));
-    long code = 0;
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
-    r.code = code;
-    snprintf(r.reply, sizeof(r.reply), "%s", job->reply);
-    if (rc != CURLE_OK) {
-      char detail[sizeof(job->errbuf)];
-      /* libcurl's detail may quote the server: the same rule as for replies. */
-      kpi_mail_text_clean(job->errbuf, strnlen(job->errbuf, sizeof(job->errbuf)), detail,
-                          sizeof(detail));
-      str_append(r.error, sizeof(r.error), curl_easy_strerror(rc));
-      str_append(r.error, sizeof(r.error), ": ");
-      str_append(r.error, sizeof(r.error), detail[0] ? detail : "no detail");
-    }
-    r.outcome = kpi_smtp_classify((int)rc, code, job->mail_started);
-    curl_multi_remove_handle(s->multi, easy);
-    /* The job and its buffers go away now: an idle handle keeps no pointer into them. */
-    curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, NULL);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
-    curl_easy_setopt(easy, CURLOPT_READDATA, NULL);
-    curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL);
-    curl_easy_setopt(easy, CURLOPT_DEBUGDATA, NULL);
-    /* A probe's handle has probe settings: only mail handles are kept for reuse (the
-     * connection itself stays in the multi handle's cache either way). */
-    if (!job->probe && s->n_idle < s->max_connections && !s->closing) s->idle[s->n_idle++] = easy;
-    else curl_easy_cleanup(easy);
-    running_unlink(s, job);
-    job->easy = NULL;
-    job_finish(s, job, &r);
-  }
-  start_waiting(s);
-}
-
-static CURL *easy_new(kpi_smtp *s) {
+/* The settings every handle of this client shares; a probe handle also gets NOOP and a
+ * shorter limit (kpi_smtp_probe). */
+static CURL *easy_new(kpi_smtp *s, smtp_worker *w) {
   CURL *e = curl_easy_init();
   if (!e) return NULL;
   curl_easy_setopt(e, CURLOPT_URL, s->url);
   curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_MAXCONNECTS, 1L);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->timeout_ms);
   curl_easy_setopt(e, CURLOPT_READFUNCTION, on_curl_read);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_curl_header);
   curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_curl_debug);
   curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_curl_open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, w);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, w);
+  curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_curl_progress);
+  curl_easy_setopt(e, CURLOPT_XFERINFODATA, w);
   curl_easy_setopt(e, CURLOPT_USE_SSL, s->tls == KPI_SMTP_TLS_REQUIRE ? (long)CURLUSESSL_ALL
                                        : s->tls == KPI_SMTP_TLS_TRY   ? (long)CURLUSESSL_TRY
                                                                       : (long)CURLUSESSL_NONE);
@@ -325,46 +264,207 @@ static CURL *easy_new(kpi_smtp *s) {
     curl_easy_setopt(e, CURLOPT_USERNAME, s->user);
     curl_easy_setopt(e, CURLOPT_PASSWORD, s->password ? s->password : "");
   }
+  if (w->probe_only) {
+    /* No upload and no recipients: libcurl's SMTP code then sets the session up as for a
+     * message and sends the custom command instead of a mail transaction. The probe must
+     * answer sooner than a whole transaction, but gets time for TLS and AUTH after
+     * connecting. */
+    long limit = s->connect_timeout_ms * 2;
+    if (limit > s->timeout_ms) limit = s->timeout_ms;
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "NOOP");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_curl_discard);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, limit);
+  }
   return e;
 }
 
-/* Moves waiting jobs onto connections while fewer than max_connections run. A job whose
- * transfer cannot even be started completes at once as transient. */
-static void start_waiting(kpi_smtp *s) {
-  while (!s->closing && s->wait_head && s->n_running < s->max_connections) {
-    smtp_job *job = s->wait_head;
-    s->wait_head = job->next;
-    if (!s->wait_head) s->wait_tail = NULL;
-    s->n_waiting--;
-    job->next = NULL;
-    CURL *e = s->n_idle > 0 ? s->idle[--s->n_idle] : easy_new(s);
-    CURLMcode mc = CURLM_OUT_OF_MEMORY;
-    if (e) {
-      curl_easy_setopt(e, CURLOPT_PRIVATE, job);
-      curl_easy_setopt(e, CURLOPT_MAIL_FROM, job->from);
-      curl_easy_setopt(e, CURLOPT_MAIL_RCPT, job->rcpt);
-      curl_easy_setopt(e, CURLOPT_READDATA, job);
-      curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
-      curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->errbuf);
-      curl_easy_setopt(e, CURLOPT_DEBUGDATA, job);
-      curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)job->len);
-      mc = curl_multi_add_handle(s->multi, e);
-    }
-    if (mc != CURLM_OK) {
-      if (e) curl_easy_cleanup(e);
-      kpi_smtp_result r;
-      memset(&r, 0, sizeof(r));
-      r.outcome = KPI_SMTP_TRANSIENT;
-      snprintf(r.error, sizeof(r.error), "cannot start the transfer: %s", curl_multi_strerror(mc));
-      job_finish(s, job, &r);
-      continue;
-    }
-    job->easy = e;
-    job->next = s->running;
-    if (s->running) s->running->prev = job;
-    s->running = job;
-    s->n_running++;
+/* Fills JOB->result from a finished transfer (RC), as the classification table says. */
+static void job_result(smtp_job *job, CURL *e, CURLcode rc) {
+  kpi_smtp_result *r = &job->result;
+  memset(r, 0, sizeof(*r));
+  long code = 0;
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+  r->code = code;
+  snprintf(r->reply, sizeof(r->reply), "%s", job->reply);
+  if (rc != CURLE_OK) {
+    char detail[sizeof(job->errbuf)];
+    /* libcurl's detail may quote the server: the same rule as for replies. */
+    kpi_mail_text_clean(job->errbuf, strnlen(job->errbuf, sizeof(job->errbuf)), detail,
+                        sizeof(detail));
+    str_append(r->error, sizeof(r->error), curl_easy_strerror(rc));
+    str_append(r->error, sizeof(r->error), ": ");
+    str_append(r->error, sizeof(r->error), detail[0] ? detail : "no detail");
   }
+  r->outcome = kpi_smtp_classify((int)rc, code, job->mail_started);
+}
+
+/* Runs JOB on the worker's handle E (a blocking call: this is the worker thread). */
+static void job_run(CURL *e, smtp_job *job) {
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->errbuf);
+  curl_easy_setopt(e, CURLOPT_DEBUGDATA, job);
+  if (!job->probe) {
+    curl_easy_setopt(e, CURLOPT_MAIL_FROM, job->from);
+    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, job->rcpt);
+    curl_easy_setopt(e, CURLOPT_READDATA, job);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)job->len);
+  }
+  CURLcode rc = curl_easy_perform(e);
+  job_result(job, e, rc);
+  /* The job goes away after the hand-back: the handle keeps no pointer into it. */
+  curl_easy_setopt(e, CURLOPT_MAIL_RCPT, NULL);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+  curl_easy_setopt(e, CURLOPT_READDATA, NULL);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+  curl_easy_setopt(e, CURLOPT_DEBUGDATA, NULL);
+}
+
+/* The next job for W, waiting for one; NULL once the client is closing. Called under mu. */
+static smtp_job *worker_next(kpi_smtp *s, smtp_worker *w) {
+  for (;;) {
+    if (atomic_load(&s->closing)) return NULL;
+    smtp_job *job = w->probe_only ? job_pop(&s->probe_head, &s->probe_tail)
+                                  : job_pop(&s->wait_head, &s->wait_tail);
+    if (job) return job;
+    uv_cond_wait(&s->cond, &s->mu);
+  }
+}
+
+static void worker_main(void *arg) {
+  smtp_worker *w = arg;
+  kpi_smtp *s = w->smtp;
+  CURL *e = NULL;
+  uv_mutex_lock(&s->mu);
+  smtp_job *job;
+  while ((job = worker_next(s, w))) {
+    w->job = job;
+    uv_mutex_unlock(&s->mu);
+    if (!e) e = easy_new(s, w);
+    if (e) {
+      job_run(e, job);
+    } else {
+      memset(&job->result, 0, sizeof(job->result));
+      job->result.outcome = job->probe ? KPI_SMTP_RELAY : KPI_SMTP_TRANSIENT;
+      snprintf(job->result.error, sizeof(job->result.error), "cannot start the transfer: out of memory");
+    }
+    uv_mutex_lock(&s->mu);
+    w->job = NULL;
+    job_push(&s->done_head, &s->done_tail, job);
+    uv_async_send(&s->async);
+  }
+  uv_mutex_unlock(&s->mu);
+  /* The socket was shut down by kpi_smtp_close: no QUIT waits for a hung server. */
+  if (e) curl_easy_cleanup(e);
+  uv_mutex_lock(&s->mu);
+  s->n_exited++;
+  uv_async_send(&s->async);
+  uv_mutex_unlock(&s->mu);
+}
+
+/* Loop side ------------------------------------------------------------------------------ */
+
+static void job_finish(kpi_smtp *s, smtp_job *job, kpi_smtp_result *r) {
+  r->seconds = (double)(uv_hrtime() - job->queued_ns) / 1e9;
+  kpi_smtp_done_cb done = job->done;
+  void *arg = job->arg;
+  s->n_pending--;
+  done(s, r, arg);
+}
+
+static void free_client(kpi_smtp *s) {
+  free(s->workers);
+  free(s->url);
+  if (s->password) memset(s->password, 0, strlen(s->password));
+  free(s->user);
+  free(s->password);
+  free(s->ca_file);
+  free(s);
+}
+
+static void on_uv_async_closed(uv_handle_t *h) {
+  kpi_smtp *s = h->data;
+  void (*cb)(void *) = s->on_closed;
+  void *arg = s->closed_arg;
+  uv_cond_destroy(&s->cond);
+  uv_mutex_destroy(&s->mu);
+  free_client(s);
+  curl_global_cleanup();
+  if (cb) cb(arg);
+}
+
+/* Once every worker has exited: join them (at once: they are past their last lock), free
+ * what they handed back after the close, and close the async handle. */
+static void maybe_finish_close(kpi_smtp *s) {
+  if (!s->close_called || s->async_closing) return;
+  uv_mutex_lock(&s->mu);
+  int all_exited = s->n_exited == s->n_workers;
+  smtp_job *left = all_exited ? s->done_head : NULL;
+  if (all_exited) s->done_head = s->done_tail = NULL;
+  uv_mutex_unlock(&s->mu);
+  if (!all_exited) return;
+  for (int i = 0; i < s->n_workers; i++) uv_thread_join(&s->workers[i].thread);
+  while (left) {
+    smtp_job *job = left;
+    left = job->next;
+    job_free(job); /* cancelled: its DONE ran in kpi_smtp_close */
+  }
+  s->async_closing = 1;
+  uv_close((uv_handle_t *)&s->async, on_uv_async_closed);
+}
+
+/* Delivers the results the workers handed back, one at a time: a DONE callback may send
+ * more, or close the client (which then delivers the rest itself). */
+static void on_uv_async(uv_async_t *a) {
+  kpi_smtp *s = a->data;
+  while (!s->close_called) {
+    uv_mutex_lock(&s->mu);
+    smtp_job *job = job_pop(&s->done_head, &s->done_tail);
+    uv_mutex_unlock(&s->mu);
+    if (!job) break;
+    job_finish(s, job, &job->result);
+    job_free(job);
+  }
+  maybe_finish_close(s);
+}
+
+static int workers_start(kpi_smtp *s) {
+  s->workers = calloc((size_t)s->max_connections + 1, sizeof(*s->workers));
+  if (!s->workers) return -1;
+  for (int i = 0; i <= s->max_connections; i++) {
+    smtp_worker *w = &s->workers[i];
+    w->smtp = s;
+    w->fd = CURL_SOCKET_BAD;
+    w->probe_only = i == s->max_connections;
+    if (uv_thread_create(&w->thread, worker_main, w) != 0) return -1;
+    s->n_workers++;
+  }
+  return 0;
+}
+
+/* Stops and joins the workers started so far (kpi_smtp_new failing half-way). */
+static void workers_abort(kpi_smtp *s) {
+  uv_mutex_lock(&s->mu);
+  atomic_store(&s->closing, 1);
+  uv_cond_broadcast(&s->cond);
+  uv_mutex_unlock(&s->mu);
+  for (int i = 0; i < s->n_workers; i++) uv_thread_join(&s->workers[i].thread);
+}
+
+static int client_copy_config(kpi_smtp *s, const kpi_smtp_config *cfg) {
+  s->tls = cfg->tls;
+  s->tls_verify = cfg->tls_verify;
+  s->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000;
+  s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 60000;
+  s->max_connections = cfg->max_connections;
+  if (!(s->url = strdup(cfg->url))) return -1;
+  if (cfg->user && *cfg->user) {
+    s->user = strdup(cfg->user);
+    s->password = strdup(cfg->password ? cfg->password : "");
+    if (!s->user || !s->password) return -1;
+  }
+  if (cfg->ca_file && *cfg->ca_file && !(s->ca_file = strdup(cfg->ca_file))) return -1;
+  return 0;
 }
 
 kpi_smtp *kpi_smtp_new(uv_loop_t *loop, const kpi_smtp_config *cfg, char *errstr,
@@ -382,43 +482,32 @@ kpi_smtp *kpi_smtp_new(uv_loop_t *loop, const kpi_smtp_config *cfg, char *errstr
     return NULL;
   }
   kpi_smtp *s = calloc(1, sizeof(*s));
-  if (!s) goto nomem_global;
+  if (!s) goto err_global;
   s->loop = loop;
-  s->tls = cfg->tls;
-  s->tls_verify = cfg->tls_verify;
-  s->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000;
-  s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 60000;
-  s->max_connections = cfg->max_connections;
-  s->url = strdup(cfg->url);
-  if (cfg->user && *cfg->user) {
-    s->user = strdup(cfg->user);
-    s->password = strdup(cfg->password ? cfg->password : "");
-    if (!s->user || !s->password) goto nomem;
+  atomic_init(&s->closing, 0);
+  if (client_copy_config(s, cfg) != 0) goto err_free;
+  if (uv_mutex_init(&s->mu) != 0) goto err_free;
+  if (uv_cond_init(&s->cond) != 0) goto err_mutex;
+  if (uv_async_init(loop, &s->async, on_uv_async) != 0) goto err_cond;
+  s->async.data = s;
+  if (workers_start(s) != 0) {
+    workers_abort(s);
+    s->async_closing = 1;
+    s->on_closed = NULL;
+    /* The async handle is closed on the loop, which frees the rest. */
+    uv_close((uv_handle_t *)&s->async, on_uv_async_closed);
+    snprintf(errstr, errstr_size, "cannot start the SMTP worker threads");
+    return NULL;
   }
-  if (cfg->ca_file && *cfg->ca_file && !(s->ca_file = strdup(cfg->ca_file))) goto nomem;
-  s->idle = calloc((size_t)s->max_connections, sizeof(CURL *));
-  s->multi = curl_multi_init();
-  if (!s->url || !s->idle || !s->multi) goto nomem;
-  curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-  curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-  curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-  curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-  curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)s->max_connections);
-  curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)s->max_connections);
-  uv_timer_init(loop, &s->timer);
-  s->timer.data = s;
-  s->open_handles = 1;
   return s;
 
-nomem:
-  if (s->multi) curl_multi_cleanup(s->multi);
-  free(s->idle);
-  free(s->url);
-  free(s->user);
-  free(s->password);
-  free(s->ca_file);
-  free(s);
-nomem_global:
+err_cond:
+  uv_cond_destroy(&s->cond);
+err_mutex:
+  uv_mutex_destroy(&s->mu);
+err_free:
+  free_client(s);
+err_global:
   curl_global_cleanup();
   snprintf(errstr, errstr_size, "out of memory");
   return NULL;
@@ -426,7 +515,7 @@ nomem_global:
 
 int kpi_smtp_send(kpi_smtp *s, const char *from, const char *to, char *message, size_t len,
                   kpi_smtp_done_cb done, void *arg) {
-  if (!s || s->closing) {
+  if (!s || s->close_called) {
     free(message);
     return KPI_SMTP_ECLOSED;
   }
@@ -439,7 +528,6 @@ int kpi_smtp_send(kpi_smtp *s, const char *from, const char *to, char *message, 
     free(message);
     return KPI_SMTP_ENOMEM;
   }
-  job->smtp = s;
   job->message = message;
   job->len = len;
   job->done = done;
@@ -452,117 +540,91 @@ int kpi_smtp_send(kpi_smtp *s, const char *from, const char *to, char *message, 
     job_free(job);
     return KPI_SMTP_ENOMEM;
   }
-  if (s->wait_tail) s->wait_tail->next = job;
-  else s->wait_head = job;
-  s->wait_tail = job;
-  s->n_waiting++;
-  start_waiting(s);
+  s->n_pending++;
+  uv_mutex_lock(&s->mu);
+  job_push(&s->wait_head, &s->wait_tail, job);
+  uv_cond_broadcast(&s->cond);
+  uv_mutex_unlock(&s->mu);
   return 0;
 }
 
 int kpi_smtp_probe(kpi_smtp *s, kpi_smtp_done_cb done, void *arg) {
-  if (!s || s->closing) return KPI_SMTP_ECLOSED;
+  if (!s || s->close_called) return KPI_SMTP_ECLOSED;
   if (!done) return KPI_SMTP_EINVAL;
   smtp_job *job = calloc(1, sizeof(*job));
   if (!job) return KPI_SMTP_ENOMEM;
-  job->smtp = s;
   job->probe = 1;
   job->done = done;
   job->arg = arg;
   job->queued_ns = uv_hrtime();
-  CURL *e = easy_new(s);
-  if (!e) {
-    job_free(job);
-    return KPI_SMTP_ENOMEM;
-  }
-  /* No upload and no recipients: libcurl's SMTP code then sets the session up as for a
-   * message and sends the custom command instead of a mail transaction. The probe must
-   * answer sooner than a whole transaction, but gets time for TLS and AUTH after connecting. */
-  long limit = s->connect_timeout_ms * 2;
-  if (limit > s->timeout_ms) limit = s->timeout_ms;
-  curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
-  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "NOOP");
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_curl_discard);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, limit);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, job);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->errbuf);
-  curl_easy_setopt(e, CURLOPT_DEBUGDATA, job);
-  if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
-    curl_easy_cleanup(e);
-    job_free(job);
-    return KPI_SMTP_ECURL;
-  }
-  /* Running beside the messages, not behind them: a queue of messages waiting for a dead
-   * relay must not delay the question whether it is back. */
-  job->easy = e;
-  job->next = s->running;
-  if (s->running) s->running->prev = job;
-  s->running = job;
-  s->n_running++;
+  /* On its own worker, beside the messages, not behind them: a queue of messages waiting for
+   * a dead relay must not delay the question whether it is back. */
+  s->n_pending++;
+  uv_mutex_lock(&s->mu);
+  job_push(&s->probe_head, &s->probe_tail, job);
+  uv_cond_broadcast(&s->cond);
+  uv_mutex_unlock(&s->mu);
   return 0;
 }
 
-size_t kpi_smtp_pending(const kpi_smtp *s) { return s->n_waiting + (size_t)s->n_running; }
+size_t kpi_smtp_pending(const kpi_smtp *s) { return s->n_pending; }
 
-static void maybe_finish_close(kpi_smtp *s) {
-  if (!s->closing || s->open_handles > 0) return;
-  void (*cb)(void *) = s->on_closed;
-  void *arg = s->closed_arg;
-  free(s->idle);
-  free(s->url);
-  if (s->password) memset(s->password, 0, strlen(s->password));
-  free(s->user);
-  free(s->password);
-  free(s->ca_file);
-  free(s);
-  curl_global_cleanup();
-  if (cb) cb(arg);
-}
-
-void kpi_smtp_close(kpi_smtp *s, void (*on_closed)(void *arg), void *arg) {
-  if (s->closing) return;
-  s->closing = 1;
-  s->on_closed = on_closed;
-  s->closed_arg = arg;
+static void cancel_job(kpi_smtp *s, smtp_job *job) {
   kpi_smtp_result r;
   memset(&r, 0, sizeof(r));
   r.outcome = KPI_SMTP_CANCELLED;
   snprintf(r.error, sizeof(r.error), "SMTP client closed");
-  while (s->wait_head) {
-    smtp_job *job = s->wait_head;
-    s->wait_head = job->next;
-    s->n_waiting--;
-    job_finish(s, job, &r);
+  job_finish(s, job, &r);
+}
+
+/* Runs DONE with KPI_SMTP_CANCELLED for every job of LIST and frees them. */
+static void cancel_list(kpi_smtp *s, smtp_job *list) {
+  while (list) {
+    smtp_job *job = list;
+    list = job->next;
+    cancel_job(s, job);
+    job_free(job);
   }
-  s->wait_tail = NULL;
-  /* Running transfers: removing them may call the socket callback, which only closes poll
-   * handles; their DONE callbacks run after, so none can re-enter the multi handle.
-   * libcurl's SMTP "done" step, which curl_multi_remove_handle runs even for a transfer cut
-   * short, sends the end-of-data marker when recipients are set and then waits for the reply
-   * in a blocking loop (curl issues #4015, #8555): against a hung server that froze the whole
-   * loop for up to the transaction timeout, and in the middle of DATA (libcurl 7.x) it would
-   * have ended a half-sent message that the server then delivers truncated. Without
-   * recipients that step does nothing, and the connection of a removed, unfinished transfer
-   * is closed without QUIT. */
-  while (s->running) {
-    smtp_job *job = s->running;
-    running_unlink(s, job);
-    curl_easy_setopt(job->easy, CURLOPT_MAIL_RCPT, NULL);
-    curl_multi_remove_handle(s->multi, job->easy);
-    curl_easy_cleanup(job->easy);
-    job->easy = NULL;
-    job_finish(s, job, &r);
+}
+
+void kpi_smtp_close(kpi_smtp *s, void (*on_closed)(void *arg), void *arg) {
+  if (s->close_called) return;
+  s->close_called = 1;
+  s->on_closed = on_closed;
+  s->closed_arg = arg;
+  /* Jobs a worker still holds: listed here, not linked (the worker relinks them when it hands
+   * them back); freed when it does. */
+  smtp_job *running[257];
+  int n_running = 0;
+  uv_mutex_lock(&s->mu);
+  atomic_store(&s->closing, 1);
+  smtp_job *waiting = s->wait_head, *probes = s->probe_head, *done = s->done_head;
+  s->wait_head = s->wait_tail = s->probe_head = s->probe_tail = s->done_head = s->done_tail = NULL;
+  /* Transfers still running are cut short: their sockets are shut down, which ends any
+   * blocking wait inside libcurl at once, and the progress callback aborts the rest, so a
+   * half-sent message is never completed (no end-of-data marker). Idle connections are
+   * shut down too: the workers then exit without waiting for a reply to QUIT. */
+  for (int i = 0; i < s->n_workers; i++) {
+    smtp_worker *w = &s->workers[i];
+    if (w->job) {
+      w->job->cancelled = 1;
+      running[n_running++] = w->job;
+    }
+    if (w->fd != CURL_SOCKET_BAD) shutdown(w->fd, SHUT_RDWR);
   }
-  for (int i = 0; i < s->n_idle; i++) curl_easy_cleanup(s->idle[i]);
-  s->n_idle = 0;
-  /* Closes the cached connections; their sockets usually come back through CURL_POLL_REMOVE,
-   * and any that do not are closed here so that the close always completes. */
-  curl_multi_cleanup(s->multi);
-  s->multi = NULL;
-  while (s->socks) sock_close(s, s->socks);
-  uv_timer_stop(&s->timer);
-  uv_close((uv_handle_t *)&s->timer, on_uv_handle_closed);
+  uv_cond_broadcast(&s->cond);
+  uv_mutex_unlock(&s->mu);
+  /* Finished transfers keep their real outcome (a 250 must be recorded as sent). */
+  while (done) {
+    smtp_job *job = done;
+    done = job->next;
+    job_finish(s, job, &job->result);
+    job_free(job);
+  }
+  cancel_list(s, waiting);
+  cancel_list(s, probes);
+  for (int i = 0; i < n_running; i++) cancel_job(s, running[i]);
+  maybe_finish_close(s);
 }
 
 int kpi_smtp_url_redact(const char *url, char *out, size_t out_size, int *had_userinfo) {

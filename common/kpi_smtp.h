@@ -1,4 +1,4 @@
-/* kpi_smtp.h: an SMTP client on a libuv loop: libcurl's multi socket API, reused connections. */
+/* kpi_smtp.h: an SMTP client for a libuv loop: libcurl on one worker thread per connection, reused connections. */
 #ifndef KPI_SMTP_H
 #define KPI_SMTP_H
 
@@ -56,18 +56,21 @@ typedef struct kpi_smtp_result {
 
 typedef struct kpi_smtp kpi_smtp;
 
-/* Runs once per kpi_smtp_send that returned 0, on the loop; RESULT is valid during the call.
- * The callback may call kpi_smtp_send or kpi_smtp_close. */
+/* Runs once per kpi_smtp_send that returned 0, on the loop thread (never on a worker);
+ * RESULT is valid during the call. The callback may call kpi_smtp_send or kpi_smtp_close. */
 typedef void (*kpi_smtp_done_cb)(kpi_smtp *smtp, const kpi_smtp_result *result, void *arg);
 
-/* A client on LOOP. Returns NULL with ERRSTR filled on a bad configuration or out of memory. */
+/* A client on LOOP: starts max_connections worker threads (each with its own libcurl easy
+ * handle and cached connection) and one for probes. Every other call is made on the loop's
+ * thread. Returns NULL with ERRSTR filled on a bad configuration, out of memory, or when the
+ * threads cannot be started. */
 kpi_smtp *kpi_smtp_new(uv_loop_t *loop, const kpi_smtp_config *cfg, char *errstr,
                        size_t errstr_size);
 
 /* Queues one message from FROM to TO (both plain addresses, already validated by the
  * caller). Takes ownership of MESSAGE (malloc'd, LEN bytes, CRLF lines; freed on every path).
- * Up to max_connections transactions run at once over cached connections; the rest wait
- * in FIFO order. Returns 0 (DONE will run exactly once) or a negative KPI_SMTP_E* code (DONE
+ * Up to max_connections transactions run at once, each on its worker's cached connection;
+ * the rest wait in FIFO order. Returns 0 (DONE will run exactly once) or a negative KPI_SMTP_E* code (DONE
  * never runs). */
 int kpi_smtp_send(kpi_smtp *smtp, const char *from, const char *to, char *message, size_t len,
                   kpi_smtp_done_cb done, void *arg);
@@ -75,8 +78,8 @@ int kpi_smtp_send(kpi_smtp *smtp, const char *from, const char *to, char *messag
 /* Checks that the relay answers: connects (or reuses a cached connection), sets the session
  * up exactly as a mail would (greeting, EHLO, STARTTLS, AUTH) and sends NOOP, without
  * sending any message. Runs at once, beside the queued messages (it does not wait behind
- * them), within 2 x the connect timeout (at most the transaction timeout); the connection
- * stays cached for the next messages. DONE runs once with KPI_SMTP_SENT (the relay
+ * them, on its own worker), within 2 x the connect timeout (at most the transaction timeout);
+ * its connection stays cached for the next probe (messages use their workers' own). DONE runs once with KPI_SMTP_SENT (the relay
  * answered), KPI_SMTP_RELAY (with the reason in error/reply) or KPI_SMTP_CANCELLED (closed).
  * Returns 0 or a negative KPI_SMTP_E* code (DONE never runs). */
 int kpi_smtp_probe(kpi_smtp *smtp, kpi_smtp_done_cb done, void *arg);
@@ -89,9 +92,11 @@ kpi_smtp_outcome kpi_smtp_classify(int curl_code, long reply_code, int mail_star
 /* Transactions queued or running (probes included). */
 size_t kpi_smtp_pending(const kpi_smtp *smtp);
 
-/* Cancels what is still queued or running (their DONE runs with KPI_SMTP_CANCELLED), closes
- * the cached connections and every handle; ON_CLOSED (may be NULL) runs from the loop once
- * all are closed, after SMTP is freed. To drain first, wait for kpi_smtp_pending() == 0. */
+/* Cancels what is still queued or running (their DONE runs with KPI_SMTP_CANCELLED; a
+ * transaction that finished but whose DONE had not run yet gets its real result), shuts the
+ * connections down without waiting for the server, and stops the workers; ON_CLOSED (may be
+ * NULL) runs from the loop once every thread is joined and the handle closed, after SMTP is
+ * freed. No DONE runs after this returns. To drain first, wait for kpi_smtp_pending() == 0. */
 void kpi_smtp_close(kpi_smtp *smtp, void (*on_closed)(void *arg), void *arg);
 
 /* Writes URL without its userinfo and login options into OUT ("smtp://user:pw@host:587" ->

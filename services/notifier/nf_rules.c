@@ -62,6 +62,12 @@ size_t nf_claim_slots(size_t capacity, size_t inflight) {
   return inflight >= capacity ? 0 : capacity - inflight;
 }
 
+size_t nf_claim_room(size_t capacity, size_t in_smtp, size_t unwritten) {
+  size_t smtp_room = nf_claim_slots(capacity, in_smtp);
+  size_t write_room = nf_claim_slots(2 * capacity, unwritten);
+  return smtp_room < write_room ? smtp_room : write_room;
+}
+
 bool nf_claim_burst_now(bool claim_again, size_t inflight, size_t capacity) {
   return claim_again && inflight <= capacity / 2;
 }

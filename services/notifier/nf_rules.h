@@ -66,11 +66,21 @@ int64_t nf_relay_probe_delay_ms(const nf_relay *r, int64_t base_ms, int64_t max_
  * lease is shorter). */
 #define NF_MAILS_PER_CONNECTION 4
 
+/* How long the first sent mail of a partial batch waits for others before their rows are
+ * marked sent in one statement (nf_send.c, sent_queued). */
+#define NF_SENT_BATCH_WAIT_MS 20
+
 /* Mails in SMTP at once with CONNECTIONS connections. */
 size_t nf_send_capacity(int connections);
 /* Recipients (one mail each) the next claim may take with INFLIGHT mails out of CAPACITY; 0:
  * do not claim. */
 size_t nf_claim_slots(size_t capacity, size_t inflight);
+/* Recipients the next claim may take: free send slots counting only the mails still in SMTP
+ * (IN_SMTP; a mail whose server reply is in and whose outcome waits for the batched UPDATE
+ * holds no connection), and never more than 2 x CAPACITY mails whose outcome is not yet
+ * written (UNWRITTEN, those in SMTP included), which bounds what a slow database leaves in
+ * memory and in the duplicate window. 0: do not claim. */
+size_t nf_claim_room(size_t capacity, size_t in_smtp, size_t unwritten);
 /* Claim again at once, outside the poll timer? Only when the last claim was full (CLAIM_AGAIN:
  * more rows are due) and at least half the capacity is free; otherwise the poll timer comes
  * back soon enough. */

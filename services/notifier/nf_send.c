@@ -43,10 +43,17 @@ static const char SQL_CLAIM[] =
     "RETURNING n.id, n.recipient, n.payload, n.attempts, "
     "  (extract(epoch FROM n.created_at) * 1000)::bigint AS created_ms";
 
-static const char SQL_SENT[] =
-    "UPDATE notifications SET state = 'sent', sent_at = now(), attempts = attempts + 1, "
-    "  message_id = $2, smtp_reply = $3, last_error = NULL "
-    "WHERE id = ANY($1::bigint[]) AND state = 'pending'";
+/* Every mail accepted since the last one ran, in one statement: $1 holds each mail's row ids as
+ * an array literal ("{1,2}"), $2 its Message-ID and $3 the server's reply, element by element.
+ * One statement per batch instead of one per mail: the database's share of a mail was most of
+ * the notifier's cost (docs/notifier.md, "Performance"). Each row is still updated once, and
+ * only while pending, as before. */
+static const char SQL_SENT_BATCH[] =
+    "UPDATE notifications n SET state = 'sent', sent_at = now(), attempts = n.attempts + 1, "
+    "  message_id = b.mid, smtp_reply = b.reply, last_error = NULL "
+    "FROM (SELECT unnest(m.ids::bigint[]) AS id, m.mid, m.reply "
+    "      FROM unnest($1::text[], $2::text[], $3::text[]) AS m(ids, mid, reply)) b "
+    "WHERE n.id = b.id AND n.state = 'pending'";
 
 /* A 4xx reply to the message itself: one more attempt counted, the next one after the
  * backoff, or dead when the attempts are used up or the row has outlived the queue lifetime
@@ -92,6 +99,8 @@ typedef struct nf_mail {
 
 static void record_outcome(nf_mail *mail);
 static void claim(notifier *nf);
+static void sent_flush(notifier *nf);
+static void sent_queued(notifier *nf);
 
 static nf_mail *mail_new(notifier *nf, const char *recipient) {
   nf_mail *m = calloc(1, sizeof(*m));
@@ -181,6 +190,88 @@ static num_text num(int64_t v) {
   return t;
 }
 
+/* The batched "sent" UPDATE came back: each mail of the batch is done, or, when the statement
+ * failed, kept and retried like any outcome (outcome_retry_later). */
+static void on_pg_sent_batch(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
+  nf_mail *list = arg;
+  notifier *nf = list->nf;
+  nf->sent_inflight = false;
+  bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+  if (!ok) {
+    size_t n = 0;
+    for (nf_mail *m = list; m; m = m->next) n++;
+    kpi_metrics_inc(nf->m.db_errors);
+    kpi_log(KPI_LOG_WARN, "outcome_update_failed", "%zu sent mails (first %s): %s", n,
+            list->message_id, res ? PQresultErrorMessage(res) : "connection lost; will retry");
+  }
+  while (list) {
+    nf_mail *m = list;
+    list = m->next;
+    m->next = NULL;
+    if (ok) mail_done(m);
+    else outcome_retry_later(m);
+  }
+  sent_queued(nf);
+}
+
+/* Sends every waiting "sent" outcome in one statement, unless one is already running (the
+ * mails that arrive meanwhile go in the next). */
+static void sent_flush(notifier *nf) {
+  if (nf->sent_inflight || !nf->sent_head) return;
+  nf_mail *list = nf->sent_head;
+  kpi_buf ids = {0}, mids = {0}, replies = {0};
+  kpi_buf_arr_begin(&ids);
+  kpi_buf_arr_begin(&mids);
+  kpi_buf_arr_begin(&replies);
+  for (nf_mail *m = list; m; m = m->next) {
+    kpi_buf_arr_str(&ids, kpi_buf_str(&m->ids));
+    kpi_buf_arr_str(&mids, m->message_id);
+    kpi_buf_arr_str(&replies, m->result.reply[0] ? m->result.reply : "250");
+  }
+  kpi_buf_arr_end(&ids);
+  kpi_buf_arr_end(&mids);
+  kpi_buf_arr_end(&replies);
+  int rc = KPI_PGASYNC_ENOMEM;
+  if (!ids.oom && !mids.oom && !replies.oom) {
+    const char *p[] = {kpi_buf_str(&ids), kpi_buf_str(&mids), kpi_buf_str(&replies)};
+    rc = kpi_pgasync_query(nf->pg, SQL_SENT_BATCH, 3, p, on_pg_sent_batch, list);
+  }
+  kpi_buf_free(&ids);
+  kpi_buf_free(&mids);
+  kpi_buf_free(&replies);
+  nf->sent_head = nf->sent_tail = NULL;
+  nf->sent_waiting = 0;
+  uv_timer_stop(&nf->sent_timer);
+  if (rc == 0) {
+    nf->sent_inflight = true;
+    return;
+  }
+  while (list) { /* not queued (database away): each kept and retried */
+    nf_mail *m = list;
+    list = m->next;
+    m->next = NULL;
+    outcome_retry_later(m);
+  }
+}
+
+static void on_uv_sent_timer(uv_timer_t *t) { sent_flush(t->data); }
+
+/* A sent mail joined the batch. Against a relay that answers one mail at a time, writing each
+ * batch as soon as the previous one returned made most batches one mail long; so a batch is
+ * written when it holds half the send capacity, when no other mail is in SMTP (nothing more
+ * is coming soon), or NF_SENT_BATCH_WAIT_MS after its first mail, whichever comes first. The
+ * wait only delays the row update (the duplicate window after a crash), never a send. */
+static void sent_queued(notifier *nf) {
+  if (nf->sent_inflight || !nf->sent_head) return; /* the running batch's return calls again */
+  if (nf->sent_waiting >= nf_send_capacity(nf->smtp_connections) / 2 || nf->mails_smtp == 0) {
+    sent_flush(nf);
+    return;
+  }
+  if (!uv_is_active((uv_handle_t *)&nf->sent_timer))
+    uv_timer_start(&nf->sent_timer, on_uv_sent_timer, NF_SENT_BATCH_WAIT_MS, 0);
+}
+
 /* Writes M's outcome to its rows: the statement nf_rows_action_for chooses. */
 static void record_outcome(nf_mail *m) {
   notifier *nf = m->nf;
@@ -194,11 +285,15 @@ static void record_outcome(nf_mail *m) {
   nf_outcome_error(r, err, sizeof(err));
   int rc;
   switch (nf_rows_action_for(m->forced_error != NULL, r->outcome)) {
-    case NF_ROWS_SENT: {
-      const char *p[] = {ids, m->message_id, r->reply[0] ? r->reply : "250"};
-      rc = kpi_pgasync_query(nf->pg, SQL_SENT, 3, p, on_pg_outcome, m);
-      break;
-    }
+    case NF_ROWS_SENT:
+      /* Joins the next batched UPDATE (sent_flush); failures come back per mail. */
+      m->next = NULL;
+      if (nf->sent_tail) nf->sent_tail->next = m;
+      else nf->sent_head = m;
+      nf->sent_tail = m;
+      nf->sent_waiting++;
+      sent_queued(nf);
+      return;
     case NF_ROWS_RELEASE: {
       const char *p[] = {ids};
       rc = kpi_pgasync_query(nf->pg, SQL_RELEASE, 1, p, on_pg_outcome, m);
@@ -350,10 +445,15 @@ static void note_smtp_result(nf_mail *m, const kpi_smtp_result *r) {
 static void on_smtp_done(kpi_smtp *smtp, const kpi_smtp_result *r, void *arg) {
   (void)smtp;
   nf_mail *m = arg;
+  notifier *nf = m->nf;
+  nf->mails_smtp--;
   m->result = *r;
-  kpi_metrics_observe(m->nf->m.send_seconds, r->seconds);
+  kpi_metrics_observe(nf->m.send_seconds, r->seconds);
   note_smtp_result(m, r);
   record_outcome(m);
+  /* A connection is free although the outcome may wait for the batched UPDATE: the next
+   * claim need not wait for it (nf_claim_room). */
+  nf_send_kick(nf);
 }
 
 /* Starts recording M's outcome without sending it (cancelled, or dead when FORCED is set):
@@ -449,6 +549,7 @@ static void dispatch(nf_mail *m, int rc, char *msg, size_t len) {
   nf->mails_inflight++;
   kpi_metrics_set(nf->m.inflight, (double)nf->mails_inflight);
   rc = kpi_smtp_send(nf->smtp, nf->cfg.from, m->recipient, msg, len, on_smtp_done, m);
+  if (rc == 0) nf->mails_smtp++;
   if (rc != 0) {
     m->result.outcome = KPI_SMTP_CANCELLED;
     snprintf(m->result.error, sizeof(m->result.error), "%s", kpi_smtp_strerror(rc));
@@ -532,7 +633,8 @@ static void on_pg_claimed(kpi_pgasync *pg, const PGresult *res, void *arg) {
 static void claim(notifier *nf) {
   if (nf->claim_inflight || !nf->db_ready || nf->shutdown.stopping || !kpi_pgasync_is_up(nf->pg)) return;
   if (!nf->relay.up) return; /* the probe claims when the relay is back */
-  size_t slots = nf_claim_slots(nf_send_capacity(nf->smtp_connections), nf->mails_inflight);
+  size_t slots =
+      nf_claim_room(nf_send_capacity(nf->smtp_connections), nf->mails_smtp, nf->mails_inflight);
   if (slots == 0) return;
   num_text gw = num(nf->cfg.group_wait_ms), recipients = num((int64_t)slots);
   num_text limit = num(nf->cfg.claim_rows), lease = num(nf->cfg.lease_ms);
@@ -545,8 +647,7 @@ static void claim(notifier *nf) {
 }
 
 void nf_send_kick(notifier *nf) {
-  if (nf_claim_burst_now(nf->claim_again, nf->mails_inflight,
-                         nf_send_capacity(nf->smtp_connections)))
+  if (nf_claim_burst_now(nf->claim_again, nf->mails_smtp, nf_send_capacity(nf->smtp_connections)))
     claim(nf);
 }
 
@@ -559,6 +660,8 @@ void nf_send_init(notifier *nf) {
   nf->update_retry.data = nf;
   uv_timer_init(nf->loop, &nf->relay_timer);
   nf->relay_timer.data = nf;
+  uv_timer_init(nf->loop, &nf->sent_timer);
+  nf->sent_timer.data = nf;
   nf_relay_init(&nf->relay);
   kpi_metrics_set(nf->m.relay_up, 1);
   uv_timer_start(&nf->claim_timer, on_uv_claim_timer, (uint64_t)nf->cfg.poll_ms,
@@ -586,7 +689,16 @@ void nf_send_close(notifier *nf) {
   }
   /* Each outcome still waiting to be written sees stopping and is dropped. */
   on_uv_update_retry(&nf->update_retry);
+  uv_timer_stop(&nf->sent_timer);
+  while (nf->sent_head) {
+    nf_mail *m = nf->sent_head;
+    nf->sent_head = m->next;
+    mail_done(m);
+  }
+  nf->sent_tail = NULL;
+  nf->sent_waiting = 0;
   close_handle((uv_handle_t *)&nf->claim_timer);
   close_handle((uv_handle_t *)&nf->update_retry);
   close_handle((uv_handle_t *)&nf->relay_timer);
+  close_handle((uv_handle_t *)&nf->sent_timer);
 }

@@ -95,9 +95,15 @@ typedef struct notifier {
   bool claim_inflight;
   bool claim_again;    /* the last claim returned rows: more are probably due */
   size_t mails_inflight;   /* mails handed to SMTP and not yet recorded in the database */
+  size_t mails_smtp;       /* of those, mails whose SMTP transaction has not finished */
   size_t updates_waiting;  /* outcomes waiting to be written (database down) */
   uv_timer_t update_retry;
   struct nf_mail *retry_head; /* outcomes whose UPDATE failed, retried on update_retry */
+  struct nf_mail *sent_head;  /* sent mails whose rows wait for the next batched UPDATE */
+  struct nf_mail *sent_tail;
+  bool sent_inflight;         /* a batched SQL_SENT_BATCH is running */
+  size_t sent_waiting;        /* mails in sent_head */
+  uv_timer_t sent_timer;      /* writes a partial batch NF_SENT_BATCH_WAIT_MS after its first mail */
   size_t depth_inflight;
   bool expire_inflight;
 

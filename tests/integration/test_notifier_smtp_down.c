@@ -117,10 +117,16 @@ static void test_smtp_down_then_up_every_mail_once(void **state) {
     nf_it_produce_alert(&t, mid, "再停止中の施策", rc);
   }
   emails_all[8] = NULL;
-  retried = kpi_it_wait_pg_long(t.pg, "SELECT count(*) FROM notifications WHERE state = 'pending' "
-                                      "AND attempts = 0 AND last_error LIKE 'relay: %'", NULL, 2,
+  /* The first mail claimed finds the relay down and is given back with a relay error; a mail
+   * claimed with it fails the same way, one that arrives later is queued untouched
+   * (docs/notifier.md "Down"): both wait, neither attempt counted. */
+  retried = kpi_it_wait_pg_long(t.pg, "SELECT least(count(*), 1) FROM notifications WHERE "
+                                      "state = 'pending' AND last_error LIKE 'relay: %'", NULL, 1,
                                 20000);
-  assert_int_equal(retried, 2);
+  assert_int_equal(retried, 1);
+  assert_int_equal(kpi_it_wait_pg_long(t.pg, "SELECT count(*) FROM notifications WHERE "
+                                             "state = 'pending' AND attempts = 0", NULL, 2, 20000),
+                   2);
   assert_true(nf_it_alive(&t));
   smtp_start(&srv);
   assert_int_equal(nf_it_wait_mails(srv.dir, t.tag, 8, 20000), 8);

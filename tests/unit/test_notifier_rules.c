@@ -130,6 +130,17 @@ static void test_claim_capacity(void **state) {
   for (size_t i = 0; i < sizeof(burst) / sizeof(burst[0]); i++)
     assert_int_equal(nf_claim_burst_now(burst[i].again, burst[i].inflight, burst[i].cap),
                      burst[i].want);
+  /* Room counts mails still in SMTP against the capacity, and every unwritten outcome against
+   * twice the capacity: finished mails waiting for the batched UPDATE free their connection,
+   * but a slow database cannot pile up more than 2 x capacity of them. */
+  static const struct {
+    size_t cap, in_smtp, unwritten, room;
+  } room[] = {
+      {16, 0, 0, 16},  {16, 4, 20, 12}, {16, 0, 16, 16}, {16, 0, 24, 8}, {16, 2, 31, 1},
+      {16, 0, 32, 0},  {16, 16, 16, 0}, {16, 17, 17, 0}, {4, 1, 4, 3},   {4, 0, 8, 0},
+  };
+  for (size_t i = 0; i < sizeof(room) / sizeof(room[0]); i++)
+    assert_int_equal(nf_claim_room(room[i].cap, room[i].in_smtp, room[i].unwritten), room[i].room);
 }
 
 /* Rows of several recipients, shuffled: each digest is one recipient's rows, oldest first,
