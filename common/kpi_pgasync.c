@@ -1,6 +1,8 @@
 /* kpi_pgasync.c: libpq's non-blocking API driven by uv_poll on PQsocket, with a query queue and
  * automatic reconnection. One query is in flight at a time, which keeps transactions (BEGIN …
- * COMMIT sent as consecutive queries) on the one session that owns them. */
+ * COMMIT sent as consecutive queries) on the one session that owns them. Named queries
+ * (kpi_pgasync_query_prepared) are prepared on first use on each connection: the Parse is one
+ * more step of the query at the head, and the names prepared die with the connection. */
 #include "kpi_pgasync.h"
 
 #include <stdio.h>
@@ -12,6 +14,8 @@
 
 typedef struct pg_query {
   struct pg_query *next;
+  char *name; /* prepared statement name, or NULL: sent unnamed */
+  int preparing; /* the statement NAME is being prepared: the result in flight is the Parse's */
   char *sql;
   int nparams;
   char **values;
@@ -27,6 +31,12 @@ typedef struct {
 } pg_poll;
 
 typedef enum { PG_DOWN, PG_CONNECTING, PG_UP } pg_state;
+
+/* A statement prepared on the current connection. */
+typedef struct {
+  char *name;
+  char *sql;
+} pg_prepared;
 
 struct kpi_pgasync {
   uv_loop_t *loop;
@@ -44,6 +54,10 @@ struct kpi_pgasync {
   size_t pending;
   int sent;           /* head has been sent and its results are awaited */
   PGresult *result;   /* result kept for head */
+  /* Statements prepared on this connection; entry [n_prepared] is reserved while a Parse is in
+   * flight (prepared_reserve), and counted once it succeeded. */
+  pg_prepared *prepared;
+  size_t n_prepared, cap_prepared;
   int closing;
   int in_callback;
   /* Set when kpi_pgasync_query found the connection broken: the loss is reported from a
@@ -71,7 +85,51 @@ static void query_free(pg_query *q) {
   for (int i = 0; i < q->nparams; i++) free(q->values[i]);
   free(q->values);
   free(q->sql);
+  free(q->name);
   free(q);
+}
+
+static const pg_prepared *prepared_find(const kpi_pgasync *pg, const char *name) {
+  for (size_t i = 0; i < pg->n_prepared; i++)
+    if (strcmp(pg->prepared[i].name, name) == 0) return &pg->prepared[i];
+  return NULL;
+}
+
+/* Reserves entry [n_prepared] for Q's statement; -1 when out of memory. */
+static int prepared_reserve(kpi_pgasync *pg, const pg_query *q) {
+  if (pg->n_prepared == pg->cap_prepared) {
+    size_t cap = pg->cap_prepared ? pg->cap_prepared * 2 : 16;
+    pg_prepared *p = realloc(pg->prepared, cap * sizeof(*p));
+    if (!p) return -1;
+    pg->prepared = p;
+    pg->cap_prepared = cap;
+  }
+  pg_prepared *e = &pg->prepared[pg->n_prepared];
+  e->name = strdup(q->name);
+  e->sql = strdup(q->sql);
+  if (e->name && e->sql) return 0;
+  free(e->name);
+  free(e->sql);
+  return -1;
+}
+
+/* Entry [n_prepared] counted (OK) or dropped (the Parse failed). */
+static void prepared_settle(kpi_pgasync *pg, int ok) {
+  if (ok) {
+    pg->n_prepared++;
+    return;
+  }
+  free(pg->prepared[pg->n_prepared].name);
+  free(pg->prepared[pg->n_prepared].sql);
+}
+
+/* The connection is gone, and the statements prepared on it with it. */
+static void prepared_clear(kpi_pgasync *pg) {
+  for (size_t i = 0; i < pg->n_prepared; i++) {
+    free(pg->prepared[i].name);
+    free(pg->prepared[i].sql);
+  }
+  pg->n_prepared = 0;
 }
 
 static void on_uv_poll_closed(uv_handle_t *h) { free(h->data); }
@@ -86,6 +144,8 @@ static void poll_release(kpi_pgasync *pg) {
 
 /* Runs the callbacks of every queued query with RES NULL, in order. */
 static void fail_all(kpi_pgasync *pg) {
+  if (pg->head && pg->sent && pg->head->preparing) prepared_settle(pg, 0);
+  prepared_clear(pg);
   pg_query *q = pg->head;
   pg->head = pg->tail = NULL;
   pg->pending = 0;
@@ -215,6 +275,40 @@ static void pg_connect_start(kpi_pgasync *pg) {
   connect_step(pg);
 }
 
+/* Sends Q: the Parse of its statement when it is named and not yet prepared on this
+ * connection, else the query itself. A statement that cannot be recorded (out of memory) is
+ * sent unnamed: the same query, planned again. Returns libpq's 1/0. */
+static int send_head(kpi_pgasync *pg, pg_query *q) {
+  const char *const *values = (const char *const *)q->values;
+  q->preparing = 0;
+  if (q->name && !prepared_find(pg, q->name)) {
+    if (prepared_reserve(pg, q) == 0) {
+      q->preparing = 1;
+      int ok = PQsendPrepare(pg->conn, q->name, q->sql, q->nparams, NULL);
+      if (!ok) prepared_settle(pg, 0);
+      return ok;
+    }
+  } else if (q->name) {
+    return PQsendQueryPrepared(pg->conn, q->name, q->nparams, values, NULL, NULL, 0);
+  }
+  return q->nparams > 0 ? PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, values, NULL,
+                                            NULL, 0)
+                        : PQsendQuery(pg->conn, q->sql);
+}
+
+/* The Parse of Q's statement is complete. Prepared: returns 1, Q stays at the head and is sent
+ * next. Failed: returns 0, and its result is Q's (the same error the query would have had). */
+static int prepared_done(kpi_pgasync *pg, pg_query *q) {
+  int ok = pg->result && PQresultStatus(pg->result) == PGRES_COMMAND_OK;
+  prepared_settle(pg, ok);
+  q->preparing = 0;
+  if (!ok) return 0;
+  PQclear(pg->result);
+  pg->result = NULL;
+  pg->sent = 0;
+  return 1;
+}
+
 /* Sends the head query if none is in flight and flushes; with MAY_READ also collects finished
  * results and runs their callbacks. kpi_pgasync_query passes 0, so that a callback never runs
  * inside the call that queued its query (a fast server may have answered already): callers can
@@ -230,12 +324,7 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
           connection_lost(pg, "connection closed by the server");
         return;
       }
-      pg_query *q = pg->head;
-      int ok = q->nparams > 0
-                   ? PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL,
-                                       (const char *const *)q->values, NULL, NULL, 0)
-                   : PQsendQuery(pg->conn, q->sql);
-      if (!ok) {
+      if (!send_head(pg, pg->head)) {
         drive_failed(pg, may_read, "send: ", PQerrorMessage(pg->conn));
         return;
       }
@@ -271,6 +360,7 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
         continue;
       }
       pg_query *q = pg->head;
+      if (q->preparing && prepared_done(pg, q)) break; /* prepared: now send the query */
       pg->head = q->next;
       if (!pg->head) pg->tail = NULL;
       pg->pending--;
@@ -333,16 +423,22 @@ kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_
   return pg;
 }
 
-int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
-                      kpi_pgasync_result_cb cb, void *arg) {
+/* kpi_pgasync_query and kpi_pgasync_query_prepared; NAME NULL: unnamed. */
+static int query_queue(kpi_pgasync *pg, const char *name, const char *sql, int nparams,
+                       const char *const *values, kpi_pgasync_result_cb cb, void *arg) {
   if (pg->closing) return KPI_PGASYNC_ECLOSED;
   /* libpq would refuse these at send time, which pg_drive cannot tell from a broken
    * connection: checked here, they cost the caller one query instead of the session. */
   if (!sql || !cb || nparams < 0 || nparams > 65535 || (nparams > 0 && !values))
     return KPI_PGASYNC_EINVAL;
+  if (name) {
+    const pg_prepared *p = prepared_find(pg, name);
+    if (!*name || (p && strcmp(p->sql, sql) != 0)) return KPI_PGASYNC_EINVAL;
+  }
   if (pg->state != PG_UP || pg->lost) return KPI_PGASYNC_EDOWN;
   pg_query *q = calloc(1, sizeof(*q));
   if (!q) return KPI_PGASYNC_ENOMEM;
+  if (name && !(q->name = strdup(name))) goto oom;
   q->sql = strdup(sql);
   q->nparams = nparams;
   q->cb = cb;
@@ -363,6 +459,17 @@ oom:
   return KPI_PGASYNC_ENOMEM;
 }
 
+int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
+                      kpi_pgasync_result_cb cb, void *arg) {
+  return query_queue(pg, NULL, sql, nparams, values, cb, arg);
+}
+
+int kpi_pgasync_query_prepared(kpi_pgasync *pg, const char *name, const char *sql, int nparams,
+                               const char *const *values, kpi_pgasync_result_cb cb, void *arg) {
+  if (!name) return KPI_PGASYNC_EINVAL;
+  return query_queue(pg, name, sql, nparams, values, cb, arg);
+}
+
 int kpi_pgasync_is_up(const kpi_pgasync *pg) {
   return pg->state == PG_UP && !pg->closing && !pg->lost;
 }
@@ -373,6 +480,7 @@ static void on_uv_retry_closed(uv_handle_t *h) {
   kpi_pgasync *pg = h->data;
   void (*cb)(void *) = pg->on_closed;
   void *arg = pg->closed_arg;
+  free(pg->prepared);
   free(pg->conninfo);
   free(pg);
   if (cb) cb(arg);

@@ -43,6 +43,18 @@ kpi_pgasync *kpi_pgasync_new(uv_loop_t *loop, const char *conninfo, kpi_pgasync_
 int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char *const *values,
                       kpi_pgasync_result_cb cb, void *arg);
 
+/* As kpi_pgasync_query, for a statement run often: NAME (not empty, unique per SQL text on the
+ * connection) is prepared from SQL on first use on each connection (PQsendPrepare, parameter
+ * types inferred as for an unnamed query), then executed by name (PQsendQueryPrepared), so the
+ * server parses it once per connection and may reuse its plan (PostgreSQL's plan cache:
+ * custom plans for the first five runs, then a generic plan when it costs no more; see
+ * plan_cache_mode). A reconnect prepares again. A failed Parse is the query's result (CB gets
+ * it), as the query's own error would be. EINVAL also when NAME is NULL or empty or was
+ * prepared with another SQL on this connection. Out of memory for the bookkeeping, the query
+ * is sent unnamed. */
+int kpi_pgasync_query_prepared(kpi_pgasync *pg, const char *name, const char *sql, int nparams,
+                               const char *const *values, kpi_pgasync_result_cb cb, void *arg);
+
 int kpi_pgasync_is_up(const kpi_pgasync *pg);
 
 /* Queries queued or running. */

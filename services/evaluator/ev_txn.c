@@ -818,18 +818,22 @@ static void eval_row(ev_txn *t, const PGresult *res, int r, const agg_cols *c) {
     txn_fail(t, res, "alert encoding: out of memory");
 }
 
-/* Queues the attainment, history and outbox writes, then COMMIT. */
+/* Queues the attainment, history and outbox writes, then COMMIT. Every fixed statement of the
+ * transaction is a named prepared statement (kpi_pgasync_query_prepared): parsed once per
+ * connection instead of once per batch (docs/evaluator.md "Performance"). */
 static int queue_writes(ev_txn *t, kpi_pgasync *pg) {
   const char *vals[EV_ATTAINMENT_NPARAMS];
-  int rc = kpi_pgasync_query(pg, SQL_ATTAINMENT, EV_ATTAINMENT_NPARAMS,
-                             ev_params_values(t->p.att.v, EV_ATTAINMENT_NPARAMS, vals), on_pg_step,
-                             t);
+  int rc = kpi_pgasync_query_prepared(
+      pg, "ev_attainment", SQL_ATTAINMENT, EV_ATTAINMENT_NPARAMS,
+      ev_params_values(t->p.att.v, EV_ATTAINMENT_NPARAMS, vals), on_pg_step, t);
   if (!rc && t->n_hist)
-    rc = kpi_pgasync_query(pg, SQL_HISTORY, EV_HISTORY_NPARAMS,
-                           ev_params_values(t->p.hist.v, EV_HISTORY_NPARAMS, vals), on_pg_step, t);
+    rc = kpi_pgasync_query_prepared(pg, "ev_history", SQL_HISTORY, EV_HISTORY_NPARAMS,
+                                    ev_params_values(t->p.hist.v, EV_HISTORY_NPARAMS, vals),
+                                    on_pg_step, t);
   if (!rc && t->n_alerts)
-    rc = kpi_pgasync_query(pg, SQL_OUTBOX, EV_OUTBOX_NPARAMS,
-                           ev_params_values(t->p.out.v, EV_OUTBOX_NPARAMS, vals), on_pg_outbox, t);
+    rc = kpi_pgasync_query_prepared(pg, "ev_outbox", SQL_OUTBOX, EV_OUTBOX_NPARAMS,
+                                    ev_params_values(t->p.out.v, EV_OUTBOX_NPARAMS, vals),
+                                    on_pg_outbox, t);
   if (!rc) rc = kpi_pgasync_query(pg, "COMMIT", 0, NULL, on_pg_commit, t);
   return rc;
 }
@@ -956,10 +960,15 @@ static int queue_retractions(ev_txn *t, int (*then)(ev_txn *t)) {
                           kpi_buf_str(&r->measure_id), kpi_buf_str(&r->department)};
   const char *vals[EV_RETRACT_NPARAMS];
   ev_params_values(r->v, EV_RETRACT_NPARAMS, vals);
-  int rc = kpi_pgasync_query(db, SQL_RETRACT_CHECK, 8, check, on_pg_refused, t);
-  if (!rc) rc = kpi_pgasync_query(db, SQL_RETRACT_INSERT, 9, vals, on_pg_step, t);
+  int rc = kpi_pgasync_query_prepared(db, "ev_retract_check", SQL_RETRACT_CHECK, 8, check,
+                                      on_pg_refused, t);
+  if (!rc)
+    rc = kpi_pgasync_query_prepared(db, "ev_retract_insert", SQL_RETRACT_INSERT, 9, vals,
+                                    on_pg_step, t);
   if (!rc) rc = then(t);
-  if (!rc) rc = kpi_pgasync_query(db, SQL_RETRACT_APPLY, 1, vals, on_pg_step, t);
+  if (!rc)
+    rc = kpi_pgasync_query_prepared(db, "ev_retract_apply", SQL_RETRACT_APPLY, 1, vals,
+                                    on_pg_step, t);
   return rc;
 }
 
@@ -971,7 +980,8 @@ static int queue_measurements(ev_txn *t) {
   char n_rows[24];
   snprintf(n_rows, sizeof(n_rows), "%zu", t->n_midx);
   vals[EV_INSERT_NPARAMS] = n_rows;
-  return kpi_pgasync_query(t->ev->db, SQL_INSERT, EV_INSERT_NPARAMS + 1, vals, on_pg_reused, t);
+  return kpi_pgasync_query_prepared(t->ev->db, "ev_insert", SQL_INSERT, EV_INSERT_NPARAMS + 1,
+                                    vals, on_pg_reused, t);
 }
 
 /* The rows of every kind; the one place a record type's statements are queued. */
@@ -992,7 +1002,8 @@ static int queue_rows(ev_txn *t) {
     if (ev_params_oom(t->p.ack.v, EV_ACK_NPARAMS)) return -1;
     const char *vals[EV_ACK_NPARAMS];
     ev_params_values(t->p.ack.v, EV_ACK_NPARAMS, vals);
-    rc = kpi_pgasync_query(t->ev->db, ev_ack_sql_insert, EV_ACK_NPARAMS, vals, on_pg_step, t);
+    rc = kpi_pgasync_query_prepared(t->ev->db, "ev_ack_insert", ev_ack_sql_insert,
+                                    EV_ACK_NPARAMS, vals, on_pg_step, t);
   }
   return rc;
 }
@@ -1004,7 +1015,7 @@ static int queue_offsets(ev_txn *t) {
   if (ev_params_oom(t->p.offs.v, EV_OFFSET_NARRAYS)) return -1;
   const char *vals[4] = {ev->cfg.group, ev->cfg.topics[KPI_TOPIC_MEASUREMENTS].name,
                          kpi_buf_str(&t->p.offs.partition), kpi_buf_str(&t->p.offs.next_offset)};
-  return kpi_pgasync_query(ev->db, SQL_OFFSETS, 4, vals, on_pg_step, t);
+  return kpi_pgasync_query_prepared(ev->db, "ev_offsets", SQL_OFFSETS, 4, vals, on_pg_step, t);
 }
 
 /* The locks of the measures to evaluate, then their aggregates (on_pg_aggregate goes on). */
@@ -1014,9 +1025,10 @@ static int queue_aggregate(ev_txn *t) {
   if (ev_params_oom(t->p.agg.v, EV_AGGREGATE_NPARAMS)) return -1;
   const char *vals[EV_AGGREGATE_NPARAMS];
   ev_params_values(t->p.agg.v, EV_AGGREGATE_NPARAMS, vals);
-  int rc = kpi_pgasync_query(ev->db, SQL_LOCK, 1, vals, on_pg_step, t);
+  int rc = kpi_pgasync_query_prepared(ev->db, "ev_lock", SQL_LOCK, 1, vals, on_pg_step, t);
   if (!rc)
-    rc = kpi_pgasync_query(ev->db, SQL_AGGREGATE, EV_AGGREGATE_NPARAMS, vals, on_pg_aggregate, t);
+    rc = kpi_pgasync_query_prepared(ev->db, "ev_aggregate", SQL_AGGREGATE, EV_AGGREGATE_NPARAMS,
+                                    vals, on_pg_aggregate, t);
   return rc;
 }
 

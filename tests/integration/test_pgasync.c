@@ -1,5 +1,6 @@
 /* test_pgasync.c: the async libpq connection runs queries in order on a libuv loop, survives the
- * server killing its session (state down, then up again by itself), and closes cleanly. */
+ * server killing its session (state down, then up again by itself), and closes cleanly. Named
+ * (prepared) queries are prepared on first use and again on the new session after the loss. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -65,16 +66,25 @@ static void on_uv_step(uv_timer_t *t) {
         char v[8];
         snprintf(v, sizeof(v), "%d", i * 10);
         p[0] = v;
-        assert_int_equal(kpi_pgasync_query(c->pg, "SELECT $1::int", 1, p, on_pg_result, c), 0);
+        assert_int_equal(
+            kpi_pgasync_query_prepared(c->pg, "q", "SELECT $1::int", 1, p, on_pg_result, c), 0);
       }
-      /* An error result is reported as such, and the connection stays usable. */
-      assert_int_equal(kpi_pgasync_query(c->pg, "SELECT nonsense", 0, NULL, on_pg_result, c), 0);
+      /* An error result (here the failed Parse of a named query) is reported as such, and the
+       * connection stays usable. */
+      assert_int_equal(
+          kpi_pgasync_query_prepared(c->pg, "bad", "SELECT nonsense", 0, NULL, on_pg_result, c),
+          0);
       assert_int_equal(kpi_pgasync_query(c->pg, "SELECT pg_backend_pid()", 0, NULL, on_pg_pid, c),
                        0);
       c->phase = 1;
       return;
     case 1: /* kill our session from another connection */
       if (!c->pid[0]) return;
+      /* "q" is prepared on this session now: another SQL under its name is refused. */
+      p[0] = "1";
+      assert_int_equal(kpi_pgasync_query_prepared(c->pg, "q", "SELECT $1::bigint", 1, p,
+                                                  on_pg_result, c),
+                       KPI_PGASYNC_EINVAL);
       {
         PGconn *admin = kpi_it_pg(c->conninfo);
         char sql[128];
@@ -86,8 +96,10 @@ static void on_uv_step(uv_timer_t *t) {
       return;
     case 2: /* the loss is noticed while idle, and the connection comes back */
       if (c->downs < 1 || c->ups < 2) return;
+      /* A new session: "q" must be prepared again (else "prepared statement does not exist"). */
       p[0] = "42";
-      assert_int_equal(kpi_pgasync_query(c->pg, "SELECT $1::int", 1, p, on_pg_result, c), 0);
+      assert_int_equal(
+          kpi_pgasync_query_prepared(c->pg, "q", "SELECT $1::int", 1, p, on_pg_result, c), 0);
       c->phase = 3;
       return;
     case 3:
