@@ -244,6 +244,15 @@ static void decode_measurement(evaluator *ev, ev_batch *b, const rd_kafka_messag
   }
 }
 
+/* Whether a record parsed (RC 0); else REASON is "decode: " and its errors. */
+static bool decoded(int rc, const kpi_errors *errs, char *reason, size_t size) {
+  if (rc == 0) return true;
+  char text[400];
+  errors_text(errs, text, sizeof(text));
+  snprintf(reason, size, "decode: %s", text);
+  return false;
+}
+
 /* Whether MEASURE is in the catalog; else REASON says so (the record goes to the DLQ). */
 static bool known_measure(const evaluator *ev, const char *measure, char *reason, size_t size) {
   if (kpi_catalog_measure(ev->cat, measure)) return true;
@@ -258,12 +267,8 @@ static void decode_retraction(evaluator *ev, ev_batch *b, const rd_kafka_message
   kpi_retraction rt;
   kpi_errors errs;
   errs.n = 0;
-  if (kpi_retraction_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &rt, &errs) != 0) {
-    char text[400];
-    errors_text(&errs, text, sizeof(text));
-    snprintf(reason, size, "decode: %s", text);
-    return;
-  }
+  int rc = kpi_retraction_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &rt, &errs);
+  if (!decoded(rc, &errs, reason, size)) return;
   if (!known_measure(ev, rt.measure_id, reason, size)) return;
   ev_row *r = ev_batch_add_row(b);
   memset(r, 0, sizeof(*r));
@@ -283,12 +288,8 @@ static void decode_ack(evaluator *ev, ev_batch *b, const rd_kafka_message_t *msg
   kpi_ack ack;
   kpi_errors errs;
   errs.n = 0;
-  if (kpi_ack_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &ack, &errs) != 0) {
-    char text[400];
-    errors_text(&errs, text, sizeof(text));
-    snprintf(reason, size, "decode: %s", text);
-    return;
-  }
+  int rc = kpi_ack_parse(msg->payload, msg->len, KPI_PARSE_RECORD, &ack, &errs);
+  if (!decoded(rc, &errs, reason, size)) return;
   if (!known_measure(ev, ack.measure_id, reason, size)) return;
   ev_row *r = ev_batch_add_row(b);
   memset(r, 0, sizeof(*r));
