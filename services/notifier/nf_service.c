@@ -505,7 +505,9 @@ static int clients_start(notifier *nf, const kpi_smtp_config *sc) {
   char err[512];
   nf->smtp = kpi_smtp_new(nf->loop, sc, err, sizeof(err));
   if (!nf->smtp) {
-    kpi_log(KPI_LOG_ERROR, "config_invalid", "SMTP: %s", err);
+    /* The URL and the connection count were checked by load_config (exit 2): what is left
+     * (curl, threads, memory) is a runtime failure at start. */
+    kpi_log(KPI_LOG_ERROR, "smtp_init_failed", "%s", err);
     return -1;
   }
   nf->conninfo = strdup(kpi_pg_conninfo());
