@@ -282,7 +282,16 @@ TC_FN int tc_read_topic(const char *topic, int nparts, tc_record **out) {
   int64_t total = 0;
   for (int p = 0; p < nparts; p++) {
     int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(c, topic, p, &lo, &hi, 10000);
+    /* A topic made moments ago may not have its leader known yet ("Not leader for
+     * partition"): such errors are retried for a while, as any client would. */
+    rd_kafka_resp_err_t e;
+    long long until = kpi_it_now_ms() + 15000;
+    while ((e = rd_kafka_query_watermark_offsets(c, topic, p, &lo, &hi, 10000)) != 0 &&
+           (e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+            e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+            e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+           kpi_it_now_ms() < until)
+      kpi_it_sleep_ms(100);
     if (e) fail_msg("watermarks %s/%d: %s", topic, p, rd_kafka_err2str(e));
     high[p] = hi;
     total += hi - lo;
