@@ -288,72 +288,68 @@ static int http_start(notifier *nf, const char *host, int port) {
 static const double SEND_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                       1,     2.5,  5,     10,   30,  60};
 
-typedef enum { NF_COUNTER, NF_GAUGE } metric_kind;
-
-/* One metric of the service: where it goes in notifier.m, its kind, name and help. */
-typedef struct {
-  size_t offset; /* into notifier */
-  metric_kind kind;
-  const char *name;
-  const char *help;
-} metric_def;
-
-#define NF_M(field, kind, name, help) {offsetof(notifier, m.field), kind, name, help}
-static const metric_def METRICS[] = {
-    NF_M(consumed, NF_COUNTER, "kpi_notifier_alerts_consumed_total",
-         "Alert records read from the alerts topic."),
-    NF_M(invalid, NF_COUNTER, "kpi_notifier_alerts_invalid_total",
-         "Alert records that could not be decoded (sent to the DLQ)."),
-    NF_M(queued, NF_COUNTER, "kpi_notifier_notifications_queued_total",
-         "Notification rows newly inserted (one per alert and recipient)."),
-    NF_M(sent, NF_COUNTER, "kpi_notifier_sent_total", "Mails accepted by the SMTP server."),
-    NF_M(sent_rows, NF_COUNTER, "kpi_notifier_notifications_sent_total",
-         "Notification rows delivered (a digest mail carries several)."),
-    NF_M(failed, NF_COUNTER, "kpi_notifier_failed_total",
-         "Mail attempts that failed (transient and permanent)."),
-    NF_M(permanent, NF_COUNTER, "kpi_notifier_rejected_total",
-         "Mail attempts refused with a permanent 5xx reply."),
-    NF_M(dead, NF_COUNTER, "kpi_notifier_dead_total", "Notification rows given up (state dead)."),
-    NF_M(dlq_published, NF_COUNTER, "kpi_notifier_dlq_published_total",
-         "Records acknowledged on the alerts dead-letter topic."),
-    NF_M(dlq_failed, NF_COUNTER, "kpi_notifier_dlq_failed_total",
-         "Dead letters that could not be published."),
-    NF_M(queue_depth, NF_GAUGE, "kpi_notifier_queue_depth",
-         "Notification rows pending (waiting, due or being retried)."),
-    NF_M(inflight, NF_GAUGE, "kpi_notifier_mails_inflight",
-         "Mails handed to SMTP whose outcome is not yet recorded."),
-    NF_M(db_up, NF_GAUGE, "kpi_notifier_db_up", "1 when the database is connected and migrated."),
-    NF_M(db_errors, NF_COUNTER, "kpi_notifier_db_errors_total",
-         "Database statements that failed or lost their connection."),
-    NF_M(ignored, NF_COUNTER, "kpi_notifier_alert_fields_ignored_total",
-         "Alert records whose own recipients or link differed from the catalog's (ignored)."),
-    NF_M(purged, NF_COUNTER, "kpi_notifier_notifications_purged_total",
-         "Delivered notification rows deleted after the retention age."),
-    NF_M(relay_up, NF_GAUGE, "kpi_notifier_relay_up",
-         "1 while the SMTP relay is taken to answer, 0 while it is down (nothing is claimed; it "
-         "is probed)."),
-    NF_M(relay_deferred, NF_COUNTER, "kpi_notifier_relay_deferred_total",
-         "Mails given back because the relay failed (their attempts are not counted)."),
-    NF_M(relay_probes, NF_COUNTER, "kpi_notifier_relay_probes_total",
-         "Probes of a relay taken to be down."),
-    NF_M(queue_oldest, NF_GAUGE, "kpi_notifier_queue_oldest_seconds",
-         "Age of the oldest pending notification row (refreshed every 5 s)."),
-    NF_M(expired, NF_COUNTER, "kpi_notifier_expired_total",
-         "Rows given up after the queue lifetime (KPI_NOTIFY_MAX_AGE)."),
-    NF_M(consumer_lag, NF_GAUGE, "kpi_notifier_consumer_lag",
-         "Alert records in assigned partitions not yet committed (statistics, every 5 s)."),
-};
-#undef NF_M
-
+/* The service's metrics, registered once at start (served at /metrics). */
 static void register_metrics(notifier *nf) {
-  for (size_t i = 0; i < sizeof(METRICS) / sizeof(METRICS[0]); i++) {
-    const metric_def *d = &METRICS[i];
-    kpi_metric **slot = (kpi_metric **)((char *)nf + d->offset);
-    *slot = d->kind == NF_COUNTER ? kpi_metrics_counter(nf->metrics, d->name, NULL, d->help)
-                                  : kpi_metrics_gauge(nf->metrics, d->name, NULL, d->help);
-  }
+  kpi_metrics *m = nf->metrics;
+  nf->m.consumed = kpi_metrics_counter(m, "kpi_notifier_alerts_consumed_total", NULL,
+                                       "Alert records read from the alerts topic.");
+  nf->m.invalid = kpi_metrics_counter(m, "kpi_notifier_alerts_invalid_total", NULL,
+                                      "Alert records that could not be decoded (sent to the DLQ).");
+  nf->m.queued = kpi_metrics_counter(
+      m, "kpi_notifier_notifications_queued_total", NULL,
+      "Notification rows newly inserted (one per alert and recipient).");
+  nf->m.sent = kpi_metrics_counter(m, "kpi_notifier_sent_total", NULL,
+                                   "Mails accepted by the SMTP server.");
+  nf->m.sent_rows = kpi_metrics_counter(
+      m, "kpi_notifier_notifications_sent_total", NULL,
+      "Notification rows delivered (a digest mail carries several).");
+  nf->m.failed = kpi_metrics_counter(m, "kpi_notifier_failed_total", NULL,
+                                     "Mail attempts that failed (transient and permanent).");
+  nf->m.permanent = kpi_metrics_counter(m, "kpi_notifier_rejected_total", NULL,
+                                        "Mail attempts refused with a permanent 5xx reply.");
+  nf->m.dead = kpi_metrics_counter(m, "kpi_notifier_dead_total", NULL,
+                                   "Notification rows given up (state dead).");
+  nf->m.dlq_published = kpi_metrics_counter(
+      m, "kpi_notifier_dlq_published_total", NULL,
+      "Records acknowledged on the alerts dead-letter topic.");
+  nf->m.dlq_failed = kpi_metrics_counter(m, "kpi_notifier_dlq_failed_total", NULL,
+                                         "Dead letters that could not be published.");
+  nf->m.queue_depth = kpi_metrics_gauge(
+      m, "kpi_notifier_queue_depth", NULL,
+      "Notification rows pending (waiting, due or being retried).");
+  nf->m.inflight = kpi_metrics_gauge(m, "kpi_notifier_mails_inflight", NULL,
+                                     "Mails handed to SMTP whose outcome is not yet recorded.");
+  nf->m.db_up = kpi_metrics_gauge(m, "kpi_notifier_db_up", NULL,
+                                  "1 when the database is connected and migrated.");
+  nf->m.db_errors = kpi_metrics_counter(
+      m, "kpi_notifier_db_errors_total", NULL,
+      "Database statements that failed or lost their connection.");
+  nf->m.ignored = kpi_metrics_counter(
+      m, "kpi_notifier_alert_fields_ignored_total", NULL,
+      "Alert records whose own recipients or link differed from the catalog's (ignored).");
+  nf->m.purged = kpi_metrics_counter(
+      m, "kpi_notifier_notifications_purged_total", NULL,
+      "Delivered notification rows deleted after the retention age.");
+  nf->m.relay_up = kpi_metrics_gauge(
+      m, "kpi_notifier_relay_up", NULL,
+      "1 while the SMTP relay is taken to answer, 0 while it is down (nothing is claimed; it is "
+      "probed).");
+  nf->m.relay_deferred = kpi_metrics_counter(
+      m, "kpi_notifier_relay_deferred_total", NULL,
+      "Mails given back because the relay failed (their attempts are not counted).");
+  nf->m.relay_probes = kpi_metrics_counter(m, "kpi_notifier_relay_probes_total", NULL,
+                                           "Probes of a relay taken to be down.");
+  nf->m.queue_oldest = kpi_metrics_gauge(
+      m, "kpi_notifier_queue_oldest_seconds", NULL,
+      "Age of the oldest pending notification row (refreshed every 5 s).");
+  nf->m.expired = kpi_metrics_counter(
+      m, "kpi_notifier_expired_total", NULL,
+      "Rows given up after the queue lifetime (KPI_NOTIFY_MAX_AGE).");
+  nf->m.consumer_lag = kpi_metrics_gauge(
+      m, "kpi_notifier_consumer_lag", NULL,
+      "Alert records in assigned partitions not yet committed (statistics, every 5 s).");
   nf->m.send_seconds = kpi_metrics_histogram(
-      nf->metrics, "kpi_notifier_send_duration_seconds", NULL,
+      m, "kpi_notifier_send_duration_seconds", NULL,
       "Time from handing a mail to the SMTP client to the server's final reply.", SEND_BUCKETS,
       sizeof(SEND_BUCKETS) / sizeof(SEND_BUCKETS[0]));
 }
