@@ -593,6 +593,19 @@ static void render_csv(page *pg, const PGresult *res, const int *row_of) {
   kpi_buf_free(&b);
 }
 
+/* The figures of a row that the table and the measure page both show. */
+static void set_figures(report_view *v, const row_text *t) {
+  report_set(v, "baseline", t->baseline);
+  report_set(v, "baseline_fy", t->baseline_fy);
+  report_set(v, "target", t->target);
+  report_set(v, "target_fy", t->target_fy);
+  report_set(v, "actual", t->actual);
+  report_set(v, "progress", t->progress);
+  report_set(v, "expected", t->expected);
+  report_set(v, "grade", t->grade);
+  report_set(v, "last", t->last);
+}
+
 /* One row of the KPI table: measure M's numbers at the page's date (row R of RES) and its
  * link, which keeps the page's query Q. */
 static void set_index_row(page *pg, report_view *row, const kpi_measure *m,
@@ -605,16 +618,8 @@ static void set_index_row(page *pg, report_view *row, const kpi_measure *m,
   report_set(row, "program", m->program);
   report_set(row, "name", m->name);
   report_set(row, "indicator", m->indicator);
-  report_set(row, "baseline", t.baseline);
-  report_set(row, "baseline_fy", t.baseline_fy);
-  report_set(row, "target", t.target);
-  report_set(row, "target_fy", t.target_fy);
-  report_set(row, "actual", t.actual);
+  set_figures(row, &t);
   report_set(row, "observed", t.observed);
-  report_set(row, "progress", t.progress);
-  report_set(row, "expected", t.expected);
-  report_set(row, "grade", t.grade);
-  report_set(row, "last", t.last);
   set_status(row, pg, a);
 }
 
@@ -1020,16 +1025,8 @@ static void set_measure_head(page *pg, report_view *v, const kpi_measure *m) {
   report_set(v, "owner", m->owner_dept && m->owner_dept->name ? m->owner_dept->name : m->owner);
   row_text t;
   row_fill(pg, m, &pg->att, pg->has_last, pg->last_day, NULL, -1, &t);
-  report_set(v, "baseline", t.baseline);
-  report_set(v, "baseline_fy", t.baseline_fy);
-  report_set(v, "target", t.target);
-  report_set(v, "target_fy", t.target_fy);
-  report_set(v, "actual", t.actual);
-  report_set(v, "progress", t.progress);
-  report_set(v, "expected", t.expected);
-  report_set(v, "grade", t.grade);
+  set_figures(v, &t);
   report_set(v, "grade_meaning", report_grade_meaning(t.grade[0], l));
-  report_set(v, "last", t.last);
   char d[16];
   fmt_day(pg->att.due, d, sizeof(d));
   report_set(v, "due", d);
