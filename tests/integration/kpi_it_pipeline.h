@@ -5,6 +5,7 @@
 #ifndef KPI_IT_PIPELINE_H
 #define KPI_IT_PIPELINE_H
 
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,51 @@
 
 /* Not every test uses every helper. */
 #define KPI_IT_PIPE_FN static __attribute__((unused))
+
+/* A growing response buffer for kpi_it_http. */
+typedef struct {
+  char *data;
+  size_t len;
+} kpi_it_buf;
+
+KPI_IT_PIPE_FN size_t kpi_it_on_curl_write(char *p, size_t size, size_t n, void *arg) {
+  kpi_it_buf *b = arg;
+  b->data = realloc(b->data, b->len + size * n + 1);
+  memcpy(b->data + b->len, p, size * n);
+  b->len += size * n;
+  b->data[b->len] = '\0';
+  return size * n;
+}
+
+/* One JSON request (libcurl; the test calls curl_global_init) with header lines H1, H2 (may be
+ * NULL) and BODY (NULL: none); the status (-1: no answer), the body in *OUT and the response
+ * headers in *HEADERS (either may be NULL; caller frees). */
+KPI_IT_PIPE_FN long kpi_it_http(const char *method, const char *url, const char *h1,
+                                const char *h2, const char *body, char **out, char **headers) {
+  CURL *c = curl_easy_init();
+  kpi_it_buf b = {0}, hb = {0};
+  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+  if (h1) h = curl_slist_append(h, h1);
+  if (h2) h = curl_slist_append(h, h2);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, kpi_it_on_curl_write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, kpi_it_on_curl_write);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &hb);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+  long status = -1;
+  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  if (out) *out = b.data ? b.data : strdup("");
+  else free(b.data);
+  if (headers) *headers = hb.data ? hb.data : strdup("");
+  else free(hb.data);
+  return status;
+}
 
 /* The services, in the order they are spawned (the evaluator first, so that it owns its group
  * before measurements arrive), waited for and stopped (the ingest first, so that nothing new

@@ -30,56 +30,14 @@
 #define M1 "5d0c6c52-3a55-4f0e-9a51-7d8c2f1e9b01"
 #define M2 "6e1d7d63-4b66-4a1f-8b62-8e9d3a2fac12"
 
-typedef struct {
-  char *data;
-  size_t len;
-} buf;
-
-static size_t on_curl_write(char *p, size_t size, size_t n, void *arg) {
-  buf *b = arg;
-  b->data = realloc(b->data, b->len + size * n + 1);
-  memcpy(b->data + b->len, p, size * n);
-  b->len += size * n;
-  b->data[b->len] = '\0';
-  return size * n;
-}
-
-/* One request with header lines H1, H2 (may be NULL) and BODY (NULL: none); the status, the
- * body in *OUT and the response headers in *HEADERS (either may be NULL; caller frees). */
-static long http(const char *method, const char *url, const char *h1, const char *h2,
-                 const char *body, char **out, char **headers) {
-  CURL *c = curl_easy_init();
-  buf b = {0}, hb = {0};
-  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-  if (h1) h = curl_slist_append(h, h1);
-  if (h2) h = curl_slist_append(h, h2);
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_curl_write);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_curl_write);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &hb);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-  long status = -1;
-  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(h);
-  curl_easy_cleanup(c);
-  if (out) *out = b.data ? b.data : strdup("");
-  else free(b.data);
-  if (headers) *headers = hb.data ? hb.data : strdup("");
-  else free(hb.data);
-  return status;
-}
-
 static kpi_it_pipeline pl;
 
 /* POST BODY to the ingest's PATH as kikaku (with header EXTRA, may be NULL); expects 202. */
 static void ingest_post(const char *path, const char *extra, const char *body) {
   char url[256], *out;
   snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", pl.port[KPI_IT_INGEST], path);
-  long st = http("POST", url, "Authorization: Bearer " KIKAKU_TOKEN, extra, body, &out, NULL);
+  long st =
+      kpi_it_http("POST", url, "Authorization: Bearer " KIKAKU_TOKEN, extra, body, &out, NULL);
   if (st != 202) fail_msg("POST %s: %ld %s", path, st, out);
   free(out);
 }
@@ -88,7 +46,7 @@ static void ingest_post(const char *path, const char *extra, const char *body) {
 static cJSON *ev_get(const char *path, const char *h, long *status, char **headers) {
   char url[600], *out;
   snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", pl.port[KPI_IT_EVALUATOR], path);
-  *status = http("GET", url, h, NULL, NULL, &out, headers);
+  *status = kpi_it_http("GET", url, h, NULL, NULL, &out, headers);
   cJSON *doc = cJSON_Parse(out);
   free(out);
   return doc;

@@ -19,47 +19,14 @@
 #define KIKAKU_TOKEN "sample-kikaku-token-do-not-use-in-production"
 #define MEASURE "g2-uiturn-4-supporters"
 
-typedef struct {
-  char *data;
-  size_t len;
-} buf;
-
-static size_t on_curl_write(char *p, size_t size, size_t n, void *arg) {
-  buf *b = arg;
-  b->data = realloc(b->data, b->len + size * n + 1);
-  memcpy(b->data + b->len, p, size * n);
-  b->len += size * n;
-  b->data[b->len] = '\0';
-  return size * n;
-}
-
-/* Performs one HTTP request; returns the status and the body in *BODY (caller frees). */
+/* Performs one HTTP request as kikaku (with an Idempotency-Key when IDEM is not NULL); returns
+ * the status and the body in *OUT (caller frees). */
 static long http(const char *method, const char *url, const char *body, const char *idem,
                  char **out) {
-  CURL *c = curl_easy_init();
-  buf b = {0};
-  struct curl_slist *h = NULL;
-  h = curl_slist_append(h, "Authorization: Bearer " KIKAKU_TOKEN);
-  h = curl_slist_append(h, "Content-Type: application/json");
   char idem_h[128];
-  if (idem) {
-    snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
-    h = curl_slist_append(h, idem_h);
-  }
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_curl_write);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-  long status = -1;
-  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(h);
-  curl_easy_cleanup(c);
-  if (out) *out = b.data ? b.data : strdup("");
-  else free(b.data);
-  return status;
+  if (idem) snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
+  return kpi_it_http(method, url, "Authorization: Bearer " KIKAKU_TOKEN, idem ? idem_h : NULL,
+                     body, out, NULL);
 }
 
 /* Writes a copy of the shipped catalog whose mailboxes are on DOMAIN, so that the mails of this
