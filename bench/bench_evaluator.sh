@@ -95,14 +95,7 @@ cpu_snapshot() {
   printf '%s %s\n' "${pgt:--}" "${kt:--}"
 }
 ev_cpu() { sed 's/^.*) //' "/proc/$EV_PID/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'; }
-wait_ready() {
-  for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  log "the evaluator did not become ready; see $WORK/evaluator.log"; tail -20 "$WORK/evaluator.log" >&2
-  exit 1
-}
+wait_ready() { bench_wait_ready "http://127.0.0.1:$PORT/readyz" "$WORK/evaluator.log" || exit 1; }
 
 # A first run creates the topics and the schema, joins the group and leaves it cleanly, so
 # the timed run starts from the same place as any restart.

@@ -306,7 +306,7 @@ PIPE_EPS=$(eps "$P_ACC" "$P_DUR")
 
 HWM_KB=0
 for p in "${INGEST_PIDS[@]}"; do
-  h=$(awk '/^VmHWM/ { print $2 }' "/proc/$p/status")
+  h=$(bench_hwm_kb "$p")
   [ "$h" -gt "$HWM_KB" ] && HWM_KB=$h
 done
 METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^kpi_ingest_(records_produced|delivery_failures|queue_full)_total' || true)

@@ -158,20 +158,13 @@ ev_env() {
     KPI_EVALUATOR_LISTEN="127.0.0.1:$EV_PORT" KPI_EVAL_DATE=2025-03-31 \
     KPI_CATALOG="$CATALOG" "$@"
 }
-wait_ready() { # PORT NAME LOG
-  for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  log "$2 did not become ready; see $3"; tail -20 "$3" >&2
-  exit 1
-}
+wait_ready() { bench_wait_ready "http://127.0.0.1:$1/readyz" "$2" || exit 1; } # PORT LOG
 
 # A first run creates the topics and the schema, then leaves the group cleanly.
 log "preparing topics and schema"
 ev_env "$EV_BIN" >"$WORK/evaluator.log" 2>&1 &
 EV_PID=$!
-wait_ready "$EV_PORT" evaluator "$WORK/evaluator.log"
+wait_ready "$EV_PORT" "$WORK/evaluator.log"
 stop_child "$EV_PID"
 EV_PID=
 
@@ -208,7 +201,7 @@ RP_PORT=$(free_port)
 env DATABASE_URL="dbname=$DB user=${TAG}_rd" KPI_REPORT_LISTEN="127.0.0.1:$RP_PORT" \
   KPI_CATALOG="$CATALOG" "$RP_BIN" >"$WORK/report.log" 2>&1 &
 RP_PID=$!
-wait_ready "$RP_PORT" kpi-report "$WORK/report.log"
+wait_ready "$RP_PORT" "$WORK/report.log"
 BASE=http://127.0.0.1:$RP_PORT
 
 # Each page once (warms the connection and caches; checks it answers 200 with every measure).
@@ -256,7 +249,7 @@ log "wrk -c1: one visitor at a time (no queueing behind other pages)"
 wrk_run index1 "$BASE/" 1
 wrk_run asof1 "$BASE/?as_of=$AS_OF" 1
 wrk_run csv1 "$BASE/report.csv" 1
-HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$RP_PID/status")
+HWM_KB=$(bench_hwm_kb "$RP_PID")
 stop_child "$RP_PID"
 RP_PID=
 
