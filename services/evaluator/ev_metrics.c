@@ -39,6 +39,9 @@ int ev_metrics_init(ev_metrics *em) {
   em->catalog_refused = kpi_metrics_counter(
       m, "kpi_evaluator_catalog_refused_total", NULL,
       "Catalog reloads refused because the file changed without a higher version.");
+  em->fetch_kicks = kpi_metrics_counter(
+      m, "kpi_evaluator_fetch_wakeups_total", NULL,
+      "Times the consumer drained a full prefetch queue and woke librdkafka's fetcher.");
   return 0;
 }
 

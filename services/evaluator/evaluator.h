@@ -362,6 +362,15 @@ typedef struct {
   bool broker_up;
   int64_t consumer_lag;
   int dlq_inflight;
+  /* The fetcher wake-up (ev_kafka_pull, docs/evaluator.md "Performance"): the consumer
+   * queue's fill mark at which librdkafka parks the fetcher (queued.min.messages, or
+   * queued.max.messages.kbytes over the mean record size), the mean record size, and whether
+   * the queue reached the mark since the last wake-up. */
+  int64_t park_msgs, park_bytes;
+  double mean_len;
+  bool parked;
+  uv_work_t wake_req;
+  rd_kafka_topic_partition_list_t *wake_parts; /* owned; non-NULL while wake_req runs */
   /* Set by the scheduler (ev_sched_init): ON_RECORDS when records may be waiting (consumer
    * wake-up, partitions assigned), ON_DLQ_ACKED when a DLQ copy was acknowledged. */
   void (*on_records)(evaluator *ev);
@@ -616,7 +625,7 @@ extern const kpi_http_route ev_http_routes[EV_HTTP_N_ROUTES];
 typedef struct {
   kpi_metrics *reg;
   kpi_metric *records, *batches, *rows, *dlq, *commit, *txn_fail, *outbox, *alerts, *lag,
-      *sweeps, *assign, *api_rejected, *purged, *catalog_refused;
+      *sweeps, *assign, *api_rejected, *purged, *catalog_refused, *fetch_kicks;
 } ev_metrics;
 
 int ev_metrics_init(ev_metrics *m);

@@ -1,6 +1,8 @@
 /* test_evaluator_flow.c: records produced to the measurements topic become the right rows and
  * attainment; a duplicated event_id counts once; poison records land in the DLQ with their
- * reason while later records still flow; the read API answers; SIGTERM exits 0. */
+ * reason while later records still flow; the read API answers; SIGTERM exits 0. A backlog
+ * drained through a prefetch queue far smaller than it wakes the parked fetcher and still
+ * stores every record once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -125,8 +127,44 @@ static void test_flow(void **state) {
   evw_close(&w);
 }
 
+/* A backlog of 400 records read through a prefetch of 20 (queued.min.messages) in batches of
+ * 50: librdkafka parks its fetcher each time the queue reaches 20, and the evaluator wakes it
+ * once it has drained the queue (ev_kafka.c fetcher_wake, docs/evaluator.md "Performance").
+ * Every record is stored once, with its offset, whatever the number of wake-ups; at least one
+ * happened (the first fetch alone returns more than 20 records). */
+static void test_prefetch_wakeup(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_evprefetch", "2024-06-01");
+  evw_start(&w, NULL);
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  evw_stop(&w);
+  char rec[1024], id[KPI_UUID_STRLEN + 1];
+  for (int i = 0; i < 400; i++) {
+    kpi_uuid_v4(id);
+    evw_measurement(rec, sizeof(rec), id, CUMUL, "kosodate", "2023-07-01", 1, "case", NULL);
+    evw_produce(&w, w.t_meas, id, rec);
+  }
+  evw_flush(&w);
+  static const char *const small[] = {"KPI_KAFKA_PROP_QUEUED_MIN_MESSAGES=20",
+                                      "KPI_BATCH_MAX=50", NULL};
+  evw_start(&w, small);
+  evw_expect_sql_within(&w, "SELECT sum(next_offset) FROM consumer_offsets", "400", 60000);
+  evw_expect_sql(&w, "SELECT count(*) || '/' || sum(value) FROM measurements", "400/400");
+  evw_expect_sql(&w, "SELECT sum(events) || '/' || sum(total) FROM measure_totals", "400/400");
+  char *resp = evw_http_get(&w, "/metrics");
+  assert_non_null(resp);
+  const char *m = strstr(resp, "\nkpi_evaluator_fetch_wakeups_total ");
+  assert_non_null(m);
+  assert_true(strtoll(m + strlen("\nkpi_evaluator_fetch_wakeups_total "), NULL, 10) >= 1);
+  free(resp);
+  evw_stop(&w);
+  evw_close(&w);
+}
+
 int main(void) {
   kpi_it_init();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_flow)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_flow),
+                                     cmocka_unit_test(test_prefetch_wakeup)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
