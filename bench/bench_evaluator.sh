@@ -171,6 +171,6 @@ awk -v n="$N" -v t0="$T0" -v t1="$T1" -v c1="$COPY1" -v c2="$COPY2" -v hwm="$HWM
   else printf "CPU (timed run):    evaluator %.2f s, PostgreSQL %.2f s, broker %.2f s (%.1f / %.1f us per record)\n", evcpu, pg1 - pg0, k1 - k0, evcpu * 1e6 / n, (pg1 - pg0) * 1e6 / n;
   # One line per goal, for the serial re-run at merge (bench/README.md).
   r = ev / cp; kb = hwm + 0;
-  printf "SUMMARY evaluator ratio %.2f x psql \\copy (%.0f / %.0f records/s, N=%d), goal >= 0.5: %s\n", r, ev, cp, n, r >= 0.5 ? "ok" : "BELOW GOAL";
-  printf "SUMMARY evaluator peak RSS %d kB (%.1f MiB), goal <= 32 MiB: %s\n", kb, kb / 1024, kb <= 32768 ? "ok" : "ABOVE GOAL";
+  printf "SUMMARY evaluator ratio %.2f x psql \\copy (%.0f / %.0f records/s, N=%d), goal >= 0.5: %s\n", r, ev, cp, n, (r >= 0.5 ? "ok" : "BELOW GOAL");
+  printf "SUMMARY evaluator peak RSS %d kB (%.1f MiB), goal <= 32 MiB: %s\n", kb, kb / 1024, (kb <= 32768 ? "ok" : "ABOVE GOAL");
 }'

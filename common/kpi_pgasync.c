@@ -19,6 +19,8 @@ typedef struct pg_query {
   char *sql;
   int nparams;
   char **values;
+  char *copy_data; /* kpi_pgasync_copy_in: the COPY's whole input, sent once it is asked for */
+  size_t copy_len;
   kpi_pgasync_result_cb cb;
   void *arg;
 } pg_query;
@@ -84,6 +86,7 @@ const char *kpi_pgasync_strerror(int err) {
 static void query_free(pg_query *q) {
   for (int i = 0; i < q->nparams; i++) free(q->values[i]);
   free(q->values);
+  free(q->copy_data);
   free(q->sql);
   free(q->name);
   free(q);
@@ -309,6 +312,24 @@ static int prepared_done(kpi_pgasync *pg, pg_query *q) {
   return 1;
 }
 
+/* The server asked for Q's COPY input: queues it whole and ends it (libpq buffers what the
+ * socket does not take at once; pg_drive flushes it as the socket becomes writable). A query
+ * that was not queued as a COPY gets its COPY refused, which is its result. Returns 1, or 0
+ * when libpq could not queue the data (out of memory or a broken connection). */
+static int copy_send(kpi_pgasync *pg, pg_query *q) {
+  if (!q->copy_data) return PQputCopyEnd(pg->conn, "no COPY data was given for this query") == 1;
+  int ok = 1;
+  for (size_t off = 0; ok && off < q->copy_len;) {
+    /* CopyData messages of at most 1 MB: libpq takes an int length. */
+    size_t n = q->copy_len - off < (1u << 20) ? q->copy_len - off : (1u << 20);
+    ok = PQputCopyData(pg->conn, q->copy_data + off, (int)n) == 1;
+    off += n;
+  }
+  free(q->copy_data); /* sent (or never will be): the buffer is libpq's now */
+  q->copy_data = NULL;
+  return ok && PQputCopyEnd(pg->conn, NULL) == 1;
+}
+
 /* Sends the head query if none is in flight and flushes; with MAY_READ also collects finished
  * results and runs their callbacks. kpi_pgasync_query passes 0, so that a callback never runs
  * inside the call that queued its query (a fast server may have answered already): callers can
@@ -349,6 +370,14 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
     for (;;) {
       if (PQisBusy(pg->conn)) return;
       PGresult *r = PQgetResult(pg->conn);
+      if (r && PQresultStatus(r) == PGRES_COPY_IN) {
+        PQclear(r);
+        if (!copy_send(pg, pg->head)) {
+          drive_failed(pg, may_read, "COPY: ", PQerrorMessage(pg->conn));
+          return;
+        }
+        break; /* back to the outer loop: flush the data, then wait for the COPY's result */
+      }
       if (r) {
         int keep_old = pg->result && PQresultStatus(pg->result) == PGRES_FATAL_ERROR;
         if (keep_old) {
@@ -468,6 +497,24 @@ int kpi_pgasync_query_prepared(kpi_pgasync *pg, const char *name, const char *sq
                                const char *const *values, kpi_pgasync_result_cb cb, void *arg) {
   if (!name) return KPI_PGASYNC_EINVAL;
   return query_queue(pg, name, sql, nparams, values, cb, arg);
+}
+
+int kpi_pgasync_copy_in(kpi_pgasync *pg, const char *sql, const char *data, size_t len,
+                        kpi_pgasync_result_cb cb, void *arg) {
+  if (!data && len > 0) return KPI_PGASYNC_EINVAL;
+  char *copy = malloc(len ? len : 1);
+  if (!copy) return KPI_PGASYNC_ENOMEM;
+  if (len) memcpy(copy, data, len);
+  /* Queued (and possibly sent) by query_queue; the COPY data is asked for only once the server
+   * answered the statement, so setting it on the tail right after is in time. */
+  int rc = query_queue(pg, NULL, sql, 0, NULL, cb, arg);
+  if (rc != 0) {
+    free(copy);
+    return rc;
+  }
+  pg->tail->copy_data = copy;
+  pg->tail->copy_len = len;
+  return 0;
 }
 
 int kpi_pgasync_is_up(const kpi_pgasync *pg) {
