@@ -398,10 +398,25 @@ static bool queue_at_mark(const ev_kafka *k) {
   return n >= k->park_msgs || (double)n * k->mean_len >= (double)k->park_bytes;
 }
 
+/* Records decoded per loop iteration: about 0.7 ms of work (2.7 us a record). */
+#define EV_PULL_SLICE 256
+
+/* An idle handle, not a 0 ms timer: libuv runs a timer re-armed with 0 ms again in the same
+ * pass, before any I/O, while an idle callback runs once per loop iteration. */
+static void on_pull_idle(uv_idle_t *h) {
+  evaluator *ev = h->data;
+  uv_idle_stop(h);
+  ev->kafka.on_records(ev);
+}
+
 bool ev_kafka_pull(evaluator *ev) {
   ev_kafka *k = &ev->kafka;
   if (ev->life.stopping || !k->consumer) return false;
-  while (ev->sched.pending->n_records < (size_t)ev->cfg.batch_max) {
+  for (int n = 0; ev->sched.pending->n_records < (size_t)ev->cfg.batch_max; n++) {
+    if (n == EV_PULL_SLICE) {
+      uv_idle_start(&k->pull_idle, on_pull_idle);
+      break;
+    }
     if (!k->parked && k->cwake.queue && queue_at_mark(k)) k->parked = true;
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(k->consumer, 0);
     if (!msg) {
@@ -563,6 +578,8 @@ static int wakers_start(evaluator *ev, char *errstr, size_t errstr_size) {
     return -1;
   }
   k->cwake.data = ev;
+  uv_idle_init(ev->loop, &k->pull_idle);
+  k->pull_idle.data = ev;
   return 0;
 }
 
@@ -589,6 +606,7 @@ int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size) {
 void ev_kafka_stop(evaluator *ev) {
   if (ev->kafka.consumer) {
     kpi_kafka_waker_close(&ev->kafka.cwake, NULL);
+    if (ev->kafka.pull_idle.data) uv_close((uv_handle_t *)&ev->kafka.pull_idle, NULL);
     rd_kafka_consumer_close(ev->kafka.consumer);
     kpi_log(KPI_LOG_INFO, "consumer_closed", "left group %s", ev->cfg.group);
     if (ev->kafka.want_assign) {

@@ -393,6 +393,10 @@ typedef struct {
   int64_t park_msgs, park_bytes;
   double mean_len;
   bool parked;
+  /* Records are decoded in slices of EV_PULL_SLICE, the next slice from this idle handle (once
+   * per loop iteration): between slices the loop serves the DB connection, so the transaction
+   * under way never waits for a whole batch to be decoded (docs/evaluator.md "Performance"). */
+  uv_idle_t pull_idle;
   uv_work_t wake_req;
   rd_kafka_topic_partition_list_t *wake_parts; /* owned; non-NULL while wake_req runs */
   /* Set by the scheduler (ev_sched_init): ON_RECORDS when records may be waiting (consumer
