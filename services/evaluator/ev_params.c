@@ -186,7 +186,6 @@ int ev_copy_totals_build(ev_copy_totals_params *p, const ev_batch *b, const size
     if (kpi_day_from_ymd(y, m, 1, &keys[k].month) != 0) keys[k].month = r->observed_day;
     keys[k].component =
         r->component == KPI_COMPONENT_NONE ? "" : kpi_component_name(r->component);
-    kpi_buf_arr_str(&p->event_id, r->event_id);
   }
   qsort(keys, n, sizeof(*keys), totals_key_cmp);
   for (size_t k = 0; k < n;) {

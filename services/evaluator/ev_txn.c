@@ -83,23 +83,25 @@ static const char SQL_INSERT[] =
  * whole, so it is right exactly when SQL_INSERT would have inserted every row and applied no
  * retraction: no event_id already stored or repeated in the batch (else a unique violation
  * fails it) and no pending retraction naming one of the rows (SQL_COPY_TOTALS checks, after the
- * COPY, so it sees what SQL_INSERT would have seen). In every other case the transaction rolls
+ * COPY, so it sees at least what SQL_INSERT would have seen). In every other case the transaction rolls
  * back to the savepoint and runs SQL_INSERT, which decides as always: replays, reused
  * event_ids, pending retractions and data errors keep one code path. Batches with retractions
  * or corrections take SQL_INSERT directly. */
 static const char SQL_COPY[] = "COPY measurements (" EV_COPY_COLUMNS ") FROM STDIN";
 
-/* After SQL_COPY: whether a pending retraction names one of the batch's event_ids ($1), and
- * only if none, the batch's monthly totals, counted by the evaluator (ev_copy_totals_build):
- * what SQL_INSERT's `tot` adds when it inserts every row and marks none. Same lock order
- * (ORDER BY) as there. */
+/* After SQL_COPY: whether a pending retraction names a measurement this transaction stored
+ * (stored_at is the transaction's start; another transaction started in the same microsecond
+ * could only cause a needless fallback), and only if none, the batch's monthly totals, counted
+ * by the evaluator (ev_copy_totals_build): what SQL_INSERT's `tot` adds when it inserts every
+ * row and marks none. Same lock order (ORDER BY) as there. The pending retractions are few and
+ * indexed apart (migration 008), so the check costs about nothing when there are none. */
 static const char SQL_COPY_TOTALS[] =
-    "WITH p AS (SELECT EXISTS (SELECT 1 FROM retractions r WHERE r.state = 'pending'"
-    "   AND r.retracts = ANY($1::uuid[])) AS pending),"
+    "WITH p AS (SELECT EXISTS (SELECT 1 FROM retractions r JOIN measurements x"
+    "   ON x.event_id = r.retracts WHERE r.state = 'pending' AND x.stored_at = now()) AS pending),"
     " tot AS (INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component,"
     "   events, total)"
-    " SELECT u.m, u.mo, u.fy, u.c, u.n, u.v FROM unnest($2::text[], $3::date[], $4::int[],"
-    "   $5::text[], $6::bigint[], $7::float8[]) AS u(m, mo, fy, c, n, v)"
+    " SELECT u.m, u.mo, u.fy, u.c, u.n, u.v FROM unnest($1::text[], $2::date[], $3::int[],"
+    "   $4::text[], $5::bigint[], $6::float8[]) AS u(m, mo, fy, c, n, v)"
     " WHERE NOT (SELECT pending FROM p) ORDER BY 1, 2, 4"
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
     " SET events = t.events + excluded.events, total = t.total + excluded.total)"

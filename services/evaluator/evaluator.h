@@ -218,13 +218,12 @@ typedef union {
   kpi_buf v[EV_INSERT_NPARAMS];
 } ev_insert_params;
 
-/* SQL_COPY_TOTALS (ev_txn.c, the COPY path): the batch's event_ids ($1, for the pending
- * retraction check), then one element per (measure, month, component) of its rows: fiscal
- * year, number of rows and sum of their values. */
-#define EV_COPY_TOTALS_NPARAMS 7
+/* SQL_COPY_TOTALS (ev_txn.c, the COPY path): one element per (measure, month, component) of
+ * the batch's rows: fiscal year, number of rows and sum of their values. */
+#define EV_COPY_TOTALS_NPARAMS 6
 typedef union {
   struct {
-    kpi_buf event_id, measure_id, month, fiscal_year, component, events, total;
+    kpi_buf measure_id, month, fiscal_year, component, events, total;
   };
   kpi_buf v[EV_COPY_TOTALS_NPARAMS];
 } ev_copy_totals_params;
@@ -321,9 +320,9 @@ void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t
   "event_id, measure_id, department, observed_at, observed_day, fiscal_year, value, unit,"     \
   " component, note, received_at, kafka_partition, kafka_offset, corrects"
 void ev_copy_rows_build(kpi_buf *out, const ev_batch *b, const size_t *idx, size_t n);
-/* SQL_COPY_TOTALS' arrays for the same rows (begun and ended): their event_ids, and their
- * count and sum per (measure, month of observed_day, component or ''), as SQL_INSERT's totals
- * would add for rows none of which is retracted. Returns -1 when out of memory. */
+/* SQL_COPY_TOTALS' arrays for the same rows (begun and ended): their count and sum per
+ * (measure, month of observed_day, component or ''), as SQL_INSERT's totals would add for rows
+ * none of which is retracted. Returns -1 when out of memory. */
 int ev_copy_totals_build(ev_copy_totals_params *p, const ev_batch *b, const size_t *idx, size_t n);
 /* The retractions among B->rows[IDX[k]], k < N (ev_retract_params; begun and ended). */
 void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size_t *idx,
