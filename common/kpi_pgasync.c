@@ -21,6 +21,8 @@ typedef struct pg_query {
   char **values;
   char *copy_data; /* kpi_pgasync_copy_in: the COPY's whole input, sent once it is asked for */
   size_t copy_len;
+  size_t copy_off;  /* bytes handed to libpq so far */
+  int copying;      /* the server asked for the input: copy_pump feeds it */
   kpi_pgasync_result_cb cb;
   void *arg;
 } pg_query;
@@ -312,22 +314,31 @@ static int prepared_done(kpi_pgasync *pg, pg_query *q) {
   return 1;
 }
 
-/* The server asked for Q's COPY input: queues it whole and ends it (libpq buffers what the
- * socket does not take at once; pg_drive flushes it as the socket becomes writable). A query
- * that was not queued as a COPY gets its COPY refused, which is its result. Returns 1, or 0
- * when libpq could not queue the data (out of memory or a broken connection). */
-static int copy_send(kpi_pgasync *pg, pg_query *q) {
-  if (!q->copy_data) return PQputCopyEnd(pg->conn, "no COPY data was given for this query") == 1;
-  int ok = 1;
-  for (size_t off = 0; ok && off < q->copy_len;) {
-    /* CopyData messages of at most 1 MB: libpq takes an int length. */
-    size_t n = q->copy_len - off < (1u << 20) ? q->copy_len - off : (1u << 20);
-    ok = PQputCopyData(pg->conn, q->copy_data + off, (int)n) == 1;
-    off += n;
+/* Feeds the head query's COPY input to libpq while the socket takes it: at most 64 kB more
+ * than what is still unsent, so libpq's output buffer stays small whatever the input's size
+ * (it never shrinks once grown). Ends the COPY after the last byte; a query that was not
+ * queued as a COPY gets its COPY refused, which is then its result. Returns 0 when done or
+ * waiting for the socket (pg_drive watches it for writing), -1 on a libpq failure. */
+#define COPY_CHUNK (64 * 1024)
+static int copy_pump(kpi_pgasync *pg, pg_query *q) {
+  if (!q->copy_data) {
+    q->copying = 0;
+    return PQputCopyEnd(pg->conn, "no COPY data was given for this query") == 1 ? 0 : -1;
   }
-  free(q->copy_data); /* sent (or never will be): the buffer is libpq's now */
+  while (q->copy_off < q->copy_len) {
+    int f = PQflush(pg->conn);
+    if (f != 0) return f < 0 ? -1 : 0;
+    size_t n = q->copy_len - q->copy_off < COPY_CHUNK ? q->copy_len - q->copy_off : COPY_CHUNK;
+    int r = PQputCopyData(pg->conn, q->copy_data + q->copy_off, (int)n);
+    if (r < 0) return -1;
+    if (r == 0) return 0; /* libpq's buffer is full: wait for the socket */
+    q->copy_off += n;
+  }
+  if (PQputCopyEnd(pg->conn, NULL) != 1) return -1;
+  free(q->copy_data);
   q->copy_data = NULL;
-  return ok && PQputCopyEnd(pg->conn, NULL) == 1;
+  q->copying = 0;
+  return 0;
 }
 
 /* Sends the head query if none is in flight and flushes; with MAY_READ also collects finished
@@ -351,6 +362,10 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
       }
       pg->sent = 1;
     }
+    if (pg->head && pg->head->copying && copy_pump(pg, pg->head) != 0) {
+      drive_failed(pg, may_read, "COPY: ", PQerrorMessage(pg->conn));
+      return;
+    }
     int f = PQflush(pg->conn);
     if (f < 0) {
       drive_failed(pg, may_read, "flush: ", PQerrorMessage(pg->conn));
@@ -372,11 +387,8 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
       PGresult *r = PQgetResult(pg->conn);
       if (r && PQresultStatus(r) == PGRES_COPY_IN) {
         PQclear(r);
-        if (!copy_send(pg, pg->head)) {
-          drive_failed(pg, may_read, "COPY: ", PQerrorMessage(pg->conn));
-          return;
-        }
-        break; /* back to the outer loop: flush the data, then wait for the COPY's result */
+        pg->head->copying = 1;
+        break; /* back to the outer loop: feed the input, then wait for the COPY's result */
       }
       if (r) {
         int keep_old = pg->result && PQresultStatus(pg->result) == PGRES_FATAL_ERROR;
@@ -499,21 +511,20 @@ int kpi_pgasync_query_prepared(kpi_pgasync *pg, const char *name, const char *sq
   return query_queue(pg, name, sql, nparams, values, cb, arg);
 }
 
-int kpi_pgasync_copy_in(kpi_pgasync *pg, const char *sql, const char *data, size_t len,
+int kpi_pgasync_copy_in(kpi_pgasync *pg, const char *sql, char **data, size_t len,
                         kpi_pgasync_result_cb cb, void *arg) {
-  if (!data && len > 0) return KPI_PGASYNC_EINVAL;
-  char *copy = malloc(len ? len : 1);
-  if (!copy) return KPI_PGASYNC_ENOMEM;
-  if (len) memcpy(copy, data, len);
-  /* Queued (and possibly sent) by query_queue; the COPY data is asked for only once the server
+  char *owned = data ? *data : NULL;
+  if (data) *data = NULL;
+  if (!owned && len > 0) return KPI_PGASYNC_EINVAL;
+  /* Queued (and possibly sent) by query_queue; the COPY input is asked for only once the server
    * answered the statement, so setting it on the tail right after is in time. */
   int rc = query_queue(pg, NULL, sql, 0, NULL, cb, arg);
   if (rc != 0) {
-    free(copy);
+    free(owned);
     return rc;
   }
-  pg->tail->copy_data = copy;
-  pg->tail->copy_len = len;
+  pg->tail->copy_data = owned ? owned : strdup("");
+  pg->tail->copy_len = owned ? len : 0;
   return 0;
 }
 

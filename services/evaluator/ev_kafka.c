@@ -399,7 +399,7 @@ static bool queue_at_mark(const ev_kafka *k) {
 }
 
 /* Records decoded per loop iteration: about 0.7 ms of work (2.7 us a record). */
-#define EV_PULL_SLICE 256
+#define EV_PULL_SLICE 64
 
 /* An idle handle, not a 0 ms timer: libuv runs a timer re-armed with 0 ms again in the same
  * pass, before any I/O, while an idle callback runs once per loop iteration. */

@@ -119,6 +119,7 @@ static void copy_field(kpi_buf *b, const char *s, char end) {
 
 void ev_copy_rows_build(kpi_buf *out, const ev_batch *b, const size_t *idx, size_t n) {
   kpi_buf_reset(out);
+  kpi_buf_reserve(out, n * 300); /* about one line: no regrowth for usual records */
   char s[40];
   for (size_t k = 0; k < n; k++) {
     const ev_row *r = &b->rows[idx[k]];

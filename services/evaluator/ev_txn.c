@@ -253,7 +253,7 @@ typedef struct {
 /* Per-statement parameters, kept between transactions for their memory. */
 typedef struct {
   ev_insert_params ins;
-  kpi_buf copy_rows; /* SQL_COPY's input */
+  kpi_buf copy_rows; /* SQL_COPY's input, until handed to kpi_pgasync_copy_in */
   ev_copy_totals_params ctot;
   ev_retract_params ret;
   ev_ack_params ack;
@@ -1043,9 +1043,13 @@ static int queue_copy(ev_txn *t) {
   const char *vals[EV_COPY_TOTALS_NPARAMS];
   ev_params_values(t->p.ctot.v, EV_COPY_TOTALS_NPARAMS, vals);
   int rc = kpi_pgasync_query(db, "SAVEPOINT ev_copy", 0, NULL, on_pg_step, t);
-  if (!rc)
-    rc = kpi_pgasync_copy_in(db, SQL_COPY, kpi_buf_str(&t->p.copy_rows), t->p.copy_rows.len,
-                             on_pg_copied, t);
+  if (!rc) {
+    /* The text goes to kpi_pgasync, which frees it once sent: a batch's rows are not held a
+     * second time while they are written. */
+    size_t len = 0;
+    char *rows = kpi_buf_detach(&t->p.copy_rows, &len);
+    rc = kpi_pgasync_copy_in(db, SQL_COPY, &rows, len, on_pg_copied, t);
+  }
   if (!rc)
     rc = kpi_pgasync_query_prepared(db, "ev_copy_totals", SQL_COPY_TOTALS,
                                     EV_COPY_TOTALS_NPARAMS, vals, on_pg_copy_totals, t);
