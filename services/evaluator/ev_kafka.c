@@ -369,17 +369,23 @@ static void on_wake_work(uv_work_t *req) {
   rd_kafka_offsets_for_times(ev->kafka.consumer, ev->kafka.wake_parts, 1000);
 }
 
+static void fetcher_wake(evaluator *ev);
+
 static void on_wake_done(uv_work_t *req, int status) {
   evaluator *ev = req->data;
   (void)status;
   rd_kafka_topic_partition_list_destroy(ev->kafka.wake_parts);
   ev->kafka.wake_parts = NULL;
   kpi_metrics_inc(ev->m.fetch_kicks);
+  /* The fetcher may have parked again (and the queue been drained) while this request was
+   * under way: one more, rather than a wait of up to a second. */
+  if (ev->kafka.wake_again && !ev->life.stopping) fetcher_wake(ev);
 }
 
 static void fetcher_wake(evaluator *ev) {
   ev_kafka *k = &ev->kafka;
   rd_kafka_topic_partition_list_t *parts = NULL;
+  k->wake_again = k->wake_parts != NULL;
   if (k->wake_parts || rd_kafka_assignment(k->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
     return;
   for (int i = 0; i < parts->cnt; i++) parts->elems[i].offset = RD_KAFKA_OFFSET_END;

@@ -398,6 +398,7 @@ typedef struct {
   uv_idle_t pull_idle;
   uv_work_t wake_req;
   rd_kafka_topic_partition_list_t *wake_parts; /* owned; non-NULL while wake_req runs */
+  bool wake_again; /* a wake-up was wanted while wake_req ran: another once it is done */
   /* Set by the scheduler (ev_sched_init): ON_RECORDS when records may be waiting (consumer
    * wake-up, partitions assigned), ON_DLQ_ACKED when a DLQ copy was acknowledged. */
   void (*on_records)(evaluator *ev);
