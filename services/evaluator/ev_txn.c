@@ -1034,7 +1034,14 @@ static int queue_insert_rows(ev_txn *t) {
 static void on_pg_copied(kpi_pgasync *pg, const PGresult *res, void *arg);
 static void on_pg_copy_totals(kpi_pgasync *pg, const PGresult *res, void *arg);
 
-/* The COPY path's first steps (SQL_COPY): on_pg_copy_totals queues the rest. */
+/* Whether the transaction writes its measurements by COPY: a batch with measurements and no
+ * retraction or correction (SQL_COPY). */
+static bool copy_path(const ev_txn *t) {
+  return t->batch && t->n_idx && t->ev->cfg.copy && t->n_midx && !t->n_ret;
+}
+
+/* The COPY path's statements after "BEGIN; SAVEPOINT ev_copy" (ev_txn_start):
+ * on_pg_copy_totals queues the rest. */
 static int queue_copy(ev_txn *t) {
   kpi_pgasync *db = t->ev->db;
   ev_copy_rows_build(&t->p.copy_rows, t->batch, t->midx, t->n_midx);
@@ -1042,14 +1049,11 @@ static int queue_copy(ev_txn *t) {
     return -1;
   const char *vals[EV_COPY_TOTALS_NPARAMS];
   ev_params_values(t->p.ctot.v, EV_COPY_TOTALS_NPARAMS, vals);
-  int rc = kpi_pgasync_query(db, "SAVEPOINT ev_copy", 0, NULL, on_pg_step, t);
-  if (!rc) {
-    /* The text goes to kpi_pgasync, which frees it once sent: a batch's rows are not held a
-     * second time while they are written. */
-    size_t len = 0;
-    char *rows = kpi_buf_detach(&t->p.copy_rows, &len);
-    rc = kpi_pgasync_copy_in(db, SQL_COPY, &rows, len, on_pg_copied, t);
-  }
+  /* The text goes to kpi_pgasync, which frees it once sent: a batch's rows are not held a
+   * second time while they are written. */
+  size_t len = 0;
+  char *rows = kpi_buf_detach(&t->p.copy_rows, &len);
+  int rc = kpi_pgasync_copy_in(db, SQL_COPY, &rows, len, on_pg_copied, t);
   if (!rc)
     rc = kpi_pgasync_query_prepared(db, "ev_copy_totals", SQL_COPY_TOTALS,
                                     EV_COPY_TOTALS_NPARAMS, vals, on_pg_copy_totals, t);
@@ -1061,8 +1065,7 @@ static int queue_copy(ev_txn *t) {
  * or correction (SQL_COPY), else by SQL_INSERT. */
 static int queue_rows(ev_txn *t) {
   if (!t->batch || !t->n_idx) return 0;
-  if (t->ev->cfg.copy && t->n_midx && !t->n_ret) return queue_copy(t);
-  return queue_insert_rows(t);
+  return copy_path(t) ? queue_copy(t) : queue_insert_rows(t);
 }
 
 /* The acknowledgements; the one place a record type's statements are queued besides
@@ -1159,7 +1162,10 @@ void ev_txn_start(ev_txn *t, ev_batch *batch) {
   txn_reset(t, batch);
   select_rows(t);
   select_measures(t);
-  if (kpi_pgasync_query(ev->db, "BEGIN", 0, NULL, on_pg_step, t) != 0) {
+  /* One round trip for both on the COPY path (a multi-statement string; the first failure, if
+   * any, is its result). */
+  const char *begin = copy_path(t) ? "BEGIN; SAVEPOINT ev_copy" : "BEGIN";
+  if (kpi_pgasync_query(ev->db, begin, 0, NULL, on_pg_step, t) != 0) {
     txn_fail(t, NULL, "BEGIN");
     txn_done(t, false);
     return;
