@@ -8,7 +8,8 @@
 #   (b) psql `\copy` of the same rows into the same table (measurements, same indexes) of a
 #       second database with the same schema.
 # Prints records/s for both, the ratio (goal >= 0.5), the evaluator's peak RSS (VmHWM, goal <= 32 MiB)
-# and the CPU seconds of the evaluator, PostgreSQL and the broker during the timed run.
+# and the CPU seconds of the evaluator, PostgreSQL and the broker during the timed run, then one
+# `SUMMARY` line per goal (ratio, peak RSS) with "ok" or "BELOW GOAL"/"ABOVE GOAL".
 # Not a test: numbers depend on the machine; the broker, PostgreSQL and the evaluator share it.
 #
 #   bench/bench_evaluator.sh         build dir /tmp/evb-rel (built if missing), own stack
@@ -167,5 +168,9 @@ awk -v n="$N" -v t0="$T0" -v t1="$T1" -v c1="$COPY1" -v c2="$COPY2" -v hwm="$HWM
   # CPU of the timed run: the evaluator, PostgreSQL and the broker of the stack (whole processes:
   # another load on the same stack counts too).
   if (pg0 == "-" || k0 == "-") printf "CPU (timed run):    evaluator %.2f s; PostgreSQL and broker unknown\n", evcpu;
-  else printf "CPU (timed run):    evaluator %.2f s, PostgreSQL %.2f s, broker %.2f s\n", evcpu, pg1 - pg0, k1 - k0;
+  else printf "CPU (timed run):    evaluator %.2f s, PostgreSQL %.2f s, broker %.2f s (%.1f / %.1f us per record)\n", evcpu, pg1 - pg0, k1 - k0, evcpu * 1e6 / n, (pg1 - pg0) * 1e6 / n;
+  # One line per goal, for the serial re-run at merge (bench/README.md).
+  r = ev / cp; kb = hwm + 0;
+  printf "SUMMARY evaluator ratio %.2f x psql \\copy (%.0f / %.0f records/s, N=%d), goal >= 0.5: %s\n", r, ev, cp, n, (r >= 0.5 ? "ok" : "BELOW GOAL");
+  printf "SUMMARY evaluator peak RSS %d kB (%.1f MiB), goal <= 32 MiB: %s\n", kb, kb / 1024, (kb <= 32768 ? "ok" : "ABOVE GOAL");
 }'

@@ -19,6 +19,10 @@ typedef struct pg_query {
   char *sql;
   int nparams;
   char **values;
+  char *copy_data; /* kpi_pgasync_copy_in: the COPY's whole input, sent once it is asked for */
+  size_t copy_len;
+  size_t copy_off;  /* bytes handed to libpq so far */
+  int copying;      /* the server asked for the input: copy_pump feeds it */
   kpi_pgasync_result_cb cb;
   void *arg;
 } pg_query;
@@ -84,6 +88,7 @@ const char *kpi_pgasync_strerror(int err) {
 static void query_free(pg_query *q) {
   for (int i = 0; i < q->nparams; i++) free(q->values[i]);
   free(q->values);
+  free(q->copy_data);
   free(q->sql);
   free(q->name);
   free(q);
@@ -309,6 +314,33 @@ static int prepared_done(kpi_pgasync *pg, pg_query *q) {
   return 1;
 }
 
+/* Feeds the head query's COPY input to libpq while the socket takes it: at most 64 kB more
+ * than what is still unsent, so libpq's output buffer stays small whatever the input's size
+ * (it never shrinks once grown). Ends the COPY after the last byte; a query that was not
+ * queued as a COPY gets its COPY refused, which is then its result. Returns 0 when done or
+ * waiting for the socket (pg_drive watches it for writing), -1 on a libpq failure. */
+#define COPY_CHUNK (64 * 1024)
+static int copy_pump(kpi_pgasync *pg, pg_query *q) {
+  if (!q->copy_data) {
+    q->copying = 0;
+    return PQputCopyEnd(pg->conn, "no COPY data was given for this query") == 1 ? 0 : -1;
+  }
+  while (q->copy_off < q->copy_len) {
+    int f = PQflush(pg->conn);
+    if (f != 0) return f < 0 ? -1 : 0;
+    size_t n = q->copy_len - q->copy_off < COPY_CHUNK ? q->copy_len - q->copy_off : COPY_CHUNK;
+    int r = PQputCopyData(pg->conn, q->copy_data + q->copy_off, (int)n);
+    if (r < 0) return -1;
+    if (r == 0) return 0; /* libpq's buffer is full: wait for the socket */
+    q->copy_off += n;
+  }
+  if (PQputCopyEnd(pg->conn, NULL) != 1) return -1;
+  free(q->copy_data);
+  q->copy_data = NULL;
+  q->copying = 0;
+  return 0;
+}
+
 /* Sends the head query if none is in flight and flushes; with MAY_READ also collects finished
  * results and runs their callbacks. kpi_pgasync_query passes 0, so that a callback never runs
  * inside the call that queued its query (a fast server may have answered already): callers can
@@ -330,6 +362,10 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
       }
       pg->sent = 1;
     }
+    if (pg->head && pg->head->copying && copy_pump(pg, pg->head) != 0) {
+      drive_failed(pg, may_read, "COPY: ", PQerrorMessage(pg->conn));
+      return;
+    }
     int f = PQflush(pg->conn);
     if (f < 0) {
       drive_failed(pg, may_read, "flush: ", PQerrorMessage(pg->conn));
@@ -349,6 +385,11 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
     for (;;) {
       if (PQisBusy(pg->conn)) return;
       PGresult *r = PQgetResult(pg->conn);
+      if (r && PQresultStatus(r) == PGRES_COPY_IN) {
+        PQclear(r);
+        pg->head->copying = 1;
+        break; /* back to the outer loop: feed the input, then wait for the COPY's result */
+      }
       if (r) {
         int keep_old = pg->result && PQresultStatus(pg->result) == PGRES_FATAL_ERROR;
         if (keep_old) {
@@ -468,6 +509,23 @@ int kpi_pgasync_query_prepared(kpi_pgasync *pg, const char *name, const char *sq
                                const char *const *values, kpi_pgasync_result_cb cb, void *arg) {
   if (!name) return KPI_PGASYNC_EINVAL;
   return query_queue(pg, name, sql, nparams, values, cb, arg);
+}
+
+int kpi_pgasync_copy_in(kpi_pgasync *pg, const char *sql, char **data, size_t len,
+                        kpi_pgasync_result_cb cb, void *arg) {
+  char *owned = data ? *data : NULL;
+  if (data) *data = NULL;
+  if (!owned && len > 0) return KPI_PGASYNC_EINVAL;
+  /* Queued (and possibly sent) by query_queue; the COPY input is asked for only once the server
+   * answered the statement, so setting it on the tail right after is in time. */
+  int rc = query_queue(pg, NULL, sql, 0, NULL, cb, arg);
+  if (rc != 0) {
+    free(owned);
+    return rc;
+  }
+  pg->tail->copy_data = owned ? owned : strdup("");
+  pg->tail->copy_len = owned ? len : 0;
+  return 0;
 }
 
 int kpi_pgasync_is_up(const kpi_pgasync *pg) {

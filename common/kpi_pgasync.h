@@ -55,6 +55,19 @@ int kpi_pgasync_query(kpi_pgasync *pg, const char *sql, int nparams, const char 
 int kpi_pgasync_query_prepared(kpi_pgasync *pg, const char *name, const char *sql, int nparams,
                                const char *const *values, kpi_pgasync_result_cb cb, void *arg);
 
+/* As kpi_pgasync_query without parameters, for SQL a `COPY … FROM STDIN`: *DATA (LEN bytes,
+ * malloc'd; in the COPY's format, e.g. text: tab-separated lines, `\N` for NULL, backslash
+ * escapes) is its whole input, sent once the server asks for it, in pieces as the socket takes
+ * them (libpq's buffer stays small), then the COPY is ended. Takes ownership of *DATA on every
+ * path, errors included, and sets *DATA to NULL. CB gets the COPY's result: PGRES_COMMAND_OK
+ * (PQcmdTuples: the rows copied) or the error that stopped it (a unique violation, bad data…;
+ * the session's transaction is then aborted as for any failed statement); RES NULL as for any
+ * query. A statement that asks for no COPY input just has its result; one that is not a COPY
+ * FROM but asks for input gets its COPY refused. Returns 0 or the errors of kpi_pgasync_query
+ * (EINVAL also for *DATA NULL with LEN > 0). */
+int kpi_pgasync_copy_in(kpi_pgasync *pg, const char *sql, char **data, size_t len,
+                        kpi_pgasync_result_cb cb, void *arg);
+
 int kpi_pgasync_is_up(const kpi_pgasync *pg);
 
 /* Queries queued or running. */

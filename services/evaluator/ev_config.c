@@ -11,6 +11,8 @@ static int load_numbers(ev_config *cfg, char *err, size_t errsize) {
   int64_t v;
   if (kpi_env_int("KPI_BATCH_MAX", 5000, 1, 100000, &v, err, errsize)) return -1;
   cfg->batch_max = (int)v;
+  if (kpi_env_int("KPI_EVALUATOR_COPY", 1, 0, 1, &v, err, errsize)) return -1;
+  cfg->copy = v == 1;
   if (kpi_env_double("KPI_LAG_RATIO", KPI_LAG_RATIO_DEFAULT, 0.01, 1.0, &cfg->lag_ratio, err,
                      errsize))
     return -1;

@@ -352,11 +352,85 @@ static void handle_message(evaluator *ev, rd_kafka_message_t *msg) {
   b->n_records++;
 }
 
+/* librdkafka 2.0 stops fetching a partition while the consumer queue holds queued.min.messages
+ * records or queued.max.messages.kbytes, and decides again only when the broker thread that
+ * fetches it wakes up: on a response (none is in flight then), on a request queued to that
+ * broker, or at the end of its one-second wait. Drained, the queue would stay empty for up to
+ * that second, so the prefetch had to hold a second of work (16 MB of records, about 55 MB of
+ * RSS). Instead, the consumer notes when the queue reached that mark (the fetcher is parked)
+ * and, once it has drained it, queues a request to every leader of the assignment: a
+ * ListOffsets (rd_kafka_offsets_for_times, latest), whose answer is ignored; serving it wakes
+ * the broker thread, which then finds the queue empty and fetches. The call blocks for a
+ * round trip, so it runs on libuv's thread pool, one at a time. The prefetch can then be a
+ * fraction of a batch (docs/evaluator.md "Performance"). Pausing and resuming the partitions
+ * would not do: librdkafka 2.0 serves those on its main thread, not the broker's. */
+static void on_wake_work(uv_work_t *req) {
+  evaluator *ev = req->data;
+  rd_kafka_offsets_for_times(ev->kafka.consumer, ev->kafka.wake_parts, 1000);
+}
+
+static void fetcher_wake(evaluator *ev);
+
+static void on_wake_done(uv_work_t *req, int status) {
+  evaluator *ev = req->data;
+  (void)status;
+  rd_kafka_topic_partition_list_destroy(ev->kafka.wake_parts);
+  ev->kafka.wake_parts = NULL;
+  kpi_metrics_inc(ev->m.fetch_kicks);
+  /* The fetcher may have parked again (and the queue been drained) while this request was
+   * under way: one more, rather than a wait of up to a second. */
+  if (ev->kafka.wake_again && !ev->life.stopping) fetcher_wake(ev);
+}
+
+static void fetcher_wake(evaluator *ev) {
+  ev_kafka *k = &ev->kafka;
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  k->wake_again = k->wake_parts != NULL;
+  if (k->wake_parts || rd_kafka_assignment(k->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return;
+  for (int i = 0; i < parts->cnt; i++) parts->elems[i].offset = RD_KAFKA_OFFSET_END;
+  k->wake_req.data = ev;
+  k->wake_parts = parts;
+  if (parts->cnt == 0 || uv_queue_work(ev->loop, &k->wake_req, on_wake_work, on_wake_done)) {
+    rd_kafka_topic_partition_list_destroy(parts);
+    k->wake_parts = NULL;
+  }
+}
+
+/* Whether the consumer queue holds as much as parks the fetcher (see fetcher_wake); records
+ * are counted exactly, bytes through the mean record size (the key and value lengths). */
+static bool queue_at_mark(const ev_kafka *k) {
+  int64_t n = (int64_t)rd_kafka_queue_length(k->cwake.queue);
+  return n >= k->park_msgs || (double)n * k->mean_len >= (double)k->park_bytes;
+}
+
+/* Records decoded per loop iteration: about 0.7 ms of work (2.7 us a record). */
+#define EV_PULL_SLICE 64
+
+/* An idle handle, not a 0 ms timer: libuv runs a timer re-armed with 0 ms again in the same
+ * pass, before any I/O, while an idle callback runs once per loop iteration. */
+static void on_pull_idle(uv_idle_t *h) {
+  evaluator *ev = h->data;
+  uv_idle_stop(h);
+  ev->kafka.on_records(ev);
+}
+
 bool ev_kafka_pull(evaluator *ev) {
-  if (ev->life.stopping || !ev->kafka.consumer) return false;
-  while (ev->sched.pending->n_records < (size_t)ev->cfg.batch_max) {
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(ev->kafka.consumer, 0);
-    if (!msg) break;
+  ev_kafka *k = &ev->kafka;
+  if (ev->life.stopping || !k->consumer) return false;
+  for (int n = 0; ev->sched.pending->n_records < (size_t)ev->cfg.batch_max; n++) {
+    if (n == EV_PULL_SLICE) {
+      uv_idle_start(&k->pull_idle, on_pull_idle);
+      break;
+    }
+    if (!k->parked && k->cwake.queue && queue_at_mark(k)) k->parked = true;
+    rd_kafka_message_t *msg = rd_kafka_consumer_poll(k->consumer, 0);
+    if (!msg) {
+      if (k->parked) fetcher_wake(ev);
+      k->parked = false;
+      break;
+    }
+    k->mean_len += ((double)(msg->len + msg->key_len) - k->mean_len) / 64.0;
     handle_message(ev, msg);
     rd_kafka_message_destroy(msg);
     if (ev->life.stopping) break;
@@ -437,19 +511,36 @@ static int topics_wait(evaluator *ev, char *errstr, size_t errstr_size) {
   }
 }
 
+/* The queue fill at which librdkafka parks the fetcher, from the configuration in effect
+ * (the defaults below or the operator's KPI_KAFKA_PROP_*), for ev_kafka_pull. */
+static void park_marks(evaluator *ev, const rd_kafka_conf_t *conf) {
+  char v[32];
+  size_t n = sizeof(v);
+  ev->kafka.park_msgs = rd_kafka_conf_get(conf, "queued.min.messages", v, &n) == RD_KAFKA_CONF_OK
+                            ? strtoll(v, NULL, 10)
+                            : 100000;
+  n = sizeof(v);
+  ev->kafka.park_bytes =
+      1024 * (rd_kafka_conf_get(conf, "queued.max.messages.kbytes", v, &n) == RD_KAFKA_CONF_OK
+                  ? strtoll(v, NULL, 10)
+                  : 65536);
+  ev->kafka.mean_len = 256; /* until the first records are seen */
+}
+
 static int consumer_start(evaluator *ev, char *errstr, size_t errstr_size) {
   /* The prefetch is the evaluator's largest memory: a queued record costs about 3.4 times its
-   * payload in RSS (librdkafka's per-message bookkeeping and the fetch buffers it pins). The
-   * queue is bounded in bytes and in records, and one fetch response (which may overshoot the
-   * bound) is capped; librdkafka 2.0 resumes a fetch stopped by these bounds only at its
-   * broker thread's next wake-up (up to 1 s), so the queue must hold about a second of work
-   * or consumption stalls (docs/evaluator.md "Performance"). Operators override any of these
-   * with KPI_KAFKA_PROP_*. */
+   * payload in RSS (librdkafka's per-message bookkeeping and the fetch buffers it pins). It is
+   * bounded to about one batch (5,000 records; 4 MB for records far larger than usual), and
+   * one fetch response, which lands whole and may overshoot the bound, to 1 MB (256 kB per
+   * partition). So small a queue keeps up only because ev_kafka_pull wakes the fetcher that
+   * these bounds park (fetcher_wake; docs/evaluator.md "Performance"). Operators override any
+   * of these with KPI_KAFKA_PROP_*. */
   static const kpi_kafka_prop consumer_defaults[] = {{"auto.offset.reset", "earliest"},
                                                       {"statistics.interval.ms", "5000"},
-                                                      {"queued.max.messages.kbytes", "16384"},
-                                                      {"queued.min.messages", "100000"},
-                                                      {"fetch.max.bytes", "4194304"},
+                                                      {"queued.max.messages.kbytes", "4096"},
+                                                      {"queued.min.messages", "5000"},
+                                                      {"fetch.max.bytes", "1048576"},
+                                                      {"max.partition.fetch.bytes", "262144"},
                                                       {"fetch.wait.max.ms", "50"},
                                                       {NULL, NULL}};
   /* Exactly once rests on these: offsets live in PostgreSQL, never in Kafka. */
@@ -464,6 +555,7 @@ static int consumer_start(evaluator *ev, char *errstr, size_t errstr_size) {
   rd_kafka_conf_set_rebalance_cb(cconf, on_kafka_rebalance);
   rd_kafka_conf_set_error_cb(cconf, on_kafka_error);
   rd_kafka_conf_set_stats_cb(cconf, on_kafka_stats);
+  park_marks(ev, cconf);
   char err[512];
   ev->kafka.consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, err, sizeof(err));
   if (!ev->kafka.consumer) {
@@ -492,6 +584,8 @@ static int wakers_start(evaluator *ev, char *errstr, size_t errstr_size) {
     return -1;
   }
   k->cwake.data = ev;
+  uv_idle_init(ev->loop, &k->pull_idle);
+  k->pull_idle.data = ev;
   return 0;
 }
 
@@ -518,6 +612,7 @@ int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size) {
 void ev_kafka_stop(evaluator *ev) {
   if (ev->kafka.consumer) {
     kpi_kafka_waker_close(&ev->kafka.cwake, NULL);
+    if (ev->kafka.pull_idle.data) uv_close((uv_handle_t *)&ev->kafka.pull_idle, NULL);
     rd_kafka_consumer_close(ev->kafka.consumer);
     kpi_log(KPI_LOG_INFO, "consumer_closed", "left group %s", ev->cfg.group);
     if (ev->kafka.want_assign) {

@@ -39,6 +39,16 @@ int ev_metrics_init(ev_metrics *em) {
   em->catalog_refused = kpi_metrics_counter(
       m, "kpi_evaluator_catalog_refused_total", NULL,
       "Catalog reloads refused because the file changed without a higher version.");
+  em->fetch_kicks = kpi_metrics_counter(
+      m, "kpi_evaluator_fetch_wakeups_total", NULL,
+      "Times the consumer drained a full prefetch queue and woke librdkafka's fetcher.");
+  em->copy_batches = kpi_metrics_counter(
+      m, "kpi_evaluator_copy_batches_total", NULL,
+      "Batch measurements written by COPY (KPI_EVALUATOR_COPY).");
+  em->copy_fallbacks = kpi_metrics_counter(
+      m, "kpi_evaluator_copy_fallbacks_total", NULL,
+      "COPY attempts rolled back for the INSERT statement (a stored event_id, a pending "
+      "retraction, or any error).");
   return 0;
 }
 

@@ -3,6 +3,8 @@
  * tests/unit/test_evaluator_params.c. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "evaluator.h"
 #include "kpi_records.h"
@@ -10,6 +12,8 @@
 /* The unions overlay their named members on V: the members must be exactly V's elements. */
 _Static_assert(sizeof(ev_insert_params) == sizeof(kpi_buf[EV_INSERT_NPARAMS]), "insert");
 _Static_assert(sizeof(ev_offset_params) == sizeof(kpi_buf[EV_OFFSET_NARRAYS]), "offsets");
+_Static_assert(sizeof(ev_copy_totals_params) == sizeof(kpi_buf[EV_COPY_TOTALS_NPARAMS]),
+               "copy totals");
 _Static_assert(sizeof(ev_aggregate_params) == sizeof(kpi_buf[EV_AGGREGATE_NPARAMS]), "agg");
 _Static_assert(sizeof(ev_attainment_params) == sizeof(kpi_buf[EV_ATTAINMENT_NPARAMS]), "att");
 _Static_assert(sizeof(ev_retract_params) == sizeof(kpi_buf[EV_RETRACT_NPARAMS]), "retract");
@@ -92,6 +96,109 @@ void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t
     arr_str_or_null(&p->corrects, r->has_corrects ? r->retracts : NULL);
   }
   ev_params_end(p->v, EV_INSERT_NPARAMS);
+}
+
+/* One text-format COPY field (PostgreSQL's COPY "Text Format"): S with backslash, tab,
+ * newline and carriage return escaped, or \N for NULL; then the tab or the end of line. */
+static void copy_field(kpi_buf *b, const char *s, char end) {
+  if (!s) {
+    kpi_buf_add(b, "\\N", 2);
+  } else {
+    for (const char *p = s; *p;) {
+      size_t run = strcspn(p, "\\\t\n\r");
+      kpi_buf_add(b, p, run);
+      p += run;
+      if (!*p) break;
+      kpi_buf_addc(b, '\\');
+      kpi_buf_addc(b, *p == '\\' ? '\\' : *p == '\t' ? 't' : *p == '\n' ? 'n' : 'r');
+      p++;
+    }
+  }
+  kpi_buf_addc(b, end);
+}
+
+void ev_copy_rows_build(kpi_buf *out, const ev_batch *b, const size_t *idx, size_t n) {
+  kpi_buf_reset(out);
+  kpi_buf_reserve(out, n * 300); /* about one line: no regrowth for usual records */
+  char s[40];
+  for (size_t k = 0; k < n; k++) {
+    const ev_row *r = &b->rows[idx[k]];
+    copy_field(out, r->event_id, '\t');
+    copy_field(out, r->measure_id, '\t');
+    copy_field(out, r->department, '\t');
+    kpi_time_format_utc(r->observed_ms, s, sizeof(s));
+    copy_field(out, s, '\t');
+    kpi_day_format(r->observed_day, s, sizeof(s));
+    copy_field(out, s, '\t');
+    snprintf(s, sizeof(s), "%d", kpi_fy_of_day(r->observed_day));
+    copy_field(out, s, '\t');
+    if (isfinite(r->value)) snprintf(s, sizeof(s), "%.17g", r->value);
+    copy_field(out, isfinite(r->value) ? s : NULL, '\t');
+    copy_field(out, r->unit, '\t');
+    copy_field(out,
+               r->component == KPI_COMPONENT_NONE ? NULL : kpi_component_name(r->component),
+               '\t');
+    copy_field(out, r->note, '\t');
+    kpi_time_format_utc(r->received_ms, s, sizeof(s));
+    copy_field(out, s, '\t');
+    snprintf(s, sizeof(s), "%d", (int)r->partition);
+    copy_field(out, s, '\t');
+    snprintf(s, sizeof(s), "%lld", (long long)r->offset);
+    copy_field(out, s, '\t');
+    copy_field(out, r->has_corrects ? r->retracts : NULL, '\n');
+  }
+}
+
+/* A row of the totals: its group key (measure, month, component) and its value. */
+typedef struct {
+  const ev_row *r;
+  kpi_day month;
+  const char *component;
+} totals_key;
+
+static int totals_key_cmp(const void *a, const void *b) {
+  const totals_key *x = a, *y = b;
+  int c = strcmp(x->r->measure_id, y->r->measure_id);
+  if (c) return c;
+  if (x->month != y->month) return x->month < y->month ? -1 : 1;
+  return strcmp(x->component, y->component);
+}
+
+static void totals_group_add(ev_copy_totals_params *p, const totals_key *k, long long events,
+                             double total) {
+  kpi_buf_arr_str(&p->measure_id, k->r->measure_id);
+  ev_arr_day(&p->month, k->month);
+  ev_arr_int(&p->fiscal_year, kpi_fy_of_day(k->r->observed_day));
+  kpi_buf_arr_str(&p->component, k->component);
+  ev_arr_int(&p->events, events);
+  ev_arr_double(&p->total, true, total);
+}
+
+int ev_copy_totals_build(ev_copy_totals_params *p, const ev_batch *b, const size_t *idx,
+                         size_t n) {
+  ev_params_begin(p->v, EV_COPY_TOTALS_NPARAMS);
+  totals_key *keys = n ? malloc(n * sizeof(*keys)) : NULL;
+  if (n && !keys) return -1;
+  for (size_t k = 0; k < n; k++) {
+    const ev_row *r = &b->rows[idx[k]];
+    int y, m, d;
+    kpi_day_to_ymd(r->observed_day, &y, &m, &d);
+    keys[k].r = r;
+    if (kpi_day_from_ymd(y, m, 1, &keys[k].month) != 0) keys[k].month = r->observed_day;
+    keys[k].component =
+        r->component == KPI_COMPONENT_NONE ? "" : kpi_component_name(r->component);
+  }
+  qsort(keys, n, sizeof(*keys), totals_key_cmp);
+  for (size_t k = 0; k < n;) {
+    size_t j = k;
+    double total = 0;
+    for (; j < n && totals_key_cmp(&keys[k], &keys[j]) == 0; j++) total += keys[j].r->value;
+    totals_group_add(p, &keys[k], (long long)(j - k), total);
+    k = j;
+  }
+  free(keys);
+  ev_params_end(p->v, EV_COPY_TOTALS_NPARAMS);
+  return ev_params_oom(p->v, EV_COPY_TOTALS_NPARAMS) ? -1 : 0;
 }
 
 /* A correction's retraction half (docs/corrections.md): its id is kpi_retraction_id of the

@@ -52,6 +52,7 @@ typedef struct {
   char group[128];
   kpi_topic_spec topics[KPI_TOPIC_COUNT];
   int batch_max;
+  bool copy; /* KPI_EVALUATOR_COPY: a batch's measurements by COPY first (ev_txn.c) */
   double lag_ratio;
   int repeat_days;
   int64_t sweep_ms;
@@ -217,6 +218,16 @@ typedef union {
   kpi_buf v[EV_INSERT_NPARAMS];
 } ev_insert_params;
 
+/* SQL_COPY_TOTALS (ev_txn.c, the COPY path): one element per (measure, month, component) of
+ * the batch's rows: fiscal year, number of rows and sum of their values. */
+#define EV_COPY_TOTALS_NPARAMS 6
+typedef union {
+  struct {
+    kpi_buf measure_id, month, fiscal_year, component, events, total;
+  };
+  kpi_buf v[EV_COPY_TOTALS_NPARAMS];
+} ev_copy_totals_params;
+
 #define EV_OFFSET_NARRAYS 2 /* $3, $4 of SQL_OFFSETS; $1 group and $2 topic are plain */
 typedef union {
   struct {
@@ -301,6 +312,18 @@ void ev_arr_int(kpi_buf *b, long long v);
 
 /* The rows B->rows[IDX[k]], k < N, as SQL_INSERT's arrays (begun and ended). */
 void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t *idx, size_t n);
+/* The rows B->rows[IDX[k]], k < N, as the input of `COPY measurements (EV_COPY_COLUMNS) FROM
+ * STDIN` in text format (replacing OUT's content): the same columns and values as SQL_INSERT's
+ * arrays, one line per row, `\N` for NULL, backslash, tab, newline and carriage return
+ * escaped. */
+#define EV_COPY_COLUMNS                                                                        \
+  "event_id, measure_id, department, observed_at, observed_day, fiscal_year, value, unit,"     \
+  " component, note, received_at, kafka_partition, kafka_offset, corrects"
+void ev_copy_rows_build(kpi_buf *out, const ev_batch *b, const size_t *idx, size_t n);
+/* SQL_COPY_TOTALS' arrays for the same rows (begun and ended): their count and sum per
+ * (measure, month of observed_day, component or ''), as SQL_INSERT's totals would add for rows
+ * none of which is retracted. Returns -1 when out of memory. */
+int ev_copy_totals_build(ev_copy_totals_params *p, const ev_batch *b, const size_t *idx, size_t n);
 /* The retractions among B->rows[IDX[k]], k < N (ev_retract_params; begun and ended). */
 void ev_retract_params_build(ev_retract_params *p, const ev_batch *b, const size_t *idx,
                              size_t n);
@@ -362,6 +385,20 @@ typedef struct {
   bool broker_up;
   int64_t consumer_lag;
   int dlq_inflight;
+  /* The fetcher wake-up (ev_kafka_pull, docs/evaluator.md "Performance"): the consumer
+   * queue's fill mark at which librdkafka parks the fetcher (queued.min.messages, or
+   * queued.max.messages.kbytes over the mean record size), the mean record size, and whether
+   * the queue reached the mark since the last wake-up. */
+  int64_t park_msgs, park_bytes;
+  double mean_len;
+  bool parked;
+  /* Records are decoded in slices of EV_PULL_SLICE, the next slice from this idle handle (once
+   * per loop iteration): between slices the loop serves the DB connection, so the transaction
+   * under way never waits for a whole batch to be decoded (docs/evaluator.md "Performance"). */
+  uv_idle_t pull_idle;
+  uv_work_t wake_req;
+  rd_kafka_topic_partition_list_t *wake_parts; /* owned; non-NULL while wake_req runs */
+  bool wake_again; /* a wake-up was wanted while wake_req ran: another once it is done */
   /* Set by the scheduler (ev_sched_init): ON_RECORDS when records may be waiting (consumer
    * wake-up, partitions assigned), ON_DLQ_ACKED when a DLQ copy was acknowledged. */
   void (*on_records)(evaluator *ev);
@@ -616,7 +653,8 @@ extern const kpi_http_route ev_http_routes[EV_HTTP_N_ROUTES];
 typedef struct {
   kpi_metrics *reg;
   kpi_metric *records, *batches, *rows, *dlq, *commit, *txn_fail, *outbox, *alerts, *lag,
-      *sweeps, *assign, *api_rejected, *purged, *catalog_refused;
+      *sweeps, *assign, *api_rejected, *purged, *catalog_refused, *fetch_kicks,
+      *copy_batches, *copy_fallbacks;
 } ev_metrics;
 
 int ev_metrics_init(ev_metrics *m);

@@ -186,6 +186,13 @@ static void test_retraction_before_measurement(void **state) {
   evw_expect_sql(&w, "SELECT value || ' ' || events FROM attainment WHERE measure_id = '" CUMUL "'",
                  "10 1");
   evw_assert_sql(&w, "SELECT count(*) FROM attainment_history WHERE measure_id = '" CUMUL "' AND value >= 100", "0");
+  /* The readings' COPY stood until the pending retraction was found, then rolled back for the
+   * INSERT statement, which applied it (ev_txn.c SQL_COPY_TOTALS). */
+  char *resp = evw_http_get(&w, "/metrics");
+  assert_non_null(resp);
+  assert_null(strstr(resp, "\nkpi_evaluator_copy_fallbacks_total 0\n"));
+  assert_non_null(strstr(resp, "\nkpi_evaluator_copy_fallbacks_total "));
+  free(resp);
   evw_stop(&w);
   evw_close(&w);
 }

@@ -1,6 +1,9 @@
 /* test_evaluator_flow.c: records produced to the measurements topic become the right rows and
  * attainment; a duplicated event_id counts once; poison records land in the DLQ with their
- * reason while later records still flow; the read API answers; SIGTERM exits 0. */
+ * reason while later records still flow; the read API answers; SIGTERM exits 0. A backlog
+ * drained through a prefetch queue far smaller than it wakes the parked fetcher and still
+ * stores every record once. The COPY path and its fallback (a replayed batch) store exactly the
+ * rows and totals that the INSERT statement alone stores. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -125,8 +128,123 @@ static void test_flow(void **state) {
   evw_close(&w);
 }
 
+/* A backlog of 400 records read through a prefetch of 20 (queued.min.messages) in batches of
+ * 50: librdkafka parks its fetcher each time the queue reaches 20, and the evaluator wakes it
+ * once it has drained the queue (ev_kafka.c fetcher_wake, docs/evaluator.md "Performance").
+ * Every record is stored once, with its offset, whatever the number of wake-ups; at least one
+ * happened (the first fetch alone returns more than 20 records). */
+static void test_prefetch_wakeup(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_evprefetch", "2024-06-01");
+  evw_start(&w, NULL);
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  evw_stop(&w);
+  char rec[1024], id[KPI_UUID_STRLEN + 1];
+  for (int i = 0; i < 400; i++) {
+    kpi_uuid_v4(id);
+    evw_measurement(rec, sizeof(rec), id, CUMUL, "kosodate", "2023-07-01", 1, "case", NULL);
+    evw_produce(&w, w.t_meas, id, rec);
+  }
+  evw_flush(&w);
+  static const char *const small[] = {"KPI_KAFKA_PROP_QUEUED_MIN_MESSAGES=20",
+                                      "KPI_BATCH_MAX=50", NULL};
+  evw_start(&w, small);
+  evw_expect_sql_within(&w, "SELECT sum(next_offset) FROM consumer_offsets", "400", 60000);
+  evw_expect_sql(&w, "SELECT count(*) || '/' || sum(value) FROM measurements", "400/400");
+  evw_expect_sql(&w, "SELECT sum(events) || '/' || sum(total) FROM measure_totals", "400/400");
+  char *resp = evw_http_get(&w, "/metrics");
+  assert_non_null(resp);
+  const char *m = strstr(resp, "\nkpi_evaluator_fetch_wakeups_total ");
+  assert_non_null(m);
+  assert_true(strtoll(m + strlen("\nkpi_evaluator_fetch_wakeups_total "), NULL, 10) >= 1);
+  free(resp);
+  evw_stop(&w);
+  evw_close(&w);
+}
+
+/* Every stored column but the Kafka position and stored_at, and the totals, as one digest. */
+static char *rows_digest(evw *w) {
+  return evw_sql(
+      w,
+      "SELECT md5(coalesce((SELECT string_agg(concat_ws('|', event_id, measure_id, department,"
+      " observed_at, observed_day, fiscal_year, value, unit, component, note, received_at,"
+      " retracted_at, retraction_id), ',' ORDER BY event_id) FROM measurements), '') || ';' ||"
+      " coalesce((SELECT string_agg(concat_ws('|', measure_id, month, fiscal_year, component,"
+      " events, total), ',' ORDER BY measure_id, month, component) FROM measure_totals), ''))");
+}
+
+/* The value of the metric NAME (0 when absent). */
+static long long metric(evw *w, const char *name) {
+  char *resp = evw_http_get(w, "/metrics");
+  assert_non_null(resp);
+  char key[128];
+  snprintf(key, sizeof(key), "\n%s ", name);
+  const char *m = strstr(resp, key);
+  long long v = m ? strtoll(m + strlen(key), NULL, 10) : 0;
+  free(resp);
+  return v;
+}
+
+#define N_COPY 40
+
+/* 40 readings (two measures, several months, notes with characters COPY escapes), then the
+ * first 20 again and one new: the world's digest, and its COPY counters in COPIES and
+ * FALLBACKS. */
+static char *copy_world(const char *prefix, const char *const *extra,
+                        char ids[N_COPY + 1][KPI_UUID_STRLEN + 1], long long *copies,
+                        long long *fallbacks) {
+  evw w;
+  evw_init(&w, prefix, "2024-06-01");
+  evw_start(&w, extra);
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  char rec[1024];
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i <= N_COPY; i++) {
+      if ((round == 0 && i == N_COPY) || (round == 1 && i >= 20 && i < N_COPY)) continue;
+      const char *m = i % 2 ? CUMUL : LEVEL;
+      snprintf(rec, sizeof(rec),
+               "{\"schema\":\"kpi.measurement/1\",\"event_id\":\"%s\",\"measure_id\":\"%s\","
+               "\"department\":\"%s\",\"observed_at\":\"2024-%02d-%02dT10:00:00+09:00\","
+               "\"value\":%d.25,\"unit\":\"%s\",\"note\":\"n%d\\ttab\\nline\\\\back\\r\","
+               "\"received_at\":\"2024-06-01T01:00:00Z\"}",
+               ids[i], m, i % 2 ? "kosodate" : "kikaku", 1 + i % 5, 1 + i % 28, i,
+               i % 2 ? "case" : "person", i);
+      evw_produce(&w, w.t_meas, m, rec);
+    }
+    evw_flush(&w);
+    evw_expect_offsets(&w, NULL, round == 0 ? N_COPY : 2 * N_COPY - 20 + 1, 30000);
+  }
+  evw_expect_sql(&w, "SELECT count(*) FROM measurements", "41");
+  char *digest = rows_digest(&w);
+  *copies = metric(&w, "kpi_evaluator_copy_batches_total");
+  *fallbacks = metric(&w, "kpi_evaluator_copy_fallbacks_total");
+  evw_stop(&w);
+  evw_close(&w);
+  return digest;
+}
+
+static void test_copy_and_fallback(void **state) {
+  (void)state;
+  char ids[N_COPY + 1][KPI_UUID_STRLEN + 1];
+  for (int i = 0; i <= N_COPY; i++) kpi_uuid_v4(ids[i]);
+  long long copies, fallbacks;
+  char *by_copy = copy_world("it_evcopy", NULL, ids, &copies, &fallbacks);
+  assert_true(copies >= 1);    /* the first readings went in by COPY */
+  assert_true(fallbacks >= 1); /* the replay's batch fell back to the INSERT statement */
+  static const char *const insert_only[] = {"KPI_EVALUATOR_COPY=0", NULL};
+  char *by_insert = copy_world("it_evinsert", insert_only, ids, &copies, &fallbacks);
+  assert_int_equal(copies, 0);
+  assert_int_equal(fallbacks, 0);
+  assert_string_equal(by_copy, by_insert);
+  free(by_copy);
+  free(by_insert);
+}
+
 int main(void) {
   kpi_it_init();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_flow)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_flow),
+                                     cmocka_unit_test(test_prefetch_wakeup),
+                                     cmocka_unit_test(test_copy_and_fallback)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

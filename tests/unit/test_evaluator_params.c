@@ -1,6 +1,7 @@
 /* test_evaluator_params.c: the named array parameters of the evaluator's statements
  * (services/evaluator/params.c): each member holds the PostgreSQL array literal of its column,
- * in $n order, with NULLs, quoting and the evaluation date's instants (Japan time). */
+ * in $n order, with NULLs, quoting and the evaluation date's instants (Japan time). The COPY
+ * path's input (text format: escapes, NULLs) and its totals per measure, month and component. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -84,6 +85,57 @@ static void test_insert_params(void **state) {
 #define E2 "00000000-0000-4000-8000-000000000002"
 #define E3 "00000000-0000-4000-8000-000000000003"
 #define E4 "00000000-0000-4000-8000-000000000004"
+
+/* The COPY path: the same columns as the insert arrays, one text-format line per row, and the
+ * totals SQL_INSERT would add for the same rows, grouped by measure, month and component. */
+static void test_copy_params(void **state) {
+  (void)state;
+  ev_batch b;
+  memset(&b, 0, sizeof(b));
+  fill_row(ev_batch_add_row(&b), E1, "m1", 0, 7);
+  ev_row *r = ev_batch_add_row(&b);
+  fill_row(r, E2, "m2", 3, 9);
+  r->component = KPI_COMPONENT_NUMERATOR;
+  r->note = "tab\there\nnew\\back\rcr \\N";
+  r = ev_batch_add_row(&b);
+  fill_row(r, E3, "m1", 1, 1);
+  r->observed_day = day(2024, 3, 15);
+  r->value = 2;
+  fill_row(ev_batch_add_row(&b), E4, "m0", 1, 2); /* not written */
+  size_t idx[] = {1, 0, 2};
+  kpi_buf rows = KPI_BUF_INIT;
+  ev_copy_rows_build(&rows, &b, idx, 3);
+  char obs[40], rec[40], want[1024];
+  kpi_time_format_utc(b.rows[0].observed_ms, obs, sizeof(obs));
+  kpi_time_format_utc(b.rows[0].received_ms, rec, sizeof(rec));
+  snprintf(want, sizeof(want),
+           E2 "\tm2\tkikaku\t%s\t2024-03-31\t2023\t12.5\tperson\tnumerator\t"
+              "tab\\there\\nnew\\\\back\\rcr \\\\N\t%s\t3\t9\t\\N\n"
+           E1 "\tm1\tkikaku\t%s\t2024-03-31\t2023\t12.5\tperson\t\\N\t\\N\t%s\t0\t7\t\\N\n",
+           obs, rec, obs, rec);
+  assert_true(strncmp(kpi_buf_str(&rows), want, strlen(want)) == 0);
+  assert_non_null(strstr(kpi_buf_str(&rows) + strlen(want), E3 "\tm1\tkikaku\t"));
+  assert_non_null(strstr(kpi_buf_str(&rows), "\t2024-03-15\t2023\t2\tperson\t"));
+  /* Rebuilt for the next transaction: nothing of the previous one is left. */
+  size_t one[] = {0};
+  ev_copy_rows_build(&rows, &b, one, 1);
+  assert_int_equal(strncmp(kpi_buf_str(&rows), E1 "\t", strlen(E1) + 1), 0);
+  assert_int_equal(strchr(kpi_buf_str(&rows), '\n') - kpi_buf_str(&rows) + 1, (long)rows.len);
+  kpi_buf_free(&rows);
+
+  ev_copy_totals_params t;
+  memset(&t, 0, sizeof(t));
+  assert_int_equal(ev_copy_totals_build(&t, &b, idx, 3), 0);
+  assert_string_equal(kpi_buf_str(&t.measure_id), "{\"m1\",\"m2\"}");
+  assert_string_equal(kpi_buf_str(&t.month), "{2024-03-01,2024-03-01}");
+  assert_string_equal(kpi_buf_str(&t.fiscal_year), "{2023,2023}");
+  assert_string_equal(kpi_buf_str(&t.component), "{\"\",\"numerator\"}");
+  assert_string_equal(kpi_buf_str(&t.events), "{2,1}");
+  assert_string_equal(kpi_buf_str(&t.total), "{14.5,12.5}");
+  ev_params_free(t.v, EV_COPY_TOTALS_NPARAMS);
+  b.rows[1].note = NULL; /* not ours to free */
+  ev_batch_free(&b);
+}
 
 /* A batch of a measurement, a retraction, a correction and an acknowledgement: the insert
  * arrays carry the correction's `corrects`; the retraction arrays hold the retraction and
@@ -314,6 +366,7 @@ static void test_elements(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_insert_params),
+      cmocka_unit_test(test_copy_params),
       cmocka_unit_test(test_retract_ack_params),
       cmocka_unit_test(test_causes),
       cmocka_unit_test(test_offset_params),
