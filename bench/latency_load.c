@@ -402,9 +402,13 @@ static rd_kafka_t *lat_consumer_new(lat_kafka *k, const char *broker) {
   lat_conf_set(conf, "bootstrap.servers", broker);
   lat_conf_set(conf, "group.id", group);
   lat_conf_set(conf, "auto.offset.reset", "earliest");
-  lat_conf_set(conf, "queued.max.messages.kbytes", "16384");
-  lat_conf_set(conf, "queued.min.messages", "100000");
-  lat_conf_set(conf, "fetch.max.bytes", "4194304");
+  /* The evaluator's consumer defaults (services/evaluator/ev_kafka.c, docs/evaluator.md
+   * "Performance"); at the steady rates of this bench the prefetch queue never fills, so its
+   * fetcher wake-up is not needed here. */
+  lat_conf_set(conf, "queued.max.messages.kbytes", "4096");
+  lat_conf_set(conf, "queued.min.messages", "5000");
+  lat_conf_set(conf, "fetch.max.bytes", "1048576");
+  lat_conf_set(conf, "max.partition.fetch.bytes", "262144");
   lat_conf_set(conf, "fetch.wait.max.ms", "50");
   lat_conf_set(conf, "enable.auto.commit", "false");
   lat_conf_set(conf, "enable.auto.offset.store", "false");
