@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,8 +210,11 @@ const char *kpi_http_strerror(int err) {
 /* ---- requests ---- */
 
 static kpi_http_request *req_new(kpi_http_server *srv) {
-  kpi_http_request *req = calloc(1, sizeof(*req));
+  /* The inline header table and arena (most of the struct) are written before they are
+   * read, so only the fields before them are cleared. */
+  kpi_http_request *req = malloc(sizeof(*req));
   if (!req) return NULL;
+  memset(req, 0, offsetof(kpi_http_request, hdrs_inline));
   req->srv = srv;
   req->route = -1;
   req->head = req->head_inline;
@@ -839,15 +843,19 @@ static void conn_flush(kpi_http_conn *conn) {
         (conn->peer_eof || (srv->draining && conn->phase == PH_WAIT)))
       req->keep_alive = 0;
     if (!req->keep_alive) conn->no_more = 1;
+    /* RESP holds the head, then "\r\n" and the body (TAIL; HEAD: the "\r\n" only): one
+     * buffer, unless a Connection header goes in between. */
+    size_t tail = req->is_head ? 2 : req->resp_len - req->resp_head_len;
+    const char *conn_hdr = !req->keep_alive ? close_hdr : req->http10 ? keep_hdr : NULL;
     uv_buf_t bufs[3];
     unsigned nbufs = 0;
-    bufs[nbufs++] = uv_buf_init(req->resp, (unsigned)req->resp_head_len);
-    if (!req->keep_alive)
-      bufs[nbufs++] = uv_buf_init((char *)close_hdr, sizeof close_hdr - 1);
-    else if (req->http10)
-      bufs[nbufs++] = uv_buf_init((char *)keep_hdr, sizeof keep_hdr - 1);
-    size_t tail = req->is_head ? 2 : req->resp_len - req->resp_head_len;
-    bufs[nbufs++] = uv_buf_init(req->resp + req->resp_head_len, (unsigned)tail);
+    if (!conn_hdr) {
+      bufs[nbufs++] = uv_buf_init(req->resp, (unsigned)(req->resp_head_len + tail));
+    } else {
+      bufs[nbufs++] = uv_buf_init(req->resp, (unsigned)req->resp_head_len);
+      bufs[nbufs++] = uv_buf_init((char *)conn_hdr, (unsigned)strlen(conn_hdr));
+      bufs[nbufs++] = uv_buf_init(req->resp + req->resp_head_len, (unsigned)tail);
+    }
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
     if (!req->keep_alive) conn->fin_due = 1;
