@@ -22,8 +22,10 @@
 #   ROUNDS=3                 interleaved rounds of (a)/(b) and (c)/(e); the median is printed
 #   WARMUP=5                 seconds of untimed load first, so the broker's JIT is warm
 #   DURATION=10              seconds per wrk run of (c), (e) and (d)
-#   CONNS=256                connections for single POSTs (each waits for its delivery
-#                            report, so throughput is connections / latency)
+#   CONNS=512                connections for single POSTs, for (c) and (e) alike: each waits
+#                            for its delivery report (acks=all), so throughput is
+#                            connections / latency, and at 256 the service sat idle part of
+#                            the time waiting for the broker (docs/ingest.md "Performance")
 #   BATCH=1000 BATCH_CONNS=8 items per batch (the service's default KPI_INGEST_MAX_BATCH),
 #                            connections for batches: a bulk client keeping 8 uploads in
 #                            flight, 8,000 records awaiting their acks (kcat keeps up to
@@ -44,7 +46,7 @@ BUILD_DIR=${BUILD_DIR:-/tmp/inb-rel}
 N=${N:-500000}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
-CONNS=${CONNS:-256}
+CONNS=${CONNS:-512}
 BATCH=${BATCH:-1000}
 BATCH_CONNS=${BATCH_CONNS:-8}
 WRK_THREADS=${WRK_THREADS:-1}
@@ -106,7 +108,7 @@ REUSE=0
 
 log "starting $INGEST_PROCS kpi-ingest process(es) on :$PORT, topic $TOPIC, broker $BROKER"
 # wrk is one peer address: the per-peer connection cap (KPI_HTTP_MAX_CONNECTIONS_PER_PEER, 64
-# by default, docs/http.md) would refuse most of its 256 connections with 503.
+# by default, docs/http.md) would refuse most of its CONNS connections with 503.
 for i in $(seq "$INGEST_PROCS"); do
   # shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
   (cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$BROKER" KPI_INGEST_LISTEN="127.0.0.1:$PORT" \
