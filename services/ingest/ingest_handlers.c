@@ -436,9 +436,6 @@ static int item_check(ingest_ctx *ctx, const cJSON *obj, const kpi_department *d
   return 0;
 }
 
-/* Encodes M and hands it to the producer with IT as the opaque. On success the request
- * waits for one more delivery report; on failure IT gets its final status (429 when the
- * queue is full). */
 /* IT was refused by the producer with E: 429 when the queue is full, else 503. */
 static void item_refused(ingest_ctx *ctx, ingest_item *it, rd_kafka_resp_err_t e) {
   if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -452,6 +449,9 @@ static void item_refused(ingest_ctx *ctx, ingest_item *it, rd_kafka_resp_err_t e
   }
 }
 
+/* Hands PAYLOAD (LEN bytes; taken over) to the producer with IT as the opaque. On success the
+ * request waits for one more delivery report; on failure IT gets its final status (429 when
+ * the queue is full). */
 static int item_produce(ingest_ctx *ctx, ingest_item *it, char *payload, size_t len) {
   if (rd_kafka_produce(ctx->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, payload, len,
                        it->measure_id, strlen(it->measure_id), it) == -1) {
