@@ -22,9 +22,14 @@
 #   ROUNDS=3                 interleaved rounds of (a)/(b) and (c)/(e); the median is printed
 #   WARMUP=5                 seconds of untimed load first, so the broker's JIT is warm
 #   DURATION=10              seconds per wrk run of (c), (e) and (d)
-#   CONNS=256                connections for single POSTs (each waits for its delivery
-#                            report, so throughput is connections / latency)
-#   BATCH=500 BATCH_CONNS=4  items per batch, connections for batches
+#   CONNS=512                connections for single POSTs, for (c) and (e) alike: each waits
+#                            for its delivery report (acks=all), so throughput is
+#                            connections / latency, and at 256 the service sat idle part of
+#                            the time waiting for the broker (docs/ingest.md "Performance")
+#   BATCH=1000 BATCH_CONNS=8 items per batch (the service's default KPI_INGEST_MAX_BATCH),
+#                            connections for batches: a bulk client keeping 8 uploads in
+#                            flight, 8,000 records awaiting their acks (kcat keeps up to
+#                            100,000: queue.buffering.max.messages)
 #   DEPTH=8 PIPE_CONNS=64    (d): single POSTs with HTTP/1.1 pipelining, DEPTH per connection
 #   WRK_THREADS=1            wrk threads (leave cores to the service and the broker)
 #   INGEST_PROCS=1           kpi-ingest processes on one port (KPI_HTTP_REUSEPORT=1 when > 1;
@@ -41,9 +46,9 @@ BUILD_DIR=${BUILD_DIR:-/tmp/inb-rel}
 N=${N:-500000}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
-CONNS=${CONNS:-256}
-BATCH=${BATCH:-500}
-BATCH_CONNS=${BATCH_CONNS:-4}
+CONNS=${CONNS:-512}
+BATCH=${BATCH:-1000}
+BATCH_CONNS=${BATCH_CONNS:-8}
 WRK_THREADS=${WRK_THREADS:-1}
 INGEST_ENV=${INGEST_ENV:-}
 INGEST_PROCS=${INGEST_PROCS:-1}
@@ -103,7 +108,7 @@ REUSE=0
 
 log "starting $INGEST_PROCS kpi-ingest process(es) on :$PORT, topic $TOPIC, broker $BROKER"
 # wrk is one peer address: the per-peer connection cap (KPI_HTTP_MAX_CONNECTIONS_PER_PEER, 64
-# by default, docs/http.md) would refuse most of its 256 connections with 503.
+# by default, docs/http.md) would refuse most of its CONNS connections with 503.
 for i in $(seq "$INGEST_PROCS"); do
   # shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
   (cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$BROKER" KPI_INGEST_LISTEN="127.0.0.1:$PORT" \
@@ -243,19 +248,41 @@ fi
 
 KCAT=() BATCHES=() BRATIO=() SINGLES=() NGX=() SRATIO=() B_FAILED=0 S_BAD=0 E_BAD=0
 CPU_SVC=() CPU_BROKER=() CPU_REST=() CPU_BUSY=() CPU_PER=()
+CPU_KCAT=() CPU_KCAT_BROKER=() CPU_BATCH=() CPU_BATCH_BROKER=() CPU_SINGLE=()
+# Records in the topic now, waiting up to 2 s for them to reach WANT (end offsets can lag
+# behind kcat's exit on a loaded machine).
+topic_end_at_least() {
+  local want=$1 got i
+  for i in $(seq 20); do
+    got=$(topic_end)
+    [ "$got" -ge "$want" ] && break
+    sleep 0.1
+  done
+  echo "$got"
+}
+# us_per KTICKS RECORDS: CPU microseconds per record from clock ticks.
+us_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
 round_kcat() {
-  local before t0 t1 got
-  before=$(topic_end); t0=$(now)
-  kcat_produce "$WORK/records.txt"
-  t1=$(now); got=$(( $(topic_end) - before ))
+  local before t0 t1 got b0 b1 cpu
+  before=$(topic_end); t0=$(now); b0=$(proc_ticks $BROKER_PID)
+  # kcat's own CPU (user + system seconds) from bash's time keyword.
+  cpu=$( { TIMEFORMAT='%U %S'; time kcat_produce "$WORK/records.txt" >/dev/null 2>&1; } 2>&1 )
+  t1=$(now); b1=$(proc_ticks $BROKER_PID)
+  got=$(( $(topic_end_at_least $((before + N))) - before ))
   [ "$got" -eq "$N" ] || { log "kcat: $got of $N records arrived"; exit 1; }
   KCAT+=("$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
+  CPU_KCAT+=("$(awk -v c="$cpu" -v n="$N" 'BEGIN { split(c, x, " "); printf "%.2f", (x[1] + x[2]) * 1e6 / n }')")
+  CPU_KCAT_BROKER+=("$(us_per $((b1 - b0)) "$N")")
 }
 round_batch() {
-  local acc oth dur _p
+  local acc oth dur _p s0 s1 b0 b1
+  s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID)
   wrk_batch "$WORK/batch.out"
+  s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID)
   read -r acc oth dur _p _p < <(bench_line "$WORK/batch.out")
   BATCHES+=("$(eps "$acc" "$dur")"); B_FAILED=$((B_FAILED + oth))
+  CPU_BATCH+=("$(us_per $((s1 - s0)) "$acc")")
+  CPU_BATCH_BROKER+=("$(us_per $((b1 - b0)) "$acc")")
 }
 # (c) with the CPU split: service processes, broker, and the rest (wrk, other jobs).
 round_single() {
@@ -277,6 +304,7 @@ round_single() {
   CPU_PER+=("${split% }")
   read -r acc oth dur p50 p99 < <(bench_line "$WORK/single.out")
   SINGLES+=("$(eps "$acc" "$dur")"); S_BAD=$((S_BAD + oth)); S_P50=$p50; S_P99=$p99
+  CPU_SINGLE+=("$(us_per $((s1 - s0)) "$acc")")
 }
 round_nginx() {
   local acc oth dur _p
@@ -331,6 +359,7 @@ if [ -n "$NG_PORT" ]; then
 fi
 cat <<OUT
   (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  non-202 $P_OTHER
+  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}"), broker $(echo "${CPU_BATCH_BROKER[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}")
   CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
 SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))

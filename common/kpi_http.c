@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,7 @@ typedef enum {
 
 struct kpi_http_conn {
   uv_tcp_t tcp;
-  uv_timer_t timer;  /* the deadline of the current phase */
+  uv_timer_t timer;  /* the deadline of the current phase, started lazily (conn_arm) */
   uv_timer_t wtimer; /* write progress, armed while libuv holds unsent response bytes */
   uv_shutdown_t shutdown_req;
   http_parser parser;
@@ -85,13 +86,15 @@ struct kpi_http_conn {
   size_t pending_len;
   uint64_t bytes_queued; /* every byte ever passed to uv_write on this connection */
   uint64_t wmark;        /* bytes the kernel had taken when wtimer was (re)armed */
+  uint64_t deadline;     /* loop time the current phase ends; 0: no phase timeout runs */
+  uint64_t timer_due;    /* loop time TIMER fires at; 0: not running */
   unsigned char peer[16]; /* the peer's address (IPv4-mapped IPv6 as IPv4), for the cap */
   unsigned peer_len;      /* 4 or 16; 0 when unknown (never counted against a peer) */
   conn_phase phase;
   int fail_status; /* set by a parser callback before it returns -1 */
   int handles_open;
   unsigned closing : 1, reading : 1, paused : 1, no_more : 1, peer_eof : 1, active : 1,
-      wwatch : 1;
+      wwatch : 1, fin_due : 1; /* fin_due: the last response was handed to the socket */
 };
 
 
@@ -130,6 +133,7 @@ static void conn_fail(kpi_http_conn *conn, int status, const char *detail);
 static void conn_flush(kpi_http_conn *conn);
 static void conn_update_reading(kpi_http_conn *conn);
 static void conn_arm(kpi_http_conn *conn, uint64_t ms);
+static void conn_disarm(kpi_http_conn *conn);
 static void conn_watch_writes(kpi_http_conn *conn);
 
 /* ---- configuration ---- */
@@ -206,8 +210,11 @@ const char *kpi_http_strerror(int err) {
 /* ---- requests ---- */
 
 static kpi_http_request *req_new(kpi_http_server *srv) {
-  kpi_http_request *req = calloc(1, sizeof(*req));
+  /* The inline header table and arena (most of the struct) are written before they are
+   * read, so only the fields before them are cleared. */
+  kpi_http_request *req = malloc(sizeof(*req));
   if (!req) return NULL;
+  memset(req, 0, offsetof(kpi_http_request, hdrs_inline));
   req->srv = srv;
   req->route = -1;
   req->head = req->head_inline;
@@ -561,7 +568,7 @@ static int on_parser_message_complete(http_parser *p) {
   conn->cur = NULL;
   conn->ready = req;
   conn->phase = PH_WAIT;
-  uv_timer_stop(&conn->timer);
+  conn_disarm(conn);
   /* Pausing hands control back to conn_feed, which dispatches outside the parser. */
   http_parser_pause(p, 1);
   return 0;
@@ -589,9 +596,23 @@ static void on_uv_conn_closed(uv_handle_t *h) {
 
 static void on_uv_timer(uv_timer_t *t);
 
+/* The phase deadline. Every request sets it twice (headers, then idle after the answer) and
+ * clears it once, and restarting a libuv timer each time is a heap removal and insertion per
+ * call: a visible share of a small request's cost. So the deadline is a field, and the timer
+ * is restarted only when it would fire too late for it; when it fires early, on_uv_timer
+ * starts it again for what is left. A timeout still ends its phase at the very time the
+ * phase armed it for. */
 static void conn_arm(kpi_http_conn *conn, uint64_t ms) {
-  uv_timer_start(&conn->timer, on_uv_timer, ms, 0);
+  uint64_t now = uv_now(conn->srv->loop);
+  conn->deadline = now + ms;
+  if (conn->timer_due == 0 || conn->timer_due > conn->deadline) {
+    conn->timer_due = conn->deadline;
+    uv_timer_start(&conn->timer, on_uv_timer, ms, 0);
+  }
 }
+
+/* No phase timeout: a timer still running finds no deadline and does nothing. */
+static void conn_disarm(kpi_http_conn *conn) { conn->deadline = 0; }
 
 /* Bytes the kernel has taken: everything queued minus what libuv still holds. */
 static uint64_t conn_bytes_sent(kpi_http_conn *conn) {
@@ -742,10 +763,21 @@ static void conn_after_write(kpi_http_conn *conn) {
   conn_arm(conn, srv->cfg.idle_timeout_ms);
 }
 
+/* What follows a response leaving the connection: once the last one is out (fin_due and no
+ * write left in libuv) the connection ends with FIN; otherwise reading may resume or the idle
+ * timeout starts. */
+static void conn_written(kpi_http_conn *conn) {
+  conn_watch_writes(conn);
+  if (conn->fin_due) {
+    if (conn->writes == 0) conn_shutdown(conn);
+    return;
+  }
+  conn_after_write(conn);
+}
+
 static void on_uv_write(uv_write_t *w, int status) {
   kpi_http_request *req = w->data;
   kpi_http_conn *conn = req->conn;
-  int last = !req->keep_alive;
   req_free(req);
   conn->writes--;
   if (conn->closing) return;
@@ -753,12 +785,44 @@ static void on_uv_write(uv_write_t *w, int status) {
     conn_close(conn);
     return;
   }
-  conn_watch_writes(conn);
-  if (last) {
-    conn_shutdown(conn);
-    return;
+  conn_written(conn);
+}
+
+/* Sends REQ's response (BUFS, TOTAL bytes). Most responses fit the socket's buffer at once:
+ * uv_try_write sends them without a write request, whose completion would cost a deferred
+ * callback and an epoll_ctl (libuv re-registers the socket each time its write queue drains).
+ * Whatever the kernel did not take, and every response while libuv still holds earlier bytes
+ * (uv_try_write then refuses, which keeps the order), goes through uv_write. So does every
+ * response of a paused connection: resuming it parses and dispatches the requests kept aside,
+ * which must happen from on_uv_write, never inside the kpi_http_respond of another request.
+ * Returns 1 when the whole response was written (REQ is then freed), 0 when it was queued, or
+ * -1 on a write error (REQ freed, the connection is the caller's to close). */
+static int conn_write(kpi_http_conn *conn, kpi_http_request *req, uv_buf_t *bufs,
+                      unsigned nbufs, size_t total) {
+  conn->bytes_queued += total;
+  int n = conn->paused ? 0 : uv_try_write((uv_stream_t *)&conn->tcp, bufs, nbufs);
+  if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
+  if (n < 0) {
+    req_free(req);
+    return -1;
   }
-  conn_after_write(conn);
+  if ((size_t)n == total) {
+    req_free(req);
+    return 1;
+  }
+  size_t skip = (size_t)n;
+  unsigned first = 0;
+  while (skip >= bufs[first].len) skip -= bufs[first++].len;
+  bufs[first].base += skip;
+  bufs[first].len -= skip;
+  req->write_req.data = req;
+  if (uv_write(&req->write_req, (uv_stream_t *)&conn->tcp, bufs + first, nbufs - first,
+               on_uv_write) < 0) {
+    req_free(req);
+    return -1;
+  }
+  conn->writes++;
+  return 0;
 }
 
 /* Writes the answered requests at the head of the queue; a later answer waits for every
@@ -768,6 +832,7 @@ static void conn_flush(kpi_http_conn *conn) {
   static const char close_hdr[] = "Connection: close\r\n";
   static const char keep_hdr[] = "Connection: keep-alive\r\n";
   kpi_http_server *srv = conn->srv;
+  int written = 0;
   while (!conn->closing && conn->q_head && conn->q_head->responded) {
     kpi_http_request *req = conn->q_head;
     conn->q_head = req->next;
@@ -778,26 +843,33 @@ static void conn_flush(kpi_http_conn *conn) {
         (conn->peer_eof || (srv->draining && conn->phase == PH_WAIT)))
       req->keep_alive = 0;
     if (!req->keep_alive) conn->no_more = 1;
+    /* RESP holds the head, then "\r\n" and the body (TAIL; HEAD: the "\r\n" only): one
+     * buffer, unless a Connection header goes in between. */
+    size_t tail = req->is_head ? 2 : req->resp_len - req->resp_head_len;
+    const char *conn_hdr = !req->keep_alive ? close_hdr : req->http10 ? keep_hdr : NULL;
     uv_buf_t bufs[3];
     unsigned nbufs = 0;
-    bufs[nbufs++] = uv_buf_init(req->resp, (unsigned)req->resp_head_len);
-    if (!req->keep_alive)
-      bufs[nbufs++] = uv_buf_init((char *)close_hdr, sizeof close_hdr - 1);
-    else if (req->http10)
-      bufs[nbufs++] = uv_buf_init((char *)keep_hdr, sizeof keep_hdr - 1);
-    size_t tail = req->is_head ? 2 : req->resp_len - req->resp_head_len;
-    bufs[nbufs++] = uv_buf_init(req->resp + req->resp_head_len, (unsigned)tail);
-    req->write_req.data = req;
-    if (uv_write(&req->write_req, (uv_stream_t *)&conn->tcp, bufs, nbufs, on_uv_write) < 0) {
-      req_free(req);
+    if (!conn_hdr) {
+      bufs[nbufs++] = uv_buf_init(req->resp, (unsigned)(req->resp_head_len + tail));
+    } else {
+      bufs[nbufs++] = uv_buf_init(req->resp, (unsigned)req->resp_head_len);
+      bufs[nbufs++] = uv_buf_init((char *)conn_hdr, (unsigned)strlen(conn_hdr));
+      bufs[nbufs++] = uv_buf_init(req->resp + req->resp_head_len, (unsigned)tail);
+    }
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    if (!req->keep_alive) conn->fin_due = 1;
+    int rc = conn_write(conn, req, bufs, nbufs, total);
+    if (rc < 0) {
       conn_close(conn);
       return;
     }
-    conn->writes++;
-    for (unsigned i = 0; i < nbufs; i++) conn->bytes_queued += bufs[i].len;
+    written |= rc;
   }
-  conn_watch_writes(conn);
-  if (!conn->closing && conn_maybe_continue(conn) < 0) conn_close(conn);
+  /* Responses written at once are done here as on_uv_write does it for queued ones. */
+  if (written && !conn->closing) conn_written(conn);
+  else conn_watch_writes(conn);
+  if (!conn->closing && !conn->fin_due && conn_maybe_continue(conn) < 0) conn_close(conn);
 }
 
 static void conn_enqueue(kpi_http_conn *conn, kpi_http_request *req) {
@@ -1016,6 +1088,15 @@ static void on_uv_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static void on_uv_timer(uv_timer_t *t) {
   kpi_http_conn *conn = t->data;
   kpi_http_stats *st = &conn->srv->stats;
+  conn->timer_due = 0;
+  if (conn->deadline == 0) return;
+  uint64_t now = uv_now(conn->srv->loop);
+  if (now < conn->deadline) { /* armed for an earlier deadline since replaced: wait on */
+    conn->timer_due = conn->deadline;
+    uv_timer_start(t, on_uv_timer, conn->deadline - now, 0);
+    return;
+  }
+  conn->deadline = 0;
   switch (conn->phase) {
   case PH_HEADERS:
     st->timeouts_header++;
@@ -1143,6 +1224,39 @@ static void on_uv_connection(uv_stream_t *listener, int status) {
 
 /* ---- responses ---- */
 
+/* Writes "HTTP/1.1 <status> <reason>\r\n", then unless BODYLESS "Content-Length: <len>\r\n",
+ * into LINE (160 bytes: the longest reason phrase is 31) and returns its length. By hand,
+ * because it runs for every response and snprintf was a visible share of a small one. */
+static int status_line(char *line, int status, int bodyless, size_t len) {
+  const char *reason = kpi_http_reason(status);
+  size_t rl = strnlen(reason, 64);
+  char *o = line;
+  memcpy(o, "HTTP/1.1 ", 9);
+  o += 9;
+  *o++ = (char)('0' + status / 100);
+  *o++ = (char)('0' + status / 10 % 10);
+  *o++ = (char)('0' + status % 10);
+  *o++ = ' ';
+  memcpy(o, reason, rl);
+  o += rl;
+  memcpy(o, "\r\n", 2);
+  o += 2;
+  if (!bodyless) {
+    char dig[24];
+    int nd = 0;
+    do {
+      dig[nd++] = (char)('0' + len % 10);
+      len /= 10;
+    } while (len);
+    memcpy(o, "Content-Length: ", 16);
+    o += 16;
+    while (nd) *o++ = dig[--nd];
+    memcpy(o, "\r\n", 2);
+    o += 2;
+  }
+  return (int)(o - line);
+}
+
 int kpi_http_respond(kpi_http_request *req, int status, const char *content_type,
                      const void *body, size_t len, const char *extra_headers) {
   kpi_http_conn *conn = req->conn;
@@ -1158,11 +1272,8 @@ int kpi_http_respond(kpi_http_request *req, int status, const char *content_type
   /* 204 and 304 carry neither a body nor (for 204) a Content-Length. */
   int bodyless = status == 204 || status == 304;
   if (bodyless) len = 0;
-  const char *reason = kpi_http_reason(status);
   char line[160];
-  int n = bodyless ? snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason)
-                   : snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n",
-                              status, reason, len);
+  int n = status_line(line, status, bodyless, len);
   size_t ct_len = content_type ? strlen(content_type) : 0;
   size_t extra_len = extra_headers ? strlen(extra_headers) : 0;
   int extra_crlf = extra_len >= 2 && memcmp(extra_headers + extra_len - 2, "\r\n", 2) == 0;

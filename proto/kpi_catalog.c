@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <math.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -711,10 +713,24 @@ const kpi_department *kpi_catalog_department(const kpi_catalog *cat, const char 
   return NULL;
 }
 
+/* SHA-256 runs once per authenticated request. OpenSSL 3's one-shot SHA256() fetches the
+ * algorithm from its provider store on every call, which cost more than hashing a token; the
+ * algorithm is fetched once instead and kept for the life of the process. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
+static void token_sha256(const char *token, size_t len, uint8_t out[32]) {
+  pthread_once(&sha256_once, sha256_fetch);
+  if (!sha256_md || EVP_Digest(token, len, out, NULL, sha256_md, NULL) != 1)
+    SHA256((const unsigned char *)token, len, out);
+}
+
 const kpi_department *kpi_catalog_authenticate(const kpi_catalog *cat, const char *token,
                                                size_t token_len) {
   uint8_t digest[32];
-  SHA256((const unsigned char *)token, token_len, digest);
+  token_sha256(token, token_len, digest);
   const kpi_department *found = NULL;
   for (size_t i = 0; i < cat->n_departments; i++) {
     const kpi_department *d = &cat->departments[i];

@@ -70,6 +70,15 @@ typedef struct ingest_ctx {
   char probe_err[256];
   char broker_err[256]; /* loop-side copy of probe_err, for /readyz */
 
+  /* Random bytes for the event ids the service makes up (UUID v4), drawn from RAND_bytes a
+   * block at a time: one call per request cost more than the rest of the id's work
+   * (ingest_handlers.c, random_event_id). The last ids_left bytes are unspent. */
+  uint8_t ids[4096];
+  size_t ids_left;
+  /* received_at of the last record, reused for every record of the same millisecond. */
+  int64_t received_ms;
+  char received_at[32];
+
   uint64_t inflight; /* requests held by handlers (waiting for delivery reports) */
   bool purged;         /* the drain gave up on Kafka and purged the producer's queues */
   uint64_t drained_at; /* when the last held request was answered */

@@ -307,6 +307,7 @@ static void finish_single(ingest_ctx *ctx, ingest_request *r) {
   ingest_item *it = &r->items[0];
   if (it->status == 202) {
     kpi_buf b = KPI_BUF_INIT;
+    kpi_buf_reserve(&b, 256); /* the whole answer: no reallocation while it grows */
     kpi_buf_adds(&b, "{\"event_id\":");
     kpi_json_buf_string(&b, it->event_id);
     if (r->ep == INGEST_EP_RETRACT || r->ep == INGEST_EP_ACK) {
@@ -315,8 +316,13 @@ static void finish_single(ingest_ctx *ctx, ingest_request *r) {
     }
     kpi_buf_adds(&b, ",\"measure_id\":");
     kpi_json_buf_string(&b, it->measure_id);
-    kpi_buf_addf(&b, ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}", it->partition,
-                 it->offset);
+    char num[64], *o = num;
+    memcpy(o, ",\"partition\":", 13);
+    o = put_i64(o + 13, it->partition);
+    memcpy(o, ",\"offset\":", 10);
+    o = put_i64(o + 10, it->offset);
+    *o++ = '}';
+    kpi_buf_add(&b, num, (size_t)(o - num));
     answer_buf(ctx, r, 202, &b, "application/json", NULL);
     return;
   }
@@ -424,63 +430,88 @@ static int item_check(ingest_ctx *ctx, const cJSON *obj, const kpi_department *d
   if (rc != 0) return 422;
   if (kpi_measurement_normalize(m, ctx->catalog, errs) != 0) return 422;
   if (!kpi_measurement_check(m, ctx->catalog, now, errs)) return 422;
-  snprintf(m->department, sizeof(m->department), "%s", d->id);
+  size_t dl = strnlen(d->id, sizeof(m->department) - 1);
+  memcpy(m->department, d->id, dl);
+  m->department[dl] = '\0';
   return 0;
 }
 
-/* Encodes M and hands it to the producer with IT as the opaque. On success the request
- * waits for one more delivery report; on failure IT gets its final status (429 when the
- * queue is full). */
+/* IT was refused by the producer with E: 429 when the queue is full, else 503. */
+static void item_refused(ingest_ctx *ctx, ingest_item *it, rd_kafka_resp_err_t e) {
+  if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+    it->status = 429;
+    it->detail = "the producer queue is full; retry shortly";
+    kpi_metrics_inc(ctx->m_queue_full);
+  } else {
+    it->status = 503;
+    it->detail = rd_kafka_err2str(e);
+    kpi_metrics_inc(ctx->m_delivery_failures);
+  }
+}
+
+/* Hands PAYLOAD (LEN bytes; taken over) to the producer with IT as the opaque. On success the
+ * request waits for one more delivery report; on failure IT gets its final status (429 when
+ * the queue is full). */
 static int item_produce(ingest_ctx *ctx, ingest_item *it, char *payload, size_t len) {
   if (rd_kafka_produce(ctx->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, payload, len,
                        it->measure_id, strlen(it->measure_id), it) == -1) {
-    rd_kafka_resp_err_t e = rd_kafka_last_error();
     free(payload); /* still ours when produce fails */
-    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-      it->status = 429;
-      it->detail = "the producer queue is full; retry shortly";
-      kpi_metrics_inc(ctx->m_queue_full);
-    } else {
-      it->status = 503;
-      it->detail = rd_kafka_err2str(e);
-      kpi_metrics_inc(ctx->m_delivery_failures);
-    }
+    item_refused(ctx, it, rd_kafka_last_error());
     return -1;
   }
   it->req->pending++;
   return 0;
 }
 
-/* Fills event_id when the client gave none: from the Idempotency-Key KEY (a UUID, single
- * records only), else a random (v4) UUID, from RND (16 random bytes drawn with the rest of
- * the batch's: one RAND_bytes call per request instead of one per item) or fresh. */
-static void assign_event_id(kpi_measurement *m, const uint8_t *key, const uint8_t *rnd) {
-  if (m->event_id[0]) return;
-  if (key) {
-    kpi_uuid_format(key, m->event_id);
-  } else if (rnd) {
-    uint8_t b[16];
-    memcpy(b, rnd, 16);
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
-    kpi_uuid_format(b, m->event_id);
-  } else {
-    kpi_uuid_v4(m->event_id);
+/* A fresh random (v4) event id into OUT from ctx->ids, refilled by RAND_bytes when spent.
+ * Returns 0, or -1 when no random bytes could be had (OUT is then ""). */
+static int random_event_id(ingest_ctx *ctx, char out[KPI_UUID_STRLEN + 1]) {
+  if (ctx->ids_left < 16) {
+    if (RAND_bytes(ctx->ids, (int)sizeof(ctx->ids)) != 1) {
+      out[0] = '\0';
+      return -1;
+    }
+    ctx->ids_left = sizeof(ctx->ids);
   }
+  uint8_t b[16];
+  uint8_t *src = ctx->ids + sizeof(ctx->ids) - ctx->ids_left;
+  memcpy(b, src, 16);
+  ctx->ids_left -= 16;
+  b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+  b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+  kpi_uuid_format(b, out);
+  return 0;
+}
+
+/* received_at for NOW (kpi_time_format_utc), formatted once per millisecond. */
+static const char *received_at(ingest_ctx *ctx, int64_t now) {
+  if (now != ctx->received_ms || !ctx->received_at[0]) {
+    kpi_time_format_utc(now, ctx->received_at, sizeof(ctx->received_at));
+    ctx->received_ms = now;
+  }
+  return ctx->received_at;
+}
+
+/* Fills event_id when the client gave none: from the Idempotency-Key KEY (a UUID, single
+ * records only), else a random (v4) UUID. */
+static void assign_event_id(ingest_ctx *ctx, kpi_measurement *m, const uint8_t *key) {
+  if (m->event_id[0]) return;
+  if (key) kpi_uuid_format(key, m->event_id);
+  else random_event_id(ctx, m->event_id);
 }
 
 /* Fills IT (ids, status) for a record that passed item_check and returns its encoding, or
  * NULL (IT then failed with 500). */
-static char *item_encode(ingest_item *it, kpi_measurement *m, int64_t now, const char *received,
-                         const uint8_t *key, const uint8_t *rnd, size_t *len) {
-  assign_event_id(m, key, rnd);
+static char *item_encode(ingest_ctx *ctx, ingest_item *it, kpi_measurement *m, int64_t now,
+                         const uint8_t *key, size_t *len) {
+  assign_event_id(ctx, m, key);
   if (!m->event_id[0]) {
     it->status = 500;
     it->detail = "no random bytes for an event_id";
     return NULL;
   }
   m->received_ms = now;
-  memcpy(m->received_at, received, sizeof(m->received_at));
+  memcpy(m->received_at, received_at(ctx, now), sizeof(m->received_at));
   memcpy(it->event_id, m->event_id, sizeof(it->event_id));
   memcpy(it->measure_id, m->measure_id, sizeof(it->measure_id));
   char *payload = kpi_measurement_encode(m, len);
@@ -573,11 +604,8 @@ static void handle_single(ingest_ctx *ctx, kpi_http_request *req, const kpi_depa
     answer_problem(ctx, req, ep, t0, 500, "out of memory", NULL, NULL);
     return;
   }
-  char received[32];
-  kpi_time_format_utc(now, received, sizeof(received));
   size_t plen;
-  char *payload = item_encode(&r->items[0], &m, now, received, has_key ? keybuf : NULL, NULL,
-                              &plen);
+  char *payload = item_encode(ctx, &r->items[0], &m, now, has_key ? keybuf : NULL, &plen);
   if (payload) item_produce(ctx, &r->items[0], payload, plen);
   if (r->pending == 0) request_finish(r);
 }
@@ -662,8 +690,8 @@ typedef struct {
   batch_iter bi;
   size_t n;              /* items */
   ingest_request *r;     /* held across delivery reports once created */
-  char **payloads;       /* atomic: every encoding until all items passed */
-  size_t *lens;
+  rd_kafka_message_t *msgs; /* the encodings of the items that passed, in input order */
+  size_t n_msgs;
   size_t bad, forbidden; /* items refused by their checks, 403 among them */
 } batch_job;
 
@@ -742,14 +770,11 @@ static int batch_open(batch_job *j) {
   return 0;
 }
 
-/* The request held across delivery reports, and the atomic batch's payload slots. */
+/* The request held across delivery reports, and the slots of the encodings. */
 static int batch_alloc(batch_job *j) {
   j->r = request_new(j->ctx, j->req, INGEST_EP_BATCH, j->t0, j->n);
-  if (j->r && j->atomic) {
-    j->payloads = calloc(j->n, sizeof(char *));
-    j->lens = calloc(j->n, sizeof(size_t));
-  }
-  if (!j->r || (j->atomic && (!j->payloads || !j->lens))) {
+  if (j->r) j->msgs = calloc(j->n, sizeof(*j->msgs));
+  if (!j->r || !j->msgs) {
     if (j->r) {
       request_free(j->r);
       j->ctx->inflight--;
@@ -761,19 +786,10 @@ static int batch_alloc(batch_job *j) {
   return 0;
 }
 
-/* Checks and encodes every item; a non-atomic batch produces each good one at once, an
- * atomic one keeps the encodings for batch_publish_atomic. */
+/* Checks and encodes every item, keeping the encodings for batch_publish. */
 static void batch_check_items(batch_job *j) {
   ingest_ctx *ctx = j->ctx;
-  /* Every item's random id bits at once (NULL on failure: one call per item). */
-  uint8_t *rnd = malloc(16 * j->n);
-  if (rnd && RAND_bytes(rnd, (int)(16 * j->n)) != 1) {
-    free(rnd);
-    rnd = NULL;
-  }
   int64_t now = kpi_time_now_ms();
-  char received[32];
-  kpi_time_format_utc(now, received, sizeof(received));
   kpi_measurement m;
   const cJSON *obj;
   for (size_t i = 0; i < j->n && batch_next(&j->bi, &obj); i++) {
@@ -804,26 +820,27 @@ static void batch_check_items(batch_job *j) {
       continue;
     }
     size_t plen;
-    char *payload = item_encode(it, &m, now, received, NULL, rnd ? rnd + 16 * i : NULL, &plen);
+    char *payload = item_encode(ctx, it, &m, now, NULL, &plen);
     if (!payload) {
       j->bad++;
       continue;
     }
-    if (j->atomic) {
-      j->payloads[i] = payload;
-      j->lens[i] = plen;
-    } else {
-      item_produce(ctx, it, payload, plen);
-    }
+    rd_kafka_message_t *msg = &j->msgs[j->n_msgs++];
+    msg->payload = payload;
+    msg->len = plen;
+    msg->key = it->measure_id;
+    msg->key_len = strlen(it->measure_id);
+    msg->_private = it;
   }
-  free(rnd);
 }
 
-/* An atomic batch: refused whole when any item failed, else produced in order. After the
- * first refusal the queue is full: the rest is not tried, so the answer says exactly which
- * items are in Kafka. Returns -1 when the request was answered (and freed) here. */
-static int batch_publish_atomic(batch_job *j) {
-  int status = ingest_atomic_status(j->n, j->bad, j->forbidden);
+/* Hands the encodings to the producer in one rd_kafka_produce_batch call, in input order:
+ * one clock reading and one topic lock for the batch instead of one per record. An atomic
+ * batch with any bad item is refused whole instead, nothing published. Once the queue is
+ * full, librdkafka refuses every later record of the call too, so the answer says exactly
+ * which items are in Kafka. Returns -1 when the request was answered (and freed) here. */
+static int batch_publish(batch_job *j) {
+  int status = j->atomic ? ingest_atomic_status(j->n, j->bad, j->forbidden) : 0;
   if (status) {
     answer_atomic_rejected(j->ctx, j->r, status, j->bad);
     request_free(j->r);
@@ -831,16 +848,16 @@ static int batch_publish_atomic(batch_job *j) {
     j->r = NULL;
     return -1;
   }
-  int refused = 0;
-  for (size_t i = 0; i < j->n; i++) {
-    ingest_item *it = &j->r->items[i];
-    if (refused) {
-      it->status = it[-1].status;
-      it->detail = it[-1].detail;
-      continue;
-    }
-    refused = item_produce(j->ctx, it, j->payloads[i], j->lens[i]) != 0;
-    j->payloads[i] = NULL; /* produced or freed by item_produce */
+  if (j->n_msgs == 0) return 0;
+  /* RD_KAFKA_MSG_F_COPY: librdkafka copies each payload into its own message, so the
+   * encodings stay ours on every path (with F_FREE, which ones a failed call had freed would
+   * depend on why each failed) and batch_job_free frees them all. */
+  rd_kafka_produce_batch(j->ctx->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, j->msgs,
+                         (int)j->n_msgs);
+  for (size_t k = 0; k < j->n_msgs; k++) {
+    ingest_item *it = j->msgs[k]._private;
+    if (j->msgs[k].err) item_refused(j->ctx, it, j->msgs[k].err);
+    else j->r->pending++;
   }
   return 0;
 }
@@ -848,9 +865,8 @@ static int batch_publish_atomic(batch_job *j) {
 /* Releases what the job holds; the request R is not its to free once handed on. */
 static void batch_job_free(batch_job *j) {
   batch_iter_free(&j->bi);
-  for (size_t i = 0; j->payloads && i < j->n; i++) free(j->payloads[i]);
-  free(j->payloads);
-  free(j->lens);
+  for (size_t k = 0; k < j->n_msgs; k++) free(j->msgs[k].payload);
+  free(j->msgs);
 }
 
 static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_department *d,
@@ -858,7 +874,7 @@ static void handle_batch(ingest_ctx *ctx, kpi_http_request *req, const kpi_depar
   batch_job j = {.ctx = ctx, .req = req, .d = d, .t0 = t0};
   if (batch_read_request(&j) == 0 && batch_open(&j) == 0 && batch_alloc(&j) == 0) {
     batch_check_items(&j);
-    if ((!j.atomic || batch_publish_atomic(&j) == 0) && j.r->pending == 0) request_finish(j.r);
+    if (batch_publish(&j) == 0 && j.r->pending == 0) request_finish(j.r);
   }
   batch_job_free(&j);
 }

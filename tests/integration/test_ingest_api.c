@@ -563,6 +563,43 @@ static void test_batch_atomic(void **state) {
   tc_records_free(recs, n);
 }
 
+/* Event ids the service makes up come from a block of random bytes refilled every 256 ids
+ * (ingest_handlers.c, random_event_id): 300 items in batches of 20 cross a refill, and every
+ * id is a distinct UUID v4 on the topic as in the answers. */
+static void test_event_ids_across_refills(void **state) {
+  (void)state;
+  enum { BATCHES = 15, ITEMS = 20 };
+  char (*ids)[40] = calloc(BATCHES * ITEMS, sizeof(*ids));
+  char body[4096];
+  int n_ids = 0;
+  for (int b = 0; b < BATCHES; b++) {
+    size_t len = 0;
+    for (int i = 0; i < ITEMS; i++)
+      len += (size_t)snprintf(body + len, sizeof(body) - len,
+                              "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                              "\"value\":%d,\"unit\":\"percent\"}\n", i);
+    tc_resp r;
+    post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, &r);
+    assert_int_equal(r.status, 202);
+    cJSON *doc = cJSON_Parse(r.body);
+    for (int i = 0; i < ITEMS; i++) {
+      const char *id = cJSON_GetObjectItem(batch_item(doc, i), "event_id")->valuestring;
+      assert_int_equal(strlen(id), 36);
+      assert_int_equal(id[14], '4');                    /* version 4 */
+      assert_non_null(strchr("89ab", id[19]));          /* RFC 9562 variant */
+      for (int k = 0; k < n_ids; k++) assert_string_not_equal(ids[k], id);
+      snprintf(ids[n_ids++], sizeof(ids[0]), "%s", id);
+    }
+    cJSON_Delete(doc);
+    tc_resp_free(&r);
+  }
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  for (int k = 0; k < n_ids; k++) assert_non_null(tc_find_event(recs, n, ids[k]));
+  tc_records_free(recs, n);
+  free(ids);
+}
+
 /* ---- HTTP framing ---- */
 
 static void test_pipelined_in_order(void **state) {
@@ -918,6 +955,7 @@ int main(void) {
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_batch_partial_207),
       cmocka_unit_test(test_batch_atomic),
+      cmocka_unit_test(test_event_ids_across_refills),
       cmocka_unit_test(test_pipelined_in_order),
       cmocka_unit_test(test_chunked_and_continue),
       cmocka_unit_test(test_slow_client_408),

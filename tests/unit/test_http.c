@@ -1037,6 +1037,91 @@ static void test_write_timeout(void **state) {
   fixture_free(fx);
 }
 
+/* Reads one response whose body may be far larger than a response struct holds: returns its
+ * status and checks every body byte is BYTE; the rest of the input stays in C. */
+static int client_big_response(client *c, char byte, size_t *body_len) {
+  char *end;
+  while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4)))
+    if (client_fill(c, 5000) <= 0) return -1;
+  size_t head_len = (size_t)(end - c->buf) + 4;
+  int status = 0;
+  if (sscanf(c->buf, "HTTP/1.1 %d", &status) != 1) return -1;
+  const char *cl = strcasestr(c->buf, "\r\nContent-Length:");
+  if (!cl || cl > end) return -1;
+  size_t left = strtoul(cl + 17, NULL, 10);
+  *body_len = left;
+  memmove(c->buf, c->buf + head_len, c->len - head_len);
+  c->len -= head_len;
+  while (left > 0) {
+    if (c->len == 0 && client_fill(c, 5000) <= 0) return -1;
+    size_t n = c->len < left ? c->len : left;
+    for (size_t i = 0; i < n; i++)
+      if (c->buf[i] != byte) return -1;
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+    left -= n;
+  }
+  return status;
+}
+
+/* A response the socket does not take at once (a small receive buffer, 4 MiB) is finished by
+ * libuv's queued write, and the pipelined answers behind it, written while it is still
+ * queued, follow it in order; the last, `Connection: close`, ends the connection only once
+ * everything before it is out. */
+static void test_large_response_then_pipelined(void **state) {
+  (void)state;
+  fixture *fx = fixture_start(NULL, MODE_ECHO);
+  client *c = client_open_ex(fx->port, NULL, 4096);
+  client_sends(c, "GET /big?4194304 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /after HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /big?65536 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  usleep(100 * 1000); /* every answer is queued behind the first before anything is read */
+  size_t len = 0;
+  assert_int_equal(client_big_response(c, 'x', &len), 200);
+  assert_int_equal(len, 4194304);
+  expect_response(c, 200, "GET /after ");
+  assert_int_equal(client_big_response(c, 'x', &len), 200);
+  assert_int_equal(len, 65536);
+  response r;
+  assert_int_equal(client_response(c, &r, 0), 0);
+  assert_string_equal(r.body, "GET /last  h=- len=0:");
+  assert_non_null(strstr(r.head, "Connection: close\r\n"));
+  assert_true(client_at_eof(c));
+  client_close(c);
+  fixture_stop(fx);
+  assert_int_equal(fx->requests_seen, 4);
+  fixture_free(fx);
+}
+
+/* The phase timer is started lazily (it keeps running for a later deadline when a phase
+ * ends): a header timeout shorter than the idle timeout still cuts a keep-alive client off
+ * with 408 while the timer was last started for the idle deadline. */
+static void test_header_timeout_after_idle_deadline(void **state) {
+  (void)state;
+  kpi_http_config cfg = test_config();
+  cfg.header_timeout_ms = 200;
+  cfg.idle_timeout_ms = 60000;
+  fixture *fx = fixture_start(&cfg, MODE_ECHO);
+  client *c = client_open(fx->port);
+  for (int i = 0; i < 3; i++) {
+    client_sends(c, "GET /k HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_response(c, 200, "GET /k ");
+  }
+  /* Past the first header deadline: the timer now runs for the idle one, 60 s away. */
+  usleep(400 * 1000);
+  client_sends(c, "GET /slow HTTP/1.1\r\nHost: t\r\n");
+  response r;
+  assert_int_equal(client_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 408);
+  assert_true(client_at_eof(c));
+  client_close(c);
+  fixture_stop(fx);
+  assert_int_equal(fx->srv.stats.timeouts_header, 1);
+  assert_int_equal(fx->srv.stats.timeouts_idle, 0);
+  fixture_free(fx);
+}
+
 /* Answered requests waiting behind an unanswered one keep their response only: their
  * bodies are freed when answered. */
 static void test_body_freed_once_answered(void **state) {
@@ -1284,6 +1369,8 @@ int main(void) {
       cmocka_unit_test(test_unknown_method_501),
       cmocka_unit_test(test_routes_404_405),
       cmocka_unit_test(test_write_timeout),
+      cmocka_unit_test(test_large_response_then_pipelined),
+      cmocka_unit_test(test_header_timeout_after_idle_deadline),
       cmocka_unit_test(test_body_freed_once_answered),
       cmocka_unit_test(test_zero_body_limit),
       cmocka_unit_test(test_max_connections_per_peer),
