@@ -20,6 +20,7 @@ void kpi_aggregate_bounds_of(kpi_day as_of, kpi_aggregate_bounds *out) {
   day_start_instant(as_of + 1, out->end_at, sizeof(out->end_at));
   day_start_instant(month, out->month_start_at, sizeof(out->month_start_at));
   kpi_day_format(month, out->month_start, sizeof(out->month_start));
+  kpi_day_format(as_of, out->day, sizeof(out->day));
 }
 
 kpi_aggregate_cols kpi_aggregate_cols_find(const PGresult *res) {

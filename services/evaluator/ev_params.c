@@ -165,13 +165,14 @@ static int totals_key_cmp(const void *a, const void *b) {
 }
 
 static void totals_group_add(ev_copy_totals_params *p, const totals_key *k, long long events,
-                             double total) {
+                             double total, kpi_day last_day) {
   kpi_buf_arr_str(&p->measure_id, k->r->measure_id);
   ev_arr_day(&p->month, k->month);
   ev_arr_int(&p->fiscal_year, kpi_fy_of_day(k->r->observed_day));
   kpi_buf_arr_str(&p->component, k->component);
   ev_arr_int(&p->events, events);
   ev_arr_double(&p->total, true, total);
+  ev_arr_day(&p->last_day, last_day);
 }
 
 int ev_copy_totals_build(ev_copy_totals_params *p, const ev_batch *b, const size_t *idx,
@@ -192,8 +193,12 @@ int ev_copy_totals_build(ev_copy_totals_params *p, const ev_batch *b, const size
   for (size_t k = 0; k < n;) {
     size_t j = k;
     double total = 0;
-    for (; j < n && totals_key_cmp(&keys[k], &keys[j]) == 0; j++) total += keys[j].r->value;
-    totals_group_add(p, &keys[k], (long long)(j - k), total);
+    kpi_day last_day = keys[k].r->observed_day;
+    for (; j < n && totals_key_cmp(&keys[k], &keys[j]) == 0; j++) {
+      total += keys[j].r->value;
+      if (keys[j].r->observed_day > last_day) last_day = keys[j].r->observed_day;
+    }
+    totals_group_add(p, &keys[k], (long long)(j - k), total, last_day);
     k = j;
   }
   free(keys);
@@ -276,13 +281,15 @@ void ev_aggregate_params_build(ev_aggregate_params *p, const kpi_catalog *cat,
   int y, mo, d;
   kpi_day_to_ymd(as_of, &y, &mo, &d);
   kpi_day month = as_of - (d - 1);
-  char end[40], month_start[40], month_day[16];
+  char end[40], month_start[40], month_day[16], day[16];
   day_start_instant(as_of + 1, end, sizeof(end));
   day_start_instant(month, month_start, sizeof(month_start));
   kpi_day_format(month, month_day, sizeof(month_day));
+  kpi_day_format(as_of, day, sizeof(day));
   set_text(&p->end_at, end);
   set_text(&p->month_start_at, month_start);
   set_text(&p->month_start, month_day);
+  set_text(&p->day, day);
 }
 
 void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, kpi_day as_of,

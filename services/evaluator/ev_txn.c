@@ -19,7 +19,9 @@
  * the other order, counted then taken back, so a replay gives the same rows whatever the
  * batch bounds), and its retraction applied; a pending retraction of another measure or department is
  * refused instead, and the measurement counted (docs/corrections.md). SQL_RETRACT_INSERT runs
- * before, so a retraction earlier in the same batch is pending by now.
+ * before, so a retraction earlier in the same batch is pending by now. Each totals row's
+ * last_day is raised to the latest observed_day inserted into it (a marked row's too: it is an
+ * upper bound, migration 009), so the aggregate knows when a month's row is exact at a date.
  *
  * The same statement answers the event_id check: the rows whose event_id is already taken by
  * a different measure or department, stored earlier or by an earlier row of this batch.
@@ -50,7 +52,7 @@ static const char SQL_INSERT[] =
     "   AND r.measure_id = u.measure_id AND r.department = u.department"
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING event_id, measure_id, department, date_trunc('month', observed_day)::date AS month,"
-    "   fiscal_year, coalesce(component, '') AS component, value, retraction_id),"
+    "   fiscal_year, coalesce(component, '') AS component, value, retraction_id, observed_day),"
     " ap AS (UPDATE retractions r SET state = 'applied', applied_at = now() FROM ins"
     "   WHERE r.event_id = ins.retraction_id),"
     " rf AS (UPDATE retractions r SET state = 'refused',"
@@ -59,13 +61,14 @@ static const char SQL_INSERT[] =
     "   FROM ins WHERE r.retracts = ins.event_id AND r.state = 'pending'"
     "   AND r.event_id IS DISTINCT FROM ins.retraction_id),"
     " tot AS (INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component,"
-    "   events, total)"
+    "   events, total, last_day)"
     " SELECT measure_id, month, fiscal_year, component,"
     "   count(*) FILTER (WHERE retraction_id IS NULL),"
-    "   coalesce(sum(value) FILTER (WHERE retraction_id IS NULL), 0) FROM ins"
+    "   coalesce(sum(value) FILTER (WHERE retraction_id IS NULL), 0), max(observed_day) FROM ins"
     " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4"
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
-    " SET events = t.events + excluded.events, total = t.total + excluded.total),"
+    " SET events = t.events + excluded.events, total = t.total + excluded.total,"
+    "   last_day = GREATEST(t.last_day, excluded.last_day)),"
     " w AS (SELECT u.event_id AS e, u.measure_id AS m, u.department AS d, u.i,"
     "   first_value(u.measure_id) OVER f AS m0, first_value(u.department) OVER f AS d0"
     "   FROM u WHERE (SELECT count(*) FROM ins) < $15::bigint"
@@ -99,12 +102,13 @@ static const char SQL_COPY_TOTALS[] =
     "WITH p AS (SELECT EXISTS (SELECT 1 FROM retractions r JOIN measurements x"
     "   ON x.event_id = r.retracts WHERE r.state = 'pending' AND x.stored_at = now()) AS pending),"
     " tot AS (INSERT INTO measure_totals AS t (measure_id, month, fiscal_year, component,"
-    "   events, total)"
-    " SELECT u.m, u.mo, u.fy, u.c, u.n, u.v FROM unnest($1::text[], $2::date[], $3::int[],"
-    "   $4::text[], $5::bigint[], $6::float8[]) AS u(m, mo, fy, c, n, v)"
+    "   events, total, last_day)"
+    " SELECT u.m, u.mo, u.fy, u.c, u.n, u.v, u.l FROM unnest($1::text[], $2::date[], $3::int[],"
+    "   $4::text[], $5::bigint[], $6::float8[], $7::date[]) AS u(m, mo, fy, c, n, v, l)"
     " WHERE NOT (SELECT pending FROM p) ORDER BY 1, 2, 4"
     " ON CONFLICT (measure_id, month, component) DO UPDATE"
-    " SET events = t.events + excluded.events, total = t.total + excluded.total)"
+    " SET events = t.events + excluded.events, total = t.total + excluded.total,"
+    "   last_day = GREATEST(t.last_day, excluded.last_day))"
     " SELECT pending FROM p";
 
 /* Retractions of the batch ($5 position among the rows written, $6 the event taken back,
@@ -142,7 +146,8 @@ static const char SQL_RETRACT_INSERT[] =
 
 /* The batch's retractions $1 still pending whose measurement is stored (SQL_RETRACT_CHECK
  * refused the mismatched ones): mark it, take its amount out of the monthly totals (only for a
- * mark really set: a measurement marked already is not subtracted twice), applied. */
+ * mark really set: a measurement marked already is not subtracted twice), applied. The row's
+ * last_day stays: an upper bound of the days it counts is all the aggregate needs. */
 static const char SQL_RETRACT_APPLY[] =
     "WITH r AS (SELECT r.event_id, r.retracts, r.measure_id, r.department, r.reason,"
     "   r.received_at FROM retractions r"
@@ -175,10 +180,12 @@ static const char SQL_OFFSETS[] =
     " SET next_offset = GREATEST(consumer_offsets.next_offset, excluded.next_offset),"
     " updated_at = now()";
 
-/* Aggregates of the measures $1 at the evaluation date: $4 its fiscal year, $8 the first day
- * of its month, $6 .. $5 the instants from that day to the end of the date (Japan time).
- * Whole months before it come from measure_totals; only the current month is read from
- * measurements, so the cost does not grow with the history. The query itself is
+/* Aggregates of the measures $1 at the evaluation date $9: $4 its fiscal year, $8 the first
+ * day of its month, $6 .. $5 the instants from that day to the end of the date (Japan time).
+ * Whole months before it come from measure_totals, and so does the current month when no
+ * reading of it was observed after the date (the usual case: the date is today); only
+ * otherwise is the current month read from measurements, so the cost grows neither with the
+ * history nor with the month's readings. The query itself is
  * KPI_AGGREGATE_SQL (common/kpi_aggregate.h), shared with the report's past dates. */
 static const char SQL_AGGREGATE[] =
     "SELECT g.*,"

@@ -220,10 +220,11 @@ typedef union {
 
 /* SQL_COPY_TOTALS (ev_txn.c, the COPY path): one element per (measure, month, component) of
  * the batch's rows: fiscal year, number of rows and sum of their values. */
-#define EV_COPY_TOTALS_NPARAMS 6
+#define EV_COPY_TOTALS_NPARAMS 7
 typedef union {
   struct {
     kpi_buf measure_id, month, fiscal_year, component, events, total;
+    kpi_buf last_day; /* the latest observed_day of the group (migration 009) */
   };
   kpi_buf v[EV_COPY_TOTALS_NPARAMS];
 } ev_copy_totals_params;
@@ -236,7 +237,7 @@ typedef union {
   kpi_buf v[EV_OFFSET_NARRAYS];
 } ev_offset_params;
 
-#define EV_AGGREGATE_NPARAMS 8
+#define EV_AGGREGATE_NPARAMS 9
 typedef union {
   struct {
     kpi_buf ids, window_from, window_to; /* ids also SQL_LOCK's $1 */
@@ -245,6 +246,7 @@ typedef union {
     kpi_buf month_start_at; /* $6: midnight (Japan) at the first day of its month */
     kpi_buf is_ratio;
     kpi_buf month_start; /* $8: that first day as a date */
+    kpi_buf day;         /* $9: the evaluation date itself */
   };
   kpi_buf v[EV_AGGREGATE_NPARAMS];
 } ev_aggregate_params;

@@ -49,9 +49,10 @@ static const char *const ep_names[REPORT_EP_COUNT] = {
 /* ---- SQL ---- */
 
 /* The aggregates of the measures at the date asked for: the evaluator's own query
- * (KPI_AGGREGATE_SQL, $1..$8; whole months from its monthly totals, the date's month from
- * `measurements`), so a past date is computed exactly as the evaluator computed it that day.
- * $9: also join the evaluator's current attainment row. The last report is the latest
+ * (KPI_AGGREGATE_SQL, $1..$9; whole months from its monthly totals, the date's month too
+ * when none of its readings was observed after the date, else from `measurements`), so a past
+ * date is computed exactly as the evaluator computed it that day. $10: also join the
+ * evaluator's current attainment row. The last report is the latest
  * received_at among the measurements counted, as a Japan date. */
 static const char SQL_TABLE[] =
     "SELECT g.*,"
@@ -62,14 +63,14 @@ static const char SQL_TABLE[] =
     " LEFT JOIN LATERAL (SELECT max(x.received_at) AS last_received FROM measurements x"
     "   WHERE x.measure_id = g.id AND x.observed_at < $5::timestamptz"
     "   AND x.retracted_at IS NULL) lx ON true"
-    " LEFT JOIN attainment a ON $9::bool AND a.measure_id = g.id";
+    " LEFT JOIN attainment a ON $10::bool AND a.measure_id = g.id";
 
 /* The latest page and CSV (no as_of): the evaluator's current attainment rows of the
  * measures $1, each with the two columns of the reading side that SQL_TABLE gives too, cut at
  * the instant $2 (00:00 JST of tomorrow): the latest reading's observation date (ties on
  * observed_at share it, so a backward index scan of one entry) and the latest received_at
  * among the readings counted. No aggregate: the statuses, values, progress and pace are the
- * evaluator's, exactly what SQL_TABLE's $9 join put over its recomputation, so a page costs
+ * evaluator's, exactly what SQL_TABLE's $10 join put over its recomputation, so a page costs
  * two index lookups per measure instead of the whole aggregate (on_pg_latest falls back to
  * SQL_TABLE when a measure has no row yet, as the page then recomputes it). */
 static const char SQL_LATEST[] =
@@ -765,12 +766,12 @@ static int query_table(page *pg, const kpi_measure *one) {
   kpi_buf_arr_end(&ratio);
   kpi_aggregate_bounds b;
   kpi_aggregate_bounds_of(pg->as_of, &b);
-  const char *vals[9] = {ids.s,   wf.s,          wt.s,   b.fiscal_year,
-                         b.end_at, b.month_start_at, ratio.s, b.month_start,
-                         pg->has_as_of ? "f" : "t"};
+  const char *vals[10] = {ids.s,   wf.s,          wt.s,    b.fiscal_year,
+                          b.end_at, b.month_start_at, ratio.s, b.month_start,
+                          b.day,    pg->has_as_of ? "f" : "t"};
   int rc = ids.oom || wf.oom || wt.oom || ratio.oom
                ? KPI_PGASYNC_ENOMEM
-               : db_query(ctx, SQL_TABLE, 9, vals, on_pg_table, pg);
+               : db_query(ctx, SQL_TABLE, 10, vals, on_pg_table, pg);
   kpi_buf_free(&ids);
   kpi_buf_free(&wf);
   kpi_buf_free(&wt);

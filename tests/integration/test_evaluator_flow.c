@@ -3,13 +3,15 @@
  * reason while later records still flow; the read API answers; SIGTERM exits 0. A backlog
  * drained through a prefetch queue far smaller than it wakes the parked fetcher and still
  * stores every record once. The COPY path and its fallback (a replayed batch) store exactly the
- * rows and totals that the INSERT statement alone stores. */
+ * rows and totals that the INSERT statement alone stores. The evaluation date's month comes
+ * from its totals when they are exact at the date, else from the readings. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "kpi_pg.h"
 #include "test_evaluator_util.h"
 
 #define LEVEL "g2-uiturn-4-supporters"          /* level 24 -> 50, FY2022 -> FY2024 */
@@ -171,7 +173,8 @@ static char *rows_digest(evw *w) {
       " observed_at, observed_day, fiscal_year, value, unit, component, note, received_at,"
       " retracted_at, retraction_id), ',' ORDER BY event_id) FROM measurements), '') || ';' ||"
       " coalesce((SELECT string_agg(concat_ws('|', measure_id, month, fiscal_year, component,"
-      " events, total), ',' ORDER BY measure_id, month, component) FROM measure_totals), ''))");
+      " events, total, last_day), ',' ORDER BY measure_id, month, component)"
+      " FROM measure_totals), ''))");
 }
 
 /* The value of the metric NAME (0 when absent). */
@@ -216,6 +219,11 @@ static char *copy_world(const char *prefix, const char *const *extra,
     evw_expect_offsets(&w, NULL, round == 0 ? N_COPY : 2 * N_COPY - 20 + 1, 30000);
   }
   evw_expect_sql(&w, "SELECT count(*) FROM measurements", "41");
+  /* Every totals row's last_day is the latest day of the readings it counts (migration 009). */
+  evw_assert_sql(&w, "SELECT count(*) FROM measure_totals t WHERE t.last_day IS DISTINCT FROM"
+                     " (SELECT max(x.observed_day) FROM measurements x WHERE x.measure_id ="
+                     " t.measure_id AND date_trunc('month', x.observed_day) = t.month"
+                     " AND coalesce(x.component, '') = t.component)", "0");
   char *digest = rows_digest(&w);
   *copies = metric(&w, "kpi_evaluator_copy_batches_total");
   *fallbacks = metric(&w, "kpi_evaluator_copy_fallbacks_total");
@@ -241,10 +249,99 @@ static void test_copy_and_fallback(void **state) {
   free(by_insert);
 }
 
+#define RATIO "g4-digital-1-konbini-issuance" /* ratio, components in cases, owner shimin */
+
+static void produce_part(evw *w, const char *day, double value, const char *component) {
+  char rec[1024], id[KPI_UUID_STRLEN + 1];
+  kpi_uuid_v4(id);
+  evw_measurement(rec, sizeof(rec), id, RATIO, "shimin", day, value, "case", component);
+  evw_produce(w, w->t_meas, RATIO, rec);
+}
+
+/* Restarts W's evaluator at DATE; its start-up sweep evaluates every measure at that date. */
+static void restart_at(evw *w, const char *date) {
+  evw_stop(w);
+  evw_replace_env(w, "KPI_EVAL_DATE", date);
+  evw_start(w, NULL);
+  assert_int_equal(evw_wait_ready(w, 30000), 0);
+}
+
+#define VALUES_SQL                                                                        \
+  "SELECT string_agg(measure_id || '=' || round(value::numeric, 6) || '@' || as_of, ' '"  \
+  " ORDER BY measure_id) FROM attainment WHERE measure_id IN ('" CUMUL "', '" RATIO "')"
+
+/* docs/evaluator.md "Aggregates": the evaluation date's month comes from measure_totals when
+ * none of its readings was observed after the date, else from the readings. On 15 June with
+ * readings of the 20th and 25th already stored, those are left out; on 30 June the month's
+ * totals rows are exact and give the direct sums. A totals row altered behind the
+ * evaluator's back shows which source each date used. */
+static void test_month_total(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_evmonth", "2024-06-15");
+  evw_start(&w, NULL);
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  evw_produce_reading(&w, CUMUL, "kosodate", "2024-05-10", 100, "case", NULL);
+  evw_produce_reading(&w, CUMUL, "kosodate", "2024-06-10", 30, "case", NULL);
+  evw_produce_reading(&w, CUMUL, "kosodate", "2024-06-20", 50, "case", NULL);
+  produce_part(&w, "2024-06-05", 10, "numerator");
+  produce_part(&w, "2024-06-05", 40, "denominator");
+  produce_part(&w, "2024-06-25", 30, "numerator");
+  produce_part(&w, "2024-06-25", 40, "denominator");
+  evw_flush(&w);
+  evw_expect_offsets(&w, NULL, 7, 30000);
+  /* 15 June: 100 + 30, and 10 of 40; the readings after the date do not count. */
+  evw_expect_sql(&w, VALUES_SQL,
+                 CUMUL "=130.000000@2024-06-15 " RATIO "=25.000000@2024-06-15");
+  evw_assert_sql(&w, "SELECT string_agg(measure_id || ' ' || component || ' ' || last_day, ','"
+                     " ORDER BY measure_id, component) FROM measure_totals"
+                     " WHERE month = '2024-06-01'",
+                 CUMUL "  2024-06-20," RATIO " denominator 2024-06-25," RATIO
+                       " numerator 2024-06-25");
+  /* Migration 009's backfill gives rows written before it the same days. */
+  char err[512];
+  assert_int_equal(kpi_pg_exec(w.pg, "UPDATE measure_totals SET last_day = 'infinity'", err,
+                               sizeof(err)),
+                   0);
+  char *mig = kpi_it_read_file(KPI_SOURCE_DIR "/db/migrations/009_totals_last_day.sql", NULL);
+  assert_non_null(mig);
+  assert_int_equal(kpi_pg_exec(w.pg, mig, err, sizeof(err)), 0);
+  free(mig);
+  evw_assert_sql(&w, "SELECT string_agg(last_day::text, ',' ORDER BY measure_id, month,"
+                     " component) FROM measure_totals",
+                 "2024-05-10,2024-06-20,2024-06-25,2024-06-25");
+
+  /* 30 June: the month's totals rows are exact; the figures equal the direct sums. */
+  restart_at(&w, "2024-06-30");
+  evw_expect_sql(&w, VALUES_SQL,
+                 CUMUL "=180.000000@2024-06-30 " RATIO "=50.000000@2024-06-30");
+  evw_assert_sql(&w, "SELECT sum(value) FROM measurements WHERE measure_id = '" CUMUL "'"
+                     " AND observed_day <= '2024-06-30'", "180");
+
+  /* Which source: June's totals raised by 1000 behind the evaluator's back count on 30 June
+   * (the month's total is used) and not on 15 June (the readings are summed). */
+  evw_stop(&w);
+  assert_int_equal(kpi_pg_exec(w.pg, "UPDATE measure_totals SET total = total + 1000"
+                                     " WHERE measure_id = '" CUMUL "' AND month = '2024-06-01'",
+                               err, sizeof(err)),
+                   0);
+  evw_replace_env(&w, "KPI_EVAL_DATE", "2024-06-15");
+  evw_start(&w, NULL);
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  evw_expect_sql(&w, VALUES_SQL,
+                 CUMUL "=130.000000@2024-06-15 " RATIO "=25.000000@2024-06-15");
+  restart_at(&w, "2024-06-30");
+  evw_expect_sql(&w, VALUES_SQL,
+                 CUMUL "=1180.000000@2024-06-30 " RATIO "=50.000000@2024-06-30");
+  evw_stop(&w);
+  evw_close(&w);
+}
+
 int main(void) {
   kpi_it_init();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_flow),
                                      cmocka_unit_test(test_prefetch_wakeup),
-                                     cmocka_unit_test(test_copy_and_fallback)};
+                                     cmocka_unit_test(test_copy_and_fallback),
+                                     cmocka_unit_test(test_month_total)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -336,9 +336,76 @@ static void test_report_retractions_and_ack(void **state) {
   evw_close(&w);
 }
 
+#define CUMUL "g3-kosodate-3-maternity-grants" /* cumulative 250 over FY2020-FY2024 */
+
+/* Field COL of measure ID's row in the CSV at PATH, into OUT. */
+static void csv_field(int port, const char *path, const char *id, int col, char *out,
+                      size_t size) {
+  char *resp = get(port, path);
+  const char *csv = body_of(resp);
+  assert_non_null(csv);
+  struct csv_parser p;
+  assert_int_equal(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI), 0);
+  table t;
+  memset(&t, 0, sizeof(t));
+  size_t len = strlen(csv + 3);
+  assert_int_equal(csv_parse(&p, csv + 3, len, on_field, on_row, &t), len);
+  assert_int_equal(csv_fini(&p, on_field, on_row, &t), 0);
+  csv_free(&p);
+  out[0] = '\0';
+  for (int r = 1; r < t.n_rows && r < 64; r++)
+    if (t.f[r][19] && strcmp(t.f[r][19], id) == 0) snprintf(out, size, "%s", t.f[r][col]);
+  table_free(&t);
+  free(resp);
+  if (!out[0]) fail_msg("%s: no row for %s", path, id);
+}
+
+/* docs/evaluator.md "Aggregates": a date inside a month with readings after it sums that
+ * month's readings up to the date; a date after the month's last reading takes the month's
+ * totals row; both give the direct sums of the readings observed by then. */
+static void test_report_month_total(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_report_month", "2024-06-30");
+  evw_start(&w, NULL);
+  if (evw_wait_ready(&w, 60000) != 0) fail_msg("evaluator not ready; log %s", w.log);
+  evw_produce_reading(&w, CUMUL, "kosodate", "2024-05-10", 100, "case", NULL);
+  evw_produce_reading(&w, CUMUL, "kosodate", "2024-06-10", 30, "case", NULL);
+  evw_produce_reading(&w, CUMUL, "kosodate", "2024-06-20", 50, "case", NULL);
+  evw_expect_sql(&w, "SELECT value FROM attainment WHERE measure_id = '" CUMUL "'", "180");
+  int port;
+  char log[256], v[64];
+  pid_t rp = kpi_it_report_start(w.pg, w.conninfo, w.name, &port, log, sizeof(log));
+  static const struct {
+    const char *path, *sum_sql;
+  } cases[] = {
+      {"/report.csv?as_of=2024-06-15", "2024-06-15"}, /* the 20th's 50 left out */
+      {"/report.csv?as_of=2024-06-20", "2024-06-20"}, /* the month's row, exact */
+      {"/report.csv?as_of=2024-06-30", "2024-06-30"},
+      {"/report.csv?as_of=2024-05-31", "2024-05-31"},
+      {"/report.csv", "2024-06-30"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT sum(value) FROM measurements WHERE measure_id = '" CUMUL "'"
+             " AND observed_day <= '%s'", cases[i].sum_sql);
+    char *want = evw_sql(&w, sql);
+    csv_field(port, cases[i].path, CUMUL, 10, v, sizeof(v));
+    if (strcmp(v, want) != 0) fail_msg("%s: value %s, direct sum %s", cases[i].path, v, want);
+    free(want);
+  }
+  csv_field(port, "/report.csv?as_of=2024-06-15", CUMUL, 10, v, sizeof(v));
+  assert_string_equal(v, "130");
+  int s = kpi_it_stop(rp, SIGTERM, 20000);
+  assert_true(WIFEXITED(s) && WEXITSTATUS(s) == 0);
+  evw_close(&w);
+}
+
 int main(void) {
   kpi_it_init();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_report),
-                                     cmocka_unit_test(test_report_retractions_and_ack)};
+                                     cmocka_unit_test(test_report_retractions_and_ack),
+                                     cmocka_unit_test(test_report_month_total)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,6 +132,12 @@ static void test_copy_params(void **state) {
   assert_string_equal(kpi_buf_str(&t.component), "{\"\",\"numerator\"}");
   assert_string_equal(kpi_buf_str(&t.events), "{2,1}");
   assert_string_equal(kpi_buf_str(&t.total), "{14.5,12.5}");
+  /* The latest day of each group, whatever the rows' order (m1: the 31st and the 15th). */
+  assert_string_equal(kpi_buf_str(&t.last_day), "{2024-03-31,2024-03-31}");
+  size_t rev[] = {2, 1, 0};
+  b.rows[0].observed_day = day(2024, 3, 2);
+  assert_int_equal(ev_copy_totals_build(&t, &b, rev, 3), 0);
+  assert_string_equal(kpi_buf_str(&t.last_day), "{2024-03-15,2024-03-31}");
   ev_params_free(t.v, EV_COPY_TOTALS_NPARAMS);
   b.rows[1].note = NULL; /* not ours to free */
   ev_batch_free(&b);
@@ -275,6 +281,7 @@ static void test_aggregate_params(void **state) {
   assert_string_equal(kpi_buf_str(&p.is_ratio), "{false,true}");
   assert_string_equal(kpi_buf_str(&p.fiscal_year), "2024");
   assert_string_equal(kpi_buf_str(&p.month_start), "2024-04-01");
+  assert_string_equal(kpi_buf_str(&p.day), "2024-04-15");
   /* Midnight in Japan (UTC+9) is 15:00 UTC the day before. */
   assert_non_null(strstr(kpi_buf_str(&p.end_at), "2024-04-15T15:00:00"));
   assert_non_null(strstr(kpi_buf_str(&p.month_start_at), "2024-03-31T15:00:00"));
@@ -282,6 +289,7 @@ static void test_aggregate_params(void **state) {
   ev_aggregate_params_build(&p, &cat, seen, 3, day(2024, 3, 31));
   assert_string_equal(kpi_buf_str(&p.fiscal_year), "2023");
   assert_string_equal(kpi_buf_str(&p.month_start), "2024-03-01");
+  assert_string_equal(kpi_buf_str(&p.day), "2024-03-31");
   ev_params_free(p.v, EV_AGGREGATE_NPARAMS);
 }
 
