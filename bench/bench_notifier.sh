@@ -11,12 +11,19 @@
 #               bench/smtp_sink.py), into one Maildir: shows whether one aiosmtpd is the limit
 #   null        bench/smtp_sink.py answering every command and storing nothing: the ceiling
 #               of the senders themselves
+#   null2       SINK_PROCS such null sinks on one port (SO_REUSEPORT): shows whether one
+#               null sink process (Python, one core) is the limit of the notifier's connections
 #
-#   bench/bench_notifier.sh            N=2000 rows, 1 and 4 SMTP connections, all three sinks
+# Issue 12's goal: with 4 connections the notifier sends >= 1.5 x what curl sends against the
+# same sink; the summary lines say "goal=1.5 ok" or "goal=1.5 BELOW GOAL" for each sink, and
+# whether peak RSS is within 32 MiB.
+#
+#   bench/bench_notifier.sh            N=2000 rows, 1 and 4 SMTP connections, all four sinks
 #   N=5000 CONNS="1 4 8" SINKS=aiosmtpd bench/bench_notifier.sh
 #
 # Env: N (rows/mails, default 2000), CONNS (notifier connection counts, default "1 4"),
-# SINKS (default "aiosmtpd aiosmtpd2 null"), SINK_PROCS (processes of aiosmtpd2, default 2),
+# SINKS (default "aiosmtpd aiosmtpd2 null null2"), SINK_PROCS (processes of aiosmtpd2 and
+# null2, default 2),
 # BUILD_DIR (build dir with services/notifier/kpi-notifier; default: a Release build in
 # build-bench/, configured and built when missing), BENCH_STACK_ENV (an existing stack's
 # stack.env; default: a throwaway stack started and stopped here).
@@ -30,7 +37,9 @@ export KPI_ALLOW_SAMPLE_TOKENS=1
 PY=/usr/bin/python3
 N=${N:-2000}
 CONNS=${CONNS:-"1 4"}
-SINKS=${SINKS:-"aiosmtpd aiosmtpd2 null"}
+SINKS=${SINKS:-"aiosmtpd aiosmtpd2 null null2"}
+GOAL=1.5
+RSS_GOAL_KB=32768
 SINK_PROCS=${SINK_PROCS:-2}
 BUILD=${BUILD_DIR:-$ROOT/build-bench}
 WORK=$(mktemp -d /tmp/nfbench.XXXXXX)
@@ -105,6 +114,11 @@ start_sink() {
       MAILDIR=
       : >"$WORK/count_$1"
       "$PY" "$ROOT/bench/smtp_sink.py" "$SMTP_PORT" "$WORK/count_$1" 1 >"$WORK/smtpd_$1.log" 2>&1 & ;;
+    null2)
+      MAILDIR=
+      : >"$WORK/count_$1"
+      "$PY" "$ROOT/bench/smtp_sink.py" "$SMTP_PORT" "$WORK/count_$1" "$SINK_PROCS" \
+        >"$WORK/smtpd_$1.log" 2>&1 & ;;
     *) echo "bench: unknown sink $1" >&2; exit 2 ;;
   esac
   SMTPD_PID=$!
@@ -235,7 +249,15 @@ for SINK in $SINKS; do
     ratio=$(awk -v a="$r" -v b="$br" 'BEGIN { printf "%.2f", a / b }')
     printf '%-10s %-34s %8s %10s %6s %10s %8s %8s %8s\n' "$SINK" "kpi-notifier, $c connection(s)" \
       "$s" "$r" "$ratio" "$rss $rssu" "$nf" "$pg" "$sk"
-    SUMMARY+=("bench_notifier: sink=$SINK conns=$c ratio=$ratio notifier=${r}/min curl=${br}/min peak_rss=$rss $rssu")
+    # The goal is stated for 4 connections; other counts are printed for comparison.
+    if [ "$c" = 4 ]; then
+      verdict=$(awk -v r="$ratio" -v g="$GOAL" 'BEGIN { print (r + 0 >= g + 0) ? "ok" : "BELOW GOAL" }')
+      goal="goal=$GOAL $verdict"
+    else
+      goal="goal=none (the goal is for 4 connections)"
+    fi
+    rss_ok=$([ "$rss" -le "$RSS_GOAL_KB" ] && echo ok || echo "OVER 32 MiB")
+    SUMMARY+=("bench_notifier: sink=$SINK conns=$c ratio=$ratio $goal notifier=${r}/min curl=${br}/min cpu_ms_per_mail nf=$nf pg=$pg sink=$sk peak_rss=$rss $rssu $rss_ok")
   done
 done
 printf '(notifier times run from the commit of %s due rows to the last row marked sent: claim,\n' "$N"
