@@ -279,13 +279,13 @@ static void on_uv_sent_timer(uv_timer_t *t) { sent_flush(t->data); }
 /* A sent mail joined the batch. Against a relay that answers one mail at a time, writing each
  * batch as soon as the previous one returned made most batches one mail long; so a batch is
  * written when it holds half the send capacity, when no other mail is in SMTP (nothing more
- * is coming soon), or NF_SENT_BATCH_WAIT_MS after its first mail, whichever comes first. "Half"
- * grows with the claim-ahead depth, so a fast relay costs fewer, larger statements. The wait
- * only delays the row update (the duplicate window after a crash), never a send. */
+ * is coming soon), or NF_SENT_BATCH_WAIT_MS after its first mail, whichever comes first. The
+ * wait only delays the row update (the duplicate window after a crash), never a send; "half
+ * the send capacity" stays the threshold when claims run ahead, so the window does not grow
+ * with the claim-ahead depth. */
 static void sent_queued(notifier *nf) {
   if (nf->sent_inflight || !nf->sent_head) return; /* the running batch's return calls again */
-  size_t depth = nf_send_capacity(nf->smtp_connections) + nf->claim_ahead;
-  if (nf->sent_waiting >= depth / 2 || nf->mails_smtp == 0) {
+  if (nf->sent_waiting >= nf_send_capacity(nf->smtp_connections) / 2 || nf->mails_smtp == 0) {
     sent_flush(nf);
     return;
   }
@@ -637,8 +637,10 @@ static void ready_release_all(notifier *nf, const char *why) {
   while ((m = ready_pop(nf))) ready_release(m, why);
 }
 
-/* Hands claimed mails to SMTP while a send slot is free, oldest claim first. A mail that waited
- * past nf_ready_expired goes back instead, so that none is in flight when its lease ends. */
+/* Hands claimed mails to SMTP while a send slot is free, oldest claim first, and while fewer
+ * than twice the send capacity of mails have unwritten outcomes (nf_claim_room of the capacity): the mails
+ * claimed ahead never widen the duplicate window of a crash. A mail that waited past
+ * nf_ready_expired goes back instead, so that none is in flight when its lease ends. */
 static void feed(notifier *nf) {
   size_t capacity = nf_send_capacity(nf->smtp_connections);
   if (nf->stopping) return;
@@ -646,7 +648,7 @@ static void feed(notifier *nf) {
     ready_release_all(nf, nf->relay.up ? "draining" : "relay down before the mail was sent");
     return;
   }
-  while (nf->ready_head && nf->mails_smtp < capacity) {
+  while (nf->ready_head && nf_claim_room(capacity, nf->mails_smtp, nf->mails_inflight) > 0) {
     nf_mail *m = ready_pop(nf);
     if (nf_ready_expired(m->claimed_at, uv_now(nf->loop), nf->ready_hold_ms))
       ready_release(m, "no connection free before the lease would have run short");
