@@ -14,9 +14,10 @@
 /* Claims the due rows of recipients whose oldest due row has waited group_wait, like
  * Alertmanager's group_wait: up to digest_max due rows of each such recipient, oldest first,
  * join one digest (the rest follow in the next claim, at once). Capping rows per recipient
- * in SQL bounds the mails of a claim by its recipients ($2), which nf_claim_room sizes. The rows are locked with SKIP LOCKED and leased
- * in the same statement by pushing next_attempt_at forward, so other replicas neither wait
- * for nor re-send them; a crashed sender's rows become due again when the lease ends.
+ * in SQL bounds the mails of a claim by its recipients ($2), which nf_claim_room sizes. The
+ * rows are locked with SKIP LOCKED and leased in the same statement by pushing
+ * next_attempt_at forward, so other replicas neither wait for nor re-send them; a crashed
+ * sender's rows become due again when the lease ends.
  *
  * "ready" walks the pending rows oldest first (index notifications_pending_age, migration 008)
  * and stops after $3 due ones that have waited group_wait: the first $2 recipients met in that
@@ -638,9 +639,10 @@ static void ready_release_all(notifier *nf, const char *why) {
 }
 
 /* Hands claimed mails to SMTP while a send slot is free, oldest claim first, and while fewer
- * than twice the send capacity of mails have unwritten outcomes (nf_claim_room of the capacity): the mails
- * claimed ahead never widen the duplicate window of a crash. A mail that waited past
- * nf_ready_expired goes back instead, so that none is in flight when its lease ends. */
+ * than twice the send capacity of mails have unwritten outcomes (nf_claim_room of the
+ * capacity): the mails claimed ahead never widen the duplicate window of a crash. A mail
+ * that waited past nf_ready_expired goes back instead, so that none is in flight when its
+ * lease ends. */
 static void feed(notifier *nf) {
   size_t capacity = nf_send_capacity(nf->smtp_connections);
   if (nf->stopping) return;
@@ -709,7 +711,8 @@ static size_t queue_claimed(notifier *nf, const nf_claimed_row *rows, size_t n) 
     end = nf_digest_end(rows, n, start, (size_t)nf->cfg.digest_max);
     nf_mail *m = mail_claimed(nf, rows + start, end - start);
     if (!m) {
-      kpi_log(KPI_LOG_ERROR, "out_of_memory", "cannot hold a claimed mail; its rows wait for the lease");
+      kpi_log(KPI_LOG_ERROR, "out_of_memory",
+              "cannot hold a claimed mail; its rows wait for the lease");
       continue;
     }
     if (nf->ready_tail) nf->ready_tail->next = m;

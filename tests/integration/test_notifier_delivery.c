@@ -471,7 +471,8 @@ static void test_burst_claims_ahead(void **state) {
   const char *p[] = {tag, payload};
   PGresult *r = PQexecParams(
       T.pg,
-      "INSERT INTO notifications (alert_id, recipient, measure_id, alert_type, payload, created_at) "
+      "INSERT INTO notifications "
+      "  (alert_id, recipient, measure_id, alert_type, payload, created_at) "
       "SELECT gen_random_uuid(), 'b' || i || '.' || $1 || '@city.example', 'it-measure-burst', "
       "'alert', $2, now() - interval '1 hour' FROM generate_series(1, 300) AS i",
       2, NULL, p, NULL, NULL, 0);
