@@ -254,7 +254,7 @@ static void sent_flush(notifier *nf) {
   int rc = KPI_PGASYNC_ENOMEM;
   if (!ids.oom && !mids.oom && !replies.oom) {
     const char *p[] = {kpi_buf_str(&ids), kpi_buf_str(&mids), kpi_buf_str(&replies)};
-    rc = kpi_pgasync_query_prepared(nf->pg, "nf_sent_batch", SQL_SENT_BATCH, 3, p,
+    rc = kpi_pgasync_query_prepared(nf->pg_sent, "nf_sent_batch", SQL_SENT_BATCH, 3, p,
                                     on_pg_sent_batch, list);
   }
   kpi_buf_free(&ids);
@@ -286,7 +286,10 @@ static void on_uv_sent_timer(uv_timer_t *t) { sent_flush(t->data); }
  * with the claim-ahead depth. */
 static void sent_queued(notifier *nf) {
   if (nf->sent_inflight || !nf->sent_head) return; /* the running batch's return calls again */
-  if (nf->sent_waiting >= nf_send_capacity(nf->smtp_connections) / 2 || nf->mails_smtp == 0) {
+  size_t capacity = nf_send_capacity(nf->smtp_connections);
+  /* Claimed mails waiting for the outcomes to be written (feed) do not wait for the timer. */
+  bool feed_blocked = nf->ready_head && nf->mails_inflight >= capacity;
+  if (nf->sent_waiting >= capacity / 2 || nf->mails_smtp == 0 || feed_blocked) {
     sent_flush(nf);
     return;
   }
@@ -638,11 +641,11 @@ static void ready_release_all(notifier *nf, const char *why) {
   while ((m = ready_pop(nf))) ready_release(m, why);
 }
 
-/* Hands claimed mails to SMTP while a send slot is free, oldest claim first, and while fewer
- * than twice the send capacity of mails have unwritten outcomes (nf_claim_room of the
- * capacity): the mails claimed ahead never widen the duplicate window of a crash. A mail
- * that waited past nf_ready_expired goes back instead, so that none is in flight when its
- * lease ends. */
+/* Hands claimed mails to SMTP, oldest claim first, while fewer than the send capacity of mails
+ * are in SMTP or have an outcome not yet written (mails_inflight): a crash re-sends at most
+ * that many (the server may have taken them), however far the claims run ahead. A mail that
+ * waited past nf_ready_expired goes back instead, so that none is in flight when its lease
+ * ends. */
 static void feed(notifier *nf) {
   size_t capacity = nf_send_capacity(nf->smtp_connections);
   if (nf->stopping) return;
@@ -650,7 +653,7 @@ static void feed(notifier *nf) {
     ready_release_all(nf, nf->relay.up ? "draining" : "relay down before the mail was sent");
     return;
   }
-  while (nf->ready_head && nf_claim_room(capacity, nf->mails_smtp, nf->mails_inflight) > 0) {
+  while (nf->ready_head && nf_claim_slots(capacity, nf->mails_inflight) > 0) {
     nf_mail *m = ready_pop(nf);
     if (nf_ready_expired(m->claimed_at, uv_now(nf->loop), nf->ready_hold_ms))
       ready_release(m, "no connection free before the lease would have run short");

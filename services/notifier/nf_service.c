@@ -382,6 +382,10 @@ static void on_shutdown_drained(kpi_shutdown *sd) {
     kpi_pgasync_close(nf->pg, NULL, NULL);
     nf->pg = NULL;
   }
+  if (nf->pg_sent) {
+    kpi_pgasync_close(nf->pg_sent, NULL, NULL);
+    nf->pg_sent = NULL;
+  }
   nf_consume_close(nf);
   nf_dlq_close(nf);
   if (nf->http_inited) kpi_http_server_close(&nf->http, NULL);
@@ -513,7 +517,10 @@ static int clients_start(notifier *nf, const kpi_smtp_config *sc) {
   }
   nf->conninfo = strdup(kpi_pg_conninfo());
   nf->pg = kpi_pgasync_new(nf->loop, nf->conninfo, on_pg_state, nf, err, sizeof(err));
-  if (!nf->conninfo || !nf->pg) {
+  /* The batched "sent" outcomes have a connection of their own (nf_send.c, sent_flush). */
+  if (nf->conninfo && nf->pg)
+    nf->pg_sent = kpi_pgasync_new(nf->loop, nf->conninfo, NULL, NULL, err, sizeof(err));
+  if (!nf->conninfo || !nf->pg || !nf->pg_sent) {
     kpi_log(KPI_LOG_ERROR, "db_init_failed", "%s", err);
     return -1;
   }

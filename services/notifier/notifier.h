@@ -67,6 +67,10 @@ typedef struct notifier {
   bool producer_waker_on;
 
   kpi_pgasync *pg;
+  /* The batched "sent" outcomes only (nf_send.c, sent_flush): on their own connection they
+   * never wait behind a claim, so outcomes are written while the next claim runs and the
+   * mails whose outcome is unwritten (the crash duplicate window) stay few. */
+  kpi_pgasync *pg_sent;
   char *conninfo;
   bool db_ready;       /* connected and migrated */
   bool migrated;
