@@ -54,7 +54,10 @@ struct kpi_smtp {
   uv_loop_t *loop;
   uv_async_t async;      /* workers -> loop: results are ready, or a worker exited */
   uv_mutex_t mu;
-  uv_cond_t cond;        /* loop -> workers: a job was queued, or closing */
+  uv_cond_t cond;        /* loop -> mail workers: a message was queued, or closing */
+  uv_cond_t probe_cond;  /* loop -> the probe worker: a probe was queued, or closing. Apart, so
+                            that each message wakes one mail worker and never the probe worker
+                            (a context switch per message; docs/notifier.md "Performance") */
   char *url, *user, *password, *ca_file;
   kpi_smtp_tls tls;
   int tls_verify;
@@ -327,7 +330,7 @@ static smtp_job *worker_next(kpi_smtp *s, smtp_worker *w) {
     smtp_job *job = w->probe_only ? job_pop(&s->probe_head, &s->probe_tail)
                                   : job_pop(&s->wait_head, &s->wait_tail);
     if (job) return job;
-    uv_cond_wait(&s->cond, &s->mu);
+    uv_cond_wait(w->probe_only ? &s->probe_cond : &s->cond, &s->mu);
   }
 }
 
@@ -386,6 +389,7 @@ static void on_uv_async_closed(uv_handle_t *h) {
   kpi_smtp *s = h->data;
   void (*cb)(void *) = s->on_closed;
   void *arg = s->closed_arg;
+  uv_cond_destroy(&s->probe_cond);
   uv_cond_destroy(&s->cond);
   uv_mutex_destroy(&s->mu);
   free_client(s);
@@ -447,6 +451,7 @@ static void workers_abort(kpi_smtp *s) {
   uv_mutex_lock(&s->mu);
   atomic_store(&s->closing, 1);
   uv_cond_broadcast(&s->cond);
+  uv_cond_broadcast(&s->probe_cond);
   uv_mutex_unlock(&s->mu);
   for (int i = 0; i < s->n_workers; i++) uv_thread_join(&s->workers[i].thread);
 }
@@ -488,7 +493,8 @@ kpi_smtp *kpi_smtp_new(uv_loop_t *loop, const kpi_smtp_config *cfg, char *errstr
   if (client_copy_config(s, cfg) != 0) goto err_free;
   if (uv_mutex_init(&s->mu) != 0) goto err_free;
   if (uv_cond_init(&s->cond) != 0) goto err_mutex;
-  if (uv_async_init(loop, &s->async, on_uv_async) != 0) goto err_cond;
+  if (uv_cond_init(&s->probe_cond) != 0) goto err_cond;
+  if (uv_async_init(loop, &s->async, on_uv_async) != 0) goto err_probe_cond;
   s->async.data = s;
   if (workers_start(s) != 0) {
     workers_abort(s);
@@ -501,6 +507,8 @@ kpi_smtp *kpi_smtp_new(uv_loop_t *loop, const kpi_smtp_config *cfg, char *errstr
   }
   return s;
 
+err_probe_cond:
+  uv_cond_destroy(&s->probe_cond);
 err_cond:
   uv_cond_destroy(&s->cond);
 err_mutex:
@@ -543,7 +551,7 @@ int kpi_smtp_send(kpi_smtp *s, const char *from, const char *to, char *message, 
   s->n_pending++;
   uv_mutex_lock(&s->mu);
   job_push(&s->wait_head, &s->wait_tail, job);
-  uv_cond_broadcast(&s->cond);
+  uv_cond_signal(&s->cond); /* one message, one worker */
   uv_mutex_unlock(&s->mu);
   return 0;
 }
@@ -562,7 +570,7 @@ int kpi_smtp_probe(kpi_smtp *s, kpi_smtp_done_cb done, void *arg) {
   s->n_pending++;
   uv_mutex_lock(&s->mu);
   job_push(&s->probe_head, &s->probe_tail, job);
-  uv_cond_broadcast(&s->cond);
+  uv_cond_signal(&s->probe_cond);
   uv_mutex_unlock(&s->mu);
   return 0;
 }
@@ -613,6 +621,7 @@ void kpi_smtp_close(kpi_smtp *s, void (*on_closed)(void *arg), void *arg) {
     if (w->fd != CURL_SOCKET_BAD) shutdown(w->fd, SHUT_RDWR);
   }
   uv_cond_broadcast(&s->cond);
+  uv_cond_broadcast(&s->probe_cond);
   uv_mutex_unlock(&s->mu);
   /* Finished transfers keep their real outcome (a 250 must be recorded as sent). */
   while (done) {

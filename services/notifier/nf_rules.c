@@ -72,6 +72,21 @@ bool nf_claim_burst_now(bool claim_again, size_t inflight, size_t capacity) {
   return claim_again && inflight <= capacity / 2;
 }
 
+size_t nf_claim_ahead_next(size_t ahead, size_t capacity, size_t max_ahead, bool full) {
+  if (!full) return 0;
+  size_t next = ahead ? ahead * 2 : capacity;
+  return next < max_ahead ? next : max_ahead;
+}
+
+int64_t nf_ready_hold_ms(int64_t lease_ms, int64_t timeout_ms) {
+  int64_t hold = lease_ms - (NF_MAILS_PER_CONNECTION + 1) * timeout_ms;
+  return hold > 0 ? hold : -1;
+}
+
+bool nf_ready_expired(uint64_t claimed_at, uint64_t now, int64_t hold_ms) {
+  return hold_ms >= 0 && now > claimed_at && now - claimed_at > (uint64_t)hold_ms;
+}
+
 static int cmp_rows(const void *pa, const void *pb) {
   const nf_claimed_row *a = pa, *b = pb;
   int c = strcmp(a->recipient, b->recipient);

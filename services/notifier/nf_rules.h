@@ -86,6 +86,31 @@ size_t nf_claim_room(size_t capacity, size_t in_smtp, size_t unwritten);
  * back soon enough. */
 bool nf_claim_burst_now(bool claim_again, size_t inflight, size_t capacity);
 
+/* ---- claiming ahead of the connections (docs/notifier.md "Performance") ----
+ *
+ * A claim may take more mails than there are free send slots: the extra ones wait, claimed and
+ * not yet composed, until a connection is free, so the connections keep sending while the next
+ * claim runs. How far ahead ("ahead", mails beyond the send capacity) grows only while the
+ * queue has more due rows than the claims take. */
+
+/* The next claims' ahead after a claim that took every recipient it asked for (FULL: more rows
+ * are probably due) or not: doubles, starting from CAPACITY, up to MAX_AHEAD (KPI_NOTIFY_PREFETCH);
+ * a short claim (the due rows ran out) sets it back to 0, so a queue that trickles is claimed
+ * as before, a few mails at a time, and replicas share it. */
+size_t nf_claim_ahead_next(size_t ahead, size_t capacity, size_t max_ahead, bool full);
+
+/* How long a claimed mail may wait for a connection before it is given back unsent: the lease
+ * LEASE_MS less the NF_MAILS_PER_CONNECTION + 1 transaction timeouts (TIMEOUT_MS) it may take
+ * once handed to SMTP, so that no mail is still in flight when its lease ends. -1 when the
+ * lease leaves no such time (lease below 5 timeouts, warned at start): nothing is then claimed
+ * ahead. */
+int64_t nf_ready_hold_ms(int64_t lease_ms, int64_t timeout_ms);
+
+/* True when a mail claimed at CLAIMED_AT (loop ms) has waited past HOLD_MS (nf_ready_hold_ms)
+ * at NOW and must be given back instead of sent. Never with HOLD_MS -1: claims then take only
+ * free send slots and their mails are handed to SMTP at once. */
+bool nf_ready_expired(uint64_t claimed_at, uint64_t now, int64_t hold_ms);
+
 /* ---- digest grouping ---- */
 
 /* One claimed row; the strings point into the claim's PGresult and live as long as it. */

@@ -14,19 +14,26 @@
 /* Claims the due rows of recipients whose oldest due row has waited group_wait, like
  * Alertmanager's group_wait: up to digest_max due rows of each such recipient, oldest first,
  * join one digest (the rest follow in the next claim, at once). Capping rows per recipient
- * in SQL bounds the mails of a claim by its recipients, so mails in flight never exceed the
- * send capacity that the lease is sized for. The rows are locked with SKIP LOCKED and leased
- * in the same statement by pushing next_attempt_at forward, so other replicas neither wait
- * for nor re-send them; a crashed sender's rows become due again when the lease ends. The
+ * in SQL bounds the mails of a claim by its recipients ($2), which nf_claim_room sizes. The
+ * rows are locked with SKIP LOCKED and leased in the same statement by pushing
+ * next_attempt_at forward, so other replicas neither wait for nor re-send them; a crashed
+ * sender's rows become due again when the lease ends.
+ *
+ * "ready" walks the pending rows oldest first (index notifications_pending_age, migration 008)
+ * and stops after $3 due ones that have waited group_wait: the first $2 recipients met in that
+ * walk are exactly those whose oldest due row is oldest, so the order is the one a GROUP BY
+ * over every due row gave, while the cost no longer grows with the rows waiting. A recipient
+ * holding more than $3 of the oldest rows only makes the claim take fewer recipients. The
  * window function cannot share a level with FOR UPDATE, hence the separate "ranked" step;
  * "picked" re-checks state and due time on the rows it locks. */
 static const char SQL_CLAIM[] =
     "WITH ready AS ("
-    "  SELECT recipient FROM notifications"
-    "  WHERE state = 'pending' AND next_attempt_at <= now()"
-    "  GROUP BY recipient"
-    "  HAVING min(created_at) <= now() - $1::bigint * interval '1 millisecond'"
-    "  ORDER BY min(created_at) LIMIT $2"
+    "  SELECT recipient FROM ("
+    "    SELECT recipient, created_at, id FROM notifications"
+    "    WHERE state = 'pending' AND next_attempt_at <= now()"
+    "      AND created_at <= now() - $1::bigint * interval '1 millisecond'"
+    "    ORDER BY created_at, id LIMIT $3) oldest"
+    "  GROUP BY recipient ORDER BY min(created_at), min(id) LIMIT $2"
     "), ranked AS ("
     "  SELECT n.id, row_number() OVER (PARTITION BY n.recipient ORDER BY n.created_at, n.id) AS rn"
     "  FROM notifications n JOIN ready r ON r.recipient = n.recipient"
@@ -86,8 +93,11 @@ static const char SQL_RELEASE[] =
 
 /* One mail: a digest of the rows of one recipient, from SMTP until its outcome is written. */
 typedef struct nf_mail {
-  struct nf_mail *next; /* in notifier.retry_head */
+  struct nf_mail *next; /* in notifier.ready_head, sent_head or retry_head */
   notifier *nf;
+  uint64_t claimed_at;  /* uv_now when its claim was sent: nf_ready_expired */
+  nf_claimed_row *rows; /* claimed and not yet composed: its rows, strings in row_text */
+  char *row_text;
   char recipient[KPI_MAIL_ADDR_MAX + 1];
   char message_id[KPI_MAIL_MSGID_MAX];
   kpi_buf ids;          /* the rows' ids as a PostgreSQL array literal, "{1,2,3}" */
@@ -98,6 +108,7 @@ typedef struct nf_mail {
 } nf_mail;
 
 static void record_outcome(nf_mail *mail);
+static void ready_release_all(notifier *nf, const char *why);
 static void claim(notifier *nf);
 static void sent_flush(notifier *nf);
 static void sent_queued(notifier *nf);
@@ -117,7 +128,15 @@ static void mail_add_id(nf_mail *m, int64_t id) {
   kpi_buf_arr_raw(&m->ids, num);
 }
 
+static void mail_free_rows(nf_mail *m) {
+  free(m->rows);
+  free(m->row_text);
+  m->rows = NULL;
+  m->row_text = NULL;
+}
+
 static void mail_free(nf_mail *m) {
+  mail_free_rows(m);
   kpi_buf_free(&m->ids);
   free(m);
 }
@@ -235,7 +254,8 @@ static void sent_flush(notifier *nf) {
   int rc = KPI_PGASYNC_ENOMEM;
   if (!ids.oom && !mids.oom && !replies.oom) {
     const char *p[] = {kpi_buf_str(&ids), kpi_buf_str(&mids), kpi_buf_str(&replies)};
-    rc = kpi_pgasync_query(nf->pg, SQL_SENT_BATCH, 3, p, on_pg_sent_batch, list);
+    rc = kpi_pgasync_query_prepared(nf->pg_sent, "nf_sent_batch", SQL_SENT_BATCH, 3, p,
+                                    on_pg_sent_batch, list);
   }
   kpi_buf_free(&ids);
   kpi_buf_free(&mids);
@@ -261,10 +281,15 @@ static void on_uv_sent_timer(uv_timer_t *t) { sent_flush(t->data); }
  * batch as soon as the previous one returned made most batches one mail long; so a batch is
  * written when it holds half the send capacity, when no other mail is in SMTP (nothing more
  * is coming soon), or NF_SENT_BATCH_WAIT_MS after its first mail, whichever comes first. The
- * wait only delays the row update (the duplicate window after a crash), never a send. */
+ * wait only delays the row update (the duplicate window after a crash), never a send; "half
+ * the send capacity" stays the threshold when claims run ahead, so the window does not grow
+ * with the claim-ahead depth. */
 static void sent_queued(notifier *nf) {
   if (nf->sent_inflight || !nf->sent_head) return; /* the running batch's return calls again */
-  if (nf->sent_waiting >= nf_send_capacity(nf->smtp_connections) / 2 || nf->mails_smtp == 0) {
+  size_t capacity = nf_send_capacity(nf->smtp_connections);
+  /* Claimed mails waiting for the outcomes to be written (feed) do not wait for the timer. */
+  bool feed_blocked = nf->ready_head && nf->mails_inflight >= capacity;
+  if (nf->sent_waiting >= capacity / 2 || nf->mails_smtp == 0 || feed_blocked) {
     sent_flush(nf);
     return;
   }
@@ -343,6 +368,8 @@ static void relay_failed(notifier *nf, const char *reason) {
           "keep their attempts",
           reason);
   relay_schedule_probe(nf);
+  /* Claimed mails not yet handed to SMTP go back at once, attempts unchanged. */
+  ready_release_all(nf, "relay down before the mail was sent");
 }
 
 static void relay_set_up(notifier *nf, const char *how) {
@@ -557,19 +584,22 @@ static void dispatch(nf_mail *m, int rc, char *msg, size_t len) {
   }
 }
 
-/* Composes and sends one digest mail for ROWS[0..N) (one recipient). */
-static void start_mail(notifier *nf, const nf_claimed_row *rows, size_t n) {
-  nf_mail *m = mail_new(nf, rows[0].recipient);
+/* Composes the claimed mail M from its rows and hands it to SMTP (or records why not). The
+ * rows are decoded only now, when a send slot is free, so that a large claim never holds the
+ * loop for long while the connections could be fed. */
+static void start_mail(nf_mail *m) {
+  size_t n = m->n_rows;
   kpi_alert *alerts = calloc(n, sizeof(*alerts));
   const kpi_alert **list = calloc(n, sizeof(*list));
-  if (!m || !alerts || !list || kpi_buf_reserve(&m->ids, n * 21 + 1) != 0) {
+  if (!alerts || !list || kpi_buf_reserve(&m->ids, n * 21 + 1) != 0) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "cannot compose a mail; its rows wait for the lease");
-    if (m) mail_free(m);
+    mail_free(m);
     free(alerts);
     free(list);
     return;
   }
-  size_t good = decode_rows(m, rows, n, alerts, list);
+  size_t good = decode_rows(m, m->rows, n, alerts, list);
+  mail_free_rows(m);
   m->n_rows = good;
   char *msg = NULL;
   size_t len = 0;
@@ -579,6 +609,57 @@ static void start_mail(notifier *nf, const nf_claimed_row *rows, size_t n) {
   free(list);
   if (good == 0) mail_free(m);
   else dispatch(m, rc, msg, len);
+}
+
+/* Gives a claimed mail that was never composed back to the queue: its lease ends now (the
+ * rows are due again at once, attempts unchanged), through the same path as a cancelled send. */
+static void ready_release(nf_mail *m, const char *why) {
+  for (size_t i = 0; i < m->n_rows; i++) mail_add_id(m, m->rows[i].id);
+  kpi_buf_arr_end(&m->ids);
+  mail_free_rows(m);
+  if (m->ids.oom) {
+    mail_free(m); /* the rows wait for their lease */
+    return;
+  }
+  mail_settle_unsent(m, NULL, why);
+}
+
+static nf_mail *ready_pop(notifier *nf) {
+  nf_mail *m = nf->ready_head;
+  if (!m) return NULL;
+  nf->ready_head = m->next;
+  if (!nf->ready_head) nf->ready_tail = NULL;
+  m->next = NULL;
+  nf->mails_ready--;
+  return m;
+}
+
+/* Every claimed mail still waiting for a connection goes back (the relay went down, or the
+ * service is draining): none of them was sent, none counts an attempt. */
+static void ready_release_all(notifier *nf, const char *why) {
+  nf_mail *m;
+  while ((m = ready_pop(nf))) ready_release(m, why);
+}
+
+/* Hands claimed mails to SMTP, oldest claim first, while fewer than the send capacity of mails
+ * are in SMTP or have an outcome not yet written (mails_inflight): a crash re-sends at most
+ * that many (the server may have taken them), however far the claims run ahead. A mail that
+ * waited past nf_ready_expired goes back instead, so that none is in flight when its lease
+ * ends. */
+static void feed(notifier *nf) {
+  size_t capacity = nf_send_capacity(nf->smtp_connections);
+  if (nf->stopping) return;
+  if (nf->shutdown.stopping || !nf->relay.up) {
+    ready_release_all(nf, nf->relay.up ? "draining" : "relay down before the mail was sent");
+    return;
+  }
+  while (nf->ready_head && nf_claim_slots(capacity, nf->mails_inflight) > 0) {
+    nf_mail *m = ready_pop(nf);
+    if (nf_ready_expired(m->claimed_at, uv_now(nf->loop), nf->ready_hold_ms))
+      ready_release(m, "no connection free before the lease would have run short");
+    else
+      start_mail(m);
+  }
 }
 
 /* Claims ---------------------------------------------------------------------------------- */
@@ -600,6 +681,52 @@ static nf_claimed_row *claimed_rows(const PGresult *res, int n) {
   return rows;
 }
 
+/* A claimed mail for ROWS[0..N) (one recipient), waiting for a connection: the rows and their
+ * strings are copied out of the claim's result, which lives only during its callback. */
+static nf_mail *mail_claimed(notifier *nf, const nf_claimed_row *rows, size_t n) {
+  size_t text = 0;
+  for (size_t i = 0; i < n; i++) text += strlen(rows[i].recipient) + strlen(rows[i].payload) + 2;
+  nf_mail *m = mail_new(nf, rows[0].recipient);
+  if (!m) return NULL;
+  m->rows = calloc(n, sizeof(*m->rows));
+  m->row_text = malloc(text);
+  if (!m->rows || !m->row_text) {
+    mail_free(m);
+    return NULL;
+  }
+  char *p = m->row_text;
+  for (size_t i = 0; i < n; i++) {
+    m->rows[i] = rows[i];
+    size_t lr = strlen(rows[i].recipient) + 1, lp = strlen(rows[i].payload) + 1;
+    m->rows[i].recipient = memcpy(p, rows[i].recipient, lr);
+    m->rows[i].payload = memcpy(p + lr, rows[i].payload, lp);
+    p += lr + lp;
+  }
+  m->n_rows = n;
+  m->claimed_at = nf->claim_sent_at;
+  return m;
+}
+
+/* Queues the digests of the sorted ROWS[0..N) as claimed mails; returns how many. */
+static size_t queue_claimed(notifier *nf, const nf_claimed_row *rows, size_t n) {
+  size_t mails = 0;
+  for (size_t start = 0, end; start < n; start = end) {
+    end = nf_digest_end(rows, n, start, (size_t)nf->cfg.digest_max);
+    nf_mail *m = mail_claimed(nf, rows + start, end - start);
+    if (!m) {
+      kpi_log(KPI_LOG_ERROR, "out_of_memory",
+              "cannot hold a claimed mail; its rows wait for the lease");
+      continue;
+    }
+    if (nf->ready_tail) nf->ready_tail->next = m;
+    else nf->ready_head = m;
+    nf->ready_tail = m;
+    nf->mails_ready++;
+    mails++;
+  }
+  return mails;
+}
+
 static void on_pg_claimed(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
   notifier *nf = arg;
@@ -611,44 +738,55 @@ static void on_pg_claimed(kpi_pgasync *pg, const PGresult *res, void *arg) {
     return;
   }
   int n = PQntuples(res);
-  if (n == 0) return;
+  size_t capacity = nf_send_capacity(nf->smtp_connections);
+  size_t max_ahead = nf->ready_hold_ms < 0 ? 0 : (size_t)nf->cfg.prefetch;
+  if (n == 0) {
+    nf->claim_ahead = nf_claim_ahead_next(nf->claim_ahead, capacity, max_ahead, false);
+    return;
+  }
   nf_claimed_row *rows = claimed_rows(res, n);
   if (!rows) {
     kpi_log(KPI_LOG_ERROR, "out_of_memory", "cannot hold %d claimed rows", n);
     return;
   }
   nf_digest_sort(rows, (size_t)n);
-  for (size_t start = 0, end; start < (size_t)n; start = end) {
-    end = nf_digest_end(rows, (size_t)n, start, (size_t)nf->cfg.digest_max);
-    start_mail(nf, rows + start, end - start);
-  }
+  size_t mails = queue_claimed(nf, rows, (size_t)n);
   free(rows);
+  kpi_metrics_inc(nf->m.claims);
+  nf->claim_ahead = nf_claim_ahead_next(nf->claim_ahead, capacity, max_ahead,
+                                        mails >= nf->claim_asked);
   /* Rows came back: more are probably due, so claim again as soon as there is room instead
    * of waiting for the poll timer. An empty claim ends the burst. */
   nf->claim_again = true;
-  kpi_log(KPI_LOG_DEBUG, "claimed", "%d rows", n);
+  kpi_log(KPI_LOG_DEBUG, "claimed", "%d rows, %zu mails, %zu ahead", n, mails, nf->claim_ahead);
   nf_send_kick(nf);
 }
 
+/* Claims as many recipients (one mail each) as fit the send capacity plus the claim-ahead
+ * depth, counting the mails in SMTP and those claimed and waiting (nf_claim_room). */
 static void claim(notifier *nf) {
   if (nf->claim_inflight || !nf->db_ready || nf->shutdown.stopping || !kpi_pgasync_is_up(nf->pg)) return;
   if (!nf->relay.up) return; /* the probe claims when the relay is back */
-  size_t slots =
-      nf_claim_room(nf_send_capacity(nf->smtp_connections), nf->mails_smtp, nf->mails_inflight);
+  size_t depth = nf_send_capacity(nf->smtp_connections) + nf->claim_ahead;
+  size_t slots = nf_claim_room(depth, nf->mails_smtp + nf->mails_ready,
+                               nf->mails_inflight + nf->mails_ready);
   if (slots == 0) return;
   num_text gw = num(nf->cfg.group_wait_ms), recipients = num((int64_t)slots);
   num_text limit = num(nf->cfg.claim_rows), lease = num(nf->cfg.lease_ms);
   num_text per_recipient = num(nf->cfg.digest_max);
   const char *p[] = {gw.s, recipients.s, limit.s, lease.s, per_recipient.s};
+  if (kpi_pgasync_query_prepared(nf->pg, "nf_claim", SQL_CLAIM, 5, p, on_pg_claimed, nf) != 0)
+    return;
   nf->claim_inflight = true;
   nf->claim_again = false;
-  if (kpi_pgasync_query(nf->pg, SQL_CLAIM, 5, p, on_pg_claimed, nf) != 0)
-    nf->claim_inflight = false;
+  nf->claim_asked = slots;
+  nf->claim_sent_at = uv_now(nf->loop);
 }
 
 void nf_send_kick(notifier *nf) {
-  if (nf_claim_burst_now(nf->claim_again, nf->mails_smtp, nf_send_capacity(nf->smtp_connections)))
-    claim(nf);
+  feed(nf);
+  size_t depth = nf_send_capacity(nf->smtp_connections) + nf->claim_ahead;
+  if (nf_claim_burst_now(nf->claim_again, nf->mails_smtp + nf->mails_ready, depth)) claim(nf);
 }
 
 static void on_uv_claim_timer(uv_timer_t *t) { claim(t->data); }
@@ -668,11 +806,15 @@ void nf_send_init(notifier *nf) {
                  (uint64_t)nf->cfg.poll_ms);
 }
 
-bool nf_send_idle(const notifier *nf) { return !nf->claim_inflight && nf->mails_inflight == 0; }
+bool nf_send_idle(const notifier *nf) {
+  return !nf->claim_inflight && nf->mails_inflight == 0 && nf->mails_ready == 0;
+}
 
 void nf_send_stop(notifier *nf) {
   uv_timer_stop(&nf->claim_timer);
   uv_timer_stop(&nf->relay_timer);
+  /* Draining: claimed mails not yet in SMTP go back at once instead of being sent. */
+  if (!nf->stopping) ready_release_all(nf, "draining");
 }
 
 static void close_handle(uv_handle_t *h) {
@@ -687,6 +829,8 @@ void nf_send_close(notifier *nf) {
     kpi_smtp_close(nf->smtp, NULL, NULL);
     nf->smtp = NULL;
   }
+  /* Claimed mails never sent are dropped: their rows are due again when the lease ends. */
+  for (nf_mail *m; (m = ready_pop(nf));) mail_free(m);
   /* Each outcome still waiting to be written sees stopping and is dropped. */
   on_uv_update_retry(&nf->update_retry);
   uv_timer_stop(&nf->sent_timer);

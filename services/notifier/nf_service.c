@@ -29,6 +29,7 @@ static const int_setting INT_SETTINGS[] = {
     NF_INT("KPI_NOTIFY_RETRY_MAX_MS", 300000, 1, 86400000, retry_max_ms),
     NF_INT("KPI_NOTIFY_MAX_ATTEMPTS", 8, 1, 1000, max_attempts),
     NF_INT("KPI_NOTIFY_BATCH", 200, 1, 10000, claim_rows),
+    NF_INT("KPI_NOTIFY_PREFETCH", 128, 0, 10000, prefetch),
     NF_INT("KPI_NOTIFY_DIGEST_MAX", 50, 1, 1000, digest_max),
     NF_INT("KPI_NOTIFY_LEASE_MS", 600000, 1000, 86400000, lease_ms),
     NF_INT("KPI_NOTIFY_POLL_MS", 1000, 10, 600000, poll_ms),
@@ -169,8 +170,10 @@ static int smtp_config(notifier *nf, kpi_smtp_config *sc, char *url_log, size_t 
   sc->connect_timeout_ms = (long)cto;
   sc->timeout_ms = (long)to;
   nf->smtp_connections = (int)conns;
+  nf->ready_hold_ms = nf_ready_hold_ms(nf->cfg.lease_ms, to);
   /* Up to NF_MAILS_PER_CONNECTION mails per connection wait in the SMTP client (nf_send.c),
-   * so the last one may finish 4 timeouts after its claim. */
+   * so the last one may finish 4 timeouts after it was handed over; with a shorter lease
+   * nothing is claimed ahead either (nf_ready_hold_ms). */
   if (to * 5 >= nf->cfg.lease_ms)
     kpi_log(KPI_LOG_WARN, "config_lease_short",
             "KPI_NOTIFY_LEASE_MS (%lld) should exceed 5 x KPI_SMTP_TIMEOUT_MS (%lld), or a slow "
@@ -339,6 +342,8 @@ static void register_metrics(notifier *nf) {
       "Mails given back because the relay failed (their attempts are not counted).");
   nf->m.relay_probes = kpi_metrics_counter(m, "kpi_notifier_relay_probes_total", NULL,
                                            "Probes of a relay taken to be down.");
+  nf->m.claims = kpi_metrics_counter(m, "kpi_notifier_claims_total", NULL,
+                                     "Claim statements that took rows.");
   nf->m.queue_oldest = kpi_metrics_gauge(
       m, "kpi_notifier_queue_oldest_seconds", NULL,
       "Age of the oldest pending notification row (refreshed every 5 s).");
@@ -376,6 +381,10 @@ static void on_shutdown_drained(kpi_shutdown *sd) {
   if (nf->pg) {
     kpi_pgasync_close(nf->pg, NULL, NULL);
     nf->pg = NULL;
+  }
+  if (nf->pg_sent) {
+    kpi_pgasync_close(nf->pg_sent, NULL, NULL);
+    nf->pg_sent = NULL;
   }
   nf_consume_close(nf);
   nf_dlq_close(nf);
@@ -508,7 +517,10 @@ static int clients_start(notifier *nf, const kpi_smtp_config *sc) {
   }
   nf->conninfo = strdup(kpi_pg_conninfo());
   nf->pg = kpi_pgasync_new(nf->loop, nf->conninfo, on_pg_state, nf, err, sizeof(err));
-  if (!nf->conninfo || !nf->pg) {
+  /* The batched "sent" outcomes have a connection of their own (nf_send.c, sent_flush). */
+  if (nf->conninfo && nf->pg)
+    nf->pg_sent = kpi_pgasync_new(nf->loop, nf->conninfo, NULL, NULL, err, sizeof(err));
+  if (!nf->conninfo || !nf->pg || !nf->pg_sent) {
     kpi_log(KPI_LOG_ERROR, "db_init_failed", "%s", err);
     return -1;
   }

@@ -38,6 +38,7 @@ typedef struct nf_config {
   int64_t probe_base_ms;            /* KPI_SMTP_PROBE_BASE_MS: first relay probe delay */
   int64_t probe_max_ms;             /* KPI_SMTP_PROBE_MAX_MS: relay probe delay cap */
   int64_t claim_rows;               /* KPI_NOTIFY_BATCH: rows per claim */
+  int64_t prefetch;                 /* KPI_NOTIFY_PREFETCH: most mails claimed ahead */
   int64_t digest_max;               /* KPI_NOTIFY_DIGEST_MAX: alerts per mail */
   int64_t lease_ms;                 /* KPI_NOTIFY_LEASE_MS */
   int64_t poll_ms;                  /* KPI_NOTIFY_POLL_MS */
@@ -66,6 +67,10 @@ typedef struct notifier {
   bool producer_waker_on;
 
   kpi_pgasync *pg;
+  /* The batched "sent" outcomes only (nf_send.c, sent_flush): on their own connection they
+   * never wait behind a claim, so outcomes are written while the next claim runs and the
+   * mails whose outcome is unwritten (the crash duplicate window) stay few. */
+  kpi_pgasync *pg_sent;
   char *conninfo;
   bool db_ready;       /* connected and migrated */
   bool migrated;
@@ -81,7 +86,7 @@ typedef struct notifier {
     kpi_metric *dlq_published, *dlq_failed, *queue_depth, *inflight, *send_seconds, *db_up;
     kpi_metric *db_errors, *ignored, *purged;
     kpi_metric *relay_up, *relay_deferred, *relay_probes, *queue_oldest, *expired;
-    kpi_metric *consumer_lag;
+    kpi_metric *consumer_lag, *claims;
   } m;
 
   /* Consumer side: at most one batch of records in flight (insert + dead letters). */
@@ -96,6 +101,14 @@ typedef struct notifier {
   bool claim_again;    /* the last claim returned rows: more are probably due */
   size_t mails_inflight;   /* mails handed to SMTP and not yet recorded in the database */
   size_t mails_smtp;       /* of those, mails whose SMTP transaction has not finished */
+  /* Claimed ahead of the connections (docs/notifier.md "Performance"): mails whose rows are
+   * leased and copied but not yet composed, handed to SMTP as slots free up (nf_send.c feed). */
+  struct nf_mail *ready_head, *ready_tail;
+  size_t mails_ready;
+  size_t claim_ahead;      /* mails the next claim may take beyond the send capacity */
+  size_t claim_asked;      /* recipients the running claim asked for */
+  uint64_t claim_sent_at;  /* uv_now when the running claim was sent */
+  int64_t ready_hold_ms;   /* nf_ready_hold_ms of the lease and SMTP timeout; -1: no claim-ahead */
   size_t updates_waiting;  /* outcomes waiting to be written (database down) */
   uv_timer_t update_retry;
   struct nf_mail *retry_head; /* outcomes whose UPDATE failed, retried on update_retry */

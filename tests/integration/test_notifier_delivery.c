@@ -450,6 +450,53 @@ static void test_acknowledgement_in_mail(void **state) {
   nf_it_mails_free(mails, n);
 }
 
+/* A burst of due rows (docs/notifier.md "Performance"): the claims run ahead of the
+ * connections, growing while they come back full, so 300 single-recipient mails take far fewer
+ * claims than 300 / the send capacity (16 with the default 4 connections), the bound of every
+ * claim before; still every mail exactly once and every row sent once. */
+#define BURST_MAILS 300
+static void test_burst_claims_ahead(void **state) {
+  (void)state;
+  char tag[80];
+  snprintf(tag, sizeof(tag), "burst.%.60s", T.tag);
+  static const char *const nobody[] = {"nobody@placeholder.city.example", NULL};
+  kpi_alert *a = nf_it_alert("it-measure-burst", "一斉送信の施策", nobody);
+  size_t len = 0;
+  char *payload = kpi_alert_encode(a, &len);
+  nf_it_alert_free(a);
+  assert_non_null(payload);
+  double claims0 = nf_it_metric(&T, "kpi_notifier_claims_total");
+  assert_true(claims0 >= 0);
+  /* All due at once, past the group wait, in one transaction, as bench/bench_notifier.sh does. */
+  const char *p[] = {tag, payload};
+  PGresult *r = PQexecParams(
+      T.pg,
+      "INSERT INTO notifications "
+      "  (alert_id, recipient, measure_id, alert_type, payload, created_at) "
+      "SELECT gen_random_uuid(), 'b' || i || '.' || $1 || '@city.example', 'it-measure-burst', "
+      "'alert', $2, now() - interval '1 hour' FROM generate_series(1, 300) AS i",
+      2, NULL, p, NULL, NULL, 0);
+  assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  free(payload);
+  assert_int_equal(settle_count(tag, BURST_MAILS, 60000), BURST_MAILS);
+  static char emails[BURST_MAILS][128];
+  const char *all[BURST_MAILS + 1] = {0};
+  for (int i = 0; i < BURST_MAILS; i++) {
+    snprintf(emails[i], sizeof(emails[i]), "b%d.%s@city.example", i + 1, tag);
+    all[i] = emails[i];
+  }
+  nf_it_assert_once_each(nf_it_maildir, tag, all);
+  assert_int_equal(nf_it_sql_long(T.pg,
+                                  "SELECT count(*) FROM notifications WHERE recipient LIKE "
+                                  "'%' || $1 || '%' AND state = 'sent' AND attempts = 1",
+                                  tag),
+                   BURST_MAILS);
+  double claims = nf_it_metric(&T, "kpi_notifier_claims_total") - claims0;
+  fprintf(stderr, "burst: %d mails in %.0f claims\n", BURST_MAILS, claims);
+  assert_true(claims >= 1 && claims < BURST_MAILS / 16);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_alert_becomes_mail_per_recipient),
@@ -461,6 +508,7 @@ int main(void) {
       cmocka_unit_test(test_undecodable_alert_to_dlq),
       cmocka_unit_test(test_metrics_and_health),
       cmocka_unit_test(test_acknowledgement_in_mail),
+      cmocka_unit_test(test_burst_claims_ahead),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

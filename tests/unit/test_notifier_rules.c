@@ -145,6 +145,41 @@ static void test_claim_capacity(void **state) {
 
 /* Rows of several recipients, shuffled: each digest is one recipient's rows, oldest first,
  * at most digest_max of them. */
+/* Claiming ahead: the depth doubles from the send capacity while claims come back full, is
+ * capped by KPI_NOTIFY_PREFETCH, and falls to 0 as soon as a claim comes back short; a claimed
+ * mail may wait for a connection only as long as its lease leaves 5 transaction timeouts. */
+static void test_claim_ahead(void **state) {
+  (void)state;
+  static const struct {
+    size_t ahead, cap, max;
+    bool full;
+    size_t next;
+  } steps[] = {
+      {0, 16, 128, true, 16},   {16, 16, 128, true, 32},  {32, 16, 128, true, 64},
+      {64, 16, 128, true, 128}, {128, 16, 128, true, 128}, {128, 16, 128, false, 0},
+      {64, 16, 100, true, 100}, {0, 16, 0, true, 0},       {0, 4, 128, false, 0},
+  };
+  for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+    assert_int_equal(nf_claim_ahead_next(steps[i].ahead, steps[i].cap, steps[i].max, steps[i].full),
+                     steps[i].next);
+  /* Defaults: 600 s lease, 60 s transactions: a claimed mail may wait 300 s. */
+  assert_int_equal(nf_ready_hold_ms(600000, 60000), 300000);
+  assert_int_equal(nf_ready_hold_ms(10100, 2000), 100);
+  assert_int_equal(nf_ready_hold_ms(300000, 60000), -1);
+  assert_int_equal(nf_ready_hold_ms(1000, 60000), -1);
+  static const struct {
+    uint64_t claimed, now;
+    int64_t hold;
+    bool expired;
+  } waits[] = {
+      {1000, 1000, 100, false}, {1000, 1100, 100, false}, {1000, 1101, 100, true},
+      {1000, 999, 100, false},  {1000, 9000000, -1, false}, {1000, 1001, 0, true},
+  };
+  for (size_t i = 0; i < sizeof(waits) / sizeof(waits[0]); i++)
+    assert_int_equal(nf_ready_expired(waits[i].claimed, waits[i].now, waits[i].hold),
+                     waits[i].expired);
+}
+
 static void test_digest_grouping(void **state) {
   (void)state;
   nf_claimed_row rows[] = {
@@ -300,7 +335,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_report_link_base),  cmocka_unit_test(test_backoff_nominal),   cmocka_unit_test(test_backoff_jitter),
       cmocka_unit_test(test_consume_backoff),   cmocka_unit_test(test_relay_transitions),
-      cmocka_unit_test(test_claim_capacity),    cmocka_unit_test(test_digest_grouping),
+      cmocka_unit_test(test_claim_capacity),    cmocka_unit_test(test_claim_ahead),
+      cmocka_unit_test(test_digest_grouping),
       cmocka_unit_test(test_rows_action),       cmocka_unit_test(test_outcome_texts),
       cmocka_unit_test(test_duration),          cmocka_unit_test(test_dashboard_url),
   };
