@@ -19,7 +19,7 @@
  * next_attempt_at forward, so other replicas neither wait for nor re-send them; a crashed
  * sender's rows become due again when the lease ends.
  *
- * "ready" walks the pending rows oldest first (index notifications_pending_age, migration 008)
+ * "ready" walks the pending rows oldest first (index notifications_pending_age, migration 010)
  * and stops after $3 due ones that have waited group_wait: the first $2 recipients met in that
  * walk are exactly those whose oldest due row is oldest, so the order is the one a GROUP BY
  * over every due row gave, while the cost no longer grows with the rows waiting. A recipient

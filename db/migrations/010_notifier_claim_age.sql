@@ -1,4 +1,4 @@
--- 008_notifier_claim_age.sql: the notifier's claim walks the pending rows oldest first and stops
+-- 010_notifier_claim_age.sql: the notifier's claim walks the pending rows oldest first and stops
 -- after KPI_NOTIFY_BATCH of the due ones (services/notifier/nf_send.c, SQL_CLAIM), so a claim
 -- costs the same with 100 or 100,000 rows waiting; before, it grouped every due row by
 -- recipient on each claim (docs/notifier.md, "Performance"). The index on next_attempt_at
