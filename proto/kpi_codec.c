@@ -488,27 +488,31 @@ static int json_format_number(double d, char *buf) {
 
 #define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) += sizeof(lit) - 1)
 
-char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
-  char num[32];
-  int num_len = json_format_number(m->value, num);
-  if (num_len < 0) return NULL;
+/* Bytes M's record takes at most (with the NUL), its value's number in NUM (NUM_LEN bytes):
+ * 0 when the number cannot be printed. */
+static size_t measurement_cap(const kpi_measurement *m, char num[32], int *num_len) {
+  *num_len = json_format_number(m->value, num);
+  if (*num_len < 0) return 0;
   const char *component = kpi_component_name(m->component);
   /* Member names, quotes, colons, commas and braces; then the escaped values. */
-  size_t cap = sizeof("{\"schema\":,\"event_id\":,\"measure_id\":,\"department\":,"
-                      "\"observed_at\":,\"value\":,\"unit\":,\"received_at\":}") +
-               sizeof(",\"component\":") + sizeof(",\"note\":") + 2 * 10 + (size_t)num_len +
-               json_escaped_len(KPI_MEASUREMENT_SCHEMA) + json_escaped_len(m->event_id) +
-               json_escaped_len(m->measure_id) + json_escaped_len(m->department) +
-               json_escaped_len(m->observed_at) + json_escaped_len(m->unit) +
-               (component ? json_escaped_len(component) : 0) +
-               (m->has_note ? json_escaped_len(m->note) : 0) + json_escaped_len(m->received_at) +
-               (m->has_corrects ? sizeof(",\"corrects\":{\"event_id\":\"\",\"reason\":}") +
-                                      json_escaped_len(m->corrects) +
-                                      json_escaped_len(m->corrects_reason) + 2
-                                : 0);
-  char *out = malloc(cap);
-  if (!out) return NULL;
-  char *o = out;
+  return sizeof("{\"schema\":,\"event_id\":,\"measure_id\":,\"department\":,"
+                "\"observed_at\":,\"value\":,\"unit\":,\"received_at\":}") +
+         sizeof(",\"component\":") + sizeof(",\"note\":") + 2 * 10 + (size_t)*num_len +
+         json_escaped_len(KPI_MEASUREMENT_SCHEMA) + json_escaped_len(m->event_id) +
+         json_escaped_len(m->measure_id) + json_escaped_len(m->department) +
+         json_escaped_len(m->observed_at) + json_escaped_len(m->unit) +
+         (component ? json_escaped_len(component) : 0) +
+         (m->has_note ? json_escaped_len(m->note) : 0) + json_escaped_len(m->received_at) +
+         (m->has_corrects ? sizeof(",\"corrects\":{\"event_id\":\"\",\"reason\":}") +
+                                json_escaped_len(m->corrects) +
+                                json_escaped_len(m->corrects_reason) + 2
+                          : 0);
+}
+
+/* Writes M's record at O (room for measurement_cap bytes) with its value printed as NUM;
+ * returns the end (at the NUL written). */
+static char *measurement_put(const kpi_measurement *m, char *o, const char *num, int num_len) {
+  const char *component = kpi_component_name(m->component);
   PUT_LIT(o, "{\"schema\":");
   o = json_put_string(o, KPI_MEASUREMENT_SCHEMA);
   PUT_LIT(o, ",\"event_id\":");
@@ -543,8 +547,28 @@ char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
   o = json_put_string(o, m->received_at);
   *o++ = '}';
   *o = '\0';
+  return o;
+}
+
+char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
+  char num[32];
+  int num_len;
+  size_t cap = measurement_cap(m, num, &num_len);
+  char *out = cap ? malloc(cap) : NULL;
+  if (!out) return NULL;
+  char *o = measurement_put(m, out, num, num_len);
   if (len) *len = (size_t)(o - out);
   return out;
+}
+
+int kpi_measurement_encode_buf(const kpi_measurement *m, kpi_buf *b) {
+  char num[32];
+  int num_len;
+  size_t cap = measurement_cap(m, num, &num_len);
+  if (!cap || kpi_buf_reserve(b, cap)) return -1;
+  char *o = measurement_put(m, b->s + b->len, num, num_len);
+  b->len = (size_t)(o - b->s);
+  return 0;
 }
 
 /* Alerts ------------------------------------------------------------------------------- */
