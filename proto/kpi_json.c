@@ -37,6 +37,7 @@ static size_t plain_run(const unsigned char *p, size_t n) {
 size_t kpi_json_escaped_len(const char *s, size_t n) {
   const unsigned char *p = (const unsigned char *)s;
   size_t out = n, i = 0;
+  if (!n) return 0; /* S may be NULL then */
   while ((i += plain_run(p + i, n - i)) < n) out += escape_width(p[i++]) - 1;
   return out;
 }
@@ -45,6 +46,7 @@ char *kpi_json_put_escaped(char *o, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0;
+  if (!n) return o; /* S may be NULL then */
   for (;;) {
     size_t run = plain_run(p + i, n - i);
     if (run) memcpy(o, p + i, run);
