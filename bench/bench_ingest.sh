@@ -248,7 +248,7 @@ fi
 
 KCAT=() BATCHES=() BRATIO=() SINGLES=() NGX=() SRATIO=() B_FAILED=0 S_BAD=0 E_BAD=0
 CPU_SVC=() CPU_BROKER=() CPU_REST=() CPU_BUSY=() CPU_PER=()
-CPU_KCAT=() CPU_KCAT_BROKER=() CPU_BATCH=() CPU_BATCH_BROKER=() CPU_SINGLE=()
+CPU_KCAT=() CPU_KCAT_BROKER=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_SINGLE=()
 # Records in the topic now, waiting up to 2 s for them to reach WANT (end offsets can lag
 # behind kcat's exit on a loaded machine).
 topic_end_at_least() {
@@ -260,6 +260,8 @@ topic_end_at_least() {
   done
   echo "$got"
 }
+# CPU ticks of the service's loop threads (each process's main thread: its task PID).
+loop_ticks() { local s=0 p; for p in "${INGEST_PIDS[@]}"; do [ -r "/proc/$p/task/$p/stat" ] && s=$((s + $(awk '{ print $14 + $15 }' "/proc/$p/task/$p/stat"))); done; echo "$s"; }
 # us_per KTICKS RECORDS: CPU microseconds per record from clock ticks.
 us_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
 round_kcat() {
@@ -275,13 +277,14 @@ round_kcat() {
   CPU_KCAT_BROKER+=("$(us_per $((b1 - b0)) "$N")")
 }
 round_batch() {
-  local acc oth dur _p s0 s1 b0 b1
-  s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID)
+  local acc oth dur _p s0 s1 b0 b1 l0 l1
+  s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID); l0=$(loop_ticks)
   wrk_batch "$WORK/batch.out"
-  s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID)
+  s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID); l1=$(loop_ticks)
   read -r acc oth dur _p _p < <(bench_line "$WORK/batch.out")
   BATCHES+=("$(eps "$acc" "$dur")"); B_FAILED=$((B_FAILED + oth))
   CPU_BATCH+=("$(us_per $((s1 - s0)) "$acc")")
+  CPU_BATCH_LOOP+=("$(us_per $((l1 - l0)) "$acc")")
   CPU_BATCH_BROKER+=("$(us_per $((b1 - b0)) "$acc")")
 }
 # (c) with the CPU split: service processes, broker, and the rest (wrk, other jobs).
@@ -359,7 +362,7 @@ if [ -n "$NG_PORT" ]; then
 fi
 cat <<OUT
   (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  non-202 $P_OTHER
-  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}"), broker $(echo "${CPU_BATCH_BROKER[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}")
+  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}")
   CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
 SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))

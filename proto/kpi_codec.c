@@ -357,7 +357,11 @@ int kpi_measurement_normalize(kpi_measurement *m, const kpi_catalog *cat, kpi_er
   } else if (kpi_catalog_unit_matches(cat, ms->unit, m->unit)) {
     canon = ms->unit;
   }
-  if (canon) snprintf(m->unit, sizeof(m->unit), "%s", canon);
+  if (canon && canon != m->unit) {
+    size_t n = strnlen(canon, sizeof(m->unit) - 1); /* as snprintf would cut it */
+    memmove(m->unit, canon, n);
+    m->unit[n] = '\0';
+  }
   return 0;
 }
 
@@ -416,16 +420,6 @@ const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_cat
  * per record, more than the rest of the ingest path. Escaping and number formatting follow
  * cJSON's print_string_ptr and print_number; numbers that the fast path below cannot prove
  * identical are printed by cJSON itself. */
-
-/* Bytes cJSON's printer writes for S between its quotes (kpi_json's escaping is cJSON's). */
-static size_t json_escaped_len(const char *s) { return kpi_json_escaped_len(s, strlen(s)); }
-
-static char *json_put_string(char *o, const char *s) {
-  *o++ = '"';
-  o = kpi_json_put_escaped(o, s, strlen(s));
-  *o++ = '"';
-  return o;
-}
 
 /* Formats D into BUF (at least 32 bytes) as cJSON's print_number does; returns the length,
  * or -1 when out of memory. The fast path covers zero, whole numbers below 1e15 and decimals
@@ -488,63 +482,117 @@ static int json_format_number(double d, char *buf) {
 
 #define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) += sizeof(lit) - 1)
 
-char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
+/* The record's strings, each measured once: its length and its escaped length (equal when
+ * nothing needs escaping, the common case, which is then copied as it is). */
+enum { S_SCHEMA, S_EVENT, S_MEASURE, S_DEPT, S_OBSERVED, S_UNIT, S_COMPONENT, S_NOTE,
+       S_CORRECTS, S_REASON, S_RECEIVED, S_COUNT };
+typedef struct {
+  const char *s; /* NULL: the member is left out */
+  size_t len, esc;
+} enc_string;
+typedef struct {
   char num[32];
-  int num_len = json_format_number(m->value, num);
-  if (num_len < 0) return NULL;
-  const char *component = kpi_component_name(m->component);
+  int num_len;
+  enc_string str[S_COUNT];
+} enc_plan;
+
+static size_t plan_string(enc_string *e, const char *s) {
+  e->s = s;
+  e->len = s ? strlen(s) : 0;
+  e->esc = s ? kpi_json_escaped_len(s, e->len) : 0;
+  return e->esc;
+}
+
+/* Fills P for M and returns the bytes its record takes at most (with the NUL), or 0 when the
+ * number cannot be printed. */
+static size_t measurement_cap(const kpi_measurement *m, enc_plan *p) {
+  p->num_len = json_format_number(m->value, p->num);
+  if (p->num_len < 0) return 0;
+  const char *const v[S_COUNT] = {
+      [S_SCHEMA] = KPI_MEASUREMENT_SCHEMA, [S_EVENT] = m->event_id,
+      [S_MEASURE] = m->measure_id,         [S_DEPT] = m->department,
+      [S_OBSERVED] = m->observed_at,       [S_UNIT] = m->unit,
+      [S_COMPONENT] = kpi_component_name(m->component),
+      [S_NOTE] = m->has_note ? m->note : NULL,
+      [S_CORRECTS] = m->has_corrects ? m->corrects : NULL,
+      [S_REASON] = m->has_corrects ? m->corrects_reason : NULL,
+      [S_RECEIVED] = m->received_at};
   /* Member names, quotes, colons, commas and braces; then the escaped values. */
   size_t cap = sizeof("{\"schema\":,\"event_id\":,\"measure_id\":,\"department\":,"
                       "\"observed_at\":,\"value\":,\"unit\":,\"received_at\":}") +
-               sizeof(",\"component\":") + sizeof(",\"note\":") + 2 * 10 + (size_t)num_len +
-               json_escaped_len(KPI_MEASUREMENT_SCHEMA) + json_escaped_len(m->event_id) +
-               json_escaped_len(m->measure_id) + json_escaped_len(m->department) +
-               json_escaped_len(m->observed_at) + json_escaped_len(m->unit) +
-               (component ? json_escaped_len(component) : 0) +
-               (m->has_note ? json_escaped_len(m->note) : 0) + json_escaped_len(m->received_at) +
-               (m->has_corrects ? sizeof(",\"corrects\":{\"event_id\":\"\",\"reason\":}") +
-                                      json_escaped_len(m->corrects) +
-                                      json_escaped_len(m->corrects_reason) + 2
-                                : 0);
-  char *out = malloc(cap);
-  if (!out) return NULL;
-  char *o = out;
+               sizeof(",\"component\":") + sizeof(",\"note\":") + 2 * 10 + (size_t)p->num_len +
+               (m->has_corrects ? sizeof(",\"corrects\":{\"event_id\":\"\",\"reason\":}") + 2 : 0);
+  for (int i = 0; i < S_COUNT; i++) cap += plan_string(&p->str[i], v[i]);
+  return cap;
+}
+
+static char *put_string(char *o, const enc_string *e) {
+  *o++ = '"';
+  if (e->esc == e->len) memcpy(o, e->s, e->len);
+  else kpi_json_put_escaped(o, e->s, e->len);
+  o += e->esc;
+  *o++ = '"';
+  return o;
+}
+
+/* Writes the record planned in P at O (room for measurement_cap bytes); returns the end (at
+ * the NUL written). */
+static char *measurement_put(const enc_plan *p, char *o) {
+  const enc_string *s = p->str;
   PUT_LIT(o, "{\"schema\":");
-  o = json_put_string(o, KPI_MEASUREMENT_SCHEMA);
+  o = put_string(o, &s[S_SCHEMA]);
   PUT_LIT(o, ",\"event_id\":");
-  o = json_put_string(o, m->event_id);
+  o = put_string(o, &s[S_EVENT]);
   PUT_LIT(o, ",\"measure_id\":");
-  o = json_put_string(o, m->measure_id);
+  o = put_string(o, &s[S_MEASURE]);
   PUT_LIT(o, ",\"department\":");
-  o = json_put_string(o, m->department);
+  o = put_string(o, &s[S_DEPT]);
   PUT_LIT(o, ",\"observed_at\":");
-  o = json_put_string(o, m->observed_at);
+  o = put_string(o, &s[S_OBSERVED]);
   PUT_LIT(o, ",\"value\":");
-  memcpy(o, num, (size_t)num_len);
-  o += num_len;
+  memcpy(o, p->num, (size_t)p->num_len);
+  o += p->num_len;
   PUT_LIT(o, ",\"unit\":");
-  o = json_put_string(o, m->unit);
-  if (component) {
+  o = put_string(o, &s[S_UNIT]);
+  if (s[S_COMPONENT].s) {
     PUT_LIT(o, ",\"component\":");
-    o = json_put_string(o, component);
+    o = put_string(o, &s[S_COMPONENT]);
   }
-  if (m->has_note) {
+  if (s[S_NOTE].s) {
     PUT_LIT(o, ",\"note\":");
-    o = json_put_string(o, m->note);
+    o = put_string(o, &s[S_NOTE]);
   }
-  if (m->has_corrects) {
+  if (s[S_CORRECTS].s) {
     PUT_LIT(o, ",\"corrects\":{\"event_id\":");
-    o = json_put_string(o, m->corrects);
+    o = put_string(o, &s[S_CORRECTS]);
     PUT_LIT(o, ",\"reason\":");
-    o = json_put_string(o, m->corrects_reason);
+    o = put_string(o, &s[S_REASON]);
     *o++ = '}';
   }
   PUT_LIT(o, ",\"received_at\":");
-  o = json_put_string(o, m->received_at);
+  o = put_string(o, &s[S_RECEIVED]);
   *o++ = '}';
   *o = '\0';
+  return o;
+}
+
+char *kpi_measurement_encode(const kpi_measurement *m, size_t *len) {
+  enc_plan p;
+  size_t cap = measurement_cap(m, &p);
+  char *out = cap ? malloc(cap) : NULL;
+  if (!out) return NULL;
+  char *o = measurement_put(&p, out);
   if (len) *len = (size_t)(o - out);
   return out;
+}
+
+int kpi_measurement_encode_buf(const kpi_measurement *m, kpi_buf *b) {
+  enc_plan p;
+  size_t cap = measurement_cap(m, &p);
+  if (!cap || kpi_buf_reserve(b, cap)) return -1;
+  char *o = measurement_put(&p, b->s + b->len);
+  b->len = (size_t)(o - b->s);
+  return 0;
 }
 
 /* Alerts ------------------------------------------------------------------------------- */

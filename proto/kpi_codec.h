@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kpi_buf.h"
 #include "kpi_catalog.h"
 #include "kpi_json.h"
 #include "kpi_time.h"
@@ -99,6 +100,11 @@ int kpi_measurement_normalize(kpi_measurement *m, const kpi_catalog *cat, kpi_er
 /* Encodes a full kpi.measurement/1 record. Returns a malloc'd NUL-terminated string (caller
  * frees) and its length in *LEN, or NULL when out of memory. */
 char *kpi_measurement_encode(const kpi_measurement *m, size_t *len);
+
+/* The same record appended to B (its NUL written after it, not counted in B's length), so
+ * that many records share one buffer. Returns 0, or -1 when out of memory (B unchanged but
+ * perhaps for its OOM flag). */
+int kpi_measurement_encode_buf(const kpi_measurement *m, kpi_buf *b);
 
 /* Alerts ------------------------------------------------------------------------------- */
 

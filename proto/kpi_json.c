@@ -14,22 +14,46 @@ static size_t escape_width(unsigned char c) {
   }
 }
 
+/* Whether the 8 bytes at P all go out as they are (no control byte, '"' or '\\'): the
+ * exact "has a byte below n" and "has a zero byte" word tests (Bit Twiddling Hacks), so
+ * the escaping below walks runs of plain text 8 bytes at a time. */
+static inline bool word_plain(const unsigned char *p) {
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+  uint64_t x;
+  memcpy(&x, p, sizeof(x));
+  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+  uint64_t special = ((x - ones * 32) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b);
+  return (special & highs) == 0;
+}
+
+/* Length of the run of plain bytes at the start of P (N bytes). */
+static size_t plain_run(const unsigned char *p, size_t n) {
+  size_t i = 0;
+  while (i + 8 <= n && word_plain(p + i)) i += 8;
+  while (i < n && escape_width(p[i]) == 1) i++;
+  return i;
+}
+
 size_t kpi_json_escaped_len(const char *s, size_t n) {
   const unsigned char *p = (const unsigned char *)s;
-  size_t out = 0;
-  for (size_t i = 0; i < n; i++) out += escape_width(p[i]);
+  size_t out = n, i = 0;
+  if (!n) return 0; /* S may be NULL then */
+  while ((i += plain_run(p + i, n - i)) < n) out += escape_width(p[i++]) - 1;
   return out;
 }
 
 char *kpi_json_put_escaped(char *o, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = p[i];
-    if (c >= 32 && c != '"' && c != '\\') {
-      *o++ = (char)c;
-      continue;
-    }
+  size_t i = 0;
+  if (!n) return o; /* S may be NULL then */
+  for (;;) {
+    size_t run = plain_run(p + i, n - i);
+    if (run) memcpy(o, p + i, run);
+    o += run;
+    i += run;
+    if (i == n) return o;
+    unsigned char c = p[i++];
     *o++ = '\\';
     switch (c) {
       case '"': *o++ = '"'; break;
@@ -46,7 +70,6 @@ char *kpi_json_put_escaped(char *o, const char *s, size_t n) {
         o += 5;
     }
   }
-  return o;
 }
 
 size_t kpi_json_escape_fit(const char *s, size_t n, size_t room) {
@@ -111,6 +134,11 @@ size_t kpi_json_utf8_char_len(const char *s, size_t n) {
 bool kpi_json_utf8_valid(const char *str, size_t len) {
   const unsigned char *s = (const unsigned char *)str, *end = s + len;
   while (s < end) {
+    uint64_t w;
+    if (end - s >= 8 && (memcpy(&w, s, sizeof(w)), (w & 0x8080808080808080u) == 0)) {
+      s += 8; /* eight ASCII bytes */
+      continue;
+    }
     if (*s < 0x80) {
       s++;
       continue;

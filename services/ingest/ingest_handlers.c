@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ingest.h"
+#include "ingest_arena.h"
 #include "ingest_csv.h"
 #include "ingest_i18n.h"
 #include "ingest_web.h"
@@ -500,20 +501,27 @@ static void assign_event_id(ingest_ctx *ctx, kpi_measurement *m, const uint8_t *
   else random_event_id(ctx, m->event_id);
 }
 
-/* Fills IT (ids, status) for a record that passed item_check and returns its encoding, or
- * NULL (IT then failed with 500). */
-static char *item_encode(ingest_ctx *ctx, ingest_item *it, kpi_measurement *m, int64_t now,
-                         const uint8_t *key, size_t *len) {
+/* Fills M's and IT's ids for a record that passed item_check. Returns 0, or -1 when IT
+ * failed with 500. */
+static int item_prepare(ingest_ctx *ctx, ingest_item *it, kpi_measurement *m, int64_t now,
+                        const uint8_t *key) {
   assign_event_id(ctx, m, key);
   if (!m->event_id[0]) {
     it->status = 500;
     it->detail = "no random bytes for an event_id";
-    return NULL;
+    return -1;
   }
   m->received_ms = now;
   memcpy(m->received_at, received_at(ctx, now), sizeof(m->received_at));
   memcpy(it->event_id, m->event_id, sizeof(it->event_id));
   memcpy(it->measure_id, m->measure_id, sizeof(it->measure_id));
+  return 0;
+}
+
+/* item_prepare, then the record's encoding (malloc'd), or NULL (IT then failed with 500). */
+static char *item_encode(ingest_ctx *ctx, ingest_item *it, kpi_measurement *m, int64_t now,
+                         const uint8_t *key, size_t *len) {
+  if (item_prepare(ctx, it, m, now, key) != 0) return NULL;
   char *payload = kpi_measurement_encode(m, len);
   if (!payload) {
     it->status = 500;
@@ -648,6 +656,9 @@ static int batch_next(batch_iter *bi, const cJSON **obj) {
   const char *l;
   size_t ll;
   if (!kpi_batch_ndjson_next(bi->body, bi->len, &bi->pos, &l, &ll)) return 0;
+  /* The line's tree comes from the loop thread's arena (the previous one was just deleted),
+   * until batch_check_items turns it off after the item's checks. */
+  ingest_arena_use(true);
   bi->line = kpi_json_parse_one(l, ll, false);
   *obj = bi->line;
   return 1;
@@ -691,6 +702,7 @@ typedef struct {
   size_t n;              /* items */
   ingest_request *r;     /* held across delivery reports once created */
   rd_kafka_message_t *msgs; /* the encodings of the items that passed, in input order */
+  kpi_buf enc;              /* those encodings, one after the other */
   size_t n_msgs;
   size_t bad, forbidden; /* items refused by their checks, 403 among them */
 } batch_job;
@@ -810,6 +822,7 @@ static void batch_check_items(batch_job *j) {
     } else {
       status = item_check(ctx, obj, j->d, now, &m, &errs);
     }
+    ingest_arena_use(false); /* the errors' tree outlives the item: malloc */
     if (status) {
       it->status = status;
       it->errors = kpi_errors_to_json(&errs);
@@ -819,15 +832,19 @@ static void batch_check_items(batch_job *j) {
       j->forbidden += status == 403;
       continue;
     }
-    size_t plen;
-    char *payload = item_encode(ctx, it, &m, now, NULL, &plen);
-    if (!payload) {
+    size_t at = j->enc.len;
+    if (item_prepare(ctx, it, &m, now, NULL) != 0 || kpi_measurement_encode_buf(&m, &j->enc)) {
+      if (!it->status) {
+        it->status = 500;
+        it->detail = "out of memory";
+      }
       j->bad++;
       continue;
     }
+    /* The offset for now: the buffer may still move (batch_publish points at it). */
     rd_kafka_message_t *msg = &j->msgs[j->n_msgs++];
-    msg->payload = payload;
-    msg->len = plen;
+    msg->payload = (void *)(uintptr_t)at;
+    msg->len = j->enc.len - at;
     msg->key = it->measure_id;
     msg->key_len = strlen(it->measure_id);
     msg->_private = it;
@@ -851,7 +868,9 @@ static int batch_publish(batch_job *j) {
   if (j->n_msgs == 0) return 0;
   /* RD_KAFKA_MSG_F_COPY: librdkafka copies each payload into its own message, so the
    * encodings stay ours on every path (with F_FREE, which ones a failed call had freed would
-   * depend on why each failed) and batch_job_free frees them all. */
+   * depend on why each failed) and batch_job_free frees them all, in one buffer. */
+  for (size_t k = 0; k < j->n_msgs; k++)
+    j->msgs[k].payload = j->enc.s + (uintptr_t)j->msgs[k].payload;
   rd_kafka_produce_batch(j->ctx->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, j->msgs,
                          (int)j->n_msgs);
   for (size_t k = 0; k < j->n_msgs; k++) {
@@ -865,7 +884,7 @@ static int batch_publish(batch_job *j) {
 /* Releases what the job holds; the request R is not its to free once handed on. */
 static void batch_job_free(batch_job *j) {
   batch_iter_free(&j->bi);
-  for (size_t k = 0; k < j->n_msgs; k++) free(j->msgs[k].payload);
+  kpi_buf_free(&j->enc);
   free(j->msgs);
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "ingest.h"
+#include "ingest_arena.h"
 #include "kpi_log.h"
 
 /* Configuration, catalog, metrics and producer, in that order. Returns 0, or the exit code
@@ -54,6 +55,7 @@ static void free_services(ingest_ctx *ctx) {
 
 int main(void) {
   kpi_log_init("ingest");
+  ingest_arena_install();
   signal(SIGPIPE, SIG_IGN);
   ingest_ctx *ctx = calloc(1, sizeof(*ctx));
   uv_loop_t *loop = malloc(sizeof(*loop));

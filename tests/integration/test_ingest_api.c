@@ -443,6 +443,50 @@ static int item_status(cJSON *doc, int i) {
   return cJSON_GetObjectItem(batch_item(doc, i), "status")->valueint;
 }
 
+/* NDJSON lines whose cJSON trees do not fit the loop's arena (services/ingest/ingest_arena.h,
+ * 32 KiB): a 40 KB note (one allocation over the arena) and an unknown member holding 1000
+ * numbers (about 64 KB of nodes: the tree starts in the arena and goes on with malloc). Both
+ * are refused with their usual errors, the lines around them are accepted, and the sanitizer
+ * build sees every malloc'd node freed and no arena pointer passed to free. */
+static void test_batch_lines_over_arena(void **state) {
+  (void)state;
+  size_t cap = 60000, len = 0;
+  char *body = malloc(cap);
+  assert_non_null(body);
+  const char *good = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                     "\"value\":%d,\"unit\":\"percent\"}\n";
+  len += (size_t)snprintf(body + len, cap - len, good, 11);
+  len += (size_t)snprintf(body + len, cap - len,
+                          "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                          "\"value\":12,\"unit\":\"percent\",\"note\":\"");
+  memset(body + len, 'n', 40000);
+  len += 40000;
+  len += (size_t)snprintf(body + len, cap - len, "\"}\n");
+  len += (size_t)snprintf(body + len, cap - len, good, 13);
+  len += (size_t)snprintf(body + len, cap - len, "{\"extra\":[0");
+  for (int i = 1; i < 1000; i++) len += (size_t)snprintf(body + len, cap - len, ",%d", i % 10);
+  len += (size_t)snprintf(body + len, cap - len,
+                          "],\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                          "\"value\":14,\"unit\":\"percent\"}\n");
+  len += (size_t)snprintf(body + len, cap - len, good, 15);
+  assert_true(len < cap - 1);
+  tc_resp r;
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, &r);
+  free(body);
+  assert_int_equal(r.status, 207);
+  cJSON *doc = cJSON_Parse(r.body);
+  assert_non_null(doc);
+  assert_int_equal(cJSON_GetObjectItem(doc, "accepted")->valueint, 3);
+  assert_int_equal(cJSON_GetObjectItem(doc, "rejected")->valueint, 2);
+  static const int want[] = {202, 422, 202, 422, 202};
+  for (int i = 0; i < 5; i++) assert_int_equal(item_status(doc, i), want[i]);
+  assert_true(tc_has_error(cJSON_GetObjectItem(batch_item(doc, 1), "errors"), "note", "too_long"));
+  assert_true(
+      tc_has_error(cJSON_GetObjectItem(batch_item(doc, 3), "errors"), "extra", "unknown_field"));
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+}
+
 static void test_batch_partial_207(void **state) {
   (void)state;
   const char *body =
@@ -954,6 +998,7 @@ int main(void) {
       cmocka_unit_test(test_routing_and_probes),
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_batch_partial_207),
+      cmocka_unit_test(test_batch_lines_over_arena),
       cmocka_unit_test(test_batch_atomic),
       cmocka_unit_test(test_event_ids_across_refills),
       cmocka_unit_test(test_pipelined_in_order),

@@ -54,6 +54,17 @@ static void expect_same(const kpi_measurement *m) {
   assert_non_null(want);
   if (strcmp(got, want) != 0) fail_msg("value %.17g:\n got  %s\n want %s", m->value, got, want);
   assert_int_equal(len, strlen(want));
+  /* kpi_measurement_encode_buf (the batch path): the same bytes, appended after what the
+   * buffer holds, twice in a row. */
+  kpi_buf b = KPI_BUF_INIT;
+  kpi_buf_add(&b, "prefix", 6);
+  assert_int_equal(kpi_measurement_encode_buf(m, &b), 0);
+  assert_int_equal(kpi_measurement_encode_buf(m, &b), 0);
+  assert_int_equal(b.len, 6 + 2 * len);
+  assert_memory_equal(b.s + 6, want, len);
+  assert_memory_equal(b.s + 6 + len, want, len);
+  assert_int_equal(b.s[b.len], '\0');
+  kpi_buf_free(&b);
   free(got);
   cJSON_free(want);
 }

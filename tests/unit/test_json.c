@@ -58,6 +58,58 @@ static void test_escape_every_byte(void **state) {
   kpi_buf_free(&b);
 }
 
+/* Each byte that must be escaped at every position of a 40-byte plain string, and two of them
+ * 1..17 bytes apart: the runs of plain text are copied 8 bytes at a time, so a special byte
+ * must be found wherever it falls in a word and at the tail. */
+static void test_escape_long_runs(void **state) {
+  (void)state;
+  static const char specials[] = {'"', '\\', '\n', '\x01', '\x1f', '\t'};
+  for (size_t k = 0; k < sizeof(specials); k++)
+    for (int at = 0; at < 40; at++) {
+      char s[41];
+      memset(s, 'a' + at % 26, 40);
+      s[40] = '\0';
+      s[at] = specials[k];
+      expect_like_cjson(s);
+      for (int gap = 1; gap <= 17 && at + gap < 40; gap++) {
+        s[at + gap] = specials[(k + 1) % sizeof(specials)];
+        expect_like_cjson(s);
+        s[at + gap] = 'x';
+      }
+    }
+  /* Bytes just outside the special ranges (space, '!', '#', '[', ']', DEL, 0x80, 0xff) in
+   * long runs stay as they are. */
+  expect_like_cjson("                !!!!!!!!########[[[[]]]]]]]]\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f");
+  char hi[33];
+  memset(hi, '\x80', 16);
+  memset(hi + 16, '\xff', 16);
+  hi[32] = '\0';
+  kpi_buf b = KPI_BUF_INIT;
+  kpi_json_buf_string(&b, hi);
+  assert_int_equal(b.len, 34);
+  assert_memory_equal(b.s + 1, hi, 32);
+  kpi_buf_free(&b);
+}
+
+/* kpi_json_utf8_valid checks 8 ASCII bytes at a time: one bad byte anywhere in a long ASCII
+ * string, and a good multi-byte character straddling the words, are still seen. */
+static void test_utf8_long_ascii(void **state) {
+  (void)state;
+  char s[64];
+  for (int at = 0; at < 40; at++) {
+    memset(s, 'a', 40);
+    s[at] = '\xff';
+    assert_false(kpi_json_utf8_valid(s, 40));
+    s[at] = '\x80';
+    assert_false(kpi_json_utf8_valid(s, 40));
+    if (at + 3 <= 40) {
+      memcpy(s + at, "\xe6\x97\xa5", 3); /* 日 */
+      assert_true(kpi_json_utf8_valid(s, 40));
+      assert_false(kpi_json_utf8_valid(s, (size_t)at + 2)); /* cut inside it */
+    }
+  }
+}
+
 static void test_escape_utf8_strings(void **state) {
   (void)state;
   static const char *const cases[] = {
@@ -198,6 +250,7 @@ static void test_parse_one(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_every_byte), cmocka_unit_test(test_escape_utf8_strings),
+      cmocka_unit_test(test_escape_long_runs), cmocka_unit_test(test_utf8_long_ascii),
       cmocka_unit_test(test_put_escaped_and_fit), cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_id), cmocka_unit_test(test_parse_one),
   };
