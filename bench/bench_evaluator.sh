@@ -50,6 +50,8 @@ cleanup() {
     kill -TERM "$EV_PID" 2>/dev/null || true
     wait "$EV_PID" 2>/dev/null || true
   fi
+  [ -z "${TAG:-}" ] || [ -z "${KPI_KAFKA_BOOTSTRAP:-}" ] ||
+    bench_delete_topics "$KPI_KAFKA_BOOTSTRAP" "$TAG.measurements" "$TAG.alerts" "$TAG.dlq" "$TAG.alerts.dlq"
   if [ -n "$STACK_DIR" ]; then "$ROOT/scripts/stack.sh" stop "$STACK_DIR" >/dev/null 2>&1 || true; fi
   if [ -n "${KEEP:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }

@@ -88,6 +88,7 @@ cleanup() {
   local p
   for p in "${INGEST_PIDS[@]}"; do stop_child "$p"; done
   stop_child "$NG_PID"
+  [ -z "${TOPIC:-}" ] || bench_delete_topics "${BROKER:-}" "$TOPIC"
   if [ -n "$STACK_DIR" ]; then "$ROOT/scripts/stack.sh" stop "$STACK_DIR" >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
 }

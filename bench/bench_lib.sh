@@ -16,6 +16,16 @@ bench_stack_up() {
   fi
 }
 
+# bench_delete_topics BOOTSTRAP TOPIC...: deletes the bench's topics on a shared stack (a stack
+# of its own goes with its directory), so that runs do not fill the disk: an ingest run writes
+# 1-2 GB. Uses Kafka's Admin client from the jars scripts/stack.sh runs the broker with
+# (bench/DeleteTopics.java); a failure is logged, never fatal.
+bench_delete_topics() {
+  [ -n "${BENCH_STACK_ENV:-}" ] || return 0
+  java -cp "$ROOT/.cache/kafka/libs/*" "$ROOT/bench/DeleteTopics.java" "$@" >/dev/null 2>&1 ||
+    log "could not delete topics $*"
+}
+
 # Exports every variable of $STACK_ENV (PG*, KPI_KAFKA_BOOTSTRAP, KPI_SMTP_URL...).
 bench_stack_env_load() {
   set -a
