@@ -254,7 +254,7 @@ stop_child "$RP_PID"
 RP_PID=
 
 # (a) the service's table query through pgbench, as the service sends it: an unnamed
-# extended-protocol statement with the same nine parameters for every measure.
+# extended-protocol statement with the same ten parameters for every measure.
 log "pgbench -M extended: the report's latest and table queries for $MEASURES measures"
 "$PY" - "$ROOT" "$CATALOG" "$AS_OF" "$WORK" <<'EOF'
 import datetime, json, re, sys
@@ -269,10 +269,10 @@ src = open(root + "/services/report/report_pages.c", encoding="utf-8").read()
 body = re.search(r"static const char SQL_TABLE\[\] =(.*?);\n", src, re.S).group(1)
 sql = "".join(literals(agg) if part == "KPI_AGGREGATE_SQL" else literals(part)
               for part in re.split(r"\b(KPI_AGGREGATE_SQL)\b", body))
-sql = re.sub(r"\$(\d)", r":p\1", sql)
+sql = re.sub(r"\$(\d+)", r":p\1", sql)
 open(work + "/table.sql", "w").write(sql + ";\n")
 body = re.search(r"static const char SQL_LATEST\[\] =(.*?);\n", src, re.S).group(1)
-open(work + "/latest.sql", "w").write(re.sub(r"\$(\d)", r":p\1", literals(body)) + ";\n")
+open(work + "/latest.sql", "w").write(re.sub(r"\$(\d+)", r":p\1", literals(body)) + ";\n")
 
 def fy(y, m):
     return y if m >= 4 else y - 1
@@ -292,7 +292,7 @@ def bounds(d, latest):
     mstart = datetime.datetime(month.year, month.month, 1, tzinfo=jst)
     z = lambda t: t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return [ids, wf, wt, str(fy(d.year, d.month)), z(end), z(mstart), ratio, month.isoformat(),
-            "t" if latest else "f"]
+            d.isoformat(), "t" if latest else "f"]
 today = datetime.datetime.now(jst).date()
 tomorrow = datetime.datetime(today.year, today.month, today.day, tzinfo=jst) + datetime.timedelta(days=1)
 for name, vals in (("latest", [ids, tomorrow.isoformat()]),
