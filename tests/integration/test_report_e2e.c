@@ -59,6 +59,17 @@ static void on_row(int c, void *arg) {
   t->n_fields = 0;
 }
 
+/* Parses the report's CSV (after its UTF-8 BOM) strictly with libcsv into *T. */
+static void parse_csv(const char *csv, table *t) {
+  struct csv_parser p;
+  assert_int_equal(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI), 0);
+  memset(t, 0, sizeof(*t));
+  size_t len = strlen(csv + 3);
+  assert_int_equal(csv_parse(&p, csv + 3, len, on_field, on_row, t), len);
+  assert_int_equal(csv_fini(&p, on_field, on_row, t), 0);
+  csv_free(&p);
+}
+
 static void table_free(table *t) {
   for (int r = 0; r < 64; r++)
     for (int c = 0; c < 24; c++) free(t->f[r][c]);
@@ -163,14 +174,8 @@ static void test_report(void **state) {
   assert_int_equal(memcmp(csv, "\xEF\xBB\xBF", 3), 0);
   assert_non_null(strstr(csv, "\r\n"));
   char *page = get(port, "/?as_of=2024-03-01");
-  struct csv_parser p;
-  assert_int_equal(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI), 0);
   table t;
-  memset(&t, 0, sizeof(t));
-  size_t len = strlen(csv + 3);
-  assert_int_equal(csv_parse(&p, csv + 3, len, on_field, on_row, &t), len);
-  assert_int_equal(csv_fini(&p, on_field, on_row, &t), 0);
-  csv_free(&p);
+  parse_csv(csv, &t);
   assert_int_equal(t.n_rows, 1 + 9);
   assert_string_equal(t.f[0][0], "基本目標");
   assert_string_equal(t.f[0][14], "状況");
@@ -344,14 +349,8 @@ static void csv_field(int port, const char *path, const char *id, int col, char 
   char *resp = get(port, path);
   const char *csv = body_of(resp);
   assert_non_null(csv);
-  struct csv_parser p;
-  assert_int_equal(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI), 0);
   table t;
-  memset(&t, 0, sizeof(t));
-  size_t len = strlen(csv + 3);
-  assert_int_equal(csv_parse(&p, csv + 3, len, on_field, on_row, &t), len);
-  assert_int_equal(csv_fini(&p, on_field, on_row, &t), 0);
-  csv_free(&p);
+  parse_csv(csv, &t);
   out[0] = '\0';
   for (int r = 1; r < t.n_rows && r < 64; r++)
     if (t.f[r][19] && strcmp(t.f[r][19], id) == 0) snprintf(out, size, "%s", t.f[r][col]);
