@@ -234,11 +234,16 @@ static void on_pg_sent_batch(kpi_pgasync *pg, const PGresult *res, void *arg) {
   sent_queued(nf);
 }
 
-/* A sent-batch connection not writing a batch, or -1. */
+/* A sent-batch connection not writing a batch, one that is up first (one reconnecting does
+ * not hold the outcomes while another could write them), or -1. */
 static int sent_writer_free(const notifier *nf) {
-  for (int i = 0; i < NF_SENT_WRITERS; i++)
-    if (!nf->sent_busy[i]) return i;
-  return -1;
+  int any = -1;
+  for (int i = 0; i < NF_SENT_WRITERS; i++) {
+    if (nf->sent_busy[i]) continue;
+    if (kpi_pgasync_is_up(nf->pg_sent[i])) return i;
+    if (any < 0) any = i;
+  }
+  return any;
 }
 
 /* Sends every waiting "sent" outcome in one statement on a free sent-batch connection, unless
