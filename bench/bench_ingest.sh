@@ -249,7 +249,7 @@ fi
 
 KCAT=() BATCHES=() BRATIO=() SINGLES=() NGX=() SRATIO=() B_FAILED=0 S_BAD=0 E_BAD=0
 CPU_SVC=() CPU_BROKER=() CPU_REST=() CPU_BUSY=() CPU_PER=()
-CPU_KCAT=() CPU_KCAT_BROKER=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_SINGLE=()
+CPU_KCAT=() CPU_KCAT_BROKER=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_SINGLE=() CPU_SINGLE_LOOP=()
 # Records in the topic now, waiting up to 2 s for them to reach WANT (end offsets can lag
 # behind kcat's exit on a loaded machine).
 topic_end_at_least() {
@@ -290,11 +290,11 @@ round_batch() {
 }
 # (c) with the CPU split: service processes, broker, and the rest (wrk, other jobs).
 round_single() {
-  local acc oth dur p50 p99 m0 m1 s0 s1 b0 b1 per=() p
-  read -r m0 t0 < <(machine_ticks); s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID)
+  local acc oth dur p50 p99 m0 m1 s0 s1 b0 b1 l0 l1 per=() p
+  read -r m0 t0 < <(machine_ticks); s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID); l0=$(loop_ticks)
   for p in "${INGEST_PIDS[@]}"; do per+=("$(proc_ticks "$p")"); done
   wrk_single "http://127.0.0.1:$PORT/v1/measurements" "$WORK/single.out"
-  read -r m1 t1 < <(machine_ticks); s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID)
+  read -r m1 t1 < <(machine_ticks); s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID); l1=$(loop_ticks)
   local i=0 split=""
   for p in "${INGEST_PIDS[@]}"; do
     split+="$(awk -v a="${per[$i]}" -v b="$(proc_ticks "$p")" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%.0f%%", 100 * n * (b - a) / t }') "
@@ -309,6 +309,7 @@ round_single() {
   read -r acc oth dur p50 p99 < <(bench_line "$WORK/single.out")
   SINGLES+=("$(eps "$acc" "$dur")"); S_BAD=$((S_BAD + oth)); S_P50=$p50; S_P99=$p99
   CPU_SINGLE+=("$(us_per $((s1 - s0)) "$acc")")
+  CPU_SINGLE_LOOP+=("$(us_per $((l1 - l0)) "$acc")")
 }
 round_nginx() {
   local acc oth dur _p
@@ -363,7 +364,7 @@ if [ -n "$NG_PORT" ]; then
 fi
 cat <<OUT
   (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  non-202 $P_OTHER
-  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}")
+  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}") (loop thread $(echo "${CPU_SINGLE_LOOP[*]}"))
   CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
 SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))

@@ -339,7 +339,11 @@ static bool says_percent(const kpi_catalog *cat, const char *given) {
 }
 
 int kpi_measurement_normalize(kpi_measurement *m, const kpi_catalog *cat, kpi_errors *errs) {
-  const kpi_measure *ms = kpi_catalog_measure(cat, m->measure_id);
+  return kpi_measurement_normalize_ms(m, cat, kpi_catalog_measure(cat, m->measure_id), errs);
+}
+
+int kpi_measurement_normalize_ms(kpi_measurement *m, const kpi_catalog *cat,
+                                 const kpi_measure *ms, kpi_errors *errs) {
   if (!ms || !m->unit[0]) return 0; /* kpi_measurement_check reports it */
   const char *canon = NULL;
   if (ms->kind == KPI_KIND_RATIO && m->component != KPI_COMPONENT_NONE) {
@@ -367,8 +371,12 @@ int kpi_measurement_normalize(kpi_measurement *m, const kpi_catalog *cat, kpi_er
 
 const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_catalog *cat,
                                          int64_t now_ms, kpi_errors *errs) {
+  return kpi_measurement_check_ms(m, kpi_catalog_measure(cat, m->measure_id), now_ms, errs);
+}
+
+const kpi_measure *kpi_measurement_check_ms(const kpi_measurement *m, const kpi_measure *ms,
+                                            int64_t now_ms, kpi_errors *errs) {
   size_t before = errs->n;
-  const kpi_measure *ms = kpi_catalog_measure(cat, m->measure_id);
   if (!ms) {
     kpi_errors_add(errs, "measure_id", "unknown_measure", "no measure \"%s\" in the catalog",
                    m->measure_id);

@@ -87,6 +87,11 @@ int kpi_measurement_from_json(const struct cJSON *obj, kpi_parse_mode mode, kpi_
 #define KPI_CLOCK_SKEW_MS (5 * 60 * 1000)
 const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_catalog *cat,
                                          int64_t now_ms, kpi_errors *errs);
+/* The same check with M's measure MS already looked up (kpi_catalog_measure of m->measure_id;
+ * NULL when unknown): the ingest looks a record's measure up once for the ownership check,
+ * the normalization and this check. */
+const kpi_measure *kpi_measurement_check_ms(const kpi_measurement *m, const kpi_measure *ms,
+                                            int64_t now_ms, kpi_errors *errs);
 
 /* Rewrites an input's unit to the canonical one the catalog names (docs/ingest.md "Units"):
  * a label of the measure's unit (人 for person, ％ for percent), or for a ratio's numerator
@@ -96,6 +101,9 @@ const kpi_measure *kpi_measurement_check(const kpi_measurement *m, const kpi_cat
  * to judge. Returns 0, or -1 with ERRS filled. The ingest calls it before the check; the
  * evaluator does not, records being canonical already. */
 int kpi_measurement_normalize(kpi_measurement *m, const kpi_catalog *cat, kpi_errors *errs);
+/* The same with M's measure MS already looked up (NULL when unknown). */
+int kpi_measurement_normalize_ms(kpi_measurement *m, const kpi_catalog *cat,
+                                 const kpi_measure *ms, kpi_errors *errs);
 
 /* Encodes a full kpi.measurement/1 record. Returns a malloc'd NUL-terminated string (caller
  * frees) and its length in *LEN, or NULL when out of memory. */

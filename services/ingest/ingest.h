@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "ingest_auth.h"
 #include "kpi_catalog.h"
 #include "kpi_http.h"
 #include "kpi_kafka.h"
@@ -48,6 +49,9 @@ typedef struct ingest_ctx {
   uv_loop_t *loop;
   ingest_config cfg;
   kpi_catalog *catalog;
+  /* Authorization values verified against this catalog (ingest_auth.h), cleared when it is
+   * replaced. */
+  ingest_auth_cache auth;
 
   kpi_http_server http;
   kpi_kafka_waker waker;

@@ -89,6 +89,7 @@ static void on_shutdown_reload(kpi_shutdown *sd) {
     kpi_log(KPI_LOG_ERROR, "catalog_reload_failed", "%s; keeping the previous catalog", err);
     return;
   }
+  ingest_auth_clear(&ctx->auth); /* its departments belong to the old catalog */
   kpi_catalog_free(ctx->catalog);
   ctx->catalog = cat;
   kpi_metrics_inc(ctx->m_reload_ok);

@@ -47,6 +47,7 @@ static void log_listening(const ingest_ctx *ctx) {
 static void free_services(ingest_ctx *ctx) {
   ingest_kafka_destroy(ctx);
   if (uv_loop_close(ctx->loop) != 0) kpi_log(KPI_LOG_WARN, "loop_close", "handles left open");
+  ingest_auth_clear(&ctx->auth);
   kpi_catalog_free(ctx->catalog);
   kpi_metrics_free(ctx->metrics);
   free(ctx->loop);

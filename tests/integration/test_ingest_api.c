@@ -801,6 +801,59 @@ static void test_sighup_reloads_catalog(void **state) {
   unlink(path);
 }
 
+/* A token verified once is remembered per header value (docs/ingest.md "Performance, fifth
+ * round"); a reloaded catalog that gives the department another token hash must refuse the
+ * old token from then on (401), not answer from what was remembered of the old catalog. */
+static void test_sighup_forgets_verified_tokens(void **state) {
+  (void)state;
+  char path[256];
+  snprintf(path, sizeof(path), "%s/it_ingest_tokens_%d.json", KPI_BINARY_DIR, (int)getpid());
+  char *text = kpi_it_read_file(KPI_SOURCE_DIR "/config/catalog.json", NULL);
+  assert_non_null(text);
+  assert_int_equal(kpi_it_write_file(path, text), 0);
+  char cat_env[300];
+  snprintf(cat_env, sizeof(cat_env), "KPI_CATALOG=%s", path);
+  const char *env[] = {cat_env, NULL};
+  tc_service other;
+  tc_service_start(&other, env, 1);
+  const char *led = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                    "\"value\":20,\"unit\":\"percent\"}";
+  tc_resp r;
+  for (int i = 0; i < 2; i++) { /* verified, then answered from what was remembered */
+    assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
+                                hdrs(tc_auth("KANKYO"), JSON_CT), led, &r), 0);
+    assert_int_equal(r.status, 202);
+    tc_resp_free(&r);
+  }
+  cJSON *cat = cJSON_Parse(text);
+  cJSON *d;
+  cJSON_ArrayForEach(d, cJSON_GetObjectItem(cat, "departments")) {
+    if (strcmp(cJSON_GetObjectItem(d, "id")->valuestring, "kankyo") == 0)
+      cJSON_ReplaceItemInObject(d, "token_sha256", cJSON_CreateString("0123456789abcdef0123456789"
+                                                                       "abcdef0123456789abcdef01"
+                                                                       "23456789abcdef"));
+  }
+  char *out = cJSON_Print(cat);
+  assert_int_equal(kpi_it_write_file(path, out), 0);
+  free(out);
+  cJSON_Delete(cat);
+  free(text);
+  kill(other.pid, SIGHUP);
+  long long deadline = kpi_it_now_ms() + 5000;
+  int status = 0;
+  while (kpi_it_now_ms() < deadline) {
+    assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
+                                hdrs(tc_auth("KANKYO"), JSON_CT), led, &r), 0);
+    status = r.status;
+    tc_resp_free(&r);
+    if (status == 401) break;
+    kpi_it_sleep_ms(100);
+  }
+  assert_int_equal(status, 401);
+  tc_service_stop(&other);
+  unlink(path);
+}
+
 /* SIGTERM with a request in flight: it is still answered 202, then the process exits 0. */
 static void test_sigterm_drains(void **state) {
   (void)state;
@@ -1005,6 +1058,7 @@ int main(void) {
       cmocka_unit_test(test_chunked_and_continue),
       cmocka_unit_test(test_slow_client_408),
       cmocka_unit_test(test_sighup_reloads_catalog),
+      cmocka_unit_test(test_sighup_forgets_verified_tokens),
       cmocka_unit_test(test_clerk_dates_and_units),
       cmocka_unit_test(test_problem_language),
       cmocka_unit_test(test_sigterm_drains),
