@@ -58,12 +58,6 @@ size_t nf_send_capacity(int connections) {
   return connections > 0 ? (size_t)connections * NF_MAILS_PER_CONNECTION : 0;
 }
 
-bool nf_sent_flush_now(size_t waiting, size_t capacity, size_t in_smtp, bool feed_blocked,
-                       bool writer_free) {
-  if (waiting == 0 || !writer_free) return false;
-  return waiting >= capacity / 2 || in_smtp == 0 || feed_blocked;
-}
-
 size_t nf_claim_slots(size_t capacity, size_t inflight) {
   return inflight >= capacity ? 0 : capacity - inflight;
 }

@@ -70,18 +70,6 @@ int64_t nf_relay_probe_delay_ms(const nf_relay *r, int64_t base_ms, int64_t max_
  * marked sent in one statement (nf_send.c, sent_queued). */
 #define NF_SENT_BATCH_WAIT_MS 20
 
-/* Batched sent UPDATEs written at once, each on its own database connection: a sent mail's
- * outcome waits for a free connection instead of for the batch before it to commit, so the
- * send capacity (which counts unwritten outcomes) frees sooner (nf_send.c, sent_flush). */
-#define NF_SENT_WRITERS 3
-
-/* Write the WAITING sent outcomes now rather than NF_SENT_BATCH_WAIT_MS after the first? Only
- * when some wait and a writer is free (WRITER_FREE); then when they are half the send
- * CAPACITY, when no mail is left in SMTP (IN_SMTP 0: nothing more is coming soon), or when
- * claimed mails wait for send slots the unwritten outcomes hold (FEED_BLOCKED). */
-bool nf_sent_flush_now(size_t waiting, size_t capacity, size_t in_smtp, bool feed_blocked,
-                       bool writer_free);
-
 /* Mails in SMTP at once with CONNECTIONS connections. */
 size_t nf_send_capacity(int connections);
 /* Recipients (one mail each) the next claim may take with INFLIGHT mails out of CAPACITY; 0:

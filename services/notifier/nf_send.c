@@ -212,10 +212,10 @@ static num_text num(int64_t v) {
 /* The batched "sent" UPDATE came back: each mail of the batch is done, or, when the statement
  * failed, kept and retried like any outcome (outcome_retry_later). */
 static void on_pg_sent_batch(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  (void)pg;
   nf_mail *list = arg;
   notifier *nf = list->nf;
-  for (size_t i = 0; i < NF_SENT_WRITERS; i++)
-    if (nf->pg_sent[i] == pg) nf->sent_busy[i] = false;
+  nf->sent_inflight = false;
   bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
   if (!ok) {
     size_t n = 0;
@@ -234,23 +234,10 @@ static void on_pg_sent_batch(kpi_pgasync *pg, const PGresult *res, void *arg) {
   sent_queued(nf);
 }
 
-/* A sent-batch connection not writing a batch, one that is up first (one reconnecting does
- * not hold the outcomes while another could write them), or -1. */
-static int sent_writer_free(const notifier *nf) {
-  int any = -1;
-  for (int i = 0; i < NF_SENT_WRITERS; i++) {
-    if (nf->sent_busy[i]) continue;
-    if (kpi_pgasync_is_up(nf->pg_sent[i])) return i;
-    if (any < 0) any = i;
-  }
-  return any;
-}
-
-/* Sends every waiting "sent" outcome in one statement on a free sent-batch connection, unless
- * every one is writing a batch (the mails that arrive meanwhile go in the next). */
+/* Sends every waiting "sent" outcome in one statement, unless one is already running (the
+ * mails that arrive meanwhile go in the next). */
 static void sent_flush(notifier *nf) {
-  int w = sent_writer_free(nf);
-  if (w < 0 || !nf->sent_head) return;
+  if (nf->sent_inflight || !nf->sent_head) return;
   nf_mail *list = nf->sent_head;
   kpi_buf ids = {0}, mids = {0}, replies = {0};
   kpi_buf_arr_begin(&ids);
@@ -267,7 +254,7 @@ static void sent_flush(notifier *nf) {
   int rc = KPI_PGASYNC_ENOMEM;
   if (!ids.oom && !mids.oom && !replies.oom) {
     const char *p[] = {kpi_buf_str(&ids), kpi_buf_str(&mids), kpi_buf_str(&replies)};
-    rc = kpi_pgasync_query_prepared(nf->pg_sent[w], "nf_sent_batch", SQL_SENT_BATCH, 3, p,
+    rc = kpi_pgasync_query_prepared(nf->pg_sent, "nf_sent_batch", SQL_SENT_BATCH, 3, p,
                                     on_pg_sent_batch, list);
   }
   kpi_buf_free(&ids);
@@ -277,7 +264,7 @@ static void sent_flush(notifier *nf) {
   nf->sent_waiting = 0;
   uv_timer_stop(&nf->sent_timer);
   if (rc == 0) {
-    nf->sent_busy[w] = true;
+    nf->sent_inflight = true;
     return;
   }
   while (list) { /* not queued (database away): each kept and retried */
@@ -298,12 +285,11 @@ static void on_uv_sent_timer(uv_timer_t *t) { sent_flush(t->data); }
  * the send capacity" stays the threshold when claims run ahead, so the window does not grow
  * with the claim-ahead depth. */
 static void sent_queued(notifier *nf) {
-  /* With every writer busy, the first batch to return calls again. */
-  if (!nf->sent_head || sent_writer_free(nf) < 0) return;
+  if (nf->sent_inflight || !nf->sent_head) return; /* the running batch's return calls again */
   size_t capacity = nf_send_capacity(nf->smtp_connections);
   /* Claimed mails waiting for the outcomes to be written (feed) do not wait for the timer. */
   bool feed_blocked = nf->ready_head && nf->mails_inflight >= capacity;
-  if (nf_sent_flush_now(nf->sent_waiting, capacity, nf->mails_smtp, feed_blocked, true)) {
+  if (nf->sent_waiting >= capacity / 2 || nf->mails_smtp == 0 || feed_blocked) {
     sent_flush(nf);
     return;
   }

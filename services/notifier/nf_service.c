@@ -382,9 +382,9 @@ static void on_shutdown_drained(kpi_shutdown *sd) {
     kpi_pgasync_close(nf->pg, NULL, NULL);
     nf->pg = NULL;
   }
-  for (size_t i = 0; i < NF_SENT_WRITERS; i++) {
-    if (nf->pg_sent[i]) kpi_pgasync_close(nf->pg_sent[i], NULL, NULL);
-    nf->pg_sent[i] = NULL;
+  if (nf->pg_sent) {
+    kpi_pgasync_close(nf->pg_sent, NULL, NULL);
+    nf->pg_sent = NULL;
   }
   nf_consume_close(nf);
   nf_dlq_close(nf);
@@ -517,13 +517,10 @@ static int clients_start(notifier *nf, const kpi_smtp_config *sc) {
   }
   nf->conninfo = strdup(kpi_pg_conninfo());
   nf->pg = kpi_pgasync_new(nf->loop, nf->conninfo, on_pg_state, nf, err, sizeof(err));
-  /* The batched "sent" outcomes have connections of their own (nf_send.c, sent_flush). */
-  bool sent_ok = nf->conninfo && nf->pg;
-  for (size_t i = 0; sent_ok && i < NF_SENT_WRITERS; i++) {
-    nf->pg_sent[i] = kpi_pgasync_new(nf->loop, nf->conninfo, NULL, NULL, err, sizeof(err));
-    sent_ok = nf->pg_sent[i] != NULL;
-  }
-  if (!sent_ok) {
+  /* The batched "sent" outcomes have a connection of their own (nf_send.c, sent_flush). */
+  if (nf->conninfo && nf->pg)
+    nf->pg_sent = kpi_pgasync_new(nf->loop, nf->conninfo, NULL, NULL, err, sizeof(err));
+  if (!nf->conninfo || !nf->pg || !nf->pg_sent) {
     kpi_log(KPI_LOG_ERROR, "db_init_failed", "%s", err);
     return -1;
   }

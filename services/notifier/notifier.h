@@ -70,10 +70,7 @@ typedef struct notifier {
   /* The batched "sent" outcomes only (nf_send.c, sent_flush): on their own connection they
    * never wait behind a claim, so outcomes are written while the next claim runs and the
    * mails whose outcome is unwritten (the crash duplicate window) stay few. */
-  /* The batched "sent" outcomes' own connections (nf_send.c sent_flush): up to NF_SENT_WRITERS
-   * batches are written at once, so an outcome waits for a free connection, not for the
-   * batch before it to commit (docs/notifier.md "Performance"). */
-  kpi_pgasync *pg_sent[NF_SENT_WRITERS];
+  kpi_pgasync *pg_sent;
   char *conninfo;
   bool db_ready;       /* connected and migrated */
   bool migrated;
@@ -117,7 +114,7 @@ typedef struct notifier {
   struct nf_mail *retry_head; /* outcomes whose UPDATE failed, retried on update_retry */
   struct nf_mail *sent_head;  /* sent mails whose rows wait for the next batched UPDATE */
   struct nf_mail *sent_tail;
-  bool sent_busy[NF_SENT_WRITERS]; /* pg_sent[i] is writing a batched SQL_SENT_BATCH */
+  bool sent_inflight;         /* a batched SQL_SENT_BATCH is running */
   size_t sent_waiting;        /* mails in sent_head */
   uv_timer_t sent_timer;      /* writes a partial batch NF_SENT_BATCH_WAIT_MS after its first mail */
   size_t depth_inflight;

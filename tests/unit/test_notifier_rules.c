@@ -143,26 +143,6 @@ static void test_claim_capacity(void **state) {
     assert_int_equal(nf_claim_room(room[i].cap, room[i].in_smtp, room[i].unwritten), room[i].room);
 }
 
-/* Sent outcomes are written as soon as a writer connection is free and they are half the
- * capacity, nothing is left in SMTP, or claimed mails wait for the slots they hold; never
- * while every writer is busy (NF_SENT_WRITERS batches are written at once at most). */
-static void test_sent_flush(void **state) {
-  (void)state;
-  assert_true(NF_SENT_WRITERS >= 2);
-  static const struct {
-    size_t waiting, cap, in_smtp;
-    bool blocked, free_writer, want;
-  } rule[] = {
-      {0, 16, 0, true, true, false}, {1, 16, 4, false, true, false}, {7, 16, 4, false, true, false},
-      {8, 16, 4, false, true, true}, {1, 16, 0, false, true, true},  {1, 16, 4, true, true, true},
-      {8, 16, 0, true, false, false}, {2, 4, 1, false, true, true},  {1, 4, 1, false, true, false},
-  };
-  for (size_t i = 0; i < sizeof(rule) / sizeof(rule[0]); i++)
-    assert_int_equal(nf_sent_flush_now(rule[i].waiting, rule[i].cap, rule[i].in_smtp,
-                                       rule[i].blocked, rule[i].free_writer),
-                     rule[i].want);
-}
-
 /* Rows of several recipients, shuffled: each digest is one recipient's rows, oldest first,
  * at most digest_max of them. */
 /* Claiming ahead: the depth doubles from the send capacity while claims come back full, is
@@ -355,7 +335,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_report_link_base),  cmocka_unit_test(test_backoff_nominal),   cmocka_unit_test(test_backoff_jitter),
       cmocka_unit_test(test_consume_backoff),   cmocka_unit_test(test_relay_transitions),
-      cmocka_unit_test(test_claim_capacity),    cmocka_unit_test(test_sent_flush),    cmocka_unit_test(test_claim_ahead),
+      cmocka_unit_test(test_claim_capacity),    cmocka_unit_test(test_claim_ahead),
       cmocka_unit_test(test_digest_grouping),
       cmocka_unit_test(test_rows_action),       cmocka_unit_test(test_outcome_texts),
       cmocka_unit_test(test_duration),          cmocka_unit_test(test_dashboard_url),
