@@ -387,6 +387,14 @@ static void pg_drive(kpi_pgasync *pg, int may_read) {
       PGresult *r = PQgetResult(pg->conn);
       if (r && PQresultStatus(r) == PGRES_COPY_IN) {
         PQclear(r);
+        if (pg->head->copying) {
+          /* Input is still to be sent and the socket took no more (libpq reports COPY_IN
+           * again at once, so looping would spin while the server is not reading): the write
+           * watch brings us back when it can take more. */
+          if (poll_watch(pg, UV_READABLE | UV_WRITABLE))
+            drive_failed(pg, may_read, "cannot watch socket", "");
+          return;
+        }
         pg->head->copying = 1;
         break; /* back to the outer loop: feed the input, then wait for the COPY's result */
       }

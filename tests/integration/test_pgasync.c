@@ -3,7 +3,8 @@
  * (prepared) queries are prepared on first use and again on the new session after the loss.
  * kpi_pgasync_copy_in sends a COPY's input (escapes, NULLs, more than the socket takes at
  * once, fed in pieces), takes ownership of it, reports a refused COPY as its result, and leaves
- * the connection usable. */
+ * the connection usable; while the server is not reading a COPY's input (a row waits on
+ * another session's uncommitted key), the loop keeps running its other work. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -247,9 +248,92 @@ static void test_copy_in(void **state) {
   assert_int_equal(uv_loop_close(&c.loop), 0);
 }
 
+/* A COPY far larger than the socket buffers whose first row waits on another session's
+ * uncommitted insert of the same key, so the server stops reading: the loop must keep running
+ * (a timer fires and lets the other session roll back), not spin inside the COPY. */
+typedef struct {
+  uv_loop_t loop;
+  kpi_pgasync *pg;
+  PGconn *blocker;
+  char *data;
+  size_t len;
+  int up, fired, results_at_fire, closed;
+  ExecStatusType status[2];
+  char value[2][32];
+  int n;
+} stall_ctx;
+
+static void on_stall_result(kpi_pgasync *pg, const PGresult *res, void *arg) {
+  stall_ctx *c = arg;
+  if (c->n < 2) {
+    c->status[c->n] = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (res && PQresultStatus(res) == PGRES_COMMAND_OK)
+      snprintf(c->value[c->n], sizeof(c->value[0]), "%s", PQcmdTuples((PGresult *)res));
+  }
+  if (++c->n == 2) kpi_pgasync_close(pg, NULL, NULL);
+}
+
+static void on_stall_state(kpi_pgasync *pg, int up, void *arg) {
+  stall_ctx *c = arg;
+  if (!up || c->up++) return;
+  assert_int_equal(kpi_pgasync_query(pg, "SELECT 1", 0, NULL, on_stall_result, c), 0);
+  assert_int_equal(kpi_pgasync_copy_in(pg, "COPY u FROM STDIN", &c->data, c->len,
+                                       on_stall_result, c),
+                   0);
+}
+
+static void on_stall_timer(uv_timer_t *t) {
+  stall_ctx *c = t->data;
+  c->fired = 1;
+  c->results_at_fire = c->n;
+  PQclear(PQexec(c->blocker, "ROLLBACK"));
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_copy_server_not_reading(void **state) {
+  (void)state;
+  stall_ctx c = {0};
+  char db[64], conninfo[512], err[256];
+  kpi_it_unique("it_pgstall", db, sizeof(db));
+  assert_int_equal(kpi_it_create_db(db, conninfo, sizeof(conninfo)), 0);
+  c.blocker = PQconnectdb(conninfo);
+  assert_int_equal(PQstatus(c.blocker), CONNECTION_OK);
+  PQclear(PQexec(c.blocker, "CREATE TABLE u (k int PRIMARY KEY, pad text)"));
+  PQclear(PQexec(c.blocker, "BEGIN"));
+  PGresult *r = PQexec(c.blocker, "INSERT INTO u VALUES (0, 'held')");
+  assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  /* 100,000 rows of about 250 bytes: 25 MB, far more than both ends' socket buffers. */
+  enum { ROWS = 100000, PAD = 240 };
+  c.data = malloc((size_t)ROWS * (PAD + 16));
+  assert_non_null(c.data);
+  char pad[PAD + 1];
+  memset(pad, 'p', PAD);
+  pad[PAD] = '\0';
+  for (int i = 0; i < ROWS; i++) c.len += (size_t)sprintf(c.data + c.len, "%d\t%s\n", i, pad);
+  assert_int_equal(uv_loop_init(&c.loop), 0);
+  c.pg = kpi_pgasync_new(&c.loop, conninfo, on_stall_state, &c, err, sizeof(err));
+  assert_non_null(c.pg);
+  uv_timer_t t;
+  uv_timer_init(&c.loop, &t);
+  t.data = &c;
+  uv_timer_start(&t, on_stall_timer, 500, 0);
+  long long deadline = kpi_it_now_ms() + 60000;
+  while (uv_run(&c.loop, UV_RUN_ONCE) && kpi_it_now_ms() < deadline) {
+  }
+  PQfinish(c.blocker);
+  assert_int_equal(c.fired, 1);
+  assert_int_equal(c.results_at_fire, 1); /* the COPY was still waiting when the timer ran */
+  assert_int_equal(c.n, 2);
+  assert_int_equal(c.status[1], PGRES_COMMAND_OK);
+  assert_string_equal(c.value[1], "100000");
+  assert_int_equal(uv_loop_close(&c.loop), 0);
+}
+
 int main(void) {
   kpi_it_init();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_queries_and_reconnect),
-                                     cmocka_unit_test(test_copy_in)};
+                                     cmocka_unit_test(test_copy_in),
+                                     cmocka_unit_test(test_copy_server_not_reading)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
