@@ -87,6 +87,11 @@ bool nf_ready_expired(uint64_t claimed_at, uint64_t now, int64_t hold_ms) {
   return hold_ms >= 0 && now > claimed_at && now - claimed_at > (uint64_t)hold_ms;
 }
 
+bool nf_ready_lease_held(uint64_t claimed_at, uint64_t now, int64_t lease_ms) {
+  if (now < claimed_at) return true;
+  return (int64_t)(now - claimed_at) < lease_ms - NF_LEASE_MARGIN_MS;
+}
+
 static int cmp_rows(const void *pa, const void *pb) {
   const nf_claimed_row *a = pa, *b = pb;
   int c = strcmp(a->recipient, b->recipient);

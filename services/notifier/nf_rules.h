@@ -111,6 +111,15 @@ int64_t nf_ready_hold_ms(int64_t lease_ms, int64_t timeout_ms);
  * free send slots and their mails are handed to SMTP at once. */
 bool nf_ready_expired(uint64_t claimed_at, uint64_t now, int64_t hold_ms);
 
+/* True while a claim sent at CLAIMED_AT (loop ms) still certainly holds its lease LEASE_MS at
+ * NOW (with NF_LEASE_MARGIN_MS to spare for the release statement's own round trip). A mail
+ * given back after that is not released but dropped: its lease has run out or is about to,
+ * so another replica may have claimed the rows already, and a release (due again at once)
+ * would cut that replica's lease short and let a third claim send them twice
+ * (docs/notifier.md "Claiming ahead"). */
+#define NF_LEASE_MARGIN_MS 2000
+bool nf_ready_lease_held(uint64_t claimed_at, uint64_t now, int64_t lease_ms);
+
 /* ---- digest grouping ---- */
 
 /* One claimed row; the strings point into the claim's PGresult and live as long as it. */

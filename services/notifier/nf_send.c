@@ -614,6 +614,12 @@ static void start_mail(nf_mail *m) {
 /* Gives a claimed mail that was never composed back to the queue: its lease ends now (the
  * rows are due again at once, attempts unchanged), through the same path as a cancelled send. */
 static void ready_release(nf_mail *m, const char *why) {
+  if (!nf_ready_lease_held(m->claimed_at, uv_now(m->nf->loop), m->nf->cfg.lease_ms)) {
+    kpi_log(KPI_LOG_WARN, "mail_lease_ran_out", "%zu row(s) claimed ahead left to their lease (%s)",
+            m->n_rows, why);
+    mail_free(m); /* due again when the lease ends; another replica may hold them already */
+    return;
+  }
   for (size_t i = 0; i < m->n_rows; i++) mail_add_id(m, m->rows[i].id);
   kpi_buf_arr_end(&m->ids);
   mail_free_rows(m);

@@ -178,6 +178,13 @@ static void test_claim_ahead(void **state) {
   for (size_t i = 0; i < sizeof(waits) / sizeof(waits[0]); i++)
     assert_int_equal(nf_ready_expired(waits[i].claimed, waits[i].now, waits[i].hold),
                      waits[i].expired);
+  /* The release only while the lease is certainly still this claim's (NF_LEASE_MARGIN_MS to
+   * spare); after that the mail is dropped, never released over another replica's claim. */
+  assert_true(nf_ready_lease_held(1000, 1000, 600000));
+  assert_true(nf_ready_lease_held(1000, 1000 + 600000 - NF_LEASE_MARGIN_MS - 1, 600000));
+  assert_false(nf_ready_lease_held(1000, 1000 + 600000 - NF_LEASE_MARGIN_MS, 600000));
+  assert_false(nf_ready_lease_held(1000, 1000 + 10 * 600000, 600000));
+  assert_true(nf_ready_lease_held(5000, 4000, 600000)); /* clock not past the claim */
 }
 
 static void test_digest_grouping(void **state) {
