@@ -743,19 +743,52 @@ static void test_slow_client_408(void **state) {
 
 /* ---- signals ---- */
 
-static void test_sighup_reloads_catalog(void **state) {
-  (void)state;
-  /* A private copy of the catalog, so that it can be broken and changed. */
-  char path[256];
-  snprintf(path, sizeof(path), "%s/it_ingest_catalog_%d.json", KPI_BINARY_DIR, (int)getpid());
+/* Starts a second service on a private copy of the shipped catalog (KPI_BINARY_DIR/
+ * it_ingest_NAME_PID.json, its path into PATH) and returns the catalog's text (caller frees). */
+static char *catalog_copy_start(const char *name, char *path, size_t size, tc_service *other) {
+  snprintf(path, size, "%s/it_ingest_%s_%d.json", KPI_BINARY_DIR, name, (int)getpid());
   char *text = kpi_it_read_file(KPI_SOURCE_DIR "/config/catalog.json", NULL);
   assert_non_null(text);
   assert_int_equal(kpi_it_write_file(path, text), 0);
   char cat_env[300];
   snprintf(cat_env, sizeof(cat_env), "KPI_CATALOG=%s", path);
   const char *env[] = {cat_env, NULL};
+  tc_service_start(other, env, 1);
+  return text;
+}
+
+/* Writes CAT (then freed) to PATH and tells OTHER to reload it (SIGHUP). */
+static void catalog_rewrite_sighup(const char *path, cJSON *cat, const tc_service *other) {
+  char *out = cJSON_Print(cat);
+  assert_int_equal(kpi_it_write_file(path, out), 0);
+  free(out);
+  cJSON_Delete(cat);
+  kill(other->pid, SIGHUP);
+}
+
+/* POSTs BODY with AUTH to PORT every 100 ms until it answers WANT or 5 s pass (a reload is
+ * asynchronous); returns the last status. */
+static int post_until(int port, const char *auth, const char *body, int want) {
+  long long deadline = kpi_it_now_ms() + 5000;
+  int status = 0;
+  while (kpi_it_now_ms() < deadline) {
+    tc_resp r;
+    assert_int_equal(
+        tc_request(port, "POST", "/v1/measurements", hdrs(auth, JSON_CT), body, &r), 0);
+    status = r.status;
+    tc_resp_free(&r);
+    if (status == want) break;
+    kpi_it_sleep_ms(100);
+  }
+  return status;
+}
+
+static void test_sighup_reloads_catalog(void **state) {
+  (void)state;
+  /* A private copy of the catalog, so that it can be broken and changed. */
+  char path[256];
   tc_service other;
-  tc_service_start(&other, env, 1);
+  char *text = catalog_copy_start("catalog", path, sizeof(path), &other);
   const char *led = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
                     "\"value\":20,\"unit\":\"percent\"}";
   tc_resp r;
@@ -780,23 +813,9 @@ static void test_sighup_reloads_catalog(void **state) {
     if (strcmp(cJSON_GetObjectItem(m, "id")->valuestring, MEASURE_LED) == 0)
       cJSON_ReplaceItemInObject(m, "owner", cJSON_CreateString("kikaku"));
   }
-  char *out = cJSON_Print(cat);
-  assert_int_equal(kpi_it_write_file(path, out), 0);
-  free(out);
-  cJSON_Delete(cat);
+  catalog_rewrite_sighup(path, cat, &other);
   free(text);
-  kill(other.pid, SIGHUP);
-  long long deadline = kpi_it_now_ms() + 5000;
-  int status = 0;
-  while (kpi_it_now_ms() < deadline) {
-    assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
-                                hdrs(tc_auth("KIKAKU"), JSON_CT), led, &r), 0);
-    status = r.status;
-    tc_resp_free(&r);
-    if (status == 202) break;
-    kpi_it_sleep_ms(100);
-  }
-  assert_int_equal(status, 202);
+  assert_int_equal(post_until(other.port, tc_auth("KIKAKU"), led, 202), 202);
   tc_service_stop(&other);
   unlink(path);
 }
@@ -807,15 +826,8 @@ static void test_sighup_reloads_catalog(void **state) {
 static void test_sighup_forgets_verified_tokens(void **state) {
   (void)state;
   char path[256];
-  snprintf(path, sizeof(path), "%s/it_ingest_tokens_%d.json", KPI_BINARY_DIR, (int)getpid());
-  char *text = kpi_it_read_file(KPI_SOURCE_DIR "/config/catalog.json", NULL);
-  assert_non_null(text);
-  assert_int_equal(kpi_it_write_file(path, text), 0);
-  char cat_env[300];
-  snprintf(cat_env, sizeof(cat_env), "KPI_CATALOG=%s", path);
-  const char *env[] = {cat_env, NULL};
   tc_service other;
-  tc_service_start(&other, env, 1);
+  char *text = catalog_copy_start("tokens", path, sizeof(path), &other);
   const char *led = "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
                     "\"value\":20,\"unit\":\"percent\"}";
   tc_resp r;
@@ -833,23 +845,9 @@ static void test_sighup_forgets_verified_tokens(void **state) {
                                                                        "abcdef0123456789abcdef01"
                                                                        "23456789abcdef"));
   }
-  char *out = cJSON_Print(cat);
-  assert_int_equal(kpi_it_write_file(path, out), 0);
-  free(out);
-  cJSON_Delete(cat);
+  catalog_rewrite_sighup(path, cat, &other);
   free(text);
-  kill(other.pid, SIGHUP);
-  long long deadline = kpi_it_now_ms() + 5000;
-  int status = 0;
-  while (kpi_it_now_ms() < deadline) {
-    assert_int_equal(tc_request(other.port, "POST", "/v1/measurements",
-                                hdrs(tc_auth("KANKYO"), JSON_CT), led, &r), 0);
-    status = r.status;
-    tc_resp_free(&r);
-    if (status == 401) break;
-    kpi_it_sleep_ms(100);
-  }
-  assert_int_equal(status, 401);
+  assert_int_equal(post_until(other.port, tc_auth("KANKYO"), led, 401), 401);
   tc_service_stop(&other);
   unlink(path);
 }
