@@ -249,7 +249,7 @@ fi
 
 KCAT=() BATCHES=() BRATIO=() SINGLES=() NGX=() SRATIO=() B_FAILED=0 S_BAD=0 E_BAD=0
 CPU_SVC=() CPU_BROKER=() CPU_REST=() CPU_BUSY=() CPU_PER=()
-CPU_KCAT=() CPU_KCAT_BROKER=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_SINGLE=() CPU_SINGLE_LOOP=()
+CPU_KCAT=() CPU_KCAT_BROKER=() CPU_KCAT_MACHINE=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_BATCH_REST=() CPU_SINGLE=() CPU_SINGLE_LOOP=()
 # Records in the topic now, waiting up to 2 s for them to reach WANT (end offsets can lag
 # behind kcat's exit on a loaded machine).
 topic_end_at_least() {
@@ -266,23 +266,29 @@ loop_ticks() { local s=0 p; for p in "${INGEST_PIDS[@]}"; do [ -r "/proc/$p/task
 # us_per KTICKS RECORDS: CPU microseconds per record from clock ticks.
 us_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
 round_kcat() {
-  local before t0 t1 got b0 b1 cpu
-  before=$(topic_end); t0=$(now); b0=$(proc_ticks $BROKER_PID)
+  local before t0 t1 got b0 b1 cpu m0 m1 _t
+  before=$(topic_end); t0=$(now); b0=$(proc_ticks $BROKER_PID); read -r m0 _t < <(machine_ticks)
   # kcat's own CPU (user + system seconds) from bash's time keyword.
   cpu=$( { TIMEFORMAT='%U %S'; time kcat_produce "$WORK/records.txt" >/dev/null 2>&1; } 2>&1 )
-  t1=$(now); b1=$(proc_ticks $BROKER_PID)
+  t1=$(now); b1=$(proc_ticks $BROKER_PID); read -r m1 _t < <(machine_ticks)
   got=$(( $(topic_end_at_least $((before + N))) - before ))
   [ "$got" -eq "$N" ] || { log "kcat: $got of $N records arrived"; exit 1; }
   KCAT+=("$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
   CPU_KCAT+=("$(awk -v c="$cpu" -v n="$N" 'BEGIN { split(c, x, " "); printf "%.2f", (x[1] + x[2]) * 1e6 / n }')")
   CPU_KCAT_BROKER+=("$(us_per $((b1 - b0)) "$N")")
+  # The machine's busy time per record, kcat and broker included.
+  CPU_KCAT_MACHINE+=("$(us_per $((m1 - m0)) "$N")")
 }
 round_batch() {
-  local acc oth dur _p s0 s1 b0 b1 l0 l1
+  local acc oth dur _p s0 s1 b0 b1 l0 l1 m0 m1 _t
+  read -r m0 _t < <(machine_ticks)
   s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID); l0=$(loop_ticks)
   wrk_batch "$WORK/batch.out"
   s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID); l1=$(loop_ticks)
+  read -r m1 _t < <(machine_ticks)
   read -r acc oth dur _p _p < <(bench_line "$WORK/batch.out")
+  # The rest of the machine's busy time (wrk, other jobs) per record.
+  CPU_BATCH_REST+=("$(us_per $((m1 - m0 - s1 + s0 - b1 + b0)) "$acc")")
   BATCHES+=("$(eps "$acc" "$dur")"); B_FAILED=$((B_FAILED + oth))
   CPU_BATCH+=("$(us_per $((s1 - s0)) "$acc")")
   CPU_BATCH_LOOP+=("$(us_per $((l1 - l0)) "$acc")")
@@ -364,7 +370,7 @@ if [ -n "$NG_PORT" ]; then
 fi
 cat <<OUT
   (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  non-202 $P_OTHER
-  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}") (loop thread $(echo "${CPU_SINGLE_LOOP[*]}"))
+  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"), whole machine $(echo "${CPU_KCAT_MACHINE[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"), rest (wrk, other jobs) $(echo "${CPU_BATCH_REST[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}") (loop thread $(echo "${CPU_SINGLE_LOOP[*]}"))
   CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
 SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))
