@@ -20,6 +20,8 @@ void ev_batch_clear(ev_batch *b) {
   b->n_todo = 0;
   b->n_poison = 0;
   b->round_poison = 0;
+  kpi_buf_reset(&b->copy);
+  b->copy_upto = 0;
 }
 
 void ev_batch_free(ev_batch *b) {
@@ -28,6 +30,7 @@ void ev_batch_free(ev_batch *b) {
   free(b->offs);
   free(b->raw);
   free(b->todo);
+  kpi_buf_free(&b->copy);
   memset(b, 0, sizeof(*b));
 }
 
@@ -84,6 +87,10 @@ void ev_batch_keep_raw(ev_batch *b, ev_row *r, const void *key, size_t key_len,
 void ev_batch_drop_last(ev_batch *b) {
   if (b->n_rows == 0) return;
   row_free(&b->rows[--b->n_rows]);
+  if (b->copy_upto > b->n_rows) {
+    kpi_buf_reset(&b->copy); /* rebuilt from the first row when next extended */
+    b->copy_upto = 0;
+  }
 }
 
 static int in_list(const rd_kafka_topic_partition_list_t *parts, int32_t partition) {
@@ -107,6 +114,8 @@ void ev_batch_drop_partitions(ev_batch *b, const rd_kafka_topic_partition_list_t
     if (!in_list(parts, b->offs[i].partition)) b->offs[w++] = b->offs[i];
   b->n_offs = w;
   if (b->n_rows == 0 && b->n_offs == 0) b->n_records = 0;
+  kpi_buf_reset(&b->copy); /* rows moved: rebuilt from the first row when next extended */
+  b->copy_upto = 0;
 }
 
 bool ev_row_retracts(const ev_row *r) {

@@ -80,8 +80,9 @@ static void on_pg_offsets(kpi_pgasync *pg, const PGresult *res, void *arg) {
   ev->kafka.want_assign = NULL;
   int c_part = PQfnumber(res, "partition"), c_next = PQfnumber(res, "next_offset");
   for (int i = 0; i < parts->cnt; i++) {
-    /* No row: nothing of this partition was ever stored, so read it from the beginning. */
-    parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+    /* No row: nothing of this partition was ever stored, so read it from the beginning
+     * (ev_kafka_unstored_offset: offset 0, not the logical BEGINNING, when the two agree). */
+    parts->elems[i].offset = ev->kafka.unstored_offset;
     for (int r = 0; r < PQntuples(res); r++) {
       if (atoi(PQgetvalue(res, r, c_part)) == parts->elems[i].partition) {
         parts->elems[i].offset = strtoll(PQgetvalue(res, r, c_next), NULL, 10);
@@ -108,6 +109,13 @@ void ev_offsets_fetch(evaluator *ev) {
   /* The callback never runs inside kpi_pgasync_query (kpi_pgasync.h): busy once queued. */
   if (kpi_pgasync_query(ev->aux, SQL_STORED_OFFSETS, 2, params, on_pg_offsets, ev) == 0)
     ev->kafka.assign_busy = true;
+}
+
+int64_t ev_kafka_unstored_offset(const char *auto_offset_reset) {
+  static const char *const earliest[] = {"earliest", "smallest", "beginning"};
+  for (size_t i = 0; auto_offset_reset && i < sizeof(earliest) / sizeof(earliest[0]); i++)
+    if (strcmp(auto_offset_reset, earliest[i]) == 0) return 0;
+  return RD_KAFKA_OFFSET_BEGINNING;
 }
 
 static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -435,6 +443,9 @@ bool ev_kafka_pull(evaluator *ev) {
     rd_kafka_message_destroy(msg);
     if (ev->life.stopping) break;
   }
+  /* The COPY text of the rows just decoded, while the transaction under way has the database:
+   * the next one then starts its COPY at once (ev_txn.c queue_copy). */
+  if (ev->cfg.copy) ev_copy_rows_extend(ev->sched.pending);
   return true;
 }
 
@@ -512,7 +523,8 @@ static int topics_wait(evaluator *ev, char *errstr, size_t errstr_size) {
 }
 
 /* The queue fill at which librdkafka parks the fetcher, from the configuration in effect
- * (the defaults below or the operator's KPI_KAFKA_PROP_*), for ev_kafka_pull. */
+ * (the defaults below or the operator's KPI_KAFKA_PROP_*), for ev_kafka_pull; and the offset
+ * a partition without a stored one starts at (ev_kafka_unstored_offset). */
 static void park_marks(evaluator *ev, const rd_kafka_conf_t *conf) {
   char v[32];
   size_t n = sizeof(v);
@@ -525,6 +537,9 @@ static void park_marks(evaluator *ev, const rd_kafka_conf_t *conf) {
                   ? strtoll(v, NULL, 10)
                   : 65536);
   ev->kafka.mean_len = 256; /* until the first records are seen */
+  n = sizeof(v);
+  ev->kafka.unstored_offset = ev_kafka_unstored_offset(
+      rd_kafka_conf_get(conf, "auto.offset.reset", v, &n) == RD_KAFKA_CONF_OK ? v : NULL);
 }
 
 static int consumer_start(evaluator *ev, char *errstr, size_t errstr_size) {

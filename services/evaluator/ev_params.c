@@ -117,35 +117,42 @@ static void copy_field(kpi_buf *b, const char *s, char end) {
   kpi_buf_addc(b, end);
 }
 
+static void copy_row(kpi_buf *out, const ev_row *r) {
+  char s[40];
+  copy_field(out, r->event_id, '\t');
+  copy_field(out, r->measure_id, '\t');
+  copy_field(out, r->department, '\t');
+  kpi_time_format_utc(r->observed_ms, s, sizeof(s));
+  copy_field(out, s, '\t');
+  kpi_day_format(r->observed_day, s, sizeof(s));
+  copy_field(out, s, '\t');
+  snprintf(s, sizeof(s), "%d", kpi_fy_of_day(r->observed_day));
+  copy_field(out, s, '\t');
+  if (isfinite(r->value)) snprintf(s, sizeof(s), "%.17g", r->value);
+  copy_field(out, isfinite(r->value) ? s : NULL, '\t');
+  copy_field(out, r->unit, '\t');
+  copy_field(out, r->component == KPI_COMPONENT_NONE ? NULL : kpi_component_name(r->component),
+             '\t');
+  copy_field(out, r->note, '\t');
+  kpi_time_format_utc(r->received_ms, s, sizeof(s));
+  copy_field(out, s, '\t');
+  snprintf(s, sizeof(s), "%d", (int)r->partition);
+  copy_field(out, s, '\t');
+  snprintf(s, sizeof(s), "%lld", (long long)r->offset);
+  copy_field(out, s, '\t');
+  copy_field(out, r->has_corrects ? r->retracts : NULL, '\n');
+}
+
 void ev_copy_rows_build(kpi_buf *out, const ev_batch *b, const size_t *idx, size_t n) {
   kpi_buf_reset(out);
   kpi_buf_reserve(out, n * 300); /* about one line: no regrowth for usual records */
-  char s[40];
-  for (size_t k = 0; k < n; k++) {
-    const ev_row *r = &b->rows[idx[k]];
-    copy_field(out, r->event_id, '\t');
-    copy_field(out, r->measure_id, '\t');
-    copy_field(out, r->department, '\t');
-    kpi_time_format_utc(r->observed_ms, s, sizeof(s));
-    copy_field(out, s, '\t');
-    kpi_day_format(r->observed_day, s, sizeof(s));
-    copy_field(out, s, '\t');
-    snprintf(s, sizeof(s), "%d", kpi_fy_of_day(r->observed_day));
-    copy_field(out, s, '\t');
-    if (isfinite(r->value)) snprintf(s, sizeof(s), "%.17g", r->value);
-    copy_field(out, isfinite(r->value) ? s : NULL, '\t');
-    copy_field(out, r->unit, '\t');
-    copy_field(out,
-               r->component == KPI_COMPONENT_NONE ? NULL : kpi_component_name(r->component),
-               '\t');
-    copy_field(out, r->note, '\t');
-    kpi_time_format_utc(r->received_ms, s, sizeof(s));
-    copy_field(out, s, '\t');
-    snprintf(s, sizeof(s), "%d", (int)r->partition);
-    copy_field(out, s, '\t');
-    snprintf(s, sizeof(s), "%lld", (long long)r->offset);
-    copy_field(out, s, '\t');
-    copy_field(out, r->has_corrects ? r->retracts : NULL, '\n');
+  for (size_t k = 0; k < n; k++) copy_row(out, &b->rows[idx[k]]);
+}
+
+void ev_copy_rows_extend(ev_batch *b) {
+  for (; b->copy_upto < b->n_rows; b->copy_upto++) {
+    const ev_row *r = &b->rows[b->copy_upto];
+    if (r->kind == EV_ROW_MEASUREMENT && !r->poison) copy_row(&b->copy, r);
   }
 }
 

@@ -90,9 +90,10 @@ static const char SQL_INSERT[] =
  * back to the savepoint and runs SQL_INSERT, which decides as always: replays, reused
  * event_ids, pending retractions and data errors keep one code path. Batches with retractions
  * or corrections take SQL_INSERT directly. */
-static const char SQL_COPY[] = "COPY measurements (" EV_COPY_COLUMNS ") FROM STDIN";
+static const char SQL_BEGIN_COPY[] =
+    "BEGIN; SAVEPOINT ev_copy; COPY measurements (" EV_COPY_COLUMNS ") FROM STDIN";
 
-/* After SQL_COPY: whether a pending retraction names a measurement this transaction stored
+/* After SQL_BEGIN_COPY: whether a pending retraction names a measurement this transaction stored
  * (stored_at is the transaction's start; another transaction started in the same microsecond
  * could only cause a needless fallback), and only if none, the batch's monthly totals, counted
  * by the evaluator (ev_copy_totals_build): what SQL_INSERT's `tot` adds when it inserts every
@@ -260,7 +261,7 @@ typedef struct {
 /* Per-statement parameters, kept between transactions for their memory. */
 typedef struct {
   ev_insert_params ins;
-  kpi_buf copy_rows; /* SQL_COPY's input, until handed to kpi_pgasync_copy_in */
+  kpi_buf copy_rows; /* SQL_BEGIN_COPY's input, until handed to kpi_pgasync_copy_in */
   ev_copy_totals_params ctot;
   ev_retract_params ret;
   ev_ack_params ack;
@@ -286,7 +287,7 @@ struct ev_txn {
   bool lost; /* connection lost: outcome unknown */
   bool redo; /* rows were found reused before any write: run again without them at once */
   bool copying; /* the COPY path: the rest is queued once SQL_COPY_TOTALS answered */
-  bool copy_ok; /* SQL_COPY succeeded */
+  bool copy_ok; /* SQL_BEGIN_COPY succeeded */
   char sqlstate[6];  /* of the first failing statement, "" when none or connection lost */
   char primary[200]; /* its primary message, for the DLQ reason */
   char err[300];
@@ -1042,25 +1043,40 @@ static void on_pg_copied(kpi_pgasync *pg, const PGresult *res, void *arg);
 static void on_pg_copy_totals(kpi_pgasync *pg, const PGresult *res, void *arg);
 
 /* Whether the transaction writes its measurements by COPY: a batch with measurements and no
- * retraction or correction (SQL_COPY). */
+ * retraction or correction (SQL_BEGIN_COPY). */
 static bool copy_path(const ev_txn *t) {
   return t->batch && t->n_idx && t->ev->cfg.copy && t->n_midx && !t->n_ret;
 }
 
-/* The COPY path's statements after "BEGIN; SAVEPOINT ev_copy" (ev_txn_start):
+/* The COPY input of the rows written: the text built while the batch filled (ev_batch.copy)
+ * when they are all of its rows and none is poison, as in the usual transaction, else built
+ * now. Detached: kpi_pgasync frees it once sent, so a batch's rows are not held a second time
+ * while they are written (a retry builds it again). NULL when out of memory. */
+static char *copy_rows_take(ev_txn *t, size_t *len) {
+  ev_batch *b = t->batch;
+  if (t->lo == 0 && t->hi == b->n_rows && b->n_poison == 0) {
+    ev_copy_rows_extend(b);
+    b->copy_upto = 0;
+    return kpi_buf_detach(&b->copy, len);
+  }
+  ev_copy_rows_build(&t->p.copy_rows, b, t->midx, t->n_midx);
+  return kpi_buf_detach(&t->p.copy_rows, len);
+}
+
+/* The COPY path's statements: "BEGIN; SAVEPOINT ev_copy; COPY …" in one round trip (a
+ * multi-statement string; the first failure, if any, is its result), then SQL_COPY_TOTALS;
  * on_pg_copy_totals queues the rest. */
 static int queue_copy(ev_txn *t) {
   kpi_pgasync *db = t->ev->db;
-  ev_copy_rows_build(&t->p.copy_rows, t->batch, t->midx, t->n_midx);
-  if (t->p.copy_rows.oom || ev_copy_totals_build(&t->p.ctot, t->batch, t->midx, t->n_midx) != 0)
+  size_t len = 0;
+  char *rows = copy_rows_take(t, &len);
+  if (!rows || ev_copy_totals_build(&t->p.ctot, t->batch, t->midx, t->n_midx) != 0) {
+    free(rows);
     return -1;
+  }
   const char *vals[EV_COPY_TOTALS_NPARAMS];
   ev_params_values(t->p.ctot.v, EV_COPY_TOTALS_NPARAMS, vals);
-  /* The text goes to kpi_pgasync, which frees it once sent: a batch's rows are not held a
-   * second time while they are written. */
-  size_t len = 0;
-  char *rows = kpi_buf_detach(&t->p.copy_rows, &len);
-  int rc = kpi_pgasync_copy_in(db, SQL_COPY, &rows, len, on_pg_copied, t);
+  int rc = kpi_pgasync_copy_in(db, SQL_BEGIN_COPY, &rows, len, on_pg_copied, t);
   if (!rc)
     rc = kpi_pgasync_query_prepared(db, "ev_copy_totals", SQL_COPY_TOTALS,
                                     EV_COPY_TOTALS_NPARAMS, vals, on_pg_copy_totals, t);
@@ -1069,7 +1085,7 @@ static int queue_copy(ev_txn *t) {
 }
 
 /* The measurements and retractions: by COPY when the batch has measurements and no retraction
- * or correction (SQL_COPY), else by SQL_INSERT. */
+ * or correction (SQL_BEGIN_COPY), else by SQL_INSERT. */
 static int queue_rows(ev_txn *t) {
   if (!t->batch || !t->n_idx) return 0;
   return copy_path(t) ? queue_copy(t) : queue_insert_rows(t);
@@ -1120,7 +1136,7 @@ static int queue_after_rows(ev_txn *t) {
   return rc;
 }
 
-/* SQL_COPY's outcome: kept for on_pg_copy_totals. Its failure is no failure of the
+/* SQL_BEGIN_COPY's outcome: kept for on_pg_copy_totals. Its failure is no failure of the
  * transaction (the savepoint undoes it); a lost connection is. */
 static void on_pg_copied(kpi_pgasync *pg, const PGresult *res, void *arg) {
   (void)pg;
@@ -1169,10 +1185,8 @@ void ev_txn_start(ev_txn *t, ev_batch *batch) {
   txn_reset(t, batch);
   select_rows(t);
   select_measures(t);
-  /* One round trip for both on the COPY path (a multi-statement string; the first failure, if
-   * any, is its result). */
-  const char *begin = copy_path(t) ? "BEGIN; SAVEPOINT ev_copy" : "BEGIN";
-  if (kpi_pgasync_query(ev->db, begin, 0, NULL, on_pg_step, t) != 0) {
+  /* The COPY path sends its BEGIN with the COPY (queue_copy). */
+  if (!copy_path(t) && kpi_pgasync_query(ev->db, "BEGIN", 0, NULL, on_pg_step, t) != 0) {
     txn_fail(t, NULL, "BEGIN");
     txn_done(t, false);
     return;

@@ -152,6 +152,11 @@ typedef struct {
   size_t n_todo, cap_todo;
   size_t n_poison;
   size_t round_poison; /* n_poison when the current search round began */
+  /* The COPY text of the measurement rows among rows [0, copy_upto), built while the batch
+   * fills (ev_copy_rows_extend), so that its transaction's COPY starts without building it
+   * (docs/evaluator.md "Performance"); emptied whenever rows are dropped. */
+  kpi_buf copy;
+  size_t copy_upto;
 } ev_batch;
 
 void ev_batch_clear(ev_batch *b);
@@ -322,6 +327,10 @@ void ev_insert_params_build(ev_insert_params *p, const ev_batch *b, const size_t
   "event_id, measure_id, department, observed_at, observed_day, fiscal_year, value, unit,"     \
   " component, note, received_at, kafka_partition, kafka_offset, corrects"
 void ev_copy_rows_build(kpi_buf *out, const ev_batch *b, const size_t *idx, size_t n);
+/* Appends to B->copy the COPY lines (as ev_copy_rows_build) of the measurement rows added since
+ * the last call, not poison, in order: B->copy then holds ev_copy_rows_build's text for every
+ * measurement row of B, while no row is poison. */
+void ev_copy_rows_extend(ev_batch *b);
 /* SQL_COPY_TOTALS' arrays for the same rows (begun and ended): their count and sum per
  * (measure, month of observed_day, component or ''), as SQL_INSERT's totals would add for rows
  * none of which is retracted. Returns -1 when out of memory. */
@@ -401,6 +410,7 @@ typedef struct {
   uv_work_t wake_req;
   rd_kafka_topic_partition_list_t *wake_parts; /* owned; non-NULL while wake_req runs */
   bool wake_again; /* a wake-up was wanted while wake_req ran: another once it is done */
+  int64_t unstored_offset; /* where a partition without a stored offset starts */
   /* Set by the scheduler (ev_sched_init): ON_RECORDS when records may be waiting (consumer
    * wake-up, partitions assigned), ON_DLQ_ACKED when a DLQ copy was acknowledged. */
   void (*on_records)(evaluator *ev);
@@ -421,6 +431,15 @@ bool ev_kafka_pull(evaluator *ev);
  * (dlq_inflight back to 0). Exits the process when the producer refuses the copy, as for
  * records that fail to decode. */
 void ev_dlq_row(evaluator *ev, ev_batch *b, ev_row *r, const char *reason);
+/* The offset assigned to a partition without a row in consumer_offsets, for the consumer's
+ * AUTO_OFFSET_RESET (librdkafka's name of the value in effect; may be NULL): 0 when that is
+ * the earliest offset, else RD_KAFKA_OFFSET_BEGINNING. Both start at the beginning of the log:
+ * at 0, a log that no longer starts there answers "out of range" and the reset (earliest)
+ * moves the fetch to its first offset. The logical BEGINNING needs an offset lookup first,
+ * which librdkafka 2.0 defers by a fixed 500 ms when it runs before the partition has joined
+ * its leader's broker thread, as it does right after every first assignment: half a second
+ * of no fetching at each start (docs/evaluator.md "Performance"). Pure. */
+int64_t ev_kafka_unstored_offset(const char *auto_offset_reset);
 /* Reads the stored offsets of a pending assignment on AUX, then assigns. */
 void ev_offsets_fetch(evaluator *ev);
 /* Blocking by nature (group leave, producer flush): once, at shutdown. */

@@ -1,7 +1,8 @@
 /* test_evaluator_params.c: the named array parameters of the evaluator's statements
  * (services/evaluator/params.c): each member holds the PostgreSQL array literal of its column,
  * in $n order, with NULLs, quoting and the evaluation date's instants (Japan time). The COPY
- * path's input (text format: escapes, NULLs) and its totals per measure, month and component. */
+ * path's input (text format: escapes, NULLs), built at once or while the batch fills, and its
+ * totals per measure, month and component; where a partition without a stored offset starts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -141,6 +142,80 @@ static void test_copy_params(void **state) {
   ev_params_free(t.v, EV_COPY_TOTALS_NPARAMS);
   b.rows[1].note = NULL; /* not ours to free */
   ev_batch_free(&b);
+}
+
+/* The COPY text built while a batch fills (ev_copy_rows_extend, docs/evaluator.md
+ * "Performance"): after any sequence of additions it is ev_copy_rows_build's text of every
+ * measurement row (acknowledgements and retractions skipped); a dropped last row, dropped
+ * partitions or a cleared batch empty it, and the next extension builds it again from the first
+ * row. */
+static void assert_copy_matches(ev_batch *b) {
+  size_t idx[8], n = 0;
+  for (size_t i = 0; i < b->n_rows; i++)
+    if (b->rows[i].kind == EV_ROW_MEASUREMENT) idx[n++] = i;
+  kpi_buf want = KPI_BUF_INIT;
+  ev_copy_rows_build(&want, b, idx, n);
+  ev_copy_rows_extend(b);
+  assert_int_equal(b->copy_upto, b->n_rows);
+  assert_int_equal(b->copy.len, want.len);
+  assert_string_equal(kpi_buf_str(&b->copy), kpi_buf_str(&want));
+  kpi_buf_free(&want);
+}
+
+static void test_copy_rows_extend(void **state) {
+  (void)state;
+  ev_batch b;
+  memset(&b, 0, sizeof(b));
+  fill_row(ev_batch_add_row(&b), E1, "m1", 0, 7);
+  assert_copy_matches(&b);
+  ev_row *r = ev_batch_add_row(&b);
+  fill_row(r, E2, "m2", 3, 9);
+  r->note = strdup("tab\there");
+  r = ev_batch_add_row(&b);
+  fill_row(r, E3, "m1", 1, 1);
+  r->kind = EV_ROW_ACK;
+  fill_row(ev_batch_add_row(&b), E4, "m0", 1, 2);
+  assert_copy_matches(&b);
+  assert_copy_matches(&b); /* nothing new: unchanged */
+  size_t built = b.copy.len;
+  /* The last row dropped after it was built: emptied, then rebuilt without it. */
+  ev_batch_drop_last(&b);
+  assert_int_equal(b.copy_upto, 0);
+  assert_copy_matches(&b);
+  assert_true(b.copy.len < built);
+  /* A row added but not built yet, then dropped: what is built stays. */
+  fill_row(ev_batch_add_row(&b), E4, "m0", 1, 2);
+  ev_batch_drop_last(&b);
+  assert_int_equal(b.copy_upto, b.n_rows);
+  assert_copy_matches(&b);
+  /* A revoked partition's rows dropped: the others' text, rebuilt. */
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, "t", 3);
+  ev_batch_drop_partitions(&b, parts);
+  rd_kafka_topic_partition_list_destroy(parts);
+  assert_int_equal(b.copy_upto, 0);
+  assert_int_equal(b.n_rows, 2);
+  assert_copy_matches(&b);
+  assert_null(strstr(kpi_buf_str(&b.copy), E2));
+  ev_batch_clear(&b);
+  assert_int_equal(b.copy_upto, 0);
+  assert_int_equal(b.copy.len, 0);
+  fill_row(ev_batch_add_row(&b), E2, "m2", 0, 8);
+  assert_copy_matches(&b);
+  ev_batch_free(&b);
+}
+
+/* A partition without a stored offset starts at offset 0 when the reset goes to the earliest
+ * offset (whichever of librdkafka's names it has), else at the logical BEGINNING. */
+static void test_unstored_offset(void **state) {
+  (void)state;
+  assert_int_equal(ev_kafka_unstored_offset("earliest"), 0);
+  assert_int_equal(ev_kafka_unstored_offset("smallest"), 0);
+  assert_int_equal(ev_kafka_unstored_offset("beginning"), 0);
+  assert_int_equal(ev_kafka_unstored_offset("latest"), RD_KAFKA_OFFSET_BEGINNING);
+  assert_int_equal(ev_kafka_unstored_offset("largest"), RD_KAFKA_OFFSET_BEGINNING);
+  assert_int_equal(ev_kafka_unstored_offset("error"), RD_KAFKA_OFFSET_BEGINNING);
+  assert_int_equal(ev_kafka_unstored_offset(NULL), RD_KAFKA_OFFSET_BEGINNING);
 }
 
 /* A batch of a measurement, a retraction, a correction and an acknowledgement: the insert
@@ -375,6 +450,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_insert_params),
       cmocka_unit_test(test_copy_params),
+      cmocka_unit_test(test_copy_rows_extend),
+      cmocka_unit_test(test_unstored_offset),
       cmocka_unit_test(test_retract_ack_params),
       cmocka_unit_test(test_causes),
       cmocka_unit_test(test_offset_params),
