@@ -423,6 +423,11 @@ static void on_pull_idle(uv_idle_t *h) {
   ev->kafka.on_records(ev);
 }
 
+void ev_kafka_pull_soon(evaluator *ev) {
+  if (ev->kafka.pull_idle.data && !ev->life.stopping)
+    uv_idle_start(&ev->kafka.pull_idle, on_pull_idle);
+}
+
 bool ev_kafka_pull(evaluator *ev) {
   ev_kafka *k = &ev->kafka;
   if (ev->life.stopping || !k->consumer) return false;

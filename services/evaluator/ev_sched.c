@@ -35,7 +35,9 @@ static void on_txn_done(evaluator *ev, const ev_txn_result *r) {
   if (r->sweep && !r->sweep_again) s->reload_sweep = false; /* the reload's sweep is done */
   if (r->batch_done) s->inflight = NULL;
   ev_kick(ev);
-  pull_and_kick(ev);
+  /* Inside the COMMIT's callback: the next transaction's statements are sent only once it
+   * returns, so the pending batch refills from the next loop iteration instead of now. */
+  ev_kafka_pull_soon(ev);
 }
 
 static void on_mirror_done(evaluator *ev, bool ok) {

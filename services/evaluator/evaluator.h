@@ -426,6 +426,9 @@ int ev_kafka_start(evaluator *ev, char *errstr, size_t errstr_size);
 /* Pulls records into the pending batch while it has room. Returns false (nothing done) when
  * stopping or without a consumer. */
 bool ev_kafka_pull(evaluator *ev);
+/* The same from the next loop iteration (the pull's idle handle): after a COMMIT, so that the
+ * next transaction's first statement leaves before a slice of records is decoded. */
+void ev_kafka_pull_soon(evaluator *ev);
 /* Sends row R of batch B (its original key and value) to the DLQ with REASON in kpi-error, and
  * marks it poison; the batch's offsets are stored only once every DLQ copy is acknowledged
  * (dlq_inflight back to 0). Exits the process when the producer refuses the copy, as for

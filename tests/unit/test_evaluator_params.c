@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "evaluator.h"
@@ -141,6 +143,61 @@ static void test_copy_params(void **state) {
   assert_string_equal(kpi_buf_str(&t.last_day), "{2024-03-15,2024-03-31}");
   ev_params_free(t.v, EV_COPY_TOTALS_NPARAMS);
   b.rows[1].note = NULL; /* not ours to free */
+  ev_batch_free(&b);
+}
+
+/* Many rows over several measures, months and components (the totals' hash table probes
+ * and grows past its first size): one element per distinct (measure, month, component), in
+ * that order, counting every row and summing every value once. */
+static void test_copy_totals_many(void **state) {
+  (void)state;
+  enum { N = 600 };
+  ev_batch b;
+  memset(&b, 0, sizeof(b));
+  size_t idx[N];
+  double sum = 0;
+  for (int i = 0; i < N; i++) {
+    ev_row *r = ev_batch_add_row(&b);
+    char id[40], m[8];
+    snprintf(id, sizeof(id), "00000000-0000-4000-8000-%012d", i);
+    snprintf(m, sizeof(m), "m%d", i % 7);
+    fill_row(r, id, m, 0, i);
+    r->observed_day = day(2023, 1 + (i / 7) % 12, 1 + i % 28);
+    r->component = i % 3 == 0 ? KPI_COMPONENT_NUMERATOR : KPI_COMPONENT_NONE;
+    r->value = i;
+    sum += i;
+    idx[i] = (size_t)(N - 1 - i);
+  }
+  /* The groups counted the slow way. */
+  size_t groups = 0;
+  for (int i = 0; i < N; i++) {
+    bool seen = false;
+    for (int j = 0; j < i && !seen; j++)
+      seen = i % 7 == j % 7 && (i / 7) % 12 == (j / 7) % 12 && (i % 3 == 0) == (j % 3 == 0);
+    if (!seen) groups++;
+  }
+  ev_copy_totals_params t;
+  memset(&t, 0, sizeof(t));
+  assert_int_equal(ev_copy_totals_build(&t, &b, idx, N), 0);
+  const char *ev = kpi_buf_str(&t.events), *tot = kpi_buf_str(&t.total);
+  size_t n = 0;
+  long long events = 0;
+  double total = 0;
+  for (const char *e = ev + 1, *v = tot + 1; *e && *e != '}'; n++) {
+    char *end;
+    events += strtoll(e, &end, 10);
+    e = *end == ',' ? end + 1 : end;
+    total += strtod(v, &end);
+    v = *end == ',' ? end + 1 : end;
+  }
+  assert_int_equal(n, groups);
+  assert_int_equal(events, N);
+  assert_true(total == sum);
+  /* Sorted by measure, then month: m0's first month leads, m6's last ends. */
+  assert_int_equal(strncmp(kpi_buf_str(&t.measure_id), "{\"m0\",", 6), 0);
+  assert_int_equal(strncmp(kpi_buf_str(&t.month), "{2023-01-01,", 12), 0);
+  assert_non_null(strstr(kpi_buf_str(&t.measure_id), ",\"m6\"}"));
+  ev_params_free(t.v, EV_COPY_TOTALS_NPARAMS);
   ev_batch_free(&b);
 }
 
@@ -450,6 +507,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_insert_params),
       cmocka_unit_test(test_copy_params),
+      cmocka_unit_test(test_copy_totals_many),
       cmocka_unit_test(test_copy_rows_extend),
       cmocka_unit_test(test_unstored_offset),
       cmocka_unit_test(test_retract_ack_params),
