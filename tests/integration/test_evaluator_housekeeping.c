@@ -1,6 +1,7 @@
 /* test_evaluator_housekeeping.c: the stored offsets never move backwards, whoever wrote the
- * larger one; sent outbox rows older than KPI_OUTBOX_RETENTION_DAYS are purged in bounded
- * batches while unsent rows, measurements and attainment history are kept. */
+ * larger one; a partition without a stored offset is read from the first record its log still
+ * holds; sent outbox rows older than KPI_OUTBOX_RETENTION_DAYS are purged in bounded batches
+ * while unsent rows, measurements and attainment history are kept. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,52 @@ static void test_offsets_never_backwards(void **state) {
            part);
   evw_assert_sql(&w, sql, "1000");
   free(part);
+  evw_stop(&w);
+  evw_close(&w);
+}
+
+/* Deletes every record of the world's measurements topic up to its end (DeleteRecords), as
+ * retention would: the log then starts at its former end. */
+static void delete_all_records(evw *w) {
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(6);
+  for (int p = 0; p < 6; p++)
+    rd_kafka_topic_partition_list_add(parts, w->t_meas, p)->offset = RD_KAFKA_OFFSET_END;
+  rd_kafka_DeleteRecords_t *del = rd_kafka_DeleteRecords_new(parts);
+  rd_kafka_queue_t *q = rd_kafka_queue_new(w->prod);
+  rd_kafka_DeleteRecords(w->prod, &del, 1, NULL, q);
+  rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+  assert_non_null(ev);
+  assert_int_equal(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR);
+  const rd_kafka_topic_partition_list_t *done =
+      rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+  for (int i = 0; done && i < done->cnt; i++) assert_int_equal(done->elems[i].err, 0);
+  rd_kafka_event_destroy(ev);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_DeleteRecords_destroy(del);
+  rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* A partition without a stored offset is assigned at offset 0 (ev_kafka_unstored_offset, not
+ * the logical beginning; docs/evaluator.md "Performance"). Here its log no longer starts at 0:
+ * the fetch at 0 is out of range, the reset (earliest) moves it to the log's first record, and
+ * every record still held is stored once, none of the deleted ones. */
+static void test_start_after_deleted_records(void **state) {
+  (void)state;
+  evw w;
+  evw_init(&w, "it_evlogstart", "2024-06-01");
+  evw_start(&w, NULL); /* creates the topics; stores no offset (no record yet) */
+  assert_int_equal(evw_wait_ready(&w, 30000), 0);
+  evw_stop(&w);
+  evw_assert_sql(&w, "SELECT count(*) FROM consumer_offsets", "0");
+  for (int i = 0; i < 3; i++)
+    evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-01", 10 + i, "person", NULL);
+  delete_all_records(&w);
+  for (int i = 0; i < 2; i++)
+    evw_produce_reading(&w, LEVEL, "kikaku", "2024-05-02", 20 + i, "person", NULL);
+  evw_start(&w, NULL);
+  evw_expect_offsets(&w, NULL, 5, 30000); /* one key, one partition: next offset 5 */
+  evw_assert_sql(&w, "SELECT string_agg(value::text, ',' ORDER BY value) FROM measurements",
+                 "20,21");
   evw_stop(&w);
   evw_close(&w);
 }
@@ -80,6 +127,7 @@ static void test_outbox_retention(void **state) {
 int main(void) {
   kpi_it_init();
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_offsets_never_backwards),
+                                     cmocka_unit_test(test_start_after_deleted_records),
                                      cmocka_unit_test(test_outbox_retention)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
