@@ -440,8 +440,8 @@ void ev_dlq_row(evaluator *ev, ev_batch *b, ev_row *r, const char *reason);
  * at 0, a log that no longer starts there answers "out of range" and the reset (earliest)
  * moves the fetch to its first offset. The logical BEGINNING needs an offset lookup first,
  * which librdkafka 2.0 defers by a fixed 500 ms when it runs before the partition has joined
- * its leader's broker thread, as it does right after every first assignment: half a second
- * of no fetching at each start (docs/evaluator.md "Performance"). Pure. */
+ * its leader's broker thread, a race it lost in most first assignments measured: half a
+ * second of no fetching at such a start (docs/evaluator.md "Performance"). Pure. */
 int64_t ev_kafka_unstored_offset(const char *auto_offset_reset);
 /* Reads the stored offsets of a pending assignment on AUX, then assigns. */
 void ev_offsets_fetch(evaluator *ev);
