@@ -11,7 +11,9 @@
 # (a)/(b) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
 # median of the per-round ratios is the figure, with its spread (min-max), because kcat and
 # the shared cores swing from run to run. Then it prints the CPU split of the machine during
-# (c) (service, broker, the rest: wrk and other jobs) and the service's peak RSS (VmHWM).
+# (c) (service, broker, the rest: wrk and other jobs), the CPU per record of each path's own
+# processes during (a) and (b) (kcat + broker, ingest + broker + wrk: the ratio other jobs do not
+# move), and the service's peak RSS (VmHWM).
 # Not a test: numbers depend on the machine, and wrk, the broker and the service share it.
 #
 #   bench/bench_ingest.sh            build dir /tmp/inb-rel (built if missing), own stack
