@@ -11,7 +11,9 @@
 # (a)/(b) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
 # median of the per-round ratios is the figure, with its spread (min-max), because kcat and
 # the shared cores swing from run to run. Then it prints the CPU split of the machine during
-# (c) (service, broker, the rest: wrk and other jobs) and the service's peak RSS (VmHWM).
+# (c) (service, broker, the rest: wrk and other jobs), the CPU per record of each path's own
+# processes during (a) and (b) (kcat + broker, ingest + broker + wrk: the ratio other jobs do not
+# move), and the service's peak RSS (VmHWM).
 # Not a test: numbers depend on the machine, and wrk, the broker and the service share it.
 #
 #   bench/bench_ingest.sh            build dir /tmp/inb-rel (built if missing), own stack
@@ -206,18 +208,29 @@ wrk_batch() {
       -s "$ROOT/bench/ingest_batch.lua" "http://127.0.0.1:$PORT/v1/measurements:batch" >"$1"
     return
   fi
-  rm -f "$WORK"/stop.*
+  # The threads report on a named pipe (ingest_batch.lua), read here with a blocking read: no
+  # process is started while the load runs. (Until the sixth round of issue 12 this loop ran
+  # find, wc and sleep every 10 ms: about 30 % of a core, counted in (b)'s "rest" and taken
+  # from the service and the broker on a 2-core machine.) The one-second timeout only notices
+  # a wrk that exited early.
+  local fifo=$WORK/stop.fifo fd line done_threads=0
+  rm -f "$fifo"; mkfifo "$fifo"
+  exec {fd}<>"$fifo"
   BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$WORK/batch.ndjson BENCH_ITEMS=$BATCH \
-    BENCH_STOP_AFTER=$STOP_AFTER BENCH_STOP_FILE=$WORK/stop \
+    BENCH_STOP_AFTER=$STOP_AFTER BENCH_STOP_FIFO=$fifo \
     wrk -t"$WRK_THREADS" -c"$BATCH_CONNS" -d600s --timeout 30s \
     -s "$ROOT/bench/ingest_batch.lua" "http://127.0.0.1:$PORT/v1/measurements:batch" >"$1" &
   local wpid=$!
-  while kill -0 "$wpid" 2>/dev/null; do
-    [ "$(find "$WORK" -maxdepth 1 -name 'stop.*' | wc -l)" -ge "$WRK_THREADS" ] && break
-    sleep 0.01
+  while [ "$done_threads" -lt "$WRK_THREADS" ]; do
+    if read -r -t 1 -u "$fd" line; then done_threads=$((done_threads + 1))
+    else kill -0 "$wpid" 2>/dev/null || break; fi
   done
+  # wrk's own CPU (all its threads, its whole life), read before it exits: the load
+  # generator's share of (b), as bash's time gives kcat's for (a).
+  WRK_TICKS=$(proc_ticks "$wpid")
   kill -INT "$wpid" 2>/dev/null || true
   wait "$wpid" || true
+  exec {fd}<&-
 }
 # wrk_single URL OUT [DURATION]: the one command (c) and (e) share.
 wrk_single() {
@@ -249,7 +262,7 @@ fi
 
 KCAT=() BATCHES=() BRATIO=() SINGLES=() NGX=() SRATIO=() B_FAILED=0 S_BAD=0 E_BAD=0
 CPU_SVC=() CPU_BROKER=() CPU_REST=() CPU_BUSY=() CPU_PER=()
-CPU_KCAT=() CPU_KCAT_BROKER=() CPU_KCAT_MACHINE=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_BATCH_REST=() CPU_SINGLE=() CPU_SINGLE_LOOP=()
+CPU_KCAT=() CPU_KCAT_BROKER=() CPU_KCAT_MACHINE=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_BATCH_REST=() CPU_BATCH_WRK=() CPU_BATCH_MACHINE=() CPU_SINGLE=() CPU_SINGLE_LOOP=()
 # Records in the topic now, waiting up to 2 s for them to reach WANT (end offsets can lag
 # behind kcat's exit on a loaded machine).
 topic_end_at_least() {
@@ -287,12 +300,15 @@ round_batch() {
   s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID); l1=$(loop_ticks)
   read -r m1 _t < <(machine_ticks)
   read -r acc oth dur _p _p < <(bench_line "$WORK/batch.out")
-  # The rest of the machine's busy time (wrk, other jobs) per record.
-  CPU_BATCH_REST+=("$(us_per $((m1 - m0 - s1 + s0 - b1 + b0)) "$acc")")
+  # wrk's CPU per record, and the rest of the machine's busy time (other jobs, interrupts
+  # not charged to a process) per record.
+  CPU_BATCH_WRK+=("$(us_per "$WRK_TICKS" "$acc")")
+  CPU_BATCH_REST+=("$(us_per $((m1 - m0 - s1 + s0 - b1 + b0 - WRK_TICKS)) "$acc")")
   BATCHES+=("$(eps "$acc" "$dur")"); B_FAILED=$((B_FAILED + oth))
   CPU_BATCH+=("$(us_per $((s1 - s0)) "$acc")")
   CPU_BATCH_LOOP+=("$(us_per $((l1 - l0)) "$acc")")
   CPU_BATCH_BROKER+=("$(us_per $((b1 - b0)) "$acc")")
+  CPU_BATCH_MACHINE+=("$(us_per $((m1 - m0)) "$acc")")
 }
 # (c) with the CPU split: service processes, broker, and the rest (wrk, other jobs).
 round_single() {
@@ -350,6 +366,18 @@ for p in "${INGEST_PIDS[@]}"; do
 done
 METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^kpi_ingest_(records_produced|delivery_failures|queue_full)_total' || true)
 
+# path_cpu a|b|r: per round, kcat + broker (a), ingest + broker + wrk (b), or a / b (r): the
+# batch/kcat ratio the two paths' CPU per record gives when both saturate the same cores.
+path_cpu() {
+  local i out=""
+  for i in "${!CPU_KCAT[@]}"; do
+    out+="$(awk -v k="${CPU_KCAT[$i]}" -v kb="${CPU_KCAT_BROKER[$i]}" -v s="${CPU_BATCH[$i]}" \
+      -v sb="${CPU_BATCH_BROKER[$i]}" -v w="${CPU_BATCH_WRK[$i]}" -v m="$1" 'BEGIN {
+      a = k + kb; b = s + sb + w
+      printf "%.2f", (m == "a" ? a : m == "b" ? b : (b > 0 ? a / b : 0)) }') "
+  done
+  echo "${out% }"
+}
 read -r K_MED K_MIN K_MAX < <(stats "${KCAT[@]}")
 read -r B_MED B_MIN B_MAX < <(stats "${BATCHES[@]}")
 read -r BR_MED BR_MIN BR_MAX < <(stats "${BRATIO[@]}")
@@ -370,7 +398,8 @@ if [ -n "$NG_PORT" ]; then
 fi
 cat <<OUT
   (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  non-202 $P_OTHER
-  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"), whole machine $(echo "${CPU_KCAT_MACHINE[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"), rest (wrk, other jobs) $(echo "${CPU_BATCH_REST[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}") (loop thread $(echo "${CPU_SINGLE_LOOP[*]}"))
+  CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"), whole machine $(echo "${CPU_KCAT_MACHINE[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"), wrk $(echo "${CPU_BATCH_WRK[*]}"), rest (other jobs) $(echo "${CPU_BATCH_REST[*]}"), whole machine $(echo "${CPU_BATCH_MACHINE[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}") (loop thread $(echo "${CPU_SINGLE_LOOP[*]}"))
+  CPU us per record of each path's own processes, per round (other jobs left out): (a) kcat + broker $(path_cpu a); (b) ingest + broker + wrk $(path_cpu b); (a)/(b) $(path_cpu r)
   CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
 SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))
