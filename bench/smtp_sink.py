@@ -14,6 +14,13 @@ connections over them. On SIGTERM each process adds its count to COUNT_FILE (one
 process) and exits. With MAILDIR, each process is instead an aiosmtpd server with the
 Mailbox handler into MAILDIR, exactly what scripts/stack.sh runs, only several of them on one
 port (that shows whether one aiosmtpd process, which uses one core, is the limit).
+
+On SIGUSR1 each null sink process appends "COUNT FIRST LAST" to COUNT_FILE.span (the messages
+it accepted since the previous SIGUSR1, and the wall-clock times, epoch seconds, at which it
+answered the first and the last of them with 250) and starts counting afresh; the first
+process forwards the signal to the others. bench_notifier.sh times both senders' steady rate
+with it, from the first mail to the last, leaving out what comes before the first mail
+(process start, connection set-up, the first claim).
 """
 import asyncio
 import ctypes
@@ -21,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 GREETING = b"220 sink ESMTP\r\n"
 EHLO = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10485760\r\n"
@@ -28,6 +36,8 @@ EHLO = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10485760\r\n"
 
 class Sink(asyncio.Protocol):
     counter = [0]
+    # Since the last SIGUSR1: messages accepted, time of the first and the last 250.
+    span = [0, 0.0, 0.0]
 
     def connection_made(self, transport):
         self.t = transport
@@ -50,6 +60,11 @@ class Sink(asyncio.Protocol):
                 self.buf = self.buf[end + 5:]
                 self.in_data = False
                 Sink.counter[0] += 1
+                now = time.time()
+                if Sink.span[0] == 0:
+                    Sink.span[1] = now
+                Sink.span[0] += 1
+                Sink.span[2] = now
                 out.append(b"250 2.0.0 Ok: queued\r\n")
                 continue
             nl = self.buf.find(b"\r\n")
@@ -87,7 +102,16 @@ def factory(maildir):
     return lambda: SMTP(handler)
 
 
-def serve(port, count_file, maildir):
+def report_span(count_file, children):
+    for c in children:
+        os.kill(c, signal.SIGUSR1)
+    n, first, last = Sink.span
+    with open(count_file + ".span", "a") as f:
+        f.write("%d %.6f %.6f\n" % (n, first, last))
+    Sink.span[:] = [0, 0.0, 0.0]
+
+
+def serve(port, count_file, maildir, children=()):
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -104,6 +128,7 @@ def serve(port, count_file, maildir):
         loop.stop()
 
     loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGUSR1, report_span, count_file, list(children))
     loop.run_forever()
 
 
@@ -111,6 +136,11 @@ def main():
     port, count_file = int(sys.argv[1]), sys.argv[2]
     procs = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     maildir = sys.argv[4] if len(sys.argv) > 4 else None
+    if maildir:
+        # Made once before the fork: processes creating it at once raced (FileExistsError),
+        # and a sink that died so left the bench waiting for mails that could not arrive.
+        import mailbox
+        mailbox.Maildir(maildir, create=True)
     children = []
     for _ in range(procs - 1):
         pid = os.fork()
@@ -123,7 +153,7 @@ def main():
             serve(port, count_file, maildir)
             os._exit(0)
         children.append(pid)
-    serve(port, count_file, maildir)
+    serve(port, count_file, maildir, children)
     for c in children:
         os.kill(c, signal.SIGTERM)
         os.waitpid(c, 0)
