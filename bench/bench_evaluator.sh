@@ -20,7 +20,8 @@
 #   BUILD_DIR=/tmp/evb-rel   a Release build (cmake -DCMAKE_BUILD_TYPE=Release)
 #   BENCH_STACK_ENV=FILE     use a running stack (its stack.env) instead of starting one
 #   N=200000                 records
-#   ROUNDS=2                 rounds of (b) then (a)
+#   ROUNDS=2                 rounds of (b) and (a), the order alternating
+#   EV_TIMEOUT=600           seconds an evaluator run may take before the bench gives up
 #   EVALUATOR_ENV="K=V ..."  extra environment for the service (KPI_BATCH_MAX, KPI_KAFKA_PROP_* …)
 #   KEEP=1                   keep the work directory (records, evaluator.log)
 set -euo pipefail
@@ -32,6 +33,7 @@ export KPI_ALLOW_SAMPLE_TOKENS=1
 BUILD_DIR=${BUILD_DIR:-/tmp/evb-rel}
 N=${N:-200000}
 ROUNDS=${ROUNDS:-2}
+EV_TIMEOUT=${EV_TIMEOUT:-600}
 EVALUATOR_ENV=${EVALUATOR_ENV:-}
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -172,24 +174,26 @@ poll() {
 # timed run, so their whole CPU time counts).
 ev_backends_cpu() {
   local p pids
-  pids=$(poll "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = '$EV_DB' AND pid <> $POLL_PID;")
+  pids=$(poll "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = '$EV_DB' AND pid <> $POLL_BACKEND;")
   for p in $pids; do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null; done |
     awk -v hz="$(getconf CLK_TCK)" '{ t += $12 + $13 } END { printf "%.2f", t / hz }'
 }
 # One timed run of the evaluator into $EV_DB as group $EV_GROUP; prints seconds, peak RSS (kB),
 # its CPU, PostgreSQL's and the broker's during the run, and its backends' CPU.
 ev_timed() {
-  local t0 t1 hwm evcpu pg0 k0 pg1 k1 evpg rows done
+  local t0 t1 hwm evcpu pg0 k0 pg1 k1 evpg rows done deadline
   coproc POLL { psql -qXtA -d "$EV_DB" 2>&1; }
-  POLL_PID=$(poll "SELECT pg_backend_pid();")
+  POLL_BACKEND=$(poll "SELECT pg_backend_pid();") # POLL_PID is the coprocess's own pid
   read -r pg0 k0 < <(cpu_snapshot)
   t0=$(now)
   ev_env "$BIN" >>"$WORK/evaluator.log" 2>&1 &
   EV_PID=$!
+  deadline=$(( $(date +%s) + EV_TIMEOUT ))
   while :; do
     done=$(poll "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = '$EV_GROUP';")
     [ "$done" -ge "$N" ] && break
     kill -0 "$EV_PID" 2>/dev/null || { log "the evaluator died"; tail -20 "$WORK/evaluator.log" >&2; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { log "the evaluator stored $done of $N records in ${EV_TIMEOUT}s"; exit 1; }
     sleep 0.01
   done
   t1=$(now)
@@ -208,9 +212,13 @@ ev_timed() {
 }
 
 : >"$WORK/rounds"
+# The order alternates (odd rounds \copy first, even rounds the evaluator first), so that the
+# WAL and checkpoint work one side leaves behind does not always fall on the other.
 for r in $(seq 1 "$ROUNDS"); do
-  log "round $r: timing psql \\copy into the same table"
-  read -r CT CC < <(copy_once "${DB_COPY}$r")
+  if [ $((r % 2)) -eq 1 ]; then
+    log "round $r: timing psql \\copy into the same table"
+    read -r CT CC < <(copy_once "${DB_COPY}$r")
+  fi
   if [ "$r" -gt 1 ]; then
     # A fresh database with the schema (as the copy's) and a new group: the same start as the
     # first round's, whose database the preparing run migrated.
@@ -222,6 +230,10 @@ for r in $(seq 1 "$ROUNDS"); do
   log "round $r: timing the evaluator"
   ev_timed >"$WORK/run" # not in a subshell: EV_PID stays known to cleanup
   read -r ET HWM EVCPU PGD KD EVPG <"$WORK/run"
+  if [ $((r % 2)) -eq 0 ]; then
+    log "round $r: timing psql \\copy into the same table"
+    read -r CT CC < <(copy_once "${DB_COPY}$r")
+  fi
   echo "$r $CT $CC $ET $HWM $EVCPU $PGD $KD $EVPG" >>"$WORK/rounds"
 done
 

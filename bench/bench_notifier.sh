@@ -18,8 +18,8 @@
 # same sink; the summary lines say "goal=1.5 ok" or "goal=1.5 BELOW GOAL" for each sink, and
 # whether peak RSS is within 32 MiB.
 #
-# Two rates per sender. The steady rate, which the ratio and the goal use, is timed at the
-# sink from the first mail it accepted to the last ((mails - 1) / (last - first)): the same
+# Two rates per sender; the goal is judged on the LOWER of the two ratios. The steady rate is
+# timed at the sink from the first mail it accepted to the last ((mails - 1) / (last - first)): the same
 # clock and the same span for both senders, without what comes before the first mail
 # (curl's process start and connection; the notifier's first claim, up to one poll interval
 # after the rows were committed, and its connections' set-up) nor, for the notifier, the
@@ -219,12 +219,13 @@ SQL
   # table with a new psql every 50 ms cost PostgreSQL a backend start each time and slowed
   # the run it measured.
   while [ "$(curl -fs "http://127.0.0.1:$http_port/metrics" |
-             awk '/^kpi_notifier_notifications_sent_total / { print int($2) }')" != "$N" ]; do
+             awk '/^kpi_notifier_notifications_sent_total / { print int($2) }')" -lt "$N" ]; do
     kill -0 "$SMTPD_PID" 2>/dev/null || { echo "bench: the $SINK sink exited; see $WORK" >&2; exit 1; }
     kill -0 "$NOTIFIER_PID" 2>/dev/null || { echo "bench: the notifier exited; see $WORK" >&2; exit 1; }
     sleep 0.05
   done
   while [ "$(psql -qAt -d "$db" -c "SELECT count(*) FROM notifications WHERE state = 'sent'")" -lt "$N" ]; do
+    kill -0 "$NOTIFIER_PID" 2>/dev/null || { echo "bench: the notifier exited; see $WORK" >&2; exit 1; }
     sleep 0.05
   done
   j1=$(cpu_jiffies)
@@ -315,9 +316,12 @@ for SINK in $SINKS; do
     printf '%-10s %-34s %8s %10s %6s %10s %6s %10s %8s %8s %8s %8s %5s%%\n' "$SINK" \
       "kpi-notifier, $c connection(s)" "$s" "$r" "$ratio_run" "$sr" "$ratio" "$rss $rssu" "$nf" "$pgb" \
       "$pg" "$sk" "$busy"
-    # The goal is stated for 4 connections; other counts are printed for comparison.
+    # The goal is stated for 4 connections; other counts are printed for comparison. It is
+    # judged on the lower ratio: the steady one leaves out the notifier's first poll and last
+    # row update, the run one includes curl's process start and connection.
     if [ "$c" = 4 ]; then
-      verdict=$(awk -v r="$ratio" -v g="$GOAL" 'BEGIN { print (r + 0 >= g + 0) ? "ok" : "BELOW GOAL" }')
+      verdict=$(awk -v r="$ratio" -v q="$ratio_run" -v g="$GOAL" \
+        'BEGIN { m = (q + 0 < r + 0) ? q : r; print (m + 0 >= g + 0) ? "ok" : "BELOW GOAL" }')
       goal="goal=$GOAL $verdict"
     else
       goal="goal=none (the goal is for 4 connections)"
@@ -326,8 +330,8 @@ for SINK in $SINKS; do
     SUMMARY+=("bench_notifier: sink=$SINK conns=$c ratio=$ratio $goal notifier=${sr}/min curl=${bsr}/min ratio_run=$ratio_run notifier_run=${r}/min curl_run=${br}/min cpu_ms_per_mail nf=$nf pg_backend=$pgb pg_server=$pg sink=$sk curl=$bcurl curl_sink=$bsink machine_busy nf=$busy% curl=$bbusy% peak_rss=$rss $rssu $rss_ok")
   done
 done
-printf '(steady: from the first to the last mail the sink accepted, both senders alike: ratio and\n'
-printf ' goal use it; run: the notifier from the commit of %s due rows to the last row marked sent\n' "$N"
+printf '(steady: from the first to the last mail the sink accepted, both senders alike; the goal\n'
+printf ' is judged on the lower of the two ratios; run: the notifier from the commit of %s due rows to the last row marked sent\n' "$N"
 printf ' (first claim, render, SMTP and the row update included), curl from its start to its exit;\n'
 printf ' cpu snd is the sender (notifier or curl), cpu pgb\n'
 printf ' the notifier'"'"'s own PostgreSQL backends, cpu pg the whole server (other work included);\n'

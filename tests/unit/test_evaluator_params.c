@@ -1,5 +1,5 @@
 /* test_evaluator_params.c: the named array parameters of the evaluator's statements
- * (services/evaluator/params.c): each member holds the PostgreSQL array literal of its column,
+ * (services/evaluator/ev_params.c): each member holds the PostgreSQL array literal of its column,
  * in $n order, with NULLs, quoting and the evaluation date's instants (Japan time). The COPY
  * path's input (text format: escapes, NULLs), built at once or while the batch fills, and its
  * totals per measure, month and component; where a partition without a stored offset starts. */
@@ -146,8 +146,8 @@ static void test_copy_params(void **state) {
   ev_batch_free(&b);
 }
 
-/* Many rows over several measures, months and components (the totals' hash table probes
- * and grows past its first size): one element per distinct (measure, month, component), in
+/* Many rows over several measures, months and components (the totals' hash table, sized
+ * once from the row count, probes past collisions): one element per distinct (measure, month, component), in
  * that order, counting every row and summing every value once. */
 static void test_copy_totals_many(void **state) {
   (void)state;
