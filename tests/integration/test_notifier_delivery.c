@@ -451,9 +451,10 @@ static void test_acknowledgement_in_mail(void **state) {
   nf_it_mails_free(mails, n);
 }
 
-/* N due rows of single-recipient mails to b<i>.<TAG>@city.example, all due at once, past the
- * group wait, in one transaction, as bench/bench_notifier.sh inserts them. */
-static void insert_due_rows(const char *tag, int n) {
+/* N rows of single-recipient mails to <PREFIX><i>.<TAG>@city.example in one transaction,
+ * created and due at now() + AT (an interval: '-1 hour' is due at once, past the group wait,
+ * as bench/bench_notifier.sh inserts them; '1 hour' is parked, pending but not due). */
+static void insert_rows(const char *tag, int n, const char *prefix, const char *at) {
   static const char *const nobody[] = {"nobody@placeholder.city.example", NULL};
   kpi_alert *a = nf_it_alert("it-measure-burst", "一斉送信の施策", nobody);
   size_t len = 0;
@@ -462,14 +463,15 @@ static void insert_due_rows(const char *tag, int n) {
   assert_non_null(payload);
   char count[16];
   snprintf(count, sizeof(count), "%d", n);
-  const char *p[] = {tag, payload, count};
+  const char *p[] = {tag, payload, count, prefix, at};
   PGresult *r = PQexecParams(
       T.pg,
       "INSERT INTO notifications "
-      "  (alert_id, recipient, measure_id, alert_type, payload, created_at) "
-      "SELECT gen_random_uuid(), 'b' || i || '.' || $1 || '@city.example', 'it-measure-burst', "
-      "'alert', $2, now() - interval '1 hour' FROM generate_series(1, $3::int) AS i",
-      3, NULL, p, NULL, NULL, 0);
+      "  (alert_id, recipient, measure_id, alert_type, payload, created_at, next_attempt_at) "
+      "SELECT gen_random_uuid(), $4 || i || '.' || $1 || '@city.example', 'it-measure-burst', "
+      "'alert', $2, now() + $5::interval, now() + $5::interval "
+      "FROM generate_series(1, $3::int) AS i",
+      5, NULL, p, NULL, NULL, 0);
   assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
   PQclear(r);
   free(payload);
@@ -486,7 +488,7 @@ static void test_burst_claims_ahead(void **state) {
   snprintf(tag, sizeof(tag), "burst.%.60s", T.tag);
   double claims0 = nf_it_metric(&T, "kpi_notifier_claims_total");
   assert_true(claims0 >= 0);
-  insert_due_rows(tag, BURST_MAILS);
+  insert_rows(tag, BURST_MAILS, "b", "-1 hour");
   assert_int_equal(settle_count(tag, BURST_MAILS, 60000), BURST_MAILS);
   static char emails[BURST_MAILS][128];
   const char *all[BURST_MAILS + 1] = {0};
@@ -559,23 +561,12 @@ static void test_outcomes_do_not_read_the_queue(void **state) {
   PGresult *r = PQexec(T.pg, "ALTER TABLE notifications SET (autovacuum_enabled = off)");
   assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
   PQclear(r);
-  char parked[16];
-  snprintf(parked, sizeof(parked), "%d", QUEUE_PARKED);
-  const char *p[] = {tag, parked};
-  r = PQexecParams(T.pg,
-                   "INSERT INTO notifications (alert_id, recipient, measure_id, alert_type, "
-                   "  payload, created_at, next_attempt_at) "
-                   "SELECT gen_random_uuid(), 'parked' || i || '.' || $1 || '@city.example', "
-                   "'it-measure-burst', 'alert', '{}', now() + interval '1 hour', "
-                   "now() + interval '1 hour' FROM generate_series(1, $2::int) AS i",
-                   2, NULL, p, NULL, NULL, 0);
-  assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
-  PQclear(r);
+  insert_rows(tag, QUEUE_PARKED, "parked", "1 hour");
   long reads0 = pending_index_reads(T.pg);
   assert_true(reads0 >= 0);
   long long t0 = kpi_it_now_ms();
   double sent0 = nf_it_metric(&T, "kpi_notifier_notifications_sent_total");
-  insert_due_rows(tag, QUEUE_MAILS);
+  insert_rows(tag, QUEUE_MAILS, "b", "-1 hour");
   assert_int_equal(nf_it_wait_mails(nf_it_maildir, tag, QUEUE_MAILS, 60000), QUEUE_MAILS);
   /* Waited for on the notifier's counter, not by polling the table, whose scans would count;
    * the drain on SIGTERM writes the outcomes still batched. */
