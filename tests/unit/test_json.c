@@ -222,6 +222,19 @@ static void test_utf8(void **state) {
       fail_msg("char case %zu", i);
 }
 
+/* kpi_json_id_valid reads a table of id bytes: every byte 1..255 alone and between letters
+ * is an id exactly when it is an ASCII letter, digit, '-', '_' or '.'. */
+static void test_id_every_byte(void **state) {
+  (void)state;
+  for (int c = 1; c < 256; c++) {
+    bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '-' || c == '_' || c == '.';
+    char one[2] = {(char)c, 0}, mid[4] = {'a', (char)c, 'z', 0};
+    if (kpi_json_id_valid(one) != want || kpi_json_id_valid(mid) != want)
+      fail_msg("byte 0x%02x", c);
+  }
+}
+
 static void test_id(void **state) {
   (void)state;
   char max[KPI_ID_MAX + 2];
@@ -274,6 +287,7 @@ int main(void) {
       cmocka_unit_test(test_escape_long_runs), cmocka_unit_test(test_utf8_long_ascii),
       cmocka_unit_test(test_escape_every_tail),
       cmocka_unit_test(test_put_escaped_and_fit), cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_id_every_byte),
       cmocka_unit_test(test_id), cmocka_unit_test(test_parse_one),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
