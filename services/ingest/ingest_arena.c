@@ -62,6 +62,12 @@ void ingest_arena_use(bool on) {
   a->on = on;
 }
 
+void ingest_arena_drop(cJSON *tree, size_t fallbacks) {
+  if (!tree) return;
+  if (ingest_arena_fallbacks() == fallbacks && ingest_arena_holds(tree)) return;
+  cJSON_Delete(tree);
+}
+
 bool ingest_arena_holds(const void *p) { return tls_arena && holds(tls_arena, p); }
 
 size_t ingest_arena_fallbacks(void) { return tls_arena ? tls_arena->fallbacks : 0; }

@@ -20,6 +20,15 @@ void ingest_arena_install(void);
  * cJSON_Delete, which frees only what came from malloc). */
 void ingest_arena_use(bool on);
 
+/* Releases TREE (may be NULL), parsed by the calling thread while its arena was on, when
+ * ingest_arena_fallbacks() read FALLBACKS just before the parse. When nothing fell back to
+ * malloc since then, the whole tree lies in the arena and there is nothing to free: the walk
+ * of cJSON_Delete (one hook call per node and string) is skipped. Otherwise cJSON_Delete
+ * frees the nodes that came from malloc. Call it before the arena is rewound or used for
+ * anything else (docs/ingest.md, "Performance, seventh round"). */
+struct cJSON;
+void ingest_arena_drop(struct cJSON *tree, size_t fallbacks);
+
 /* Whether P lies in the calling thread's arena (tests). */
 bool ingest_arena_holds(const void *p);
 

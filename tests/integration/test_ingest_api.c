@@ -487,6 +487,72 @@ static void test_batch_lines_over_arena(void **state) {
   tc_resp_free(&r);
 }
 
+/* The records of an NDJSON batch read back from the topic: the batch's encodings are handed
+ * to librdkafka without a copy and live in the request until its last delivery report
+ * (docs/ingest.md, "Performance, seventh round"), so every record must be, byte for byte,
+ * the codec's encoding of what it says, under its measure's key, at the partition and offset
+ * the answer gave, with the value and note of its own line. */
+static void test_batch_read_back(void **state) {
+  (void)state;
+  enum { N = 20 }; /* KPI_INGEST_MAX_BATCH of this suite */
+  size_t cap = N * 200, len = 0;
+  char *body = malloc(cap);
+  assert_non_null(body);
+  for (int i = 0; i < N; i++) {
+    if (i % 3 == 2)
+      len += (size_t)snprintf(body + len, cap - len,
+                              "{\"measure_id\":\"" MEASURE_PLAN "\",\"observed_at\":"
+                              "\"2024-06-%02d\",\"value\":%d,\"unit\":\"plan\"}\n",
+                              1 + i % 28, i % 2);
+    else
+      len += (size_t)snprintf(body + len, cap - len,
+                              "{\"measure_id\":\"" MEASURE_LED "\",\"observed_at\":\"2024-05-01\","
+                              "\"value\":%d.5,\"unit\":\"％\",\"note\":\"line \\\"%d\\\"\"}\n",
+                              i % 100, i);
+  }
+  tc_resp r;
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, &r);
+  free(body);
+  assert_int_equal(r.status, 202);
+  cJSON *doc = cJSON_Parse(r.body);
+  assert_non_null(doc);
+  assert_int_equal(cJSON_GetObjectItem(doc, "accepted")->valueint, N);
+  tc_record *recs;
+  int n = tc_read_topic(svc.topic, 6, &recs);
+  for (int i = 0; i < N; i++) {
+    const cJSON *item = batch_item(doc, i);
+    const char *id = cJSON_GetObjectItem(item, "event_id")->valuestring;
+    const tc_record *rec = tc_find_event(recs, n, id);
+    if (!rec) fail_msg("item %d not on the topic", i);
+    assert_int_equal(rec->partition, cJSON_GetObjectItem(item, "partition")->valueint);
+    assert_true((double)rec->offset == cJSON_GetObjectItem(item, "offset")->valuedouble);
+    kpi_measurement m;
+    kpi_errors errs = {0};
+    assert_int_equal(
+        kpi_measurement_parse(rec->value, strlen(rec->value), KPI_PARSE_RECORD, &m, &errs), 0);
+    assert_string_equal(rec->key, m.measure_id);
+    size_t elen;
+    char *again = kpi_measurement_encode(&m, &elen);
+    assert_non_null(again);
+    assert_string_equal(rec->value, again);
+    free(again);
+    if (i % 3 == 2) {
+      assert_string_equal(m.measure_id, MEASURE_PLAN);
+      assert_true(m.value == i % 2);
+    } else {
+      char note[32];
+      snprintf(note, sizeof(note), "line \"%d\"", i);
+      assert_string_equal(m.measure_id, MEASURE_LED);
+      assert_string_equal(m.unit, "percent");
+      assert_string_equal(m.note, note);
+      assert_true(m.value == i % 100 + 0.5);
+    }
+  }
+  tc_records_free(recs, n);
+  cJSON_Delete(doc);
+  tc_resp_free(&r);
+}
+
 static void test_batch_partial_207(void **state) {
   (void)state;
   const char *body =
@@ -1050,6 +1116,7 @@ int main(void) {
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_batch_partial_207),
       cmocka_unit_test(test_batch_lines_over_arena),
+      cmocka_unit_test(test_batch_read_back),
       cmocka_unit_test(test_batch_atomic),
       cmocka_unit_test(test_event_ids_across_refills),
       cmocka_unit_test(test_pipelined_in_order),

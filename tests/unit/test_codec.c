@@ -340,6 +340,44 @@ static void test_units_normalized(void **state) {
   assert_non_null(kpi_measurement_check(&m, cat, now_ms, &errs));
 }
 
+/* kpi_measurement_normalize_ms takes a unit spelt exactly as the catalog names it without
+ * folding (docs/ingest.md, "Performance, seventh round"). For every measure of the shipped
+ * catalog and every unit name, label and near miss, the result must be what the folding
+ * comparison alone gives: the measure's unit when kpi_catalog_unit_matches says so, else the
+ * text as given. */
+static void test_units_exact_fast_path(void **state) {
+  (void)state;
+  static const char *const extra[] = {"percent", "Percent", " percent", "percent ", "％", "%",
+                                      "ｐｅｒｃｅｎｔ", "person", "人", "件", "x", "case"};
+  for (size_t i = 0; i < cat->n_measures; i++) {
+    const kpi_measure *ms = &cat->measures[i];
+    /* component left out: a ratio measure takes the same branch as the others */
+    const char *given[64];
+    size_t n = 0;
+    given[n++] = ms->unit;
+    for (size_t u = 0; u < cat->n_units && n < 48; u++) {
+      given[n++] = cat->units[u].name;
+      for (size_t l = 0; l < cat->units[u].n_labels && n < 48; l++)
+        given[n++] = cat->units[u].labels[l];
+    }
+    for (size_t e = 0; e < sizeof(extra) / sizeof(extra[0]); e++) given[n++] = extra[e];
+    for (size_t g = 0; g < n; g++) {
+      kpi_measurement m;
+      memset(&m, 0, sizeof(m));
+      snprintf(m.measure_id, sizeof(m.measure_id), "%s", ms->id);
+      snprintf(m.unit, sizeof(m.unit), "%s", given[g]);
+      char want[sizeof(m.unit)];
+      snprintf(want, sizeof(want), "%s",
+               kpi_catalog_unit_matches(cat, ms->unit, m.unit) ? ms->unit : m.unit);
+      kpi_errors errs = {0};
+      assert_int_equal(kpi_measurement_normalize_ms(&m, cat, ms, &errs), 0);
+      assert_int_equal(errs.n, 0);
+      if (strcmp(m.unit, want) != 0)
+        fail_msg("%s, \"%s\": %s, want %s", ms->id, given[g], m.unit, want);
+    }
+  }
+}
+
 /* A catalog without `units` or `component_unit` (written before them): only canonical units
  * match, and a ratio's amounts take any unit but percent. */
 #define OLD_CATALOG                                                                             \
@@ -817,6 +855,7 @@ int main(void) {
       cmocka_unit_test(test_alert_required_members),
       cmocka_unit_test(test_input_dates_canonical),
       cmocka_unit_test(test_units_normalized),
+      cmocka_unit_test(test_units_exact_fast_path),
       cmocka_unit_test(test_units_without_catalog_labels),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -94,6 +94,43 @@ static void test_off_is_malloc(void **state) {
   cJSON_Delete(t);
 }
 
+/* ingest_arena_drop skips cJSON_Delete only for a tree wholly in the arena; a tree with any
+ * malloc'd node, or one parsed with the arena off, is freed (the sanitizer build reports a
+ * leak otherwise). */
+static void test_drop(void **state) {
+  (void)state;
+  ingest_arena_drop(NULL, ingest_arena_fallbacks());
+  /* Wholly in the arena: nothing to free, and the tree is left as it was. */
+  ingest_arena_use(true);
+  size_t mark = ingest_arena_fallbacks();
+  cJSON *a = cJSON_Parse(small);
+  assert_non_null(a);
+  ingest_arena_drop(a, mark);
+  assert_string_equal(cJSON_GetObjectItem(a, "unit")->valuestring, "percent");
+  ingest_arena_use(false);
+  /* A value larger than the arena: malloc'd, so the tree is deleted. */
+  size_t n = INGEST_ARENA_SIZE + 100;
+  char *text = malloc(n + 16);
+  assert_non_null(text);
+  memcpy(text, "{\"note\":\"", 9);
+  memset(text + 9, 'x', n);
+  memcpy(text + 9 + n, "\"}", 3);
+  ingest_arena_use(true);
+  mark = ingest_arena_fallbacks();
+  cJSON *big = cJSON_Parse(text);
+  assert_non_null(big);
+  assert_true(ingest_arena_fallbacks() > mark);
+  ingest_arena_drop(big, mark);
+  ingest_arena_use(false);
+  free(text);
+  /* Parsed with the arena off: every node is malloc'd. */
+  mark = ingest_arena_fallbacks();
+  cJSON *off = cJSON_Parse(small);
+  assert_non_null(off);
+  assert_false(ingest_arena_holds(off));
+  ingest_arena_drop(off, mark);
+}
+
 int main(void) {
   ingest_arena_install();
   const struct CMUnitTest tests[] = {
@@ -101,6 +138,7 @@ int main(void) {
       cmocka_unit_test(test_allocation_over_arena),
       cmocka_unit_test(test_tree_over_arena),
       cmocka_unit_test(test_off_is_malloc),
+      cmocka_unit_test(test_drop),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

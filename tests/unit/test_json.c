@@ -91,6 +91,27 @@ static void test_escape_long_runs(void **state) {
   kpi_buf_free(&b);
 }
 
+/* Plain strings of every length 0..24 and each special byte at every position of them: runs
+ * are tested 8 bytes at a time, so every tail length (0-7 bytes after the words) must find
+ * its special byte wherever it falls and leave a plain tail as it is. */
+static void test_escape_every_tail(void **state) {
+  (void)state;
+  static const char specials[] = {'"', '\\', '\n', '\x01', '\x1f', '\x7f', '\x80', ' '};
+  for (int len = 0; len <= 24; len++) {
+    char s[25];
+    for (int i = 0; i < len; i++) s[i] = (char)('A' + i);
+    s[len] = '\0';
+    expect_like_cjson(s);
+    for (size_t k = 0; k < sizeof(specials); k++)
+      for (int at = 0; at < len; at++) {
+        char t[25];
+        memcpy(t, s, sizeof(t));
+        t[at] = specials[k];
+        expect_like_cjson(t);
+      }
+  }
+}
+
 /* kpi_json_utf8_valid checks 8 ASCII bytes at a time: one bad byte anywhere in a long ASCII
  * string, and a good multi-byte character straddling the words, are still seen. */
 static void test_utf8_long_ascii(void **state) {
@@ -201,6 +222,19 @@ static void test_utf8(void **state) {
       fail_msg("char case %zu", i);
 }
 
+/* kpi_json_id_valid reads a table of id bytes: every byte 1..255 alone and between letters
+ * is an id exactly when it is an ASCII letter, digit, '-', '_' or '.'. */
+static void test_id_every_byte(void **state) {
+  (void)state;
+  for (int c = 1; c < 256; c++) {
+    bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '-' || c == '_' || c == '.';
+    char one[2] = {(char)c, 0}, mid[4] = {'a', (char)c, 'z', 0};
+    if (kpi_json_id_valid(one) != want || kpi_json_id_valid(mid) != want)
+      fail_msg("byte 0x%02x", c);
+  }
+}
+
 static void test_id(void **state) {
   (void)state;
   char max[KPI_ID_MAX + 2];
@@ -251,7 +285,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_every_byte), cmocka_unit_test(test_escape_utf8_strings),
       cmocka_unit_test(test_escape_long_runs), cmocka_unit_test(test_utf8_long_ascii),
+      cmocka_unit_test(test_escape_every_tail),
       cmocka_unit_test(test_put_escaped_and_fit), cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_id_every_byte),
       cmocka_unit_test(test_id), cmocka_unit_test(test_parse_one),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
