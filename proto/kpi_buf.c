@@ -42,6 +42,14 @@ void kpi_buf_free(kpi_buf *b) {
   memset(b, 0, sizeof(*b));
 }
 
+void kpi_buf_trim(kpi_buf *b) {
+  if (!b->s || b->cap <= b->len + 1) return;
+  char *s = realloc(b->s, b->len + 1);
+  if (!s) return; /* the larger block stays valid */
+  b->s = s;
+  b->cap = b->len + 1;
+}
+
 void kpi_buf_add(kpi_buf *b, const void *s, size_t n) {
   if (kpi_buf_reserve(b, n)) return;
   if (n) memcpy(b->s + b->len, s, n);

@@ -32,6 +32,10 @@ void kpi_buf_reset(kpi_buf *b);
 /* Releases B's memory and leaves it as KPI_BUF_INIT (usable again). */
 void kpi_buf_free(kpi_buf *b);
 
+/* Gives back the spare capacity beyond the string and its NUL (for a buffer kept a long time
+ * after it was filled). S may move: call it before taking pointers into S. */
+void kpi_buf_trim(kpi_buf *b);
+
 /* Makes room for EXTRA more bytes (and the NUL) ahead of time. Returns 0, or -1 with OOM set
  * (also when OOM was already set). Appends call it themselves; use it to avoid regrowth. */
 int kpi_buf_reserve(kpi_buf *b, size_t extra);

@@ -882,7 +882,10 @@ static int batch_publish(batch_job *j) {
    * (rdkafka.h, rd_kafka_produce), so the request takes the buffer over and request_free
    * frees it after the last report. That saves librdkafka's copy of every payload; a record
    * the call refuses is not referenced by librdkafka afterwards, and no free depends on why
-   * it failed (docs/ingest.md, "Performance, seventh round"). */
+   * it failed (docs/ingest.md, "Performance, seventh round"). The buffer's spare capacity
+   * (growth doubles) is given back first, as the request may hold it for up to
+   * message.timeout.ms, outside librdkafka's queue.buffering.max.kbytes. */
+  kpi_buf_trim(&j->enc);
   for (size_t k = 0; k < j->n_msgs; k++)
     j->msgs[k].payload = j->enc.s + (uintptr_t)j->msgs[k].payload;
   j->r->payloads = j->enc;

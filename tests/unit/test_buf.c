@@ -178,6 +178,31 @@ typedef struct {
   const char *s;
 } elem;
 
+/* kpi_buf_trim: the capacity shrinks to the string and its NUL, the bytes stay; a refused
+ * realloc leaves the buffer as it was; an empty buffer is left alone. */
+static void test_trim(void **state) {
+  (void)state;
+  kpi_buf b = KPI_BUF_INIT;
+  kpi_buf_trim(&b);
+  assert_null(b.s);
+  for (int i = 0; i < 300; i++) kpi_buf_addc(&b, (char)('a' + i % 26));
+  assert_true(b.cap > b.len + 1);
+  char want[300];
+  memcpy(want, b.s, sizeof(want));
+  size_t cap = b.cap;
+  fail_after = 0;
+  kpi_buf_trim(&b);
+  fail_after = -1;
+  assert_int_equal(b.cap, cap);
+  expect_buf(&b, want, sizeof(want));
+  kpi_buf_trim(&b);
+  assert_int_equal(b.cap, b.len + 1);
+  expect_buf(&b, want, sizeof(want));
+  kpi_buf_trim(&b); /* nothing to give back */
+  assert_int_equal(b.cap, 301);
+  kpi_buf_free(&b);
+}
+
 static void test_array_literals(void **state) {
   (void)state;
   static const struct {
@@ -232,7 +257,7 @@ int main(void) {
       cmocka_unit_test(test_empty),           cmocka_unit_test(test_growth),
       cmocka_unit_test(test_adds_addc_reset), cmocka_unit_test(test_printf_unbounded),
       cmocka_unit_test(test_detach),          cmocka_unit_test(test_failure_flag),
-      cmocka_unit_test(test_array_literals),
+      cmocka_unit_test(test_array_literals),  cmocka_unit_test(test_trim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
