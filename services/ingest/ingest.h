@@ -72,7 +72,13 @@ typedef struct ingest_ctx {
   int probe_result;       /* outputs of the worker */
   bool probe_topics_done;
   char probe_err[256];
+  int32_t probe_partitions; /* output of the worker: the topic's partition count */
   char broker_err[256]; /* loop-side copy of probe_err, for /readyz */
+  /* Batches are produced one partition at a time when the partitioner in effect is
+   * murmur2_random (the default) and the topic's partition count is known (from the probe):
+   * see ingest_handlers.c batch_publish and docs/ingest.md "Performance, eighth round". */
+  bool murmur2_random;
+  int32_t partitions; /* loop-side copy of probe_partitions; 0 until known */
 
   /* Random bytes for the event ids the service makes up (UUID v4), drawn from RAND_bytes a
    * block at a time: one call per request cost more than the rest of the id's work

@@ -862,11 +862,69 @@ static void batch_check_items(batch_job *j) {
   }
 }
 
-/* Hands the encodings to the producer in one rd_kafka_produce_batch call, in input order:
- * one clock reading and one topic lock for the batch instead of one per record. An atomic
- * batch with any bad item is refused whole instead, nothing published. Once the queue is
- * full, librdkafka refuses every later record of the call too, so the answer says exactly
- * which items are in Kafka. Returns -1 when the request was answered (and freed) here. */
+/* The records of MSGS (N, all keyed) grouped by the partition librdkafka's murmur2_random
+ * partitioner picks for their key among PARTITIONS, into OUT (N slots), input order kept
+ * within a partition; RUNS[p] gets partition p's count. Returns 0, or -1 when RUNS cannot be
+ * had (then nothing is grouped). */
+static int group_by_partition(const rd_kafka_message_t *msgs, size_t n, int32_t partitions,
+                              rd_kafka_message_t *out, size_t *runs) {
+  int32_t *part = malloc(n * sizeof(*part));
+  if (!part) return -1;
+  memset(runs, 0, (size_t)partitions * sizeof(*runs));
+  for (size_t k = 0; k < n; k++) {
+    if (!msgs[k].key) { /* every checked item has its measure id: never taken */
+      free(part);
+      return -1;
+    }
+    /* With a key, murmur2_random is murmur2 of the key (the Java client's partitioner); the
+     * key-less random branch, which must run inside librdkafka, is never taken here. */
+    part[k] = rd_kafka_msg_partitioner_murmur2_random(NULL, msgs[k].key, msgs[k].key_len,
+                                                      partitions, NULL, NULL);
+    runs[part[k]]++;
+  }
+  size_t start[256], at = 0;
+  for (int32_t p = 0; p < partitions; p++) {
+    start[p] = at;
+    at += runs[p];
+  }
+  for (size_t k = 0; k < n; k++) out[start[part[k]]++] = msgs[k];
+  free(part);
+  return 0;
+}
+
+/* Produces the batch's records partition by partition (docs/ingest.md "Performance, eighth
+ * round"): one rd_kafka_produce_batch call per partition appends its records under one
+ * partition lock, where RD_KAFKA_PARTITION_UA runs the partitioner and takes the partition's
+ * lock for each record. The partition is the one librdkafka would pick (murmur2_random of the
+ * measure id, the topic's partition count from the probe), so a measure's records stay in
+ * one partition, in input order. With another partitioner configured, a count not known yet
+ * or above 256, the whole batch goes through RD_KAFKA_PARTITION_UA as before. Returns the
+ * array whose err fields hold the outcome (J->msgs, or a regrouped copy in *SPARE). */
+static rd_kafka_message_t *produce_by_partition(batch_job *j, rd_kafka_message_t **spare) {
+  ingest_ctx *ctx = j->ctx;
+  int32_t parts = ctx->partitions;
+  size_t runs[256];
+  *spare = NULL;
+  if (ctx->murmur2_random && parts > 0 && parts <= 256 &&
+      (*spare = malloc(j->n_msgs * sizeof(**spare))) &&
+      group_by_partition(j->msgs, j->n_msgs, parts, *spare, runs) == 0) {
+    size_t at = 0;
+    for (int32_t p = 0; p < parts; at += runs[p], p++)
+      if (runs[p]) rd_kafka_produce_batch(ctx->rkt, p, 0, *spare + at, (int)runs[p]);
+    return *spare;
+  }
+  free(*spare);
+  *spare = NULL;
+  rd_kafka_produce_batch(ctx->rkt, RD_KAFKA_PARTITION_UA, 0, j->msgs, (int)j->n_msgs);
+  return j->msgs;
+}
+
+/* Hands the encodings to the producer (produce_by_partition): one clock reading and one
+ * lock per partition for the batch instead of one per record. An atomic batch with any bad
+ * item is refused whole instead, nothing published. Once the queue is full, librdkafka
+ * refuses every later record of that call; each item's answer says whether it is in Kafka.
+ * Returns -1 when the request was answered (and freed)
+ * here. */
 static int batch_publish(batch_job *j) {
   int status = j->atomic ? ingest_atomic_status(j->n, j->bad, j->forbidden) : 0;
   if (status) {
@@ -890,12 +948,13 @@ static int batch_publish(batch_job *j) {
     j->msgs[k].payload = j->enc.s + (uintptr_t)j->msgs[k].payload;
   j->r->payloads = j->enc;
   j->enc = (kpi_buf)KPI_BUF_INIT;
-  rd_kafka_produce_batch(j->ctx->rkt, RD_KAFKA_PARTITION_UA, 0, j->msgs, (int)j->n_msgs);
+  rd_kafka_message_t *spare, *done = produce_by_partition(j, &spare);
   for (size_t k = 0; k < j->n_msgs; k++) {
-    ingest_item *it = j->msgs[k]._private;
-    if (j->msgs[k].err) item_refused(j->ctx, it, j->msgs[k].err);
+    ingest_item *it = done[k]._private;
+    if (done[k].err) item_refused(j->ctx, it, done[k].err);
     else j->r->pending++;
   }
+  free(spare);
   return 0;
 }
 

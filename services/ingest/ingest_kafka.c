@@ -75,6 +75,7 @@ static void on_probe_work(uv_work_t *work) {
              md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not in metadata");
   } else {
     ctx->probe_result = 0;
+    ctx->probe_partitions = md->topics[0].partition_cnt;
     for (int i = 0; i < md->topics[0].partition_cnt; i++)
       if (md->topics[0].partitions[i].leader < 0) {
         snprintf(ctx->probe_err, sizeof(ctx->probe_err), "topic %s: partition %d has no leader",
@@ -96,6 +97,7 @@ static void on_probe_done(uv_work_t *work, int status) {
             ctx->cfg.topic.name, ctx->cfg.topic.partitions);
   }
   bool ready = ctx->probe_result == 0 && ctx->topics_ok && !ctx->fatal;
+  if (ctx->probe_result == 0) ctx->partitions = ctx->probe_partitions;
   if (ready && !ctx->ready) kpi_log(KPI_LOG_INFO, "broker_ready", "broker metadata reachable");
   if (!ready && (ctx->ready || !ctx->topics_ok))
     kpi_log(ctx->topics_ok ? KPI_LOG_WARN : KPI_LOG_INFO, "broker_unreachable",
@@ -138,6 +140,11 @@ int ingest_kafka_start(ingest_ctx *ctx, char *errstr, size_t errstr_size) {
       {"enable.idempotence", "true"}, {"acks", "all"}, {"log.queue", "true"}, {NULL, NULL}};
   rd_kafka_conf_t *conf = kpi_kafka_conf_new("kpi-ingest", defaults, fixed, errstr, errstr_size);
   if (!conf) return -2; /* a KPI_KAFKA_PROP_* refused: bad configuration */
+  char partitioner[32];
+  size_t plen = sizeof(partitioner);
+  ctx->murmur2_random = rd_kafka_conf_get(conf, "partitioner", partitioner, &plen) ==
+                            RD_KAFKA_CONF_OK &&
+                        strcmp(partitioner, "murmur2_random") == 0;
   rd_kafka_conf_set_opaque(conf, ctx);
   rd_kafka_conf_set_dr_msg_cb(conf, ingest_on_kafka_delivery);
   rd_kafka_conf_set_error_cb(conf, on_kafka_error);

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "test_ingest_client.h"
 
 #define MEASURE_LED "g4-carbon-2-led-rate" /* kankyo, percent, level */
@@ -524,6 +526,15 @@ static void test_batch_read_back(void **state) {
   assert_int_equal(cJSON_GetObjectItem(doc, "accepted")->valueint, N);
   tc_record *recs;
   int n = tc_read_topic(svc.topic, 6, &recs);
+  /* The batch is produced partition by partition (docs/ingest.md "Performance, eighth
+   * round"): each record where librdkafka's murmur2_random puts its key among the topic's 6
+   * partitions, and a partition's records in input order. The two measures land apart. */
+  int64_t last[6] = {-1, -1, -1, -1, -1, -1};
+  int32_t p_plan = rd_kafka_msg_partitioner_murmur2_random(NULL, MEASURE_PLAN,
+                                                           strlen(MEASURE_PLAN), 6, NULL, NULL);
+  int32_t p_led = rd_kafka_msg_partitioner_murmur2_random(NULL, MEASURE_LED,
+                                                          strlen(MEASURE_LED), 6, NULL, NULL);
+  assert_int_not_equal(p_plan, p_led);
   for (int i = 0; i < N; i++) {
     const cJSON *item = batch_item(doc, i);
     const char *id = cJSON_GetObjectItem(item, "event_id")->valuestring;
@@ -531,6 +542,9 @@ static void test_batch_read_back(void **state) {
     if (!rec) fail_msg("item %d not on the topic", i);
     assert_int_equal(rec->partition, cJSON_GetObjectItem(item, "partition")->valueint);
     assert_true((double)rec->offset == cJSON_GetObjectItem(item, "offset")->valuedouble);
+    assert_int_equal(rec->partition, i % 3 == 2 ? p_plan : p_led);
+    assert_true(rec->offset > last[rec->partition]);
+    last[rec->partition] = rec->offset;
     kpi_measurement m;
     kpi_errors errs = {0};
     assert_int_equal(
