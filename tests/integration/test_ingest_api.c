@@ -450,6 +450,17 @@ static int item_status(cJSON *doc, int i) {
   return cJSON_GetObjectItem(batch_item(doc, i), "status")->valueint;
 }
 
+/* POSTs BODY (freed here) as an NDJSON batch from KANKYO, expects STATUS and returns the
+ * parsed answer (R keeps the response). */
+static cJSON *post_ndjson(char *body, int status, tc_resp *r) {
+  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, r);
+  free(body);
+  assert_int_equal(r->status, status);
+  cJSON *doc = cJSON_Parse(r->body);
+  assert_non_null(doc);
+  return doc;
+}
+
 /* NDJSON lines whose cJSON trees do not fit the loop's arena (services/ingest/ingest_arena.h,
  * 32 KiB): a 40 KB note (one allocation over the arena) and an unknown member holding 1000
  * numbers (about 64 KB of nodes: the tree starts in the arena and goes on with malloc). Both
@@ -478,11 +489,7 @@ static void test_batch_lines_over_arena(void **state) {
   len += (size_t)snprintf(body + len, cap - len, good, 15);
   assert_true(len < cap - 1);
   tc_resp r;
-  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, &r);
-  free(body);
-  assert_int_equal(r.status, 207);
-  cJSON *doc = cJSON_Parse(r.body);
-  assert_non_null(doc);
+  cJSON *doc = post_ndjson(body, 207, &r);
   assert_int_equal(cJSON_GetObjectItem(doc, "accepted")->valueint, 3);
   assert_int_equal(cJSON_GetObjectItem(doc, "rejected")->valueint, 2);
   static const int want[] = {202, 422, 202, 422, 202};
@@ -518,11 +525,7 @@ static void test_batch_read_back(void **state) {
                               i % 100, i);
   }
   tc_resp r;
-  post("/v1/measurements:batch", "KANKYO", "Content-Type: application/x-ndjson\r\n", body, &r);
-  free(body);
-  assert_int_equal(r.status, 202);
-  cJSON *doc = cJSON_Parse(r.body);
-  assert_non_null(doc);
+  cJSON *doc = post_ndjson(body, 202, &r);
   assert_int_equal(cJSON_GetObjectItem(doc, "accepted")->valueint, N);
   tc_record *recs;
   int n = tc_read_topic(svc.topic, 6, &recs);

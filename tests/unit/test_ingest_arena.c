@@ -34,16 +34,22 @@ static void test_small_tree_in_arena(void **state) {
   ingest_arena_use(false);
 }
 
-/* One string larger than the whole arena: malloc'd, freed by cJSON_Delete (the sanitizer
- * build reports a leak or a bad free otherwise). */
-static void test_allocation_over_arena(void **state) {
-  (void)state;
-  size_t n = INGEST_ARENA_SIZE + 100;
+/* {"note":"xxx…"} with N x's (malloc'd, the caller frees it). */
+static char *note_json(size_t n) {
   char *text = malloc(n + 16);
   assert_non_null(text);
   memcpy(text, "{\"note\":\"", 9);
   memset(text + 9, 'x', n);
   memcpy(text + 9 + n, "\"}", 3);
+  return text;
+}
+
+/* One string larger than the whole arena: malloc'd, freed by cJSON_Delete (the sanitizer
+ * build reports a leak or a bad free otherwise). */
+static void test_allocation_over_arena(void **state) {
+  (void)state;
+  size_t n = INGEST_ARENA_SIZE + 100;
+  char *text = note_json(n);
   size_t before = ingest_arena_fallbacks();
   ingest_arena_use(true);
   cJSON *t = cJSON_Parse(text);
@@ -110,11 +116,7 @@ static void test_drop(void **state) {
   ingest_arena_use(false);
   /* A value larger than the arena: malloc'd, so the tree is deleted. */
   size_t n = INGEST_ARENA_SIZE + 100;
-  char *text = malloc(n + 16);
-  assert_non_null(text);
-  memcpy(text, "{\"note\":\"", 9);
-  memset(text + 9, 'x', n);
-  memcpy(text + 9 + n, "\"}", 3);
+  char *text = note_json(n);
   ingest_arena_use(true);
   mark = ingest_arena_fallbacks();
   cJSON *big = cJSON_Parse(text);
