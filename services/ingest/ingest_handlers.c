@@ -923,8 +923,7 @@ static rd_kafka_message_t *produce_by_partition(batch_job *j, rd_kafka_message_t
  * lock per partition for the batch instead of one per record. An atomic batch with any bad
  * item is refused whole instead, nothing published. Once the queue is full, librdkafka
  * refuses every later record of that call; each item's answer says whether it is in Kafka.
- * Returns -1 when the request was answered (and freed)
- * here. */
+ * Returns -1 when the request was answered (and freed) here. */
 static int batch_publish(batch_job *j) {
   int status = j->atomic ? ingest_atomic_status(j->n, j->bad, j->forbidden) : 0;
   if (status) {
