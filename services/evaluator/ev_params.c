@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "evaluator.h"
+#include "kpi_aggregate.h"
 #include "kpi_records.h"
 
 /* The unions overlay their named members on V: the members must be exactly V's elements. */
@@ -283,12 +284,6 @@ void ev_offset_params_build(ev_offset_params *p, const ev_batch *b) {
   ev_params_end(p->v, EV_OFFSET_NARRAYS);
 }
 
-/* Midnight (Japan time) at the start of DAY, as an RFC 3339 instant. */
-static void day_start_instant(kpi_day day, char *buf, size_t size) {
-  int64_t ms = (int64_t)day * 86400000LL - (int64_t)KPI_TZ_OFFSET_MIN * 60000LL;
-  kpi_time_format_utc(ms, buf, size);
-}
-
 static void set_text(kpi_buf *b, const char *s) {
   kpi_buf_reset(b);
   kpi_buf_adds(b, s);
@@ -317,20 +312,14 @@ void ev_aggregate_params_build(ev_aggregate_params *p, const kpi_catalog *cat,
   kpi_buf_arr_end(&p->window_from);
   kpi_buf_arr_end(&p->window_to);
   kpi_buf_arr_end(&p->is_ratio);
-  kpi_buf_reset(&p->fiscal_year);
-  kpi_buf_addf(&p->fiscal_year, "%d", kpi_fy_of_day(as_of));
-  int y, mo, d;
-  kpi_day_to_ymd(as_of, &y, &mo, &d);
-  kpi_day month = as_of - (d - 1);
-  char end[40], month_start[40], month_day[16], day[16];
-  day_start_instant(as_of + 1, end, sizeof(end));
-  day_start_instant(month, month_start, sizeof(month_start));
-  kpi_day_format(month, month_day, sizeof(month_day));
-  kpi_day_format(as_of, day, sizeof(day));
-  set_text(&p->end_at, end);
-  set_text(&p->month_start_at, month_start);
-  set_text(&p->month_start, month_day);
-  set_text(&p->day, day);
+  /* The date's bounds as the report computes them for the same query (common/kpi_aggregate). */
+  kpi_aggregate_bounds b;
+  kpi_aggregate_bounds_of(as_of, &b);
+  set_text(&p->fiscal_year, b.fiscal_year);
+  set_text(&p->end_at, b.end_at);
+  set_text(&p->month_start_at, b.month_start_at);
+  set_text(&p->month_start, b.month_start);
+  set_text(&p->day, b.day);
 }
 
 void ev_attainment_params_add(ev_attainment_params *p, const char *measure_id, kpi_day as_of,
