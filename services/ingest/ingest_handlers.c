@@ -862,34 +862,28 @@ static void batch_check_items(batch_job *j) {
   }
 }
 
-/* The records of MSGS (N, all keyed) grouped by the partition librdkafka's murmur2_random
- * partitioner picks for their key among PARTITIONS, into OUT (N slots), input order kept
- * within a partition; RUNS[p] gets partition p's count. Returns 0, or -1 when RUNS cannot be
- * had (then nothing is grouped). */
-static int group_by_partition(const rd_kafka_message_t *msgs, size_t n, int32_t partitions,
-                              rd_kafka_message_t *out, size_t *runs) {
-  int32_t *part = malloc(n * sizeof(*part));
-  if (!part) return -1;
+/* The records of MSGS (N) grouped by the partition librdkafka's murmur2_random partitioner
+ * picks for their key among PARTITIONS, into OUT (N slots), input order kept within a
+ * partition; RUNS[p] gets partition p's count. Each record's partition is noted in its own
+ * `partition` field, which rd_kafka_produce_batch ignores (no RD_KAFKA_MSG_F_PARTITION). */
+static void group_by_partition(rd_kafka_message_t *msgs, size_t n, int32_t partitions,
+                               rd_kafka_message_t *out, size_t *runs) {
   memset(runs, 0, (size_t)partitions * sizeof(*runs));
   for (size_t k = 0; k < n; k++) {
-    if (!msgs[k].key) { /* every checked item has its measure id: never taken */
-      free(part);
-      return -1;
-    }
-    /* With a key, murmur2_random is murmur2 of the key (the Java client's partitioner); the
-     * key-less random branch, which must run inside librdkafka, is never taken here. */
-    part[k] = rd_kafka_msg_partitioner_murmur2_random(NULL, msgs[k].key, msgs[k].key_len,
-                                                      partitions, NULL, NULL);
-    runs[part[k]]++;
+    /* Every checked item has its measure id as key, so murmur2_random is murmur2 of the key
+     * (the Java client's partitioner); its key-less random branch, which must run inside
+     * librdkafka, is never taken here. */
+    msgs[k].partition = rd_kafka_msg_partitioner_murmur2_random(NULL, msgs[k].key,
+                                                                msgs[k].key_len, partitions,
+                                                                NULL, NULL);
+    runs[msgs[k].partition]++;
   }
   size_t start[256], at = 0;
   for (int32_t p = 0; p < partitions; p++) {
     start[p] = at;
     at += runs[p];
   }
-  for (size_t k = 0; k < n; k++) out[start[part[k]]++] = msgs[k];
-  free(part);
-  return 0;
+  for (size_t k = 0; k < n; k++) out[start[msgs[k].partition]++] = msgs[k];
 }
 
 /* Produces the batch's records partition by partition (docs/ingest.md "Performance, eighth
@@ -906,15 +900,13 @@ static rd_kafka_message_t *produce_by_partition(batch_job *j, rd_kafka_message_t
   size_t runs[256];
   *spare = NULL;
   if (ctx->murmur2_random && parts > 0 && parts <= 256 &&
-      (*spare = malloc(j->n_msgs * sizeof(**spare))) &&
-      group_by_partition(j->msgs, j->n_msgs, parts, *spare, runs) == 0) {
+      (*spare = malloc(j->n_msgs * sizeof(**spare)))) {
+    group_by_partition(j->msgs, j->n_msgs, parts, *spare, runs);
     size_t at = 0;
     for (int32_t p = 0; p < parts; at += runs[p], p++)
       if (runs[p]) rd_kafka_produce_batch(ctx->rkt, p, 0, *spare + at, (int)runs[p]);
     return *spare;
   }
-  free(*spare);
-  *spare = NULL;
   rd_kafka_produce_batch(ctx->rkt, RD_KAFKA_PARTITION_UA, 0, j->msgs, (int)j->n_msgs);
   return j->msgs;
 }
