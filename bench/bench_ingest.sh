@@ -227,7 +227,7 @@ wrk_batch() {
   done
   # wrk's own CPU (all its threads, its whole life), read before it exits: the load
   # generator's share of (b), as bash's time gives kcat's for (a).
-  WRK_TICKS=$(proc_ticks "$wpid")
+  WRK_TICKS=$(bench_cpu_ticks "$wpid")
   kill -INT "$wpid" 2>/dev/null || true
   wait "$wpid" || true
   exec {fd}<&-
@@ -247,8 +247,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 pass() { awk -v a="$1" -v g="$2" 'BEGIN { print (a >= g ? "ok" : "BELOW GOAL") }'; }
 # stats V...: "median min max" (the lower median for an even count).
 stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%s %s %s\n", v[int((NR + 1) / 2)], v[1], v[NR] }'; }
-# CPU ticks (utime + stime) of PIDs, and the machine's busy and total ticks.
-proc_ticks() { local s=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && s=$((s + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$s"; }
+# The machine's busy and total ticks (a process's own: bench_cpu_ticks).
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
 
 if [ "$WARMUP" -gt 0 ]; then
@@ -280,10 +279,10 @@ loop_ticks() { local s=0 p; for p in "${INGEST_PIDS[@]}"; do [ -r "/proc/$p/task
 us_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
 round_kcat() {
   local before t0 t1 got b0 b1 cpu m0 m1 _t
-  before=$(topic_end); t0=$(now); b0=$(proc_ticks $BROKER_PID); read -r m0 _t < <(machine_ticks)
+  before=$(topic_end); t0=$(now); b0=$(bench_cpu_ticks $BROKER_PID); read -r m0 _t < <(machine_ticks)
   # kcat's own CPU (user + system seconds) from bash's time keyword.
   cpu=$( { TIMEFORMAT='%U %S'; time kcat_produce "$WORK/records.txt" >/dev/null 2>&1; } 2>&1 )
-  t1=$(now); b1=$(proc_ticks $BROKER_PID); read -r m1 _t < <(machine_ticks)
+  t1=$(now); b1=$(bench_cpu_ticks $BROKER_PID); read -r m1 _t < <(machine_ticks)
   got=$(( $(topic_end_at_least $((before + N))) - before ))
   [ "$got" -eq "$N" ] || { log "kcat: $got of $N records arrived"; exit 1; }
   KCAT+=("$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
@@ -295,9 +294,9 @@ round_kcat() {
 round_batch() {
   local acc oth dur _p s0 s1 b0 b1 l0 l1 m0 m1 _t
   read -r m0 _t < <(machine_ticks)
-  s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID); l0=$(loop_ticks)
+  s0=$(bench_cpu_ticks "${INGEST_PIDS[@]}"); b0=$(bench_cpu_ticks $BROKER_PID); l0=$(loop_ticks)
   wrk_batch "$WORK/batch.out"
-  s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID); l1=$(loop_ticks)
+  s1=$(bench_cpu_ticks "${INGEST_PIDS[@]}"); b1=$(bench_cpu_ticks $BROKER_PID); l1=$(loop_ticks)
   read -r m1 _t < <(machine_ticks)
   read -r acc oth dur _p _p < <(bench_line "$WORK/batch.out")
   # wrk's CPU per record, and the rest of the machine's busy time (other jobs, interrupts
@@ -313,13 +312,13 @@ round_batch() {
 # (c) with the CPU split: service processes, broker, and the rest (wrk, other jobs).
 round_single() {
   local acc oth dur p50 p99 m0 m1 s0 s1 b0 b1 l0 l1 per=() p
-  read -r m0 t0 < <(machine_ticks); s0=$(proc_ticks "${INGEST_PIDS[@]}"); b0=$(proc_ticks $BROKER_PID); l0=$(loop_ticks)
-  for p in "${INGEST_PIDS[@]}"; do per+=("$(proc_ticks "$p")"); done
+  read -r m0 t0 < <(machine_ticks); s0=$(bench_cpu_ticks "${INGEST_PIDS[@]}"); b0=$(bench_cpu_ticks $BROKER_PID); l0=$(loop_ticks)
+  for p in "${INGEST_PIDS[@]}"; do per+=("$(bench_cpu_ticks "$p")"); done
   wrk_single "http://127.0.0.1:$PORT/v1/measurements" "$WORK/single.out"
-  read -r m1 t1 < <(machine_ticks); s1=$(proc_ticks "${INGEST_PIDS[@]}"); b1=$(proc_ticks $BROKER_PID); l1=$(loop_ticks)
+  read -r m1 t1 < <(machine_ticks); s1=$(bench_cpu_ticks "${INGEST_PIDS[@]}"); b1=$(bench_cpu_ticks $BROKER_PID); l1=$(loop_ticks)
   local i=0 split=""
   for p in "${INGEST_PIDS[@]}"; do
-    split+="$(awk -v a="${per[$i]}" -v b="$(proc_ticks "$p")" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%.0f%%", 100 * n * (b - a) / t }') "
+    split+="$(awk -v a="${per[$i]}" -v b="$(bench_cpu_ticks "$p")" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%.0f%%", 100 * n * (b - a) / t }') "
     i=$((i + 1))
   done
   local tot=$((t1 - t0)) nc; nc=$(nproc)
