@@ -37,7 +37,8 @@
 #   INGEST_PROCS=1           kpi-ingest processes on one port (KPI_HTTP_REUSEPORT=1 when > 1;
 #                            docs/http.md "Scale-out")
 #   NO_NGINX=1               skip baseline (e) (also skipped when nginx is not installed)
-#   INGEST_ENV="K=V ..."     extra environment for the service (KPI_KAFKA_PROP_* tuning…)
+#   INGEST_ENV="K=V ..."     extra environment for the service (KPI_KAFKA_PROP_* tuning…);
+#                            a KPI_KAFKA_PROP_LINGER_MS there is given to kcat (a) as well
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -191,9 +192,12 @@ topic_end() {
   for p in 0 1 2 3 4 5; do args+=(-t "$TOPIC:$p:-1"); done
   kcat -b "$BROKER" -Q "${args[@]}" | awk '{ s += $NF } END { print s + 0 }'
 }
+# kcat lingers as long as the service does: 1 ms (ingest_kafka.c), or INGEST_ENV's.
+# shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
+KCAT_LINGER=$(printf '%s\n' $INGEST_ENV | sed -n 's/^KPI_KAFKA_PROP_LINGER_MS=//p' | tail -n1)
 kcat_produce() {
   kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' -X enable.idempotence=true -X acks=all \
-    -X linger.ms=1 -X batch.num.messages=10000 -X partitioner=murmur2_random <"$1"
+    -X linger.ms="${KCAT_LINGER:-1}" -X batch.num.messages=10000 -X partitioner=murmur2_random <"$1"
 }
 awk -v n="$N" -v k="$MEASURE" -v r="$RECORD" 'BEGIN { for (i = 0; i < n; i++) print k "\t" r }' >"$WORK/records.txt"
 awk -v n="$BATCH" -v b="$BODY" 'BEGIN { for (i = 0; i < n; i++) print b }' >"$WORK/batch.ndjson"
