@@ -113,7 +113,9 @@ cpu_snapshot() {
   fi
   printf '%s %s\n' "${pgt:--}" "${kt:--}"
 }
-ev_cpu() { sed 's/^.*) //' "/proc/$EV_PID/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'; }
+# CPU seconds (user + system) of the processes PID... (bench_cpu_ticks).
+cpu_seconds() { awk -v t="$(bench_cpu_ticks "$@")" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+ev_cpu() { cpu_seconds "$EV_PID"; }
 wait_ready() { bench_wait_ready "http://127.0.0.1:$PORT/readyz" "$WORK/evaluator.log" || exit 1; }
 
 # A first run creates the topics and the schema, joins the group and leaves it cleanly, so
@@ -173,10 +175,10 @@ poll() {
 # CPU seconds of the evaluator's own backends (its sessions of $EV_DB, all started during the
 # timed run, so their whole CPU time counts).
 ev_backends_cpu() {
-  local p pids
+  local pids
   pids=$(poll "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = '$EV_DB' AND pid <> $POLL_BACKEND;")
-  for p in $pids; do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null; done |
-    awk -v hz="$(getconf CLK_TCK)" '{ t += $12 + $13 } END { printf "%.2f", t / hz }'
+  # shellcheck disable=SC2086  # a list of pids
+  cpu_seconds $pids
 }
 # One timed run of the evaluator into $EV_DB as group $EV_GROUP; prints seconds, peak RSS (kB),
 # its CPU, PostgreSQL's and the broker's during the run, and its backends' CPU.
