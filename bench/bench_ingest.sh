@@ -105,8 +105,7 @@ BROKER_PID=$(head -n1 "$(dirname "$STACK_ENV")/kafka.pid" 2>/dev/null || true)
 # shellcheck disable=SC1091
 TOKEN=$(. "$ROOT/config/sample-tokens.env" && echo "$KPI_TOKEN_KANKYO")
 TOPIC=bench_measurements_$$
-free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-PORT=$(free_port)
+PORT=$(bench_free_port)
 REUSE=0
 [ "$INGEST_PROCS" -gt 1 ] && REUSE=1
 
@@ -143,7 +142,7 @@ if [ -n "$NGINX" ]; then
   # An unprivileged nginx under $WORK (as tools/check_nginx_conf.sh runs it): one worker,
   # keep-alive without a request cap (ingest has none), no access log (ingest writes none),
   # `return 202` on the path wrk loads; the request body is read and discarded.
-  NG_PORT=$(free_port)
+  NG_PORT=$(bench_free_port)
   mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
   cat >"$WORK/nginx/nginx.conf" <<NGX
 worker_processes 1;

@@ -101,8 +101,7 @@ bench_stack_env_load
 TAG=rpbench_$$_$(date +%s)
 DB=$TAG
 TOPIC=$TAG.measurements
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-EV_PORT=$(free_port)
+EV_PORT=$(bench_free_port)
 psql -qX -d postgres -c "CREATE DATABASE $DB"
 
 log "generating a catalog of $MEASURES measures and $N readings"
@@ -197,7 +196,7 @@ psql -qX -d "$DB" -c "VACUUM (ANALYZE)" >/dev/null
 
 # The report logs in as a member of kpi_reader, as in a deployment.
 psql -qX -d "$DB" -c "CREATE ROLE ${TAG}_rd LOGIN IN ROLE kpi_reader" >/dev/null
-RP_PORT=$(free_port)
+RP_PORT=$(bench_free_port)
 env DATABASE_URL="dbname=$DB user=${TAG}_rd" KPI_REPORT_LISTEN="127.0.0.1:$RP_PORT" \
   KPI_CATALOG="$CATALOG" "$RP_BIN" >"$WORK/report.log" 2>&1 &
 RP_PID=$!
@@ -323,7 +322,7 @@ pgbench_run asof table.sql
 # (b) nginx serving the rendered / as a static file.
 if [ -n "$NGINX" ]; then
   log "nginx: the rendered / ($(size_kb "$WORK/www/index.html") KiB) as a static file"
-  NG_PORT=$(free_port)
+  NG_PORT=$(bench_free_port)
   chmod 755 "$WORK" "$WORK/www"
   chmod 644 "$WORK/www/index.html"
   mkdir -p "$WORK/nginx"
