@@ -38,7 +38,7 @@
 #                            docs/http.md "Scale-out")
 #   NO_NGINX=1               skip baseline (e) (also skipped when nginx is not installed)
 #   INGEST_ENV="K=V ..."     extra environment for the service (KPI_KAFKA_PROP_* tuning…);
-#                            a KPI_KAFKA_PROP_LINGER_MS there is given to kcat (a) as well
+#                            each KPI_KAFKA_PROP_* there is given to kcat (a) as well, as -X
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -191,12 +191,20 @@ topic_end() {
   for p in 0 1 2 3 4 5; do args+=(-t "$TOPIC:$p:-1"); done
   kcat -b "$BROKER" -Q "${args[@]}" | awk '{ s += $NF } END { print s + 0 }'
 }
-# kcat lingers as long as the service does: 1 ms (ingest_kafka.c), or INGEST_ENV's.
+# kcat produces as the service does: its producer settings (ingest_kafka.c), then every
+# KPI_KAFKA_PROP_* of INGEST_ENV as the same -X property (KPI_KAFKA_PROP_LINGER_MS=5 is
+# linger.ms=5, the service's mapping: kpi_kafka.c), which kcat applies last.
+KCAT_PROPS=()
 # shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
-KCAT_LINGER=$(printf '%s\n' $INGEST_ENV | sed -n 's/^KPI_KAFKA_PROP_LINGER_MS=//p' | tail -n1)
+while IFS='=' read -r k v; do
+  k=${k#KPI_KAFKA_PROP_}
+  k=${k,,}
+  KCAT_PROPS+=(-X "${k//_/.}=$v")
+done < <(printf '%s\n' $INGEST_ENV | grep '^KPI_KAFKA_PROP_' || true)
 kcat_produce() {
   kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' -X enable.idempotence=true -X acks=all \
-    -X linger.ms="${KCAT_LINGER:-1}" -X batch.num.messages=10000 -X partitioner=murmur2_random <"$1"
+    -X linger.ms=1 -X batch.num.messages=10000 -X partitioner=murmur2_random \
+    ${KCAT_PROPS[@]+"${KCAT_PROPS[@]}"} <"$1"
 }
 awk -v n="$N" -v k="$MEASURE" -v r="$RECORD" 'BEGIN { for (i = 0; i < n; i++) print k "\t" r }' >"$WORK/records.txt"
 awk -v n="$BATCH" -v b="$BODY" 'BEGIN { for (i = 0; i < n; i++) print b }' >"$WORK/batch.ndjson"
