@@ -91,6 +91,7 @@ CLOSEFDS_EXEC=(bash -c 'for f in /proc/$$/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] &&
 # launch PIDFILE LOGFILE CMD...: runs CMD detached (own session, stdin from /dev/null,
 # stdout+stderr to LOGFILE, no other fd) and writes its pid (the pid CMD execs into) to
 # PIDFILE.
+LAUNCHED=()
 launch() {
   local pidfile=$1 logfile=$2
   shift 2
@@ -98,8 +99,22 @@ launch() {
   # shellcheck disable=SC2016  # expanded by the inner sh
   setsid "${CLOSEFDS_EXEC[@]}" sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
     </dev/null >"$logfile" 2>&1 &
+  LAUNCHED+=("$!:$pidfile")
   for _ in $(seq 50); do [ -s "$pidfile" ] && return 0; sleep 0.05; done
   return 1
+}
+
+# launched_exits: how each process this run launched and that has ended ended (its exit
+# status, 128 + N for signal N), so that a start-up failure with empty logs still says why.
+launched_exits() {
+  local e pid st
+  for e in ${LAUNCHED[@]+"${LAUNCHED[@]}"}; do
+    pid=${e%%:*}
+    [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = Z ] || ! kill -0 "$pid" 2>/dev/null || continue
+    st=0
+    wait "$pid" 2>/dev/null || st=$?
+    echo "---- pid $pid (${e#*:}) exited with status $st ----"
+  done
 }
 
 # stop_pid PIDFILE MARKER NAME: TERM, wait up to 15 s, then KILL.
@@ -198,8 +213,11 @@ fail() {
     if [ -s "$f" ]; then
       echo "---- last lines of $f ----" >&2
       tail -n 20 "$f" >&2 || true
+    else
+      echo "---- $f is empty ----" >&2
     fi
   done
+  launched_exits >&2
   trap - INT TERM
   do_stop >&2 || true
   exit 1
