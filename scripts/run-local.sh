@@ -66,8 +66,9 @@ stop_all() {
   done
   for s in "${SERVICES[@]}"; do
     if pid=$(svc_pid "$s"); then
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do svc_pid "$s" >/dev/null || break; sleep 0.1; done
+      # Only a service still running: once it exited, its pid may be another process's.
+      if pid=$(svc_pid "$s"); then kill -KILL "$pid" 2>/dev/null || true; fi
     fi
     rm -f "$RUN/$s.pid"
   done

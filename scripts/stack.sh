@@ -173,7 +173,9 @@ do_stop() {
     local mode=immediate
     durable && mode=fast
     as_pg "$PG_BIN/pg_ctl" -D "$pgr/pg" -m "$mode" -w -t 30 stop >>"$DIR/pg-ctl.log" 2>&1 || true
-    if [[ $pgpid =~ ^[0-9]+$ ]] && kill -0 "$pgpid" 2>/dev/null; then
+    # Still the postmaster of this cluster (its pid file stays while it runs): a pid that
+    # exited may be another process's by now.
+    if pid_alive "$pgr/pg/postmaster.pid" "$pgr/pg"; then
       kill -KILL "$pgpid" 2>/dev/null || true
       sleep 0.5
     fi

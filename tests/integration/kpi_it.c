@@ -179,11 +179,17 @@ pid_t kpi_it_spawn(const char *binary, const char *const *env, const char *logfi
 }
 
 int kpi_it_stop(pid_t pid, int sig, int timeout_ms) {
-  kill(pid, sig);
-  long long deadline = kpi_it_now_ms() + timeout_ms;
   int status;
+  /* A reaped child's pid is free for reuse, and soon reused: pid_max is 32768 on small
+   * machines and a test run forks thousands of processes, so a stale kill would hit whichever
+   * process has the pid now. waitpid answers 0 only for a child of ours still running. */
+  pid_t r = pid > 0 ? waitpid(pid, &status, WNOHANG) : -1;
+  if (r == pid) return status;
+  if (r != 0) return -1;
+  if (sig) kill(pid, sig);
+  long long deadline = kpi_it_now_ms() + timeout_ms;
   while (kpi_it_now_ms() < deadline) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
+    r = waitpid(pid, &status, WNOHANG);
     if (r == pid) return status;
     kpi_it_sleep_ms(20);
   }

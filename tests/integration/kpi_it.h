@@ -75,7 +75,9 @@ pid_t kpi_it_spawn_argv(const char *const *argv, const char *const *env, const c
                         const char *cwd);
 
 /* Sends SIG and waits up to TIMEOUT_MS for exit; returns the exit status as from waitpid
- * (or -1 on timeout, after which the child is killed with SIGKILL). */
+ * (or -1 on timeout, after which the child is killed with SIGKILL). Only a child of ours
+ * that has not been reaped yet is signalled: for any other PID (reaped by an earlier stop)
+ * it returns -1 and sends nothing, since that pid may be another process's by now. */
 int kpi_it_stop(pid_t pid, int sig, int timeout_ms);
 
 /* A currently free TCP port on 127.0.0.1. */

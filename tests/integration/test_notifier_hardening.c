@@ -25,16 +25,10 @@ static struct {
 } fx;
 
 static void kill_leftovers(void) {
-  if (fx.nf.pid > 0) {
-    kill(fx.nf.pid, SIGKILL);
-    waitpid(fx.nf.pid, NULL, 0);
-    fx.nf.pid = 0;
-  }
-  if (fx.pid > 0) {
-    kill(fx.pid, SIGKILL);
-    waitpid(fx.pid, NULL, 0);
-    fx.pid = 0;
-  }
+  if (fx.nf.pid > 0) kpi_it_stop(fx.nf.pid, SIGKILL, 5000);
+  fx.nf.pid = 0;
+  if (fx.pid > 0) kpi_it_stop(fx.pid, SIGKILL, 5000);
+  fx.pid = 0;
 }
 
 /* Starts smtp_quirk_server.py in MODE on a free port with a Maildir of its own. */

@@ -107,8 +107,7 @@ static long long wait_every_owner(const char *tag, char (*emails)[128], int n, i
 /* Kills the notifier with SIGKILL and starts it again on the same database, topics, group and
  * catalog, logging to a file of its own (suffix _runN). */
 static void notifier_crash_restart(nf_it *t, int run, const char *const *extra) {
-  kill(t->pid, SIGKILL);
-  waitpid(t->pid, NULL, 0);
+  kpi_it_stop(t->pid, SIGKILL, 10000);
   t->pid = 0;
   PQfinish(t->pg);
   t->pg = NULL;

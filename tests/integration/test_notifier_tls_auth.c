@@ -49,15 +49,11 @@ static struct {
 static void kill_leftovers(void) {
   for (int i = 0; i < 2; i++)
     if (fx.nf[i].pid > 0) {
-      kill(fx.nf[i].pid, SIGKILL);
-      waitpid(fx.nf[i].pid, NULL, 0);
+      kpi_it_stop(fx.nf[i].pid, SIGKILL, 5000);
       fx.nf[i].pid = 0;
     }
-  if (fx.srv.pid > 0) {
-    kill(fx.srv.pid, SIGKILL);
-    waitpid(fx.srv.pid, NULL, 0);
-    fx.srv.pid = 0;
-  }
+  if (fx.srv.pid > 0) kpi_it_stop(fx.srv.pid, SIGKILL, 5000);
+  fx.srv.pid = 0;
 }
 
 /* Stops notifier I with SIGTERM; returns its exit code (0 expected) or -1. */
