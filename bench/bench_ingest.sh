@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/bench_ingest.sh: kpi-ingest throughput against native baselines, on one broker:
-#   (a) kcat -P producing N copies of a measurement record from a file (same producer
-#       settings as the service: idempotent, acks=all, linger.ms=1, murmur2 keys),
+#   (a) kcat -P producing N copies of a measurement record from a file (the service's
+#       producer settings: idempotent, acks=all, ingest_kafka.c's defaults, INGEST_ENV's
+#       KPI_KAFKA_PROP_*),
 #   (b) NDJSON batch POSTs of BATCH items (wrk, keep-alive) until the same N records are
 #       accepted,
 #   (c) single-record POSTs (wrk, keep-alive, CONNS connections, --latency),
@@ -54,6 +55,8 @@ BATCH=${BATCH:-1000}
 BATCH_CONNS=${BATCH_CONNS:-8}
 WRK_THREADS=${WRK_THREADS:-1}
 INGEST_ENV=${INGEST_ENV:-}
+# Its K=V words, split on blanks only (no glob expansion of a value).
+read -ra INGEST_ENV_WORDS <<<"$INGEST_ENV"
 INGEST_PROCS=${INGEST_PROCS:-1}
 WARMUP=${WARMUP:-5}
 DEPTH=${DEPTH:-8}
@@ -113,10 +116,10 @@ log "starting $INGEST_PROCS kpi-ingest process(es) on :$PORT, topic $TOPIC, brok
 # wrk is one peer address: the per-peer connection cap (KPI_HTTP_MAX_CONNECTIONS_PER_PEER, 64
 # by default, docs/http.md) would refuse most of its CONNS connections with 503.
 for i in $(seq "$INGEST_PROCS"); do
-  # shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
   (cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$BROKER" KPI_INGEST_LISTEN="127.0.0.1:$PORT" \
     KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=warn KPI_INGEST_MAX_BATCH="$BATCH" \
-    KPI_HTTP_MAX_CONNECTIONS_PER_PEER=1024 KPI_HTTP_REUSEPORT=$REUSE $INGEST_ENV \
+    KPI_HTTP_MAX_CONNECTIONS_PER_PEER=1024 KPI_HTTP_REUSEPORT=$REUSE \
+    ${INGEST_ENV_WORDS[@]+"${INGEST_ENV_WORDS[@]}"} \
     "$BUILD_DIR/services/ingest/kpi-ingest") 2>"$WORK/ingest$i.log" &
   INGEST_PIDS+=($!)
   # One at a time: the first creates the topic, and a second bind must not race it.
@@ -191,20 +194,24 @@ topic_end() {
   for p in 0 1 2 3 4 5; do args+=(-t "$TOPIC:$p:-1"); done
   kcat -b "$BROKER" -Q "${args[@]}" | awk '{ s += $NF } END { print s + 0 }'
 }
-# kcat produces as the service does: its producer settings (ingest_kafka.c), then every
-# KPI_KAFKA_PROP_* of INGEST_ENV as the same -X property (KPI_KAFKA_PROP_LINGER_MS=5 is
-# linger.ms=5, the service's mapping: kpi_kafka.c), which kcat applies last.
-KCAT_PROPS=()
-# shellcheck disable=SC2086  # INGEST_ENV is a list of K=V words
-while IFS='=' read -r k v; do
+# kcat produces with the service's producer settings: idempotent with acks=all, the
+# throughput defaults of ingest_kafka.c (producer_defaults; message.timeout.ms, which only
+# bounds a failure, is left at kcat's), then every KPI_KAFKA_PROP_* of INGEST_ENV as the
+# same -X property (KPI_KAFKA_PROP_LINGER_MS=5 is linger.ms=5, the service's mapping:
+# kpi_kafka.c), which kcat applies last.
+KCAT_PROPS=(-X enable.idempotence=true -X acks=all -X linger.ms=1 -X batch.num.messages=10000
+  -X batch.size=1000000 -X queue.buffering.max.messages=100000
+  -X queue.buffering.max.kbytes=16384 -X partitioner=murmur2_random
+  -X socket.nagle.disable=true)
+for kv in ${INGEST_ENV_WORDS[@]+"${INGEST_ENV_WORDS[@]}"}; do
+  k=${kv%%=*}
+  [[ $k == KPI_KAFKA_PROP_?* && $kv == *=* ]] || continue
   k=${k#KPI_KAFKA_PROP_}
   k=${k,,}
-  KCAT_PROPS+=(-X "${k//_/.}=$v")
-done < <(printf '%s\n' $INGEST_ENV | grep '^KPI_KAFKA_PROP_' || true)
+  KCAT_PROPS+=(-X "${k//_/.}=${kv#*=}")
+done
 kcat_produce() {
-  kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' -X enable.idempotence=true -X acks=all \
-    -X linger.ms=1 -X batch.num.messages=10000 -X partitioner=murmur2_random \
-    ${KCAT_PROPS[@]+"${KCAT_PROPS[@]}"} <"$1"
+  kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' "${KCAT_PROPS[@]}" <"$1"
 }
 awk -v n="$N" -v k="$MEASURE" -v r="$RECORD" 'BEGIN { for (i = 0; i < n; i++) print k "\t" r }' >"$WORK/records.txt"
 awk -v n="$BATCH" -v b="$BODY" 'BEGIN { for (i = 0; i < n; i++) print b }' >"$WORK/batch.ndjson"

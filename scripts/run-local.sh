@@ -49,13 +49,14 @@ RUN=${RUN%/}
 BIN=${KPI_BUILD_DIR:-$ROOT/build/release}
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 
-# svc_pid S: the pid of service S when it runs (its pid file names a live kpi-S process).
+# svc_pid S: the pid of service S when it runs (its pid file names a live process of this
+# build's kpi-S binary, as start_services runs it).
 svc_pid() {
   local pid
   [ -s "$RUN/$1.pid" ] || return 1
   pid=$(cat "$RUN/$1.pid")
   [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kpi-$1" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$BIN/services/$1/kpi-$1" || return 1
   echo "$pid"
 }
 

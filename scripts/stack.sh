@@ -104,13 +104,17 @@ launch() {
   return 1
 }
 
-# launched_exits: how each process this run launched and that has ended ended (its exit
-# status, 128 + N for signal N), so that a start-up failure with empty logs still says why.
+# launched_exits: the exit status (128 + N for signal N) of each process launched by this
+# shell (Kafka, SMTP) that has ended, so that a start-up failure with empty logs still says
+# why. Running means a live child of this shell: bash may have reaped an ended one already
+# and its pid be another process's now, but wait still returns the status bash kept.
 launched_exits() {
-  local e pid st
+  local e pid st stat
   for e in ${LAUNCHED[@]+"${LAUNCHED[@]}"}; do
     pid=${e%%:*}
-    [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = Z ] || ! kill -0 "$pid" 2>/dev/null || continue
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
+    stat=${stat##*) } # after the command name: state, ppid, ...
+    [[ $stat == [^Z]\ "$BASHPID"\ * ]] && continue
     st=0
     wait "$pid" 2>/dev/null || st=$?
     echo "---- pid $pid (${e#*:}) exited with status $st ----"
@@ -216,7 +220,7 @@ fail() {
       echo "---- last lines of $f ----" >&2
       tail -n 20 "$f" >&2 || true
     else
-      echo "---- $f is empty ----" >&2
+      echo "---- $f is empty or missing ----" >&2
     fi
   done
   launched_exits >&2
