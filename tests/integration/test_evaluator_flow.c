@@ -171,7 +171,7 @@ static void test_prefetch_wakeup(void **state) {
    * once that commit is done, and the counter moves when the ListOffsets answers. */
   long long wakeups = 0;
   for (int i = 0; i < 300 && (wakeups = metric(&w, "kpi_evaluator_fetch_wakeups_total")) < 1; i++)
-    usleep(100 * 1000);
+    kpi_it_sleep_ms(100);
   assert_true(wakeups >= 1);
   evw_stop(&w);
   evw_close(&w);
