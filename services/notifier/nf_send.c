@@ -23,9 +23,15 @@
  * and stops after $3 due ones that have waited group_wait: the first $2 recipients met in that
  * walk are exactly those whose oldest due row is oldest, so the order is the one a GROUP BY
  * over every due row gave, while the cost no longer grows with the rows waiting. A recipient
- * holding more than $3 of the oldest rows only makes the claim take fewer recipients. The
- * window function cannot share a level with FOR UPDATE, hence the separate "ranked" step;
- * "picked" re-checks state and due time on the rows it locks. */
+ * holding more than $3 of the oldest rows only makes the claim take fewer recipients.
+ * "ranked" takes up to $5 due rows of each of those recipients, oldest first, one lookup per
+ * recipient in notifications_recipient_state (migration 011). Its state test is the range
+ * "state >= 'pending' AND state <= 'pending'": the planner cannot prove "state = 'pending'"
+ * from it, so the partial indexes on pending rows do not apply. A partial index is costed
+ * from its last ANALYZE, and after one that saw nothing pending it looks empty: the planner
+ * then read every pending row through it on each claim (docs/notifier.md "Performance",
+ * fourth round). "picked" re-checks state and due time on the rows it locks, found by
+ * primary key (NF_PENDING, below, for the same reason). */
 static const char SQL_CLAIM[] =
     "WITH ready AS ("
     "  SELECT recipient FROM ("
@@ -35,12 +41,14 @@ static const char SQL_CLAIM[] =
     "    ORDER BY created_at, id LIMIT $3) oldest"
     "  GROUP BY recipient ORDER BY min(created_at), min(id) LIMIT $2"
     "), ranked AS ("
-    "  SELECT n.id, row_number() OVER (PARTITION BY n.recipient ORDER BY n.created_at, n.id) AS rn"
-    "  FROM notifications n JOIN ready r ON r.recipient = n.recipient"
-    "  WHERE n.state = 'pending' AND n.next_attempt_at <= now()"
+    "  SELECT x.id FROM ready r CROSS JOIN LATERAL ("
+    "    SELECT n.id FROM notifications n"
+    "    WHERE n.recipient = r.recipient AND n.state >= 'pending' AND n.state <= 'pending'"
+    "      AND n.next_attempt_at <= now()"
+    "    ORDER BY n.created_at, n.id LIMIT $5::int) x"
     "), picked AS ("
     "  SELECT n.id FROM notifications n JOIN ranked k ON k.id = n.id"
-    "  WHERE k.rn <= $5::int AND n.state = 'pending' AND n.next_attempt_at <= now()"
+    "  WHERE n.state NOT IN ('sent', 'dead') AND n.next_attempt_at <= now()"
     "  ORDER BY n.recipient, n.created_at, n.id"
     "  LIMIT $3"
     "  FOR UPDATE OF n SKIP LOCKED"
@@ -53,7 +61,7 @@ static const char SQL_CLAIM[] =
 /* The statements below update rows they name by id, "only while pending". They say so as
  * "state NOT IN ('sent', 'dead')", which the CHECK on state (pending, sent or dead; NOT NULL)
  * makes the same test, rather than "state = 'pending'": that form matches the predicate of
- * the partial indexes on pending rows (notifications_pending_age, _pending_recipient), and on
+ * the partial index on pending rows (notifications_pending_age), and on
  * a table whose statistics do not yet count its pending rows (a burst: autovacuum has not run)
  * the planner then read every pending row through one of them and hash-joined the ids, about
  * 1 ms per statement with 5,000 rows waiting and growing with the queue, instead of one
