@@ -27,10 +27,11 @@
  * "ranked" takes up to $5 due rows of each of those recipients, oldest first, one lookup per
  * recipient in notifications_recipient_state (migration 011). Its state test is the range
  * "state >= 'pending' AND state <= 'pending'": the planner cannot prove "state = 'pending'"
- * from it, so the partial indexes on pending rows do not apply. A partial index is costed
- * from its last ANALYZE, and after one that saw nothing pending it looks empty: the planner
- * then read every pending row through it on each claim (docs/notifier.md "Performance",
- * fourth round). "picked" re-checks state and due time on the rows it locks, found by
+ * from it, so the partial index on pending rows does not apply. A partial index is costed
+ * from its last VACUUM or ANALYZE, and after one that saw nothing pending it looks empty:
+ * the planner then read every pending row through it on each claim (docs/notifier.md
+ * "Performance", fourth round; PostgreSQL 15). The range fixes state, so ordering by state
+ * first lets the index give the order and the lookup stop after $5 due rows. "picked" re-checks state and due time on the rows it locks, found by
  * primary key (NF_PENDING, below, for the same reason). */
 static const char SQL_CLAIM[] =
     "WITH ready AS ("
@@ -45,7 +46,7 @@ static const char SQL_CLAIM[] =
     "    SELECT n.id FROM notifications n"
     "    WHERE n.recipient = r.recipient AND n.state >= 'pending' AND n.state <= 'pending'"
     "      AND n.next_attempt_at <= now()"
-    "    ORDER BY n.created_at, n.id LIMIT $5::int) x"
+    "    ORDER BY n.state, n.created_at, n.id LIMIT $5::int) x"
     "), picked AS ("
     "  SELECT n.id FROM notifications n JOIN ranked k ON k.id = n.id"
     "  WHERE n.state NOT IN ('sent', 'dead') AND n.next_attempt_at <= now()"
@@ -63,7 +64,7 @@ static const char SQL_CLAIM[] =
  * makes the same test, rather than "state = 'pending'": that form matches the predicate of
  * the partial index on pending rows (notifications_pending_age), and on
  * a table whose statistics do not yet count its pending rows (a burst: autovacuum has not run)
- * the planner then read every pending row through one of them and hash-joined the ids, about
+ * the planner then read every pending row through it and hash-joined the ids, about
  * 1 ms per statement with 5,000 rows waiting and growing with the queue, instead of one
  * primary-key lookup per id (docs/notifier.md "Performance", third round). */
 #define NF_PENDING "state NOT IN ('sent', 'dead')"

@@ -528,12 +528,10 @@ static void test_states_are_the_three_nf_pending_assumes(void **state) {
                    1);
 }
 
-/* Index entries the scans of the two partial indexes on pending rows returned, in T's
- * database (pg_stat_user_indexes; complete once the sessions that read them have ended).
- * Sequential scans are not counted: without statistics the claim's plan may scan the table
- * (not what this test is about), and so does any count(*) of the test's own. */
-/* Entries read through the indexes that find pending rows: the partial one on their age and
- * the claim's per-recipient one (migration 011). */
+/* Index entries returned by the scans of the indexes that find pending rows, in T's database:
+ * the partial one on their age and the claim's per-recipient one (migration 011)
+ * (pg_stat_user_indexes; complete once the sessions that read them have ended). Sequential
+ * scans are not counted: any count(*) of the test's own would be one. */
 static long pending_index_reads(PGconn *c) {
   return nf_it_sql_long(c,
                         "SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes "
@@ -606,7 +604,7 @@ static void test_outcomes_do_not_read_the_queue(void **state) {
                    QUEUE_MAILS);
   PQfinish(c);
   long bound = 2L * table * (2 + secs / 5);
-  fprintf(stderr, "queue: %d mails beside %d parked rows in %lld s, %ld pending-index entries read (bound %ld)\n",
+  fprintf(stderr, "queue: %d mails beside %d parked rows in %lld s, %ld index entries read (bound %ld)\n",
           QUEUE_MAILS, QUEUE_PARKED, secs, reads, bound);
   assert_true(reads >= 0 && reads < bound);
 }
