@@ -11,6 +11,17 @@
 #include "kpi_uuid.h"
 #include "notifier.h"
 
+/* The outcome statements below update rows they name by id, "only while pending", and the
+ * claim's "picked" step re-checks the rows it found. They say so as
+ * "state NOT IN ('sent', 'dead')", which the CHECK on state (pending, sent or dead; NOT NULL)
+ * makes the same test, rather than "state = 'pending'": that form matches the predicate of
+ * the partial index on pending rows (notifications_pending_age), and on
+ * a table whose statistics do not yet count its pending rows (a burst: autovacuum has not run)
+ * the planner then read every pending row through it and hash-joined the ids, about
+ * 1 ms per statement with 5,000 rows waiting and growing with the queue, instead of one
+ * primary-key lookup per id (docs/notifier.md "Performance", third round). */
+#define NF_PENDING "state NOT IN ('sent', 'dead')"
+
 /* Claims the due rows of recipients whose oldest due row has waited group_wait, like
  * Alertmanager's group_wait: up to digest_max due rows of each such recipient, oldest first,
  * join one digest (the rest follow in the next claim, at once). Capping rows per recipient
@@ -31,8 +42,9 @@
  * from its last VACUUM or ANALYZE, and after one that saw nothing pending it looks empty:
  * the planner then read every pending row through it on each claim (docs/notifier.md
  * "Performance", fourth round; PostgreSQL 15). The range fixes state, so ordering by state
- * first lets the index give the order and the lookup stop after $5 due rows. "picked" re-checks state and due time on the rows it locks, found by
- * primary key (NF_PENDING, below, for the same reason). */
+ * first lets the index give the order and the lookup stop after $5 due rows. "picked"
+ * re-checks state and due time on the rows it locks, found by primary key (NF_PENDING, above,
+ * for the same reason). */
 static const char SQL_CLAIM[] =
     "WITH ready AS ("
     "  SELECT recipient FROM ("
@@ -49,7 +61,7 @@ static const char SQL_CLAIM[] =
     "    ORDER BY n.state, n.created_at, n.id LIMIT $5::int) x"
     "), picked AS ("
     "  SELECT n.id FROM notifications n JOIN ranked k ON k.id = n.id"
-    "  WHERE n.state NOT IN ('sent', 'dead') AND n.next_attempt_at <= now()"
+    "  WHERE n." NF_PENDING " AND n.next_attempt_at <= now()"
     "  ORDER BY n.recipient, n.created_at, n.id"
     "  LIMIT $3"
     "  FOR UPDATE OF n SKIP LOCKED"
@@ -58,16 +70,6 @@ static const char SQL_CLAIM[] =
     "FROM picked WHERE n.id = picked.id "
     "RETURNING n.id, n.recipient, n.payload, n.attempts, "
     "  (extract(epoch FROM n.created_at) * 1000)::bigint AS created_ms";
-
-/* The statements below update rows they name by id, "only while pending". They say so as
- * "state NOT IN ('sent', 'dead')", which the CHECK on state (pending, sent or dead; NOT NULL)
- * makes the same test, rather than "state = 'pending'": that form matches the predicate of
- * the partial index on pending rows (notifications_pending_age), and on
- * a table whose statistics do not yet count its pending rows (a burst: autovacuum has not run)
- * the planner then read every pending row through it and hash-joined the ids, about
- * 1 ms per statement with 5,000 rows waiting and growing with the queue, instead of one
- * primary-key lookup per id (docs/notifier.md "Performance", third round). */
-#define NF_PENDING "state NOT IN ('sent', 'dead')"
 
 /* Every mail accepted since the last one ran, in one statement: $1 holds each mail's row ids as
  * an array literal ("{1,2}"), $2 its Message-ID and $3 the server's reply, element by element.
