@@ -8,8 +8,12 @@
 #   (c) single-record POSTs (wrk, keep-alive, CONNS connections, --latency),
 #   (e) nginx-light, one worker, `return 202` on the same path, loaded by the very wrk
 #       command of (c): the fair ceiling of one HTTP request per event,
-#   (d) single POSTs with HTTP/1.1 pipelining (DEPTH requests in flight per connection).
-# (a)/(b) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
+#   (d) single POSTs with HTTP/1.1 pipelining (DEPTH requests in flight per connection),
+#   (f) bench/closed_loop_produce.c: the shape of (b) without HTTP, with kcat's settings:
+#       BATCH_CONNS uploads of BATCH records in the producer at once, each sent again once all
+#       of its records are acknowledged; the most a service answering after the ack can reach
+#       on (b)'s load (docs/ingest.md "Performance, eleventh round").
+# (a)/(b)/(f) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
 # median of the per-round ratios is the figure, with its spread (min-max), because kcat and
 # the shared cores swing from run to run. Then it prints the CPU split of the machine during
 # (c) (service, broker, the rest: wrk and other jobs), the CPU per record of each path's own
@@ -39,7 +43,9 @@
 #                            docs/http.md "Scale-out")
 #   NO_NGINX=1               skip baseline (e) (also skipped when nginx is not installed)
 #   INGEST_ENV="K=V ..."     extra environment for the service (KPI_KAFKA_PROP_* tuning…);
-#                            each KPI_KAFKA_PROP_* there is given to kcat (a) as well, as -X
+#                            each KPI_KAFKA_PROP_* there is given to kcat (a) and (f) as well
+#   CLOSED_THINK_US=0        (f): microseconds each upload waits after its last ack before it
+#                            is sent again (the time (b) spends outside the producer)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,6 +64,7 @@ INGEST_ENV=${INGEST_ENV:-}
 # Its K=V words, split on blanks only (no glob expansion of a value).
 read -ra INGEST_ENV_WORDS <<<"$INGEST_ENV"
 INGEST_PROCS=${INGEST_PROCS:-1}
+CLOSED_THINK_US=${CLOSED_THINK_US:-0}
 WARMUP=${WARMUP:-5}
 DEPTH=${DEPTH:-8}
 PIPE_CONNS=${PIPE_CONNS:-64}
@@ -213,6 +220,12 @@ done
 kcat_produce() {
   kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' "${KCAT_PROPS[@]}" <"$1"
 }
+# (f) takes the same properties as PROP=VALUE words.
+CLOSED_PROPS=()
+for kv in "${KCAT_PROPS[@]}"; do [ "$kv" = -X ] || CLOSED_PROPS+=("$kv"); done
+CLOSED=$WORK/closed_loop_produce
+cc -std=c17 -O2 -Wall -Wextra -D_DEFAULT_SOURCE -o "$CLOSED" "$ROOT/bench/closed_loop_produce.c" \
+  -lrdkafka || { log "could not build bench/closed_loop_produce.c (librdkafka-dev)"; exit 1; }
 awk -v n="$N" -v k="$MEASURE" -v r="$RECORD" 'BEGIN { for (i = 0; i < n; i++) print k "\t" r }' >"$WORK/records.txt"
 awk -v n="$BATCH" -v b="$BODY" 'BEGIN { for (i = 0; i < n; i++) print b }' >"$WORK/batch.ndjson"
 
@@ -277,6 +290,7 @@ if [ "$WARMUP" -gt 0 ]; then
   [ -z "$NG_PORT" ] || wrk_single "http://127.0.0.1:$NG_PORT/v1/measurements" "$WORK/warm.out" "$WARMUP"
 fi
 
+CLOSEDS=() CRATIO=() CKRATIO=() CPU_CLOSED=()
 KCAT=() BATCHES=() BRATIO=() SINGLES=() NGX=() SRATIO=() B_FAILED=0 S_BAD=0 E_BAD=0
 CPU_SVC=() CPU_BROKER=() CPU_REST=() CPU_BUSY=() CPU_PER=()
 CPU_KCAT=() CPU_KCAT_BROKER=() CPU_KCAT_MACHINE=() CPU_BATCH=() CPU_BATCH_LOOP=() CPU_BATCH_BROKER=() CPU_BATCH_REST=() CPU_BATCH_WRK=() CPU_BATCH_MACHINE=() CPU_SINGLE=() CPU_SINGLE_LOOP=()
@@ -327,6 +341,21 @@ round_batch() {
   CPU_BATCH_BROKER+=("$(us_per $((b1 - b0)) "$acc")")
   CPU_BATCH_MACHINE+=("$(us_per $((m1 - m0)) "$acc")")
 }
+# (f): N records in whole uploads of BATCH, BATCH_CONNS at once, checked in the topic.
+round_closed() {
+  local before want got acc dur cpu
+  before=$(topic_end)
+  want=$(( (N + BATCH - 1) / BATCH * BATCH ))
+  read -r acc dur cpu < <(THINK_US=$CLOSED_THINK_US "$CLOSED" "$BROKER" "$TOPIC" "$N" \
+    "$BATCH_CONNS" "$BATCH" "$MEASURE" "$RECORD" "${CLOSED_PROPS[@]}" |
+    sed -n 's/^CLOSED accepted=\([0-9]*\) duration_us=\([0-9]*\) cpu_us=\([0-9]*\)$/\1 \2 \3/p')
+  got=$(( $(topic_end_at_least $((before + want + BATCH))) - before ))
+  # The untimed first upload (BATCH records) is in the topic too.
+  [ -n "${acc:-}" ] && [ "$acc" -eq "$want" ] && [ "$got" -eq $((want + BATCH)) ] ||
+    { log "closed loop: ${acc:-no} acknowledged, $got of $((want + BATCH)) records in the topic"; exit 1; }
+  CLOSEDS+=("$(eps "$acc" "$dur")")
+  CPU_CLOSED+=("$(awk -v c="$cpu" -v n="$acc" 'BEGIN { printf "%.2f", c / n }')")
+}
 # (c) with the CPU split: service processes, broker, and the rest (wrk, other jobs).
 round_single() {
   local acc oth dur p50 p99 m0 m1 s0 s1 b0 b1 l0 l1 per=() p
@@ -358,10 +387,13 @@ round_nginx() {
 }
 
 for r in $(seq "$ROUNDS"); do
-  log "round $r/$ROUNDS: (a) kcat -P and (b) batches, $N records each; (c) single POSTs${NG_PORT:+ and (e) nginx}, ${DURATION}s each"
+  log "round $r/$ROUNDS: (a) kcat -P, (b) batches and (f) the closed loop, $N records each; (c) single POSTs${NG_PORT:+ and (e) nginx}, ${DURATION}s each"
   # The order alternates, so that a drift of the machine's load favours neither side.
-  if [ $((r % 2)) -eq 1 ]; then round_kcat; round_batch; else round_batch; round_kcat; fi
+  if [ $((r % 2)) -eq 1 ]; then round_kcat; round_batch; round_closed
+  else round_closed; round_batch; round_kcat; fi
   BRATIO+=("$(ratio "${BATCHES[-1]}" "${KCAT[-1]}")")
+  CRATIO+=("$(ratio "${BATCHES[-1]}" "${CLOSEDS[-1]}")")
+  CKRATIO+=("$(ratio "${CLOSEDS[-1]}" "${KCAT[-1]}")")
   if [ -z "$NG_PORT" ]; then round_single
   elif [ $((r % 2)) -eq 1 ]; then round_single; round_nginx
   else round_nginx; round_single; fi
@@ -398,6 +430,9 @@ path_cpu() {
 read -r K_MED K_MIN K_MAX < <(stats "${KCAT[@]}")
 read -r B_MED B_MIN B_MAX < <(stats "${BATCHES[@]}")
 read -r BR_MED BR_MIN BR_MAX < <(stats "${BRATIO[@]}")
+read -r C_MED C_MIN C_MAX < <(stats "${CLOSEDS[@]}")
+read -r CR_MED CR_MIN CR_MAX < <(stats "${CRATIO[@]}")
+read -r CK_MED CK_MIN CK_MAX < <(stats "${CKRATIO[@]}")
 read -r S_MED S_MIN S_MAX < <(stats "${SINGLES[@]}")
 read -r SK_MED _ _ < <(stats "$(ratio "$S_MED" "$K_MED")")
 cat <<OUT
@@ -415,11 +450,13 @@ if [ -n "$NG_PORT" ]; then
 fi
 cat <<OUT
   (d) single, pipelined x$DEPTH, $PIPE_CONNS conns     $PIPE_EPS events/s  non-202 $P_OTHER
+  (f) closed loop, no HTTP  $BATCH x $BATCH_CONNS in flight, think ${CLOSED_THINK_US} us  $C_MED events/s [$C_MIN-$C_MAX]  CPU us per record $(echo "${CPU_CLOSED[*]}")
   CPU us per record, per round: (a) kcat $(echo "${CPU_KCAT[*]}"), broker $(echo "${CPU_KCAT_BROKER[*]}"), whole machine $(echo "${CPU_KCAT_MACHINE[*]}"); (b) ingest $(echo "${CPU_BATCH[*]}") (loop thread $(echo "${CPU_BATCH_LOOP[*]}")), broker $(echo "${CPU_BATCH_BROKER[*]}"), wrk $(echo "${CPU_BATCH_WRK[*]}"), rest (other jobs) $(echo "${CPU_BATCH_REST[*]}"), whole machine $(echo "${CPU_BATCH_MACHINE[*]}"); (c) ingest $(echo "${CPU_SINGLE[*]}") (loop thread $(echo "${CPU_SINGLE_LOOP[*]}"))
   CPU us per record of each path's own processes, per round (other jobs left out): (a) kcat + broker $(path_cpu a); (b) ingest + broker + wrk $(path_cpu b); (a)/(b) $(path_cpu r)
   CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
 SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))
+SUMMARY batch/closed-loop $CR_MED [$CR_MIN-$CR_MAX] per round: ${CRATIO[*]}; closed-loop/kcat $CK_MED [$CK_MIN-$CK_MAX] per round: ${CKRATIO[*]}
 OUT
 if [ -n "$NG_PORT" ]; then
   echo "SUMMARY single/nginx $SR_MED [$SR_MIN-$SR_MAX] per round: ${SRATIO[*]} (goal >= 0.7: $(pass "$SR_MED" 0.7))"
