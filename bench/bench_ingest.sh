@@ -11,8 +11,9 @@
 #   (d) single POSTs with HTTP/1.1 pipelining (DEPTH requests in flight per connection),
 #   (f) bench/closed_loop_produce.c: the shape of (b) without HTTP, with kcat's settings:
 #       BATCH_CONNS uploads of BATCH records in the producer at once, each sent again once all
-#       of its records are acknowledged; the most a service answering after the ack can reach
-#       on (b)'s load (docs/ingest.md "Performance, eleventh round").
+#       of its records are acknowledged: what a service on these producer settings that answers
+#       after the ack should not exceed on (b)'s load (docs/ingest.md "Performance, eleventh
+#       round").
 # (a)/(b)/(f) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
 # median of the per-round ratios is the figure, with its spread (min-max), because kcat and
 # the shared cores swing from run to run. Then it prints the CPU split of the machine during
@@ -343,12 +344,13 @@ round_batch() {
 }
 # (f): N records in whole uploads of BATCH, BATCH_CONNS at once, checked in the topic.
 round_closed() {
-  local before want got acc dur cpu
+  local before want got out acc= dur= cpu=
   before=$(topic_end)
   want=$(( (N + BATCH - 1) / BATCH * BATCH ))
-  read -r acc dur cpu < <(THINK_US=$CLOSED_THINK_US "$CLOSED" "$BROKER" "$TOPIC" "$N" \
-    "$BATCH_CONNS" "$BATCH" "$MEASURE" "$RECORD" "${CLOSED_PROPS[@]}" |
-    sed -n 's/^CLOSED accepted=\([0-9]*\) duration_us=\([0-9]*\) cpu_us=\([0-9]*\)$/\1 \2 \3/p')
+  out=$(THINK_US=$CLOSED_THINK_US "$CLOSED" "$BROKER" "$TOPIC" "$N" "$BATCH_CONNS" "$BATCH" \
+    "$MEASURE" "$RECORD" "${CLOSED_PROPS[@]}") || { log "closed loop: the tool failed"; exit 1; }
+  read -r acc dur cpu < <(printf '%s\n' "$out" |
+    sed -n 's/^CLOSED accepted=\([0-9]*\) duration_us=\([0-9]*\) cpu_us=\([0-9]*\)$/\1 \2 \3/p') || true
   got=$(( $(topic_end_at_least $((before + want + BATCH))) - before ))
   # The untimed first upload (BATCH records) is in the topic too.
   [ -n "${acc:-}" ] && [ "$acc" -eq "$want" ] && [ "$got" -eq $((want + BATCH)) ] ||
