@@ -35,6 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_TOOL "closed_loop_produce"
+#include "bench_tool.h"
+
 typedef struct {
   rd_kafka_message_t *msgs; /* BATCH slots, reused for every upload of this client */
   int pending;              /* records of the current upload awaiting their report */
@@ -69,17 +72,6 @@ static uint64_t clp_cpu_us(void) {
          (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
-static void clp_die(const char *what, const char *why) {
-  fprintf(stderr, "closed_loop_produce: %s: %s\n", what, why);
-  exit(1);
-}
-
-static void *clp_calloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) clp_die("calloc", strerror(errno));
-  return p;
-}
-
 /* A whole decimal number in [MIN, MAX], or exit 2 naming WHAT. */
 static long long clp_arg(const char *s, const char *what, long long min, long long max) {
   char *end;
@@ -110,8 +102,8 @@ static void clp_submit(clp_client *c) {
   if (n != R.batch) {
     /* The refused records need not be the last ones: name the first. */
     for (int i = 0; i < R.batch; i++)
-      if (c->msgs[i].err) clp_die("rd_kafka_produce_batch", rd_kafka_err2str(c->msgs[i].err));
-    clp_die("rd_kafka_produce_batch", "records refused");
+      if (c->msgs[i].err) bench_die("rd_kafka_produce_batch", rd_kafka_err2str(c->msgs[i].err));
+    bench_die("rd_kafka_produce_batch", "records refused");
   }
   c->pending = R.batch;
   R.submitted += R.batch;
@@ -121,7 +113,7 @@ static void clp_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o
   (void)rk;
   (void)opaque;
   clp_client *c = m->_private;
-  if (m->err) clp_die("delivery", rd_kafka_err2str(m->err));
+  if (m->err) bench_die("delivery", rd_kafka_err2str(m->err));
   R.acked++;
   /* The whole upload is in Kafka: the client's next one goes out, as after a 202. */
   if (--c->pending > 0 || R.submitted >= R.want) return;
@@ -182,33 +174,34 @@ int main(int argc, char **argv) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   if (rd_kafka_conf_set(conf, "bootstrap.servers", argv[1], err, sizeof(err)) != RD_KAFKA_CONF_OK)
-    clp_die("bootstrap.servers", err);
+    bench_die("bootstrap.servers", err);
   for (int i = 8; i < argc; i++) {
     char *eq = strchr(argv[i], '=');
-    if (!eq) clp_die(argv[i], "expected PROP=VALUE");
+    if (!eq) bench_die(argv[i], "expected PROP=VALUE");
     *eq = '\0';
     if (rd_kafka_conf_set(conf, argv[i], eq + 1, err, sizeof(err)) != RD_KAFKA_CONF_OK)
-      clp_die(argv[i], err);
+      bench_die(argv[i], err);
   }
   rd_kafka_conf_set_dr_msg_cb(conf, clp_on_delivery);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  if (!rk) clp_die("rd_kafka_new", err);
+  if (!rk) bench_die("rd_kafka_new", err);
   R.rkt = rd_kafka_topic_new(rk, argv[2], NULL);
-  if (!R.rkt) clp_die("rd_kafka_topic_new", rd_kafka_err2str(rd_kafka_last_error()));
+  if (!R.rkt) bench_die("rd_kafka_topic_new", rd_kafka_err2str(rd_kafka_last_error()));
 
   /* Reports wake clp_serve through a pipe, as they wake the services' libuv loops. */
   int wake[2];
-  if (pipe(wake) != 0) clp_die("pipe", strerror(errno));
+  if (pipe(wake) != 0) bench_die("pipe", strerror(errno));
   for (int i = 0; i < 2; i++) {
     int fl = fcntl(wake[i], F_GETFL);
-    if (fl < 0 || fcntl(wake[i], F_SETFL, fl | O_NONBLOCK) != 0) clp_die("fcntl", strerror(errno));
+    if (fl < 0 || fcntl(wake[i], F_SETFL, fl | O_NONBLOCK) != 0)
+      bench_die("fcntl", strerror(errno));
   }
   rd_kafka_queue_t *main_q = rd_kafka_queue_get_main(rk);
   rd_kafka_queue_io_event_enable(main_q, wake[1], "1", 1);
 
-  R.clients = clp_calloc((size_t)R.nclients, sizeof(*R.clients));
+  R.clients = bench_calloc((size_t)R.nclients, sizeof(*R.clients));
   for (int i = 0; i < R.nclients; i++)
-    R.clients[i].msgs = clp_calloc((size_t)R.batch, sizeof(rd_kafka_message_t));
+    R.clients[i].msgs = bench_calloc((size_t)R.batch, sizeof(rd_kafka_message_t));
 
   /* Untimed: connect, get the producer id, learn the partitions. */
   R.want = R.batch;

@@ -33,6 +33,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#define BENCH_TOOL "latency_load"
+#include "bench_tool.h"
+
 #define LAT_MAX_TEMPLATES 64
 #define LAT_RING 4096 /* requests in flight per connection; a power of two */
 #define LAT_DRAIN_S 30 /* seconds allowed after the last request for the answers */
@@ -42,17 +45,6 @@ static uint64_t lat_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void lat_die(const char *what, const char *why) {
-  fprintf(stderr, "latency_load: %s: %s\n", what, why);
-  exit(1);
-}
-
-static void *lat_calloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) lat_die("calloc", strerror(errno));
-  return p;
 }
 
 /* ---------------------------------------------------------------- http ---- */
@@ -88,17 +80,17 @@ struct lat_gen {
 /* Reads TEMPLATES into complete HTTP requests, one per line. */
 static void lat_templates_load(lat_gen *g, const char *path, const char *hostport) {
   FILE *f = fopen(path, "r");
-  if (!f) lat_die(path, strerror(errno));
+  if (!f) bench_die(path, strerror(errno));
   char line[8192];
   while (fgets(line, sizeof(line), f) && g->ntmpl < LAT_MAX_TEMPLATES) {
     line[strcspn(line, "\n")] = '\0';
     char *tok = strchr(line, '\t');
     char *body = tok ? strchr(tok + 1, '\t') : NULL;
-    if (!body) lat_die(path, "a line is not MEASURE<TAB>TOKEN<TAB>BODY");
+    if (!body) bench_die(path, "a line is not MEASURE<TAB>TOKEN<TAB>BODY");
     *body++ = '\0';
     tok++;
     size_t cap = strlen(tok) + strlen(body) + strlen(hostport) + 256;
-    char *r = lat_calloc(1, cap);
+    char *r = bench_calloc(1, cap);
     int n = snprintf(r, cap,
                      "POST /v1/measurements HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
@@ -107,7 +99,7 @@ static void lat_templates_load(lat_gen *g, const char *path, const char *hostpor
     g->req_len[g->ntmpl++] = (size_t)n;
   }
   fclose(f);
-  if (g->ntmpl == 0) lat_die(path, "no templates");
+  if (g->ntmpl == 0) bench_die(path, "no templates");
 }
 
 static void on_uv_closed(uv_handle_t *h) { (void)h; }
@@ -127,7 +119,7 @@ static void lat_gen_stop(lat_gen *g) {
 static int on_http_complete(http_parser *p) {
   lat_conn *c = p->data;
   lat_gen *g = c->gen;
-  if (c->count == 0) lat_die("http", "an answer without a request");
+  if (c->count == 0) bench_die("http", "an answer without a request");
   uint32_t i = c->ring[c->head];
   c->head = (c->head + 1) & (LAT_RING - 1);
   c->count--;
@@ -146,15 +138,15 @@ static void on_uv_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void on_uv_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lat_conn *c = s->data;
   if (nread == 0) return;
-  if (nread < 0) lat_die("http read", uv_strerror((int)nread));
+  if (nread < 0) bench_die("http read", uv_strerror((int)nread));
   size_t used = http_parser_execute(&c->parser, &c->gen->settings, buf->base, (size_t)nread);
   if (used != (size_t)nread)
-    lat_die("http parse", http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+    bench_die("http parse", http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
 }
 
 static void on_uv_write(uv_write_t *w, int status) {
   (void)w;
-  if (status < 0) lat_die("http write", uv_strerror(status));
+  if (status < 0) bench_die("http write", uv_strerror(status));
 }
 
 /* The connection for the next request: the first idle one after the last used (so the load
@@ -170,7 +162,7 @@ static lat_conn *lat_conn_pick(lat_gen *g) {
     if (best < 0 || g->conns[i].count < g->conns[best].count) best = i;
   }
   if (g->conns[best].count > 0) g->pipelined++;
-  if (g->conns[best].count == LAT_RING) lat_die("http", "too many requests in flight");
+  if (g->conns[best].count == LAT_RING) bench_die("http", "too many requests in flight");
   g->next = (best + 1) % g->nconn;
   return &g->conns[best];
 }
@@ -188,7 +180,7 @@ static void on_uv_tick(uv_timer_t *t) {
     uv_buf_t b = uv_buf_init(g->req[m], (unsigned)g->req_len[m]);
     g->write_ns[i] = lat_now_ns();
     int rc = uv_write(&g->writes[i], (uv_stream_t *)&c->tcp, &b, 1, on_uv_write);
-    if (rc) lat_die("uv_write", uv_strerror(rc));
+    if (rc) bench_die("uv_write", uv_strerror(rc));
   }
   if (g->sent == g->total) uv_timer_stop(&g->tick);
 }
@@ -204,7 +196,7 @@ static void on_uv_connect(uv_connect_t *req, int status) {
   lat_conn *c = req->data;
   lat_gen *g = c->gen;
   free(req);
-  if (status < 0) lat_die("connect", uv_strerror(status));
+  if (status < 0) bench_die("connect", uv_strerror(status));
   c->tcp.data = c;
   uv_tcp_nodelay(&c->tcp, 1);
   uv_read_start((uv_stream_t *)&c->tcp, on_uv_alloc, on_uv_read);
@@ -219,51 +211,51 @@ static void lat_conns_open(lat_gen *g, const char *hostport) {
   char host[256];
   snprintf(host, sizeof(host), "%s", hostport);
   char *colon = strrchr(host, ':');
-  if (!colon) lat_die(hostport, "not HOST:PORT");
+  if (!colon) bench_die(hostport, "not HOST:PORT");
   *colon = '\0';
   struct sockaddr_in addr;
-  if (uv_ip4_addr(host, atoi(colon + 1), &addr)) lat_die(hostport, "not an IPv4 address");
+  if (uv_ip4_addr(host, atoi(colon + 1), &addr)) bench_die(hostport, "not an IPv4 address");
   for (int i = 0; i < g->nconn; i++) {
     lat_conn *c = &g->conns[i];
     c->gen = g;
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
     uv_tcp_init(g->loop, &c->tcp);
-    uv_connect_t *req = lat_calloc(1, sizeof(*req));
+    uv_connect_t *req = bench_calloc(1, sizeof(*req));
     req->data = c;
     int rc = uv_tcp_connect(req, &c->tcp, (const struct sockaddr *)&addr, on_uv_connect);
-    if (rc) lat_die("uv_tcp_connect", uv_strerror(rc));
+    if (rc) bench_die("uv_tcp_connect", uv_strerror(rc));
   }
 }
 
 static void lat_gen_write(const lat_gen *g, const char *out) {
   FILE *f = fopen(out, "w");
-  if (!f) lat_die(out, strerror(errno));
+  if (!f) bench_die(out, strerror(errno));
   for (uint64_t i = 0; i < g->total; i++)
     fprintf(f, "%llu %llu %llu %llu %u\n", (unsigned long long)i,
             (unsigned long long)(i % (uint64_t)g->ntmpl), (unsigned long long)g->write_ns[i],
             (unsigned long long)g->answer_ns[i], (unsigned)g->status[i]);
-  if (fclose(f)) lat_die(out, strerror(errno));
+  if (fclose(f)) bench_die(out, strerror(errno));
   fprintf(stderr, "latency_load: http: %llu requests, %llu answered, %llu pipelined\n",
           (unsigned long long)g->total, (unsigned long long)g->done,
           (unsigned long long)g->pipelined);
 }
 
 static int lat_http_main(int argc, char **argv) {
-  if (argc != 8) lat_die("usage", "http HOST:PORT RATE SECONDS CONNS TEMPLATES OUT");
+  if (argc != 8) bench_die("usage", "http HOST:PORT RATE SECONDS CONNS TEMPLATES OUT");
   static lat_gen g;
   g.loop = uv_default_loop();
   g.rate = atof(argv[3]);
   g.total = (uint64_t)(g.rate * atof(argv[4]));
   g.nconn = atoi(argv[5]);
-  if (g.rate <= 0 || g.total == 0 || g.nconn <= 0) lat_die("usage", "RATE, SECONDS, CONNS > 0");
+  if (g.rate <= 0 || g.total == 0 || g.nconn <= 0) bench_die("usage", "RATE, SECONDS, CONNS > 0");
   lat_templates_load(&g, argv[6], argv[2]);
   g.settings.on_message_complete = on_http_complete;
-  g.conns = lat_calloc((size_t)g.nconn, sizeof(lat_conn));
-  g.write_ns = lat_calloc(g.total, sizeof(uint64_t));
-  g.answer_ns = lat_calloc(g.total, sizeof(uint64_t));
-  g.status = lat_calloc(g.total, sizeof(uint16_t));
-  g.writes = lat_calloc(g.total, sizeof(uv_write_t));
+  g.conns = bench_calloc((size_t)g.nconn, sizeof(lat_conn));
+  g.write_ns = bench_calloc(g.total, sizeof(uint64_t));
+  g.answer_ns = bench_calloc(g.total, sizeof(uint64_t));
+  g.status = bench_calloc(g.total, sizeof(uint16_t));
+  g.writes = bench_calloc(g.total, sizeof(uv_write_t));
   uv_timer_init(g.loop, &g.tick);
   uv_timer_init(g.loop, &g.deadline);
   g.tick.data = g.deadline.data = &g;
@@ -296,7 +288,7 @@ static void lat_poll_once(PGconn *db, FILE *out, lat_seen *seen, int *nseen) {
                              " FROM attainment",
                              0, NULL, NULL, NULL, NULL, 0);
   uint64_t t = lat_now_ns();
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) lat_die("poll", PQerrorMessage(db));
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) bench_die("poll", PQerrorMessage(db));
   int cid = PQfnumber(r, "measure_id"), cev = PQfnumber(r, "events"), cup = PQfnumber(r, "upd");
   for (int i = 0; i < PQntuples(r); i++) {
     const char *id = PQgetvalue(r, i, cid);
@@ -317,12 +309,12 @@ static void lat_poll_once(PGconn *db, FILE *out, lat_seen *seen, int *nseen) {
 }
 
 static int lat_poll_main(int argc, char **argv) {
-  if (argc != 5) lat_die("usage", "poll CONNINFO INTERVAL_US OUT");
+  if (argc != 5) bench_die("usage", "poll CONNINFO INTERVAL_US OUT");
   PGconn *db = PQconnectdb(argv[2]);
-  if (PQstatus(db) != CONNECTION_OK) lat_die("poll", PQerrorMessage(db));
+  if (PQstatus(db) != CONNECTION_OK) bench_die("poll", PQerrorMessage(db));
   long interval_us = atol(argv[3]);
   FILE *out = fopen(argv[4], "w");
-  if (!out) lat_die(argv[4], strerror(errno));
+  if (!out) bench_die(argv[4], strerror(errno));
   signal(SIGTERM, on_signal_stop);
   signal(SIGINT, on_signal_stop);
   static lat_seen seen[1024];
@@ -352,13 +344,13 @@ typedef struct {
 
 static void lat_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v) {
   char err[512];
-  if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) lat_die(k, err);
+  if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) bench_die(k, err);
 }
 
 static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   lat_kafka *k = opaque;
-  if (m->err) lat_die("delivery", rd_kafka_err2str(m->err));
+  if (m->err) bench_die("delivery", rd_kafka_err2str(m->err));
   uintptr_t seq = (uintptr_t)m->_private;
   if (seq < k->total) k->delivered_ns[seq] = lat_now_ns();
 }
@@ -390,7 +382,7 @@ static rd_kafka_t *lat_producer_new(lat_kafka *k, const char *broker) {
   rd_kafka_conf_set_opaque(conf, k);
   char err[512];
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  if (!rk) lat_die("producer", err);
+  if (!rk) bench_die("producer", err);
   return rk;
 }
 
@@ -416,7 +408,7 @@ static rd_kafka_t *lat_consumer_new(lat_kafka *k, const char *broker) {
   rd_kafka_conf_set_opaque(conf, k);
   char err[512];
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-  if (!rk) lat_die("consumer", err);
+  if (!rk) bench_die("consumer", err);
   rd_kafka_poll_set_consumer(rk);
   return rk;
 }
@@ -424,18 +416,18 @@ static rd_kafka_t *lat_consumer_new(lat_kafka *k, const char *broker) {
 static void lat_topic_create(rd_kafka_t *rk, const char *topic) {
   char err[512];
   rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, 6, 1, err, sizeof(err));
-  if (!nt) lat_die("NewTopic", err);
+  if (!nt) bench_die("NewTopic", err);
   rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
   rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
   rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-  if (!ev) lat_die("CreateTopics", "no answer in 15 s");
+  if (!ev) bench_die("CreateTopics", "no answer in 15 s");
   const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
   size_t n = 0;
   const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
-  if (rd_kafka_event_error(ev)) lat_die("CreateTopics", rd_kafka_event_error_string(ev));
+  if (rd_kafka_event_error(ev)) bench_die("CreateTopics", rd_kafka_event_error_string(ev));
   if (n == 1 && rd_kafka_topic_result_error(tr[0]) &&
       rd_kafka_topic_result_error(tr[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-    lat_die("CreateTopics", rd_kafka_topic_result_error_string(tr[0]));
+    bench_die("CreateTopics", rd_kafka_topic_result_error_string(tr[0]));
   rd_kafka_event_destroy(ev);
   rd_kafka_queue_destroy(q);
   rd_kafka_NewTopic_destroy(nt);
@@ -474,7 +466,7 @@ static void lat_produce(lat_kafka *k, uint64_t seq) {
                                   RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq), RD_KAFKA_V_END)) ==
          RD_KAFKA_RESP_ERR__QUEUE_FULL)
     rd_kafka_poll(k->producer, 1);
-  if (err) lat_die("produce", rd_kafka_err2str(err));
+  if (err) bench_die("produce", rd_kafka_err2str(err));
   rd_kafka_poll(k->producer, 0);
 }
 
@@ -482,11 +474,11 @@ static void lat_produce(lat_kafka *k, uint64_t seq) {
  * records do not pay for the group join. */
 static void lat_kafka_warm(lat_kafka *k) {
   for (int i = 0; i < 300 && !atomic_load(&k->assigned); i++) usleep(100000);
-  if (!atomic_load(&k->assigned)) lat_die("kafka", "no partition assignment in 30 s");
+  if (!atomic_load(&k->assigned)) bench_die("kafka", "no partition assignment in 30 s");
   lat_produce(k, k->total);
   rd_kafka_flush(k->producer, 10000);
   for (int i = 0; i < 300 && atomic_load(&k->consumed) == 0; i++) usleep(100000);
-  if (atomic_load(&k->consumed) == 0) lat_die("kafka", "the warm-up record was not consumed");
+  if (atomic_load(&k->consumed) == 0) bench_die("kafka", "the warm-up record was not consumed");
   atomic_store(&k->consumed, 0);
 }
 
@@ -505,21 +497,21 @@ static void lat_kafka_pace(lat_kafka *k, double rate) {
 }
 
 static int lat_kafka_main(int argc, char **argv) {
-  if (argc != 7) lat_die("usage", "kafka BROKER TOPIC RATE SECONDS OUT");
+  if (argc != 7) bench_die("usage", "kafka BROKER TOPIC RATE SECONDS OUT");
   static lat_kafka k;
   double rate = atof(argv[4]);
   k.topic = argv[3];
   k.total = (uint64_t)(rate * atof(argv[5]));
-  if (k.total == 0) lat_die("usage", "RATE, SECONDS > 0");
-  k.produce_ns = lat_calloc(k.total, sizeof(uint64_t));
-  k.delivered_ns = lat_calloc(k.total, sizeof(uint64_t));
-  k.consumed_ns = lat_calloc(k.total, sizeof(uint64_t));
+  if (k.total == 0) bench_die("usage", "RATE, SECONDS > 0");
+  k.produce_ns = bench_calloc(k.total, sizeof(uint64_t));
+  k.delivered_ns = bench_calloc(k.total, sizeof(uint64_t));
+  k.consumed_ns = bench_calloc(k.total, sizeof(uint64_t));
   k.producer = lat_producer_new(&k, argv[2]);
   lat_topic_create(k.producer, k.topic);
   k.consumer = lat_consumer_new(&k, argv[2]);
   rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(sub, k.topic, RD_KAFKA_PARTITION_UA);
-  if (rd_kafka_subscribe(k.consumer, sub)) lat_die("subscribe", k.topic);
+  if (rd_kafka_subscribe(k.consumer, sub)) bench_die("subscribe", k.topic);
   rd_kafka_topic_partition_list_destroy(sub);
   pthread_t th;
   pthread_create(&th, NULL, lat_consume_thread, &k);
@@ -528,7 +520,7 @@ static int lat_kafka_main(int argc, char **argv) {
   atomic_store(&k.stop, true);
   pthread_join(th, NULL);
   FILE *f = fopen(argv[6], "w");
-  if (!f) lat_die(argv[6], strerror(errno));
+  if (!f) bench_die(argv[6], strerror(errno));
   for (uint64_t i = 0; i < k.total; i++)
     fprintf(f, "%llu %llu %llu %llu\n", (unsigned long long)i, (unsigned long long)k.produce_ns[i],
             (unsigned long long)k.delivered_ns[i], (unsigned long long)k.consumed_ns[i]);
