@@ -342,11 +342,6 @@ typedef struct {
   atomic_bool assigned, stop;
 } lat_kafka;
 
-static void lat_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v) {
-  char err[512];
-  if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) bench_die(k, err);
-}
-
 static void on_kafka_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   lat_kafka *k = opaque;
@@ -375,9 +370,9 @@ static rd_kafka_t *lat_producer_new(lat_kafka *k, const char *broker) {
       {"queue.buffering.max.messages", "100000"}, {"queue.buffering.max.kbytes", "16384"},
       {"partitioner", "murmur2_random"}, {"socket.nagle.disable", "true"}};
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  lat_conf_set(conf, "bootstrap.servers", broker);
+  bench_conf_set(conf, "bootstrap.servers", broker);
   for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
-    lat_conf_set(conf, props[i][0], props[i][1]);
+    bench_conf_set(conf, props[i][0], props[i][1]);
   rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery);
   rd_kafka_conf_set_opaque(conf, k);
   char err[512];
@@ -391,19 +386,19 @@ static rd_kafka_t *lat_consumer_new(lat_kafka *k, const char *broker) {
   char group[256];
   snprintf(group, sizeof(group), "%s.lat", k->topic);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  lat_conf_set(conf, "bootstrap.servers", broker);
-  lat_conf_set(conf, "group.id", group);
-  lat_conf_set(conf, "auto.offset.reset", "earliest");
+  bench_conf_set(conf, "bootstrap.servers", broker);
+  bench_conf_set(conf, "group.id", group);
+  bench_conf_set(conf, "auto.offset.reset", "earliest");
   /* The evaluator's consumer defaults (services/evaluator/ev_kafka.c, docs/evaluator.md
    * "Performance"); at the steady rates of this bench the prefetch queue never fills, so its
    * fetcher wake-up is not needed here. */
-  lat_conf_set(conf, "queued.max.messages.kbytes", "4096");
-  lat_conf_set(conf, "queued.min.messages", "5000");
-  lat_conf_set(conf, "fetch.max.bytes", "1048576");
-  lat_conf_set(conf, "max.partition.fetch.bytes", "262144");
-  lat_conf_set(conf, "fetch.wait.max.ms", "50");
-  lat_conf_set(conf, "enable.auto.commit", "false");
-  lat_conf_set(conf, "enable.auto.offset.store", "false");
+  bench_conf_set(conf, "queued.max.messages.kbytes", "4096");
+  bench_conf_set(conf, "queued.min.messages", "5000");
+  bench_conf_set(conf, "fetch.max.bytes", "1048576");
+  bench_conf_set(conf, "max.partition.fetch.bytes", "262144");
+  bench_conf_set(conf, "fetch.wait.max.ms", "50");
+  bench_conf_set(conf, "enable.auto.commit", "false");
+  bench_conf_set(conf, "enable.auto.offset.store", "false");
   rd_kafka_conf_set_rebalance_cb(conf, on_kafka_rebalance);
   rd_kafka_conf_set_opaque(conf, k);
   char err[512];
