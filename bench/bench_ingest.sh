@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/bench_ingest.sh: kpi-ingest throughput against native baselines, on one broker:
 #   (a) kcat -P producing N copies of a measurement record from a file (the service's
-#       producer settings: idempotent, acks=all, ingest_kafka.c's defaults, INGEST_ENV's
-#       KPI_KAFKA_PROP_*),
+#       producer settings as it logged them at start: idempotent, acks=all, ingest_kafka.c's
+#       defaults, INGEST_ENV's KPI_KAFKA_PROP_*),
 #   (b) NDJSON batch POSTs of BATCH items (wrk, keep-alive) until the same N records are
 #       accepted,
 #   (c) single-record POSTs (wrk, keep-alive, CONNS connections, --latency),
@@ -125,7 +125,7 @@ log "starting $INGEST_PROCS kpi-ingest process(es) on :$PORT, topic $TOPIC, brok
 # by default, docs/http.md) would refuse most of its CONNS connections with 503.
 for i in $(seq "$INGEST_PROCS"); do
   (cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$BROKER" KPI_INGEST_LISTEN="127.0.0.1:$PORT" \
-    KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=warn KPI_INGEST_MAX_BATCH="$BATCH" \
+    KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=info KPI_INGEST_MAX_BATCH="$BATCH" \
     KPI_HTTP_MAX_CONNECTIONS_PER_PEER=1024 KPI_HTTP_REUSEPORT=$REUSE \
     ${INGEST_ENV_WORDS[@]+"${INGEST_ENV_WORDS[@]}"} \
     "$BUILD_DIR/services/ingest/kpi-ingest") 2>"$WORK/ingest$i.log" &
@@ -202,28 +202,18 @@ topic_end() {
   for p in 0 1 2 3 4 5; do args+=(-t "$TOPIC:$p:-1"); done
   kcat -b "$BROKER" -Q "${args[@]}" | awk '{ s += $NF } END { print s + 0 }'
 }
-# kcat produces with the service's producer settings: idempotent with acks=all, the
-# throughput defaults of ingest_kafka.c (producer_defaults; message.timeout.ms, which only
-# bounds a failure, is left at kcat's), then every KPI_KAFKA_PROP_* of INGEST_ENV as the
-# same -X property (KPI_KAFKA_PROP_LINGER_MS=5 is linger.ms=5, the service's mapping:
-# kpi_kafka.c), which kcat applies last.
-KCAT_PROPS=(-X enable.idempotence=true -X acks=all -X linger.ms=1 -X batch.num.messages=10000
-  -X batch.size=1000000 -X queue.buffering.max.messages=100000
-  -X queue.buffering.max.kbytes=16384 -X partitioner=murmur2_random
-  -X socket.nagle.disable=true)
-for kv in ${INGEST_ENV_WORDS[@]+"${INGEST_ENV_WORDS[@]}"}; do
-  k=${kv%%=*}
-  [[ $k == KPI_KAFKA_PROP_?* && $kv == *=* ]] || continue
-  k=${k#KPI_KAFKA_PROP_}
-  k=${k,,}
-  KCAT_PROPS+=(-X "${k//_/.}=${kv#*=}")
-done
+# kcat (a) and the closed loop (f) produce with the service's producer settings, as the
+# service logged them at start (bench_kafka_config): idempotent with acks=all, the defaults
+# of ingest_kafka.c, message.timeout.ms, and any KPI_KAFKA_PROP_* of INGEST_ENV, which the
+# service applied over its defaults.
+read -ra CLOSED_PROPS <<<"$(bench_kafka_config "$WORK/ingest1.log" kpi-ingest)"
+[ "${#CLOSED_PROPS[@]}" -gt 0 ] || exit 1
+log "kcat and (f) produce with the service's settings: ${CLOSED_PROPS[*]}"
+KCAT_PROPS=()
+for kv in "${CLOSED_PROPS[@]}"; do KCAT_PROPS+=(-X "$kv"); done
 kcat_produce() {
   kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' "${KCAT_PROPS[@]}" <"$1"
 }
-# (f) takes the same properties as PROP=VALUE words.
-CLOSED_PROPS=()
-for kv in "${KCAT_PROPS[@]}"; do [ "$kv" = -X ] || CLOSED_PROPS+=("$kv"); done
 CLOSED=$WORK/closed_loop_produce
 cc -std=c17 -O2 -Wall -Wextra -D_DEFAULT_SOURCE -o "$CLOSED" "$ROOT/bench/closed_loop_produce.c" \
   -lrdkafka || { log "could not build bench/closed_loop_produce.c (librdkafka-dev)"; exit 1; }

@@ -4,7 +4,9 @@
 #   (a) Kafka only: a librdkafka producer with the ingest's settings (idempotent, acks=all,
 #       linger.ms=1, murmur2) at RATE records/s, open loop, and a consumer with the
 #       evaluator's settings (fetch.wait.max.ms=50) on a fresh 6-partition topic: the time from
-#       the produce call to the consumer receiving the record (p50, p99);
+#       the produce call to the consumer receiving the record (p50, p99). Both settings are
+#       the ones the two services logged at start (bench_kafka_config), INGEST_ENV's and
+#       EVALUATOR_ENV's KPI_KAFKA_PROP_* included;
 #   (b) the pipeline: single POSTs at RATE/s, open loop (a 1 ms timer writes every request due,
 #       spread over CONNS keep-alive connections and over the catalog's 9 measures), each 202
 #       timed; a poller reads `attainment` (measure_id, events, updated_at) every POLL_US and
@@ -101,16 +103,22 @@ psql -qX -d postgres -c "CREATE DATABASE $DB"
 (cd "$ROOT" && exec env DATABASE_URL="dbname=$DB" KPI_TOPIC_MEASUREMENTS="$TOPIC" \
   KPI_TOPIC_ALERTS="$TAG.alerts" KPI_TOPIC_MEASUREMENTS_DLQ="$TAG.dlq" \
   KPI_TOPIC_ALERTS_DLQ="$TAG.alerts.dlq" KPI_EVALUATOR_GROUP="$TAG" \
-  KPI_EVALUATOR_LISTEN="127.0.0.1:$EV_PORT" KPI_LOG_LEVEL=warn $EVALUATOR_ENV \
+  KPI_EVALUATOR_LISTEN="127.0.0.1:$EV_PORT" KPI_LOG_LEVEL=info $EVALUATOR_ENV \
   "$BUILD_DIR/services/evaluator/kpi-evaluator") >"$WORK/evaluator.log" 2>&1 &
 EV_PID=$!
 bench_wait_ready "http://127.0.0.1:$EV_PORT/readyz" "$WORK/evaluator.log"
 # shellcheck disable=SC2086
 (cd "$ROOT" && exec env KPI_KAFKA_BOOTSTRAP="$KPI_KAFKA_BOOTSTRAP" \
-  KPI_INGEST_LISTEN="127.0.0.1:$IN_PORT" KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=warn \
+  KPI_INGEST_LISTEN="127.0.0.1:$IN_PORT" KPI_TOPIC_MEASUREMENTS="$TOPIC" KPI_LOG_LEVEL=info \
   $INGEST_ENV "$BUILD_DIR/services/ingest/kpi-ingest") >"$WORK/ingest.log" 2>&1 &
 IN_PID=$!
 bench_wait_ready "http://127.0.0.1:$IN_PORT/readyz" "$WORK/ingest.log"
+# (a)'s settings: the ingest's producer and the evaluator's consumer (the client with a group).
+read -ra PRODUCER_PROPS <<<"$(bench_kafka_config "$WORK/ingest.log" kpi-ingest)"
+read -ra CONSUMER_PROPS <<<"$(bench_kafka_config "$WORK/evaluator.log" kpi-evaluator group.id)"
+[ "${#PRODUCER_PROPS[@]}" -gt 0 ] && [ "${#CONSUMER_PROPS[@]}" -gt 0 ] || exit 1
+log "(a) produces with the ingest's settings: ${PRODUCER_PROPS[*]}"
+log "(a) consumes with the evaluator's settings: ${CONSUMER_PROPS[*]}"
 
 # One template per catalog measure (MEASURE<TAB>TOKEN<TAB>BODY), observed on OBSERVED_AT:
 # today (the default), the evaluator reads the evaluation date's month from `measurements`
@@ -182,7 +190,8 @@ RESULTS=$WORK/results.txt
 run_rate() {
   local rate=$1 round=$2 id=$1.$2 label="$1 round=$2"
   log "(a) Kafka only: ${DURATION}s at $rate/s (round $round)"
-  "$LOAD" kafka "$KPI_KAFKA_BOOTSTRAP" "$TAG.kafka$id" "$rate" "$DURATION" "$WORK/kafka$id.out"
+  "$LOAD" kafka "$KPI_KAFKA_BOOTSTRAP" "$TAG.kafka$id" "$rate" "$DURATION" "$WORK/kafka$id.out" \
+    "${PRODUCER_PROPS[@]}" -- "${CONSUMER_PROPS[@]}"
   /usr/bin/python3 "$ROOT/bench/latency_report.py" kafka "$label" "$WORK/kafka$id.out" >>"$RESULTS"
 
   log "(b) pipeline: ${DURATION}s at $rate/s, $CONNS connections (round $round)"

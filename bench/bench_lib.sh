@@ -72,3 +72,26 @@ bench_cpu_ticks() {
   done
   echo "$t"
 }
+
+# bench_kafka_config LOG CLIENT [HAVING]: the PROP=VALUE words of the client settings that the
+# service logging to LOG started CLIENT (its client.id) with: the first kafka_config line
+# (common/kpi_kafka.c kpi_kafka_conf_summary; the service must log at info) for CLIENT whose
+# settings include HAVING (a property name, e.g. group.id to pick the evaluator's consumer
+# over its producer). These are the service's defaults, an operator's KPI_KAFKA_PROP_* and
+# its fixed settings, as librdkafka holds them, so a baseline gets exactly what the service
+# runs with. Left out: bootstrap.servers and log.queue (where a bench tool connects and logs
+# is its own affair) and group.id (a baseline consumes in a group of its own). Prints nothing
+# and fails when LOG has no such line.
+bench_kafka_config() {
+  local line words=() w
+  line=$(sed -n "s/.*\"event\":\"kafka_config\",\"msg\":\"$2: \([^\"]*\)\".*/\1/p" "$1" |
+    { if [ -n "${3:-}" ]; then grep -E "(^| )$3=" || true; else cat; fi; } | head -n1)
+  if [ -z "$line" ]; then
+    log "no kafka_config line for $2${3:+ with $3} in $1 (is the service logging at info?)"
+    return 1
+  fi
+  for w in $line; do
+    case ${w%%=*} in bootstrap.servers | log.queue | group.id) ;; *) words+=("$w") ;; esac
+  done
+  echo "${words[*]}"
+}

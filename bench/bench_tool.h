@@ -1,4 +1,4 @@
-/* bench/bench_tool.h: the error exit, allocation and librdkafka property setter of the bench's
+/* bench/bench_tool.h: the error exit, allocation and librdkafka property setters of the bench's
  * C tools (latency_load.c, closed_loop_produce.c), which the scripts compile one file at a
  * time. Define BENCH_TOOL (the program's name, for messages) before including it. */
 #ifndef BENCH_TOOL_H
@@ -27,6 +27,20 @@ static inline void *bench_calloc(size_t n, size_t size) {
 static inline void bench_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v) {
   char err[512];
   if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) bench_die(k, err);
+}
+
+/* Sets each of WORDS[0..N) ("PROP=VALUE") on CONF, or bench_die naming the word at fault. The
+ * scripts pass the settings a service logged at start (bench_kafka_config in bench_lib.sh). */
+static inline void bench_conf_set_words(rd_kafka_conf_t *conf, char **words, int n) {
+  for (int i = 0; i < n; i++) {
+    char prop[256];
+    const char *eq = strchr(words[i], '=');
+    if (!eq || eq == words[i] || (size_t)(eq - words[i]) >= sizeof(prop))
+      bench_die(words[i], "expected PROP=VALUE");
+    memcpy(prop, words[i], (size_t)(eq - words[i]));
+    prop[eq - words[i]] = '\0';
+    bench_conf_set(conf, prop, eq + 1);
+  }
 }
 
 #endif

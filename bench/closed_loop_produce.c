@@ -174,12 +174,7 @@ int main(int argc, char **argv) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   bench_conf_set(conf, "bootstrap.servers", argv[1]);
-  for (int i = 8; i < argc; i++) {
-    char *eq = strchr(argv[i], '=');
-    if (!eq) bench_die(argv[i], "expected PROP=VALUE");
-    *eq = '\0';
-    bench_conf_set(conf, argv[i], eq + 1);
-  }
+  bench_conf_set_words(conf, argv + 8, argc - 8);
   rd_kafka_conf_set_dr_msg_cb(conf, clp_on_delivery);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
   if (!rk) bench_die("rd_kafka_new", err);

@@ -9,11 +9,12 @@
  *     until SIGTERM: reads `attainment` (measure_id, events, updated_at) every INTERVAL_US and
  *     writes "seen_ns measure_id events updated_at_us" whenever a measure's events changed;
  *     seen_ns is taken when the answer arrived (an upper bound of the commit's visibility).
- *   latency_load kafka BROKER TOPIC RATE SECONDS OUT
- *     creates TOPIC (6 partitions), produces RATE records/s for SECONDS with the ingest's
- *     producer settings (services/ingest/ingest_kafka.c) and consumes them in another thread
- *     with the evaluator's consumer settings (services/evaluator/ev_kafka.c). OUT: one line
- *     per record "seq produce_ns delivered_ns consumed_ns".
+ *   latency_load kafka BROKER TOPIC RATE SECONDS OUT PROP=VALUE... -- PROP=VALUE...
+ *     creates TOPIC (6 partitions), produces RATE records/s for SECONDS with the producer
+ *     settings before `--` and consumes them in another thread, in a group of its own, with
+ *     the consumer settings after it. bench_latency.sh passes the ingest's producer settings
+ *     and the evaluator's consumer settings as the services logged them at start (their
+ *     kafka_config lines). OUT: one line per record "seq produce_ns delivered_ns consumed_ns".
  * Every timestamp is CLOCK_REALTIME in ns, comparable with PostgreSQL's now() on this machine.
  * See bench/README.md "Latency".
  */
@@ -361,18 +362,11 @@ static void on_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   }
 }
 
-/* The ingest's producer defaults (services/ingest/ingest_kafka.c), with idempotence and
- * acks=all as kpi_kafka sets them for every producer. */
-static rd_kafka_t *lat_producer_new(lat_kafka *k, const char *broker) {
-  static const char *props[][2] = {
-      {"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "1"},
-      {"batch.num.messages", "10000"}, {"batch.size", "1000000"},
-      {"queue.buffering.max.messages", "100000"}, {"queue.buffering.max.kbytes", "16384"},
-      {"partitioner", "murmur2_random"}, {"socket.nagle.disable", "true"}};
+/* A producer with PROPS (N words "PROP=VALUE": the ingest's settings). */
+static rd_kafka_t *lat_producer_new(lat_kafka *k, const char *broker, char **props, int n) {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   bench_conf_set(conf, "bootstrap.servers", broker);
-  for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
-    bench_conf_set(conf, props[i][0], props[i][1]);
+  bench_conf_set_words(conf, props, n);
   rd_kafka_conf_set_dr_msg_cb(conf, on_kafka_delivery);
   rd_kafka_conf_set_opaque(conf, k);
   char err[512];
@@ -382,23 +376,16 @@ static rd_kafka_t *lat_producer_new(lat_kafka *k, const char *broker) {
 }
 
 /* The evaluator's consumer defaults (services/evaluator/ev_kafka.c consumer_start). */
-static rd_kafka_t *lat_consumer_new(lat_kafka *k, const char *broker) {
+/* A consumer with PROPS (N words "PROP=VALUE": the evaluator's settings), in a group of its
+ * own. At the steady rates of this bench the evaluator's bounded prefetch never fills, so its
+ * fetcher wake-up (docs/evaluator.md "Performance") is not needed here. */
+static rd_kafka_t *lat_consumer_new(lat_kafka *k, const char *broker, char **props, int n) {
   char group[256];
   snprintf(group, sizeof(group), "%s.lat", k->topic);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   bench_conf_set(conf, "bootstrap.servers", broker);
+  bench_conf_set_words(conf, props, n);
   bench_conf_set(conf, "group.id", group);
-  bench_conf_set(conf, "auto.offset.reset", "earliest");
-  /* The evaluator's consumer defaults (services/evaluator/ev_kafka.c, docs/evaluator.md
-   * "Performance"); at the steady rates of this bench the prefetch queue never fills, so its
-   * fetcher wake-up is not needed here. */
-  bench_conf_set(conf, "queued.max.messages.kbytes", "4096");
-  bench_conf_set(conf, "queued.min.messages", "5000");
-  bench_conf_set(conf, "fetch.max.bytes", "1048576");
-  bench_conf_set(conf, "max.partition.fetch.bytes", "262144");
-  bench_conf_set(conf, "fetch.wait.max.ms", "50");
-  bench_conf_set(conf, "enable.auto.commit", "false");
-  bench_conf_set(conf, "enable.auto.offset.store", "false");
   rd_kafka_conf_set_rebalance_cb(conf, on_kafka_rebalance);
   rd_kafka_conf_set_opaque(conf, k);
   char err[512];
@@ -492,7 +479,10 @@ static void lat_kafka_pace(lat_kafka *k, double rate) {
 }
 
 static int lat_kafka_main(int argc, char **argv) {
-  if (argc != 7) bench_die("usage", "kafka BROKER TOPIC RATE SECONDS OUT");
+  int sep = 7;
+  while (sep < argc && strcmp(argv[sep], "--") != 0) sep++;
+  if (argc < 7 || sep == argc)
+    bench_die("usage", "kafka BROKER TOPIC RATE SECONDS OUT PROP=VALUE... -- PROP=VALUE...");
   static lat_kafka k;
   double rate = atof(argv[4]);
   k.topic = argv[3];
@@ -501,9 +491,9 @@ static int lat_kafka_main(int argc, char **argv) {
   k.produce_ns = bench_calloc(k.total, sizeof(uint64_t));
   k.delivered_ns = bench_calloc(k.total, sizeof(uint64_t));
   k.consumed_ns = bench_calloc(k.total, sizeof(uint64_t));
-  k.producer = lat_producer_new(&k, argv[2]);
+  k.producer = lat_producer_new(&k, argv[2], argv + 7, sep - 7);
   lat_topic_create(k.producer, k.topic);
-  k.consumer = lat_consumer_new(&k, argv[2]);
+  k.consumer = lat_consumer_new(&k, argv[2], argv + sep + 1, argc - sep - 1);
   rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(sub, k.topic, RD_KAFKA_PARTITION_UA);
   if (rd_kafka_subscribe(k.consumer, sub)) bench_die("subscribe", k.topic);

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,13 +47,17 @@ int kpi_topics_from_env(kpi_topic_spec specs[KPI_TOPIC_COUNT], char *errstr, siz
   return 0;
 }
 
+/* Whether NAME's value must never be echoed into a log or an error (passwords, secrets, keys). */
+static bool prop_is_secret(const char *name) {
+  return strstr(name, "password") || strstr(name, "secret") || strstr(name, "key");
+}
+
 int kpi_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                        char *errstr, size_t errstr_size) {
   char err[256];
   if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-    /* Never echo values of secret-looking properties into logs. */
-    int secret = strstr(name, "password") || strstr(name, "secret") || strstr(name, "key");
-    snprintf(errstr, errstr_size, "kafka property %s=%s: %s", name, secret ? "***" : value, err);
+    snprintf(errstr, errstr_size, "kafka property %s=%s: %s", name,
+             prop_is_secret(name) ? "***" : value, err);
     return -1;
   }
   return 0;
@@ -85,6 +90,67 @@ static int conf_set_list(rd_kafka_conf_t *conf, const kpi_kafka_prop *props, cha
   return 0;
 }
 
+static bool prop_listed(const kpi_kafka_prop *props, const char *name) {
+  for (const kpi_kafka_prop *p = props; p && p->name; p++)
+    if (strcmp(p->name, name) == 0) return true;
+  return false;
+}
+
+/* The property an environment entry ENTRY ("KPI_KAFKA_PROP_LINGER_MS=5") passes through, into
+ * PROP ("linger.ms"), with *VALUE at its value. Returns 1, 0 when ENTRY is not a passthrough
+ * variable, or -1 when its name cannot be a property (empty, or too long for PROP). */
+static int env_prop(const char *entry, char prop[128], const char **value) {
+  const size_t plen = sizeof(KPI_KAFKA_PROP_PREFIX) - 1;
+  if (strncmp(entry, KPI_KAFKA_PROP_PREFIX, plen) != 0) return 0;
+  const char *eq = strchr(entry, '=');
+  if (!eq) return 0;
+  size_t n = (size_t)(eq - entry) - plen;
+  if (n == 0 || n >= 128) return -1;
+  for (size_t i = 0; i < n; i++) {
+    char c = entry[plen + i];
+    prop[i] = c == '_' ? '.' : (char)tolower((unsigned char)c);
+  }
+  prop[n] = '\0';
+  *value = eq + 1;
+  return 1;
+}
+
+/* Appends " NAME=VALUE" to OUT (SIZE) at *LEN, VALUE as CONF holds it ("***" when secret);
+ * a pair that does not fit is left out. */
+static void summary_add(const rd_kafka_conf_t *conf, const char *name, char *out, size_t size,
+                        size_t *len) {
+  char value[512];
+  size_t vlen = sizeof(value);
+  if (rd_kafka_conf_get(conf, name, value, &vlen) != RD_KAFKA_CONF_OK) return;
+  int n = snprintf(out + *len, size - *len, "%s%s=%s", *len ? " " : "", name,
+                   prop_is_secret(name) ? "***" : value);
+  if (n < 0 || (size_t)n >= size - *len) {
+    out[*len] = '\0';
+    return;
+  }
+  *len += (size_t)n;
+}
+
+size_t kpi_kafka_conf_summary(const rd_kafka_conf_t *conf, const kpi_kafka_prop *defaults,
+                              const kpi_kafka_prop *fixed, char *out, size_t size) {
+  size_t len = 0;
+  if (size == 0) return 0;
+  out[0] = '\0';
+  summary_add(conf, "bootstrap.servers", out, size, &len);
+  for (const kpi_kafka_prop *p = defaults; p && p->name; p++)
+    summary_add(conf, p->name, out, size, &len);
+  for (char **e = environ; *e; e++) {
+    char prop[128];
+    const char *value;
+    if (env_prop(*e, prop, &value) == 1 && !prop_listed(defaults, prop) &&
+        !prop_listed(fixed, prop) && strcmp(prop, "bootstrap.servers") != 0)
+      summary_add(conf, prop, out, size, &len);
+  }
+  for (const kpi_kafka_prop *p = fixed; p && p->name; p++)
+    if (!prop_listed(defaults, p->name)) summary_add(conf, p->name, out, size, &len);
+  return len;
+}
+
 rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop *defaults,
                                     const kpi_kafka_prop *fixed, char *errstr,
                                     size_t errstr_size) {
@@ -96,33 +162,35 @@ rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop 
       kpi_kafka_conf_set(conf, "client.id", client_id, errstr, errstr_size) ||
       conf_set_list(conf, defaults, errstr, errstr_size))
     goto err;
-  const size_t plen = sizeof(KPI_KAFKA_PROP_PREFIX) - 1;
   for (char **e = environ; *e; e++) {
-    if (strncmp(*e, KPI_KAFKA_PROP_PREFIX, plen) != 0) continue;
-    const char *eq = strchr(*e, '=');
-    if (!eq) continue;
     char prop[128];
-    size_t n = (size_t)(eq - *e) - plen;
-    if (n == 0 || n >= sizeof(prop)) {
-      snprintf(errstr, errstr_size, "%.*s: not a librdkafka property name", (int)(eq - *e), *e);
+    const char *value;
+    int rc = env_prop(*e, prop, &value);
+    if (rc == 0) continue;
+    int name_len = (int)(strchr(*e, '=') - *e);
+    if (rc < 0) {
+      snprintf(errstr, errstr_size, "%.*s: not a librdkafka property name", name_len, *e);
       goto err;
     }
-    for (size_t i = 0; i < n; i++) {
-      char c = (*e)[plen + i];
-      prop[i] = c == '_' ? '.' : (char)tolower((unsigned char)c);
-    }
-    prop[n] = '\0';
     for (const kpi_kafka_prop *f = fixed; f && f->name; f++) {
       if (strcmp(f->name, prop) == 0) {
         snprintf(errstr, errstr_size,
-                 "%.*s: %s is set by the service (%s) and cannot be overridden",
-                 (int)(eq - *e), *e, prop, f->value);
+                 "%.*s: %s is set by the service (%s) and cannot be overridden", name_len, *e,
+                 prop, f->value);
         goto err;
       }
     }
-    if (kpi_kafka_conf_set(conf, prop, eq + 1, errstr, errstr_size)) goto err;
+    if (kpi_kafka_conf_set(conf, prop, value, errstr, errstr_size)) goto err;
   }
   if (conf_set_list(conf, fixed, errstr, errstr_size)) goto err;
+  /* The settings this client runs with, once at start (docs/operations.md "Kafka client
+   * settings"): what an operator's KPI_KAFKA_PROP_* changed, and what the benches give their
+   * baselines. */
+  if (kpi_log_enabled(KPI_LOG_INFO)) {
+    char summary[1536];
+    kpi_kafka_conf_summary(conf, defaults, fixed, summary, sizeof(summary));
+    kpi_log(KPI_LOG_INFO, "kafka_config", "%s: %s", client_id, summary);
+  }
   return conf;
 err:
   rd_kafka_conf_destroy(conf);

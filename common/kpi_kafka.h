@@ -52,6 +52,16 @@ typedef struct {
 rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop *defaults,
                                     const kpi_kafka_prop *fixed, char *errstr, size_t errstr_size);
 
+/* The properties a client configuration CONF got from kpi_kafka_conf_new, as one line into OUT
+ * (SIZE): "bootstrap.servers=... NAME=VALUE ...", then each of DEFAULTS, each operator
+ * KPI_KAFKA_PROP_* property that is not among them, and each of FIXED, once each, with the
+ * value CONF holds (the operator's where one overrode a default). Secret-looking values
+ * (password, secret, key) read "***". A pair that does not fit is left out, and so is a value
+ * longer than 511 bytes. Returns the length. kpi_kafka_conf_new logs it (info, event
+ * kafka_config). */
+size_t kpi_kafka_conf_summary(const rd_kafka_conf_t *conf, const kpi_kafka_prop *defaults,
+                              const kpi_kafka_prop *fixed, char *out, size_t size);
+
 /* The passthrough variable of PROP ("linger.ms" -> "KPI_KAFKA_PROP_LINGER_MS") into VAR.
  * Returns 0, or -1 when VAR is too small. */
 int kpi_kafka_prop_env_name(const char *prop, char *var, size_t var_size);

@@ -3,7 +3,8 @@
  * exactly like an unreachable broker (connections stay open, nothing answers), while the
  * shared broker stays up for the other tests. Checked: 503 before the broker was ever seen;
  * 503 with Retry-After once deliveries time out; 429 when the producer queue is full; the
- * service keeps running, recovers, and no 202 was given for a record not in Kafka. */
+ * service keeps running, recovers, and no 202 was given for a record not in Kafka. Also: the
+ * producer settings it logs at start carry the operator's KPI_KAFKA_PROP_* values. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -208,6 +209,18 @@ static void test_queue_full_429(void **state) {
                        NULL};
   tc_service svc;
   tc_service_start(&svc, env, 1);
+  /* The producer's settings are logged once at start, the operator's values over the
+   * service's defaults (docs/operations.md "Kafka client settings"). */
+  char *log = kpi_it_read_file(svc.log, NULL);
+  assert_non_null(log);
+  char *cfg = strstr(log, "\"event\":\"kafka_config\",\"msg\":\"kpi-ingest: ");
+  if (!cfg) fail_msg("no kafka_config line in %s", svc.log);
+  cfg[strcspn(cfg, "\n")] = '\0';
+  const char *want[] = {" queue.buffering.max.messages=1 ", " batch.num.messages=1 ",
+                        " message.timeout.ms=3000 ", " linger.ms=1 ", " enable.idempotence=true "};
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+    if (!strstr(cfg, want[i])) fail_msg("%s lacks \"%s\"", cfg, want[i]);
+  free(log);
   broker_freeze();
   int fd1 = tc_connect(svc.port);
   char id1[KPI_UUID_STRLEN + 1], id2[KPI_UUID_STRLEN + 1];
