@@ -206,8 +206,8 @@ topic_end() {
 # service logged them at start (bench_kafka_config): idempotent with acks=all, the defaults
 # of ingest_kafka.c, message.timeout.ms, and any KPI_KAFKA_PROP_* of INGEST_ENV, which the
 # service applied over its defaults.
-read -ra CLOSED_PROPS <<<"$(bench_kafka_config "$WORK/ingest1.log" kpi-ingest)"
-[ "${#CLOSED_PROPS[@]}" -gt 0 ] || exit 1
+CLOSED_PROPS_TEXT=$(bench_kafka_config "$WORK/ingest1.log" kpi-ingest)
+mapfile -t CLOSED_PROPS <<<"$CLOSED_PROPS_TEXT"
 log "kcat and (f) produce with the service's settings: ${CLOSED_PROPS[*]}"
 KCAT_PROPS=()
 for kv in "${CLOSED_PROPS[@]}"; do KCAT_PROPS+=(-X "$kv"); done

@@ -114,9 +114,10 @@ bench_wait_ready "http://127.0.0.1:$EV_PORT/readyz" "$WORK/evaluator.log"
 IN_PID=$!
 bench_wait_ready "http://127.0.0.1:$IN_PORT/readyz" "$WORK/ingest.log"
 # (a)'s settings: the ingest's producer and the evaluator's consumer (the client with a group).
-read -ra PRODUCER_PROPS <<<"$(bench_kafka_config "$WORK/ingest.log" kpi-ingest)"
-read -ra CONSUMER_PROPS <<<"$(bench_kafka_config "$WORK/evaluator.log" kpi-evaluator group.id)"
-[ "${#PRODUCER_PROPS[@]}" -gt 0 ] && [ "${#CONSUMER_PROPS[@]}" -gt 0 ] || exit 1
+PROPS_TEXT=$(bench_kafka_config "$WORK/ingest.log" kpi-ingest)
+mapfile -t PRODUCER_PROPS <<<"$PROPS_TEXT"
+PROPS_TEXT=$(bench_kafka_config "$WORK/evaluator.log" kpi-evaluator group.id)
+mapfile -t CONSUMER_PROPS <<<"$PROPS_TEXT"
 log "(a) produces with the ingest's settings: ${PRODUCER_PROPS[*]}"
 log "(a) consumes with the evaluator's settings: ${CONSUMER_PROPS[*]}"
 

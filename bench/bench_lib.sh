@@ -73,25 +73,50 @@ bench_cpu_ticks() {
   echo "$t"
 }
 
-# bench_kafka_config LOG CLIENT [HAVING]: the PROP=VALUE words of the client settings that the
-# service logging to LOG started CLIENT (its client.id) with: the first kafka_config line
-# (common/kpi_kafka.c kpi_kafka_conf_summary; the service must log at info) for CLIENT whose
-# settings include HAVING (a property name, e.g. group.id to pick the evaluator's consumer
-# over its producer). These are the service's defaults, an operator's KPI_KAFKA_PROP_* and
-# its fixed settings, as librdkafka holds them, so a baseline gets exactly what the service
-# runs with. Left out: bootstrap.servers and log.queue (where a bench tool connects and logs
-# is its own affair) and group.id (a baseline consumes in a group of its own). Prints nothing
-# and fails when LOG has no such line.
+# bench_kafka_config LOG CLIENT [HAVING]: the PROP=VALUE words, one per line, of the client
+# settings that the service logging to LOG started CLIENT (its client.id) with: the first
+# kafka_config line (common/kpi_kafka.c kpi_kafka_conf_summary; the service must log at info)
+# for CLIENT whose settings include HAVING (a property name, e.g. group.id to pick the
+# evaluator's consumer over its producer). These are the service's defaults, an operator's
+# KPI_KAFKA_PROP_* and its fixed settings, as librdkafka holds them, so a baseline gets exactly
+# what the service runs with. Left out: bootstrap.servers and log.queue (where a bench tool
+# connects and logs is its own affair) and group.id (a baseline consumes in a group of its
+# own). Fails, printing nothing, when LOG has no such line, or when the line cannot be passed
+# on whole: a masked secret (***), settings not shown, or a value with a space.
 bench_kafka_config() {
-  local line words=() w
-  line=$(sed -n "s/.*\"event\":\"kafka_config\",\"msg\":\"$2: \([^\"]*\)\".*/\1/p" "$1" |
-    { if [ -n "${3:-}" ]; then grep -E "(^| )$3=" || true; else cat; fi; } | head -n1)
-  if [ -z "$line" ]; then
-    log "no kafka_config line for $2${3:+ with $3} in $1 (is the service logging at info?)"
-    return 1
-  fi
-  for w in $line; do
-    case ${w%%=*} in bootstrap.servers | log.queue | group.id) ;; *) words+=("$w") ;; esac
-  done
-  echo "${words[*]}"
+  /usr/bin/python3 - "$@" <<'PY'
+import json, sys
+log, client = sys.argv[1], sys.argv[2]
+having = sys.argv[3] if len(sys.argv) > 3 else None
+def fail(why):
+    print(f"bench: {log}: {client}'s kafka_config {why}", file=sys.stderr)
+    sys.exit(1)
+prefix = client + ": "
+for text in open(log, encoding="utf-8", errors="replace"):
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        continue
+    msg = rec.get("msg", "") if isinstance(rec, dict) else ""
+    if rec.get("event") != "kafka_config" or not msg.startswith(prefix):
+        continue
+    words = msg[len(prefix):].split(" ")
+    if having and not any(w.startswith(having + "=") for w in words):
+        continue
+    if msg.endswith("not shown)"):
+        fail("leaves settings out: " + msg)
+    out = []
+    for w in words:
+        name, eq, value = w.partition("=")
+        if not eq or not name:
+            fail(f"has a value with a space, which the bench cannot pass on: {w!r}")
+        if value == "***":
+            fail(f"masks {name}: give the baseline that secret another way")
+        if name not in ("bootstrap.servers", "log.queue", "group.id"):
+            out.append(w)
+    print("\n".join(out))
+    sys.exit(0)
+fail("line not found" + (f" (with {having})" if having else "") +
+     "; is the service logging at info?")
+PY
 }

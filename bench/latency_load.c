@@ -375,7 +375,6 @@ static rd_kafka_t *lat_producer_new(lat_kafka *k, const char *broker, char **pro
   return rk;
 }
 
-/* The evaluator's consumer defaults (services/evaluator/ev_kafka.c consumer_start). */
 /* A consumer with PROPS (N words "PROP=VALUE": the evaluator's settings), in a group of its
  * own. At the steady rates of this bench the evaluator's bounded prefetch never fills, so its
  * fetcher wake-up (docs/evaluator.md "Performance") is not needed here. */

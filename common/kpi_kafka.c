@@ -47,9 +47,12 @@ int kpi_topics_from_env(kpi_topic_spec specs[KPI_TOPIC_COUNT], char *errstr, siz
   return 0;
 }
 
-/* Whether NAME's value must never be echoed into a log or an error (passwords, secrets, keys). */
+/* Whether NAME's value must never be echoed into a log or an error: passwords, secrets, keys
+ * (and key paths), JAAS settings, and sasl.oauthbearer.config, which may carry a client
+ * secret. Masking a harmless value costs nothing; leaking one cannot be undone. */
 static bool prop_is_secret(const char *name) {
-  return strstr(name, "password") || strstr(name, "secret") || strstr(name, "key");
+  return strstr(name, "password") || strstr(name, "secret") || strstr(name, "key") ||
+         strstr(name, "jaas") || strstr(name, "oauthbearer.config");
 }
 
 int kpi_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
@@ -115,40 +118,72 @@ static int env_prop(const char *entry, char prop[128], const char **value) {
   return 1;
 }
 
-/* Appends " NAME=VALUE" to OUT (SIZE) at *LEN, VALUE as CONF holds it ("***" when secret);
- * a pair that does not fit is left out. */
-static void summary_add(const rd_kafka_conf_t *conf, const char *name, char *out, size_t size,
-                        size_t *len) {
+/* Room kept at the end of a summary for its " (+N not shown)" note. */
+#define SUMMARY_NOTE_ROOM 32
+
+typedef struct {
+  char *out;
+  size_t cap;     /* bytes the pairs may use, the terminating NUL included */
+  size_t len;
+  size_t omitted; /* pairs that did not fit, or whose value is longer than 511 bytes */
+} conf_summary;
+
+/* Whether an environment entry before E passes the same property PROP through (one property
+ * spelt twice: KPI_KAFKA_PROP_LINGER_MS and KPI_KAFKA_PROP_linger_ms). */
+static bool env_prop_earlier(char **e, const char *prop) {
+  for (char **d = environ; d < e; d++) {
+    char other[128];
+    const char *value;
+    if (env_prop(*d, other, &value) == 1 && strcmp(other, prop) == 0) return true;
+  }
+  return false;
+}
+
+/* Appends " NAME=VALUE" to S, VALUE as CONF holds it ("***" when secret), unless librdkafka
+ * does not know NAME. A pair that does not fit, or whose value is longer than 511 bytes, is
+ * counted in S->omitted instead. */
+static void summary_add(conf_summary *s, const rd_kafka_conf_t *conf, const char *name) {
   char value[512];
   size_t vlen = sizeof(value);
   if (rd_kafka_conf_get(conf, name, value, &vlen) != RD_KAFKA_CONF_OK) return;
-  int n = snprintf(out + *len, size - *len, "%s%s=%s", *len ? " " : "", name,
-                   prop_is_secret(name) ? "***" : value);
-  if (n < 0 || (size_t)n >= size - *len) {
-    out[*len] = '\0';
+  /* librdkafka copies what fits and reports the whole length: a longer value was cut. */
+  int n = vlen > sizeof(value) ? -1
+                               : snprintf(s->out + s->len, s->cap - s->len, "%s%s=%s",
+                                          s->len ? " " : "", name,
+                                          prop_is_secret(name) ? "***" : value);
+  if (n < 0 || (size_t)n >= s->cap - s->len) {
+    s->out[s->len] = '\0';
+    s->omitted++;
     return;
   }
-  *len += (size_t)n;
+  s->len += (size_t)n;
 }
 
 size_t kpi_kafka_conf_summary(const rd_kafka_conf_t *conf, const kpi_kafka_prop *defaults,
                               const kpi_kafka_prop *fixed, char *out, size_t size) {
-  size_t len = 0;
-  if (size == 0) return 0;
+  if (size <= SUMMARY_NOTE_ROOM) {
+    if (size) out[0] = '\0';
+    return 0;
+  }
+  conf_summary s = {.out = out, .cap = size - SUMMARY_NOTE_ROOM, .len = 0, .omitted = 0};
   out[0] = '\0';
-  summary_add(conf, "bootstrap.servers", out, size, &len);
-  for (const kpi_kafka_prop *p = defaults; p && p->name; p++)
-    summary_add(conf, p->name, out, size, &len);
+  summary_add(&s, conf, "bootstrap.servers");
+  for (const kpi_kafka_prop *p = defaults; p && p->name; p++) summary_add(&s, conf, p->name);
   for (char **e = environ; *e; e++) {
     char prop[128];
     const char *value;
-    if (env_prop(*e, prop, &value) == 1 && !prop_listed(defaults, prop) &&
-        !prop_listed(fixed, prop) && strcmp(prop, "bootstrap.servers") != 0)
-      summary_add(conf, prop, out, size, &len);
+    if (env_prop(*e, prop, &value) == 1 && strcmp(prop, "bootstrap.servers") != 0 &&
+        !prop_listed(defaults, prop) && !prop_listed(fixed, prop) && !env_prop_earlier(e, prop))
+      summary_add(&s, conf, prop);
   }
   for (const kpi_kafka_prop *p = fixed; p && p->name; p++)
-    if (!prop_listed(defaults, p->name)) summary_add(conf, p->name, out, size, &len);
-  return len;
+    if (!prop_listed(defaults, p->name)) summary_add(&s, conf, p->name);
+  if (s.omitted) {
+    int n = snprintf(out + s.len, size - s.len, "%s(+%zu not shown)", s.len ? " " : "",
+                     s.omitted);
+    if (n > 0) s.len += (size_t)n;
+  }
+  return s.len;
 }
 
 rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop *defaults,

@@ -54,10 +54,11 @@ rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop 
 
 /* The properties a client configuration CONF got from kpi_kafka_conf_new, as one line into OUT
  * (SIZE): "bootstrap.servers=... NAME=VALUE ...", then each of DEFAULTS, each operator
- * KPI_KAFKA_PROP_* property that is not among them, and each of FIXED, once each, with the
- * value CONF holds (the operator's where one overrode a default). Secret-looking values
- * (password, secret, key) read "***". A pair that does not fit is left out, and so is a value
- * longer than 511 bytes. Returns the length. kpi_kafka_conf_new logs it (info, event
+ * KPI_KAFKA_PROP_* property, and each of FIXED, once per name, with the value CONF holds (the
+ * operator's where one overrode a default). Secret-looking values (password, secret, key,
+ * jaas, sasl.oauthbearer.config) read "***". Pairs that do not fit, and values longer than
+ * 511 bytes, are left out and counted at the end: "(+N not shown)". SIZE must exceed 32 for
+ * any pair to be written. Returns the length. kpi_kafka_conf_new logs it (info, event
  * kafka_config). */
 size_t kpi_kafka_conf_summary(const rd_kafka_conf_t *conf, const kpi_kafka_prop *defaults,
                               const kpi_kafka_prop *fixed, char *out, size_t size);

@@ -155,7 +155,7 @@ static void test_start_without_broker(void **state) {
  * and every event answered 202 is in the topic afterwards. */
 static void test_broker_lost_mid_run(void **state) {
   (void)state;
-  const char *env[] = {"KPI_INGEST_DELIVERY_TIMEOUT_MS=3000", NULL};
+  const char *env[] = {"KPI_INGEST_DELIVERY_TIMEOUT_MS=3000", "KPI_LOG_LEVEL=info", NULL};
   tc_service svc;
   tc_service_start(&svc, env, 1);
   enum { N = 16 };

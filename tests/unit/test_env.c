@@ -185,12 +185,89 @@ static void test_topics_and_kafka_passthrough(void **state) {
   unsetenv("KPI_KAFKA_PROP_LINGER_MS");
 }
 
+/* How many pairs of the summary LINE are named NAME (at its start or after a space). */
+static int pairs_named(const char *line, const char *name) {
+  char pat[160];
+  snprintf(pat, sizeof(pat), "%s=", name);
+  int n = 0;
+  for (const char *p = strstr(line, pat); p; p = strstr(p + 1, pat))
+    if (p == line || p[-1] == ' ') n++;
+  return n;
+}
+
+/* kpi_kafka_conf_summary, which kpi_kafka_conf_new logs (docs/operations.md "Kafka client
+ * settings"): the value each property ends with, in the funnel's order, once per name,
+ * secrets masked, and what was left out counted rather than cut. */
+static void test_kafka_conf_summary(void **state) {
+  (void)state;
+  static const kpi_kafka_prop defaults[] = {
+      {"linger.ms", "1"}, {"batch.num.messages", "500"}, {NULL, NULL}};
+  static const kpi_kafka_prop fixed[] = {{"acks", "all"}, {NULL, NULL}};
+  setenv("KPI_KAFKA_BOOTSTRAP", "127.0.0.1:1", 1);
+  setenv("KPI_KAFKA_PROP_LINGER_MS", "7", 1);
+  setenv("KPI_KAFKA_PROP_linger_ms", "7", 1); /* the same property spelt twice */
+  setenv("KPI_KAFKA_PROP_SOCKET_KEEPALIVE_ENABLE", "true", 1);
+  setenv("KPI_KAFKA_PROP_SASL_PASSWORD", "hunter2", 1);
+  setenv("KPI_KAFKA_PROP_SASL_OAUTHBEARER_CONFIG", "principal=city secret=hunter3", 1);
+  char err[256];
+  rd_kafka_conf_t *conf = kpi_kafka_conf_new("t", defaults, fixed, err, sizeof(err));
+  if (!conf) fail_msg("%s", err);
+  char line[1024];
+  size_t len = kpi_kafka_conf_summary(conf, defaults, fixed, line, sizeof(line));
+  assert_int_equal(len, strlen(line));
+  const char *head = "bootstrap.servers=127.0.0.1:1 linger.ms=7 batch.num.messages=500 ";
+  assert_memory_equal(line, head, strlen(head));
+  assert_string_equal(line + len - strlen(" acks=-1"), " acks=-1"); /* librdkafka's "all" */
+  assert_non_null(strstr(line, " socket.keepalive.enable=true "));
+  assert_non_null(strstr(line, " sasl.password=*** "));
+  assert_non_null(strstr(line, " sasl.oauthbearer.config=*** "));
+  assert_null(strstr(line, "hunter"));
+  assert_null(strstr(line, "not shown"));
+  const char *names[] = {"bootstrap.servers", "linger.ms", "batch.num.messages",
+                         "socket.keepalive.enable", "sasl.password", "sasl.oauthbearer.config",
+                         "acks"};
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    assert_int_equal(pairs_named(line, names[i]), 1);
+
+  /* Too long a line keeps whole pairs and counts the rest: here only bootstrap.servers fits
+   * in the 64 - 32 bytes the pairs may use. */
+  char cut[64];
+  len = kpi_kafka_conf_summary(conf, defaults, fixed, cut, sizeof(cut));
+  assert_int_equal(len, strlen(cut));
+  assert_string_equal(cut, "bootstrap.servers=127.0.0.1:1 (+6 not shown)");
+  char none[32] = {'x'};
+  assert_int_equal(kpi_kafka_conf_summary(conf, defaults, fixed, none, sizeof(none)), 0);
+  assert_string_equal(none, "");
+  rd_kafka_conf_destroy(conf);
+
+  /* A value longer than the summary shows is left out, never cut. */
+  char rack[700];
+  memset(rack, 'r', sizeof(rack) - 1);
+  rack[sizeof(rack) - 1] = '\0';
+  setenv("KPI_KAFKA_PROP_CLIENT_RACK", rack, 1);
+  conf = kpi_kafka_conf_new("t", defaults, fixed, err, sizeof(err));
+  if (!conf) fail_msg("%s", err);
+  kpi_kafka_conf_summary(conf, defaults, fixed, line, sizeof(line));
+  assert_null(strstr(line, "client.rack"));
+  assert_string_equal(line + strlen(line) - strlen(" acks=-1 (+1 not shown)"),
+                      " acks=-1 (+1 not shown)");
+  rd_kafka_conf_destroy(conf);
+  unsetenv("KPI_KAFKA_PROP_CLIENT_RACK");
+  unsetenv("KPI_KAFKA_PROP_LINGER_MS");
+  unsetenv("KPI_KAFKA_PROP_linger_ms");
+  unsetenv("KPI_KAFKA_PROP_SOCKET_KEEPALIVE_ENABLE");
+  unsetenv("KPI_KAFKA_PROP_SASL_PASSWORD");
+  unsetenv("KPI_KAFKA_PROP_SASL_OAUTHBEARER_CONFIG");
+  unsetenv("KPI_KAFKA_BOOTSTRAP");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_env_int),
       cmocka_unit_test(test_split_hostport),
       cmocka_unit_test(test_listen_and_path),
       cmocka_unit_test(test_topics_and_kafka_passthrough),
+      cmocka_unit_test(test_kafka_conf_summary),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
