@@ -16,7 +16,8 @@
 #       round").
 # (a)/(b)/(f) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
 # median of the per-round ratios is the figure, with its spread (min-max), because kcat and
-# the shared cores swing from run to run. Then it prints the CPU split of the machine during
+# the shared cores swing from run to run; the batch/kcat verdict leaves out rounds where the
+# broker was in its slow regime (they favour the batches). Then it prints the CPU split of the machine during
 # (c) (service, broker, the rest: wrk and other jobs), the CPU per record of each path's own
 # processes during (a) and (b) (kcat + broker, ingest + broker + wrk: the ratio other jobs do not
 # move), and the service's peak RSS (VmHWM).
@@ -419,6 +420,22 @@ path_cpu() {
   done
   echo "${out% }"
 }
+# The broker's slow regime (docs/ingest.md "Performance", ninth to twelfth rounds): in some
+# rounds it takes two to three times its usual CPU per record, and kcat, bound by the broker,
+# loses more there than the batches do, so such rounds read high. A round counts as slow when
+# the broker's CPU per record in (a) or (b) exceeds 1.5 times the lowest of any round's; the
+# verdict is then the median of the other rounds. (A run with every round slow is not told,
+# and at small N, 50,000 say, one clock tick is 0.2 us per record: too coarse for the test.)
+SLOW_ROUNDS=() FAST_BRATIO=()
+BROKER_MIN=$(printf '%s\n' "${CPU_KCAT_BROKER[@]}" "${CPU_BATCH_BROKER[@]}" | sort -g | head -n1)
+for i in "${!BRATIO[@]}"; do
+  if awk -v a="${CPU_KCAT_BROKER[$i]}" -v b="${CPU_BATCH_BROKER[$i]}" -v m="$BROKER_MIN" \
+    'BEGIN { exit !(m > 0 && (a > 1.5 * m || b > 1.5 * m)) }'; then
+    SLOW_ROUNDS+=("$((i + 1))")
+  else
+    FAST_BRATIO+=("${BRATIO[$i]}")
+  fi
+done
 read -r K_MED K_MIN K_MAX < <(stats "${KCAT[@]}")
 read -r B_MED B_MIN B_MAX < <(stats "${BATCHES[@]}")
 read -r BR_MED BR_MIN BR_MAX < <(stats "${BRATIO[@]}")
@@ -447,7 +464,12 @@ cat <<OUT
   CPU us per record of each path's own processes, per round (other jobs left out): (a) kcat + broker $(path_cpu a); (b) ingest + broker + wrk $(path_cpu b); (a)/(b) $(path_cpu r)
   CPU during (c), % of one core, per round: machine $(echo "${CPU_BUSY[*]}") of $(( $(nproc) * 100 )); ingest $(echo "${CPU_SVC[*]}") (per process: $(printf '[%s] ' "${CPU_PER[@]}")); broker $(echo "${CPU_BROKER[*]}"); rest (wrk, other jobs) $(echo "${CPU_REST[*]}")
 $(echo "$METRICS" | sed 's/^/  /')
-SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))
+$(if [ "${#SLOW_ROUNDS[@]}" -gt 0 ] && [ "${#FAST_BRATIO[@]}" -gt 0 ]; then
+  read -r FR_MED FR_MIN FR_MAX < <(stats "${FAST_BRATIO[@]}")
+  echo "SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]}; round(s) ${SLOW_ROUNDS[*]} with the broker in its slow regime left out: $FR_MED [$FR_MIN-$FR_MAX] (goal >= 0.8: $(pass "$FR_MED" 0.8))"
+else
+  echo "SUMMARY batch/kcat $BR_MED [$BR_MIN-$BR_MAX] per round: ${BRATIO[*]} (goal >= 0.8: $(pass "$BR_MED" 0.8))"
+fi)
 SUMMARY batch/closed-loop $CR_MED [$CR_MIN-$CR_MAX] per round: ${CRATIO[*]}; closed-loop/kcat $CK_MED [$CK_MIN-$CK_MAX] per round: ${CKRATIO[*]}
 OUT
 if [ -n "$NG_PORT" ]; then
