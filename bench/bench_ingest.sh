@@ -17,10 +17,10 @@
 # (a)/(b)/(f) and (c)/(e) are interleaved over ROUNDS rounds (the order alternating), and the
 # median of the per-round ratios is the figure, with its spread (min-max), because kcat and
 # the shared cores swing from run to run; the batch/kcat verdict leaves out rounds where the
-# broker was in its slow regime (they favour the batches). Then it prints the CPU split of the machine during
-# (c) (service, broker, the rest: wrk and other jobs), the CPU per record of each path's own
-# processes during (a) and (b) (kcat + broker, ingest + broker + wrk: the ratio other jobs do not
-# move), and the service's peak RSS (VmHWM).
+# broker was in its slow regime (they favour the batches). Then it prints the CPU split of the
+# machine during (c) (service, broker, the rest: wrk and other jobs), the CPU per record of each
+# path's own processes during (a) and (b) (kcat + broker, ingest + broker + wrk: the ratio other
+# jobs do not move), and the service's peak RSS (VmHWM).
 # Not a test: numbers depend on the machine, and wrk, the broker and the service share it.
 #
 #   bench/bench_ingest.sh            build dir /tmp/inb-rel (built if missing), own stack

@@ -97,8 +97,10 @@ for text in open(log, encoding="utf-8", errors="replace"):
         rec = json.loads(text)
     except ValueError:
         continue
-    msg = rec.get("msg", "") if isinstance(rec, dict) else ""
-    if rec.get("event") != "kafka_config" or not msg.startswith(prefix):
+    if not isinstance(rec, dict) or rec.get("event") != "kafka_config":
+        continue
+    msg = rec.get("msg")
+    if not isinstance(msg, str) or not msg.startswith(prefix):
         continue
     words = msg[len(prefix):].split(" ")
     if having and not any(w.startswith(having + "=") for w in words):
