@@ -155,7 +155,7 @@ static void test_start_without_broker(void **state) {
  * and every event answered 202 is in the topic afterwards. */
 static void test_broker_lost_mid_run(void **state) {
   (void)state;
-  const char *env[] = {"KPI_INGEST_DELIVERY_TIMEOUT_MS=3000", "KPI_LOG_LEVEL=info", NULL};
+  const char *env[] = {"KPI_INGEST_DELIVERY_TIMEOUT_MS=3000", NULL};
   tc_service svc;
   tc_service_start(&svc, env, 1);
   enum { N = 16 };
@@ -204,7 +204,7 @@ static void test_broker_lost_mid_run(void **state) {
  * full and is answered 429 with Retry-After: 1 at once. */
 static void test_queue_full_429(void **state) {
   (void)state;
-  const char *env[] = {"KPI_INGEST_DELIVERY_TIMEOUT_MS=3000",
+  const char *env[] = {"KPI_INGEST_DELIVERY_TIMEOUT_MS=3000", "KPI_LOG_LEVEL=info",
                        "KPI_KAFKA_PROP_QUEUE_BUFFERING_MAX_MESSAGES=1", "KPI_KAFKA_PROP_BATCH_NUM_MESSAGES=1",
                        NULL};
   tc_service svc;
