@@ -1,14 +1,16 @@
-/* bench/bench_tool.h: the error exit, allocation and librdkafka property setters of the bench's
- * C tools (latency_load.c, closed_loop_produce.c), which the scripts compile one file at a
- * time. Define BENCH_TOOL (the program's name, for messages) before including it. */
+/* bench/bench_tool.h: the error exit, allocation, clock and librdkafka property setters of the
+ * bench's C tools (latency_load.c, closed_loop_produce.c), which the scripts compile one file
+ * at a time. Define BENCH_TOOL (the program's name, for messages) before including it. */
 #ifndef BENCH_TOOL_H
 #define BENCH_TOOL_H
 
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* "BENCH_TOOL: WHAT: WHY" on stderr, then exit 1. */
 static inline void bench_die(const char *what, const char *why) {
@@ -21,6 +23,13 @@ static inline void *bench_calloc(size_t n, size_t size) {
   void *p = calloc(n ? n : 1, size);
   if (!p) bench_die("calloc", strerror(errno));
   return p;
+}
+
+/* CLOCK's time in nanoseconds. */
+static inline uint64_t bench_now_ns(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Sets librdkafka property K to V on CONF, or bench_die naming K. */

@@ -21,7 +21,7 @@
  * with D from the first timed produce to the last delivery report and C this process's CPU
  * (user + system) over the same span. Exits 1 at the first error, 2 on bad arguments.
  */
-#define _GNU_SOURCE /* ppoll */
+#define _GNU_SOURCE /* ppoll, pipe2 */
 #include <errno.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -58,12 +58,6 @@ typedef struct {
 } clp_run;
 
 static clp_run R;
-
-static uint64_t clp_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t clp_cpu_us(void) {
   struct rusage ru;
@@ -117,7 +111,7 @@ static void clp_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o
   R.acked++;
   /* The whole upload is in Kafka: the client's next one goes out, as after a 202. */
   if (--c->pending > 0 || R.submitted >= R.want) return;
-  if (R.think_ns) c->due_ns = clp_now_ns() + R.think_ns;
+  if (R.think_ns) c->due_ns = bench_now_ns(CLOCK_MONOTONIC) + R.think_ns;
   else clp_submit(c);
 }
 
@@ -126,7 +120,7 @@ static void clp_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o
  * when its main queue gets a report. */
 static void clp_serve(rd_kafka_t *rk, int wake) {
   while (R.acked < R.want) {
-    uint64_t now = clp_now_ns(), next = 0;
+    uint64_t now = bench_now_ns(CLOCK_MONOTONIC), next = 0;
     for (int i = 0; i < R.nclients; i++) {
       clp_client *c = &R.clients[i];
       if (!c->due_ns) continue;
@@ -183,12 +177,7 @@ int main(int argc, char **argv) {
 
   /* Reports wake clp_serve through a pipe, as they wake the services' libuv loops. */
   int wake[2];
-  if (pipe(wake) != 0) bench_die("pipe", strerror(errno));
-  for (int i = 0; i < 2; i++) {
-    int fl = fcntl(wake[i], F_GETFL);
-    if (fl < 0 || fcntl(wake[i], F_SETFL, fl | O_NONBLOCK) != 0)
-      bench_die("fcntl", strerror(errno));
-  }
+  if (pipe2(wake, O_NONBLOCK) != 0) bench_die("pipe2", strerror(errno));
   rd_kafka_queue_t *main_q = rd_kafka_queue_get_main(rk);
   rd_kafka_queue_io_event_enable(main_q, wake[1], "1", 1);
 
@@ -204,10 +193,10 @@ int main(int argc, char **argv) {
   /* Timed: whole uploads until N records are acknowledged. */
   R.want = (n + R.batch - 1) / R.batch * R.batch;
   R.submitted = R.acked = 0;
-  uint64_t c0 = clp_cpu_us(), t0 = clp_now_ns();
+  uint64_t c0 = clp_cpu_us(), t0 = bench_now_ns(CLOCK_MONOTONIC);
   for (int i = 0; i < R.nclients && R.submitted < R.want; i++) clp_submit(&R.clients[i]);
   clp_serve(rk, wake[0]);
-  uint64_t t1 = clp_now_ns(), c1 = clp_cpu_us();
+  uint64_t t1 = bench_now_ns(CLOCK_MONOTONIC), c1 = clp_cpu_us();
   printf("CLOSED accepted=%lld duration_us=%llu cpu_us=%llu\n", R.acked,
          (unsigned long long)((t1 - t0) / 1000u), (unsigned long long)(c1 - c0));
 

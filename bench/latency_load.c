@@ -42,11 +42,8 @@
 #define LAT_DRAIN_S 30 /* seconds allowed after the last request for the answers */
 #define LAT_PAD 240    /* payload padding: about the size of an ingest record */
 
-static uint64_t lat_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+/* Every timestamp is CLOCK_REALTIME, comparable with PostgreSQL's now() (header). */
+static uint64_t lat_now_ns(void) { return bench_now_ns(CLOCK_REALTIME); }
 
 /* ---------------------------------------------------------------- http ---- */
 
