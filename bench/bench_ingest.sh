@@ -207,8 +207,7 @@ topic_end() {
 # service logged them at start (bench_kafka_config): idempotent with acks=all, the defaults
 # of ingest_kafka.c, message.timeout.ms, and any KPI_KAFKA_PROP_* of INGEST_ENV, which the
 # service applied over its defaults.
-PROPS_TEXT=$(bench_kafka_config "$WORK/ingest1.log" kpi-ingest)
-mapfile -t PRODUCER_PROPS <<<"$PROPS_TEXT"
+bench_kafka_props PRODUCER_PROPS "$WORK/ingest1.log" kpi-ingest
 log "kcat and (f) produce with the service's settings: ${PRODUCER_PROPS[*]}"
 KCAT_PROPS=()
 for kv in "${PRODUCER_PROPS[@]}"; do KCAT_PROPS+=(-X "$kv"); done

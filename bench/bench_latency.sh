@@ -114,10 +114,8 @@ bench_wait_ready "http://127.0.0.1:$EV_PORT/readyz" "$WORK/evaluator.log"
 IN_PID=$!
 bench_wait_ready "http://127.0.0.1:$IN_PORT/readyz" "$WORK/ingest.log"
 # (a)'s settings: the ingest's producer and the evaluator's consumer (the client with a group).
-PROPS_TEXT=$(bench_kafka_config "$WORK/ingest.log" kpi-ingest)
-mapfile -t PRODUCER_PROPS <<<"$PROPS_TEXT"
-PROPS_TEXT=$(bench_kafka_config "$WORK/evaluator.log" kpi-evaluator group.id)
-mapfile -t CONSUMER_PROPS <<<"$PROPS_TEXT"
+bench_kafka_props PRODUCER_PROPS "$WORK/ingest.log" kpi-ingest
+bench_kafka_props CONSUMER_PROPS "$WORK/evaluator.log" kpi-evaluator group.id
 log "(a) produces with the ingest's settings: ${PRODUCER_PROPS[*]}"
 log "(a) consumes with the evaluator's settings: ${CONSUMER_PROPS[*]}"
 

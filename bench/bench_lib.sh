@@ -122,3 +122,12 @@ fail("line not found" + (f" (with {having})" if having else "") +
      "; is the service logging at info?")
 PY
 }
+
+# bench_kafka_props ARRAY LOG CLIENT [HAVING]: bench_kafka_config's PROP=VALUE words into the
+# array named ARRAY. Returns 1 when bench_kafka_config fails (its message is on stderr), so a
+# caller under set -e stops there.
+bench_kafka_props() {
+  local text
+  text=$(bench_kafka_config "${@:2}") || return 1
+  mapfile -t "$1" <<<"$text"
+}

@@ -93,20 +93,27 @@ static int conf_set_list(rd_kafka_conf_t *conf, const kpi_kafka_prop *props, cha
   return 0;
 }
 
-static bool prop_listed(const kpi_kafka_prop *props, const char *name) {
+/* The entry of PROPS (NULL-name terminated, or NULL) named NAME, or NULL. */
+static const kpi_kafka_prop *prop_find(const kpi_kafka_prop *props, const char *name) {
   for (const kpi_kafka_prop *p = props; p && p->name; p++)
-    if (strcmp(p->name, name) == 0) return true;
-  return false;
+    if (strcmp(p->name, name) == 0) return p;
+  return NULL;
+}
+
+static bool prop_listed(const kpi_kafka_prop *props, const char *name) {
+  return prop_find(props, name) != NULL;
 }
 
 /* The property an environment entry ENTRY ("KPI_KAFKA_PROP_LINGER_MS=5") passes through, into
- * PROP ("linger.ms"), with *VALUE at its value. Returns 1, 0 when ENTRY is not a passthrough
- * variable, or -1 when its name cannot be a property (empty, or too long for PROP). */
+ * PROP ("linger.ms"), with *VALUE at its value (so the variable's name is the VALUE - 1 - ENTRY
+ * bytes before it). Returns 1, 0 when ENTRY is not a passthrough variable, or -1 (*VALUE set
+ * all the same) when its name cannot be a property (empty, or too long for PROP). */
 static int env_prop(const char *entry, char prop[128], const char **value) {
   const size_t plen = sizeof(KPI_KAFKA_PROP_PREFIX) - 1;
   if (strncmp(entry, KPI_KAFKA_PROP_PREFIX, plen) != 0) return 0;
   const char *eq = strchr(entry, '=');
   if (!eq) return 0;
+  *value = eq + 1;
   size_t n = (size_t)(eq - entry) - plen;
   if (n == 0 || n >= 128) return -1;
   for (size_t i = 0; i < n; i++) {
@@ -114,7 +121,6 @@ static int env_prop(const char *entry, char prop[128], const char **value) {
     prop[i] = c == '_' ? '.' : (char)tolower((unsigned char)c);
   }
   prop[n] = '\0';
-  *value = eq + 1;
   return 1;
 }
 
@@ -202,18 +208,16 @@ rd_kafka_conf_t *kpi_kafka_conf_new(const char *client_id, const kpi_kafka_prop 
     const char *value;
     int rc = env_prop(*e, prop, &value);
     if (rc == 0) continue;
-    int name_len = (int)(strchr(*e, '=') - *e);
+    int name_len = (int)(value - 1 - *e);
     if (rc < 0) {
       snprintf(errstr, errstr_size, "%.*s: not a librdkafka property name", name_len, *e);
       goto err;
     }
-    for (const kpi_kafka_prop *f = fixed; f && f->name; f++) {
-      if (strcmp(f->name, prop) == 0) {
-        snprintf(errstr, errstr_size,
-                 "%.*s: %s is set by the service (%s) and cannot be overridden", name_len, *e,
-                 prop, f->value);
-        goto err;
-      }
+    const kpi_kafka_prop *f = prop_find(fixed, prop);
+    if (f) {
+      snprintf(errstr, errstr_size, "%.*s: %s is set by the service (%s) and cannot be overridden",
+               name_len, *e, prop, f->value);
+      goto err;
     }
     if (kpi_kafka_conf_set(conf, prop, value, errstr, errstr_size)) goto err;
   }
